@@ -1,0 +1,78 @@
+"""Actions: the automations that playbook steps run.
+
+An action is a class with a ``name``, a pydantic ``Inputs`` model for its ``with:`` block
+and an async ``run(ctx, inputs)``. It returns the step's output (a JSON-able dict), raises
+``ActionError`` to fail the step, or returns ``Suspend`` when the step must wait on the
+engine (a timer, human decisions, a child run) rather than on a coroutine, so that the
+wait survives a restart. Built-ins and plug-ins register alike, through the entry-point
+group ``baton.actions`` (see ``engine.actions.registry``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Protocol
+
+import aiohttp
+from pydantic import BaseModel
+
+
+@dataclass(frozen=True)
+class ApprovalSpec:
+    """What an approval step asks for; the engine stores it and waits for decisions."""
+
+    approvers: dict[str, list[str]]
+    min_approvals: int
+    message: str
+    allow_self_approval: bool = False
+    timeout_s: float | None = None
+    on_timeout: str = "reject"
+    show: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChildRunSpec:
+    playbook: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Suspend:
+    """Park the step: wake at ``until``, on an approval's outcome, or when a child run ends."""
+
+    until: datetime | None = None
+    approval: ApprovalSpec | None = None
+    child: ChildRunSpec | None = None
+
+
+@dataclass
+class ActionContext:
+    """What an action may know and do. Secrets are revealed here and nowhere else."""
+
+    run_id: str
+    step_id: str
+    attempt: int
+    params: Mapping[str, Any]
+    secrets: Mapping[str, str]
+    requested_by: str
+    now: Callable[[], datetime]
+    http: Callable[[], aiohttp.ClientSession]
+    log: Callable[[str], Awaitable[None]]
+    attachments: dict[str, str] = field(default_factory=dict)
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def attach(self, name: str, text: str) -> None:
+        """Keep a long text (a full stdout, say) with the attempt; the output keeps a tail."""
+        self.attachments[name] = text
+
+
+Output = dict[str, Any]
+
+
+class Action(Protocol):
+    name: ClassVar[str]
+    Inputs: ClassVar[type[BaseModel]]
+
+    async def run(self, ctx: ActionContext, inputs: Any) -> Output | Suspend: ...

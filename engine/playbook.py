@@ -1,0 +1,264 @@
+"""The playbook format: pydantic models, and loading YAML files with line numbers.
+
+One playbook per file. Structural checks (types, unknown keys, bad durations) happen here
+through pydantic; semantic checks (the DAG, templates, actions) live in ``engine.validate``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from engine import durations
+from engine.errors import PlaybookInvalid, Problem
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(durations.parse_duration),
+    PlainSerializer(lambda d: d.total_seconds(), return_type=float),
+]
+
+STEP_ID = r"^[A-Za-z_][A-Za-z0-9_-]*$"
+PLAYBOOK_NAME = r"^[a-z0-9][a-z0-9_.-]*$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ParamType(StrEnum):
+    STRING = "string"
+    INT = "int"
+    FLOAT = "float"
+    BOOL = "bool"
+    CHOICE = "choice"
+    SECRET = "secret"
+
+
+class Param(_Model):
+    type: ParamType = ParamType.STRING
+    required: bool = False
+    default: Any = None
+    choices: list[Any] | None = None
+    pattern: str | None = None
+    min: float | None = None
+    max: float | None = None
+    help: str = ""
+
+    @model_validator(mode="after")
+    def _choices_for_choice(self) -> Param:
+        if self.type is ParamType.CHOICE and not self.choices:
+            raise ValueError("a choice param needs a non-empty `choices` list")
+        return self
+
+
+class Backoff(StrEnum):
+    FIXED = "fixed"
+    EXPONENTIAL = "exponential"
+
+
+class Retry(_Model):
+    """``attempts`` counts every attempt, the first included: ``attempts: 3`` retries twice."""
+
+    attempts: int = Field(default=1, ge=1, le=100)
+    backoff: Backoff = Backoff.FIXED
+    delay: Duration = timedelta(seconds=1)
+    max_delay: Duration = timedelta(minutes=5)
+    jitter: bool = False
+
+    def delay_before(self, attempt: int) -> timedelta:
+        """Delay before attempt number ``attempt`` (2 for the first retry), without jitter."""
+        base = self.delay.total_seconds()
+        if self.backoff is Backoff.EXPONENTIAL:
+            base *= 2 ** max(0, attempt - 2)
+        return timedelta(seconds=min(base, self.max_delay.total_seconds()))
+
+
+class Step(_Model):
+    id: str = Field(pattern=STEP_ID)
+    action: str
+    name: str | None = None
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    needs: list[str] = Field(default_factory=list)
+    when: str | None = None
+    retry: Retry = Retry()
+    timeout: Duration | None = None
+    idempotent: bool = False
+    continue_on_error: bool = False
+
+    @field_validator("needs", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("when", mode="before")
+    @classmethod
+    def _condition_as_text(cls, v: Any) -> Any:
+        return str(v).lower() if isinstance(v, bool) else v
+
+    @property
+    def title(self) -> str:
+        return self.name or self.id
+
+
+class OnLimit(StrEnum):
+    QUEUE = "queue"
+    REJECT = "reject"
+
+
+class Concurrency(_Model):
+    """At most ``limit`` active runs share one rendered ``key`` (default: the playbook name)."""
+
+    key: str | None = None
+    limit: int = Field(default=1, ge=1)
+    on_limit: OnLimit = OnLimit.QUEUE
+
+
+class Phase(StrEnum):
+    MAIN = "main"
+    ON_FAILURE = "on_failure"
+    FINALLY = "finally"
+
+
+class Playbook(_Model):
+    name: str = Field(pattern=PLAYBOOK_NAME)
+    description: str = ""
+    params: dict[str, Param] = Field(default_factory=dict)
+    steps: list[Step] = Field(min_length=1)
+    on_failure: list[Step] = Field(default_factory=list)
+    finally_: list[Step] = Field(default_factory=list, alias="finally")
+    timeout: Duration | None = None
+    concurrency: Concurrency | None = None
+    triggers: list[dict[str, Any]] = Field(default_factory=list)
+
+    def phase(self, phase: Phase) -> list[Step]:
+        return {Phase.MAIN: self.steps, Phase.ON_FAILURE: self.on_failure}.get(
+            phase, self.finally_
+        )
+
+    def all_steps(self) -> list[tuple[Phase, Step]]:
+        return [(ph, s) for ph in Phase for s in self.phase(ph)]
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-able form kept with each run, so a resumed run uses the definition it began with."""
+        return self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+
+    @property
+    def digest(self) -> str:
+        raw = json.dumps(self.snapshot(), sort_keys=True).encode()
+        return hashlib.sha256(raw).hexdigest()[:12]
+
+
+# --- loading ---------------------------------------------------------------------------
+
+Lines = dict[tuple[Any, ...], int]
+
+
+def _record_lines(node: yaml.Node, path: tuple[Any, ...], lines: Lines) -> None:
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            sub = (*path, key.value)
+            lines[sub] = key.start_mark.line + 1
+            _record_lines(value, sub, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _record_lines(item, (*path, i), lines)
+
+
+def line_of(lines: Lines, loc: tuple[Any, ...]) -> int | None:
+    """Line of the deepest known prefix of ``loc`` (a pydantic error location or a path)."""
+    loc = tuple("with" if part == "with_" else part for part in loc)
+    loc = tuple("finally" if part == "finally_" else part for part in loc)
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None
+
+
+def parse_yaml(text: str, file: str) -> tuple[Any, Lines]:
+    """Parse YAML text into data plus a map from key paths to line numbers."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PlaybookInvalid([Problem(file, line, f"YAML syntax error: {problem}")]) from exc
+    lines: Lines = {}
+    if node is not None:
+        _record_lines(node, (), lines)
+    return data, lines
+
+
+def _loc_text(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        part = {"with_": "with", "finally_": "finally"}.get(part, part) if isinstance(
+            part, str
+        ) else part
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def build(data: Any, lines: Lines, file: str) -> Playbook:
+    """Validate parsed YAML into a Playbook, turning pydantic errors into file:line problems."""
+    if not isinstance(data, dict):
+        raise PlaybookInvalid(
+            [Problem(file, 1, "a playbook file must be a mapping with name, steps, ...")]
+        )
+    try:
+        return Playbook.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            where = _loc_text(loc)
+            problems.append(Problem(file, line_of(lines, loc), f"{where}: {msg}" if where else msg))
+        raise PlaybookInvalid(problems) from exc
+
+
+def load_text(text: str, file: str = "<playbook>") -> tuple[Playbook, Lines]:
+    data, lines = parse_yaml(text, file)
+    return build(data, lines, file), lines
+
+
+def load_file(path: Path) -> tuple[Playbook, Lines]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PlaybookInvalid([Problem(str(path), None, f"cannot read: {exc.strerror}")]) from exc
+    return load_text(text, str(path))
+
+
+def from_snapshot(snapshot: dict[str, Any]) -> Playbook:
+    return Playbook.model_validate(snapshot)
+
+
+def playbook_files(root: Path) -> list[Path]:
+    if root.is_file():
+        return [root]
+    return sorted([*root.glob("*.yaml"), *root.glob("*.yml")])
+
+
+ParamKind = Literal["string", "int", "float", "bool", "choice", "secret"]
