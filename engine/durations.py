@@ -37,7 +37,7 @@ def format_duration(seconds: float) -> str:
     """Short human form: 0.4s, 12s, 3m05s, 2h01m."""
     if seconds < 10:
         return f"{seconds:.1f}s"
-    s = int(round(seconds))
+    s = round(seconds)
     if s < 60:
         return f"{s}s"
     m, s = divmod(s, 60)

@@ -148,9 +148,7 @@ class Playbook(_Model):
     triggers: list[dict[str, Any]] = Field(default_factory=list)
 
     def phase(self, phase: Phase) -> list[Step]:
-        return {Phase.MAIN: self.steps, Phase.ON_FAILURE: self.on_failure}.get(
-            phase, self.finally_
-        )
+        return {Phase.MAIN: self.steps, Phase.ON_FAILURE: self.on_failure}.get(phase, self.finally_)
 
     def all_steps(self) -> list[tuple[Phase, Step]]:
         return [(ph, s) for ph in Phase for s in self.phase(ph)]
@@ -211,9 +209,11 @@ def parse_yaml(text: str, file: str) -> tuple[Any, Lines]:
 def _loc_text(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
-        part = {"with_": "with", "finally_": "finally"}.get(part, part) if isinstance(
-            part, str
-        ) else part
+        part = (
+            {"with_": "with", "finally_": "finally"}.get(part, part)
+            if isinstance(part, str)
+            else part
+        )
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 

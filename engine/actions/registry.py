@@ -21,7 +21,9 @@ class Registry:
             try:
                 action_cls = ep.load()
             except Exception as exc:  # a broken plug-in must not take the engine down
-                raise BatonError(f"action plug-in {ep.name!r} ({ep.value}) failed to load: {exc}")
+                raise BatonError(
+                    f"action plug-in {ep.name!r} ({ep.value}) failed to load: {exc}"
+                ) from exc
             actions[ep.name] = action_cls()
         return cls(actions)
 

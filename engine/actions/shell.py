@@ -1,0 +1,283 @@
+"""The ``shell`` action: run a command (``argv``) or a ``/bin/sh`` script.
+
+Inputs (``with:``)::
+
+    argv: [kubectl, rollout, restart, "deployment/{{ params.service }}"]   # or
+    script: |
+      kubectl rollout restart "deployment/$PARAM_SERVICE"
+    env: {KUBECONFIG: /etc/kube/prod}     # merged over Baton's own environment
+    cwd: /srv/deploy                      # optional working directory
+
+Exactly one of ``argv`` and ``script`` is given.
+
+**Parameters reach a script only through the environment.** The playbook's params are
+never spliced into a shell string by Baton: every param is exported as
+``PARAM_<NAME>`` (name upper-cased, characters other than letters, digits and ``_``
+turned into ``_``). Values: booleans become ``true`` / ``false``, ``None`` becomes the
+empty string, lists and dicts become JSON (ready for ``jq``), anything else ``str()``.
+Quote them in the script (``"$PARAM_SERVICE"``). The same variables are exported in
+``argv`` mode too. ``env:`` entries win over ``PARAM_*``, which win over Baton's own
+environment. (A template such as ``{{ params.x }}`` inside ``script:`` *is* rendered by the
+engine before the action runs, so it is spliced into the script; use ``$PARAM_X``.)
+
+``argv`` runs with ``create_subprocess_exec``: each element is one argument, no shell.
+
+The process runs in its own process group with stdin from ``/dev/null``. stdout and
+stderr are read concurrently as they come. Each stream is kept in full up to
+``FULL_CAP`` (beyond it a ``[... N bytes dropped]`` note) and its last ``TAIL_CAP`` bytes
+go into the step output, headed by a marker line when cut; when cut, the full text is
+attached to the attempt (``ctx.attach("stdout", ...)``). Text is decoded as UTF-8 with
+replacement characters for invalid bytes.
+
+Output: ``{"rc": int, "stdout": str, "stderr": str}``. A non-zero exit status fails the
+step with the last non-empty stderr line in the message.
+
+When the step is cancelled (step timeout, run cancelled), the whole process group gets
+SIGTERM, then SIGKILL after ``KILL_GRACE`` seconds, and the process is reaped before the
+cancellation propagates. If background processes keep the output pipes open after the
+command itself exited, Baton stops reading after ``DRAIN_GRACE`` seconds (noted in
+stderr) rather than waiting for them; they are left running, as in a terminal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from engine.actions import ActionContext
+from engine.errors import ActionError
+
+FULL_CAP = 10 * 1024 * 1024
+TAIL_CAP = 64 * 1024
+KILL_GRACE = 5.0
+DRAIN_GRACE = 2.0
+_CHUNK = 64 * 1024
+_NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_]")
+
+
+class OutputBuffer:
+    """Collects one stream: its head up to ``full_cap`` bytes and its last ``tail_cap``."""
+
+    def __init__(
+        self, full_cap: int = FULL_CAP, tail_cap: int = TAIL_CAP, encoding: str = "utf-8"
+    ) -> None:
+        self.full_cap = full_cap
+        self.encoding = encoding
+        self.tail_cap = tail_cap
+        self.total = 0
+        self._head = bytearray()
+        self._tail = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        self.total += len(data)
+        room = self.full_cap - len(self._head)
+        if room > 0:
+            self._head += data[:room]
+        self._tail += data
+        if len(self._tail) > 2 * self.tail_cap:  # trim now and then, not on every chunk
+            del self._tail[: len(self._tail) - self.tail_cap]
+
+    @property
+    def cut(self) -> bool:
+        """True when the tail does not hold everything (the full text should be attached)."""
+        return self.total > self.tail_cap
+
+    def full_text(self) -> str:
+        text = self._head.decode(self.encoding, errors="replace")
+        dropped = self.total - len(self._head)
+        if dropped > 0:
+            text += f"\n[... {dropped} bytes dropped]\n"
+        return text
+
+    def tail_text(self) -> str:
+        data = bytes(self._tail[-self.tail_cap :])
+        omitted = self.total - len(data)
+        if omitted <= 0:
+            return data.decode(self.encoding, errors="replace")
+        skip = 0
+        if self.encoding == "utf-8":  # do not start in the middle of a character
+            while skip < min(3, len(data)) and data[skip] & 0xC0 == 0x80:
+                skip += 1
+        omitted += skip
+        marker = f"[... {omitted} earlier bytes omitted; full text kept with the attempt]\n"
+        return marker + data[skip:].decode(self.encoding, errors="replace")
+
+
+def param_env(params: Mapping[str, Any]) -> dict[str, str]:
+    """The ``PARAM_<NAME>`` variables for a run's params (see the module docstring)."""
+    env: dict[str, str] = {}
+    for name, value in params.items():
+        key = "PARAM_" + _NOT_IN_NAME.sub("_", str(name)).upper()
+        env[key] = _env_value(value)
+    return env
+
+
+def _env_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+class ShellInputs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    argv: list[str] | None = None
+    script: str | None = None
+    env: dict[str, str] = {}
+    cwd: str | None = None
+
+    @model_validator(mode="after")
+    def _one_command(self) -> ShellInputs:
+        if (self.argv is None) == (self.script is None):
+            raise ValueError(
+                "give exactly one of 'argv' (a list: program and arguments) "
+                "or 'script' (text run by /bin/sh -c)"
+            )
+        if self.argv is not None and not self.argv:
+            raise ValueError("'argv' is empty: give at least the program to run")
+        return self
+
+
+class ShellAction:
+    name: ClassVar[str] = "shell"
+    Inputs: ClassVar[type[BaseModel]] = ShellInputs
+
+    async def run(self, ctx: ActionContext, inputs: ShellInputs) -> dict[str, Any]:
+        argv = inputs.argv if inputs.argv is not None else ["/bin/sh", "-c", inputs.script or ""]
+        env = {**os.environ, **param_env(ctx.params), **inputs.env}
+        transport, proto = await _start(argv, env, inputs.cwd)
+        try:
+            try:
+                await proto.exited
+            except asyncio.CancelledError:
+                await _terminate(transport, proto)
+                raise
+            await proto.drain()
+        finally:
+            # closes the pipes even when background processes still hold them open
+            _close(transport)
+        rc = transport.get_returncode()
+        assert rc is not None
+        out, err = proto.buffers[1], proto.buffers[2]
+        output: dict[str, Any] = {"rc": rc, "stdout": out.tail_text(), "stderr": err.tail_text()}
+        for stream, buf in (("stdout", out), ("stderr", err)):
+            if buf.cut:
+                ctx.attach(stream, buf.full_text())
+        if rc != 0:
+            raise ActionError(_failure_message(rc, output["stderr"]), output=output)
+        return output
+
+
+class _Protocol(asyncio.SubprocessProtocol):
+    """Feeds stdout (fd 1) and stderr (fd 2) into buffers; tells when the process exited.
+
+    ``Process.wait()`` from ``asyncio.subprocess`` only returns once every pipe is closed,
+    which never happens while a background child holds them; this protocol separates the
+    two events.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.buffers = {1: OutputBuffer(), 2: OutputBuffer()}
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self._pipes_closed: asyncio.Future[None] = loop.create_future()
+        self._open = {1, 2}
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        self.buffers[fd].feed(data)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        self._open.discard(fd)
+        if not self._open and not self._pipes_closed.done():
+            self._pipes_closed.set_result(None)
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    async def drain(self) -> None:
+        """Wait for the rest of the output, at most DRAIN_GRACE once the process exited."""
+        done, _ = await asyncio.wait({self._pipes_closed}, timeout=DRAIN_GRACE)
+        if not done:
+            self.buffers[2].feed(
+                b"\n[baton: stopped reading output: background processes still hold the pipes]\n"
+            )
+
+
+async def _start(
+    argv: list[str], env: dict[str, str], cwd: str | None
+) -> tuple[asyncio.SubprocessTransport, _Protocol]:
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.subprocess_exec(
+            lambda: _Protocol(loop),
+            *argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise ActionError(_start_failure(argv[0], cwd, exc)) from None
+
+
+def _start_failure(program: str, cwd: str | None, exc: OSError) -> str:
+    if cwd is not None and exc.filename == cwd:
+        return f"cannot use working directory {cwd}: {exc.strerror}"
+    if isinstance(exc, FileNotFoundError):
+        return f"command not found: {program}"
+    if isinstance(exc, PermissionError):
+        return f"permission denied: cannot execute {program}"
+    return f"cannot start {program}: {exc.strerror or exc}"
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    # start_new_session: the group id is the child's pid; the group may be gone already
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+async def _terminate(transport: asyncio.SubprocessTransport, proto: _Protocol) -> None:
+    """SIGTERM the process group, SIGKILL it after KILL_GRACE; return once the child is reaped."""
+    pid = transport.get_pid()
+    _signal_group(pid, signal.SIGTERM)
+    try:
+        await asyncio.wait_for(asyncio.shield(proto.exited), KILL_GRACE)
+    except TimeoutError:
+        pass
+    finally:
+        # also reaches members that outlived the leader or ignored SIGTERM
+        _signal_group(pid, signal.SIGKILL)
+    await proto.exited
+
+
+def _close(transport: asyncio.SubprocessTransport) -> None:
+    if transport.get_returncode() is None:  # only when cleanup itself was interrupted
+        _signal_group(transport.get_pid(), signal.SIGKILL)
+    transport.close()
+
+
+def _failure_message(rc: int, stderr: str) -> str:
+    if rc < 0:
+        try:
+            message = f"exit status {rc} (killed by {signal.Signals(-rc).name})"
+        except ValueError:
+            message = f"exit status {rc}"
+    else:
+        message = f"exit status {rc}"
+    last = next((line.strip() for line in reversed(stderr.splitlines()) if line.strip()), "")
+    return f"{message}: {last}" if last else message

@@ -1,0 +1,54 @@
+"""The in-process event bus: publish never blocks the engine; each subscriber has a queue."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+from engine.events import Event
+
+
+class Subscription:
+    def __init__(self, bus: EventBus, accept: Callable[[Event], bool] | None) -> None:
+        self._bus = bus
+        self._accept = accept
+        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+
+    def offer(self, event: Event) -> None:
+        if self._accept is None or self._accept(event):
+            self.queue.put_nowait(event)
+
+    def close(self) -> None:
+        self._bus._subs.discard(self)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self
+
+    async def __anext__(self) -> Event:
+        return await self.queue.get()
+
+    def drain(self) -> list[Event]:
+        out = []
+        while not self.queue.empty():
+            out.append(self.queue.get_nowait())
+        return out
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._subs: set[Subscription] = set()
+
+    def subscribe(self, accept: Callable[[Event], bool] | None = None) -> Subscription:
+        sub = Subscription(self, accept)
+        self._subs.add(sub)
+        return sub
+
+    def publish(self, event: Event) -> None:
+        for sub in tuple(self._subs):
+            sub.offer(event)

@@ -1,0 +1,87 @@
+"""The playbook library: every valid playbook in one folder (``BATON_PLAYBOOKS``).
+
+An invalid file never stops the others from loading; its problems are kept in
+``Catalog.problems`` for ``baton validate``, the logs and the dashboard. ``reload()`` (on
+SIGHUP) builds a new catalog in which an invalid edit is rejected: the playbook keeps its
+previous valid version, and the problems say why the edit was refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from engine import validate
+from engine.actions.registry import Registry
+from engine.errors import PlaybookNotFound, Problem
+from engine.playbook import Playbook
+
+
+class Catalog:
+    """An immutable view of the playbooks loaded from ``root``; reload to see edits."""
+
+    def __init__(
+        self,
+        root: Path,
+        registry: Registry,
+        playbooks: Mapping[str, tuple[Playbook, Path]],
+        problems: list[Problem],
+        kept: list[str] | None = None,
+    ) -> None:
+        self.root = root
+        self.registry = registry
+        self._playbooks = dict(sorted(playbooks.items()))
+        self.problems = problems
+        self.kept = kept or []
+        """Names whose new file was invalid on reload, so the previous version was kept."""
+
+    @classmethod
+    def load(cls, root: Path, registry: Registry) -> Catalog:
+        playbooks, problems = validate.validate_paths([root], registry)
+        return cls(root, registry, playbooks, problems)
+
+    def reload(self) -> Catalog:
+        """A new catalog from the files as they are now.
+
+        A playbook whose file still exists but is now invalid (or now clashes with another
+        file's name) keeps its previous version; a playbook whose file is gone is dropped.
+        """
+        playbooks, problems = validate.validate_paths([self.root], self.registry)
+        broken = {p.file for p in problems}
+        kept = []
+        for name, (pb, path) in self._playbooks.items():
+            if name in playbooks or str(path) not in broken or not path.exists():
+                continue
+            playbooks[name] = (pb, path)
+            kept.append(name)
+            problems.append(
+                Problem(str(path), None, f"edit rejected: keeping the previous version of {name!r}")
+            )
+        return Catalog(self.root, self.registry, playbooks, problems, kept)
+
+    def get(self, name: str) -> Playbook:
+        try:
+            return self._playbooks[name][0]
+        except KeyError:
+            raise PlaybookNotFound(name, self._playbooks) from None
+
+    def path_of(self, name: str) -> Path:
+        try:
+            return self._playbooks[name][1]
+        except KeyError:
+            raise PlaybookNotFound(name, self._playbooks) from None
+
+    def names(self) -> list[str]:
+        return list(self._playbooks)
+
+    def all(self) -> list[Playbook]:
+        return [pb for pb, _ in self._playbooks.values()]
+
+    def __iter__(self) -> Iterator[Playbook]:
+        return iter(self.all())
+
+    def __len__(self) -> int:
+        return len(self._playbooks)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._playbooks

@@ -1,0 +1,257 @@
+"""Run parameters: parsing ``key=value`` words and checking values against a playbook's schema.
+
+Values arrive as strings from chat and the CLI (``env=prod``) or typed from the HTTP API
+(``{"replicas": 3}``); both go through ``coerce``. Every problem is collected before one
+``ParamError`` is raised, so a user fixes them all at once. A secret's value is never
+repeated in a message.
+
+Decisions: a declared param that is neither given nor defaulted (and not required) is
+set to None, so templates can test it (``{% if params.tag %}``). ``None`` counts as not
+given; an empty string counts as not given only for a required param.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from engine.errors import ParamError, closest
+from engine.playbook import Param, ParamType, Playbook
+
+TRUE_WORDS = frozenset({"true", "yes", "y", "1", "on"})
+FALSE_WORDS = frozenset({"false", "no", "n", "0", "off"})
+MASK = "***"
+
+
+class _Bad(Exception):
+    """One value that does not fit its param; the message follows ``name: ``."""
+
+
+def parse_assignments(args: Sequence[str], playbook: str = "") -> dict[str, str]:
+    """``["env=prod", "msg=hello world"]`` -> ``{"env": "prod", "msg": "hello world"}``.
+
+    The value is everything after the first ``=``; a later assignment of the same key wins.
+    """
+    out: dict[str, str] = {}
+    errors: list[str] = []
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        key = key.strip()
+        if not eq:
+            errors.append(f"{arg!r} is not a parameter (expected key=value, e.g. env=prod)")
+        elif not key:
+            errors.append(f"{arg!r} has no name before '=' (expected key=value, e.g. env=prod)")
+        else:
+            out[key] = value
+    if errors:
+        raise ParamError(playbook, errors)
+    return out
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _shown(spec: Param, value: Any) -> str:
+    return "the given value" if spec.type is ParamType.SECRET else repr(value)
+
+
+def _as_text(name: str, spec: Param, value: Any) -> str:
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        text = str(value)
+    else:
+        raise _Bad(f"{_shown(spec, value)} is not a string (expected text, e.g. {name}=value)")
+    if spec.pattern is not None:
+        try:
+            matched = re.fullmatch(spec.pattern, text) is not None
+        except re.error as exc:
+            raise _Bad(
+                f"the playbook's pattern {spec.pattern!r} is not a valid regex: {exc}"
+            ) from None
+        if not matched:
+            raise _Bad(f"{_shown(spec, text)} does not match the pattern {spec.pattern}")
+    return text
+
+
+def _as_int(name: str, spec: Param, value: Any) -> int:
+    bad = _Bad(f"{value!r} is not an int (expected a whole number, e.g. {name}=3)")
+    if isinstance(value, bool):
+        raise bad
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if value.is_integer():
+            return int(value)
+        raise bad
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            raise bad from None
+    raise bad
+
+
+def _as_float(name: str, spec: Param, value: Any) -> float:
+    bad = _Bad(f"{value!r} is not a number (expected a number, e.g. {name}=0.5)")
+    if isinstance(value, bool):
+        raise bad
+    if isinstance(value, int | float):
+        result = float(value)
+    elif isinstance(value, str):
+        try:
+            result = float(value.strip())
+        except ValueError:
+            raise bad from None
+    else:
+        raise bad
+    if not math.isfinite(result):
+        raise bad
+    return result
+
+
+def _as_bool(name: str, spec: Param, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+    raise _Bad(f"{value!r} is not a bool (expected true or false, e.g. {name}=true)")
+
+
+def _as_choice(name: str, spec: Param, value: Any) -> Any:
+    choices = spec.choices or []
+    for choice in choices:
+        if type(choice) is type(value) and choice == value:
+            return choice
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        text = str(value).strip()
+        for choice in choices:
+            if str(choice) == text or (isinstance(choice, bool) and str(choice).lower() == text):
+                return choice
+        folded = [c for c in choices if isinstance(c, str) and c.lower() == text.lower()]
+        if len(folded) == 1:
+            return folded[0]
+    listed = ", ".join(str(c) for c in choices)
+    words = [c for c in choices if isinstance(c, str)]
+    hint = closest(str(value), words, n=1) if isinstance(value, str) else []
+    extra = f" (did you mean {hint[0]}?)" if hint else ""
+    raise _Bad(f"{value!r} is not one of {listed}{extra}")
+
+
+def _check_range(spec: Param, value: float) -> None:
+    if spec.min is not None and value < spec.min:
+        raise _Bad(f"{_num(value)} is below the minimum {_num(spec.min)}")
+    if spec.max is not None and value > spec.max:
+        raise _Bad(f"{_num(value)} is above the maximum {_num(spec.max)}")
+
+
+def coerce_value(name: str, spec: Param, value: Any) -> Any:
+    """``value`` converted to ``spec``'s type; ValueError ``name: why`` if it does not fit."""
+    try:
+        result: Any
+        if spec.type in (ParamType.STRING, ParamType.SECRET):
+            result = _as_text(name, spec, value)
+        elif spec.type is ParamType.INT:
+            result = _as_int(name, spec, value)
+            _check_range(spec, result)
+        elif spec.type is ParamType.FLOAT:
+            result = _as_float(name, spec, value)
+            _check_range(spec, result)
+        elif spec.type is ParamType.BOOL:
+            result = _as_bool(name, spec, value)
+        else:
+            result = _as_choice(name, spec, value)
+    except _Bad as exc:
+        raise ValueError(f"{name}: {exc}") from None
+    return result
+
+
+def _missing(name: str, spec: Param) -> str:
+    what = f"{spec.type.value}: {spec.help}" if spec.help else spec.type.value
+    if spec.type is ParamType.CHOICE:
+        what += f"; one of {', '.join(str(c) for c in spec.choices or [])}"
+    return f"missing required param {name} ({what}), e.g. {name}=..."
+
+
+def coerce(playbook: Playbook, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Check and convert ``raw`` into the run's params: every declared param gets a value.
+
+    Raises ParamError listing every problem: unknown names (with a did-you-mean), missing
+    required params, values of the wrong type, outside ``choices``, ``pattern``, ``min``/``max``.
+    """
+    errors: list[str] = []
+    declared = playbook.params
+    for key in raw:
+        if key in declared:
+            continue
+        hint = closest(key, declared, n=1)
+        if hint:
+            errors.append(f"unknown param {key!r} (did you mean {hint[0]}?)")
+        elif declared:
+            errors.append(f"unknown param {key!r} (this playbook takes {', '.join(declared)})")
+        else:
+            errors.append(f"unknown param {key!r} (this playbook takes no params)")
+    values: dict[str, Any] = {}
+    for name, spec in declared.items():
+        value = raw.get(name)
+        given = value is not None and not (spec.required and value == "")
+        if not given:
+            value = spec.default
+        if value is None:
+            if spec.required:
+                errors.append(_missing(name, spec))
+            values[name] = None
+            continue
+        try:
+            values[name] = coerce_value(name, spec, value)
+        except ValueError as exc:
+            errors.append(str(exc) if given else f"{exc} (the playbook's default)")
+    if errors:
+        raise ParamError(playbook.name, errors)
+    return values
+
+
+def secret_names(playbook: Playbook) -> set[str]:
+    return {name for name, spec in playbook.params.items() if spec.type is ParamType.SECRET}
+
+
+def masked(playbook: Playbook, values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with every secret param's value replaced by ``***`` (None stays None)."""
+    secrets = secret_names(playbook)
+    return {k: MASK if k in secrets and v is not None else v for k, v in values.items()}
+
+
+def describe(playbook: Playbook) -> list[str]:
+    """One line per param, e.g. ``env (choice: prod, staging; default staging) - where to run``."""
+    lines = []
+    for name, spec in playbook.params.items():
+        parts = [spec.type.value]
+        if spec.type is ParamType.CHOICE:
+            parts[0] += ": " + ", ".join(str(c) for c in spec.choices or [])
+        if spec.required:
+            parts.append("required")
+        elif spec.default is not None:
+            shown = MASK if spec.type is ParamType.SECRET else spec.default
+            if isinstance(shown, bool):
+                shown = str(shown).lower()
+            parts.append(f"default {shown}")
+        else:
+            parts.append("optional")
+        if spec.min is not None or spec.max is not None:
+            low = _num(spec.min) if spec.min is not None else ""
+            high = _num(spec.max) if spec.max is not None else ""
+            parts.append(f"{low}..{high}")
+        if spec.pattern is not None:
+            parts.append(f"pattern {spec.pattern}")
+        line = f"{name} ({'; '.join(parts)})"
+        lines.append(f"{line} - {spec.help}" if spec.help else line)
+    return lines

@@ -1,0 +1,1605 @@
+"""The engine: starts runs, drives their DAGs, persists every transition, emits events.
+
+Each active run has one *driver* task, the only code that changes the run. Everything
+else (a step's action finishing, a timer, a human decision, a cancel) posts a message to
+the run's inbox. The driver takes the waiting messages, applies them, decides what to
+start next, commits all of it as one unit, publishes the events, and only then launches
+the steps it decided on. A step's end and its successor's start therefore commit
+together: one commit per step on a sequential chain, and a crash between two commits
+loses nothing that was acted upon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets as pysecrets
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pydantic
+import sqlalchemy as sa
+
+from engine import events as ev
+from engine import messages as msg
+from engine import params as paramlib
+from engine import templating
+from engine.actions import ActionContext, ApprovalSpec, ChildRunSpec, Suspend
+from engine.actions.registry import Registry
+from engine.bus import EventBus
+from engine.catalog import Catalog
+from engine.errors import (
+    ActionError,
+    ApprovalNotFound,
+    BatonError,
+    ConcurrencyLimit,
+    InvalidTransition,
+    NotAllowed,
+    RunNotFound,
+    TemplateError,
+)
+from engine.playbook import Phase, Playbook, from_snapshot
+from engine.requests import DecisionResult, Plan, RunRequest
+from engine.secrets import Masker, SecretBox
+from engine.state import (
+    ACTIVE_RUN,
+    RunState,
+    RunStatus,
+    StepState,
+    StepStatus,
+    new_steps,
+    parallel_groups,
+)
+from engine.timing import Clock, SchedulerTimers, SystemClock, Timers
+from storage import tables as t
+from storage.store import Op, Store, guard
+
+log = logging.getLogger(__name__)
+
+ApproverCheck = Callable[[str, dict[str, Any]], bool]
+
+
+def new_id() -> str:
+    return pysecrets.token_hex(6)
+
+
+def _users_only(user: str, approvers: dict[str, Any]) -> bool:
+    """Default approver check: listed users; anyone when the step lists nobody."""
+    users = approvers.get("users") or []
+    if not any(approvers.get(k) for k in ("users", "usergroups", "groups")):
+        return True
+    return user in users
+
+
+@dataclass
+class _Batch:
+    ops: list[Op] = field(default_factory=list)
+    events: list[ev.Event] = field(default_factory=list)
+    launches: list[StepState] = field(default_factory=list)
+    after: list[Callable[[], None]] = field(default_factory=list)
+    children: list[RunState] = field(default_factory=list)
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        catalog: Catalog,
+        registry: Registry,
+        secret_box: SecretBox,
+        bus: EventBus | None = None,
+        clock: Clock | None = None,
+        timers: Timers | None = None,
+        secrets: dict[str, str] | None = None,
+        owner: str = "baton",
+        approver_check: ApproverCheck = _users_only,
+    ) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.registry = registry
+        self.secret_box = secret_box
+        self.bus = bus or EventBus()
+        self.clock = clock or SystemClock()
+        self.timers = timers or SchedulerTimers()
+        self.secrets = dict(secrets or {})
+        self.owner = owner
+        self.approver_check = approver_check
+        self._base_masker = Masker(self.secrets.values())
+        self._runs: dict[str, RunState] = {}
+        self._drivers: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._key_locks: dict[str, asyncio.Lock] = {}
+        self._busy = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._stopping = False
+        self._http: aiohttp.ClientSession | None = None
+
+    # --- life cycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.timers.start()
+        await self._resume()
+
+    async def stop(self, drain: float = 30.0) -> None:
+        """Stop launching steps, let running ones finish for ``drain`` seconds, then
+        interrupt the rest (recorded, so the next start re-runs or fails them)."""
+        self._stopping = True
+        running = [s.task for r in self._runs.values() for s in r.steps.values() if s.task]
+        if running:
+            _, late = await asyncio.wait(running, timeout=drain)
+            for task in late:
+                task.cancel()
+        for run in self._runs.values():
+            for step in run.steps.values():
+                if step.task is not None and not step.task.done():
+                    step.cancel_reason = "shutdown"
+        await self.wait_idle()
+        for task in list(self._drivers.values()):
+            task.cancel()
+        for task in list(self._drivers.values()):
+            with suppress(asyncio.CancelledError):
+                await task
+        self.timers.shutdown()
+        if self._http is not None:
+            await self._http.close()
+
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession()
+        return self._http
+
+    # --- idle accounting (tests and `baton run` wait on it) ----------------------------
+
+    def _busy_inc(self) -> None:
+        self._busy += 1
+        self._idle.clear()
+
+    def _busy_dec(self) -> None:
+        self._busy -= 1
+        if self._busy == 0:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return once no run has work it can do without time passing or people acting."""
+        while self._busy:
+            await self._idle.wait()
+            await asyncio.sleep(0)
+
+    async def wait_for(self, run_id: str) -> RunStatus:
+        run = self._runs.get(run_id)
+        if run is not None and run.done is not None:
+            return await asyncio.shield(run.done)
+        row = await self.store.one(sa.select(t.runs.c.status).where(t.runs.c.id == run_id))
+        if row is None:
+            raise RunNotFound(run_id)
+        status = RunStatus(row.status)
+        if status.terminal:
+            return status
+        raise InvalidTransition(f"run {run_id} is {status} and not driven by this process")
+
+    # --- public API ------------------------------------------------------------------
+
+    def plan(self, request: RunRequest) -> Plan:
+        playbook = self.catalog.get(request.playbook)
+        params = paramlib.coerce(playbook, request.params)
+        masker = Masker(self._secret_values(playbook, params))
+        return Plan(
+            playbook=playbook.name,
+            params=masker.mask(params),
+            waves=parallel_groups(playbook, Phase.MAIN),
+            on_failure=parallel_groups(playbook, Phase.ON_FAILURE),
+            finally_=parallel_groups(playbook, Phase.FINALLY),
+            concurrency_key=self._concurrency_key(playbook, params),
+        )
+
+    async def start_run(self, request: RunRequest) -> str:
+        """Validate, persist and start (or queue) a run; returns its id."""
+        if self._stopping:
+            raise BatonError("Baton is shutting down; try again in a moment.")
+        playbook = self.catalog.get(request.playbook)
+        run, ops = self._prepare(playbook, request)
+        await self._admit_new(run, ops)
+        return run.id
+
+    async def cancel(self, run_id: str, by: str) -> None:
+        run = self._runs.get(run_id)
+        if run is None:
+            row = await self._run_row(run_id)
+            status = RunStatus(row.status)
+            if status is not RunStatus.QUEUED:
+                raise InvalidTransition(f"run {run_id} is already {status}; nothing to cancel")
+            now = self.clock.now()
+            await self.store.write(
+                t.runs.update()
+                .where(t.runs.c.id == run_id, t.runs.c.status == RunStatus.QUEUED.value)
+                .values(
+                    status="cancelled", stop_reason="cancelled", stopped_by=by, finished_at=now
+                ),
+                self._audit(by, "cancel", run_id, {}),
+            )
+            self.bus.publish(
+                ev.RunCancelled(
+                    run_id=run_id, playbook=row.playbook, at=now, status="cancelled", by=by
+                )
+            )
+            return
+        if run.stop_reason:
+            raise InvalidTransition(f"run {run_id} is already stopping ({run.stop_reason})")
+        await self.store.write(self._audit(by, "cancel", run_id, {}))
+        self._post(run, msg.Stop(status=RunStatus.CANCELLED.value, by=by))
+
+    async def retry(self, run_id: str, by: str) -> None:
+        """Start a new attempt of a finished run: succeeded steps keep their outputs,
+        the rest run again."""
+        if run_id in self._runs:
+            raise InvalidTransition(f"run {run_id} is still active; cancel it or let it end")
+        row = await self._run_row(run_id)
+        if row.status not in ("failed", "cancelled", "timed_out"):
+            raise InvalidTransition(
+                f"run {run_id} is {row.status}; only failed, cancelled or timed-out runs "
+                "can be retried"
+            )
+        now = self.clock.now()
+        reset = (
+            t.steps.update()
+            .where(
+                t.steps.c.run_id == run_id,
+                sa.or_(t.steps.c.phase != Phase.MAIN.value, t.steps.c.status != "succeeded"),
+            )
+            .values(
+                status="pending",
+                attempts=0,
+                error=None,
+                output=None,
+                wake_at=None,
+                wake_reason=None,
+                started_at=None,
+                approval_id=None,
+                child_run_id=None,
+                finished_at=None,
+            )
+        )
+        upd = (
+            t.runs.update()
+            .where(t.runs.c.id == run_id, t.runs.c.status == row.status)
+            .values(
+                status=RunStatus.QUEUED.value,
+                attempt=row.attempt + 1,
+                error=None,
+                failed_step=None,
+                stop_reason=None,
+                stopped_by=None,
+                finished_at=None,
+            )
+        )
+        await self.store.write(reset, upd, self._audit(by, "retry", run_id, {}))
+        run = await self._load(run_id)
+        run.status = RunStatus.QUEUED
+        run.created_at = now
+        run.announced = False
+        await self._admit_new(run, [], existing=True)
+
+    async def decide(
+        self, approval_id: str, user: str, decision: str, comment: str = ""
+    ) -> DecisionResult:
+        """Record a human decision on an approval gate. Idempotent per (gate, user)."""
+        if decision not in ("approve", "reject"):
+            raise BatonError(f"decision must be approve or reject, not {decision!r}")
+        row = await self.store.one(sa.select(t.approvals).where(t.approvals.c.id == approval_id))
+        if row is None:
+            raise ApprovalNotFound(approval_id)
+        spec = row.spec
+        if row.status != "pending":
+            return DecisionResult(
+                approval_id, False, row.status, f"approval {approval_id} is already {row.status}"
+            )
+        if user == row.requested_by and not spec.get("allow_self_approval", False):
+            await self.store.write(self._audit(user, decision, approval_id, {}, "refused"))
+            raise NotAllowed(
+                f"{user} started run {row.run_id} and cannot approve it: another approver "
+                "must decide"
+            )
+        if not self.approver_check(user, spec.get("approvers") or {}):
+            await self.store.write(self._audit(user, decision, approval_id, {}, "refused"))
+            raise NotAllowed(
+                f"{user} may not decide on {approval_id}; approvers: "
+                f"{_describe_approvers(spec.get('approvers') or {})}"
+            )
+        now = self.clock.now()
+        outcome: dict[str, Any] = {}
+
+        def record(conn: sa.Connection) -> None:
+            seen = conn.execute(
+                sa.select(t.decisions.c.decision).where(
+                    t.decisions.c.approval_id == approval_id, t.decisions.c.user == user
+                )
+            ).first()
+            if seen is not None:
+                outcome["dup"] = seen.decision
+                return
+            conn.execute(
+                t.decisions.insert().values(
+                    approval_id=approval_id, user=user, decision=decision, comment=comment, at=now
+                )
+            )
+            approvals = conn.execute(
+                sa.select(t.decisions.c.user, t.decisions.c.comment).where(
+                    t.decisions.c.approval_id == approval_id,
+                    t.decisions.c.decision == "approve",
+                )
+            ).all()
+            closing = None
+            if decision == "reject":
+                closing = "rejected"
+            elif len(approvals) >= int(spec.get("min_approvals", 1)):
+                closing = "approved"
+            if closing:
+                done = conn.execute(
+                    t.approvals.update()
+                    .where(t.approvals.c.id == approval_id, t.approvals.c.status == "pending")
+                    .values(status=closing, closed_at=now, outcome_reason=comment)
+                )
+                if done.rowcount:
+                    outcome["closed"] = closing
+                    outcome["approved_by"] = [a.user for a in approvals]
+
+        await self.store.write(
+            record, self._audit(user, decision, approval_id, {"comment": comment})
+        )
+        if "dup" in outcome:
+            return DecisionResult(
+                approval_id,
+                False,
+                "pending",
+                f"{user} already decided ({outcome['dup']}) on {approval_id}",
+            )
+        run = self._runs.get(row.run_id)
+        playbook = run.playbook.name if run else ""
+        self.bus.publish(
+            ev.ApprovalDecided(
+                run_id=row.run_id,
+                playbook=playbook,
+                at=now,
+                step_id=row.step_id,
+                approval_id=approval_id,
+                user=user,
+                decision=decision,
+                comment=comment,
+            )
+        )
+        closed = outcome.get("closed")
+        if closed and run is not None:
+            self._post(
+                run,
+                msg.GateClosed(
+                    step_id=row.step_id,
+                    approval_id=approval_id,
+                    outcome=closed,
+                    reason=f"rejected by {user}" + (f": {comment}" if comment else ""),
+                    output={"approval_id": approval_id, "approved_by": outcome["approved_by"]},
+                ),
+            )
+        return DecisionResult(
+            approval_id, True, closed or "pending", f"{user} {decision}d {approval_id}"
+        )
+
+    # --- preparing and admitting runs -------------------------------------------------
+
+    def _secret_values(self, playbook: Playbook, params: dict[str, Any]) -> list[str]:
+        names = paramlib.secret_names(playbook)
+        return [str(params[n]) for n in names if params.get(n)]
+
+    def _concurrency_key(self, playbook: Playbook, params: dict[str, Any]) -> str | None:
+        conc = playbook.concurrency
+        if conc is None:
+            return None
+        if conc.key is None:
+            return playbook.name
+        return str(templating.render(conc.key, {"params": params}))
+
+    def _prepare(self, playbook: Playbook, request: RunRequest) -> tuple[RunState, list[Op]]:
+        params = paramlib.coerce(playbook, request.params)
+        secret_names = paramlib.secret_names(playbook)
+        masker = self._base_masker.with_values(self._secret_values(playbook, params))
+        masked = {
+            k: ("***" if k in secret_names and v is not None else masker.mask(v))
+            for k, v in params.items()
+        }
+        secret_params = {k: str(params[k]) for k in secret_names if params.get(k) is not None}
+        now = self.clock.now()
+        run = RunState(
+            id=new_id(),
+            playbook=playbook,
+            status=RunStatus.QUEUED,
+            params=params,
+            masked_params=masked,
+            masker=masker,
+            trigger=request.trigger,
+            requested_by=request.requested_by,
+            source=dict(request.source),
+            created_at=now,
+            parent_run_id=request.parent_run_id,
+            parent_step_id=request.parent_step_id,
+            concurrency_key=self._concurrency_key(playbook, params),
+            steps=new_steps(playbook),
+            secrets=self.secrets,
+        )
+        ops: list[Op] = [
+            t.runs.insert().values(
+                id=run.id,
+                playbook=playbook.name,
+                status=run.status.value,
+                attempt=1,
+                params=masked,
+                secret_params=self.secret_box.encrypt(secret_params) if secret_params else None,
+                trigger=run.trigger,
+                source=run.source,
+                requested_by=run.requested_by,
+                parent_run_id=run.parent_run_id,
+                parent_step_id=run.parent_step_id,
+                concurrency_key=run.concurrency_key,
+                definition=playbook.snapshot(),
+                created_at=now,
+                owner=self.owner,
+                epoch=0,
+            ),
+            t.steps.insert().values(
+                [
+                    {
+                        "run_id": run.id,
+                        "step_id": s.id,
+                        "phase": s.phase.value,
+                        "position": s.position,
+                        "status": s.status.value,
+                        "attempts": 0,
+                    }
+                    for s in run.steps.values()
+                ]
+            ),
+            self._audit(
+                request.requested_by,
+                "run",
+                playbook.name,
+                {"run_id": run.id, "params": masked, "trigger": request.trigger},
+                source=request.source,
+            ),
+        ]
+        return run, ops
+
+    def _lock(self, key: str) -> asyncio.Lock:
+        return self._key_locks.setdefault(key, asyncio.Lock())
+
+    async def _admit_new(self, run: RunState, ops: list[Op], existing: bool = False) -> None:
+        """Persist a new run as running, or queued behind its concurrency key."""
+        key = run.concurrency_key
+        conc = run.playbook.concurrency
+        if key is None or conc is None:
+            self._begin(run, ops)
+            await self._commit_start(run, ops)
+            return
+        async with self._lock(key):
+            taken = await self.store.scalar(
+                sa.select(sa.func.count())
+                .select_from(t.runs)
+                .where(
+                    t.runs.c.concurrency_key == key,
+                    t.runs.c.status.in_(["queued", "running", "waiting"]),
+                    t.runs.c.id != run.id,
+                )
+            )
+            if taken >= conc.limit:
+                if conc.on_limit.value == "reject":
+                    if existing:
+                        await self.store.write(
+                            t.runs.update()
+                            .where(t.runs.c.id == run.id)
+                            .values(status="failed", error="concurrency limit reached")
+                        )
+                    raise ConcurrencyLimit(
+                        f"{run.playbook.name}: {taken} run(s) already hold concurrency key "
+                        f"{key!r} (limit {conc.limit}); try again when they finish"
+                    )
+                await self.store.write(*ops)
+                self.bus.publish(
+                    ev.RunQueued(
+                        run_id=run.id,
+                        playbook=run.playbook.name,
+                        at=self.clock.now(),
+                        key=key,
+                        ahead=taken - conc.limit + 1,
+                    )
+                )
+                return
+            self._begin(run, ops)
+            await self._commit_start(run, ops)
+
+    def _begin(self, run: RunState, ops: list[Op]) -> None:
+        now = self.clock.now()
+        run.status = RunStatus.RUNNING
+        run.started_at = run.started_at or now
+        timeout = run.playbook.timeout
+        run.deadline_at = now + timeout if timeout else None
+        run.epoch += 1
+        ops.append(
+            t.runs.update()
+            .where(t.runs.c.id == run.id)
+            .values(
+                status=run.status.value,
+                started_at=run.started_at,
+                deadline_at=run.deadline_at,
+                owner=self.owner,
+                epoch=run.epoch,
+            )
+        )
+
+    async def _commit_start(self, run: RunState, ops: list[Op]) -> None:
+        await self.store.write(*ops)
+        self._spawn_driver(run)
+
+    def _spawn_driver(self, run: RunState) -> None:
+        run.done = asyncio.get_running_loop().create_future()
+        self._runs[run.id] = run
+        if run.deadline_at is not None:
+            self.timers.set(
+                f"run:{run.id}:deadline",
+                run.deadline_at,
+                lambda: self._post(run, msg.Stop(status="timed_out", by="timeout")),
+            )
+        self._busy_inc()
+        self._drivers[run.id] = asyncio.create_task(self._drive(run), name=f"run-{run.id}")
+
+    async def _admit_queued(self, key: str) -> None:
+        async with self._lock(key):
+            rows = await self.store.all(
+                sa.select(t.runs.c.id, t.runs.c.status, t.runs.c.definition)
+                .where(
+                    t.runs.c.concurrency_key == key,
+                    t.runs.c.status.in_(["queued", "running", "waiting"]),
+                )
+                .order_by(t.runs.c.created_at, t.runs.c.id)
+            )
+            active = sum(1 for r in rows if r.status != "queued")
+            for r in rows:
+                if r.status != "queued":
+                    continue
+                conc = from_snapshot(r.definition).concurrency
+                if conc is not None and active >= conc.limit:
+                    break
+                run = await self._load(r.id)
+                ops: list[Op] = []
+                self._begin(run, ops)
+                await self._commit_start(run, ops)
+                active += 1
+
+    # --- loading and resuming ---------------------------------------------------------
+
+    async def _run_row(self, run_id: str) -> sa.Row[Any]:
+        row = await self.store.one(sa.select(t.runs).where(t.runs.c.id == run_id))
+        if row is None:
+            raise RunNotFound(run_id)
+        return row
+
+    async def _load(self, run_id: str) -> RunState:
+        row = await self._run_row(run_id)
+        step_rows = await self.store.all(
+            sa.select(t.steps).where(t.steps.c.run_id == run_id).order_by(t.steps.c.position)
+        )
+        playbook = from_snapshot(row.definition)
+        params = dict(row.params)
+        revealed = self.secret_box.decrypt(row.secret_params) if row.secret_params else {}
+        params.update(revealed)
+        run = RunState(
+            id=row.id,
+            playbook=playbook,
+            status=RunStatus(row.status),
+            params=params,
+            masked_params=dict(row.params),
+            masker=self._base_masker.with_values(revealed.values()),
+            trigger=row.trigger,
+            requested_by=row.requested_by,
+            source=dict(row.source or {}),
+            created_at=row.created_at,
+            attempt=row.attempt,
+            epoch=row.epoch,
+            started_at=row.started_at,
+            deadline_at=row.deadline_at,
+            parent_run_id=row.parent_run_id,
+            parent_step_id=row.parent_step_id,
+            concurrency_key=row.concurrency_key,
+            error=row.error,
+            failed_step=row.failed_step,
+            stop_reason=row.stop_reason,
+            stopped_by=row.stopped_by,
+            steps=new_steps(playbook),
+            secrets=self.secrets,
+            announced=True,
+        )
+        for sr in step_rows:
+            step = run.steps.get(sr.step_id)
+            if step is None:
+                continue
+            step.status = StepStatus(sr.status)
+            step.attempts = sr.attempts
+            step.output = sr.output
+            step.error = sr.error
+            step.started_at = sr.started_at
+            step.finished_at = sr.finished_at
+            step.wake_at = sr.wake_at
+            step.wake_reason = sr.wake_reason
+            step.approval_id = sr.approval_id
+            step.child_run_id = sr.child_run_id
+        return run
+
+    async def _resume(self) -> None:
+        rows = await self.store.all(
+            sa.select(t.runs.c.id, t.runs.c.concurrency_key, t.runs.c.status)
+            .where(t.runs.c.status.in_(["running", "waiting", "queued"]))
+            .order_by(t.runs.c.created_at)
+        )
+        keys = set()
+        for r in rows:
+            if r.status == "queued":
+                keys.add(r.concurrency_key)
+                continue
+            run = await self._load(r.id)
+            run.resuming = True
+            run.epoch += 1
+            await self.store.write(
+                t.runs.update()
+                .where(t.runs.c.id == run.id)
+                .values(owner=self.owner, epoch=run.epoch)
+            )
+            await self._rearm(run)
+            self._spawn_driver(run)
+        for key in keys:
+            if key is not None:
+                await self._admit_queued(key)
+
+    async def _rearm(self, run: RunState) -> None:
+        """Put back the timers and checks a waiting step depends on."""
+        for step in run.steps.values():
+            if step.status is not StepStatus.WAITING:
+                continue
+            if step.wake_reason in ("retry", "wait") and step.wake_at is not None:
+                self._set_timer(run, step, step.wake_at, step.wake_reason)
+            elif step.wake_reason == "approval" and step.approval_id:
+                row = await self.store.one(
+                    sa.select(t.approvals).where(t.approvals.c.id == step.approval_id)
+                )
+                if row is None:
+                    continue
+                if row.status == "pending":
+                    if row.deadline_at is not None:
+                        self._set_timer(run, step, row.deadline_at, "approval")
+                    continue
+                users = await self.store.all(
+                    sa.select(t.decisions.c.user).where(
+                        t.decisions.c.approval_id == row.id, t.decisions.c.decision == "approve"
+                    )
+                )
+                run.inbox.append(
+                    msg.GateClosed(
+                        step_id=step.id,
+                        approval_id=row.id,
+                        outcome=row.status,
+                        reason=row.outcome_reason or row.status,
+                        output={"approval_id": row.id, "approved_by": [u.user for u in users]},
+                    )
+                )
+            elif step.wake_reason == "child" and step.child_run_id:
+                child = await self.store.one(
+                    sa.select(t.runs.c.status, t.runs.c.error).where(
+                        t.runs.c.id == step.child_run_id
+                    )
+                )
+                if child is not None and RunStatus(child.status).terminal:
+                    output = await self._child_output(step.child_run_id, child.status)
+                    run.inbox.append(
+                        msg.ChildEnded(
+                            step.id, step.child_run_id, child.status, output, child.error
+                        )
+                    )
+
+    async def _child_output(self, child_id: str, status: str) -> dict[str, Any]:
+        rows = await self.store.all(
+            sa.select(t.steps.c.step_id, t.steps.c.output).where(t.steps.c.run_id == child_id)
+        )
+        return {
+            "run_id": child_id,
+            "status": status,
+            "steps": {r.step_id: r.output or {} for r in rows},
+        }
+
+    # --- the driver ------------------------------------------------------------------
+
+    def _post(self, run: RunState, message: Any) -> None:
+        run.inbox.append(message)
+        if run.blocked:
+            run.blocked = False
+            self._busy_inc()
+            run.wake.set()
+
+    async def _drive(self, run: RunState) -> None:
+        try:
+            while True:
+                batch = _Batch()
+                if not run.announced:
+                    run.announced = True
+                    batch.events.append(
+                        ev.RunStarted(
+                            run_id=run.id,
+                            playbook=run.playbook.name,
+                            at=self.clock.now(),
+                            params=run.masked_params,
+                            requested_by=run.requested_by,
+                            trigger=run.trigger,
+                            attempt=run.attempt,
+                        )
+                    )
+                elif run.resuming:
+                    batch.events.append(
+                        ev.RunStarted(
+                            run_id=run.id,
+                            playbook=run.playbook.name,
+                            at=self.clock.now(),
+                            params=run.masked_params,
+                            requested_by=run.requested_by,
+                            trigger=run.trigger,
+                            attempt=run.attempt,
+                            resumed=True,
+                        )
+                    )
+                    self._recover_running(run, batch)
+                    run.resuming = False
+                while run.inbox:
+                    self._apply(run, run.inbox.popleft(), batch)
+                finished = self._advance(run, batch)
+                if batch.ops:
+                    await self.store.write(guard(run.id, run.epoch), *batch.ops)
+                for event in batch.events:
+                    self.bus.publish(event)
+                for child in batch.children:
+                    self._spawn_driver(child)
+                for step in batch.launches:
+                    self._launch(run, step)
+                for fn in batch.after:
+                    fn()
+                if finished:
+                    await self._finish(run)
+                    return
+                if not run.inbox:
+                    run.blocked = True
+                    self._busy_dec()
+                    await run.wake.wait()
+                    run.wake.clear()
+        except asyncio.CancelledError:
+            if not run.blocked:
+                self._busy_dec()
+            raise
+        except Exception:
+            log.exception("driver of run %s crashed; it resumes at the next start", run.id)
+            self._runs.pop(run.id, None)
+            self._drivers.pop(run.id, None)
+            if run.done is not None and not run.done.done():
+                run.done.set_exception(
+                    BatonError(f"run {run.id} stopped unexpectedly; see the server log")
+                )
+            self._busy_dec()
+
+    async def _finish(self, run: RunState) -> None:
+        self._runs.pop(run.id, None)
+        self._drivers.pop(run.id, None)
+        self.timers.cancel(f"run:{run.id}:deadline")
+        if run.done is not None and not run.done.done():
+            run.done.set_result(run.status)
+        if run.parent_run_id and run.parent_step_id:
+            parent = self._runs.get(run.parent_run_id)
+            if parent is not None:
+                output = await self._child_output(run.id, run.status.value)
+                self._post(
+                    parent,
+                    msg.ChildEnded(run.parent_step_id, run.id, run.status.value, output, run.error),
+                )
+        if run.concurrency_key is not None:
+            await self._admit_queued(run.concurrency_key)
+        self._busy_dec()
+
+    # --- applying messages -----------------------------------------------------------
+
+    def _step_op(self, run: RunState, step: StepState, **only: Any) -> Op:
+        values = only or step.row()
+        return (
+            t.steps.update()
+            .where(t.steps.c.run_id == run.id, t.steps.c.step_id == step.id)
+            .values(**values)
+        )
+
+    def _attempt_op(self, run: RunState, step: StepState, **values: Any) -> Op:
+        return (
+            t.attempts.update()
+            .where(
+                t.attempts.c.run_id == run.id,
+                t.attempts.c.step_id == step.id,
+                t.attempts.c.run_attempt == run.attempt,
+                t.attempts.c.number == step.attempts,
+            )
+            .values(**values)
+        )
+
+    def _event_base(self, run: RunState, step: StepState) -> dict[str, Any]:
+        return {
+            "run_id": run.id,
+            "playbook": run.playbook.name,
+            "at": self.clock.now(),
+            "step_id": step.id,
+            "phase": step.phase.value,
+        }
+
+    def _apply(self, run: RunState, m: Any, batch: _Batch) -> None:
+        if isinstance(m, msg.Stop):
+            self._apply_stop(run, m, batch)
+            return
+        step = run.steps.get(getattr(m, "step_id", ""))
+        if step is None:
+            return
+        if isinstance(m, msg.Finished):
+            if step.status is StepStatus.RUNNING and m.attempt == step.attempts:
+                self._apply_finished(run, step, m, batch)
+        elif isinstance(m, msg.Suspended):
+            if step.status is StepStatus.RUNNING and m.attempt == step.attempts:
+                self._apply_suspend(run, step, m.suspend, batch)
+        elif isinstance(m, msg.Wake):
+            self._apply_wake(run, step, m, batch)
+        elif isinstance(m, msg.GateClosed):
+            if step.status is StepStatus.WAITING and step.approval_id == m.approval_id:
+                self.timers.cancel(self._timer_key(run, step, "approval"))
+                batch.events.append(
+                    ev.ApprovalClosed(
+                        **self._event_base(run, step),
+                        approval_id=m.approval_id,
+                        outcome=m.outcome,
+                        reason=m.reason,
+                    )
+                )
+                if m.outcome == "approved":
+                    self._complete(run, step, batch, output=m.output)
+                else:
+                    self._fail(run, step, batch, error=m.reason, output=m.output)
+        elif (
+            isinstance(m, msg.ChildEnded)
+            and step.status is StepStatus.WAITING
+            and step.child_run_id == m.child_run_id
+        ):
+            if m.status == RunStatus.SUCCEEDED.value:
+                self._complete(run, step, batch, output=m.output)
+            else:
+                self._fail(
+                    run,
+                    step,
+                    batch,
+                    output=m.output,
+                    error=f"child run {m.child_run_id} {m.status}"
+                    + (f": {m.error}" if m.error else ""),
+                )
+
+    def _apply_finished(
+        self, run: RunState, step: StepState, m: msg.Finished, batch: _Batch
+    ) -> None:
+        self.timers.cancel(self._timer_key(run, step, "timeout"))
+        output = run.masker.mask(m.output)
+        attachments = run.masker.mask(m.attachments) if m.attachments else None
+        if m.outcome == "succeeded":
+            self._complete(run, step, batch, output=output, attachments=attachments)
+            return
+        error = run.masker.mask_text(m.error or m.outcome)
+        if m.outcome in ("cancelled", "interrupted"):
+            now = self.clock.now()
+            step.status = StepStatus(m.outcome)
+            step.error = error
+            step.output = output
+            step.finished_at = now
+            if m.outcome == "interrupted":
+                step.wake_reason = "shutdown"
+            batch.ops += [
+                self._step_op(run, step),
+                self._attempt_op(
+                    run,
+                    step,
+                    status=m.outcome,
+                    finished_at=now,
+                    error=error,
+                    output=output,
+                    attachments=attachments,
+                ),
+            ]
+            event_cls = ev.StepCancelled if m.outcome == "cancelled" else None
+            if event_cls is not None:
+                batch.events.append(event_cls(**self._event_base(run, step)))
+            return
+        self._fail(
+            run, step, batch, error=error, output=output, attachments=attachments, retryable=True
+        )
+
+    def _complete(
+        self,
+        run: RunState,
+        step: StepState,
+        batch: _Batch,
+        output: dict[str, Any],
+        attachments: dict[str, Any] | None = None,
+    ) -> None:
+        now = self.clock.now()
+        duration = (now - (step.attempt_started or now)).total_seconds()
+        step.status = StepStatus.SUCCEEDED
+        step.output = output
+        step.error = None
+        step.finished_at = now
+        step.wake_at = None
+        step.wake_reason = None
+        batch.ops += [
+            self._step_op(run, step),
+            self._attempt_op(
+                run,
+                step,
+                status="succeeded",
+                finished_at=now,
+                output=output,
+                attachments=attachments,
+            ),
+        ]
+        batch.events.append(
+            ev.StepSucceeded(
+                **self._event_base(run, step),
+                attempt=step.attempts,
+                output=output,
+                duration=duration,
+            )
+        )
+
+    def _fail(
+        self,
+        run: RunState,
+        step: StepState,
+        batch: _Batch,
+        error: str,
+        output: dict[str, Any] | None = None,
+        attachments: dict[str, Any] | None = None,
+        retryable: bool = False,
+    ) -> None:
+        now = self.clock.now()
+        duration = (now - (step.attempt_started or now)).total_seconds()
+        output = output or {}
+        retry = step.spec.retry
+        will_retry = (
+            retryable
+            and step.attempts < retry.attempts
+            and not run.stop_reason
+            and not self._stopping
+        )
+        batch.ops.append(
+            self._attempt_op(
+                run,
+                step,
+                status="failed",
+                finished_at=now,
+                error=error,
+                output=output,
+                attachments=attachments,
+            )
+        )
+        step.error = error
+        step.output = output
+        retry_at = None
+        if will_retry:
+            delay = retry.delay_before(step.attempts + 1).total_seconds()
+            if retry.jitter:
+                delay *= random.uniform(0.5, 1.0)
+            retry_at = now + timedelta(seconds=delay)
+            step.status = StepStatus.WAITING
+            step.wake_at = retry_at
+            step.wake_reason = "retry"
+            batch.after.append(lambda: self._set_timer(run, step, retry_at, "retry"))
+        else:
+            step.status = StepStatus.FAILED
+            step.finished_at = now
+            step.wake_at = None
+            step.wake_reason = None
+            if step.phase is Phase.MAIN and not step.spec.continue_on_error and not run.failing:
+                run.failed_step = step.id
+                run.error = f"step {step.id} failed: {error}"
+        batch.ops.append(self._step_op(run, step))
+        batch.events.append(
+            ev.StepFailed(
+                **self._event_base(run, step),
+                attempt=step.attempts,
+                error=error,
+                output=output,
+                duration=duration,
+                will_retry=will_retry,
+                retry_at=retry_at,
+            )
+        )
+
+    def _apply_suspend(
+        self, run: RunState, step: StepState, suspend: Suspend, batch: _Batch
+    ) -> None:
+        self.timers.cancel(self._timer_key(run, step, "timeout"))
+        now = self.clock.now()
+        step.status = StepStatus.WAITING
+        batch.ops.append(self._attempt_op(run, step, status="waiting"))
+        if suspend.until is not None:
+            step.wake_at = suspend.until
+            step.wake_reason = "wait"
+            until = suspend.until
+            batch.after.append(lambda: self._set_timer(run, step, until, "wait"))
+            batch.events.append(
+                ev.StepWaiting(**self._event_base(run, step), reason="wait", until=until)
+            )
+        elif suspend.approval is not None:
+            self._open_gate(run, step, suspend.approval, batch, now)
+        elif suspend.child is not None:
+            self._start_child(run, step, suspend.child, batch)
+            if step.status is not StepStatus.WAITING:
+                return
+        batch.ops.append(self._step_op(run, step))
+
+    def _open_gate(
+        self, run: RunState, step: StepState, spec: ApprovalSpec, batch: _Batch, now: datetime
+    ) -> None:
+        approval_id = new_id()
+        deadline = now + timedelta(seconds=spec.timeout_s) if spec.timeout_s else None
+        message = run.masker.mask_text(spec.message)
+        show = run.masker.mask(spec.show)
+        step.approval_id = approval_id
+        step.wake_reason = "approval"
+        step.wake_at = deadline
+        batch.ops.append(
+            t.approvals.insert().values(
+                id=approval_id,
+                run_id=run.id,
+                step_id=step.id,
+                status="pending",
+                spec={
+                    "approvers": spec.approvers,
+                    "min_approvals": spec.min_approvals,
+                    "message": message,
+                    "allow_self_approval": spec.allow_self_approval,
+                    "on_timeout": spec.on_timeout,
+                    "show": show,
+                },
+                requested_by=run.requested_by,
+                created_at=now,
+                deadline_at=deadline,
+            )
+        )
+        if deadline is not None:
+            batch.after.append(lambda: self._set_timer(run, step, deadline, "approval"))
+        batch.events.append(
+            ev.ApprovalRequested(
+                **self._event_base(run, step),
+                approval_id=approval_id,
+                approvers=spec.approvers,
+                min_approvals=spec.min_approvals,
+                message=message,
+                requested_by=run.requested_by,
+                deadline=deadline,
+                show=show,
+            )
+        )
+        batch.events.append(
+            ev.StepWaiting(**self._event_base(run, step), reason="approval", until=deadline)
+        )
+
+    def _start_child(
+        self, run: RunState, step: StepState, spec: ChildRunSpec, batch: _Batch
+    ) -> None:
+        try:
+            playbook = self.catalog.get(spec.playbook)
+            child, ops = self._prepare(
+                playbook,
+                RunRequest(
+                    playbook=spec.playbook,
+                    params=spec.params,
+                    requested_by=run.requested_by,
+                    trigger="playbook",
+                    source=run.source,
+                    parent_run_id=run.id,
+                    parent_step_id=step.id,
+                ),
+            )
+        except BatonError as exc:
+            self._fail(run, step, batch, error=str(exc))
+            return
+        self._begin(child, ops)
+        batch.ops += ops
+        batch.children.append(child)
+        step.child_run_id = child.id
+        step.wake_reason = "child"
+        batch.events.append(
+            ev.StepWaiting(**self._event_base(run, step), reason=f"child run {child.id}")
+        )
+
+    def _apply_wake(self, run: RunState, step: StepState, m: msg.Wake, batch: _Batch) -> None:
+        if m.reason == "timeout":
+            if step.status is StepStatus.RUNNING and step.task is not None:
+                step.cancel_reason = "timeout"
+                step.task.cancel()
+            return
+        if step.status is not StepStatus.WAITING or step.wake_reason != m.reason:
+            return
+        if m.reason == "retry":
+            if run.stop_reason:
+                return
+            self._start_attempt(run, step, batch)
+        elif m.reason == "wait":
+            self._complete(
+                run,
+                step,
+                batch,
+                output={"waited_until": step.wake_at.isoformat() if step.wake_at else None},
+            )
+        elif m.reason == "approval":
+            self._gate_timeout(run, step, batch)
+
+    def _gate_timeout(self, run: RunState, step: StepState, batch: _Batch) -> None:
+        now = self.clock.now()
+        on_timeout = str((step.spec.with_ or {}).get("on_timeout", "reject"))
+        outcome = "approved" if on_timeout == "approve" else "timed_out"
+        batch.ops.append(
+            t.approvals.update()
+            .where(t.approvals.c.id == step.approval_id, t.approvals.c.status == "pending")
+            .values(status=outcome, closed_at=now, outcome_reason="timeout")
+        )
+        batch.ops.append(
+            self._audit("baton", "approval-timeout", step.approval_id or "", {"outcome": outcome})
+        )
+        batch.events.append(
+            ev.ApprovalClosed(
+                **self._event_base(run, step),
+                approval_id=step.approval_id or "",
+                outcome=outcome,
+                reason="timeout",
+            )
+        )
+        output = {"approval_id": step.approval_id, "approved_by": [], "timed_out": True}
+        if outcome == "approved":
+            self._complete(run, step, batch, output=output)
+        else:
+            self._fail(run, step, batch, output=output, error="approval timed out with no decision")
+
+    def _apply_stop(self, run: RunState, m: msg.Stop, batch: _Batch) -> None:
+        if run.stop_reason:
+            return
+        run.stop_reason = m.status
+        run.stopped_by = m.by
+        if m.status == "timed_out" and not run.failing:
+            run.error = f"run timed out after {run.playbook.timeout}"
+        batch.ops.append(
+            t.runs.update()
+            .where(t.runs.c.id == run.id)
+            .values(stop_reason=run.stop_reason, stopped_by=run.stopped_by, error=run.error)
+        )
+        now = self.clock.now()
+        for step in run.steps.values():
+            if step.phase is Phase.FINALLY:
+                continue
+            if step.status is StepStatus.RUNNING and step.task is not None:
+                step.cancel_reason = "cancelled"
+                step.task.cancel()
+            elif step.status in (StepStatus.WAITING, StepStatus.PENDING):
+                for reason in ("retry", "wait", "approval", "timeout"):
+                    self.timers.cancel(self._timer_key(run, step, reason))
+                if step.approval_id and step.status is StepStatus.WAITING:
+                    batch.ops.append(
+                        t.approvals.update()
+                        .where(
+                            t.approvals.c.id == step.approval_id, t.approvals.c.status == "pending"
+                        )
+                        .values(status="cancelled", closed_at=now, outcome_reason=m.by)
+                    )
+                if step.child_run_id and step.status is StepStatus.WAITING:
+                    child = self._runs.get(step.child_run_id)
+                    if child is not None:
+                        self._post(child, msg.Stop(status=m.status, by=m.by))
+                was_waiting = step.status is StepStatus.WAITING
+                step.status = StepStatus.CANCELLED
+                step.finished_at = now
+                step.wake_at = None
+                batch.ops.append(self._step_op(run, step))
+                if was_waiting:
+                    batch.ops.append(
+                        self._attempt_op(run, step, status="cancelled", finished_at=now)
+                    )
+                batch.events.append(ev.StepCancelled(**self._event_base(run, step)))
+
+    def _recover_running(self, run: RunState, batch: _Batch) -> None:
+        """At resume: a step that was running when the process died runs again only if
+        it is idempotent or has attempts left; otherwise it is interrupted."""
+        now = self.clock.now()
+        for step in run.steps.values():
+            died = step.status is StepStatus.RUNNING or (
+                step.status is StepStatus.INTERRUPTED and step.wake_reason == "shutdown"
+            )
+            if not died:
+                continue
+            if step.status is StepStatus.RUNNING:
+                batch.ops.append(
+                    self._attempt_op(
+                        run,
+                        step,
+                        status="interrupted",
+                        finished_at=now,
+                        error="Baton stopped during this attempt",
+                    )
+                )
+            rerun = (step.spec.idempotent or step.attempts < step.spec.retry.attempts) and (
+                not run.stop_reason or step.phase is Phase.FINALLY
+            )
+            batch.events.append(
+                ev.StepInterrupted(
+                    **self._event_base(run, step), attempt=step.attempts, rerun=rerun
+                )
+            )
+            if rerun:
+                step.status = StepStatus.PENDING
+                step.wake_reason = None
+                self._start_attempt(run, step, batch)
+            else:
+                step.status = StepStatus.INTERRUPTED
+                step.wake_reason = None
+                step.finished_at = now
+                step.error = (
+                    "interrupted: Baton stopped while this step ran, and it is not "
+                    "idempotent and has no attempts left"
+                )
+                batch.ops.append(self._step_op(run, step))
+                if step.phase is Phase.MAIN and not step.spec.continue_on_error and not run.failing:
+                    run.failed_step = step.id
+                    run.error = f"step {step.id} {step.error}"
+
+    # --- deciding what runs next -----------------------------------------------------
+
+    def _advance(self, run: RunState, batch: _Batch) -> bool:
+        """Start, skip or cancel what the DAG allows now; returns True once the run ended."""
+        if self._stopping:
+            return False
+        while True:
+            while self._advance_phase(run, batch):
+                pass
+            phase_steps = run.in_phase(run.phase)
+            active = [
+                s for s in phase_steps if s.status in (StepStatus.RUNNING, StepStatus.WAITING)
+            ]
+            if active:
+                self._set_run_status(run, active, batch)
+                return False
+            pending = [s for s in phase_steps if s.status is StepStatus.PENDING]
+            if pending:  # what remains cannot run
+                reason = (
+                    "the run is stopping"
+                    if run.stop_reason
+                    else f"not run: step {run.failed_step} failed"
+                )
+                for step in pending:
+                    self._skip(run, step, batch, reason)
+            nxt = self._next_phase(run)
+            if nxt is None:
+                self._end_run(run, batch)
+                return True
+            run.phase = nxt
+
+    def _next_phase(self, run: RunState) -> Phase | None:
+        if run.phase is Phase.MAIN:
+            if run.failing and not run.stop_reason and run.in_phase(Phase.ON_FAILURE):
+                return Phase.ON_FAILURE
+            return Phase.FINALLY
+        if run.phase is Phase.ON_FAILURE:
+            return Phase.FINALLY
+        return None
+
+    def _advance_phase(self, run: RunState, batch: _Batch) -> bool:
+        changed = False
+        blocked = run.phase is Phase.MAIN and (run.failing or bool(run.stop_reason))
+        blocked = blocked or (run.phase is Phase.ON_FAILURE and bool(run.stop_reason))
+        for step in run.in_phase(run.phase):
+            if step.status is not StepStatus.PENDING:
+                continue
+            deps = [run.steps[n] for n in step.spec.needs if n in run.steps]
+            if not all(d.status.terminal for d in deps):
+                continue
+            broken = [d.id for d in deps if d.broken]
+            if broken:
+                self._skip(run, step, batch, f"needs {', '.join(broken)}, which did not succeed")
+                changed = True
+                continue
+            if blocked:
+                continue
+            if step.spec.when is not None:
+                try:
+                    go = templating.evaluate(step.spec.when, run.context())
+                except TemplateError as exc:
+                    step.attempts += 1
+                    step.attempt_started = self.clock.now()
+                    batch.ops.append(self._insert_attempt(run, step))
+                    self._fail(run, step, batch, error=f"when: {exc}")
+                    changed = True
+                    continue
+                if not go:
+                    self._skip(run, step, batch, f"when: {step.spec.when} is false")
+                    changed = True
+                    continue
+            self._start_attempt(run, step, batch)
+            changed = True
+        return changed
+
+    def _skip(self, run: RunState, step: StepState, batch: _Batch, reason: str) -> None:
+        step.status = StepStatus.SKIPPED
+        step.error = None
+        step.finished_at = self.clock.now()
+        batch.ops.append(
+            self._step_op(run, step, status="skipped", error=None, finished_at=step.finished_at)
+        )
+        batch.events.append(ev.StepSkipped(**self._event_base(run, step), reason=reason))
+
+    def _insert_attempt(self, run: RunState, step: StepState) -> Op:
+        return t.attempts.insert().values(
+            run_id=run.id,
+            step_id=step.id,
+            number=step.attempts,
+            run_attempt=run.attempt,
+            status="running",
+            started_at=step.attempt_started,
+        )
+
+    def _start_attempt(self, run: RunState, step: StepState, batch: _Batch) -> None:
+        now = self.clock.now()
+        step.status = StepStatus.RUNNING
+        step.attempts += 1
+        step.attempt_started = now
+        step.started_at = step.started_at or now
+        step.finished_at = None
+        step.wake_at = None
+        step.wake_reason = None
+        step.cancel_reason = None
+        batch.ops += [
+            self._step_op(
+                run,
+                step,
+                status="running",
+                attempts=step.attempts,
+                started_at=step.started_at,
+                finished_at=None,
+                wake_at=None,
+                wake_reason=None,
+            ),
+            self._insert_attempt(run, step),
+        ]
+        batch.events.append(ev.StepStarted(**self._event_base(run, step), attempt=step.attempts))
+        batch.launches.append(step)
+
+    def _set_run_status(self, run: RunState, active: list[StepState], batch: _Batch) -> None:
+        waiting = all(s.status is StepStatus.WAITING for s in active)
+        status = RunStatus.WAITING if waiting else RunStatus.RUNNING
+        if status is run.status:
+            return
+        run.status = status
+        batch.ops.append(t.runs.update().where(t.runs.c.id == run.id).values(status=status.value))
+        if waiting:
+            reasons = sorted({s.wake_reason or "waiting" for s in active})
+            batch.events.append(
+                ev.RunWaiting(
+                    run_id=run.id,
+                    playbook=run.playbook.name,
+                    at=self.clock.now(),
+                    reason=", ".join(reasons),
+                )
+            )
+
+    def _end_run(self, run: RunState, batch: _Batch) -> None:
+        now = self.clock.now()
+        final_broken = [s for s in run.in_phase(Phase.FINALLY) if s.broken]
+        if run.stop_reason:
+            status = RunStatus(run.stop_reason)
+            if status is RunStatus.CANCELLED and not run.error:
+                run.error = f"cancelled by {run.stopped_by}"
+        elif run.failing:
+            status = RunStatus.FAILED
+        elif final_broken:
+            status = RunStatus.FAILED
+            run.failed_step = final_broken[0].id
+            run.error = f"step {final_broken[0].id} failed: {final_broken[0].error}"
+        else:
+            status = RunStatus.SUCCEEDED
+        run.status = status
+        batch.ops.append(
+            t.runs.update()
+            .where(t.runs.c.id == run.id)
+            .values(
+                status=status.value, finished_at=now, error=run.error, failed_step=run.failed_step
+            )
+        )
+        duration = (now - (run.started_at or now)).total_seconds()
+        base = {
+            "run_id": run.id,
+            "playbook": run.playbook.name,
+            "at": now,
+            "status": status.value,
+            "error": run.error,
+            "failed_step": run.failed_step,
+            "duration": duration,
+        }
+        event: ev.RunFinished
+        if status is RunStatus.SUCCEEDED:
+            event = ev.RunSucceeded(**base)
+        elif status is RunStatus.CANCELLED:
+            event = ev.RunCancelled(**base, by=run.stopped_by or "")
+        elif status is RunStatus.TIMED_OUT:
+            event = ev.RunTimedOut(**base)
+        else:
+            event = ev.RunFailed(**base)
+        batch.events.append(event)
+
+    # --- timers ------------------------------------------------------------------------
+
+    def _timer_key(self, run: RunState, step: StepState, reason: str) -> str:
+        return f"step:{run.id}:{step.id}:{reason}"
+
+    def _set_timer(self, run: RunState, step: StepState, at: datetime, reason: str) -> None:
+        self.timers.set(
+            self._timer_key(run, step, reason),
+            at,
+            lambda: self._post(run, msg.Wake(step.id, reason)),
+        )
+
+    # --- executing a step ------------------------------------------------------------
+
+    def _launch(self, run: RunState, step: StepState) -> None:
+        self._busy_inc()
+        step.task = asyncio.create_task(
+            self._execute(run, step, step.attempts), name=f"step-{run.id}-{step.id}"
+        )
+        if step.spec.timeout is not None:
+            at = self.clock.now() + step.spec.timeout
+            self._set_timer(run, step, at, "timeout")
+
+    async def _execute(self, run: RunState, step: StepState, attempt: int) -> None:
+        ctx = ActionContext(
+            run_id=run.id,
+            step_id=step.id,
+            attempt=attempt,
+            params=run.params,
+            secrets=self.secrets,
+            requested_by=run.requested_by,
+            now=self.clock.now,
+            http=self.http,
+            log=lambda text: self._log(run, step, text),
+        )
+        result: Any
+        try:
+            action = self.registry.get(step.spec.action)
+            raw = templating.render(step.spec.with_, run.context())
+            try:
+                inputs = action.Inputs.model_validate(raw)
+            except pydantic.ValidationError as exc:
+                raise ActionError(_input_errors(step.spec.action, exc)) from None
+            out = await action.run(ctx, inputs)
+            if isinstance(out, Suspend):
+                result = msg.Suspended(step.id, attempt, out)
+            else:
+                result = msg.Finished(
+                    step.id,
+                    attempt,
+                    "succeeded",
+                    output=dict(out or {}),
+                    attachments=ctx.attachments,
+                )
+        except asyncio.CancelledError:
+            reason = step.cancel_reason or "cancelled"
+            if reason == "timeout":
+                result = msg.Finished(
+                    step.id, attempt, "timed_out", error=f"timed out after {step.spec.timeout}"
+                )
+            elif reason == "shutdown":
+                result = msg.Finished(
+                    step.id, attempt, "interrupted", error="interrupted by shutdown"
+                )
+            else:
+                result = msg.Finished(
+                    step.id,
+                    attempt,
+                    "cancelled",
+                    error=f"cancelled by {run.stopped_by or 'request'}",
+                )
+        except ActionError as exc:
+            result = msg.Finished(
+                step.id,
+                attempt,
+                "failed",
+                output=exc.output,
+                error=str(exc),
+                attachments=ctx.attachments,
+            )
+        except BatonError as exc:
+            result = msg.Finished(step.id, attempt, "failed", error=str(exc))
+        except Exception as exc:
+            log.exception("step %s of run %s raised", step.id, run.id)
+            result = msg.Finished(step.id, attempt, "failed", error=f"{type(exc).__name__}: {exc}")
+        step.task = None
+        self._post(run, result)
+        self._busy_dec()
+
+    async def _log(self, run: RunState, step: StepState, text: str) -> None:
+        text = run.masker.mask_text(text)
+        now = self.clock.now()
+        await self.store.write(
+            t.run_logs.insert().values(
+                run_id=run.id, step_id=step.id, at=now, level="info", message=text
+            )
+        )
+        self.bus.publish(
+            ev.RunLogged(
+                run_id=run.id, playbook=run.playbook.name, at=now, step_id=step.id, message=text
+            )
+        )
+
+    # --- audit -------------------------------------------------------------------------
+
+    def _audit(
+        self,
+        actor: str,
+        action: str,
+        target: str,
+        detail: dict[str, Any],
+        outcome: str = "ok",
+        source: dict[str, Any] | None = None,
+    ) -> Op:
+        return t.audit.insert().values(
+            at=self.clock.now(),
+            actor=actor,
+            action=action,
+            target=target,
+            source=source or {},
+            detail=detail,
+            outcome=outcome,
+        )
+
+    async def audit(
+        self,
+        actor: str,
+        action: str,
+        target: str,
+        detail: dict[str, Any],
+        outcome: str = "ok",
+        source: dict[str, Any] | None = None,
+    ) -> None:
+        await self.store.write(self._audit(actor, action, target, detail, outcome, source))
+
+    @property
+    def active_runs(self) -> list[str]:
+        return list(self._runs)
+
+
+def _input_errors(action: str, exc: pydantic.ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "with"
+        parts.append(f"{where}: {err['msg']}")
+    return f"bad inputs for action {action}: " + "; ".join(parts)
+
+
+def _describe_approvers(approvers: dict[str, Any]) -> str:
+    parts = []
+    for kind in ("users", "usergroups", "groups"):
+        for who in approvers.get(kind) or []:
+            parts.append(str(who))
+    return ", ".join(parts) or "anyone but the requester"
+
+
+__all__ = ["ACTIVE_RUN", "Engine", "RunRequest"]

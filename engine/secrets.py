@@ -1,0 +1,180 @@
+"""Secrets: where they come from, how they are kept out of sight, how they are stored.
+
+- ``load_secrets`` gathers the secrets templates see as ``secrets.NAME``: environment
+  variables ``SECRET_<NAME>`` (name lower-cased) and files in a secrets directory, one
+  file per secret named after it, as Docker (``/run/secrets``) and Kubernetes mount them.
+  An environment variable wins over a file of the same name (as in pydantic-settings).
+- ``Masker`` replaces every secret value found in outputs, logs and messages with ``***``.
+- ``SecretBox`` encrypts the values of secret params before they reach the database, with
+  a Fernet key from ``BATON_SECRET_KEY`` or a key file Baton creates on first start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from engine.errors import BatonError
+
+MASK = "***"
+MIN_SECRET_LEN = 3
+ENV_PREFIX = "SECRET_"
+_GENERATE = (
+    'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
+)
+
+log = logging.getLogger(__name__)
+
+
+class Masker:
+    """Masks secret values inside strings of any JSON-like structure.
+
+    Values shorter than ``MIN_SECRET_LEN`` are ignored (masking every ``"a"`` would make
+    output unreadable and reveal little). Longer values are matched first, so a secret that
+    contains another is masked whole.
+    """
+
+    def __init__(self, values: Iterable[str] = ()) -> None:
+        self._values = frozenset(
+            v for v in values if isinstance(v, str) and len(v) >= MIN_SECRET_LEN
+        )
+        ordered = sorted(self._values, key=lambda v: (-len(v), v))
+        self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+
+    def __bool__(self) -> bool:
+        return self._pattern is not None
+
+    def with_values(self, values: Iterable[str]) -> Masker:
+        """A new masker that also masks ``values``."""
+        return Masker([*self._values, *values])
+
+    def mask_text(self, text: str) -> str:
+        if self._pattern is None:
+            return text
+        return self._pattern.sub(MASK, text)
+
+    def mask(self, obj: Any) -> Any:
+        """A copy of ``obj`` with secrets masked in every string (dict keys included).
+
+        Without secrets, ``obj`` itself is returned, uncopied.
+        """
+        if self._pattern is None:
+            return obj
+        return self._mask(obj)
+
+    def _mask(self, obj: Any) -> Any:
+        if isinstance(obj, str):
+            return self.mask_text(obj)
+        if isinstance(obj, Mapping):
+            return {self._mask(k): self._mask(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [self._mask(v) for v in obj]
+        if isinstance(obj, tuple):
+            return tuple(self._mask(v) for v in obj)
+        return obj
+
+
+class SecretBox:
+    """Fernet encryption of secret param values (``dict[str, str]``) for the database."""
+
+    def __init__(self, fernet: Fernet) -> None:
+        self._fernet = fernet
+
+    @classmethod
+    def from_settings(cls, key: str | None, key_file: Path) -> SecretBox:
+        """Use ``key`` (BATON_SECRET_KEY) when set, else ``key_file``, created when missing."""
+        if key:
+            return cls(_fernet(key, "BATON_SECRET_KEY"))
+        return cls(_fernet(_read_or_create_key(key_file), f"key file {key_file}"))
+
+    def encrypt(self, values: Mapping[str, str]) -> str:
+        data = json.dumps(dict(values), sort_keys=True, separators=(",", ":"))
+        return self._fernet.encrypt(data.encode("utf-8")).decode("ascii")
+
+    def decrypt(self, token: str) -> dict[str, str]:
+        try:
+            data = self._fernet.decrypt(token.encode("ascii"))
+        except (InvalidToken, UnicodeEncodeError):
+            raise BatonError(
+                "cannot decrypt stored secrets: BATON_SECRET_KEY changed? "
+                "Secret params stored under the old key cannot be read with this one."
+            ) from None
+        values = json.loads(data)
+        if not isinstance(values, dict):
+            raise BatonError("cannot decrypt stored secrets: unexpected content")
+        return {str(k): str(v) for k, v in values.items()}
+
+
+def _fernet(key: str, source: str) -> Fernet:
+    try:
+        return Fernet(key.strip().encode("ascii"))
+    except (ValueError, UnicodeEncodeError):
+        raise BatonError(
+            f"{source} is not a valid Fernet key (32 bytes, url-safe base64, 44 characters). "
+            f"Generate one with: {_GENERATE}"
+        ) from None
+
+
+def _read_or_create_key(path: Path) -> str:
+    try:
+        return _read_key(path)
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = Fernet.generate_key()
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:  # another process created it meanwhile: use theirs
+        return _read_key(path)
+    except OSError as exc:
+        raise BatonError(
+            f"cannot create the secret key file {path}: {exc.strerror}. "
+            f"Set BATON_SECRET_KEY instead (generate a key with: {_GENERATE})"
+        ) from None
+    try:
+        os.write(fd, key + b"\n")
+    finally:
+        os.close(fd)
+    log.info("created secret key file %s; back it up, stored secret params need it", path)
+    return key.decode("ascii")
+
+
+def _read_key(path: Path) -> str:
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="ascii")
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BatonError(f"cannot read the secret key file {path}: {exc}") from None
+    if mode & 0o077:
+        log.warning("secret key file %s is readable by others; chmod 600 it", path)
+    return text.strip()
+
+
+def load_secrets(env: Mapping[str, str], directory: Path | None) -> dict[str, str]:
+    """Secrets for templates: files in ``directory``, then ``SECRET_<NAME>`` variables.
+
+    A file's content loses its trailing newline(s); hidden files (Kubernetes' ``..data``
+    links among them) and sub-directories are skipped. A missing directory is no error.
+    """
+    secrets: dict[str, str] = {}
+    if directory is not None and directory.is_dir():
+        for path in sorted(directory.iterdir()):
+            if path.name.startswith(".") or not path.is_file():
+                continue
+            try:
+                secrets[path.name] = path.read_text(encoding="utf-8").rstrip("\r\n")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise BatonError(f"cannot read secret file {path}: {exc}") from None
+    for name, value in env.items():
+        if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
+            secrets[name[len(ENV_PREFIX) :].lower()] = value
+    return secrets

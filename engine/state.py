@@ -1,0 +1,194 @@
+"""A run as the engine holds it in memory while driving it, rebuilt from rows on resume."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from engine.playbook import Phase, Playbook, Step
+from engine.secrets import Masker
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    WAITING = "waiting"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_RUN
+
+
+TERMINAL_RUN = frozenset(
+    {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.TIMED_OUT}
+)
+ACTIVE_RUN = frozenset({RunStatus.RUNNING, RunStatus.WAITING})
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    WAITING = "waiting"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STEP
+
+
+TERMINAL_STEP = frozenset(
+    {
+        StepStatus.SUCCEEDED,
+        StepStatus.FAILED,
+        StepStatus.SKIPPED,
+        StepStatus.CANCELLED,
+        StepStatus.INTERRUPTED,
+    }
+)
+_BROKEN = frozenset({StepStatus.FAILED, StepStatus.CANCELLED, StepStatus.INTERRUPTED})
+
+
+@dataclass
+class StepState:
+    spec: Step
+    phase: Phase
+    position: int
+    status: StepStatus = StepStatus.PENDING
+    attempts: int = 0
+    output: dict[str, Any] | None = None
+    error: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    wake_at: datetime | None = None
+    wake_reason: str | None = None
+    approval_id: str | None = None
+    child_run_id: str | None = None
+    task: asyncio.Task[None] | None = None
+    cancel_reason: str | None = None
+    attempt_started: datetime | None = None
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def broken(self) -> bool:
+        """Ended badly in a way that stops its dependents (unless continue_on_error)."""
+        return self.status in _BROKEN and not self.spec.continue_on_error
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "status": self.status.value,
+            "attempts": self.attempts,
+            "output": self.output,
+            "error": self.error,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "wake_at": self.wake_at,
+            "wake_reason": self.wake_reason,
+            "approval_id": self.approval_id,
+            "child_run_id": self.child_run_id,
+        }
+
+
+@dataclass
+class RunState:
+    id: str
+    playbook: Playbook
+    status: RunStatus
+    params: dict[str, Any]
+    masked_params: dict[str, Any]
+    masker: Masker
+    trigger: str
+    requested_by: str
+    source: dict[str, Any]
+    created_at: datetime
+    attempt: int = 1
+    epoch: int = 0
+    started_at: datetime | None = None
+    deadline_at: datetime | None = None
+    parent_run_id: str | None = None
+    parent_step_id: str | None = None
+    concurrency_key: str | None = None
+    error: str | None = None
+    failed_step: str | None = None
+    stop_reason: str | None = None
+    stopped_by: str | None = None
+    steps: dict[str, StepState] = field(default_factory=dict)
+    phase: Phase = Phase.MAIN
+    inbox: deque[Any] = field(default_factory=deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    blocked: bool = False
+    resuming: bool = False
+    announced: bool = False
+    done: asyncio.Future[RunStatus] | None = None
+    secrets: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def failing(self) -> bool:
+        return self.failed_step is not None
+
+    def in_phase(self, phase: Phase) -> list[StepState]:
+        return [s for s in self.steps.values() if s.phase is phase]
+
+    def context(self) -> dict[str, Any]:
+        """What templates see: params, steps, run, secrets (and the failure, once failing)."""
+        ctx: dict[str, Any] = {
+            "params": self.params,
+            "steps": {
+                s.id: {"output": s.output or {}, "status": s.status.value, "error": s.error}
+                for s in self.steps.values()
+            },
+            "run": {
+                "id": self.id,
+                "playbook": self.playbook.name,
+                "trigger": self.trigger,
+                "requested_by": self.requested_by,
+                "attempt": self.attempt,
+                "source": self.source,
+            },
+            "secrets": self.secrets,
+        }
+        ctx["failure"] = {"step": self.failed_step, "error": self.error}
+        return ctx
+
+
+def new_steps(playbook: Playbook) -> dict[str, StepState]:
+    out: dict[str, StepState] = {}
+    for position, (phase, step) in enumerate(playbook.all_steps()):
+        out[step.id] = StepState(spec=step, phase=phase, position=position)
+    return out
+
+
+def parallel_groups(playbook: Playbook, phase: Phase = Phase.MAIN) -> list[list[str]]:
+    """Steps of a phase in waves: each wave can start once the previous ones are done."""
+    steps = playbook.phase(phase)
+    level: dict[str, int] = {}
+    remaining = {s.id: s for s in steps}
+    while remaining:
+        progressed = False
+        for sid, step in list(remaining.items()):
+            if all(n in level for n in step.needs):
+                level[sid] = 1 + max((level[n] for n in step.needs), default=-1)
+                del remaining[sid]
+                progressed = True
+        if not progressed:  # a cycle: validation reports it; keep the rest visible
+            for sid in remaining:
+                level[sid] = len(steps)
+            break
+    waves: dict[int, list[str]] = {}
+    for step in steps:
+        waves.setdefault(level[step.id], []).append(step.id)
+    return [waves[k] for k in sorted(waves)]

@@ -1,0 +1,223 @@
+"""Templates and conditions: Jinja2 in its immutable sandbox, with undefined names as errors.
+
+Every string in a step's ``with:`` block is a template rendered against the run context::
+
+    {"params": {...},
+     "steps": {step_id: {"output": {...}, "status": "succeeded", "error": str | None}},
+     "run": {"id", "trigger", "requested_by", "playbook"},
+     "secrets": {...}}
+
+A string that is exactly one expression (``"{{ steps.check.output }}"``) renders to the
+expression's native value (a dict, an int, ...), so structured data passes between steps
+without a round trip through text. Any other template renders to a string, and a string
+without template syntax is returned untouched without being compiled.
+
+Extra filters: ``quote`` (``shlex.quote``, for shell commands) and ``duration``
+(seconds as ``3m05s``).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import shlex
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import jinja2
+from jinja2 import meta, nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from engine import durations
+from engine.errors import TemplateError
+
+ROOTS = frozenset({"params", "steps", "secrets", "run"})
+"""Names the engine puts in every template context."""
+
+_SINGLE_EXPRESSION = re.compile(r"\s*\{\{-?(.*?)-?\}\}\s*", re.DOTALL)
+_SHOWN_CHARS = 80
+
+
+def _has_syntax(text: str) -> bool:
+    return "{{" in text or "{%" in text or "{#" in text
+
+
+@functools.cache
+def environment() -> ImmutableSandboxedEnvironment:
+    """The one sandboxed environment every template and condition is compiled in."""
+    env = ImmutableSandboxedEnvironment(
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+    )
+    env.filters["quote"] = lambda value: shlex.quote(str(value))
+    env.filters["duration"] = lambda value: durations.format_duration(float(value))
+    return env
+
+
+@functools.lru_cache(maxsize=2048)
+def _template(source: str) -> jinja2.Template:
+    return environment().from_string(source)
+
+
+@functools.lru_cache(maxsize=2048)
+def _expression(source: str) -> Any:
+    return environment().compile_expression(source, undefined_to_none=False)
+
+
+def _shown(text: str) -> str:
+    """The template text as quoted in error messages, shortened when long."""
+    one_line = " ".join(text.split())
+    if len(one_line) > _SHOWN_CHARS:
+        one_line = one_line[: _SHOWN_CHARS - 3] + "..."
+    return repr(one_line)
+
+
+def _error(text: str, exc: BaseException) -> TemplateError:
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        where = f"line {exc.lineno}: " if "\n" in text.strip() and exc.lineno else ""
+        reason = f"syntax error: {where}{exc.message}"
+    elif isinstance(exc, jinja2.UndefinedError):
+        reason = exc.message or "undefined value"
+    elif isinstance(exc, jinja2.exceptions.SecurityError):
+        reason = f"not allowed in the sandbox: {exc}"
+    else:
+        reason = f"{type(exc).__name__}: {exc}"
+    return TemplateError(f"template {_shown(text)}: {reason}")
+
+
+def _single_expression(text: str) -> str | None:
+    """The inner expression if ``text`` is exactly ``{{ expr }}``, else None."""
+    m = _SINGLE_EXPRESSION.fullmatch(text)
+    if m is None or "}}" in m.group(1) or "{{" in m.group(1):
+        return None
+    return m.group(1)
+
+
+def _check_defined(value: Any) -> Any:
+    """Raise the undefined error hidden in a native result (StrictUndefined raises on use)."""
+    if isinstance(value, jinja2.Undefined):
+        str(value)  # raises UndefinedError (or SecurityError) for StrictUndefined
+    elif isinstance(value, dict):
+        for item in value.values():
+            _check_defined(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_defined(item)
+    return value
+
+
+def _native(expr: str, text: str, context: Mapping[str, Any]) -> Any:
+    try:
+        value = _check_defined(_expression(expr)(**context))
+    except Exception as exc:
+        raise _error(text, exc) from exc
+    return str(value) if isinstance(value, str) else value  # Markup (from tojson) -> str
+
+
+def _render_string(text: str, context: Mapping[str, Any]) -> Any:
+    if not _has_syntax(text):
+        return text
+    expr = _single_expression(text)
+    if expr is not None:
+        return _native(expr, text, context)
+    try:
+        return _template(text).render(context)
+    except Exception as exc:
+        raise _error(text, exc) from exc
+
+
+def render(value: Any, context: Mapping[str, Any]) -> Any:
+    """Render every string in ``value`` (recursing into dicts and lists; keys are left as is).
+
+    Raises TemplateError naming the template and the reason.
+    """
+    if isinstance(value, str):
+        return _render_string(value, context)
+    if isinstance(value, dict):
+        return {k: render(v, context) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render(v, context) for v in value]
+    return value
+
+
+def _condition_expression(condition: str) -> str:
+    expr = _single_expression(condition)
+    return condition.strip() if expr is None else expr
+
+
+def evaluate(condition: str, context: Mapping[str, Any]) -> bool:
+    """Truth of a step's ``when:``: a bare expression, or one wrapped in ``{{ }}``.
+
+    ``"true"``/``"false"`` (what YAML booleans become) are expressions too. Text mixing
+    several ``{{ }}`` blocks is rendered, and is false when it reads empty/false/0/no/none.
+    """
+    text = condition.strip()
+    if not text:
+        raise TemplateError("condition is empty: write an expression such as params.env == 'prod'")
+    if _has_syntax(text) and _single_expression(text) is None:
+        rendered = str(_render_string(text, context)).strip().lower()
+        return rendered not in {"", "false", "0", "no", "none", "off"}
+    return bool(_native(_condition_expression(text), condition, context))
+
+
+def check_syntax(text: str, *, expression: bool = False) -> str | None:
+    """The syntax error in ``text`` as a message, or None when it compiles."""
+    try:
+        if expression:
+            if not text.strip():
+                return "condition is empty"
+            if not _has_syntax(text) or _single_expression(text) is not None:
+                _expression(_condition_expression(text))
+                return None
+        if _has_syntax(text):
+            _template(text)
+    except jinja2.TemplateSyntaxError as exc:
+        return str(_error(text, exc))
+    return None
+
+
+def _parse(text: str, expression: bool) -> nodes.Template | None:
+    source = text
+    if expression and (not _has_syntax(text) or _single_expression(text) is not None):
+        source = "{{ " + _condition_expression(text) + " }}"
+    elif not _has_syntax(text):
+        return None
+    try:
+        return environment().parse(source)
+    except jinja2.TemplateSyntaxError:
+        return None
+
+
+def references(text: str, *, expression: bool = False) -> set[tuple[str, str]]:
+    """The ``(root, name)`` pairs ``text`` uses, for roots params, steps, secrets and run.
+
+    ``{{ params.host }}`` gives ``("params", "host")``; ``steps.check.output.rc`` gives
+    ``("steps", "check")``; ``params['x']`` gives ``("params", "x")``. Text that does not
+    parse gives nothing (``check_syntax`` reports it).
+    """
+    ast = _parse(text, expression)
+    if ast is None:
+        return set()
+    found: set[tuple[str, str]] = set()
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        assert isinstance(node, nodes.Getattr | nodes.Getitem)
+        target = node.node
+        if not (isinstance(target, nodes.Name) and target.name in ROOTS):
+            continue
+        if isinstance(node, nodes.Getattr):
+            found.add((target.name, node.attr))
+        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            found.add((target.name, node.arg.value))
+    return found
+
+
+def unknown_names(text: str, known: Iterable[str] = ROOTS, *, expression: bool = False) -> set[str]:
+    """Top-level names ``text`` reads that are neither in ``known`` nor Jinja globals.
+
+    Loop variables, ``{% set %}`` names, filters and tests are not names in this sense.
+    """
+    ast = _parse(text, expression)
+    if ast is None:
+        return set()
+    return meta.find_undeclared_variables(ast) - set(known) - set(environment().globals)

@@ -1,0 +1,356 @@
+"""Semantic checks of playbooks, after ``engine.playbook`` has checked their structure.
+
+Used by ``baton validate`` and when the catalog loads. Every problem points at a file and
+line. What is checked: actions exist and their ``with:`` blocks fit the action's inputs
+(values holding templates are only checked at run time), step ids are unique across
+``steps``, ``on_failure`` and ``finally``, ``needs`` name steps of the same list and make
+no cycle, templates compile and only use declared params, existing steps and known names,
+a main step only reads ``steps.X`` of steps it (transitively) needs, and param defaults
+fit their own type.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from engine import params, playbook, templating
+from engine.actions.registry import Registry
+from engine.errors import PlaybookInvalid, Problem, closest
+from engine.playbook import Lines, Phase, Playbook, Step
+
+RUN_FIELDS = ("id", "trigger", "requested_by", "playbook")
+FAILURE_ROOT = "failure"
+"""Extra template name for on_failure and finally steps: what failed."""
+CONCURRENCY_ROOTS = frozenset({"params", "run"})
+
+_KEYS = {Phase.MAIN: "steps", Phase.ON_FAILURE: "on_failure", Phase.FINALLY: "finally"}
+
+
+def _hint(name: str, candidates: Iterable[str]) -> str:
+    found = closest(name, candidates, n=1)
+    return f" (did you mean {found[0]!r}?)" if found else ""
+
+
+def _strings(value: Any, path: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], str]]:
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, (*path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _strings(item, (*path, i))
+
+
+def _has_template(value: Any) -> bool:
+    return any("{{" in text or "{%" in text for _, text in _strings(value, ()))
+
+
+def _label(phase: Phase, step: Step) -> str:
+    return f"step {step.id!r}" if phase is Phase.MAIN else f"{_KEYS[phase]} step {step.id!r}"
+
+
+def _dotted(path: tuple[Any, ...]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+
+
+class _Checker:
+    def __init__(self, pb: Playbook, lines: Lines, file: str, registry: Registry) -> None:
+        self.pb = pb
+        self.lines = lines
+        self.file = file
+        self.registry = registry
+        self.problems: list[Problem] = []
+        self.step_ids = {s.id for _, s in pb.all_steps()}
+        self.needs = {s.id: s.needs for s in pb.steps}
+
+    def add(self, path: tuple[Any, ...], message: str) -> None:
+        self.problems.append(Problem(self.file, playbook.line_of(self.lines, path), message))
+
+    def run(self) -> list[Problem]:
+        self.check_params()
+        self.check_ids()
+        for phase in Phase:
+            self.check_needs(phase)
+            for i, step in enumerate(self.pb.phase(phase)):
+                self.check_step(phase, i, step)
+        if self.pb.concurrency is not None and self.pb.concurrency.key is not None:
+            self.check_template(
+                ("concurrency", "key"),
+                "concurrency.key",
+                self.pb.concurrency.key,
+                roots=CONCURRENCY_ROOTS,
+            )
+        return sorted(self.problems, key=lambda p: p.line or 0)
+
+    # --- params ---------------------------------------------------------------------
+
+    def check_params(self) -> None:
+        for name, spec in self.pb.params.items():
+            if spec.pattern is not None:
+                try:
+                    re.compile(spec.pattern)
+                except re.error as exc:
+                    self.add(
+                        ("params", name, "pattern"),
+                        f"param {name}: pattern {spec.pattern!r} is not a valid regex: {exc}",
+                    )
+                    continue
+            if spec.min is not None and spec.max is not None and spec.min > spec.max:
+                self.add(("params", name, "min"), f"param {name}: min is greater than max")
+            if spec.default is not None:
+                try:
+                    params.coerce_value(name, spec, spec.default)
+                except ValueError as exc:
+                    self.add(("params", name, "default"), f"param default does not fit: {exc}")
+
+    # --- steps ----------------------------------------------------------------------
+
+    def check_ids(self) -> None:
+        first: dict[str, tuple[Any, ...]] = {}
+        for phase in Phase:
+            for i, step in enumerate(self.pb.phase(phase)):
+                path = (_KEYS[phase], i, "id")
+                if step.id in first:
+                    line = playbook.line_of(self.lines, first[step.id])
+                    at = f" (first defined on line {line})" if line else ""
+                    self.add(path, f"duplicate step id {step.id!r}{at}")
+                else:
+                    first[step.id] = path
+
+    def check_needs(self, phase: Phase) -> None:
+        key = _KEYS[phase]
+        steps = self.pb.phase(phase)
+        ids = {s.id for s in steps}
+        for i, step in enumerate(steps):
+            for j, need in enumerate(step.needs):
+                if need in ids:
+                    continue
+                path = (key, i, "needs", j)
+                if need in self.step_ids:
+                    self.add(
+                        path,
+                        f"{_label(phase, step)} needs {need!r}, which is not in `{key}`: "
+                        f"needs may only name steps of the same list",
+                    )
+                else:
+                    self.add(
+                        path, f"{_label(phase, step)} needs unknown step {need!r}{_hint(need, ids)}"
+                    )
+        graph = {s.id: [n for n in s.needs if n in ids] for s in steps}
+        index = {s.id: i for i, s in enumerate(steps)}
+        for cycle in _cycles(graph):
+            self.add((key, index[cycle[0]], "needs"), "cycle in needs: " + " -> ".join(cycle))
+
+    def ancestors(self, step_id: str) -> set[str]:
+        seen: set[str] = set()
+        todo = list(self.needs.get(step_id, []))
+        while todo:
+            current = todo.pop()
+            if current not in seen:
+                seen.add(current)
+                todo.extend(self.needs.get(current, []))
+        return seen
+
+    def check_step(self, phase: Phase, i: int, step: Step) -> None:
+        key = _KEYS[phase]
+        label = _label(phase, step)
+        roots = templating.ROOTS if phase is Phase.MAIN else templating.ROOTS | {FAILURE_ROOT}
+        self.check_action(key, i, step, label)
+        for path, text in _strings(step.with_, ()):
+            self.check_template(
+                (key, i, "with", *path), f"{label}: with.{_dotted(path)}", text, roots, step, phase
+            )
+        if step.when is not None:
+            self.check_template(
+                (key, i, "when"), f"{label}: when", step.when, roots, step, phase, expression=True
+            )
+
+    def check_action(self, key: str, i: int, step: Step, label: str) -> None:
+        if step.action not in self.registry:
+            names = self.registry.names()
+            self.add(
+                (key, i, "action"),
+                f"{label}: unknown action {step.action!r}{_hint(step.action, names)}"
+                f" (known actions: {', '.join(names)})",
+            )
+            return
+        model = self.registry.get(step.action).Inputs
+        try:
+            model.model_validate(step.with_)
+        except ValidationError as exc:
+            errors = exc.errors()
+        else:
+            return
+        accepted = set()
+        for name, field in model.model_fields.items():
+            accepted.add(name)
+            if field.alias:
+                accepted.add(field.alias)
+        for err in errors:
+            loc = tuple(err["loc"])
+            top = loc[0] if loc else None
+            if err["type"] == "extra_forbidden" and isinstance(top, str):
+                self.add(
+                    (key, i, "with", top),
+                    f"{label}: unknown input {top!r} for action {step.action!r}"
+                    f"{_hint(top, accepted)}",
+                )
+            elif err["type"] == "missing":
+                self.add(
+                    (key, i, "with"),
+                    f"{label}: action {step.action!r} needs input {_dotted(loc)!r}",
+                )
+            elif (top is None and _has_template(step.with_)) or (
+                top is not None and _has_template(step.with_.get(str(top)))
+            ):
+                continue  # templated values are checked when the step runs
+            else:
+                where = f"with.{_dotted(loc)}: " if loc else "with: "
+                msg = err["msg"].removeprefix("Value error, ")
+                self.add((key, i, "with", *loc), f"{label}: {where}{msg}")
+
+    # --- templates --------------------------------------------------------------------
+
+    def check_template(
+        self,
+        path: tuple[Any, ...],
+        label: str,
+        text: str,
+        roots: frozenset[str],
+        step: Step | None = None,
+        phase: Phase = Phase.MAIN,
+        *,
+        expression: bool = False,
+    ) -> None:
+        error = templating.check_syntax(text, expression=expression)
+        if error is not None:
+            self.add(path, f"{label}: {error}")
+            return
+        for name in sorted(templating.unknown_names(text, roots, expression=expression)):
+            self.add(
+                path,
+                f"{label}: unknown name {name!r}{_hint(name, roots)}"
+                f" (templates here can use {', '.join(sorted(roots))})",
+            )
+        for root, attr in sorted(templating.references(text, expression=expression)):
+            if root not in roots:
+                continue  # reported above as an unknown name
+            if root == "params" and attr not in self.pb.params:
+                declared = ", ".join(self.pb.params) or "none"
+                self.add(
+                    path,
+                    f"{label}: unknown param {attr!r}{_hint(attr, self.pb.params)}"
+                    f" (declared params: {declared})",
+                )
+            elif root == "run" and attr not in RUN_FIELDS:
+                self.add(path, f"{label}: run has no {attr!r} (it has {', '.join(RUN_FIELDS)})")
+            elif root == "steps" and attr not in self.step_ids:
+                self.add(path, f"{label}: unknown step {attr!r}{_hint(attr, self.step_ids)}")
+            elif (
+                root == "steps"
+                and step is not None
+                and phase is Phase.MAIN
+                and attr not in self.ancestors(step.id)
+            ):
+                self.add(
+                    path,
+                    f"{label}: steps.{attr} is used by step {step.id!r} but {attr!r} is not in "
+                    f"its needs, so it may not have run yet",
+                )
+
+
+def _cycles(graph: dict[str, list[str]]) -> list[list[str]]:
+    """Each distinct cycle once, as ``[a, b, a]`` (a needs b, b needs a)."""
+    found: list[list[str]] = []
+    seen_sets: set[frozenset[str]] = set()
+    state: dict[str, int] = {}  # 1 on the stack, 2 done
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in graph.get(node, []):
+            if state.get(nxt) == 1:
+                cycle = [*stack[stack.index(nxt) :], nxt]
+                members = frozenset(cycle)
+                if members not in seen_sets:
+                    seen_sets.add(members)
+                    found.append(cycle)
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in graph:
+        if node not in state:
+            visit(node)
+    return found
+
+
+def validate(pb: Playbook, lines: Lines, file: str, registry: Registry) -> list[Problem]:
+    """Every semantic problem of ``pb`` (loaded from ``file`` with ``lines``), sorted by line."""
+    return _Checker(pb, lines, file, registry).run()
+
+
+def load_and_validate(path: Path, registry: Registry) -> tuple[Playbook | None, list[Problem]]:
+    """Load and check one file. The playbook is None when the file is not even structurally
+    a playbook; it is usable only when the problem list is empty."""
+    pb, _, problems = _load(path, registry)
+    return pb, problems
+
+
+def _load(path: Path, registry: Registry) -> tuple[Playbook | None, Lines, list[Problem]]:
+    try:
+        pb, lines = playbook.load_file(path)
+    except PlaybookInvalid as exc:
+        return None, {}, exc.problems
+    return pb, lines, validate(pb, lines, str(path), registry)
+
+
+def validate_paths(
+    paths: Sequence[Path], registry: Registry
+) -> tuple[dict[str, tuple[Playbook, Path]], list[Problem]]:
+    """Check files and every ``*.yaml``/``*.yml`` in directories.
+
+    Returns the valid playbooks by name (with their file) and every problem. Two files
+    declaring the same name is a problem of the later file (in path order), which is left out.
+    """
+    valid: dict[str, tuple[Playbook, Path]] = {}
+    owner: dict[str, Path] = {}
+    problems: list[Problem] = []
+    seen: set[Path] = set()
+    for path in _files(paths, seen, problems):
+        pb, lines, found = _load(path, registry)
+        if pb is not None and pb.name in owner:
+            found.append(
+                Problem(
+                    str(path),
+                    playbook.line_of(lines, ("name",)),
+                    f"playbook name {pb.name!r} is already used by {owner[pb.name]}",
+                )
+            )
+            problems.extend(found)
+            continue
+        problems.extend(found)
+        if pb is not None:
+            owner[pb.name] = path
+            if not found:
+                valid[pb.name] = (pb, path)
+    return valid, problems
+
+
+def _files(paths: Sequence[Path], seen: set[Path], problems: list[Problem]) -> Iterator[Path]:
+    for root in paths:
+        if not root.exists():
+            problems.append(Problem(str(root), None, "no such file or directory"))
+            continue
+        for path in playbook.playbook_files(root):
+            if path.resolve() not in seen:
+                seen.add(path.resolve())
+                yield path

@@ -1,0 +1,178 @@
+"""The Store: how the engine persists. One writer thread commits groups of transitions.
+
+Every write is a *unit*: a list of Core statements (or callables taking a connection)
+that must commit together. Units queue up for a single writer thread, which takes all
+the units waiting, runs them in one transaction and commits once (group commit), then
+resolves each unit's future on the event loop. A unit that fails is retried alone, so
+one bad unit never takes the others down. Reads run in worker threads on their own
+connections (SQLite's WAL lets them proceed while the writer writes).
+
+``guard(run_id, epoch)`` makes a unit conditional on the run's claim: if another owner
+moved the epoch on, the unit rolls back with ``ClaimLost``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+
+from storage import db, tables
+from storage.errors import ClaimLost, StorageError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Op = sa.Executable | Callable[[sa.Connection], Any]
+
+_MAX_BATCH = 256
+
+
+@dataclass
+class _Unit:
+    ops: Sequence[Op]
+    future: asyncio.Future[list[Any]]
+    results: list[Any] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+def guard(run_id: str, epoch: int) -> Callable[[sa.Connection], None]:
+    """An op that fails the unit with ClaimLost unless the run still has ``epoch``."""
+
+    def check(conn: sa.Connection) -> None:
+        got = conn.execute(
+            sa.select(tables.runs.c.epoch).where(tables.runs.c.id == run_id)
+        ).scalar()
+        if got != epoch:
+            raise ClaimLost(f"run {run_id} is now driven elsewhere (epoch {got} != {epoch})")
+
+    return check
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = db.create_engine(url)
+        self._queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.commits = 0
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    async def open(self) -> None:
+        await asyncio.to_thread(db.create_schema, self.engine)
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._writer, name="baton-writer", daemon=True)
+        self._thread.start()
+
+    async def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+        await asyncio.to_thread(self.engine.dispose)
+
+    async def __aenter__(self) -> Store:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- writes --------------------------------------------------------------------
+
+    async def write(self, *ops: Op) -> list[Any]:
+        """Commit ``ops`` as one unit; returns each op's result (CursorResult or value)."""
+        if self._thread is None or self._loop is None:
+            raise StorageError("the store is not open")
+        fut: asyncio.Future[list[Any]] = self._loop.create_future()
+        self._queue.put(_Unit(ops, fut))
+        return await fut
+
+    def _writer(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < _MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._commit(batch)
+            assert self._loop is not None
+            try:
+                self._loop.call_soon_threadsafe(_resolve, batch)
+            except RuntimeError:  # loop closed: nobody waits any more
+                return
+            if stop:
+                return
+
+    def _commit(self, batch: list[_Unit]) -> None:
+        try:
+            with self.engine.begin() as conn:
+                for unit in batch:
+                    unit.results = [_run(conn, op) for op in unit.ops]
+            self.commits += 1
+            return
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].error = exc
+                return
+        for unit in batch:  # isolate the failing unit(s)
+            unit.error = None
+            try:
+                with self.engine.begin() as conn:
+                    unit.results = [_run(conn, op) for op in unit.ops]
+                self.commits += 1
+            except Exception as exc:
+                unit.error = exc
+
+    # --- reads ---------------------------------------------------------------------
+
+    async def read(self, fn: Callable[[sa.Connection], T]) -> T:
+        return await asyncio.to_thread(self._read, fn)
+
+    def _read(self, fn: Callable[[sa.Connection], T]) -> T:
+        with self.engine.connect().execution_options(baton_read=True) as conn:
+            return fn(conn)
+
+    async def all(self, stmt: sa.Select[Any]) -> list[sa.Row[Any]]:
+        return await self.read(lambda conn: list(conn.execute(stmt)))
+
+    async def one(self, stmt: sa.Select[Any]) -> sa.Row[Any] | None:
+        return await self.read(lambda conn: conn.execute(stmt).first())
+
+    async def scalar(self, stmt: sa.Select[Any]) -> Any:
+        return await self.read(lambda conn: conn.execute(stmt).scalar())
+
+
+def _run(conn: sa.Connection, op: Op) -> Any:
+    if isinstance(op, sa.Executable):
+        return conn.execute(op)
+    return op(conn)
+
+
+def _resolve(batch: list[_Unit]) -> None:
+    for unit in batch:
+        if unit.future.done():
+            continue
+        if unit.error is not None:
+            unit.future.set_exception(unit.error)
+        else:
+            unit.future.set_result(unit.results)

@@ -1,0 +1,174 @@
+"""Baton's tables. The database is the source of truth for runs, steps, attempts,
+approvals and the audit trail; the engine rebuilds everything else from these rows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite keeps no zone)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use UTC-aware times")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _ts(*, index: bool = False, nullable: bool = True) -> Any:
+    return Field(default=None, sa_type=UTCDateTime, index=index, nullable=nullable)
+
+
+def _json(default: Any = None) -> Any:
+    if default is None:
+        return Field(default=None, sa_type=sa.JSON, nullable=True)
+    return Field(default_factory=default, sa_type=sa.JSON)
+
+
+class Run(SQLModel, table=True):
+    __tablename__ = "runs"
+
+    id: str = Field(primary_key=True, max_length=32)
+    playbook: str = Field(index=True, max_length=200)
+    status: str = Field(index=True, max_length=16)
+    attempt: int = 1
+    params: dict[str, Any] = _json(dict)
+    secret_params: str | None = None
+    trigger: str = Field(max_length=32)
+    source: dict[str, Any] = _json(dict)
+    requested_by: str = Field(max_length=200)
+    parent_run_id: str | None = Field(default=None, index=True, max_length=32)
+    parent_step_id: str | None = Field(default=None, max_length=200)
+    concurrency_key: str | None = Field(default=None, index=True, max_length=500)
+    definition: dict[str, Any] = _json(dict)
+    error: str | None = None
+    failed_step: str | None = None
+    stop_reason: str | None = Field(default=None, max_length=16)
+    stopped_by: str | None = Field(default=None, max_length=200)
+    created_at: datetime = _ts(index=True, nullable=False)
+    started_at: datetime | None = _ts()
+    finished_at: datetime | None = _ts()
+    deadline_at: datetime | None = _ts()
+    owner: str | None = Field(default=None, max_length=200)
+    epoch: int = 0
+
+
+class Step(SQLModel, table=True):
+    __tablename__ = "steps"
+
+    run_id: str = Field(primary_key=True, foreign_key="runs.id", max_length=32)
+    step_id: str = Field(primary_key=True, max_length=200)
+    phase: str = Field(max_length=16)
+    position: int = 0
+    status: str = Field(max_length=16)
+    attempts: int = 0
+    output: dict[str, Any] | None = _json()
+    error: str | None = None
+    started_at: datetime | None = _ts()
+    finished_at: datetime | None = _ts()
+    wake_at: datetime | None = _ts(index=True)
+    wake_reason: str | None = Field(default=None, max_length=16)
+    approval_id: str | None = Field(default=None, max_length=32)
+    child_run_id: str | None = Field(default=None, max_length=32)
+
+
+class Attempt(SQLModel, table=True):
+    __tablename__ = "attempts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(index=True, foreign_key="runs.id", max_length=32)
+    step_id: str = Field(max_length=200)
+    number: int
+    run_attempt: int = 1
+    status: str = Field(max_length=16)
+    started_at: datetime = _ts(nullable=False)
+    finished_at: datetime | None = _ts()
+    output: dict[str, Any] | None = _json()
+    error: str | None = None
+    attachments: dict[str, Any] | None = _json()
+
+
+class Approval(SQLModel, table=True):
+    __tablename__ = "approvals"
+
+    id: str = Field(primary_key=True, max_length=32)
+    run_id: str = Field(index=True, foreign_key="runs.id", max_length=32)
+    step_id: str = Field(max_length=200)
+    status: str = Field(index=True, max_length=16)
+    spec: dict[str, Any] = _json(dict)
+    requested_by: str = Field(max_length=200)
+    created_at: datetime = _ts(nullable=False)
+    deadline_at: datetime | None = _ts()
+    closed_at: datetime | None = _ts()
+    outcome_reason: str | None = None
+
+
+class Decision(SQLModel, table=True):
+    __tablename__ = "decisions"
+    __table_args__ = (sa.UniqueConstraint("approval_id", "user"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    approval_id: str = Field(index=True, foreign_key="approvals.id", max_length=32)
+    user: str = Field(max_length=200)
+    decision: str = Field(max_length=16)
+    comment: str = ""
+    at: datetime = _ts(nullable=False)
+
+
+class RunLog(SQLModel, table=True):
+    __tablename__ = "run_logs"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(index=True, foreign_key="runs.id", max_length=32)
+    step_id: str | None = Field(default=None, max_length=200)
+    at: datetime = _ts(nullable=False)
+    level: str = Field(default="info", max_length=16)
+    message: str = ""
+
+
+class Audit(SQLModel, table=True):
+    __tablename__ = "audit"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _ts(index=True, nullable=False)
+    actor: str = Field(max_length=200)
+    action: str = Field(max_length=64)
+    target: str = Field(default="", max_length=500)
+    source: dict[str, Any] = _json(dict)
+    detail: dict[str, Any] = _json(dict)
+    outcome: str = Field(default="ok", max_length=32)
+
+
+class SchemaVersion(SQLModel, table=True):
+    __tablename__ = "schema_version"
+
+    version: int = Field(primary_key=True)
+
+
+runs = Run.__table__  # type: ignore[attr-defined]
+steps = Step.__table__  # type: ignore[attr-defined]
+attempts = Attempt.__table__  # type: ignore[attr-defined]
+approvals = Approval.__table__  # type: ignore[attr-defined]
+decisions = Decision.__table__  # type: ignore[attr-defined]
+run_logs = RunLog.__table__  # type: ignore[attr-defined]
+audit = Audit.__table__  # type: ignore[attr-defined]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)

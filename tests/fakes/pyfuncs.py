@@ -1,0 +1,49 @@
+"""Sample callables for the ``python`` action tests (``tests.fakes.pyfuncs:NAME``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.actions import ActionContext
+from engine.errors import ActionError
+
+NOT_CALLABLE = 42
+
+
+async def greet(ctx: ActionContext, name: str, punctuation: str = "!") -> dict[str, Any]:
+    await ctx.log(f"greeting {name}")
+    return {"greeting": f"hello {name}{punctuation}", "run": ctx.run_id}
+
+
+async def nothing(ctx: ActionContext) -> None:
+    return None
+
+
+async def answer(ctx: ActionContext) -> int:
+    return 42
+
+
+async def explode(ctx: ActionContext, what: str = "boom") -> None:
+    raise RuntimeError(what)
+
+
+async def refuse(ctx: ActionContext) -> None:
+    raise ActionError("refused on purpose", output={"reason": "test"})
+
+
+def plain(ctx: ActionContext) -> dict[str, Any]:
+    return {}
+
+
+class Tools:
+    @staticmethod
+    async def ping(ctx: ActionContext) -> dict[str, Any]:
+        return {"pong": True}
+
+
+class Callable:
+    async def __call__(self, ctx: ActionContext, n: int) -> dict[str, Any]:
+        return {"double": n * 2}
+
+
+instance = Callable()

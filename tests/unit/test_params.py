@@ -1,0 +1,234 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from engine import params
+from engine.errors import ParamError
+from engine.playbook import Playbook
+
+
+def make(spec: dict[str, Any]) -> Playbook:
+    return Playbook.model_validate(
+        {"name": "demo", "params": spec, "steps": [{"id": "a", "action": "log"}]}
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        pytest.param(["env=prod"], {"env": "prod"}, id="one"),
+        pytest.param(
+            ["env=prod", "msg=hello world"], {"env": "prod", "msg": "hello world"}, id="spaces"
+        ),
+        pytest.param(["q=a=b"], {"q": "a=b"}, id="equals-in-value"),
+        pytest.param(["tag="], {"tag": ""}, id="empty-value"),
+        pytest.param(["n=1", "n=2"], {"n": "2"}, id="last-wins"),
+        pytest.param([], {}, id="none"),
+    ],
+)
+def test_parse_assignments(args: list[str], expected: dict[str, str]) -> None:
+    assert params.parse_assignments(args) == expected
+
+
+def test_parse_assignments_reports_every_bad_word() -> None:
+    with pytest.raises(ParamError) as excinfo:
+        params.parse_assignments(["prod", "env=prod", "=x"], "deploy")
+    err = excinfo.value
+    assert err.playbook == "deploy"
+    assert len(err.errors) == 2
+    assert "'prod' is not a parameter (expected key=value, e.g. env=prod)" in err.errors[0]
+    assert "'=x' has no name before '='" in err.errors[1]
+    assert "key=value" in str(err)
+
+
+SCHEMA: dict[str, Any] = {
+    "host": {"required": True, "help": "the host to restart"},
+    "replicas": {"type": "int", "default": 2, "min": 1, "max": 10},
+    "ratio": {"type": "float", "min": 0, "max": 1},
+    "dry": {"type": "bool", "default": False},
+    "env": {"type": "choice", "choices": ["prod", "staging"], "default": "staging"},
+    "port": {"type": "choice", "choices": [80, 443]},
+    "token": {"type": "secret", "pattern": "[a-z0-9]{6,}"},
+    "name": {"pattern": "[a-z-]+"},
+}
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        pytest.param({"host": "web-1"}, {"host": "web-1"}, id="string"),
+        pytest.param({"host": 42}, {"host": "42"}, id="number-as-string"),
+        pytest.param({"host": "h", "replicas": "3"}, {"replicas": 3}, id="int-from-str"),
+        pytest.param({"host": "h", "replicas": " 4 "}, {"replicas": 4}, id="int-stripped"),
+        pytest.param({"host": "h", "replicas": 5}, {"replicas": 5}, id="int-typed"),
+        pytest.param({"host": "h", "replicas": 6.0}, {"replicas": 6}, id="int-from-whole-float"),
+        pytest.param({"host": "h", "ratio": "0.5"}, {"ratio": 0.5}, id="float-from-str"),
+        pytest.param({"host": "h", "ratio": 1}, {"ratio": 1.0}, id="float-from-int"),
+        pytest.param({"host": "h", "dry": "YES"}, {"dry": True}, id="bool-yes"),
+        pytest.param({"host": "h", "dry": "on"}, {"dry": True}, id="bool-on"),
+        pytest.param({"host": "h", "dry": "1"}, {"dry": True}, id="bool-1"),
+        pytest.param({"host": "h", "dry": "False"}, {"dry": False}, id="bool-false"),
+        pytest.param({"host": "h", "dry": "off"}, {"dry": False}, id="bool-off"),
+        pytest.param({"host": "h", "dry": True}, {"dry": True}, id="bool-typed"),
+        pytest.param({"host": "h", "env": "prod"}, {"env": "prod"}, id="choice"),
+        pytest.param({"host": "h", "env": "PROD"}, {"env": "prod"}, id="choice-case"),
+        pytest.param({"host": "h", "port": "443"}, {"port": 443}, id="int-choice-from-str"),
+        pytest.param({"host": "h", "port": 80}, {"port": 80}, id="int-choice-typed"),
+        pytest.param({"host": "h", "token": "abc123"}, {"token": "abc123"}, id="secret"),
+        pytest.param({"host": "h", "name": "web-api"}, {"name": "web-api"}, id="pattern"),
+    ],
+)
+def test_coerce_values(raw: dict[str, Any], expected: dict[str, Any]) -> None:
+    result = params.coerce(make(SCHEMA), raw)
+    for key, value in expected.items():
+        assert result[key] == value
+        assert type(result[key]) is type(value)
+
+
+def test_coerce_applies_defaults_and_sets_absent_to_none() -> None:
+    assert params.coerce(make(SCHEMA), {"host": "h"}) == {
+        "host": "h",
+        "replicas": 2,
+        "ratio": None,
+        "dry": False,
+        "env": "staging",
+        "port": None,
+        "token": None,
+        "name": None,
+    }
+
+
+def test_coerce_converts_defaults_to_their_type() -> None:
+    pb = make({"n": {"type": "int", "default": "3"}, "on": {"type": "bool", "default": "yes"}})
+    assert params.coerce(pb, {}) == {"n": 3, "on": True}
+
+
+def test_none_counts_as_not_given() -> None:
+    assert params.coerce(make(SCHEMA), {"host": "h", "replicas": None})["replicas"] == 2
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        pytest.param({}, "missing required param host (string: the host to restart)", id="missing"),
+        pytest.param({"host": ""}, "missing required param host", id="empty-required"),
+        pytest.param(
+            {"host": "h", "hots": "x"}, "unknown param 'hots' (did you mean host?)", id="unknown"
+        ),
+        pytest.param(
+            {"host": "h", "replicas": "many"},
+            "replicas: 'many' is not an int (expected a whole number, e.g. replicas=3)",
+            id="int",
+        ),
+        pytest.param({"host": "h", "replicas": 2.5}, "replicas: 2.5 is not an int", id="int-frac"),
+        pytest.param({"host": "h", "replicas": True}, "replicas: True is not an int", id="bool"),
+        pytest.param(
+            {"host": "h", "replicas": "0"}, "replicas: 0 is below the minimum 1", id="int-min"
+        ),
+        pytest.param(
+            {"host": "h", "replicas": 11}, "replicas: 11 is above the maximum 10", id="int-max"
+        ),
+        pytest.param(
+            {"host": "h", "ratio": "half"},
+            "ratio: 'half' is not a number (expected a number, e.g. ratio=0.5)",
+            id="float",
+        ),
+        pytest.param({"host": "h", "ratio": "nan"}, "ratio: 'nan' is not a number", id="nan"),
+        pytest.param(
+            {"host": "h", "ratio": "1.5"}, "ratio: 1.5 is above the maximum 1", id="float-max"
+        ),
+        pytest.param(
+            {"host": "h", "dry": "maybe"},
+            "dry: 'maybe' is not a bool (expected true or false, e.g. dry=true)",
+            id="bool",
+        ),
+        pytest.param(
+            {"host": "h", "env": "qa"}, "env: 'qa' is not one of prod, staging", id="choice"
+        ),
+        pytest.param(
+            {"host": "h", "env": "prdo"},
+            "env: 'prdo' is not one of prod, staging (did you mean prod?)",
+            id="choice-hint",
+        ),
+        pytest.param({"host": "h", "port": "80x"}, "port: '80x' is not one of 80, 443", id="ints"),
+        pytest.param(
+            {"host": "h", "name": "Web API"},
+            "name: 'Web API' does not match the pattern [a-z-]+",
+            id="pattern",
+        ),
+        pytest.param({"host": ["a"]}, "host: ['a'] is not a string", id="not-a-string"),
+    ],
+)
+def test_coerce_errors(raw: dict[str, Any], message: str) -> None:
+    with pytest.raises(ParamError) as excinfo:
+        params.coerce(make(SCHEMA), raw)
+    assert excinfo.value.playbook == "demo"
+    [error] = excinfo.value.errors
+    assert error.startswith(message)
+
+
+def test_coerce_collects_every_problem() -> None:
+    raw = {"replicas": "x", "dry": "maybe", "env": "qa", "nope": "1"}
+    with pytest.raises(ParamError) as excinfo:
+        params.coerce(make(SCHEMA), raw)
+    assert len(excinfo.value.errors) == 5
+    assert str(excinfo.value).startswith("Bad parameters for 'demo': ")
+
+
+def test_unknown_param_lists_declared_when_nothing_is_close() -> None:
+    with pytest.raises(ParamError, match=r"unknown param 'zzz' \(this playbook takes host, "):
+        params.coerce(make(SCHEMA), {"host": "h", "zzz": "1"})
+    with pytest.raises(ParamError, match="this playbook takes no params"):
+        params.coerce(make({}), {"zzz": "1"})
+
+
+def test_secret_value_is_never_echoed() -> None:
+    with pytest.raises(ParamError) as excinfo:
+        params.coerce(make(SCHEMA), {"host": "h", "token": "HUNTER2"})
+    assert "HUNTER2" not in str(excinfo.value)
+    assert "token: the given value does not match the pattern" in str(excinfo.value)
+    with pytest.raises(ParamError) as excinfo:
+        params.coerce(make(SCHEMA), {"host": "h", "token": {"v": "HUNTER2"}})
+    assert "HUNTER2" not in str(excinfo.value)
+
+
+def test_bad_default_is_reported_as_the_playbooks() -> None:
+    with pytest.raises(ParamError, match=r"n: 'x' is not an int .*\(the playbook's default\)"):
+        params.coerce(make({"n": {"type": "int", "default": "x"}}), {})
+
+
+def test_coerce_value_raises_value_error() -> None:
+    spec = make(SCHEMA).params["replicas"]
+    assert params.coerce_value("replicas", spec, "7") == 7
+    with pytest.raises(ValueError, match="replicas: 'x' is not an int"):
+        params.coerce_value("replicas", spec, "x")
+
+
+def test_secret_names_and_masked() -> None:
+    pb = make(SCHEMA)
+    assert params.secret_names(pb) == {"token"}
+    values = params.coerce(pb, {"host": "h", "token": "abc123"})
+    shown = params.masked(pb, values)
+    assert shown["token"] == "***"
+    assert shown["host"] == "h"
+    assert params.masked(pb, {"token": None}) == {"token": None}
+
+
+def test_describe() -> None:
+    assert params.describe(make(SCHEMA)) == [
+        "host (string; required) - the host to restart",
+        "replicas (int; default 2; 1..10)",
+        "ratio (float; optional; 0..1)",
+        "dry (bool; default false)",
+        "env (choice: prod, staging; default staging)",
+        "port (choice: 80, 443; optional)",
+        "token (secret; optional; pattern [a-z0-9]{6,})",
+        "name (string; optional; pattern [a-z-]+)",
+    ]
+
+
+def test_describe_hides_secret_defaults() -> None:
+    lines = params.describe(make({"key": {"type": "secret", "default": "topsecret"}}))
+    assert lines == ["key (secret; default ***)"]

@@ -1,0 +1,233 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from engine import templating
+from engine.errors import TemplateError
+
+
+@pytest.fixture
+def context() -> dict[str, Any]:
+    return {
+        "params": {"host": "web-1", "n": 3, "env": "prod", "tag": None, "version": "1.10"},
+        "steps": {"check": {"output": {"rc": 0, "lines": ["a", "b"]}, "status": "succeeded"}},
+        "run": {"id": "r-1", "trigger": "chat", "requested_by": "U1", "playbook": "demo"},
+        "secrets": {"token": "s3cret"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        pytest.param("{{ params.n }}", 3, id="int"),
+        pytest.param("  {{ params.n + 1 }}  ", 4, id="whitespace-around"),
+        pytest.param("{{ steps.check.output }}", {"rc": 0, "lines": ["a", "b"]}, id="dict"),
+        pytest.param("{{ steps.check.output.lines }}", ["a", "b"], id="list"),
+        pytest.param("{{ params.n > 2 }}", True, id="bool"),
+        pytest.param("{{ params.tag }}", None, id="none"),
+        pytest.param("{{ params.version }}", "1.10", id="numeric-looking-string-stays-str"),
+        pytest.param("{{- params.host -}}", "web-1", id="trim-markers"),
+        pytest.param("host={{ params.host }}", "host=web-1", id="text-around"),
+        pytest.param("{{ params.n }}{{ params.n }}", "33", id="two-expressions"),
+        pytest.param("{% if params.env == 'prod' %}careful{% endif %}", "careful", id="block"),
+        pytest.param("plain text", "plain text", id="no-syntax"),
+        pytest.param("a } or { b", "a } or { b", id="braces-alone"),
+        pytest.param("{{ params.host | quote }}", "web-1", id="quote-filter-safe"),
+        pytest.param("{{ 'a b' | quote }}", "'a b'", id="quote-filter-quotes"),
+        pytest.param("{{ 185 | duration }}", "3m05s", id="duration-filter"),
+        pytest.param("{{ {'a': 1} | tojson }}", '{"a": 1}', id="tojson"),
+        pytest.param("{{ secrets.token }}", "s3cret", id="secrets"),
+    ],
+)
+def test_render_string(template: str, expected: Any, context: dict[str, Any]) -> None:
+    result = templating.render(template, context)
+    assert result == expected
+    assert type(result) is type(expected)
+
+
+def test_render_recurses_into_dicts_and_lists_but_not_keys(context: dict[str, Any]) -> None:
+    value = {
+        "{{ params.host }}": "{{ params.n }}",
+        "nested": {"list": ["{{ run.id }}", 5, True, None], "x": 1.5},
+    }
+    assert templating.render(value, context) == {
+        "{{ params.host }}": 3,
+        "nested": {"list": ["r-1", 5, True, None], "x": 1.5},
+    }
+
+
+def test_render_does_not_compile_plain_strings() -> None:
+    before = templating._template.cache_info().currsize
+    assert templating.render({"a": "no template here", "b": ["x } y"]}, {}) == {
+        "a": "no template here",
+        "b": ["x } y"],
+    }
+    assert templating._template.cache_info().currsize == before
+
+
+def test_render_reuses_compiled_templates(context: dict[str, Any]) -> None:
+    templating.render("host {{ params.host }} #cached", context)
+    hits = templating._template.cache_info().hits
+    templating.render("host {{ params.host }} #cached", context)
+    assert templating._template.cache_info().hits == hits + 1
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        pytest.param(
+            "{{ params.hots }}",
+            "template '{{ params.hots }}': 'dict object' has no attribute 'hots'",
+            id="missing-attribute",
+        ),
+        pytest.param("{{ nope }}", "template '{{ nope }}': 'nope' is undefined", id="unknown-name"),
+        pytest.param(
+            "host={{ params.hots }}",
+            "template 'host={{ params.hots }}': 'dict object' has no attribute 'hots'",
+            id="missing-in-text",
+        ),
+        pytest.param("{{ [params.zz] }}", "no attribute 'zz'", id="undefined-inside-native-list"),
+        pytest.param("{{ params.n.x.y }}", "has no attribute 'x'", id="attribute-of-int"),
+        pytest.param("{{ params.host + }}", "syntax error", id="syntax-error"),
+        pytest.param("{% if %}", "syntax error", id="block-syntax-error"),
+        pytest.param("{{ 1 / 0 }}", "ZeroDivisionError: division by zero", id="runtime-error"),
+    ],
+)
+def test_render_errors(template: str, message: str, context: dict[str, Any]) -> None:
+    with pytest.raises(TemplateError) as excinfo:
+        templating.render({"a": [template]}, context)
+    assert message in str(excinfo.value)
+
+
+def test_error_message_shortens_long_templates(context: dict[str, Any]) -> None:
+    template = "echo " + "x" * 200 + " {{ params.nope }}"
+    with pytest.raises(TemplateError) as excinfo:
+        templating.render(template, context)
+    assert "..." in str(excinfo.value)
+    assert len(str(excinfo.value)) < 200
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        pytest.param("{{ ''.__class__.__mro__ }}", id="dunder-class-mro"),
+        pytest.param("{{ ''.__class__ }}", id="dunder-class"),
+        pytest.param("{{ params.__class__.__init__.__globals__ }}", id="globals"),
+        pytest.param("{{ cycler.__init__.__globals__.os }}", id="cycler-globals"),
+        pytest.param("{{ params.update({'host': 'evil'}) }}", id="mutate-context"),
+        pytest.param("x{{ steps.check.output.lines.append('c') }}", id="mutate-list"),
+    ],
+)
+def test_sandbox_blocks_unsafe_access(template: str, context: dict[str, Any]) -> None:
+    with pytest.raises(TemplateError, match="template"):
+        templating.render(template, context)
+    assert context["params"]["host"] == "web-1"
+    assert context["steps"]["check"]["output"]["lines"] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("condition", "expected"),
+    [
+        pytest.param("steps.check.output.rc == 0", True, id="bare-true"),
+        pytest.param("params.env == 'staging'", False, id="bare-false"),
+        pytest.param("{{ params.env == 'prod' }}", True, id="wrapped"),
+        pytest.param("true", True, id="true"),
+        pytest.param("false", False, id="false"),
+        pytest.param("params.tag", False, id="none-is-false"),
+        pytest.param("params.tag is none and params.n > 2", True, id="tests-and-logic"),
+        pytest.param("steps.check.output.lines", True, id="non-empty-list"),
+        pytest.param("{% if params.n > 1 %}yes{% endif %}", True, id="block-yes"),
+        pytest.param("{% if params.n > 5 %}yes{% endif %}", False, id="block-empty"),
+        pytest.param("{{ params.n > 5 }} ", False, id="wrapped-with-space"),
+    ],
+)
+def test_evaluate(condition: str, expected: bool, context: dict[str, Any]) -> None:
+    assert templating.evaluate(condition, context) is expected
+
+
+@pytest.mark.parametrize(
+    ("condition", "message"),
+    [
+        pytest.param("params.nope == 1", "no attribute 'nope'", id="undefined"),
+        pytest.param("params.env ==", "syntax error", id="syntax"),
+        pytest.param("   ", "condition is empty", id="empty"),
+        pytest.param("''.__class__", "not allowed in the sandbox", id="sandbox"),
+    ],
+)
+def test_evaluate_errors(condition: str, message: str, context: dict[str, Any]) -> None:
+    with pytest.raises(TemplateError, match=message):
+        templating.evaluate(condition, context)
+
+
+@pytest.mark.parametrize(
+    ("text", "expression", "error"),
+    [
+        pytest.param("{{ params.host }}", False, None, id="ok"),
+        pytest.param("plain", False, None, id="plain"),
+        pytest.param("{{ params.host }", False, "syntax error", id="unclosed"),
+        pytest.param("{% for x in y %}", False, "syntax error", id="unclosed-block"),
+        pytest.param("params.n > 1", True, None, id="expression-ok"),
+        pytest.param("{{ params.n > 1 }}", True, None, id="wrapped-expression-ok"),
+        pytest.param("params.n >", True, "syntax error", id="expression-bad"),
+        pytest.param("", True, "condition is empty", id="expression-empty"),
+    ],
+)
+def test_check_syntax(text: str, expression: bool, error: str | None) -> None:
+    result = templating.check_syntax(text, expression=expression)
+    if error is None:
+        assert result is None
+    else:
+        assert result is not None
+        assert error in result
+
+
+@pytest.mark.parametrize(
+    ("text", "expression", "expected"),
+    [
+        pytest.param("{{ params.host }}", False, {("params", "host")}, id="attr"),
+        pytest.param("{{ params['x'] }}", False, {("params", "x")}, id="item"),
+        pytest.param(
+            "{{ steps.check.output.rc }}-{{ run.id }}",
+            False,
+            {("steps", "check"), ("run", "id")},
+            id="nested-and-two",
+        ),
+        pytest.param(
+            "{% if secrets.token %}{{ params.a | upper }}{% endif %}",
+            False,
+            {("secrets", "token"), ("params", "a")},
+            id="block",
+        ),
+        pytest.param("steps.b.status == 'failed'", True, {("steps", "b")}, id="expression"),
+        pytest.param("{{ other.x }}{{ params[name] }}", False, set(), id="unknown-root-dynamic"),
+        pytest.param("{{ params.host", False, set(), id="bad-syntax"),
+        pytest.param("plain", False, set(), id="plain"),
+    ],
+)
+def test_references(text: str, expression: bool, expected: set[tuple[str, str]]) -> None:
+    assert templating.references(text, expression=expression) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("{{ parms.x }} {{ params.y }}", {"parms"}, id="typo"),
+        pytest.param(
+            "{% for h in params.hosts %}{{ loop.index }}{{ h | upper }}{% endfor %}",
+            set(),
+            id="loop-vars-and-filters",
+        ),
+        pytest.param("{% set y = 1 %}{{ y }}{{ range(3) | list }}", set(), id="set-and-globals"),
+        pytest.param("{{ params.x is defined and failure }}", {"failure"}, id="tests"),
+    ],
+)
+def test_unknown_names(text: str, expected: set[str]) -> None:
+    assert templating.unknown_names(text) == expected
+
+
+def test_unknown_names_accepts_extra_known_names() -> None:
+    text = "{{ failure.error }}"
+    assert templating.unknown_names(text, templating.ROOTS | {"failure"}) == set()
+    assert templating.unknown_names("failure.step == 'x'", expression=True) == {"failure"}

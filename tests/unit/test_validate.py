@@ -1,0 +1,543 @@
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine import playbook, validate
+from engine.actions import ActionContext, Output, Suspend
+from engine.actions.registry import Registry
+
+
+class ShellInputs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    command: str
+    timeout: int = 10
+
+
+class FakeShell:
+    name: ClassVar[str] = "shell"
+    Inputs: ClassVar[type[BaseModel]] = ShellInputs
+
+    async def run(self, ctx: ActionContext, inputs: Any) -> Output | Suspend:
+        return {}
+
+
+class LogInputs(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    message: str
+    level: str = Field(default="info", alias="severity")
+
+
+class FakeLog:
+    name: ClassVar[str] = "log"
+    Inputs: ClassVar[type[BaseModel]] = LogInputs
+
+    async def run(self, ctx: ActionContext, inputs: Any) -> Output | Suspend:
+        return {}
+
+
+@pytest.fixture
+def registry() -> Registry:
+    return Registry({"shell": FakeShell(), "log": FakeLog()})
+
+
+def check(text: str, registry: Registry) -> list[tuple[int | None, str]]:
+    pb, lines = playbook.load_text(textwrap.dedent(text), "pb.yaml")
+    problems = validate.validate(pb, lines, "pb.yaml", registry)
+    assert all(p.file == "pb.yaml" for p in problems)
+    return [(p.line, p.message) for p in problems]
+
+
+GOOD = """\
+name: good
+params:
+  host: {required: true}
+  env: {type: choice, choices: [prod, staging], default: staging}
+steps:
+  - id: check
+    action: shell
+    with:
+      command: "curl -fsS {{ params.host | quote }}"
+  - id: restart
+    action: shell
+    needs: check
+    when: steps.check.output.rc == 0 and params.env == 'prod'
+    with:
+      command: "restart {{ params.host }} # {{ run.requested_by }}"
+      timeout: "{{ 30 if params.env == 'prod' else 10 }}"
+  - id: verify
+    action: log
+    needs: [restart]
+    with:
+      message: "{{ steps.check.output.stdout }} then {{ steps.restart.status }}"
+      severity: warning
+on_failure:
+  - id: notify
+    action: log
+    with: {message: "{{ failure.error }} in {{ steps.restart.error }} {{ secrets.x }}"}
+finally:
+  - id: cleanup
+    action: log
+    when: "{{ steps.notify.status == 'succeeded' }}"
+    with: {message: "done"}
+concurrency:
+  key: "restart-{{ params.host }}-{{ run.playbook }}"
+"""
+
+
+def test_valid_playbook_has_no_problems(registry: Registry) -> None:
+    assert check(GOOD, registry) == []
+
+
+def step(body: str) -> str:
+    """A playbook whose steps are ``body`` (each line indented under ``steps:``; line 4 on)."""
+    return "name: demo\nparams:\n  host: {}\nsteps:\n" + textwrap.indent(
+        textwrap.dedent(body), "  "
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            step("""\
+                - id: a
+                  action: shel
+                """),
+            [(6, "step 'a': unknown action 'shel' (did you mean 'shell'?) (known actions: log,")],
+            id="unknown-action",
+        ),
+        pytest.param(
+            step("""\
+                - id: a
+                  action: shell
+                  with:
+                    comand: ls
+                """),
+            [
+                (7, "step 'a': action 'shell' needs input 'command'"),
+                (8, "step 'a': unknown input 'comand' for action 'shell' (did you mean 'command'"),
+            ],
+            id="unknown-and-missing-input",
+        ),
+        pytest.param(
+            step("""\
+                - id: a
+                  action: shell
+                """),
+            [(5, "step 'a': action 'shell' needs input 'command'")],
+            id="missing-input-without-with",
+        ),
+        pytest.param(
+            step("""\
+                - id: a
+                  action: shell
+                  with:
+                    command: ls
+                    timeout: soon
+                """),
+            [(9, "step 'a': with.timeout: Input should be a valid integer")],
+            id="static-type-error",
+        ),
+        pytest.param(
+            step("""\
+                - id: a
+                  action: log
+                  with: {message: hi, level: x}
+                """),
+            [],
+            id="field-name-and-alias-accepted",
+        ),
+        pytest.param(
+            step("""\
+                - id: a
+                  action: log
+                  with: {message: hi}
+                - id: a
+                  action: log
+                  with: {message: hi}
+                """),
+            [(8, "duplicate step id 'a' (first defined on line 5)")],
+            id="duplicate-id",
+        ),
+        pytest.param(
+            step("""\
+                - id: a
+                  action: log
+                  needs: [b, c]
+                  with: {message: hi}
+                - id: bee
+                  action: log
+                  with: {message: hi}
+                """),
+            [
+                (7, "step 'a' needs unknown step 'b'"),
+                (7, "step 'a' needs unknown step 'c'"),
+            ],
+            id="unknown-needs",
+        ),
+        pytest.param(
+            step("""\
+                - id: a
+                  action: log
+                  needs: [bee]
+                  with: {message: hi}
+                - id: bee
+                  action: log
+                  with: {message: hi}
+                """),
+            [],
+            id="known-needs",
+        ),
+        pytest.param(
+            step("""\
+                - id: a
+                  action: log
+                  needs: b
+                  with: {message: hi}
+                - id: b
+                  action: log
+                  needs: [c]
+                  with: {message: hi}
+                - id: c
+                  action: log
+                  needs: [a]
+                  with: {message: hi}
+                """),
+            [(7, "cycle in needs: a -> b -> c -> a")],
+            id="cycle",
+        ),
+        pytest.param(
+            step("""\
+                - id: a
+                  action: log
+                  needs: a
+                  with: {message: hi}
+                """),
+            [(7, "cycle in needs: a -> a")],
+            id="self-cycle",
+        ),
+        pytest.param(
+            step("""\
+                - id: a
+                  action: log
+                  with: {message: "{{ params.host }"}
+                """),
+            [(7, "step 'a': with.message: template '{{ params.host }': syntax error")],
+            id="template-syntax",
+        ),
+        pytest.param(
+            step("""\
+                - id: a
+                  action: log
+                  when: "params.host =="
+                  with: {message: hi}
+                """),
+            [(7, "step 'a': when: template 'params.host ==': syntax error")],
+            id="when-syntax",
+        ),
+        pytest.param(
+            step("""\
+                - id: a
+                  action: log
+                  with:
+                    message: hi
+                    extra: {list: ["ok", "{{ params.hots }}"]}
+                """),
+            [
+                (9, "step 'a': unknown input 'extra' for action 'log'"),
+                (
+                    9,
+                    "step 'a': with.extra.list[1]: unknown param 'hots' (did you mean 'host'?) "
+                    "(declared params: host)",
+                ),
+            ],
+            id="unknown-param-nested",
+        ),
+        pytest.param(
+            step("""\
+                - id: a
+                  action: log
+                  when: params.nope
+                  with: {message: hi}
+                """),
+            [(7, "step 'a': when: unknown param 'nope'")],
+            id="unknown-param-in-when",
+        ),
+        pytest.param(
+            step("""\
+                - id: a
+                  action: log
+                  with: {message: "{{ steps.zzz.output }}"}
+                """),
+            [(7, "step 'a': with.message: unknown step 'zzz'")],
+            id="unknown-step",
+        ),
+        pytest.param(
+            step("""\
+                - id: a
+                  action: log
+                  with: {message: "{{ parms.host }} {{ failure.error }}"}
+                """),
+            [
+                (7, "step 'a': with.message: unknown name 'failure' (templates here can use"),
+                (7, "step 'a': with.message: unknown name 'parms' (did you mean 'params'?)"),
+            ],
+            id="unknown-root",
+        ),
+        pytest.param(
+            step("""\
+                - id: a
+                  action: log
+                  with: {message: "{{ run.idd }}"}
+                """),
+            [(7, "step 'a': with.message: run has no 'idd' (it has id, trigger,")],
+            id="unknown-run-field",
+        ),
+        pytest.param(
+            step("""\
+                - id: a
+                  action: log
+                  with: {message: hi}
+                - id: b
+                  action: log
+                  with: {message: hi}
+                - id: c
+                  action: log
+                  needs: [b]
+                  when: steps.a.status == 'succeeded'
+                  with: {message: "{{ steps.b.output }}"}
+                """),
+            [
+                (
+                    14,
+                    "step 'c': when: steps.a is used by step 'c' but 'a' is not in its needs, "
+                    "so it may not have run yet",
+                )
+            ],
+            id="step-not-in-needs",
+        ),
+        pytest.param(
+            step("""\
+                - id: a
+                  action: log
+                  with: {message: hi}
+                - id: b
+                  action: log
+                  needs: [a]
+                  with: {message: hi}
+                - id: c
+                  action: log
+                  needs: [b]
+                  with: {message: "{{ steps.a.output }}"}
+                """),
+            [],
+            id="transitive-needs-ok",
+        ),
+    ],
+)
+def test_problems(text: str, expected: list[tuple[int, str]], registry: Registry) -> None:
+    found = check(text, registry)
+    assert len(found) == len(expected), found
+    for (line, message), (want_line, want_message) in zip(found, expected, strict=True):
+        assert line == want_line, (line, message)
+        assert message.startswith(want_message), message
+
+
+def test_needs_across_phases(registry: Registry) -> None:
+    text = """\
+        name: demo
+        steps:
+          - id: a
+            action: log
+            with: {message: "{{ steps.notify.status }}"}
+        on_failure:
+          - id: notify
+            action: log
+            needs: [a]
+            with: {message: "{{ steps.a.error }} {{ failure.step }}"}
+        """
+    assert check(text, registry) == [
+        (
+            5,
+            "step 'a': with.message: steps.notify is used by step 'a' but 'notify' is not in "
+            "its needs, so it may not have run yet",
+        ),
+        (
+            9,
+            "on_failure step 'notify' needs 'a', which is not in `on_failure`: "
+            "needs may only name steps of the same list",
+        ),
+    ]
+
+
+def test_duplicate_ids_across_phases_and_finally_lines(registry: Registry) -> None:
+    text = """\
+        name: demo
+        steps:
+          - id: a
+            action: log
+            with: {message: hi}
+        finally:
+          - id: a
+            action: log
+            when: "{{ nope }}"
+            with: {message: hi}
+        """
+    assert check(text, registry) == [
+        (7, "duplicate step id 'a' (first defined on line 3)"),
+        (
+            9,
+            "finally step 'a': when: unknown name 'nope' "
+            "(templates here can use failure, params, run, secrets, steps)",
+        ),
+    ]
+
+
+def test_concurrency_key(registry: Registry) -> None:
+    text = """\
+        name: demo
+        params:
+          host: {}
+        steps:
+          - id: a
+            action: log
+            with: {message: hi}
+        concurrency:
+          key: "{{ params.hots }}-{{ steps.a.status }}"
+        """
+    assert check(text, registry) == [
+        (9, "concurrency.key: unknown name 'steps' (templates here can use params, run)"),
+        (9, "concurrency.key: unknown param 'hots' (did you mean 'host'?) (declared params: host)"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("param", "expected"),
+    [
+        pytest.param(
+            "{type: int, default: many}",
+            "param default does not fit: p: 'many' is not an int",
+            id="int",
+        ),
+        pytest.param(
+            "{type: choice, choices: [a, b], default: c}",
+            "param default does not fit: p: 'c' is not one of a, b",
+            id="choice",
+        ),
+        pytest.param(
+            "{type: int, min: 1, default: 0}",
+            "param default does not fit: p: 0 is below the minimum 1",
+            id="min",
+        ),
+        pytest.param(
+            "{pattern: '[a-z]+', default: ABC}",
+            "param default does not fit: p: 'ABC' does not match the pattern [a-z]+",
+            id="pattern",
+        ),
+        pytest.param(
+            "{pattern: '[a-z'}", "param p: pattern '[a-z' is not a valid regex", id="bad-regex"
+        ),
+        pytest.param("{type: int, min: 5, max: 1}", "param p: min is greater than max", id="range"),
+    ],
+)
+def test_param_problems(param: str, expected: str, registry: Registry) -> None:
+    text = f"""\
+        name: demo
+        params:
+          p: {param}
+        steps:
+          - id: a
+            action: log
+            with: {{message: hi}}
+        """
+    [(line, message)] = check(text, registry)
+    assert line == 3
+    assert message.startswith(expected), message
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def test_load_and_validate(tmp_path: Path, registry: Registry) -> None:
+    good = write(tmp_path / "good.yaml", GOOD)
+    pb, problems = validate.load_and_validate(good, registry)
+    assert pb is not None
+    assert pb.name == "good"
+    assert problems == []
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        pytest.param("name: x\nsteps: [\n", 3, "YAML syntax error", id="yaml"),
+        pytest.param("name: x\nsteps: []\n", 2, "steps: List should have at least 1", id="empty"),
+        pytest.param(
+            "name: x\nsteps:\n  - id: a\n    action: log\n    colour: red\n",
+            5,
+            "steps[0].colour: unknown key",
+            id="structure",
+        ),
+    ],
+)
+def test_load_and_validate_structural_problems(
+    tmp_path: Path, registry: Registry, text: str, line: int, message: str
+) -> None:
+    path = write(tmp_path / "bad.yaml", text)
+    pb, problems = validate.load_and_validate(path, registry)
+    assert pb is None
+    [problem] = problems
+    assert (problem.file, problem.line) == (str(path), line)
+    assert problem.message.startswith(message), problem.message
+
+
+def test_load_and_validate_semantic_problem_keeps_playbook(
+    tmp_path: Path, registry: Registry
+) -> None:
+    path = write(tmp_path / "p.yml", "name: x\nsteps:\n  - id: a\n    action: nope\n")
+    pb, problems = validate.load_and_validate(path, registry)
+    assert pb is not None
+    assert [(p.line, p.message.split(" (")[0]) for p in problems] == [
+        (4, "step 'a': unknown action 'nope'")
+    ]
+
+
+MINIMAL = "name: {name}\nsteps:\n  - id: a\n    action: log\n    with: {{message: hi}}\n"
+
+
+def test_validate_paths(tmp_path: Path, registry: Registry) -> None:
+    lib = tmp_path / "lib"
+    a = write(lib / "a.yaml", MINIMAL.format(name="alpha"))
+    write(lib / "b.yml", "# comment\n" + MINIMAL.format(name="alpha"))
+    write(lib / "c.yaml", MINIMAL.format(name="Bad Name"))
+    write(lib / "notes.txt", "not a playbook")
+    extra = write(tmp_path / "single.yaml", MINIMAL.format(name="single"))
+    missing = tmp_path / "missing"
+
+    found, problems = validate.validate_paths([lib, extra, missing], registry)
+
+    assert found == {
+        "alpha": (playbook.load_file(a)[0], a),
+        "single": (playbook.load_file(extra)[0], extra),
+    }
+    assert [(Path(p.file).name, p.line) for p in problems] == [
+        ("b.yml", 2),
+        ("c.yaml", 1),
+        ("missing", None),
+    ]
+    assert problems[0].message == f"playbook name 'alpha' is already used by {a}"
+    assert problems[2].message == "no such file or directory"
+
+
+def test_validate_paths_counts_a_file_once(tmp_path: Path, registry: Registry) -> None:
+    a = write(tmp_path / "a.yaml", MINIMAL.format(name="alpha"))
+    found, problems = validate.validate_paths([tmp_path, a], registry)
+    assert list(found) == ["alpha"]
+    assert problems == []
