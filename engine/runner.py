@@ -19,9 +19,8 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import pydantic
 import sqlalchemy as sa
 
@@ -58,6 +57,9 @@ from engine.state import (
 from engine.timing import Clock, SchedulerTimers, SystemClock, Timers
 from storage import tables as t
 from storage.store import Op, Store, guard
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +154,8 @@ class Engine:
 
     def http(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
+            import aiohttp  # imported when first used: keeps `baton run` start-up fast
+
             self._http = aiohttp.ClientSession()
         return self._http
 
@@ -222,6 +226,9 @@ class Engine:
                 .values(
                     status="cancelled", stop_reason="cancelled", stopped_by=by, finished_at=now
                 ),
+                t.steps.update()
+                .where(t.steps.c.run_id == run_id, t.steps.c.status == StepStatus.PENDING.value)
+                .values(status=StepStatus.CANCELLED.value, finished_at=now),
                 self._audit(by, "cancel", run_id, {}),
             )
             self.bus.publish(
@@ -573,6 +580,7 @@ class Engine:
                 if conc is not None and active >= conc.limit:
                     break
                 run = await self._load(r.id)
+                run.announced = False  # it starts now: RunStarted is still to be published
                 ops: list[Op] = []
                 self._begin(run, ops)
                 await self._commit_start(run, ops)
@@ -1168,7 +1176,11 @@ class Engine:
                 reason="timeout",
             )
         )
-        output = {"approval_id": step.approval_id, "approved_by": [], "timed_out": True}
+        output: dict[str, Any] = {
+            "approval_id": step.approval_id,
+            "approved_by": [],
+            "timed_out": True,
+        }
         if outcome == "approved":
             self._complete(run, step, batch, output=output)
         else:
@@ -1290,6 +1302,10 @@ class Engine:
                 for step in pending:
                     self._skip(run, step, batch, reason)
             nxt = self._next_phase(run)
+            if run.phase is Phase.MAIN and nxt is Phase.FINALLY:  # on_failure is not needed
+                for step in run.in_phase(Phase.ON_FAILURE):
+                    if step.status is StepStatus.PENDING:
+                        self._skip(run, step, batch, "not needed: no step failed")
             if nxt is None:
                 self._end_run(run, batch)
                 return True
@@ -1426,7 +1442,7 @@ class Engine:
             )
         )
         duration = (now - (run.started_at or now)).total_seconds()
-        base = {
+        base: dict[str, Any] = {
             "run_id": run.id,
             "playbook": run.playbook.name,
             "at": now,

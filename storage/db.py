@@ -82,7 +82,7 @@ def create_schema(engine: sa.Engine) -> None:
     try:
         SQLModel.metadata.create_all(engine)
         with engine.begin() as conn:
-            have = conn.execute(sa.select(sa.func.max(tables.SchemaVersion.version))).scalar()  # type: ignore[arg-type]
+            have = conn.execute(sa.select(sa.func.max(tables.SchemaVersion.version))).scalar()
             if have is None:
                 conn.execute(
                     sa.insert(tables.SchemaVersion.__table__).values(version=SCHEMA_VERSION)  # type: ignore[attr-defined]

@@ -13,10 +13,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-import aiohttp
 from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    import aiohttp
 
 
 @dataclass(frozen=True)

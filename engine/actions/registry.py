@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 
 from engine.actions import Action
 from engine.errors import BatonError, closest
@@ -11,37 +11,42 @@ GROUP = "baton.actions"
 
 
 class Registry:
-    def __init__(self, actions: dict[str, Action]) -> None:
-        self._actions = actions
+    """Actions by name. Entry points are loaded on first use, so a command that needs
+    two actions does not import the code of all of them."""
+
+    def __init__(self, actions: dict[str, Action], points: dict[str, EntryPoint] | None = None):
+        self._actions = dict(actions)
+        self._points = dict(points or {})
 
     @classmethod
     def from_entry_points(cls) -> Registry:
-        actions: dict[str, Action] = {}
-        for ep in entry_points(group=GROUP):
-            try:
-                action_cls = ep.load()
-            except Exception as exc:  # a broken plug-in must not take the engine down
-                raise BatonError(
-                    f"action plug-in {ep.name!r} ({ep.value}) failed to load: {exc}"
-                ) from exc
-            actions[ep.name] = action_cls()
-        return cls(actions)
+        return cls({}, {ep.name: ep for ep in entry_points(group=GROUP)})
 
     def names(self) -> list[str]:
-        return sorted(self._actions)
+        return sorted({*self._actions, *self._points})
 
     def __contains__(self, name: object) -> bool:
-        return name in self._actions
+        return name in self._actions or name in self._points
 
     def get(self, name: str) -> Action:
-        try:
-            return self._actions[name]
-        except KeyError:
-            hint = closest(name, self._actions)
+        action = self._actions.get(name)
+        if action is not None:
+            return action
+        ep = self._points.get(name)
+        if ep is None:
+            hint = closest(name, self.names())
             extra = f" Did you mean {hint[0]!r}?" if hint else ""
             raise BatonError(
                 f"Unknown action {name!r}.{extra} Known actions: {', '.join(self.names())}."
-            ) from None
+            )
+        try:
+            action = ep.load()()
+        except Exception as exc:  # a broken plug-in must say so, not take Baton down
+            raise BatonError(
+                f"action plug-in {ep.name!r} ({ep.value}) failed to load: {exc}"
+            ) from exc
+        self._actions[name] = action
+        return action
 
     def add(self, name: str, action: Action) -> None:
         self._actions[name] = action

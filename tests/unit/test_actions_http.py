@@ -18,7 +18,15 @@ from tests.fakes.actx import make_ctx
 BIG = "".join(f"{i:07d}\n" for i in range(16384))  # 128 KiB
 
 
-def make_app(never: asyncio.Event) -> web.Application:
+class Gate:
+    """Lets a test know that /hang was reached, and releases it at teardown."""
+
+    def __init__(self) -> None:
+        self.reached = asyncio.Event()
+        self.release = asyncio.Event()
+
+
+def make_app(gate: Gate) -> web.Application:
     async def get_json(request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "query": dict(request.query)})
 
@@ -55,7 +63,8 @@ def make_app(never: asyncio.Event) -> web.Application:
         return web.Response(text=BIG, content_type="text/plain")
 
     async def hang(request: web.Request) -> web.Response:
-        await never.wait()
+        gate.reached.set()
+        await gate.release.wait()
         return web.Response(text="too late")
 
     app = web.Application()
@@ -71,14 +80,18 @@ def make_app(never: asyncio.Event) -> web.Application:
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[TestServer]:
-    never = asyncio.Event()
-    srv = TestServer(make_app(never), host="127.0.0.1", port=0)
+def gate() -> Gate:
+    return Gate()
+
+
+@pytest.fixture
+async def server(gate: Gate) -> AsyncIterator[TestServer]:
+    srv = TestServer(make_app(gate), host="127.0.0.1", port=0)
     await srv.start_server()
     try:
         yield srv
     finally:
-        never.set()
+        gate.release.set()
         await srv.close()
 
 
@@ -206,16 +219,15 @@ async def test_invalid_url(ctx: ActionContext) -> None:
         await call(ctx, url="not a url")
 
 
-async def test_cancel_while_waiting_for_the_server(server: TestServer, ctx: ActionContext) -> None:
+async def test_cancel_while_waiting_for_the_server(
+    server: TestServer, ctx: ActionContext, gate: Gate
+) -> None:
     task = asyncio.ensure_future(call(ctx, url=str(server.make_url("/hang"))))
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 5
-    while not server.runner or not any(server.runner.server.connections):  # type: ignore[union-attr]
-        assert loop.time() < deadline
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(gate.reached.wait(), 5)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    assert not ctx.attachments
 
 
 @pytest.mark.parametrize(

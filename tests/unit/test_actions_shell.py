@@ -6,6 +6,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -260,7 +261,7 @@ async def test_background_process_holding_the_pipes_does_not_hang_the_step(
         ),
     ],
 )
-async def test_process_that_cannot_start(inputs: dict[str, object], message: str) -> None:
+async def test_process_that_cannot_start(inputs: dict[str, Any], message: str) -> None:
     with pytest.raises(ActionError) as info:
         await run_shell(**inputs)
     assert str(info.value) == message

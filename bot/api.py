@@ -1,0 +1,238 @@
+"""The HTTP API (aiohttp): health, metrics and the run API of DESIGN.md.
+
+Adapters convert, the engine decides: handlers parse JSON into a ``RunRequest`` and map
+Baton's errors to status codes with the same message the CLI prints.
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+import json
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from engine import queries
+from engine.errors import (
+    BatonError,
+    ConcurrencyLimit,
+    InvalidTransition,
+    ParamError,
+    PlaybookNotFound,
+    RunNotFound,
+)
+from engine.requests import RunRequest
+
+if TYPE_CHECKING:
+    from bot.app import Baton
+    from bot.settings import Settings
+
+BATON = web.AppKey("baton", object)
+MAX_BODY = 1024 * 1024
+
+
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+def _check_token(request: web.Request, settings: Settings) -> web.Response | None:
+    expected = settings.api_token
+    if expected is None:
+        return _error(403, "the HTTP API's writes are disabled: set BATON_API_TOKEN to enable them")
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return _error(401, "missing bearer token: send Authorization: Bearer $BATON_API_TOKEN")
+    if not hmac.compare_digest(token.encode(), expected.get_secret_value().encode()):
+        return _error(401, "wrong bearer token")
+    return None
+
+
+def _baton(request: web.Request) -> Baton:
+    return request.app[BATON]  # type: ignore[return-value]
+
+
+def _map_error(exc: BatonError) -> web.Response:
+    if isinstance(exc, PlaybookNotFound):
+        return _error(404, str(exc), suggestions=exc.suggestions)
+    if isinstance(exc, ParamError):
+        return _error(400, str(exc), details=exc.errors)
+    if isinstance(exc, RunNotFound):
+        return _error(404, str(exc))
+    if isinstance(exc, ConcurrencyLimit | InvalidTransition):
+        return _error(409, str(exc))
+    return _error(400, str(exc))
+
+
+async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        return _error(413, f"body over {MAX_BODY} bytes")
+    try:
+        body = json.loads(await request.read() or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return _error(400, f"body is not valid JSON: {exc}")
+    if not isinstance(body, dict):
+        return _error(400, 'body must be a JSON object: {"playbook": ..., "params": {...}}')
+    return body
+
+
+async def healthz(request: web.Request) -> web.Response:
+    baton = _baton(request)
+    try:
+        await baton.store.scalar(_select_one())
+    except Exception as exc:
+        return _error(503, f"database unavailable: {exc}")
+    return web.json_response(
+        {
+            "status": "ok",
+            "active_runs": len(baton.engine.active_runs),
+            "playbooks": len(baton.engine.catalog),
+        }
+    )
+
+
+def _select_one() -> Any:
+    import sqlalchemy as sa
+
+    return sa.select(sa.literal(1))
+
+
+async def metrics(request: web.Request) -> web.Response:
+    baton = _baton(request)
+    counts = await queries.run_counts(baton.store)
+    lines = [
+        "# HELP baton_runs Runs in the database by status.",
+        "# TYPE baton_runs gauge",
+        *(f'baton_runs{{status="{s}"}} {n}' for s, n in sorted(counts.items())),
+        "# HELP baton_active_runs Runs driven by this process.",
+        "# TYPE baton_active_runs gauge",
+        f"baton_active_runs {len(baton.engine.active_runs)}",
+        "# HELP baton_playbooks Playbooks loaded.",
+        "# TYPE baton_playbooks gauge",
+        f"baton_playbooks {len(baton.engine.catalog)}",
+        "# HELP baton_store_commits_total Commits made by the store's writer.",
+        "# TYPE baton_store_commits_total counter",
+        f"baton_store_commits_total {baton.store.commits}",
+    ]
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
+async def create_run(request: web.Request) -> web.Response:
+    baton = _baton(request)
+    denied = _check_token(request, baton.settings)
+    if denied is not None:
+        return denied
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    playbook = body.get("playbook")
+    params = body.get("params", {})
+    if not isinstance(playbook, str) or not playbook:
+        return _error(400, 'missing "playbook": the name of the playbook to run')
+    if not isinstance(params, dict):
+        return _error(400, '"params" must be a JSON object of name: value')
+    requested_by = body.get("requested_by") or "api"
+    run_request = RunRequest(
+        playbook=playbook,
+        params=params,
+        requested_by=str(requested_by),
+        trigger="api",
+        source={"remote": request.remote or ""},
+    )
+    try:
+        if body.get("dry_run"):
+            plan = baton.engine.plan(run_request)
+            return web.json_response({"dry_run": True, **_plan_json(plan)})
+        run_id = await baton.engine.start_run(run_request)
+    except BatonError as exc:
+        return _map_error(exc)
+    run = await queries.get_run(baton.store, run_id)
+    return web.json_response(
+        {"id": run_id, "status": run["status"], "url": f"/api/runs/{run_id}"}, status=201
+    )
+
+
+def _plan_json(plan: Any) -> dict[str, Any]:
+    return {
+        "playbook": plan.playbook,
+        "params": plan.params,
+        "waves": plan.waves,
+        "on_failure": plan.on_failure,
+        "finally": plan.finally_,
+        "concurrency_key": plan.concurrency_key,
+    }
+
+
+async def list_runs(request: web.Request) -> web.Response:
+    baton = _baton(request)
+    try:
+        limit = min(int(request.query.get("limit", "50")), 500)
+    except ValueError:
+        return _error(400, "limit must be a whole number")
+    runs = await queries.list_runs(
+        baton.store,
+        limit=limit,
+        playbook=request.query.get("playbook"),
+        status=request.query.get("status"),
+    )
+    return web.json_response(runs)
+
+
+async def get_run(request: web.Request) -> web.Response:
+    try:
+        run = await queries.get_run(_baton(request).store, request.match_info["run_id"])
+    except RunNotFound as exc:
+        return _error(404, str(exc))
+    return web.json_response(run)
+
+
+async def run_action(request: web.Request) -> web.Response:
+    baton = _baton(request)
+    denied = _check_token(request, baton.settings)
+    if denied is not None:
+        return denied
+    run_id = request.match_info["run_id"]
+    action = request.match_info["action"]
+    by = request.query.get("by", "api")
+    try:
+        if action == "cancel":
+            await baton.engine.cancel(run_id, by)
+        else:
+            await baton.engine.retry(run_id, by)
+    except BatonError as exc:
+        return _map_error(exc)
+    return web.json_response(await queries.get_run(baton.store, run_id), status=202)
+
+
+async def index(request: web.Request) -> web.Response:
+    runs = await queries.list_runs(_baton(request).store, limit=50)
+    e = html.escape
+    rows = "".join(
+        f"<tr><td><a href='/api/runs/{e(r['id'])}'>{e(r['id'])}</a></td>"
+        f"<td>{e(r['playbook'])}</td><td class='{e(r['status'])}'>{e(r['status'])}</td>"
+        f"<td>{e(r['requested_by'])}</td><td>{e(str(r['created_at']))}</td></tr>"
+        for r in runs
+    )
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Baton</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:.3em .8em;text-align:left}"
+        ".failed,.timed_out{color:#b00}.succeeded{color:#070}</style></head><body>"
+        "<h1>Baton</h1><p>Recent runs (JSON at <a href='/api/runs'>/api/runs</a>)</p>"
+        "<table><tr><th>run</th><th>playbook</th><th>status</th><th>by</th><th>created</th></tr>"
+        f"{rows}</table></body></html>"
+    )
+    return web.Response(text=page, content_type="text/html")
+
+
+def create_app(settings: Settings, baton: Baton) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY)
+    app[BATON] = baton
+    app.router.add_get("/", index)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_post("/api/runs", create_run)
+    app.router.add_get("/api/runs", list_runs)
+    app.router.add_get("/api/runs/{run_id}", get_run)
+    app.router.add_post("/api/runs/{run_id}/{action:cancel|retry}", run_action)
+    return app

@@ -1,0 +1,115 @@
+"""The composition root: settings in, a running Baton out. Every resource has one owner,
+an ``AsyncExitStack``: the store, the engine (and its timers and HTTP session), the HTTP
+server. Nothing is built at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+from bot.settings import Settings
+from engine.actions.registry import Registry
+from engine.catalog import Catalog
+from engine.runner import Engine
+from engine.secrets import SecretBox, load_secrets
+from engine.timing import Clock, SchedulerTimers, Timers
+from storage.store import Store
+
+log = logging.getLogger("baton")
+
+
+@dataclass
+class Baton:
+    settings: Settings
+    store: Store
+    engine: Engine
+
+    def reload(self) -> list[str]:
+        """Reload the playbook folder; an invalid edit keeps the previous version."""
+        catalog = self.engine.catalog.reload()
+        self.engine.catalog = catalog
+        for problem in catalog.problems:
+            log.warning("playbook problem: %s", problem)
+        log.info("playbooks reloaded: %d loaded", len(catalog))
+        return [str(p) for p in catalog.problems]
+
+
+def build_catalog(settings: Settings, registry: Registry) -> Catalog:
+    catalog = Catalog.load(settings.playbooks, registry)
+    for problem in catalog.problems:
+        log.warning("playbook problem: %s", problem)
+    return catalog
+
+
+@asynccontextmanager
+async def open_baton(
+    settings: Settings,
+    *,
+    resume: bool = True,
+    clock: Clock | None = None,
+    timers: Timers | None = None,
+) -> AsyncIterator[Baton]:
+    """Open the store and start the engine; on exit stop the engine (draining running
+    steps) and close the store."""
+    async with AsyncExitStack() as stack:
+        registry = Registry.from_entry_points()
+        catalog = build_catalog(settings, registry)
+        secret_key = settings.secret_key.get_secret_value() if settings.secret_key else None
+        box = SecretBox.from_settings(secret_key, settings.key_file)
+        store = Store(settings.database_url)
+        await store.open()
+        stack.push_async_callback(store.close)
+        engine = Engine(
+            store=store,
+            catalog=catalog,
+            registry=registry,
+            secret_box=box,
+            secrets=load_secrets(os.environ, settings.secrets_dir),
+            clock=clock,
+            timers=timers or SchedulerTimers(),
+            owner=f"{os.uname().nodename}:{os.getpid()}",
+        )
+        if resume:
+            await engine.start()
+        else:
+            engine.timers.start()
+        stack.push_async_callback(engine.stop, settings.drain_timeout)
+        yield Baton(settings, store, engine)
+
+
+async def serve(settings: Settings) -> None:
+    """``baton serve``: the engine plus its HTTP server, until SIGINT/SIGTERM."""
+    from aiohttp import web
+
+    from bot import api
+
+    async with AsyncExitStack() as stack:
+        baton = await stack.enter_async_context(open_baton(settings))
+        runner = web.AppRunner(api.create_app(settings, baton), access_log=None)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        log.info(
+            "Baton serving on http://%s:%d (%d playbooks, database %s)",
+            settings.host,
+            settings.port,
+            len(baton.engine.catalog),
+            baton.store.engine.url.render_as_string(hide_password=True),
+        )
+        if settings.api_token is None:
+            log.warning("BATON_API_TOKEN is not set: POST /api/runs is refused (403)")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+            stack.callback(loop.remove_signal_handler, sig)
+        loop.add_signal_handler(signal.SIGHUP, baton.reload)
+        stack.callback(loop.remove_signal_handler, signal.SIGHUP)
+        await stop.wait()
+        log.info("stopping: letting running steps finish (up to %.0fs)", settings.drain_timeout)

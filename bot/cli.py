@@ -1,0 +1,259 @@
+"""``baton``: the command line. Heavy imports happen inside the commands, so that
+``baton --help`` answers at once."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
+
+EPILOG = """\
+settings come from the environment (BATON_DATABASE_URL, BATON_PLAYBOOKS, BATON_HOST,
+BATON_PORT, BATON_API_TOKEN, ...); see the README for the full list.
+
+examples:
+  baton serve
+  baton run nightly-backup source=/etc keep=3
+  baton run disaster-recovery --dry-run
+  baton validate playbooks/
+  baton runs --status failed
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="baton",
+        description="Baton: chat-ops in front of an orchestration engine. Playbooks of steps "
+        "with dependencies, retries, timeouts, approvals; runs kept in a database.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    sub.add_parser(
+        "serve",
+        help="run the engine and the HTTP API until stopped (SIGINT/SIGTERM; SIGHUP reloads "
+        "playbooks)",
+        description="Run the engine and the HTTP API (GET /healthz, /api/runs, /metrics) on "
+        "BATON_HOST:BATON_PORT. Runs left active by a previous process resume. SIGHUP reloads "
+        "the playbook folder; SIGINT/SIGTERM let running steps finish (BATON_DRAIN_TIMEOUT) "
+        "and stop.",
+    )
+
+    run = sub.add_parser(
+        "run",
+        help="run a playbook here, with live progress",
+        description="Run a playbook in this process with live progress. The run is stored "
+        "like any other (see `baton runs`). Exit status: 0 succeeded, 1 failed, cancelled or "
+        "timed out, 2 bad input.",
+    )
+    run.add_argument("playbook", help="playbook name (see `baton playbooks`)")
+    run.add_argument("params", nargs="*", metavar="KEY=VALUE", help="parameters, e.g. env=prod")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan (resolved params, step order, parallel groups); run nothing",
+    )
+    run.add_argument("--as", dest="user", default=None, help="who is asking (default: $USER)")
+
+    val = sub.add_parser(
+        "validate",
+        help="check playbook files; exit 1 on any problem",
+        description="Check playbook files: YAML syntax, schema, actions and their inputs, "
+        "needs (unknown, cyclic), duplicate ids, templates and the names they use. Every "
+        "problem is printed with file and line.",
+    )
+    val.add_argument(
+        "paths", nargs="*", type=Path, help="files or folders (default: BATON_PLAYBOOKS)"
+    )
+
+    sub.add_parser(
+        "playbooks",
+        help="list the playbooks with their descriptions",
+        description="List the playbooks in BATON_PLAYBOOKS.",
+    )
+
+    runs = sub.add_parser(
+        "runs", help="show recent runs", description="Show recent runs, newest first."
+    )
+    runs.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    runs.add_argument("--playbook", help="only runs of this playbook")
+    runs.add_argument("--status", help="only runs with this status (e.g. failed)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from bot.settings import Settings
+    from engine.errors import BatonError
+    from storage.errors import StorageError
+
+    try:
+        settings = Settings()
+    except Exception as exc:  # pydantic's ValidationError: say which setting is wrong
+        print(f"baton: bad settings: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command != "serve":
+        logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
+    try:
+        if args.command == "serve":
+            from bot.app import serve
+
+            asyncio.run(serve(settings))
+            return 0
+        if args.command == "run":
+            return asyncio.run(_run(settings, args))
+        if args.command == "validate":
+            return _validate(settings, args.paths)
+        if args.command == "playbooks":
+            return _playbooks(settings)
+        if args.command == "runs":
+            return asyncio.run(_runs(settings, args))
+    except (BatonError, StorageError) as exc:
+        print(f"baton: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, BatonError) else 1
+    except KeyboardInterrupt:
+        print("baton: interrupted", file=sys.stderr)
+        return 130
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+async def _run(settings: Settings, args: argparse.Namespace) -> int:
+    import getpass
+
+    from bot.app import open_baton
+    from bot.progress import Progress
+    from engine import params as paramlib
+    from engine import queries
+    from engine.requests import RunRequest
+
+    raw = paramlib.parse_assignments(args.params, args.playbook)
+    user = args.user or getpass.getuser()
+    request = RunRequest(playbook=args.playbook, params=raw, requested_by=user, trigger="cli")
+    progress = Progress()
+    if args.dry_run:
+        from engine import planning
+        from engine.actions.registry import Registry
+        from engine.catalog import Catalog
+
+        registry = Registry.from_entry_points()
+        catalog = Catalog.load(settings.playbooks, registry)
+        progress.plan(planning.plan(catalog, request))
+        return 0
+    async with open_baton(settings, resume=False) as baton:
+        engine = baton.engine
+        with engine.bus.subscribe() as events:
+            run_id = await engine.start_run(request)
+            waiter = asyncio.ensure_future(engine.wait_for(run_id))
+            children: set[str] = set()
+            while not waiter.done():
+                getter = asyncio.ensure_future(events.queue.get())
+                await asyncio.wait({waiter, getter}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    continue
+                event = getter.result()
+                if event.run_id == run_id or event.run_id in children:
+                    progress.render(event)
+            for event in events.drain():
+                if event.run_id == run_id:
+                    progress.render(event)
+            status = waiter.result()
+        if status.value != "succeeded":
+            progress.failures(await queries.step_tails(baton.store, run_id))
+            return 1
+        return 0
+
+
+def _validate(settings: Settings, paths: list[Path]) -> int:
+    from engine import validate
+    from engine.actions.registry import Registry
+
+    targets = paths or [settings.playbooks]
+    playbooks, problems = validate.validate_paths(targets, Registry.from_entry_points())
+    for problem in problems:
+        print(problem)
+    if problems:
+        files = len({p.file for p in problems})
+        print(f"\n{len(problems)} problem(s) in {files} file(s)", file=sys.stderr)
+        return 1
+    print(f"{len(playbooks)} playbook(s) valid")
+    return 0
+
+
+def _playbooks(settings: Settings) -> int:
+    from engine.actions.registry import Registry
+    from engine.catalog import Catalog
+
+    catalog = Catalog.load(settings.playbooks, Registry.from_entry_points())
+    if not len(catalog):
+        print(f"no playbooks in {settings.playbooks}")
+    width = max((len(n) for n in catalog.names()), default=0)
+    for pb in catalog:
+        first = pb.description.strip().splitlines()[0] if pb.description.strip() else ""
+        print(f"{pb.name:<{width}}  {first}")
+    for problem in catalog.problems:
+        print(f"(not loaded) {problem}", file=sys.stderr)
+    return 0
+
+
+async def _runs(settings: Settings, args: argparse.Namespace) -> int:
+    from engine import queries
+    from storage.store import Store
+
+    async with Store(settings.database_url) as store:
+        runs = await queries.list_runs(
+            store, limit=args.limit, playbook=args.playbook, status=args.status
+        )
+    if not runs:
+        print("no runs yet")
+        return 0
+    header = ("RUN", "PLAYBOOK", "STATUS", "BY", "TRIGGER", "CREATED", "DURATION")
+    rows = [header]
+    from datetime import datetime
+
+    from engine.durations import format_duration
+
+    for r in runs:
+        started, finished = r["started_at"], r["finished_at"]
+        duration = ""
+        if started and finished:
+            delta = datetime.fromisoformat(finished) - datetime.fromisoformat(started)
+            duration = format_duration(delta.total_seconds())
+        created = r["created_at"][:19].replace("T", " ")
+        rows.append(
+            (
+                r["id"],
+                r["playbook"],
+                r["status"],
+                r["requested_by"],
+                r["trigger"],
+                created,
+                duration,
+            )
+        )
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
+    for row in rows:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,69 @@
+"""Settings, from the environment (and a ``.env`` file when present).
+
+Baton's own settings start with ``BATON_``; Slack's keep the names Slack's docs use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BATON_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    database_url: str = Field(
+        default="sqlite:///./baton.db",
+        description="SQLAlchemy URL: sqlite:///path (default) or postgresql://user@host/db.",
+    )
+    playbooks: Path = Field(default=Path("./playbooks"), description="Playbook folder.")
+    host: str = Field(default="127.0.0.1", description="Address the HTTP server binds.")
+    port: int = Field(default=8080, description="Port of the HTTP server.")
+    api_token: SecretStr | None = Field(
+        default=None, description="Bearer token for HTTP API writes; unset: writes refused."
+    )
+    alert_token: SecretStr | None = Field(default=None, description="Bearer token for alerts.")
+    config: Path | None = Field(default=None, description="Access rules and groups (YAML).")
+    secret_key: SecretStr | None = Field(
+        default=None, description="Fernet key encrypting secret params at rest."
+    )
+    key_file: Path = Field(
+        default=Path("./.baton/secret.key"),
+        description="Where the Fernet key is kept (created 0600) when BATON_SECRET_KEY is unset.",
+    )
+    secrets_dir: Path | None = Field(
+        default=None, description="Folder of secret files (one per secret) for `secrets.NAME`."
+    )
+    drain_timeout: float = Field(
+        default=30.0, description="Seconds a graceful stop lets running steps finish."
+    )
+    log_level: str = Field(default="INFO", description="Python log level.")
+
+    slack_bot_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SLACK_BOT_TOKEN", "BATON_SLACK_BOT_TOKEN")
+    )
+    slack_app_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SLACK_APP_TOKEN", "BATON_SLACK_APP_TOKEN")
+    )
+    slack_signing_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SLACK_SIGNING_SECRET", "BATON_SLACK_SIGNING_SECRET"),
+    )
+    slack_api_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("SLACK_API_URL", "BATON_SLACK_API_URL")
+    )
+
+
+def describe_settings() -> list[tuple[str, str, str]]:
+    """(env name, default, description) for every setting: the README table and --help."""
+    out = []
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        env = alias.choices[0] if isinstance(alias, AliasChoices) else f"BATON_{name.upper()}"
+        default = "" if field.default is None else str(field.default)
+        out.append((str(env), default, field.description or ""))
+    return out

@@ -1,0 +1,103 @@
+"""Read side: runs as JSON (the public shape of DESIGN.md), for the API, CLI and chat."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from engine.errors import RunNotFound
+from storage import tables as t
+from storage.store import Store
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _step_json(row: sa.Row[Any]) -> dict[str, Any]:
+    return {
+        "id": row.step_id,
+        "phase": row.phase,
+        "status": row.status,
+        "attempts": row.attempts,
+        "output": row.output,
+        "error": row.error,
+        "started_at": _iso(row.started_at),
+        "finished_at": _iso(row.finished_at),
+    }
+
+
+def _run_json(row: sa.Row[Any], steps: list[sa.Row[Any]]) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "playbook": row.playbook,
+        "status": row.status,
+        "params": row.params,
+        "trigger": row.trigger,
+        "requested_by": row.requested_by,
+        "created_at": _iso(row.created_at),
+        "started_at": _iso(row.started_at),
+        "finished_at": _iso(row.finished_at),
+        "attempt": row.attempt,
+        "error": row.error,
+        "failed_step": row.failed_step,
+        "parent_run_id": row.parent_run_id,
+        "steps": [_step_json(s) for s in sorted(steps, key=lambda s: s.position)],
+    }
+
+
+_RUN_COLUMNS = [
+    t.runs.c.id, t.runs.c.playbook, t.runs.c.status, t.runs.c.params, t.runs.c.trigger,
+    t.runs.c.requested_by, t.runs.c.created_at, t.runs.c.started_at, t.runs.c.finished_at,
+    t.runs.c.attempt, t.runs.c.error, t.runs.c.failed_step, t.runs.c.parent_run_id,
+]  # fmt: skip
+
+
+async def get_run(store: Store, run_id: str) -> dict[str, Any]:
+    def read(conn: sa.Connection) -> dict[str, Any]:
+        row = conn.execute(sa.select(*_RUN_COLUMNS).where(t.runs.c.id == run_id)).first()
+        if row is None:
+            raise RunNotFound(run_id)
+        steps = conn.execute(sa.select(t.steps).where(t.steps.c.run_id == run_id)).all()
+        return _run_json(row, list(steps))
+
+    return await store.read(read)
+
+
+async def list_runs(
+    store: Store, *, limit: int = 50, playbook: str | None = None, status: str | None = None
+) -> list[dict[str, Any]]:
+    def read(conn: sa.Connection) -> list[dict[str, Any]]:
+        q = sa.select(*_RUN_COLUMNS).order_by(t.runs.c.created_at.desc(), t.runs.c.id)
+        if playbook:
+            q = q.where(t.runs.c.playbook == playbook)
+        if status:
+            q = q.where(t.runs.c.status == status)
+        rows = conn.execute(q.limit(limit)).all()
+        by_run: dict[str, list[sa.Row[Any]]] = defaultdict(list)
+        if rows:
+            ids = [r.id for r in rows]
+            for s in conn.execute(sa.select(t.steps).where(t.steps.c.run_id.in_(ids))):
+                by_run[s.run_id].append(s)
+        return [_run_json(r, by_run[r.id]) for r in rows]
+
+    return await store.read(read)
+
+
+async def run_counts(store: Store) -> dict[str, int]:
+    n = sa.func.count().label("n")
+    rows = await store.all(sa.select(t.runs.c.status, n).group_by(t.runs.c.status))
+    return {str(r.status): int(r.n) for r in rows}
+
+
+async def step_tails(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """Failed steps of a run with their error and output, for the CLI's failure report."""
+    rows = await store.all(
+        sa.select(t.steps)
+        .where(t.steps.c.run_id == run_id, t.steps.c.status.in_(["failed", "interrupted"]))
+        .order_by(t.steps.c.position)
+    )
+    return [_step_json(r) for r in rows]

@@ -1,0 +1,183 @@
+"""The `baton` command as a user runs it: whole processes, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+BATON = str(Path(sys.executable).parent / "baton")
+
+GOOD = """
+name: greet
+description: Greet someone.
+params:
+  who: {type: string, default: world, help: who to greet}
+  fail: {type: bool, default: false}
+steps:
+  - id: hello
+    action: shell
+    with: {argv: [echo, "hello {{ params.who }}"]}
+  - id: left
+    action: log
+    needs: [hello]
+    with: {message: left}
+  - id: right
+    action: log
+    needs: [hello]
+    with: {message: right}
+  - id: maybe-fail
+    action: shell
+    needs: [left, right]
+    when: params.fail
+    with: {script: "echo 'disk full on /var' >&2; exit 3"}
+"""
+
+BAD = """
+name: broken
+steps:
+  - id: a
+    action: shel
+  - id: b
+    action: log
+    needs: [zz]
+    with: {message: "{{ params.nope }}"}
+"""
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    folder = tmp_path / "playbooks"
+    folder.mkdir()
+    (folder / "greet.yaml").write_text(textwrap.dedent(GOOD))
+    return {
+        **os.environ,
+        "BATON_DATABASE_URL": f"sqlite:///{tmp_path / 'baton.db'}",
+        "BATON_PLAYBOOKS": str(folder),
+        "BATON_KEY_FILE": str(tmp_path / "key"),
+        "USER": "carol",
+    }
+
+
+def baton(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [BATON, *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_help_lists_every_command(env: dict[str, str]) -> None:
+    out = baton(env, "--help")
+    assert out.returncode == 0
+    for command in ("serve", "run", "validate", "playbooks", "runs"):
+        assert command in out.stdout
+    for command in ("serve", "run", "validate", "playbooks", "runs"):
+        sub = baton(env, command, "--help")
+        assert sub.returncode == 0, sub.stderr
+        assert "usage: baton " + command in sub.stdout
+
+
+def test_run_succeeds_with_live_progress_and_is_listed(env: dict[str, str]) -> None:
+    out = baton(env, "run", "greet", "who=ops team")
+    assert out.returncode == 0, out.stderr
+    assert "✓ hello" in out.stdout
+    assert "maybe-fail skipped" in out.stdout
+    assert "succeeded" in out.stdout
+    runs = baton(env, "runs")
+    assert "greet" in runs.stdout and "succeeded" in runs.stdout and "carol" in runs.stdout
+
+
+def test_failed_run_prints_error_and_output_tail_and_exits_1(env: dict[str, str]) -> None:
+    out = baton(env, "run", "greet", "fail=true")
+    assert out.returncode == 1
+    assert "step maybe-fail failed: exit status 3" in out.stdout
+    assert "disk full on /var" in out.stdout
+    assert "Traceback" not in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["run", "gret"], "Did you mean 'greet'"),
+        (["run", "greet", "fail=maybe"], "fail"),
+        (["run", "greet", "whom=x"], "who"),
+        (["run", "greet", "noequals"], "key=value"),
+    ],
+    ids=["unknown-playbook", "bad-bool", "unknown-param", "not-an-assignment"],
+)
+def test_user_mistakes_get_a_message_not_a_traceback(
+    env: dict[str, str], args: list[str], needle: str
+) -> None:
+    out = baton(env, *args)
+    assert out.returncode == 2
+    assert needle in out.stderr
+    assert "Traceback" not in out.stderr
+    assert "no runs yet" in baton(env, "runs").stdout
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(env: dict[str, str]) -> None:
+    out = baton(env, "run", "greet", "who=x", "--dry-run")
+    assert out.returncode == 0, out.stderr
+    assert "1. hello" in out.stdout
+    assert "2. left | right  (in parallel)" in out.stdout
+    assert "who=x" in out.stdout
+    assert "no runs yet" in baton(env, "runs").stdout
+
+
+def test_validate_reports_every_problem_with_file_and_line(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    assert baton(env, "validate").returncode == 0
+    bad = tmp_path / "broken.yaml"
+    bad.write_text(textwrap.dedent(BAD))
+    out = baton(env, "validate", str(bad))
+    assert out.returncode == 1
+    lines = out.stdout.splitlines()
+    assert any(f"{bad}:5" in ln and "shel" in ln for ln in lines), out.stdout
+    assert any("zz" in ln for ln in lines), out.stdout
+    assert any("nope" in ln for ln in lines), out.stdout
+
+
+def test_playbooks_lists_names_and_descriptions(env: dict[str, str]) -> None:
+    out = baton(env, "playbooks")
+    assert out.returncode == 0
+    assert "greet" in out.stdout and "Greet someone." in out.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_answers_health_and_stops_cleanly_on_sigterm(env: dict[str, str]) -> None:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [BATON, "serve"],
+        env={**env, "BATON_PORT": str(port)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # wait for the "serving" log line, not for a clock
+            if "serving on" in line:
+                break
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as resp:
+            assert json.load(resp)["status"] == "ok"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
