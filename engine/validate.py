@@ -23,7 +23,7 @@ from engine.actions.registry import Registry
 from engine.errors import PlaybookInvalid, Problem, closest
 from engine.playbook import Lines, Phase, Playbook, Step
 
-RUN_FIELDS = ("id", "trigger", "requested_by", "playbook")
+RUN_FIELDS = ("id", "trigger", "requested_by", "playbook", "attempt", "source")
 FAILURE_ROOT = "failure"
 """Extra template name for on_failure and finally steps: what failed."""
 CONCURRENCY_ROOTS = frozenset({"params", "run"})

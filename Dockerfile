@@ -1,0 +1,36 @@
+# Baton: `docker build -t baton .` then
+#   docker run -p 8080:8080 -v baton-data:/data -v ./playbooks:/app/playbooks baton
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    BATON_HOST=0.0.0.0 \
+    BATON_PORT=8080 \
+    BATON_DATABASE_URL=sqlite:////data/baton.db \
+    BATON_KEY_FILE=/data/secret.key \
+    BATON_PLAYBOOKS=/app/playbooks
+
+WORKDIR /app
+
+# Dependencies first, from pyproject.toml, so code edits reuse this layer.
+COPY pyproject.toml README.md ./
+COPY bot ./bot
+COPY engine ./engine
+COPY storage ./storage
+RUN pip install . && \
+    useradd --create-home --uid 10001 baton && \
+    mkdir -p /data && chown baton:baton /data
+
+COPY --chown=baton:baton playbooks ./playbooks
+
+USER baton
+VOLUME ["/data", "/app/playbooks"]
+EXPOSE 8080
+
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+    CMD python -c "import os,urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('BATON_PORT','8080'), timeout=4)"
+
+# SIGTERM lets running steps finish (BATON_DRAIN_TIMEOUT); give Docker as long.
+STOPSIGNAL SIGTERM
+CMD ["baton", "serve"]
