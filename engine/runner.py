@@ -220,26 +220,43 @@ class Engine:
             if status is not RunStatus.QUEUED:
                 raise InvalidTransition(f"run {run_id} is already {status}; nothing to cancel")
             now = self.clock.now()
-            await self.store.write(
-                t.runs.update()
-                .where(t.runs.c.id == run_id, t.runs.c.status == RunStatus.QUEUED.value)
-                .values(
-                    status="cancelled", stop_reason="cancelled", stopped_by=by, finished_at=now
-                ),
-                t.steps.update()
-                .where(t.steps.c.run_id == run_id, t.steps.c.status == StepStatus.PENDING.value)
-                .values(status=StepStatus.CANCELLED.value, finished_at=now),
-                self._audit(by, "cancel", run_id, {}),
-            )
-            self.bus.publish(
-                ev.RunCancelled(
-                    run_id=run_id, playbook=row.playbook, at=now, status="cancelled", by=by
+
+            def cancel_queued(conn: sa.Connection) -> int:
+                done = conn.execute(
+                    t.runs.update()
+                    .where(t.runs.c.id == run_id, t.runs.c.status == RunStatus.QUEUED.value)
+                    .values(
+                        status="cancelled", stop_reason="cancelled", stopped_by=by, finished_at=now
+                    )
                 )
+                if done.rowcount:  # none of its pending steps will run
+                    conn.execute(
+                        t.steps.update()
+                        .where(
+                            t.steps.c.run_id == run_id,
+                            t.steps.c.status == StepStatus.PENDING.value,
+                        )
+                        .values(status=StepStatus.CANCELLED.value, finished_at=now)
+                    )
+                return int(done.rowcount)
+
+            cancelled, _ = await self.store.write(
+                cancel_queued, self._audit(by, "cancel", run_id, {})
             )
-            return
-        if run.stop_reason:
+            if cancelled:
+                self.bus.publish(
+                    ev.RunCancelled(
+                        run_id=run_id, playbook=row.playbook, at=now, status="cancelled", by=by
+                    )
+                )
+                return
+            run = self._runs.get(run_id)  # it left the queue meanwhile
+            if run is None:
+                raise InvalidTransition(f"run {run_id} is no longer queued; nothing to cancel")
+        elif run.stop_reason:
             raise InvalidTransition(f"run {run_id} is already stopping ({run.stop_reason})")
-        await self.store.write(self._audit(by, "cancel", run_id, {}))
+        else:
+            await self.store.write(self._audit(by, "cancel", run_id, {}))
         self._post(run, msg.Stop(status=RunStatus.CANCELLED.value, by=by))
 
     async def retry(self, run_id: str, by: str) -> None:
@@ -253,6 +270,12 @@ class Engine:
                 f"run {run_id} is {row.status}; only failed, cancelled or timed-out runs "
                 "can be retried"
             )
+        playbook = from_snapshot(row.definition)
+        conc, key = playbook.concurrency, row.concurrency_key
+        if conc is not None and key is not None and conc.on_limit.value == "reject":
+            taken = await self._holders(key, run_id)
+            if taken >= conc.limit:  # refuse before touching the run's rows
+                raise _limit_reached(playbook, key, taken)
         now = self.clock.now()
         reset = (
             t.steps.update()
@@ -302,6 +325,8 @@ class Engine:
         row = await self.store.one(sa.select(t.approvals).where(t.approvals.c.id == approval_id))
         if row is None:
             raise ApprovalNotFound(approval_id)
+        run = self._runs.get(row.run_id)
+        comment = (run.masker if run is not None else self._base_masker).mask_text(comment)
         spec = row.spec
         if row.status != "pending":
             return DecisionResult(
@@ -367,7 +392,6 @@ class Engine:
                 "pending",
                 f"{user} already decided ({outcome['dup']}) on {approval_id}",
             )
-        run = self._runs.get(row.run_id)
         playbook = run.playbook.name if run else ""
         self.bus.publish(
             ev.ApprovalDecided(
@@ -411,15 +435,26 @@ class Engine:
             return playbook.name
         return str(templating.render(conc.key, {"params": params}))
 
-    def _prepare(self, playbook: Playbook, request: RunRequest) -> tuple[RunState, list[Op]]:
+    def _prepare(
+        self, playbook: Playbook, request: RunRequest, inherited: Masker | None = None
+    ) -> tuple[RunState, list[Op]]:
+        """The run and the ops that persist it. ``inherited``: the parent run's masker, so
+        a secret the parent hands to a child run is masked there too."""
         params = paramlib.coerce(playbook, request.params)
         secret_names = paramlib.secret_names(playbook)
-        masker = self._base_masker.with_values(self._secret_values(playbook, params))
+        base = inherited or self._base_masker
+        masker = base.with_values(self._secret_values(playbook, params))
         masked = {
             k: ("***" if k in secret_names and v is not None else masker.mask(v))
             for k, v in params.items()
         }
-        secret_params = {k: str(params[k]) for k in secret_names if params.get(k) is not None}
+        # kept encrypted: declared secrets, and text params that carry a known secret (so a
+        # resumed run gets their real value back rather than the masked one)
+        secret_params = {
+            k: str(v)
+            for k, v in params.items()
+            if v is not None and (k in secret_names or (isinstance(v, str) and masked[k] != v))
+        }
         now = self.clock.now()
         run = RunState(
             id=new_id(),
@@ -492,15 +527,7 @@ class Engine:
             await self._commit_start(run, ops)
             return
         async with self._lock(key):
-            taken = await self.store.scalar(
-                sa.select(sa.func.count())
-                .select_from(t.runs)
-                .where(
-                    t.runs.c.concurrency_key == key,
-                    t.runs.c.status.in_(["queued", "running", "waiting"]),
-                    t.runs.c.id != run.id,
-                )
-            )
+            taken = await self._holders(key, run.id)
             if taken >= conc.limit:
                 if conc.on_limit.value == "reject":
                     if existing:
@@ -509,10 +536,7 @@ class Engine:
                             .where(t.runs.c.id == run.id)
                             .values(status="failed", error="concurrency limit reached")
                         )
-                    raise ConcurrencyLimit(
-                        f"{run.playbook.name}: {taken} run(s) already hold concurrency key "
-                        f"{key!r} (limit {conc.limit}); try again when they finish"
-                    )
+                    raise _limit_reached(run.playbook, key, taken)
                 await self.store.write(*ops)
                 self.bus.publish(
                     ev.RunQueued(
@@ -526,6 +550,20 @@ class Engine:
                 return
             self._begin(run, ops)
             await self._commit_start(run, ops)
+
+    async def _holders(self, key: str, run_id: str) -> int:
+        """How many runs other than ``run_id`` hold (or wait for) concurrency key ``key``."""
+        return int(
+            await self.store.scalar(
+                sa.select(sa.func.count())
+                .select_from(t.runs)
+                .where(
+                    t.runs.c.concurrency_key == key,
+                    t.runs.c.status.in_(["queued", "running", "waiting"]),
+                    t.runs.c.id != run_id,
+                )
+            )
+        )
 
     def _begin(self, run: RunState, ops: list[Op]) -> None:
         now = self.clock.now()
@@ -1121,6 +1159,7 @@ class Engine:
                     parent_run_id=run.id,
                     parent_step_id=step.id,
                 ),
+                inherited=run.masker,
             )
         except BatonError as exc:
             self._fail(run, step, batch, error=str(exc))
@@ -1608,6 +1647,14 @@ def _input_errors(action: str, exc: pydantic.ValidationError) -> str:
         where = ".".join(str(p) for p in err["loc"]) or "with"
         parts.append(f"{where}: {err['msg']}")
     return f"bad inputs for action {action}: " + "; ".join(parts)
+
+
+def _limit_reached(playbook: Playbook, key: str, taken: int) -> ConcurrencyLimit:
+    limit = playbook.concurrency.limit if playbook.concurrency else 1
+    return ConcurrencyLimit(
+        f"{playbook.name}: {taken} run(s) already hold concurrency key {key!r} "
+        f"(limit {limit}); try again when they finish"
+    )
 
 
 def _describe_approvers(approvers: dict[str, Any]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -72,10 +73,15 @@ class Harness:
     def seen(self) -> list[Event]:
         return self.events.drain()
 
-    async def restart(self) -> None:
-        """Stop this engine and start a new one on the same database and playbooks."""
+    async def restart(self, between: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Stop this engine and start a new one on the same database and playbooks.
+
+        ``between`` runs while no engine is up: a test uses it to leave the rows as a
+        crash (rather than a clean stop) would have left them."""
         await self.engine.stop(drain=0)
         self.events.close()
+        if between is not None:
+            await between()
         self.engine = _engine(self.root, self.store, self.clock, self.timers, self.secrets)
         self.events = self.engine.bus.subscribe()
         await self.engine.start()

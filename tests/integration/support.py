@@ -100,7 +100,9 @@ async def approval_row(h: Harness, approval: str) -> sa.Row[Any]:
 
 async def decisions(h: Harness, approval: str) -> list[tuple[str, str, str]]:
     rows = await h.store.all(
-        sa.select(t.decisions).where(t.decisions.c.approval_id == approval).order_by(t.decisions.c.id)
+        sa.select(t.decisions)
+        .where(t.decisions.c.approval_id == approval)
+        .order_by(t.decisions.c.id)
     )
     return [(r.user, r.decision, r.comment) for r in rows]
 
@@ -111,3 +113,17 @@ async def count_runs(h: Harness) -> int:
 
 async def children(h: Harness, parent: str) -> list[sa.Row[Any]]:
     return await h.store.all(sa.select(t.runs).where(t.runs.c.parent_run_id == parent))
+
+
+async def assert_settled(h: Harness, run_id: str) -> None:
+    """A finished run leaves nothing in flight: every step and attempt ended, with a time."""
+    run = await h.run_row(run_id)
+    assert run.status in ("succeeded", "failed", "cancelled", "timed_out"), run.status
+    assert run.finished_at is not None
+    unsettled = {k: v for k, v in (await h.statuses(run_id)).items() if v in OPEN_STEP}
+    assert not unsettled, f"steps still open in a {run.status} run: {unsettled}"
+    for a in await h.attempts(run_id):
+        assert a.status not in OPEN_STEP and a.finished_at is not None, tuple(a)
+
+
+OPEN_STEP = frozenset({"pending", "running", "waiting"})

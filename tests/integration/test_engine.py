@@ -7,7 +7,6 @@ ManualClock the test moves; shell steps really run.
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -61,6 +60,7 @@ async def test_sequential_chain_persists_every_transition(harness: HarnessFactor
         "second": ("succeeded", 1),
         "third": ("succeeded", 1),
     }
+    await s.assert_settled(h, run_id)
     assert steps["second"].output["stdout"] == "one-two\n"
     assert steps["third"].output == {"message": "got one-two", "level": "info"}
     assert all(r.started_at is not None and r.finished_at is not None for r in steps.values())
@@ -118,7 +118,8 @@ FAN = {
             with:
               script: |
                 touch "$PARAM_DIR/left"
-                i=0; while [ ! -f "$PARAM_DIR/right" ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done
+                i=0
+                while [ ! -f "$PARAM_DIR/right" ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done
                 test -f "$PARAM_DIR/right"
           - id: right
             action: shell
@@ -126,7 +127,8 @@ FAN = {
             with:
               script: |
                 touch "$PARAM_DIR/right"
-                i=0; while [ ! -f "$PARAM_DIR/left" ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done
+                i=0
+                while [ ! -f "$PARAM_DIR/left" ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done
                 test -f "$PARAM_DIR/left"
           - id: join
             action: shell
@@ -142,7 +144,9 @@ async def test_parallel_branches_fan_out_and_join(harness: HarnessFactory, tmp_p
     run_id = await h.run("fan", {"dir": str(tmp_path)})
 
     assert (await h.run_row(run_id)).status == "succeeded"
-    assert await h.statuses(run_id) == dict.fromkeys(("prepare", "left", "right", "join"), "succeeded")
+    assert await h.statuses(run_id) == dict.fromkeys(
+        ("prepare", "left", "right", "join"), "succeeded"
+    )
     seq = s.trace(h.seen(), run_id)
     join_started = seq.index(("StepStarted", "join"))
     for branch in ("left", "right"):
@@ -274,6 +278,7 @@ async def test_failing_step_stops_new_steps_and_takes_the_failure_path(
     assert run.status == "failed"
     assert run.failed_step == "bad"
     assert run.error == "step bad failed: exit status 3: disk full"
+    await s.assert_settled(h, run_id)
     steps = await h.steps(run_id)
     assert {k: v.status for k, v in steps.items()} == {
         "prepare": "succeeded",
@@ -331,6 +336,7 @@ async def test_continue_on_error_does_not_fail_the_run(harness: HarnessFactory) 
 
     run = await h.run_row(run_id)
     assert (run.status, run.failed_step, run.error) == ("succeeded", None, None)
+    await s.assert_settled(h, run_id)
     steps = await h.steps(run_id)
     assert {k: v.status for k, v in steps.items()} == {
         "flaky": "failed",
@@ -338,6 +344,10 @@ async def test_continue_on_error_does_not_fail_the_run(harness: HarnessFactory) 
         "notify": "skipped",
     }
     assert steps["next"].output["stdout"] == "failed\n"
+    skipped = s.of_type(h.seen(), ev.StepSkipped)
+    assert [(e.step_id, e.phase, e.reason) for e in skipped] == [
+        ("notify", "on_failure", "not needed: no step failed")
+    ]
 
 
 FINALLY_FAILS = {
@@ -378,7 +388,8 @@ RETRY = """
         retry: {{attempts: 4, delay: 10s, backoff: {backoff}}}
         with:
           script: |
-            n=$(cat "$PARAM_DIR/count" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$PARAM_DIR/count"
+            n=$(cat "$PARAM_DIR/count" 2>/dev/null || echo 0); n=$((n+1))
+            echo $n > "$PARAM_DIR/count"
             echo "attempt $n"
             [ $n -ge $PARAM_SUCCEED_ON ] || {{ echo "not yet" >&2; exit 1; }}
       - id: after
@@ -425,6 +436,7 @@ async def test_retry_waits_for_its_backoff(
     ]
     assert attempts[0].error == "exit status 1: not yet"
     assert (await h.steps(run_id))["flaky"].attempts == 4
+    await s.assert_settled(h, run_id)
     failed = s.of_type(h.seen(), ev.StepFailed)
     assert [e.will_retry for e in failed] == [True, True, True]
 
@@ -523,13 +535,14 @@ async def test_run_timeout_stops_the_run_and_runs_finally(
     run_id = await s.start(h, "run-timeout", {"dir": str(tmp_path)})
     pid = await s.started_pid(tmp_path)
 
-    await h.advance(4)
+    h.timers.advance(timedelta(seconds=4))  # not h.advance: the step is still running
     assert s.alive(pid)
     await h.advance(1)
 
     await s.gone(pid)
     run = await h.run_row(run_id)
     assert run.status == "timed_out"
+    await s.assert_settled(h, run_id)
     assert "timed out" in run.error
     assert await h.statuses(run_id) == {
         "hang": "cancelled",
@@ -586,6 +599,7 @@ async def test_cancel_kills_running_steps_and_runs_finally(
     await s.gone(pid)
     run = await h.run_row(run_id)
     assert (run.status, run.stopped_by, run.error) == ("cancelled", "bob", "cancelled by bob")
+    await s.assert_settled(h, run_id)
     assert await h.statuses(run_id) == {
         "hang": "cancelled",
         "parked": "cancelled",
@@ -613,7 +627,8 @@ async def test_cancel_a_queued_run(harness: HarnessFactory) -> None:
     assert (await h.run_row(first)).status == "succeeded"
     row = await h.run_row(queued)
     assert (row.status, row.stopped_by, row.started_at) == ("cancelled", "bob", None)
-    assert await h.statuses(queued) == {"pause": "pending"}
+    assert await h.statuses(queued) == {"pause": "cancelled"}
+    await s.assert_settled(h, queued)
     assert [e.run_id for e in s.of_type(h.seen(), ev.RunCancelled)] == [queued]
 
 
@@ -674,6 +689,7 @@ async def test_retry_of_a_failed_run_reruns_only_what_did_not_succeed(
         None,
         None,
     )
+    await s.assert_settled(h, run_id)
     assert s.lines(tmp_path / "once.log") == ["once"]
     assert s.lines(tmp_path / "fragile.log") == ["fragile", "fragile"]
     assert await h.statuses(run_id) == dict.fromkeys(("once", "fragile", "last"), "succeeded")
@@ -764,7 +780,7 @@ CHILD = {
           - id: after
             action: shell
             needs: call
-            with: {script: "echo got {{ steps.call.output.steps.greet.output.stdout | trim }}"}
+            with: {script: "echo got {{ steps.call.output.steps.greet.stdout | trim }}"}
     """,
     "child": """
         name: child
@@ -800,6 +816,8 @@ async def test_child_playbook_output_reaches_the_parent(harness: HarnessFactory)
     assert (output["run_id"], output["status"]) == (child.id, "succeeded")
     assert output["steps"]["greet"]["stdout"] == "hello world\n"
     assert steps["after"].output["stdout"] == "got hello world\n"
+    await s.assert_settled(h, parent_id)
+    await s.assert_settled(h, child.id)
 
 
 async def test_failing_child_fails_the_parent_step(harness: HarnessFactory) -> None:
@@ -887,6 +905,44 @@ async def test_concurrency_limit_with_reject(harness: HarnessFactory) -> None:
     assert [r.id for r in rows] == [first]
     await h.advance(10)
     assert (await h.run_row(await h.run("refuse"))).status == "waiting"
+
+
+REFUSE_RETRY = {
+    "refuse-retry": """
+        name: refuse-retry
+        concurrency: {limit: 1, on_limit: reject}
+        params:
+          fail: {type: bool, default: false}
+        steps:
+          - id: work
+            action: shell
+            with: {script: "[ $PARAM_FAIL = false ] || { echo broken >&2; exit 1; }"}
+          - id: pause
+            action: wait
+            needs: work
+            with: {for: 10s}
+    """
+}
+
+
+async def test_retry_refused_by_the_limit_leaves_the_run_as_it_was(
+    harness: HarnessFactory,
+) -> None:
+    h = await harness(REFUSE_RETRY)
+    failed = await h.run("refuse-retry", {"fail": True})
+    await h.run("refuse-retry")  # holds the key
+    before = await h.run_row(failed)
+
+    with pytest.raises(ConcurrencyLimit, match="limit 1"):
+        await h.engine.retry(failed, by="bob")
+
+    after = await h.run_row(failed)
+    assert tuple(after) == tuple(before)
+    assert await h.statuses(failed) == {"work": "failed", "pause": "skipped"}
+    await h.advance(10)
+    await h.engine.retry(failed, by="bob")  # the key is free again
+    await h.engine.wait_idle()
+    assert (await h.run_row(failed)).attempt == 2
 
 
 async def test_concurrency_key_from_params(harness: HarnessFactory) -> None:
@@ -992,7 +1048,10 @@ async def test_unknown_playbook_suggests_and_writes_nothing(harness: HarnessFact
     ("params", "message"),
     [
         ({}, "token"),
-        ({"dir": "/tmp", "token": "abc", "tokn": "x"}, "unknown param 'tokn' (did you mean token?)"),
+        (
+            {"dir": "/tmp", "token": "abc", "tokn": "x"},
+            "unknown param 'tokn' (did you mean token?)",
+        ),
     ],
     ids=["missing-required", "unknown-name"],
 )
@@ -1007,3 +1066,139 @@ async def test_bad_params_are_refused_and_write_nothing(
     assert any(message in e for e in caught.value.errors)
     assert await s.count_runs(h) == 0
     assert h.seen() == []
+
+
+SECRET_TO_CHILD = {
+    "hand-over": """
+        name: hand-over
+        params:
+          token: {type: secret, required: true}
+        steps:
+          - id: call
+            action: playbook
+            with:
+              name: receiver
+              params: {key: "{{ params.token }}"}
+    """,
+    "receiver": """
+        name: receiver
+        params:
+          key: {type: string, required: true}
+        steps:
+          - id: use
+            action: shell
+            with: {script: "echo key=$PARAM_KEY"}
+          - id: pause
+            action: wait
+            needs: use
+            with: {for: 10s}
+          - id: again
+            action: shell
+            needs: pause
+            with:
+              script: |
+                [ "$PARAM_KEY" != '***' ] && echo key=$PARAM_KEY
+    """,
+}
+
+
+async def test_secret_handed_to_a_child_run_stays_masked(harness: HarnessFactory) -> None:
+    h = await harness(SECRET_TO_CHILD)
+
+    parent_id = await h.run("hand-over", {"token": SECRET})
+    (child,) = await s.children(h, parent_id)
+    assert child.params == {"key": "***"}
+    await h.restart()  # the child gets the real value back from the encrypted column
+    await h.advance(10)
+
+    assert (await h.run_row(parent_id)).status == "succeeded"
+    steps = await h.steps(child.id)
+    assert steps["use"].output["stdout"] == "key=***\n"
+    assert steps["again"].output["stdout"] == "key=***\n"
+    for table in (t.runs, t.steps, t.attempts, t.audit):
+        assert SECRET not in _text(await h.store.all(sa.select(table))), table.name
+    assert all(SECRET not in repr(e) for e in h.seen())
+
+
+ENGINE_SECRETS = {
+    "uses-secret": """
+        name: uses-secret
+        params:
+          dir: {type: string, required: true}
+        steps:
+          - id: call
+            action: shell
+            with:
+              script: |
+                printf '%s' "{{ secrets.api_key }}" > "$PARAM_DIR/key"
+                echo "calling with {{ secrets.api_key }}"
+          - id: gate
+            action: approval
+            needs: call
+            with:
+              approvers: [bob]
+              message: "ok to use {{ secrets.api_key }}?"
+              show: {key: "{{ secrets.api_key }}"}
+    """
+}
+
+
+async def test_engine_secrets_are_masked_everywhere(
+    harness: HarnessFactory, tmp_path: Path
+) -> None:
+    h = await harness(ENGINE_SECRETS, secrets={"api_key": SECRET})
+
+    run_id = await h.run("uses-secret", {"dir": str(tmp_path)})
+    gate = await s.approval_id(h, run_id, "gate")
+    await h.engine.decide(gate, "bob", "approve", f"fine, {SECRET}")
+    await h.engine.wait_idle()
+
+    assert (tmp_path / "key").read_text() == SECRET
+    assert (await h.run_row(run_id)).status == "succeeded"
+    assert (await h.steps(run_id))["call"].output["stdout"] == "calling with ***\n"
+    approval = await s.approval_row(h, gate)
+    assert (approval.spec["message"], approval.spec["show"]) == ("ok to use ***?", {"key": "***"})
+    for table in (t.runs, t.steps, t.attempts, t.approvals, t.decisions, t.audit):
+        assert SECRET not in _text(await h.store.all(sa.select(table))), table.name
+    assert await s.decisions(h, gate) == [("bob", "approve", "fine, ***")]
+    events = h.seen()
+    assert all(SECRET not in repr(e) for e in events)
+
+
+CHILD_WAITS = {
+    "outer": """
+        name: outer
+        steps:
+          - id: call
+            action: playbook
+            with: {name: inner}
+        finally:
+          - id: cleanup
+            action: shell
+            with: {script: "echo cleaned"}
+    """,
+    "inner": """
+        name: inner
+        steps:
+          - id: pause
+            action: wait
+            with: {for: 1h}
+    """,
+}
+
+
+async def test_cancel_reaches_the_child_run(harness: HarnessFactory) -> None:
+    h = await harness(CHILD_WAITS)
+    parent_id = await h.run("outer")
+    (child,) = await s.children(h, parent_id)
+    assert child.status == "waiting"
+
+    await h.engine.cancel(parent_id, by="bob")
+    await h.engine.wait_idle()
+
+    assert (await h.run_row(parent_id)).status == "cancelled"
+    child_row = await h.run_row(child.id)
+    assert (child_row.status, child_row.stopped_by) == ("cancelled", "bob")
+    assert await h.statuses(parent_id) == {"call": "cancelled", "cleanup": "succeeded"}
+    await s.assert_settled(h, parent_id)
+    await s.assert_settled(h, child.id)
