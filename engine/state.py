@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -60,6 +61,11 @@ TERMINAL_STEP = frozenset(
 _BROKEN = frozenset({StepStatus.FAILED, StepStatus.CANCELLED, StepStatus.INTERRUPTED})
 
 
+def new_id() -> str:
+    """Ids of runs and approvals: short enough to type in chat, 48 random bits."""
+    return secrets.token_hex(6)
+
+
 @dataclass
 class StepState:
     spec: Step
@@ -77,6 +83,7 @@ class StepState:
     child_run_id: str | None = None
     task: asyncio.Task[None] | None = None
     cancel_reason: str | None = None
+    on_timeout: str = "reject"
     attempt_started: datetime | None = None
 
     @property

@@ -49,6 +49,12 @@ class Suspend:
     child: ChildRunSpec | None = None
 
 
+class Logger(Protocol):
+    """``await ctx.log("text", level="warning")``: a line in the run's log and thread."""
+
+    def __call__(self, message: str, level: str = "info") -> Awaitable[None]: ...
+
+
 @dataclass
 class ActionContext:
     """What an action may know and do. Secrets are revealed here and nowhere else."""
@@ -61,7 +67,7 @@ class ActionContext:
     requested_by: str
     now: Callable[[], datetime]
     http: Callable[[], aiohttp.ClientSession]
-    log: Callable[[str], Awaitable[None]]
+    log: Logger
     attachments: dict[str, str] = field(default_factory=dict)
     args: dict[str, Any] = field(default_factory=dict)
 

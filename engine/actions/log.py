@@ -26,5 +26,5 @@ class LogAction:
     Inputs: ClassVar[type[BaseModel]] = LogInputs
 
     async def run(self, ctx: ActionContext, inputs: LogInputs) -> dict[str, Any]:
-        await ctx.log(inputs.message)
+        await ctx.log(inputs.message, level=inputs.level)
         return {"message": inputs.message, "level": inputs.level}

@@ -15,9 +15,11 @@ class RecordingLog:
 
     def __init__(self) -> None:
         self.lines: list[str] = []
+        self.levels: list[str] = []
 
-    async def __call__(self, message: str) -> None:
+    async def __call__(self, message: str, level: str = "info") -> None:
         self.lines.append(message)
+        self.levels.append(level)
 
 
 def _no_http() -> aiohttp.ClientSession:

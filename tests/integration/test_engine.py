@@ -1202,3 +1202,24 @@ async def test_cancel_reaches_the_child_run(harness: HarnessFactory) -> None:
     assert await h.statuses(parent_id) == {"call": "cancelled", "cleanup": "succeeded"}
     await s.assert_settled(h, parent_id)
     await s.assert_settled(h, child.id)
+
+
+async def test_log_levels_reach_the_run_log_and_events(harness: HarnessFactory) -> None:
+    h = await harness(
+        {
+            "levels": """
+                name: levels
+                steps:
+                  - id: warn
+                    action: log
+                    with: {message: "disk at 91%", level: warning}
+            """
+        }
+    )
+    run_id = await h.run("levels")
+    rows = await h.store.all(
+        sa.select(t.run_logs.c.level, t.run_logs.c.message).where(t.run_logs.c.run_id == run_id)
+    )
+    assert [tuple(r) for r in rows] == [("warning", "disk at 91%")]
+    (logged,) = s.of_type(h.seen(), ev.RunLogged)
+    assert logged.level == "warning"

@@ -255,3 +255,40 @@ async def test_cancel_closes_a_pending_approval(harness: HarnessFactory) -> None
     assert (await s.approval_row(h, gate)).status == "cancelled"
     assert (await h.engine.decide(gate, "bob", "approve")).recorded is False
     await s.assert_settled(h, run_id)
+
+
+TEMPLATED_TIMEOUT = """
+    name: templated-timeout
+    params:
+      fallback: {type: choice, choices: [reject, approve], default: approve}
+    steps:
+      - id: gate
+        action: approval
+        with:
+          approvers: [bob]
+          timeout: 10m
+          on_timeout: "{{ params.fallback }}"
+"""
+
+
+async def test_on_timeout_is_taken_rendered_and_survives_a_restart(
+    harness: HarnessFactory,
+) -> None:
+    h = await harness({"templated-timeout": TEMPLATED_TIMEOUT})
+    run_id = await h.run("templated-timeout", requested_by="alice")
+    await h.restart()
+    await h.advance(600)
+    assert (await h.run_row(run_id)).status == "succeeded"
+    row = await s.approval_row(h, await s.approval_id(h, run_id, "gate"))
+    assert (row.status, row.outcome_reason) == ("approved", "timeout")
+
+
+async def test_closing_reason_names_the_outcome(harness: HarnessFactory) -> None:
+    h = await harness(PLAYBOOKS)
+    run_id = await h.run("gate", requested_by="alice")
+    gate = await s.approval_id(h, run_id, "gate")
+    h.seen()
+    await h.engine.decide(gate, "bob", "approve", "looks fine")
+    await h.engine.wait_idle()
+    (closed,) = s.of_type(h.seen(), ev.ApprovalClosed)
+    assert (closed.outcome, closed.reason) == ("approved", "approved by bob: looks fine")
