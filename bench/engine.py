@@ -137,7 +137,9 @@ async def bench_concurrent(bench: Bench, meter: StoreMeter, playbook: str, label
         for _ in range(ROUNDS)
     ]
     s = sorted(samples, key=lambda x: x.wall)[len(samples) // 2]
-    heading(f"{CONC_RUNS} concurrent runs of a {STEPS}-step chain, action {label} (median of {ROUNDS})")
+    heading(
+        f"{CONC_RUNS} concurrent runs of a {STEPS}-step chain, action {label} (median of {ROUNDS})"
+    )
     target = ">= 3,000" if label == "noop" else ""
     figure("steps/s across all runs", s.steps / s.wall, "", target)
     figure("wall time for all runs", s.wall, "s")
@@ -169,24 +171,26 @@ def rss_mb() -> float:
 
 
 async def bench_tracemalloc() -> tuple[float, float]:
-    """Peak Python allocations of the engine while 50 concurrent chain runs execute
-    (a separate pass: tracemalloc slows everything, so no timings are taken here)."""
-    async with open_bench() as bench:
-        await _concurrent(bench, "chain-noop", 5)()
-        gc.collect()
-        tracemalloc.start()
-        try:
-            base, _ = tracemalloc.get_traced_memory()
+    """Python heap peaks (tracemalloc) of the engine: from opening the store and engine,
+    and during 50 concurrent chain runs above what was allocated before them. A separate
+    pass: tracemalloc slows everything, so no timings are taken here."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        async with open_bench() as bench:
+            await _concurrent(bench, "chain-noop", 5)()
+            gc.collect()
+            before, _ = tracemalloc.get_traced_memory()
             tracemalloc.reset_peak()
             await _concurrent(bench, "chain-noop", CONC_RUNS)()
             _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
-    return base / 2**20, (peak - base) / 2**20
+    finally:
+        tracemalloc.stop()
+    return peak / 2**20, (peak - before) / 2**20
 
 
 async def run_all() -> None:
-    print(f"engine benchmarks (SQLite WAL in a temp dir, real Engine + SchedulerTimers)")
+    print("engine benchmarks (SQLite WAL in a temp dir, real Engine + SchedulerTimers)")
     rss_start = rss_mb()
     async with open_bench() as bench:
         meter = StoreMeter(bench.store).install()
@@ -197,12 +201,12 @@ async def run_all() -> None:
         await bench_concurrent(bench, meter, "chain-log", "log")
         await bench_fan(bench, meter)
     rss_peak = rss_mb()
-    base, peak = await bench_tracemalloc()
+    total, runs = await bench_tracemalloc()
     heading("memory")
     figure("RSS after imports (high-water)", rss_start, "MB")
     figure("RSS high-water after all engine benchmarks", rss_peak, "MB")
-    figure(f"tracemalloc peak during {CONC_RUNS} concurrent runs", peak, "MB above base")
-    figure("tracemalloc traced before those runs", base, "MB")
+    figure(f"tracemalloc peak, engine + store + {CONC_RUNS} concurrent runs", total, "MB")
+    figure(f"  of which the {CONC_RUNS} runs (peak above before them)", runs, "MB")
 
 
 def main() -> None:

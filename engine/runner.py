@@ -299,12 +299,12 @@ class Engine:
                 stop_reason=None,
                 stopped_by=None,
                 finished_at=None,
+                queued_at=now,
             )
         )
         await self.store.write(reset, upd, self._audit(by, "retry", run_id, {}))
         run = await self._load(run_id)
         run.status = RunStatus.QUEUED
-        run.created_at = now
         run.announced = False
         await self._admit_new(run, [], existing=True)
 
@@ -481,6 +481,7 @@ class Engine:
                 concurrency_key=run.concurrency_key,
                 definition=playbook.snapshot(),
                 created_at=now,
+                queued_at=now,
                 owner=self.owner,
                 epoch=0,
             ),
@@ -621,7 +622,7 @@ class Engine:
                     t.runs.c.concurrency_key == key,
                     t.runs.c.status.in_(["queued", "running", "waiting"]),
                 )
-                .order_by(t.runs.c.created_at, t.runs.c.id)
+                .order_by(t.runs.c.queued_at, t.runs.c.id)
             )
             active = sum(1 for r in rows if r.status != "queued")
             for r in rows:

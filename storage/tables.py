@@ -62,6 +62,7 @@ class Run(SQLModel, table=True):
     stop_reason: str | None = Field(default=None, max_length=16)
     stopped_by: str | None = Field(default=None, max_length=200)
     created_at: datetime = _ts(index=True, nullable=False)
+    queued_at: datetime | None = _ts()
     started_at: datetime | None = _ts()
     finished_at: datetime | None = _ts()
     deadline_at: datetime | None = _ts()
