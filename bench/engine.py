@@ -44,10 +44,10 @@ class StoreMeter:
             finally:
                 self.await_s += time.perf_counter() - t0
 
-        def timed_commit(batch: Any) -> None:
+        def timed_commit(conn: Any, batch: Any) -> None:
             t0 = time.perf_counter()
             try:
-                commit(batch)
+                commit(conn, batch)
             finally:
                 self.commit_s += time.perf_counter() - t0
 

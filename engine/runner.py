@@ -53,6 +53,7 @@ from engine.state import (
 from engine.timing import Clock, SchedulerTimers, SystemClock, Timers
 from engine.transitions import Batch, RunMachine
 from storage import tables as t
+from storage.rows import Rows, coalesce
 from storage.store import Op, Store, guard
 
 if TYPE_CHECKING:
@@ -485,7 +486,8 @@ class Engine:
                 owner=self.owner,
                 epoch=0,
             ),
-            t.steps.insert().values(
+            Rows(
+                "step_new",
                 [
                     {
                         "run_id": run.id,
@@ -496,7 +498,7 @@ class Engine:
                         "attempts": 0,
                     }
                     for s in run.steps.values()
-                ]
+                ],
             ),
             self._audit(
                 request.requested_by,
@@ -823,7 +825,7 @@ class Engine:
                     self.machine.apply(run, run.inbox.popleft(), batch)
                 finished = self.machine.advance(run, batch)
                 if batch.ops:
-                    await self.store.write(guard(run.id, run.epoch), *batch.ops)
+                    await self.store.write(guard(run.id, run.epoch), *coalesce(batch.ops))
                 for event in batch.events:
                     self.bus.publish(event)
                 for child in batch.children:
@@ -898,7 +900,11 @@ class Engine:
         result: Any
         try:
             action = self.registry.get(step.spec.action)
-            raw = templating.render(step.spec.with_, run.context())
+            raw = (
+                templating.render(step.spec.with_, run.context())
+                if step.templated
+                else step.spec.with_
+            )
             try:
                 inputs = action.Inputs.model_validate(raw)
             except pydantic.ValidationError as exc:

@@ -84,6 +84,7 @@ class StepState:
     task: asyncio.Task[None] | None = None
     cancel_reason: str | None = None
     on_timeout: str = "reject"
+    templated: bool = True
     attempt_started: datetime | None = None
 
     @property
@@ -142,13 +143,22 @@ class RunState:
     announced: bool = False
     done: asyncio.Future[RunStatus] | None = None
     secrets: dict[str, str] = field(default_factory=dict)
+    full_scan: bool = True
+    dependents: dict[str, list[str]] = field(default_factory=dict)
+    _phases: dict[Phase, list[StepState]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for step in self.steps.values():
+            self._phases.setdefault(step.phase, []).append(step)
+            for need in step.spec.needs:
+                self.dependents.setdefault(need, []).append(step.id)
 
     @property
     def failing(self) -> bool:
         return self.failed_step is not None
 
     def in_phase(self, phase: Phase) -> list[StepState]:
-        return [s for s in self.steps.values() if s.phase is phase]
+        return self._phases.get(phase, [])
 
     def context(self) -> dict[str, Any]:
         """What templates see: params, steps, run, secrets (and the failure, once failing)."""
@@ -175,8 +185,20 @@ class RunState:
 def new_steps(playbook: Playbook) -> dict[str, StepState]:
     out: dict[str, StepState] = {}
     for position, (phase, step) in enumerate(playbook.all_steps()):
-        out[step.id] = StepState(spec=step, phase=phase, position=position)
+        out[step.id] = StepState(
+            spec=step, phase=phase, position=position, templated=_has_template(step.with_)
+        )
     return out
+
+
+def _has_template(value: Any) -> bool:
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, dict):
+        return any(_has_template(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_template(v) for v in value)
+    return False
 
 
 def parallel_groups(playbook: Playbook, phase: Phase = Phase.MAIN) -> list[list[str]]:

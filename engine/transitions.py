@@ -23,6 +23,7 @@ from engine.playbook import Phase
 from engine.state import RunState, RunStatus, StepState, StepStatus, new_id
 from engine.timing import Clock, Timers
 from storage import tables as t
+from storage.rows import Rows
 from storage.store import Op
 
 SpawnChild = Callable[[RunState, StepState, ChildRunSpec], tuple[RunState, list[Op]]]
@@ -57,25 +58,34 @@ class RunMachine:
         self._live = live
         self._stopping = stopping
 
-    def _step_op(self, run: RunState, step: StepState, **only: Any) -> Op:
-        values = only or step.row()
-        return (
-            t.steps.update()
-            .where(t.steps.c.run_id == run.id, t.steps.c.step_id == step.id)
-            .values(**values)
-        )
+    def _step_op(self, run: RunState, step: StepState) -> Op:
+        """The step's whole state, as held in memory."""
+        return Rows("step", [{"run_id": run.id, "step_id": step.id, **step.row()}])
 
-    def _attempt_op(self, run: RunState, step: StepState, **values: Any) -> Op:
-        return (
-            t.attempts.update()
-            .where(
-                t.attempts.c.run_id == run.id,
-                t.attempts.c.step_id == step.id,
-                t.attempts.c.run_attempt == run.attempt,
-                t.attempts.c.number == step.attempts,
-            )
-            .values(**values)
-        )
+    def _attempt_op(
+        self,
+        run: RunState,
+        step: StepState,
+        *,
+        status: str,
+        finished_at: datetime | None = None,
+        output: dict[str, Any] | None = None,
+        error: str | None = None,
+        attachments: dict[str, Any] | None = None,
+    ) -> Op:
+        """How the step's current attempt stands (or ended)."""
+        row = {
+            "run_id": run.id,
+            "step_id": step.id,
+            "run_attempt": run.attempt,
+            "number": step.attempts,
+            "status": status,
+            "finished_at": finished_at,
+            "output": output,
+            "error": error,
+            "attachments": attachments,
+        }
+        return Rows("attempt_end", [row])
 
     def _event_base(self, run: RunState, step: StepState) -> dict[str, Any]:
         return {
@@ -512,8 +522,12 @@ class RunMachine:
         if self._stopping():
             return False
         while True:
-            while self._advance_phase(run, batch):
-                pass
+            seen = 0
+            while True:
+                fresh = len(batch.events)
+                if not self._advance_phase(run, batch, seen):
+                    break
+                seen = fresh
             phase_steps = run.in_phase(run.phase)
             active = [
                 s for s in phase_steps if s.status in (StepStatus.RUNNING, StepStatus.WAITING)
@@ -539,6 +553,7 @@ class RunMachine:
                 self._end_run(run, batch)
                 return True
             run.phase = nxt
+            run.full_scan = True
 
     def _next_phase(self, run: RunState) -> Phase | None:
         if run.phase is Phase.MAIN:
@@ -549,11 +564,28 @@ class RunMachine:
             return Phase.FINALLY
         return None
 
-    def _advance_phase(self, run: RunState, batch: Batch) -> bool:
+    def _candidates(self, run: RunState, batch: Batch, seen: int) -> list[StepState]:
+        """Pending steps of the current phase worth a look: all of them after a phase
+        change or a (re)start, else the dependents of steps that moved in this batch."""
+        if run.full_scan:
+            run.full_scan = False
+            return [s for s in run.in_phase(run.phase) if s.status is StepStatus.PENDING]
+        ids: set[str] = set()
+        for event in batch.events[seen:]:
+            step_id = getattr(event, "step_id", None)
+            if step_id is not None:
+                ids.update(run.dependents.get(step_id, ()))
+        found = [run.steps[i] for i in ids]
+        return sorted(
+            (s for s in found if s.status is StepStatus.PENDING and s.phase is run.phase),
+            key=lambda s: s.position,
+        )
+
+    def _advance_phase(self, run: RunState, batch: Batch, seen: int) -> bool:
         changed = False
         blocked = run.phase is Phase.MAIN and (run.failing or bool(run.stop_reason))
         blocked = blocked or (run.phase is Phase.ON_FAILURE and bool(run.stop_reason))
-        for step in run.in_phase(run.phase):
+        for step in self._candidates(run, batch, seen):
             if step.status is not StepStatus.PENDING:
                 continue
             deps = [run.steps[n] for n in step.spec.needs if n in run.steps]
@@ -588,20 +620,19 @@ class RunMachine:
         step.status = StepStatus.SKIPPED
         step.error = None
         step.finished_at = self.clock.now()
-        batch.ops.append(
-            self._step_op(run, step, status="skipped", error=None, finished_at=step.finished_at)
-        )
+        batch.ops.append(self._step_op(run, step))
         batch.events.append(ev.StepSkipped(**self._event_base(run, step), reason=reason))
 
     def _insert_attempt(self, run: RunState, step: StepState) -> Op:
-        return t.attempts.insert().values(
-            run_id=run.id,
-            step_id=step.id,
-            number=step.attempts,
-            run_attempt=run.attempt,
-            status="running",
-            started_at=step.attempt_started,
-        )
+        row = {
+            "run_id": run.id,
+            "step_id": step.id,
+            "number": step.attempts,
+            "run_attempt": run.attempt,
+            "status": "running",
+            "started_at": step.attempt_started,
+        }
+        return Rows("attempt_new", [row])
 
     def _start_attempt(self, run: RunState, step: StepState, batch: Batch) -> None:
         now = self.clock.now()
@@ -614,16 +645,7 @@ class RunMachine:
         step.wake_reason = None
         step.cancel_reason = None
         batch.ops += [
-            self._step_op(
-                run,
-                step,
-                status="running",
-                attempts=step.attempts,
-                started_at=step.started_at,
-                finished_at=None,
-                wake_at=None,
-                wake_reason=None,
-            ),
+            self._step_op(run, step),
             self._insert_attempt(run, step),
         ]
         batch.events.append(ev.StepStarted(**self._event_base(run, step), attempt=step.attempts))

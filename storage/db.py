@@ -53,7 +53,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 def _sqlite_begin(conn: sa.Connection) -> None:
     """Writes take the lock up front (IMMEDIATE, never upgraded); reads never take it."""
     read = conn.get_execution_options().get("baton_read", False)
-    conn.exec_driver_sql("BEGIN DEFERRED" if read else "BEGIN IMMEDIATE")
+    # straight to the driver: this runs for every commit of the hot path
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    driver.execute("BEGIN DEFERRED" if read else "BEGIN IMMEDIATE")
 
 
 def create_engine(url: str) -> sa.Engine:

@@ -23,13 +23,14 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from storage import db, tables
-from storage.errors import ClaimLost, StorageError
+from storage import db
+from storage.errors import StorageError
+from storage.rows import Guard, Rows, RowWriter
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Op = sa.Executable | Callable[[sa.Connection], Any]
+Op = sa.Executable | Rows | Guard | Callable[[sa.Connection], Any]
 
 _MAX_BATCH = 256
 
@@ -42,23 +43,16 @@ class _Unit:
     error: BaseException | None = None
 
 
-def guard(run_id: str, epoch: int) -> Callable[[sa.Connection], None]:
+def guard(run_id: str, epoch: int) -> Guard:
     """An op that fails the unit with ClaimLost unless the run still has ``epoch``."""
-
-    def check(conn: sa.Connection) -> None:
-        got = conn.execute(
-            sa.select(tables.runs.c.epoch).where(tables.runs.c.id == run_id)
-        ).scalar()
-        if got != epoch:
-            raise ClaimLost(f"run {run_id} is now driven elsewhere (epoch {got} != {epoch})")
-
-    return check
+    return Guard(run_id, epoch)
 
 
 class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = db.create_engine(url)
+        self._rows = RowWriter(self.engine.dialect.name)
         self._queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -99,35 +93,47 @@ class Store:
         return await fut
 
     def _writer(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            stop = False
-            while len(batch) < _MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            self._commit(batch)
-            assert self._loop is not None
-            try:
-                self._loop.call_soon_threadsafe(_resolve, batch)
-            except RuntimeError:  # loop closed: nobody waits any more
-                return
-            if stop:
-                return
-
-    def _commit(self, batch: list[_Unit]) -> None:
+        # One connection for the writer's whole life: a pool check-out and reset per
+        # commit would cost more than the commit itself. After a lost connection
+        # SQLAlchemy reconnects on the next use.
+        conn = self.engine.connect()
         try:
-            with self.engine.begin() as conn:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
+                stop = False
+                while len(batch) < _MAX_BATCH:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        stop = True
+                        break
+                    batch.append(item)
+                try:
+                    self._commit(conn, batch)
+                except Exception as exc:  # never let the writer die with futures waiting
+                    log.exception("the store's writer failed a batch")
+                    for unit in batch:
+                        unit.error = exc
+                assert self._loop is not None
+                try:
+                    self._loop.call_soon_threadsafe(_resolve, batch)
+                except RuntimeError:  # loop closed: nobody waits any more
+                    return
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    def _commit(self, conn: sa.Connection, batch: list[_Unit]) -> None:
+        try:
+            with conn.begin():
                 for unit in batch:
-                    unit.results = [_run(conn, op) for op in unit.ops]
+                    unit.results = [self._run(conn, op) for op in unit.ops]
             self.commits += 1
             return
         except Exception as exc:
@@ -137,11 +143,20 @@ class Store:
         for unit in batch:  # isolate the failing unit(s)
             unit.error = None
             try:
-                with self.engine.begin() as conn:
-                    unit.results = [_run(conn, op) for op in unit.ops]
+                with conn.begin():
+                    unit.results = [self._run(conn, op) for op in unit.ops]
                 self.commits += 1
             except Exception as exc:
                 unit.error = exc
+
+    def _run(self, conn: sa.Connection, op: Op) -> Any:
+        if isinstance(op, Rows):
+            return self._rows.execute(conn, op)
+        if isinstance(op, Guard):
+            return self._rows.check(conn, op)
+        if isinstance(op, sa.Executable):
+            return conn.execute(op)
+        return op(conn)
 
     # --- reads ---------------------------------------------------------------------
 
@@ -160,12 +175,6 @@ class Store:
 
     async def scalar(self, stmt: sa.Select[Any]) -> Any:
         return await self.read(lambda conn: conn.execute(stmt).scalar())
-
-
-def _run(conn: sa.Connection, op: Op) -> Any:
-    if isinstance(op, sa.Executable):
-        return conn.execute(op)
-    return op(conn)
 
 
 def _resolve(batch: list[_Unit]) -> None:

@@ -91,9 +91,10 @@ class Step(SQLModel, table=True):
 
 class Attempt(SQLModel, table=True):
     __tablename__ = "attempts"
+    __table_args__ = (sa.UniqueConstraint("run_id", "step_id", "run_attempt", "number"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    run_id: str = Field(index=True, foreign_key="runs.id", max_length=32)
+    run_id: str = Field(foreign_key="runs.id", max_length=32)
     step_id: str = Field(max_length=200)
     number: int
     run_attempt: int = 1

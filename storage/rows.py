@@ -1,0 +1,165 @@
+"""The hot path: row writes as data, executed through prepared SQL with ``executemany``.
+
+A run's driver commits a handful of row changes per step (the step's state, the start
+and end of an attempt). Building a SQLAlchemy statement for each costs more than SQLite
+takes to run it (measured: 280 µs per fresh statement, 90 µs for the same rows as raw
+SQL, 24 µs through the bare driver). So the engine hands these writes over as ``Rows``
+(a kind and a list of dicts) and the writer runs one prepared statement per kind on the
+driver's cursor, inside the same transaction as everything else in the unit.
+
+Values are converted the way the tables' SQLAlchemy types store them, so the ORM-side
+readers see the same thing: JSON as text, times as naive UTC text on SQLite and as
+``timestamptz`` on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from storage.errors import ClaimLost
+
+STEP_STATE = (
+    "status",
+    "attempts",
+    "output",
+    "error",
+    "started_at",
+    "finished_at",
+    "wake_at",
+    "wake_reason",
+    "approval_id",
+    "child_run_id",
+)
+ATTEMPT_NEW = ("run_id", "step_id", "number", "run_attempt", "status", "started_at")
+STEP_NEW = ("run_id", "step_id", "phase", "position", "status", "attempts")
+ATTEMPT_END = ("status", "finished_at", "output", "error", "attachments")
+
+_JSON = {"output", "attachments"}
+_TIMES = {"started_at", "finished_at", "wake_at"}
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Row writes of one ``kind``: ``step_new`` (a run's steps are created), ``step`` (a
+    step's whole state, keyed by run_id and step_id), ``attempt_new`` (an attempt begins),
+    ``attempt_end`` (an attempt's outcome, keyed by run_id, step_id, run_attempt,
+    number)."""
+
+    kind: str
+    rows: Sequence[dict[str, Any]]
+
+
+_SET = {"step": STEP_STATE, "attempt_new": (), "attempt_end": ATTEMPT_END, "step_new": ()}
+_KEYS = {
+    "step": ("run_id", "step_id"),
+    "attempt_new": (),
+    "attempt_end": ("run_id", "step_id", "run_attempt", "number"),
+    "step_new": (),
+}
+_INSERTS = {"attempt_new": ("attempts", ATTEMPT_NEW), "step_new": ("steps", STEP_NEW)}
+
+
+def _prepare(kind: str, dialect: str) -> tuple[str, tuple[str, ...]]:
+    """Positional SQL for ``kind`` and the order of the values it takes."""
+    mark = "?" if dialect == "sqlite" else "%s"
+
+    def slot(col: str) -> str:
+        return f"CAST({mark} AS JSON)" if dialect == "postgresql" and col in _JSON else mark
+
+    if kind in _INSERTS:
+        table, cols = _INSERTS[kind]
+        sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join(map(slot, cols))})"
+        return sql, cols
+    table = "steps" if kind == "step" else "attempts"
+    sets = ", ".join(f"{c} = {slot(c)}" for c in _SET[kind])
+    where = " AND ".join(f"{k} = {mark}" for k in _KEYS[kind])
+    return f"UPDATE {table} SET {sets} WHERE {where}", (*_SET[kind], *_KEYS[kind])
+
+
+@dataclass(frozen=True)
+class Guard:
+    """Fail the unit with ``ClaimLost`` unless the run still has ``epoch`` (its owner's)."""
+
+    run_id: str
+    epoch: int
+
+
+def _sqlite_time(value: datetime) -> str:
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+class RowWriter:
+    def __init__(self, dialect: str) -> None:
+        self.dialect = dialect
+        self._sqlite = dialect == "sqlite"
+        self._sql = {kind: _prepare(kind, dialect) for kind in _SET}
+        self._epoch_sql = "SELECT epoch FROM runs WHERE id = " + ("?" if self._sqlite else "%s")
+        convert: dict[str, Callable[[Any], Any]] = {c: json.dumps for c in _JSON}
+        if self._sqlite:
+            convert.update({c: _sqlite_time for c in _TIMES})
+        self._convert = convert
+
+    def check(self, conn: sa.Connection, guard: Guard) -> None:
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(self._epoch_sql, (guard.run_id,))
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+        got = row[0] if row else None
+        if got != guard.epoch:
+            raise ClaimLost(
+                f"run {guard.run_id} is now driven elsewhere (epoch {got} != {guard.epoch})"
+            )
+
+    def execute(self, conn: sa.Connection, op: Rows) -> None:
+        sql, order = self._sql[op.kind]
+        plan = [(col, self._convert.get(col)) for col in order]
+        params = [
+            tuple(
+                fn(row[col]) if fn is not None and row[col] is not None else row[col]
+                for col, fn in plan
+            )
+            for row in op.rows
+        ]
+        cursor = conn.connection.cursor()
+        try:
+            cursor.executemany(sql, params)
+        finally:
+            cursor.close()
+
+
+def coalesce(ops: Sequence[Any]) -> list[Any]:
+    """One unit's ops with its row writes merged: other ops first, in order, then one
+    ``Rows`` per kind (a step written twice keeps its last state; attempts begin before
+    they end)."""
+    plain: list[Any] = []
+    steps: dict[tuple[str, str], dict[str, Any]] = {}
+    new: list[dict[str, Any]] = []
+    end: list[dict[str, Any]] = []
+    for op in ops:
+        if not isinstance(op, Rows) or op.kind == "step_new":
+            plain.append(op)
+        elif op.kind == "step":
+            for row in op.rows:
+                key = (row["run_id"], row["step_id"])
+                steps.pop(key, None)
+                steps[key] = row
+        else:
+            (new if op.kind == "attempt_new" else end).extend(op.rows)
+    merged = [
+        Rows(kind, rows)
+        for kind, rows in (
+            ("step", list(steps.values())),
+            ("attempt_new", new),
+            ("attempt_end", end),
+        )
+        if rows
+    ]
+    return plain + merged
