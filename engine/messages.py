@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from engine.actions import Suspend
@@ -18,6 +19,16 @@ class Finished:
     output: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     attachments: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Logged:
+    """A line an action wrote to the run's log; committed with the driver's next batch."""
+
+    step_id: str
+    message: str
+    level: str
+    at: datetime
 
 
 @dataclass(frozen=True)

@@ -956,23 +956,9 @@ class Engine:
         self._busy_dec()
 
     async def _log(self, run: RunState, step: StepState, text: str, level: str) -> None:
-        text = run.masker.mask_text(text)
-        now = self.clock.now()
-        await self.store.write(
-            t.run_logs.insert().values(
-                run_id=run.id, step_id=step.id, at=now, level=level, message=text
-            )
-        )
-        self.bus.publish(
-            ev.RunLogged(
-                run_id=run.id,
-                playbook=run.playbook.name,
-                at=now,
-                step_id=step.id,
-                message=text,
-                level=level,
-            )
-        )
+        """Queue a log line for the run's next commit (a ``log`` step's line commits
+        with the step's end: one commit, not two)."""
+        self._post(run, msg.Logged(step.id, run.masker.mask_text(text), level, self.clock.now()))
 
     # --- audit -------------------------------------------------------------------------
 

@@ -100,6 +100,26 @@ class RunMachine:
         if isinstance(m, msg.Stop):
             self._apply_stop(run, m, batch)
             return
+        if isinstance(m, msg.Logged):
+            row = {
+                "run_id": run.id,
+                "step_id": m.step_id,
+                "at": m.at,
+                "level": m.level,
+                "message": m.message,
+            }
+            batch.ops.append(Rows("log_new", [row]))
+            batch.events.append(
+                ev.RunLogged(
+                    run_id=run.id,
+                    playbook=run.playbook.name,
+                    at=m.at,
+                    step_id=m.step_id,
+                    message=m.message,
+                    level=m.level,
+                )
+            )
+            return
         step = run.steps.get(getattr(m, "step_id", ""))
         if step is None:
             return

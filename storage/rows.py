@@ -38,10 +38,11 @@ STEP_STATE = (
 )
 ATTEMPT_NEW = ("run_id", "step_id", "number", "run_attempt", "status", "started_at")
 STEP_NEW = ("run_id", "step_id", "phase", "position", "status", "attempts")
+LOG_NEW = ("run_id", "step_id", "at", "level", "message")
 ATTEMPT_END = ("status", "finished_at", "output", "error", "attachments")
 
 _JSON = {"output", "attachments"}
-_TIMES = {"started_at", "finished_at", "wake_at"}
+_TIMES = {"started_at", "finished_at", "wake_at", "at"}
 
 
 @dataclass(frozen=True)
@@ -55,14 +56,25 @@ class Rows:
     rows: Sequence[dict[str, Any]]
 
 
-_SET = {"step": STEP_STATE, "attempt_new": (), "attempt_end": ATTEMPT_END, "step_new": ()}
+_SET = {
+    "step": STEP_STATE,
+    "attempt_new": (),
+    "attempt_end": ATTEMPT_END,
+    "step_new": (),
+    "log_new": (),
+}
 _KEYS = {
     "step": ("run_id", "step_id"),
     "attempt_new": (),
     "attempt_end": ("run_id", "step_id", "run_attempt", "number"),
     "step_new": (),
+    "log_new": (),
 }
-_INSERTS = {"attempt_new": ("attempts", ATTEMPT_NEW), "step_new": ("steps", STEP_NEW)}
+_INSERTS = {
+    "attempt_new": ("attempts", ATTEMPT_NEW),
+    "step_new": ("steps", STEP_NEW),
+    "log_new": ("run_logs", LOG_NEW),
+}
 
 
 def _prepare(kind: str, dialect: str) -> tuple[str, tuple[str, ...]]:
@@ -135,16 +147,18 @@ class RowWriter:
             cursor.close()
 
 
+_MERGED = ("step_new", "step", "attempt_new", "attempt_end", "log_new")
+
+
 def coalesce(ops: Sequence[Any]) -> list[Any]:
     """One unit's ops with its row writes merged: other ops first, in order, then one
-    ``Rows`` per kind (a step written twice keeps its last state; attempts begin before
-    they end)."""
+    ``Rows`` per kind, steps created before they change and attempts begun before they
+    end; a step written twice keeps its last state."""
     plain: list[Any] = []
+    rows: dict[str, list[dict[str, Any]]] = {kind: [] for kind in _MERGED}
     steps: dict[tuple[str, str], dict[str, Any]] = {}
-    new: list[dict[str, Any]] = []
-    end: list[dict[str, Any]] = []
     for op in ops:
-        if not isinstance(op, Rows) or op.kind == "step_new":
+        if not isinstance(op, Rows):
             plain.append(op)
         elif op.kind == "step":
             for row in op.rows:
@@ -152,14 +166,6 @@ def coalesce(ops: Sequence[Any]) -> list[Any]:
                 steps.pop(key, None)
                 steps[key] = row
         else:
-            (new if op.kind == "attempt_new" else end).extend(op.rows)
-    merged = [
-        Rows(kind, rows)
-        for kind, rows in (
-            ("step", list(steps.values())),
-            ("attempt_new", new),
-            ("attempt_end", end),
-        )
-        if rows
-    ]
-    return plain + merged
+            rows[op.kind].extend(op.rows)
+    rows["step"] = list(steps.values())
+    return plain + [Rows(kind, rows[kind]) for kind in _MERGED if rows[kind]]
