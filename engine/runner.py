@@ -53,7 +53,7 @@ from engine.state import (
 from engine.timing import Clock, SchedulerTimers, SystemClock, Timers
 from engine.transitions import Batch, RunMachine
 from storage import tables as t
-from storage.rows import Rows, coalesce
+from storage.rows import Rows
 from storage.store import Op, Store, guard
 
 if TYPE_CHECKING:
@@ -825,7 +825,7 @@ class Engine:
                     self.machine.apply(run, run.inbox.popleft(), batch)
                 finished = self.machine.advance(run, batch)
                 if batch.ops:
-                    await self.store.write(guard(run.id, run.epoch), *coalesce(batch.ops))
+                    await self.store.write(guard(run.id, run.epoch), *batch.ops)
                 for event in batch.events:
                     self.bus.publish(event)
                 for child in batch.children:

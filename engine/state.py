@@ -71,7 +71,7 @@ class StepState:
     spec: Step
     phase: Phase
     position: int
-    status: StepStatus = StepStatus.PENDING
+    _status: StepStatus = StepStatus.PENDING
     attempts: int = 0
     output: dict[str, Any] | None = None
     error: str | None = None
@@ -85,6 +85,21 @@ class StepState:
     cancel_reason: str | None = None
     on_timeout: str = "reject"
     templated: bool = True
+    _live: set[str] | None = field(default=None, repr=False)
+
+    @property
+    def status(self) -> StepStatus:
+        return self._status
+
+    @status.setter
+    def status(self, value: StepStatus) -> None:
+        """Also keeps the run's set of live (running or waiting) steps up to date."""
+        self._status = value
+        if self._live is not None:
+            if value is StepStatus.RUNNING or value is StepStatus.WAITING:
+                self._live.add(self.spec.id)
+            else:
+                self._live.discard(self.spec.id)
     attempt_started: datetime | None = None
 
     @property
@@ -146,9 +161,13 @@ class RunState:
     full_scan: bool = True
     dependents: dict[str, list[str]] = field(default_factory=dict)
     _phases: dict[Phase, list[StepState]] = field(default_factory=dict)
+    live: set[str] = field(default_factory=set)
+    """Ids of the steps running or waiting, kept by ``StepState.status``."""
 
     def __post_init__(self) -> None:
         for step in self.steps.values():
+            step._live = self.live
+            step.status = step.status
             self._phases.setdefault(step.phase, []).append(step)
             for need in step.spec.needs:
                 self.dependents.setdefault(need, []).append(step.id)

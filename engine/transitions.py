@@ -548,14 +548,11 @@ class RunMachine:
                 if not self._advance_phase(run, batch, seen):
                     break
                 seen = fresh
-            phase_steps = run.in_phase(run.phase)
-            active = [
-                s for s in phase_steps if s.status in (StepStatus.RUNNING, StepStatus.WAITING)
-            ]
+            active = [run.steps[i] for i in run.live if run.steps[i].phase is run.phase]
             if active:
                 self._set_run_status(run, active, batch)
                 return False
-            pending = [s for s in phase_steps if s.status is StepStatus.PENDING]
+            pending = [s for s in run.in_phase(run.phase) if s.status is StepStatus.PENDING]
             if pending:  # what remains cannot run
                 reason = (
                     "the run is stopping"

@@ -15,6 +15,7 @@ readers see the same thing: JSON as text, times as naive UTC text on SQLite and 
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -111,35 +112,45 @@ class RowWriter:
         self.dialect = dialect
         self._sqlite = dialect == "sqlite"
         self._sql = {kind: _prepare(kind, dialect) for kind in _SET}
-        self._epoch_sql = "SELECT epoch FROM runs WHERE id = " + ("?" if self._sqlite else "%s")
         convert: dict[str, Callable[[Any], Any]] = {c: json.dumps for c in _JSON}
         if self._sqlite:
             convert.update({c: _sqlite_time for c in _TIMES})
-        self._convert = convert
+        self._plans = {}
+        for kind, (sql, order) in self._sql.items():
+            converts = [(i, convert[col]) for i, col in enumerate(order) if col in convert]
+            self._plans[kind] = (sql, operator.itemgetter(*order), converts)
 
-    def check(self, conn: sa.Connection, guard: Guard) -> None:
+    def check(self, conn: sa.Connection, guards: Sequence[Guard]) -> None:
+        """Raise ``ClaimLost`` unless every guarded run still has its epoch."""
+        if not guards:
+            return
+        wanted = {g.run_id: g.epoch for g in guards}
+        mark = "?" if self._sqlite else "%s"
+        sql = f"SELECT id, epoch FROM runs WHERE id IN ({', '.join([mark] * len(wanted))})"
         cursor = conn.connection.cursor()
         try:
-            cursor.execute(self._epoch_sql, (guard.run_id,))
-            row = cursor.fetchone()
+            cursor.execute(sql, tuple(wanted))
+            found = dict(cursor.fetchall())
         finally:
             cursor.close()
-        got = row[0] if row else None
-        if got != guard.epoch:
-            raise ClaimLost(
-                f"run {guard.run_id} is now driven elsewhere (epoch {got} != {guard.epoch})"
-            )
+        for run_id, epoch in wanted.items():
+            if found.get(run_id) != epoch:
+                raise ClaimLost(
+                    f"run {run_id} is now driven elsewhere (epoch {found.get(run_id)} != {epoch})"
+                )
 
     def execute(self, conn: sa.Connection, op: Rows) -> None:
-        sql, order = self._sql[op.kind]
-        plan = [(col, self._convert.get(col)) for col in order]
-        params = [
-            tuple(
-                fn(row[col]) if fn is not None and row[col] is not None else row[col]
-                for col, fn in plan
-            )
-            for row in op.rows
-        ]
+        sql, getter, converts = self._plans[op.kind]
+        if converts:
+            params = []
+            for row in op.rows:
+                values = list(getter(row))
+                for i, fn in converts:
+                    if values[i] is not None:
+                        values[i] = fn(values[i])
+                params.append(values)
+        else:
+            params = [list(getter(row)) for row in op.rows]
         cursor = conn.connection.cursor()
         try:
             cursor.executemany(sql, params)

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from storage import db
 from storage.errors import StorageError
-from storage.rows import Guard, Rows, RowWriter
+from storage.rows import Guard, Rows, RowWriter, coalesce
 
 log = logging.getLogger(__name__)
 
@@ -130,17 +130,33 @@ class Store:
             conn.close()
 
     def _commit(self, conn: sa.Connection, batch: list[_Unit]) -> None:
+        """Commit a batch of units at once. Their row writes are merged into one
+        ``executemany`` per kind and their claims checked in one query: every call here
+        releases and retakes the GIL, which the event loop's thread may hold. If the
+        batch fails, each unit is tried alone so that one bad unit fails by itself."""
         try:
             with conn.begin():
+                self._rows.check(conn, [op for u in batch for op in u.ops if isinstance(op, Guard)])
+                rows: list[Rows] = []
                 for unit in batch:
-                    unit.results = [self._run(conn, op) for op in unit.ops]
+                    unit.results = []
+                    for op in unit.ops:
+                        if isinstance(op, Rows):
+                            rows.append(op)
+                            unit.results.append(None)
+                        elif not isinstance(op, Guard):
+                            unit.results.append(self._run(conn, op))
+                        else:
+                            unit.results.append(None)
+                for op in coalesce(rows):
+                    self._rows.execute(conn, op)
             self.commits += 1
             return
         except Exception as exc:
             if len(batch) == 1:
                 batch[0].error = exc
                 return
-        for unit in batch:  # isolate the failing unit(s)
+        for unit in batch:
             unit.error = None
             try:
                 with conn.begin():
@@ -153,7 +169,7 @@ class Store:
         if isinstance(op, Rows):
             return self._rows.execute(conn, op)
         if isinstance(op, Guard):
-            return self._rows.check(conn, op)
+            return self._rows.check(conn, [op])
         if isinstance(op, sa.Executable):
             return conn.execute(op)
         return op(conn)
