@@ -74,7 +74,8 @@ class SchedulerTimers:
         )
 
     def cancel(self, key: str) -> None:
-        self._callbacks.pop(key, None)
+        if self._callbacks.pop(key, None) is None:
+            return  # never set, or already fired: no job to look up
         job = self.scheduler.get_job(key)
         if job is not None:
             job.remove()

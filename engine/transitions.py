@@ -592,11 +592,14 @@ class RunMachine:
             step_id = getattr(event, "step_id", None)
             if step_id is not None:
                 ids.update(run.dependents.get(step_id, ()))
-        found = [run.steps[i] for i in ids]
-        return sorted(
-            (s for s in found if s.status is StepStatus.PENDING and s.phase is run.phase),
-            key=lambda s: s.position,
-        )
+        found = [
+            s
+            for s in (run.steps[i] for i in ids)
+            if s.status is StepStatus.PENDING and s.phase is run.phase
+        ]
+        if len(found) > 1:
+            found.sort(key=lambda s: s.position)
+        return found
 
     def _advance_phase(self, run: RunState, batch: Batch, seen: int) -> bool:
         changed = False
