@@ -100,6 +100,7 @@ class StepState:
                 self._live.add(self.spec.id)
             else:
                 self._live.discard(self.spec.id)
+
     attempt_started: datetime | None = None
 
     @property

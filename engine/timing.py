@@ -12,10 +12,10 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.date import DateTrigger
+if TYPE_CHECKING:
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 
 class Clock(Protocol):
@@ -46,22 +46,41 @@ def _fire(instance: int, key: str) -> None:
 
 
 class SchedulerTimers:
+    """Timers as APScheduler ``date`` jobs. The scheduler is created with the first timer:
+    a short ``baton run`` that sets none does not pay for importing it."""
+
     def __init__(self) -> None:
-        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self._scheduler: AsyncIOScheduler | None = None
         self._callbacks: dict[str, Callable[[], None]] = {}
         self._id = next(_ids)
+        self._started = False
+
+    @property
+    def scheduler(self) -> AsyncIOScheduler:
+        if self._scheduler is None:
+            from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+            self._scheduler = AsyncIOScheduler(timezone=UTC)
+            if self._started:
+                self._scheduler.start()
+        return self._scheduler
 
     def start(self) -> None:
         _instances[self._id] = self
-        self.scheduler.start()
+        self._started = True
+        if self._scheduler is not None:
+            self._scheduler.start()
 
     def shutdown(self) -> None:
-        if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
+        if self._scheduler is not None and self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+        self._started = False
         _instances.pop(self._id, None)
         self._callbacks.clear()
 
     def set(self, key: str, at: datetime, fire: Callable[[], None]) -> None:
+        from apscheduler.triggers.date import DateTrigger
+
         self._callbacks[key] = fire
         self.scheduler.add_job(
             _fire,

@@ -348,7 +348,13 @@ def validate_paths(
 def _files(paths: Sequence[Path], seen: set[Path], problems: list[Problem]) -> Iterator[Path]:
     for root in paths:
         if not root.exists():
-            problems.append(Problem(str(root), None, "no such file or directory"))
+            problems.append(
+                Problem(
+                    str(root),
+                    None,
+                    "no such file or directory (BATON_PLAYBOOKS names the playbook folder)",
+                )
+            )
             continue
         for path in playbook.playbook_files(root):
             if path.resolve() not in seen:

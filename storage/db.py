@@ -82,6 +82,8 @@ def create_engine(url: str) -> sa.Engine:
 
 def create_schema(engine: sa.Engine) -> None:
     """Create missing tables and record the schema version (later versions migrate here)."""
+    if _schema_version(engine) == SCHEMA_VERSION:
+        return  # the common case, and the cheap one: one query instead of a table scan
     try:
         SQLModel.metadata.create_all(engine)
         with engine.begin() as conn:
@@ -97,3 +99,12 @@ def create_schema(engine: sa.Engine) -> None:
                 )
     except sa.exc.OperationalError as exc:
         raise DatabaseUnavailable(f"cannot reach the database {engine.url!r}: {exc.orig}") from exc
+
+
+def _schema_version(engine: sa.Engine) -> int | None:
+    version = sa.func.max(tables.SchemaVersion.version)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.select(version)).scalar()
+    except sa.exc.DBAPIError:  # no table yet, or no server: create_schema says which
+        return None
