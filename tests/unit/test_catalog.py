@@ -79,7 +79,9 @@ def test_get_unknown_suggests_close_names(library: Path, registry: Registry) -> 
 def test_missing_folder_is_a_problem_not_a_crash(tmp_path: Path, registry: Registry) -> None:
     catalog = Catalog.load(tmp_path / "absent", registry)
     assert catalog.names() == []
-    assert [p.message for p in catalog.problems] == ["no such file or directory"]
+    assert [p.message for p in catalog.problems] == [
+        "no such file or directory (BATON_PLAYBOOKS names the playbook folder)"
+    ]
 
 
 def test_reload_picks_up_valid_edits_new_and_deleted_files(
