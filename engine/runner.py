@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 import sqlalchemy as sa
 
-from engine import audit, templating
+from engine import audit, planning, templating
 from engine import events as ev
 from engine import messages as msg
 from engine import params as paramlib
@@ -48,7 +48,6 @@ from engine.state import (
     StepStatus,
     new_id,
     new_steps,
-    parallel_groups,
 )
 from engine.timing import Clock, SchedulerTimers, SystemClock, Timers
 from engine.transitions import Batch, RunMachine
@@ -184,17 +183,8 @@ class Engine:
     # --- public API ------------------------------------------------------------------
 
     def plan(self, request: RunRequest) -> Plan:
-        playbook = self.catalog.get(request.playbook)
-        params = paramlib.coerce(playbook, request.params)
-        masker = Masker(self._secret_values(playbook, params))
-        return Plan(
-            playbook=playbook.name,
-            params=masker.mask(params),
-            waves=parallel_groups(playbook, Phase.MAIN),
-            on_failure=parallel_groups(playbook, Phase.ON_FAILURE),
-            finally_=parallel_groups(playbook, Phase.FINALLY),
-            concurrency_key=self._concurrency_key(playbook, params),
-        )
+        """A dry run: the resolved params and step order; nothing is stored or run."""
+        return planning.plan(self.catalog, request)
 
     async def start_run(self, request: RunRequest) -> str:
         """Validate, persist and start (or queue) a run; returns its id."""
@@ -420,14 +410,6 @@ class Engine:
         names = paramlib.secret_names(playbook)
         return [str(params[n]) for n in names if params.get(n)]
 
-    def _concurrency_key(self, playbook: Playbook, params: dict[str, Any]) -> str | None:
-        conc = playbook.concurrency
-        if conc is None:
-            return None
-        if conc.key is None:
-            return playbook.name
-        return str(templating.render(conc.key, {"params": params}))
-
     def _prepare(
         self, playbook: Playbook, request: RunRequest, inherited: Masker | None = None
     ) -> tuple[RunState, list[Op]]:
@@ -462,7 +444,7 @@ class Engine:
             created_at=now,
             parent_run_id=request.parent_run_id,
             parent_step_id=request.parent_step_id,
-            concurrency_key=self._concurrency_key(playbook, params),
+            concurrency_key=planning.concurrency_key(playbook, params),
             steps=new_steps(playbook),
             secrets=self.secrets,
         )
@@ -793,8 +775,7 @@ class Engine:
         try:
             while True:
                 batch = Batch()
-                if not run.announced:
-                    run.announced = True
+                if not run.announced or run.resuming:
                     batch.events.append(
                         ev.RunStarted(
                             run_id=run.id,
@@ -804,23 +785,12 @@ class Engine:
                             requested_by=run.requested_by,
                             trigger=run.trigger,
                             attempt=run.attempt,
+                            resumed=run.announced,
                         )
                     )
-                elif run.resuming:
-                    batch.events.append(
-                        ev.RunStarted(
-                            run_id=run.id,
-                            playbook=run.playbook.name,
-                            at=self.clock.now(),
-                            params=run.masked_params,
-                            requested_by=run.requested_by,
-                            trigger=run.trigger,
-                            attempt=run.attempt,
-                            resumed=True,
-                        )
-                    )
-                    self.machine.recover_running(run, batch)
-                    run.resuming = False
+                    if run.resuming:
+                        self.machine.recover_running(run, batch)
+                    run.announced, run.resuming = True, False
                 while run.inbox:
                     self.machine.apply(run, run.inbox.popleft(), batch)
                 finished = self.machine.advance(run, batch)
@@ -973,16 +943,9 @@ class Engine:
     ) -> Op:
         return audit.op(self.clock.now(), actor, action, target, detail, outcome, source)
 
-    async def audit(
-        self,
-        actor: str,
-        action: str,
-        target: str,
-        detail: dict[str, Any],
-        outcome: str = "ok",
-        source: dict[str, Any] | None = None,
-    ) -> None:
-        await self.store.write(self._audit(actor, action, target, detail, outcome, source))
+    async def audit(self, actor: str, action: str, target: str, **detail: Any) -> None:
+        """Record something a front end did (a refused command, say) in the audit trail."""
+        await self.store.write(self._audit(actor, action, target, detail))
 
     @property
     def active_runs(self) -> list[str]:
