@@ -138,10 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _run(settings: Settings, args: argparse.Namespace) -> int:
     import getpass
 
-    from bot.app import open_baton
     from bot.progress import Progress
     from engine import params as paramlib
-    from engine import queries
     from engine.requests import RunRequest
 
     raw = paramlib.parse_assignments(args.params, args.playbook)
@@ -157,6 +155,9 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
         catalog = Catalog.load(settings.playbooks, registry)
         progress.plan(planning.plan(catalog, request))
         return 0
+    from bot.app import open_baton
+    from engine import queries
+
     async with open_baton(settings, resume=False) as baton:
         engine = baton.engine
         with engine.bus.subscribe() as events:
