@@ -15,9 +15,11 @@ from aiohttp import web
 
 from engine import queries
 from engine.errors import (
+    ApprovalNotFound,
     BatonError,
     ConcurrencyLimit,
     InvalidTransition,
+    NotAllowed,
     ParamError,
     PlaybookNotFound,
     RunNotFound,
@@ -205,6 +207,42 @@ async def run_action(request: web.Request) -> web.Response:
     return web.json_response(await queries.get_run(baton.store, run_id), status=202)
 
 
+async def decide(request: web.Request) -> web.Response:
+    """``POST /api/approvals/{id}`` ``{"user": ..., "decision": "approve"|"reject",
+    "comment": ...}``: a decision made elsewhere (a web form, a script) by ``user``, whom
+    the API token vouches for. The same checks as in chat apply."""
+    baton = _baton(request)
+    denied = _check_token(request, baton.settings)
+    if denied is not None:
+        return denied
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    user, decision = body.get("user"), body.get("decision")
+    if not isinstance(user, str) or not user:
+        return _error(400, 'missing "user": who decides')
+    if decision not in ("approve", "reject"):
+        return _error(400, '"decision" must be "approve" or "reject"')
+    try:
+        result = await baton.engine.decide(
+            request.match_info["approval_id"], user, decision, str(body.get("comment") or "")
+        )
+    except NotAllowed as exc:
+        return _error(403, str(exc))
+    except ApprovalNotFound as exc:
+        return _error(404, str(exc))
+    except BatonError as exc:
+        return _map_error(exc)
+    return web.json_response(
+        {
+            "approval_id": result.approval_id,
+            "recorded": result.recorded,
+            "status": result.status,
+            "message": result.message,
+        }
+    )
+
+
 async def index(request: web.Request) -> web.Response:
     runs = await queries.list_runs(_baton(request).store, limit=50)
     e = html.escape
@@ -235,4 +273,5 @@ def create_app(settings: Settings, baton: Baton) -> web.Application:
     app.router.add_get("/api/runs", list_runs)
     app.router.add_get("/api/runs/{run_id}", get_run)
     app.router.add_post("/api/runs/{run_id}/{action:cancel|retry}", run_action)
+    app.router.add_post("/api/approvals/{approval_id}", decide)
     return app

@@ -187,3 +187,48 @@ async def test_metrics_count_runs(served: tuple[TestClient[Any, Any], Baton]) ->
     await baton.engine.wait_for((await resp.json())["id"])
     text = await (await client.get("/metrics")).text()
     assert 'baton_runs{status="succeeded"} 1' in text
+
+
+GATE = """
+name: gate
+steps:
+  - id: ok
+    action: approval
+    with: {approvers: [bob], message: "go?"}
+"""
+
+
+async def test_approvals_decided_over_the_api(tmp_path: Path, db_url: str) -> None:
+    folder = tmp_path / "playbooks"
+    folder.mkdir()
+    (folder / "gate.yaml").write_text(textwrap.dedent(GATE))
+    settings = Settings(
+        database_url=db_url, playbooks=folder, api_token=TOKEN, key_file=tmp_path / "key"
+    )
+    clock = ManualClock()
+    async with (
+        open_baton(settings, clock=clock, timers=ManualTimers(clock)) as baton,
+        TestClient(TestServer(api.create_app(settings, baton))) as client,
+    ):
+        resp = await client.post(
+            "/api/runs", json={"playbook": "gate", "requested_by": "alice"}, headers=AUTH
+        )
+        run_id = (await resp.json())["id"]
+        await baton.engine.wait_idle()
+        approval = await baton.store.scalar(
+            sa.select(t.approvals.c.id).where(t.approvals.c.run_id == run_id)
+        )
+        url = f"/api/approvals/{approval}"
+        assert (await client.post(url, json={"user": "bob", "decision": "approve"})).status == 401
+        refused = await client.post(url, json={"user": "eve", "decision": "approve"}, headers=AUTH)
+        assert refused.status == 403
+        assert "bob" in (await refused.json())["error"]
+        bad = await client.post(url, json={"user": "bob", "decision": "maybe"}, headers=AUTH)
+        assert bad.status == 400
+        ok = await client.post(url, json={"user": "bob", "decision": "approve"}, headers=AUTH)
+        assert (await ok.json())["status"] == "approved"
+        assert await baton.engine.wait_for(run_id) == "succeeded"
+        missing = await client.post(
+            "/api/approvals/nope", json={"user": "bob", "decision": "approve"}, headers=AUTH
+        )
+        assert missing.status == 404
