@@ -16,6 +16,7 @@ from bot.settings import Settings
 from engine.actions.registry import Registry
 from engine.catalog import Catalog
 from engine.runner import Engine
+from engine.schedules import Schedules
 from engine.secrets import SecretBox, load_secrets
 from engine.timing import Clock, SchedulerTimers, Timers
 from storage.store import Store
@@ -28,13 +29,17 @@ class Baton:
     settings: Settings
     store: Store
     engine: Engine
+    schedules: Schedules
 
-    def reload(self) -> list[str]:
-        """Reload the playbook folder; an invalid edit keeps the previous version."""
+    async def reload(self) -> list[str]:
+        """Reload the playbook folder; an invalid edit keeps the previous version.
+        Declared schedules follow the playbooks' triggers."""
         catalog = self.engine.catalog.reload()
         self.engine.catalog = catalog
         for problem in catalog.problems:
             log.warning("playbook problem: %s", problem)
+        await self.schedules.sync_declared()
+        await self.schedules.refresh()
         log.info("playbooks reloaded: %d loaded", len(catalog))
         return [str(p) for p in catalog.problems]
 
@@ -74,12 +79,16 @@ async def open_baton(
             timers=timers or SchedulerTimers(),
             owner=f"{os.uname().nodename}:{os.getpid()}",
         )
+        schedules = Schedules(engine, grace=settings.misfire_grace, poll=settings.schedule_poll)
         if resume:
             await engine.start()
         else:
             engine.timers.start()
         stack.push_async_callback(engine.stop, settings.drain_timeout)
-        yield Baton(settings, store, engine)
+        if resume:  # `baton run` neither resumes other runs nor fires schedules
+            await schedules.start()
+            stack.callback(schedules.stop)
+        yield Baton(settings, store, engine, schedules)
 
 
 async def serve(settings: Settings) -> None:
@@ -109,7 +118,7 @@ async def serve(settings: Settings) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
             stack.callback(loop.remove_signal_handler, sig)
-        loop.add_signal_handler(signal.SIGHUP, baton.reload)
+        loop.add_signal_handler(signal.SIGHUP, lambda: baton.engine.spawn(baton.reload(), "reload"))
         stack.callback(loop.remove_signal_handler, signal.SIGHUP)
         await stop.wait()
         log.info("stopping: letting running steps finish (up to %.0fs)", settings.drain_timeout)

@@ -9,7 +9,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bot.settings import Settings
@@ -86,6 +86,44 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--limit", type=int, default=20, help="how many (default 20)")
     runs.add_argument("--playbook", help="only runs of this playbook")
     runs.add_argument("--status", help="only runs with this status (e.g. failed)")
+
+    sched = sub.add_parser(
+        "schedule",
+        help='schedule a playbook: "CRON", in 30m, or at 18:00',
+        description='Schedule a playbook: on a cron (`baton schedule backup "0 2 * * *" '
+        "keep=7`; 5 fields, or 6 with seconds first), once after a delay (`in 30m`), or once "
+        "at a time of day (`at 18:00`, in --timezone) or an ISO time. Params are checked "
+        "now. A running `baton serve` picks the schedule up within BATON_SCHEDULE_POLL "
+        "seconds.",
+    )
+    sched.add_argument("playbook", help="playbook name")
+    sched.add_argument(
+        "when",
+        nargs=argparse.REMAINDER,
+        metavar='"CRON" | in DURATION | at TIME',
+        help="when, then KEY=VALUE params (options may come anywhere)",
+    )
+    sched.add_argument(
+        "--timezone",
+        default=None,
+        help="time zone of the cron or the time of day (default BATON_TIMEZONE)",
+    )
+    sched.add_argument("--as", dest="user", default=None, help="who asks (default: $USER)")
+
+    sub.add_parser(
+        "schedules",
+        help="list schedules with their next and last fire",
+        description="List schedules, the next due first.",
+    )
+
+    unsched = sub.add_parser(
+        "unschedule",
+        help="remove a schedule made at run time",
+        description="Remove a schedule by id (see `baton schedules`). "
+        "Schedules declared in a playbook go away with their trigger.",
+    )
+    unsched.add_argument("id", help="schedule id")
+    unsched.add_argument("--as", dest="user", default=None, help="who asks (default: $USER)")
     return parser
 
 
@@ -125,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _playbooks(settings)
         if args.command == "runs":
             return asyncio.run(_runs(settings, args))
+        if args.command in ("schedule", "schedules", "unschedule"):
+            return asyncio.run(_schedules(settings, args))
     except (BatonError, StorageError) as exc:
         print(f"baton: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, BatonError) else 1
@@ -254,6 +294,76 @@ async def _runs(settings: Settings, args: argparse.Namespace) -> int:
     for row in rows:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
     return 0
+
+
+async def _schedules(settings: Settings, args: argparse.Namespace) -> int:
+    import getpass
+
+    from bot.app import open_baton
+    from engine import params as paramlib
+    from engine import schedules as schedlib
+
+    async with open_baton(settings, resume=False) as baton:
+        book = baton.schedules
+        if args.command == "schedules":
+            _print_schedules(await book.list())
+            return 0
+        user = args.user or getpass.getuser()
+        if args.command == "unschedule":
+            gone = await book.remove(args.id, user)
+            print(f"removed schedule {gone.id} ({gone.playbook}, {gone.when})")
+            return 0
+        extra = argparse.ArgumentParser(prog="baton schedule", add_help=False)
+        extra.add_argument("--timezone", default=args.timezone)
+        extra.add_argument("--as", dest="user", default=args.user)
+        more, words = extra.parse_known_args(args.when)
+        user = more.user or user
+        zone = more.timezone or settings.timezone
+        if not words:
+            print('baton: say when: "CRON", in 30m or at 18:00', file=sys.stderr)
+            return 2
+        if words[0].lower() in ("in", "at") and len(words) > 1:
+            when, rest = f"{words[0]} {words[1]}", words[2:]
+            params = paramlib.parse_assignments(rest, args.playbook)
+            at = schedlib.parse_when(when, baton.engine.clock.now(), zone)
+            made = await book.add_once(args.playbook, at, params, user)
+        else:
+            params = paramlib.parse_assignments(words[1:], args.playbook)
+            made = await book.add_cron(args.playbook, words[0], params, user, timezone=zone)
+        nxt = made.next_fire_at.isoformat() if made.next_fire_at else "never"
+        print(
+            f"scheduled {made.playbook} as {made.id}: {made.when} ({made.timezone}); next run {nxt}"
+        )
+        return 0
+
+
+def _print_schedules(views: list[Any]) -> None:
+    if not views:
+        print("no schedules")
+        return
+    header = ("ID", "PLAYBOOK", "WHEN", "TZ", "NEXT", "LAST", "LAST RUN", "BY", "MISSED")
+    rows: list[tuple[str, ...]] = [header]
+    for v in views:
+        rows.append(
+            (
+                v.id,
+                v.playbook,
+                v.when,
+                v.timezone,
+                _short(v.next_fire_at),
+                _short(v.last_fire_at),
+                v.last_run_id or "",
+                v.created_by,
+                str(v.missed or ""),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _short(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else ""
 
 
 if __name__ == "__main__":

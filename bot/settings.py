@@ -42,6 +42,21 @@ class Settings(BaseSettings):
         default=30.0, description="Seconds a graceful stop lets running steps finish."
     )
     log_level: str = Field(default="INFO", description="Python log level.")
+    timezone: str = Field(
+        default="UTC",
+        description="Time zone of `schedule P at 18:00` and of cron schedules "
+        "made at run time without one.",
+    )
+    misfire_grace: float = Field(
+        default=300.0,
+        description="Seconds a cron fire missed while Baton was down may be late and still "
+        "run (once) at start; older ones are recorded as missed.",
+    )
+    schedule_poll: float = Field(
+        default=10.0,
+        description="Seconds between looks at the schedules table for "
+        "schedules other processes (`baton schedule`) added or removed.",
+    )
 
     slack_bot_token: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("SLACK_BOT_TOKEN", "BATON_SLACK_BOT_TOKEN")

@@ -81,6 +81,10 @@ class NotAllowed(BatonError):
     """Someone asked for something they may not do; the message says who may."""
 
 
+class ShuttingDown(BatonError):
+    """Baton is stopping and takes no new runs."""
+
+
 class TemplateError(BatonError):
     """A template failed to render or a condition failed to evaluate."""
 

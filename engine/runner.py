@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,7 @@ from engine.errors import (
     InvalidTransition,
     NotAllowed,
     RunNotFound,
+    ShuttingDown,
 )
 from engine.playbook import Phase, Playbook, from_snapshot
 from engine.requests import DecisionResult, Plan, RunRequest
@@ -186,14 +187,32 @@ class Engine:
         """A dry run: the resolved params and step order; nothing is stored or run."""
         return planning.plan(self.catalog, request)
 
-    async def start_run(self, request: RunRequest) -> str:
-        """Validate, persist and start (or queue) a run; returns its id."""
+    async def start_run(self, request: RunRequest, also: Sequence[Op] = ()) -> str:
+        """Validate, persist and start (or queue) a run; returns its id. ``also``: ops to
+        commit with the run's creation (a schedule taking its fire, say)."""
         if self._stopping:
-            raise BatonError("Baton is shutting down; try again in a moment.")
+            raise ShuttingDown("Baton is shutting down; try again in a moment.")
         playbook = self.catalog.get(request.playbook)
         run, ops = self._prepare(playbook, request)
+        ops.extend(also)
         await self._admit_new(run, ops)
         return run.id
+
+    def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None:
+        """Run background work the engine owns: counted by ``wait_idle``, its errors
+        logged, cancelled at stop."""
+        self._busy_inc()
+        task = asyncio.create_task(self._tracked(work), name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _tracked(self, work: Coroutine[Any, Any, Any]) -> None:
+        try:
+            await work
+        except Exception:
+            log.exception("background work failed")
+        finally:
+            self._busy_dec()
 
     async def cancel(self, run_id: str, by: str) -> None:
         run = self._runs.get(run_id)

@@ -38,8 +38,10 @@ _instances: dict[int, SchedulerTimers] = {}
 _ids = itertools.count(1)
 
 
-def _fire(instance: int, key: str) -> None:
-    """The APScheduler job: looks the callback up by ids and calls it on the loop."""
+async def _fire(instance: int, key: str) -> None:
+    """The APScheduler job: looks the callback up by ids and calls it on the loop.
+    A coroutine on purpose: ``AsyncIOScheduler`` runs plain functions in a worker thread,
+    where the callbacks (which touch asyncio objects and create tasks) must not run."""
     timers = _instances.get(instance)
     if timers is not None:
         timers.fired(key)

@@ -133,6 +133,29 @@ class Decision(SQLModel, table=True):
     at: datetime = _ts(nullable=False)
 
 
+class Schedule(SQLModel, table=True):
+    """A playbook run that comes back: a cron (``kind`` cron) or one time (``kind`` once).
+    ``next_fire_at`` is the truth; timers are re-armed from it at start."""
+
+    __tablename__ = "schedules"
+
+    id: str = Field(primary_key=True, max_length=32)
+    playbook: str = Field(index=True, max_length=200)
+    kind: str = Field(max_length=8)
+    cron: str | None = Field(default=None, max_length=200)
+    timezone: str = Field(default="UTC", max_length=64)
+    params: dict[str, Any] = _json(dict)
+    secret_params: str | None = None
+    origin: str = Field(max_length=16)
+    created_by: str = Field(max_length=200)
+    created_at: datetime = _ts(nullable=False)
+    next_fire_at: datetime | None = _ts(index=True)
+    last_fire_at: datetime | None = _ts()
+    last_run_id: str | None = Field(default=None, max_length=32)
+    missed: int = 0
+    last_error: str | None = None
+
+
 class RunLog(SQLModel, table=True):
     __tablename__ = "run_logs"
 
@@ -170,6 +193,7 @@ approvals = Approval.__table__  # type: ignore[attr-defined]
 decisions = Decision.__table__  # type: ignore[attr-defined]
 run_logs = RunLog.__table__  # type: ignore[attr-defined]
 audit = Audit.__table__  # type: ignore[attr-defined]
+schedules = Schedule.__table__  # type: ignore[attr-defined]
 
 
 def now() -> datetime:

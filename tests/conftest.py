@@ -47,6 +47,7 @@ async def harness(tmp_path: Path, db_url: str) -> AsyncIterator[HarnessFactory]:
 
     yield make
     for h in opened:
+        h.schedules.stop()
         await h.engine.stop(drain=0)
         h.events.close()
         await h.store.close()

@@ -17,10 +17,14 @@ from engine.catalog import Catalog
 from engine.events import Event
 from engine.requests import RunRequest
 from engine.runner import Engine
+from engine.schedules import Schedules
 from engine.secrets import SecretBox
 from engine.timing import ManualClock, ManualTimers
 from storage import tables as t
 from storage.store import Store
+
+GRACE = 300.0  # seconds a missed cron fire may be late and still run at start
+POLL = 10.0  # seconds between looks at the schedules table
 
 
 @dataclass
@@ -32,6 +36,7 @@ class Harness:
     clock: ManualClock
     timers: ManualTimers
     events: Subscription
+    schedules: Schedules
     secrets: dict[str, str] = field(default_factory=dict)
 
     async def run(
@@ -78,6 +83,7 @@ class Harness:
 
         ``between`` runs while no engine is up: a test uses it to leave the rows as a
         crash (rather than a clean stop) would have left them."""
+        self.schedules.stop()
         await self.engine.stop(drain=0)
         self.events.close()
         if between is not None:
@@ -85,6 +91,8 @@ class Harness:
         self.engine = _engine(self.root, self.store, self.clock, self.timers, self.secrets)
         self.events = self.engine.bus.subscribe()
         await self.engine.start()
+        self.schedules = Schedules(self.engine, grace=GRACE, poll=POLL)
+        await self.schedules.start()
         await self.engine.wait_idle()
 
 
@@ -123,4 +131,7 @@ async def open_harness(
     assert not problems, "\n".join(map(str, problems))
     events = engine.bus.subscribe()
     await engine.start()
-    return Harness(root, db_url, store, engine, clock, timers, events, secrets or {})
+    schedules = Schedules(engine, grace=GRACE, poll=POLL)
+    await schedules.start()
+    await engine.wait_idle()
+    return Harness(root, db_url, store, engine, clock, timers, events, schedules, secrets or {})

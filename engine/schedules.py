@@ -1,0 +1,490 @@
+"""Schedules: playbook runs that come back, on a cron or once at a time.
+
+The ``schedules`` table is the source of truth. Each schedule's ``next_fire_at`` is armed
+as one timer (an APScheduler ``date`` job with the schedule's id); when it fires, the run
+is created in the same commit that moves ``next_fire_at`` on, guarded on its old value,
+so a fire runs once even if two processes or a restart race for it. Cron times come from
+APScheduler's ``CronTrigger`` (time zones and DST included).
+
+Missed fires (Baton was down): at start, the most recent missed fire runs once if it is
+no older than the grace time; every other missed fire is counted in ``missed`` and
+written to the audit trail. Never silently dropped, never run twice.
+
+Schedules declared in a playbook (``triggers: - schedule: ...``) are kept in step with the
+catalog: their id is a digest of playbook, cron, zone and params, so editing a cron
+replaces the schedule and removing the trigger removes it. Schedules made at run time
+(``baton schedule``, chat) are rows like any other; the serving process picks up rows
+other processes write by re-reading the table every ``poll`` seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from engine import audit, cron
+from engine import params as paramlib
+from engine.durations import parse_duration
+from engine.errors import BatonError, ShuttingDown
+from engine.requests import RunRequest
+from engine.state import new_id
+from storage import tables as t
+from storage.store import Op
+
+if TYPE_CHECKING:
+    from engine.runner import Engine
+
+log = logging.getLogger(__name__)
+
+
+class ScheduleError(BatonError):
+    """A schedule that cannot be made or found; the message says why."""
+
+
+class FireTaken(Exception):
+    """Someone else already ran this fire (the guarded update matched nothing)."""
+
+
+@dataclass(frozen=True)
+class ScheduleView:
+    id: str
+    playbook: str
+    kind: str
+    when: str
+    timezone: str
+    params: dict[str, Any]
+    origin: str
+    created_by: str
+    created_at: datetime
+    next_fire_at: datetime | None
+    last_fire_at: datetime | None
+    last_run_id: str | None
+    missed: int
+    last_error: str | None
+
+
+def parse_when(text: str, now: datetime, timezone: str = "UTC") -> datetime:
+    """``in 30m`` / ``30m`` (from now) or ``at 18:00`` / ``18:00`` (the next such time in
+    ``timezone``) or an ISO time; ScheduleError with the accepted forms otherwise."""
+    value = text.strip()
+    lowered = value.lower()
+    if lowered.startswith("in "):
+        value = value[3:].strip()
+        try:
+            return now + parse_duration(value)
+        except ValueError as exc:
+            raise ScheduleError(str(exc)) from None
+    if lowered.startswith("at "):
+        value = value[3:].strip()
+    tz = cron.zone(timezone)
+    match = re.fullmatch(r"(\d{1,2}):(\d{2})", value)
+    if match:
+        hour, minute = int(match.group(1)), int(match.group(2))
+        if hour > 23 or minute > 59:
+            raise ScheduleError(f"{value!r} is not a time of day (HH:MM, 00:00 to 23:59)")
+        local = now.astimezone(tz)
+        at = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
+        if at <= local:
+            at += timedelta(days=1)
+        return at
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise ScheduleError(
+            f"cannot read {text!r} as a time: use `in 30m`, `at 18:00` or an ISO time "
+            "like 2026-12-01T18:00"
+        ) from None
+    return at if at.tzinfo else at.replace(tzinfo=tz)
+
+
+def declared_id(playbook: str, spec: dict[str, Any]) -> str:
+    raw = json.dumps([playbook, spec], sort_keys=True).encode()
+    return "pb-" + hashlib.sha256(raw).hexdigest()[:10]
+
+
+class Schedules:
+    def __init__(self, engine: Engine, *, grace: float = 300.0, poll: float = 10.0) -> None:
+        self.engine = engine
+        self.store = engine.store
+        self.clock = engine.clock
+        self.timers = engine.timers
+        self.grace = timedelta(seconds=grace)
+        self.poll = timedelta(seconds=poll)
+        self._armed: dict[str, datetime] = {}
+        self._running = False
+
+    # --- life cycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bring declared schedules in line with the catalog, catch up on missed fires,
+        arm every schedule's next fire, and start watching the table."""
+        self._running = True
+        await self.sync_declared()
+        await self._catch_up()
+        await self.refresh()
+
+    def stop(self) -> None:
+        self._running = False
+        for sid in list(self._armed):
+            self.timers.cancel(_key(sid))
+        self.timers.cancel("schedules:poll")
+        self._armed.clear()
+
+    # --- the API behind `schedule`, `schedules`, `unschedule` ---------------------------
+
+    async def add_cron(
+        self,
+        playbook: str,
+        expression: str,
+        params: dict[str, Any],
+        by: str,
+        *,
+        timezone: str = "UTC",
+        origin: str = "cli",
+    ) -> ScheduleView:
+        try:
+            nxt = cron.next_fire(expression, timezone, self.clock.now())
+        except ValueError as exc:
+            raise ScheduleError(str(exc)) from None
+        return await self._add(playbook, "cron", expression, timezone, nxt, params, by, origin)
+
+    async def add_once(
+        self,
+        playbook: str,
+        at: datetime,
+        params: dict[str, Any],
+        by: str,
+        *,
+        origin: str = "cli",
+    ) -> ScheduleView:
+        if at <= self.clock.now():
+            raise ScheduleError(f"{at.isoformat()} is in the past: pick a time to come")
+        zone = str(getattr(at.tzinfo, "key", "UTC"))
+        return await self._add(playbook, "once", None, zone, at, params, by, origin)
+
+    async def list(self, playbook: str | None = None) -> list[ScheduleView]:
+        q = sa.select(t.schedules).order_by(t.schedules.c.next_fire_at, t.schedules.c.id)
+        if playbook:
+            q = q.where(t.schedules.c.playbook == playbook)
+        return [_view(r) for r in await self.store.all(q)]
+
+    async def remove(self, schedule_id: str, by: str) -> ScheduleView:
+        row = await self.store.one(sa.select(t.schedules).where(t.schedules.c.id == schedule_id))
+        if row is None:
+            known = [r.id for r in await self.store.all(sa.select(t.schedules.c.id))]
+            raise ScheduleError(
+                f"No schedule with id {schedule_id!r}."
+                + (f" Known: {', '.join(sorted(known))}." if known else "")
+            )
+        if row.origin == "playbook":
+            raise ScheduleError(
+                f"schedule {schedule_id} is declared in playbook {row.playbook!r}: remove the "
+                "trigger from its file and reload"
+            )
+        await self.store.write(
+            t.schedules.delete().where(t.schedules.c.id == schedule_id),
+            audit.op(self.clock.now(), by, "unschedule", schedule_id, {"playbook": row.playbook}),
+        )
+        self._disarm(schedule_id)
+        return _view(row)
+
+    # --- declared schedules --------------------------------------------------------------
+
+    async def sync_declared(self) -> None:
+        """Make the rows of declared schedules match the playbooks' triggers."""
+        wanted: dict[str, tuple[str, Any]] = {}
+        for playbook in self.engine.catalog:
+            for trig in playbook.triggers:
+                if trig.schedule is None:
+                    continue
+                spec = trig.schedule.model_dump(mode="json")
+                wanted[declared_id(playbook.name, spec)] = (playbook.name, trig.schedule)
+        rows = await self.store.all(
+            sa.select(t.schedules.c.id).where(t.schedules.c.origin == "playbook")
+        )
+        have = {r.id for r in rows}
+        now = self.clock.now()
+        ops: list[Op] = []
+        for sid in have - set(wanted):
+            ops.append(t.schedules.delete().where(t.schedules.c.id == sid))
+            self._disarm(sid)
+        for sid in set(wanted) - have:
+            name, spec = wanted[sid]
+            ops.append(
+                t.schedules.insert().values(
+                    id=sid,
+                    playbook=name,
+                    kind="cron",
+                    cron=spec.cron,
+                    timezone=spec.timezone,
+                    params=dict(spec.params),
+                    origin="playbook",
+                    created_by=f"playbook:{name}",
+                    created_at=now,
+                    next_fire_at=cron.next_fire(spec.cron, spec.timezone, now),
+                )
+            )
+        if ops:
+            await self.store.write(*ops)
+            log.info(
+                "declared schedules: %d added, %d removed",
+                len(set(wanted) - have),
+                len(have - set(wanted)),
+            )
+
+    # --- arming and firing -----------------------------------------------------------
+
+    async def refresh(self) -> None:
+        """Arm what the table says (rows other processes added included), disarm what is
+        gone, and come back in ``poll`` seconds."""
+        if not self._running:
+            return
+        rows = await self.store.all(sa.select(t.schedules.c.id, t.schedules.c.next_fire_at))
+        seen = set()
+        for row in rows:
+            seen.add(row.id)
+            if row.next_fire_at is None:
+                self._disarm(row.id)
+            elif self._armed.get(row.id) != row.next_fire_at:
+                self._arm(row.id, row.next_fire_at)
+        for sid in set(self._armed) - seen:
+            self._disarm(sid)
+        self.timers.set("schedules:poll", self.clock.now() + self.poll, self._poll)
+
+    def _poll(self) -> None:
+        self.engine.spawn(self.refresh(), "schedules-refresh")
+
+    def _arm(self, schedule_id: str, at: datetime) -> None:
+        self._armed[schedule_id] = at
+        self.timers.set(
+            _key(schedule_id),
+            at,
+            lambda: self.engine.spawn(self.fire(schedule_id, at), f"fire-{schedule_id}"),
+        )
+
+    def _disarm(self, schedule_id: str) -> None:
+        if self._armed.pop(schedule_id, None) is not None:
+            self.timers.cancel(_key(schedule_id))
+
+    async def fire(self, schedule_id: str, fire_time: datetime) -> str | None:
+        """Run the fire due at ``fire_time`` once; returns the run id (None if another
+        process took it, or the schedule is gone or moved)."""
+        self._armed.pop(schedule_id, None)
+        if not self._running:
+            return None
+        row = await self.store.one(sa.select(t.schedules).where(t.schedules.c.id == schedule_id))
+        if row is None or row.next_fire_at != fire_time:
+            return None
+        nxt = self._after(row, fire_time)
+        run_id = await self._run(row, fire_time, nxt)
+        if nxt is not None and self._running:
+            self._arm(schedule_id, nxt)
+        return run_id
+
+    def _after(self, row: sa.Row[Any], fire_time: datetime) -> datetime | None:
+        if row.kind != "cron":
+            return None
+        now = max(self.clock.now(), fire_time)
+        return cron.next_fire(row.cron, row.timezone, now)
+
+    async def _run(
+        self, row: sa.Row[Any], fire_time: datetime, nxt: datetime | None, missed: int = 0
+    ) -> str | None:
+        claim = _claim(row.id, fire_time, nxt, missed, once=row.kind == "once")
+        params = dict(row.params)
+        if row.secret_params:
+            params.update(self.engine.secret_box.decrypt(row.secret_params))
+        request = RunRequest(
+            playbook=row.playbook,
+            params=params,
+            requested_by=row.created_by,
+            trigger="schedule",
+            source={"schedule_id": row.id, "fire_time": fire_time.isoformat()},
+        )
+        try:
+            run_id = await self.engine.start_run(request, also=[claim])
+        except (FireTaken, ShuttingDown):
+            return None  # taken elsewhere, or it stays due for the next start
+        except BatonError as exc:  # the playbook changed under the schedule: say so
+            log.warning("schedule %s could not start %s: %s", row.id, row.playbook, exc)
+            await self.store.write(
+                t.schedules.update()
+                .where(t.schedules.c.id == row.id, t.schedules.c.next_fire_at == fire_time)
+                .values(next_fire_at=nxt, last_fire_at=fire_time, last_error=str(exc)),
+                audit.op(
+                    self.clock.now(),
+                    row.created_by,
+                    "schedule-failed",
+                    row.id,
+                    {"playbook": row.playbook, "error": str(exc)},
+                    outcome="error",
+                ),
+            )
+            return None
+        await self.store.write(
+            t.schedules.update().where(t.schedules.c.id == row.id).values(last_run_id=run_id)
+        )
+        return run_id
+
+    async def _catch_up(self) -> None:
+        """Fires that fell due while Baton was down: the latest runs once if within the
+        grace time; the others are counted as missed and audited."""
+        now = self.clock.now()
+        rows = await self.store.all(sa.select(t.schedules).where(t.schedules.c.next_fire_at <= now))
+        for row in rows:
+            due = [row.next_fire_at]
+            if row.kind == "cron":
+                due += cron.fires_between(row.cron, row.timezone, row.next_fire_at, now)
+            latest = due[-1]
+            runnable = now - latest <= self.grace
+            missed = len(due) - (1 if runnable else 0)
+            nxt = cron.next_fire(row.cron, row.timezone, now) if row.kind == "cron" else None
+            if missed:
+                log.warning(
+                    "schedule %s (%s) missed %d fire(s) while Baton was down",
+                    row.id,
+                    row.playbook,
+                    missed,
+                )
+                await self.store.write(
+                    audit.op(
+                        now,
+                        "baton",
+                        "schedule-missed",
+                        row.id,
+                        {
+                            "playbook": row.playbook,
+                            "count": missed,
+                            "first": due[0].isoformat(),
+                            "last": due[-1].isoformat(),
+                            "ran_latest": runnable,
+                        },
+                        outcome="missed",
+                    )
+                )
+            if runnable:
+                await self._run(row, row.next_fire_at, nxt, missed=missed)
+            else:
+                await self.store.write(
+                    t.schedules.update()
+                    .where(
+                        t.schedules.c.id == row.id, t.schedules.c.next_fire_at == row.next_fire_at
+                    )
+                    .values(next_fire_at=nxt, missed=t.schedules.c.missed + missed)
+                )
+
+    # --- helpers ---------------------------------------------------------------------
+
+    async def _add(
+        self,
+        playbook: str,
+        kind: str,
+        expression: str | None,
+        timezone: str,
+        at: datetime | None,
+        params: dict[str, Any],
+        by: str,
+        origin: str,
+    ) -> ScheduleView:
+        pb = self.engine.catalog.get(playbook)
+        typed = paramlib.coerce(pb, params)  # bad params are refused now, not at 2 a.m.
+        secret_names = paramlib.secret_names(pb)
+        secret = {k: str(v) for k, v in typed.items() if k in secret_names and v is not None}
+        shown = {k: v for k, v in params.items() if k not in secret}
+        now = self.clock.now()
+        sid = new_id()
+        await self.store.write(
+            t.schedules.insert().values(
+                id=sid,
+                playbook=playbook,
+                kind=kind,
+                cron=expression,
+                timezone=timezone,
+                params=shown,
+                secret_params=self.engine.secret_box.encrypt(secret) if secret else None,
+                origin=origin,
+                created_by=by,
+                created_at=now,
+                next_fire_at=at,
+            ),
+            audit.op(
+                now,
+                by,
+                "schedule",
+                playbook,
+                {
+                    "schedule_id": sid,
+                    "kind": kind,
+                    "cron": expression,
+                    "at": at.isoformat() if at else None,
+                    "params": paramlib.masked(pb, typed),
+                },
+            ),
+        )
+        if self._running and at is not None:
+            self._arm(sid, at)
+        row = await self.store.one(sa.select(t.schedules).where(t.schedules.c.id == sid))
+        assert row is not None
+        return _view(row)
+
+
+def _key(schedule_id: str) -> str:
+    return f"schedule:{schedule_id}"
+
+
+def _claim(
+    schedule_id: str, fire_time: datetime, nxt: datetime | None, missed: int, once: bool
+) -> Op:
+    """The op that takes a fire: it moves ``next_fire_at`` on only if it still is
+    ``fire_time``; otherwise the whole unit (the run with it) rolls back."""
+
+    def take(conn: sa.Connection) -> None:
+        where = (t.schedules.c.id == schedule_id, t.schedules.c.next_fire_at == fire_time)
+        if once:
+            done = conn.execute(t.schedules.delete().where(*where))
+        else:
+            done = conn.execute(
+                t.schedules.update()
+                .where(*where)
+                .values(
+                    next_fire_at=nxt,
+                    last_fire_at=fire_time,
+                    last_error=None,
+                    missed=t.schedules.c.missed + missed,
+                )
+            )
+        if not done.rowcount:
+            raise FireTaken(schedule_id)
+
+    return take
+
+
+def _view(row: sa.Row[Any]) -> ScheduleView:
+    when = (
+        row.cron
+        if row.kind == "cron"
+        else (row.next_fire_at.isoformat() if row.next_fire_at else "")
+    )
+    return ScheduleView(
+        id=row.id,
+        playbook=row.playbook,
+        kind=row.kind,
+        when=when,
+        timezone=row.timezone,
+        params=dict(row.params or {}),
+        origin=row.origin,
+        created_by=row.created_by,
+        created_at=row.created_at,
+        next_fire_at=row.next_fire_at,
+        last_fire_at=row.last_fire_at,
+        last_run_id=row.last_run_id,
+        missed=row.missed,
+        last_error=row.last_error,
+    )
