@@ -297,7 +297,7 @@ class Schedules:
     async def _run(
         self, row: sa.Row[Any], fire_time: datetime, nxt: datetime | None, missed: int = 0
     ) -> str | None:
-        claim = _claim(row.id, fire_time, nxt, missed, once=row.kind == "once")
+        claim = _claim(row.id, row.next_fire_at, fire_time, nxt, missed, once=row.kind == "once")
         params = dict(row.params)
         if row.secret_params:
             params.update(self.engine.secret_box.decrypt(row.secret_params))
@@ -316,7 +316,7 @@ class Schedules:
             log.warning("schedule %s could not start %s: %s", row.id, row.playbook, exc)
             await self.store.write(
                 t.schedules.update()
-                .where(t.schedules.c.id == row.id, t.schedules.c.next_fire_at == fire_time)
+                .where(t.schedules.c.id == row.id, t.schedules.c.next_fire_at == row.next_fire_at)
                 .values(next_fire_at=nxt, last_fire_at=fire_time, last_error=str(exc)),
                 audit.op(
                     self.clock.now(),
@@ -370,7 +370,7 @@ class Schedules:
                     )
                 )
             if runnable:
-                await self._run(row, row.next_fire_at, nxt, missed=missed)
+                await self._run(row, latest, nxt, missed=missed)
             else:
                 await self.store.write(
                     t.schedules.update()
@@ -440,13 +440,18 @@ def _key(schedule_id: str) -> str:
 
 
 def _claim(
-    schedule_id: str, fire_time: datetime, nxt: datetime | None, missed: int, once: bool
+    schedule_id: str,
+    due: datetime,
+    fire_time: datetime,
+    nxt: datetime | None,
+    missed: int,
+    once: bool,
 ) -> Op:
-    """The op that takes a fire: it moves ``next_fire_at`` on only if it still is
-    ``fire_time``; otherwise the whole unit (the run with it) rolls back."""
+    """The op that takes a fire: it moves ``next_fire_at`` on only if it still is ``due``
+    (what this process read); otherwise the whole unit, the run with it, rolls back."""
 
     def take(conn: sa.Connection) -> None:
-        where = (t.schedules.c.id == schedule_id, t.schedules.c.next_fire_at == fire_time)
+        where = (t.schedules.c.id == schedule_id, t.schedules.c.next_fire_at == due)
         if once:
             done = conn.execute(t.schedules.delete().where(*where))
         else:

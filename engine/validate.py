@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from engine import params, playbook, templating
 from engine.actions.registry import Registry
-from engine.errors import PlaybookInvalid, Problem, closest
+from engine.errors import ParamError, PlaybookInvalid, Problem, closest
 from engine.playbook import Lines, Phase, Playbook, Step
 
 RUN_FIELDS = ("id", "trigger", "requested_by", "playbook", "attempt", "source")
@@ -86,7 +86,19 @@ class _Checker:
                 self.pb.concurrency.key,
                 roots=CONCURRENCY_ROOTS,
             )
+        self.check_triggers()
         return sorted(self.problems, key=lambda p: p.line or 0)
+
+    def check_triggers(self) -> None:
+        """A schedule's params must fit the playbook now, not fail at 2 a.m."""
+        for i, trig in enumerate(self.pb.triggers):
+            if trig.schedule is None:
+                continue
+            try:
+                params.coerce(self.pb, trig.schedule.params)
+            except ParamError as exc:
+                for error in exc.errors:
+                    self.add(("triggers", i, "schedule", "params"), f"schedule params: {error}")
 
     # --- params ---------------------------------------------------------------------
 
