@@ -181,3 +181,36 @@ def test_serve_answers_health_and_stops_cleanly_on_sigterm(env: dict[str, str]) 
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_schedule_list_and_unschedule(env: dict[str, str]) -> None:
+    made = baton(env, "schedule", "greet", "0 9 * * 1-5", "who=team", "--timezone", "Europe/Paris")
+    assert made.returncode == 0, made.stderr
+    assert "scheduled greet as " in made.stdout
+    sid = made.stdout.split(" as ")[1].split(":")[0]
+    later = baton(env, "schedule", "greet", "in", "30m")
+    assert later.returncode == 0, later.stderr
+    listed = baton(env, "schedules")
+    assert sid in listed.stdout and "0 9 * * 1-5" in listed.stdout
+    assert "Europe/Paris" in listed.stdout and "carol" in listed.stdout
+    assert baton(env, "unschedule", sid).returncode == 0
+    assert sid not in baton(env, "schedules").stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["schedule", "greet", "0 2 * *"], "fields"),
+        (["schedule", "greet", "in", "soon"], "duration"),
+        (["schedule", "greet", "at", "25:00"], "time of day"),
+        (["schedule", "gret", "0 2 * * *"], "Did you mean 'greet'"),
+        (["schedule", "greet", "0 2 * * *", "whom=x"], "who"),
+        (["unschedule", "nope"], "nope"),
+    ],
+    ids=["cron-fields", "bad-duration", "bad-time", "unknown-playbook", "bad-param", "unknown"],
+)
+def test_schedule_mistakes_get_a_message(env: dict[str, str], args: list[str], needle: str) -> None:
+    out = baton(env, *args)
+    assert out.returncode == 2
+    assert needle in out.stderr
+    assert "Traceback" not in out.stderr
