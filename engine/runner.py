@@ -12,6 +12,7 @@ loses nothing that was acted upon.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Coroutine, Sequence
 from contextlib import suppress
@@ -102,6 +103,7 @@ class Engine:
         self._drivers: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._key_locks: dict[str, asyncio.Lock] = {}
+        self._definitions: dict[str, Playbook] = {}
         self._busy = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -654,7 +656,19 @@ class Engine:
         step_rows = await self.store.all(
             sa.select(t.steps).where(t.steps.c.run_id == run_id).order_by(t.steps.c.position)
         )
-        playbook = from_snapshot(row.definition)
+        return self._build(row, step_rows)
+
+    def _definition(self, snapshot: dict[str, Any]) -> Playbook:
+        """The playbook a run began with; parsed once per distinct definition."""
+        key = json.dumps(snapshot, sort_keys=True)
+        playbook = self._definitions.get(key)
+        if playbook is None:
+            playbook = self._definitions[key] = from_snapshot(snapshot)
+        return playbook
+
+    def _build(self, row: sa.Row[Any], step_rows: Sequence[sa.Row[Any]]) -> RunState:
+        """A run as its rows describe it."""
+        playbook = self._definition(row.definition)
         params = dict(row.params)
         revealed = self.secret_box.decrypt(row.secret_params) if row.secret_params else {}
         params.update(revealed)
@@ -701,31 +715,60 @@ class Engine:
         return run
 
     async def _resume(self) -> None:
-        rows = await self.store.all(
-            sa.select(t.runs.c.id, t.runs.c.concurrency_key, t.runs.c.status)
-            .where(t.runs.c.status.in_(["running", "waiting", "queued"]))
-            .order_by(t.runs.c.created_at)
-        )
-        keys = set()
-        for r in rows:
-            if r.status == "queued":
-                keys.add(r.concurrency_key)
-                continue
-            run = await self._load(r.id)
+        """Drive again every run a previous process left running or waiting: all of
+        them read in a few queries and claimed in one write, whatever their number."""
+        active = t.runs.c.status.in_(["running", "waiting"])
+
+        def read(conn: sa.Connection) -> tuple[Any, ...]:
+            runs = conn.execute(sa.select(t.runs).where(active).order_by(t.runs.c.created_at))
+            steps = conn.execute(
+                sa.select(t.steps).join(t.runs, t.runs.c.id == t.steps.c.run_id).where(active)
+            )
+            gates = conn.execute(
+                sa.select(t.approvals)
+                .join(t.runs, t.runs.c.id == t.approvals.c.run_id)
+                .where(active)
+            )
+            approved = conn.execute(
+                sa.select(t.decisions.c.approval_id, t.decisions.c.user)
+                .join(t.approvals, t.approvals.c.id == t.decisions.c.approval_id)
+                .join(t.runs, t.runs.c.id == t.approvals.c.run_id)
+                .where(active, t.decisions.c.decision == "approve")
+                .order_by(t.decisions.c.id)
+            )
+            queued = conn.execute(
+                sa.select(t.runs.c.concurrency_key).where(t.runs.c.status == "queued").distinct()
+            )
+            return runs.all(), steps.all(), gates.all(), approved.all(), queued.all()
+
+        runs, steps, gates, approved, queued = await self.store.read(read)
+        if runs:
+            await self.store.write(
+                t.runs.update().where(active).values(owner=self.owner, epoch=t.runs.c.epoch + 1)
+            )
+        by_run: dict[str, list[sa.Row[Any]]] = {}
+        for sr in steps:
+            by_run.setdefault(sr.run_id, []).append(sr)
+        gate_rows = {g.id: g for g in gates}
+        approvers: dict[str, list[str]] = {}
+        for d in approved:
+            approvers.setdefault(d.approval_id, []).append(d.user)
+        for row in runs:
+            run = self._build(row, by_run.get(row.id, []))
             run.resuming = True
             run.epoch += 1
-            await self.store.write(
-                t.runs.update()
-                .where(t.runs.c.id == run.id)
-                .values(owner=self.owner, epoch=run.epoch)
-            )
-            await self._rearm(run)
+            await self._rearm(run, gate_rows, approvers)
             self._spawn_driver(run)
-        for key in keys:
+        for (key,) in queued:
             if key is not None:
                 await self._admit_queued(key)
 
-    async def _rearm(self, run: RunState) -> None:
+    async def _rearm(
+        self,
+        run: RunState,
+        gates: dict[str, sa.Row[Any]],
+        approvers: dict[str, list[str]],
+    ) -> None:
         """Put back the timers and checks a waiting step depends on."""
         for step in run.steps.values():
             if step.status is not StepStatus.WAITING:
@@ -733,28 +776,21 @@ class Engine:
             if step.wake_reason in ("retry", "wait") and step.wake_at is not None:
                 self.machine.set_timer(run, step, step.wake_at, step.wake_reason)
             elif step.wake_reason == "approval" and step.approval_id:
-                row = await self.store.one(
-                    sa.select(t.approvals).where(t.approvals.c.id == step.approval_id)
-                )
-                if row is None:
+                gate = gates.get(step.approval_id)
+                if gate is None:
                     continue
-                step.on_timeout = str(row.spec.get("on_timeout", "reject"))
-                if row.status == "pending":
-                    if row.deadline_at is not None:
-                        self.machine.set_timer(run, step, row.deadline_at, "approval")
+                step.on_timeout = str(gate.spec.get("on_timeout", "reject"))
+                if gate.status == "pending":
+                    if gate.deadline_at is not None:
+                        self.machine.set_timer(run, step, gate.deadline_at, "approval")
                     continue
-                users = await self.store.all(
-                    sa.select(t.decisions.c.user).where(
-                        t.decisions.c.approval_id == row.id, t.decisions.c.decision == "approve"
-                    )
-                )
-                run.inbox.append(
+                run.inbox.append(  # decided while no process was driving the run
                     msg.GateClosed(
                         step_id=step.id,
-                        approval_id=row.id,
-                        outcome=row.status,
-                        reason=row.outcome_reason or row.status,
-                        output={"approval_id": row.id, "approved_by": [u.user for u in users]},
+                        approval_id=gate.id,
+                        outcome=gate.status,
+                        reason=gate.outcome_reason or gate.status,
+                        output={"approval_id": gate.id, "approved_by": approvers.get(gate.id, [])},
                     )
                 )
             elif step.wake_reason == "child" and step.child_run_id:
