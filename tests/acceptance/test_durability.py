@@ -89,7 +89,7 @@ PLAYBOOKS = {
         steps:
           - id: flaky
             action: shell
-            retry: {attempts: 3, delay: 3s}
+            retry: {attempts: 3, delay: 6s}
             with:
               script: |
                 echo try >> "$PARAM_DIR/flaky.log"
@@ -109,7 +109,7 @@ PLAYBOOKS = {
             needs: pause
             with: {{script: '{appends("after")}'}}
     """
-        for name, seconds in (("pause", 3), ("pause-short", 1))
+        for name, seconds in (("pause", 6), ("pause-short", 1))
     },
     # 5
     "gate": f"""
@@ -260,7 +260,7 @@ def test_kill_while_a_retry_is_pending_keeps_its_deadline(make_server: MakeServe
     server.kill()
     first = server.attempts(run_id, "flaky")[0]
     assert first.status == "failed"
-    assert waiting.wake_at == first.finished_at + timedelta(seconds=3)
+    assert waiting.wake_at == first.finished_at + timedelta(seconds=6)
 
     restarted = server.start()
     assert restarted < waiting.wake_at, "restarted too late to show the timer was re-armed"
@@ -299,7 +299,7 @@ def test_kill_during_a_wait_keeps_its_deadline(
     assert pause.status == "succeeded"
     assert pause.finished_at >= deadline
     if down_past_deadline:  # fired at start, not a full wait later
-        assert pause.finished_at - restarted < timedelta(seconds=2)
+        assert pause.finished_at - restarted < timedelta(seconds=5)
     assert pause.output["waited_until"] == deadline.isoformat()
     assert [a.status for a in server.attempts(run_id, "pause")] == ["succeeded"]
     assert lines(server.work / "after.log") == ["x"]
@@ -426,7 +426,7 @@ def test_a_queued_run_survives_a_kill_and_starts_when_the_first_ends(
 TICKER = """
     name: ticker
     triggers:
-      - schedule: {cron: "*/4 * * * * *"}
+      - schedule: {cron: "*/8 * * * * *"}
     steps:
       - id: tick
         action: shell
@@ -445,7 +445,7 @@ def test_a_kill_between_two_cron_fires_runs_each_fire_once(make_server: MakeServ
     first = server.wait_run(first.id)
     server.kill()
     first_fire = fire_time(first)
-    second_fire = first_fire + timedelta(seconds=4)
+    second_fire = first_fire + timedelta(seconds=8)
 
     restarted = server.start()
     assert restarted < second_fire, "restarted too late: the test wants a restart between fires"
