@@ -110,6 +110,30 @@ class Bench:
         return run_id
 
 
+async def open_store(root: Path) -> Store:
+    """A Store on ``root/bench.db`` (SQLite, WAL), opened."""
+    store = Store(f"sqlite:///{root / 'bench.db'}")
+    await store.open()
+    return store
+
+
+def new_engine(root: Path, store: Store) -> Engine:
+    """A real Engine on ``store``: the playbooks in ``root/playbooks``, the built-in actions
+    plus ``noop``, the real SchedulerTimers (APScheduler). Not started."""
+    registry = Registry.from_entry_points()
+    registry.add("noop", NoopAction())
+    catalog = Catalog.load(root / "playbooks", registry)
+    if catalog.problems:
+        raise RuntimeError("\n".join(map(str, catalog.problems)))
+    return Engine(
+        store=store,
+        catalog=catalog,
+        registry=registry,
+        secret_box=SecretBox.from_settings(None, root / "key"),
+        timers=SchedulerTimers(),
+    )
+
+
 @asynccontextmanager
 async def open_bench(subscriber: bool = True) -> AsyncIterator[Bench]:
     """A real engine on a SQLite WAL file in a fresh temp folder.
@@ -120,20 +144,8 @@ async def open_bench(subscriber: bool = True) -> AsyncIterator[Bench]:
     with tempfile.TemporaryDirectory(prefix="baton-bench-") as tmp:
         root = Path(tmp)
         write_playbooks(root / "playbooks", PLAYBOOKS)
-        registry = Registry.from_entry_points()
-        registry.add("noop", NoopAction())
-        catalog = Catalog.load(root / "playbooks", registry)
-        if catalog.problems:
-            raise RuntimeError("\n".join(map(str, catalog.problems)))
-        store = Store(f"sqlite:///{root / 'bench.db'}")
-        await store.open()
-        engine = Engine(
-            store=store,
-            catalog=catalog,
-            registry=registry,
-            secret_box=SecretBox.from_settings(None, root / "key"),
-            timers=SchedulerTimers(),
-        )
+        store = await open_store(root)
+        engine = new_engine(root, store)
         bench = Bench(root, store, engine)
         consumer: asyncio.Task[None] | None = None
         if subscriber:

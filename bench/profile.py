@@ -1,5 +1,6 @@
 """cProfile of the sequential no-op chain, the event loop and the writer thread apart,
-with the cost per step sorted into store, templating, pydantic, events and the rest."""
+with the cost per step sorted into store, templating, pydantic, events and the rest; then
+(bench/durability.py) of parking and resuming runs, and where parked runs' memory goes."""
 
 from __future__ import annotations
 
@@ -155,5 +156,8 @@ async def ceiling() -> None:
 
 
 def main() -> None:
+    from bench import durability
+
     asyncio.run(profile_sequential())
     asyncio.run(ceiling())
+    durability.profile_main()

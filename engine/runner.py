@@ -36,6 +36,7 @@ from engine.errors import (
     ConcurrencyLimit,
     InvalidTransition,
     NotAllowed,
+    Problem,
     RunNotFound,
     ShuttingDown,
 )
@@ -184,6 +185,13 @@ class Engine:
         raise InvalidTransition(f"run {run_id} is {status} and not driven by this process")
 
     # --- public API ------------------------------------------------------------------
+
+    def reload(self) -> list[Problem]:
+        """Read the playbook folder again. An invalid edit is refused with its problems
+        and the previous version of that playbook keeps running; runs in flight keep the
+        definition they began with."""
+        self.catalog = self.catalog.reload()
+        return list(self.catalog.problems)
 
     def plan(self, request: RunRequest) -> Plan:
         """A dry run: the resolved params and step order; nothing is stored or run."""
@@ -862,6 +870,7 @@ class Engine:
                 if finished:
                     await self._finish(run)
                     return
+                del batch  # a parked run must not keep its last batch's statements alive
                 if not run.inbox:
                     run.blocked = True
                     self._busy_dec()

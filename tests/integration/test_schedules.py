@@ -285,3 +285,23 @@ async def test_the_shipped_nightly_backup_is_scheduled_at_two(harness: HarnessFa
     [view] = await h.schedules.list()
     assert (view.playbook, view.when, view.origin) == ("nightly-backup", "0 2 * * *", "playbook")
     assert view.next_fire_at == datetime(2026, 1, 1, 2, 0, tzinfo=UTC)
+
+
+async def test_reload_refuses_an_invalid_edit_and_keeps_the_previous_version(
+    harness: HarnessFactory,
+) -> None:
+    h = await harness({"nightly": NIGHTLY})
+    path = h.root / "playbooks" / "nightly.yaml"
+    path.write_text(textwrap.dedent(NIGHTLY).replace('"0 2 * * *"', '"0 2 * *"'))
+    problems = h.engine.reload()
+    assert any("fields" in p.message and p.line == 4 for p in problems), problems
+    await h.schedules.sync_declared()
+    [kept] = await h.schedules.list()
+    assert kept.when == "0 2 * * *"  # the previous version keeps running
+    run_id = await h.run("nightly")
+    assert (await h.run_row(run_id)).status == "succeeded"
+    path.write_text(textwrap.dedent(NIGHTLY).replace('"0 2 * * *"', '"0 3 * * *"'))
+    assert h.engine.reload() == []
+    await h.schedules.sync_declared()
+    [edited] = await h.schedules.list()
+    assert edited.when == "0 3 * * *"
