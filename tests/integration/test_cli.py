@@ -172,7 +172,16 @@ def test_serve_answers_health_and_stops_cleanly_on_sigterm(env: dict[str, str]) 
             if "serving on" in line:
                 break
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as resp:
-            assert json.load(resp)["status"] == "ok"
+            assert json.load(resp) == {"status": "ok", "active_runs": 0, "playbooks": 1}
+        folder = Path(env["BATON_PLAYBOOKS"])
+        (folder / "second.yaml").write_text(textwrap.dedent(GOOD).replace("greet", "second"))
+        (folder / "greet.yaml").write_text("name: greet\nsteps: [oops\n")  # a broken edit
+        proc.send_signal(signal.SIGHUP)
+        for line in proc.stdout:
+            if "playbooks reloaded" in line:
+                break
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as resp:
+            assert json.load(resp)["playbooks"] == 2  # second added, greet kept as it was
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
