@@ -12,7 +12,6 @@ loses nothing that was acted upon.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable, Coroutine, Sequence
 from contextlib import suppress
@@ -24,7 +23,6 @@ import sqlalchemy as sa
 from engine import audit, planning, templating
 from engine import events as ev
 from engine import messages as msg
-from engine import params as paramlib
 from engine.actions import ActionContext, ChildRunSpec, Suspend
 from engine.actions.registry import Registry
 from engine.bus import EventBus
@@ -40,22 +38,20 @@ from engine.errors import (
     RunNotFound,
     ShuttingDown,
 )
+from engine.loading import RunRecords
 from engine.playbook import Phase, Playbook, from_snapshot
 from engine.requests import DecisionResult, Plan, RunRequest
-from engine.secrets import Masker, SecretBox
+from engine.secrets import SecretBox
 from engine.state import (
     ACTIVE_RUN,
     RunState,
     RunStatus,
     StepState,
     StepStatus,
-    new_id,
-    new_steps,
 )
 from engine.timing import Clock, SchedulerTimers, SystemClock, Timers
 from engine.transitions import Batch, RunMachine
 from storage import tables as t
-from storage.rows import Rows
 from storage.store import Op, Store, guard
 
 if TYPE_CHECKING:
@@ -99,12 +95,17 @@ class Engine:
         self.secrets = dict(secrets or {})
         self.owner = owner
         self.approver_check = approver_check
-        self._base_masker = Masker(self.secrets.values())
+        self.records = RunRecords(
+            store=store,
+            secret_box=secret_box,
+            secrets=self.secrets,
+            clock=self.clock,
+            owner=owner,
+        )
         self._runs: dict[str, RunState] = {}
         self._drivers: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._key_locks: dict[str, asyncio.Lock] = {}
-        self._definitions: dict[str, Playbook] = {}
         self._busy = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -203,7 +204,7 @@ class Engine:
         if self._stopping:
             raise ShuttingDown("Baton is shutting down; try again in a moment.")
         playbook = self.catalog.get(request.playbook)
-        run, ops = self._prepare(playbook, request)
+        run, ops = self.records.prepare(playbook, request)
         ops.extend(also)
         await self._admit_new(run, ops)
         return run.id
@@ -227,7 +228,7 @@ class Engine:
     async def cancel(self, run_id: str, by: str) -> None:
         run = self._runs.get(run_id)
         if run is None:
-            row = await self._run_row(run_id)
+            row = await self.records.row(run_id)
             status = RunStatus(row.status)
             if status is not RunStatus.QUEUED:
                 raise InvalidTransition(f"run {run_id} is already {status}; nothing to cancel")
@@ -276,7 +277,7 @@ class Engine:
         the rest run again."""
         if run_id in self._runs:
             raise InvalidTransition(f"run {run_id} is still active; cancel it or let it end")
-        row = await self._run_row(run_id)
+        row = await self.records.row(run_id)
         if row.status not in ("failed", "cancelled", "timed_out"):
             raise InvalidTransition(
                 f"run {run_id} is {row.status}; only failed, cancelled or timed-out runs "
@@ -323,7 +324,7 @@ class Engine:
             )
         )
         await self.store.write(reset, upd, self._audit(by, "retry", run_id, {}))
-        run = await self._load(run_id)
+        run = await self.records.load(run_id)
         run.status = RunStatus.QUEUED
         run.announced = False
         await self._admit_new(run, [], existing=True)
@@ -338,7 +339,7 @@ class Engine:
         if row is None:
             raise ApprovalNotFound(approval_id)
         run = self._runs.get(row.run_id)
-        comment = (run.masker if run is not None else self._base_masker).mask_text(comment)
+        comment = (run.masker if run is not None else self.records.base_masker).mask_text(comment)
         spec = row.spec
         if row.status != "pending":
             return DecisionResult(
@@ -435,92 +436,6 @@ class Engine:
 
     # --- preparing and admitting runs -------------------------------------------------
 
-    def _secret_values(self, playbook: Playbook, params: dict[str, Any]) -> list[str]:
-        names = paramlib.secret_names(playbook)
-        return [str(params[n]) for n in names if params.get(n)]
-
-    def _prepare(
-        self, playbook: Playbook, request: RunRequest, inherited: Masker | None = None
-    ) -> tuple[RunState, list[Op]]:
-        """The run and the ops that persist it. ``inherited``: the parent run's masker, so
-        a secret the parent hands to a child run is masked there too."""
-        params = paramlib.coerce(playbook, request.params)
-        secret_names = paramlib.secret_names(playbook)
-        base = inherited or self._base_masker
-        masker = base.with_values(self._secret_values(playbook, params))
-        masked = {
-            k: ("***" if k in secret_names and v is not None else masker.mask(v))
-            for k, v in params.items()
-        }
-        # kept encrypted: declared secrets, and text params that carry a known secret (so a
-        # resumed run gets their real value back rather than the masked one)
-        secret_params = {
-            k: str(v)
-            for k, v in params.items()
-            if v is not None and (k in secret_names or (isinstance(v, str) and masked[k] != v))
-        }
-        now = self.clock.now()
-        run = RunState(
-            id=new_id(),
-            playbook=playbook,
-            status=RunStatus.QUEUED,
-            params=params,
-            masked_params=masked,
-            masker=masker,
-            trigger=request.trigger,
-            requested_by=request.requested_by,
-            source=dict(request.source),
-            created_at=now,
-            parent_run_id=request.parent_run_id,
-            parent_step_id=request.parent_step_id,
-            concurrency_key=planning.concurrency_key(playbook, params),
-            steps=new_steps(playbook),
-            secrets=self.secrets,
-        )
-        ops: list[Op] = [
-            t.runs.insert().values(
-                id=run.id,
-                playbook=playbook.name,
-                status=run.status.value,
-                attempt=1,
-                params=masked,
-                secret_params=self.secret_box.encrypt(secret_params) if secret_params else None,
-                trigger=run.trigger,
-                source=run.source,
-                requested_by=run.requested_by,
-                parent_run_id=run.parent_run_id,
-                parent_step_id=run.parent_step_id,
-                concurrency_key=run.concurrency_key,
-                definition=playbook.snapshot(),
-                created_at=now,
-                queued_at=now,
-                owner=self.owner,
-                epoch=0,
-            ),
-            Rows(
-                "step_new",
-                [
-                    {
-                        "run_id": run.id,
-                        "step_id": s.id,
-                        "phase": s.phase.value,
-                        "position": s.position,
-                        "status": s.status.value,
-                        "attempts": 0,
-                    }
-                    for s in run.steps.values()
-                ],
-            ),
-            self._audit(
-                request.requested_by,
-                "run",
-                playbook.name,
-                {"run_id": run.id, "params": masked, "trigger": request.trigger},
-                source=request.source,
-            ),
-        ]
-        return run, ops
-
     def _lock(self, key: str) -> asyncio.Lock:
         return self._key_locks.setdefault(key, asyncio.Lock())
 
@@ -595,7 +510,7 @@ class Engine:
     ) -> tuple[RunState, list[Op]]:
         """A child run for a ``playbook`` step, started in the parent's own commit."""
         playbook = self.catalog.get(spec.playbook)
-        child, ops = self._prepare(
+        child, ops = self.records.prepare(
             playbook,
             RunRequest(
                 playbook=spec.playbook,
@@ -644,7 +559,7 @@ class Engine:
                 conc = from_snapshot(r.definition).concurrency
                 if conc is not None and active >= conc.limit:
                     break
-                run = await self._load(r.id)
+                run = await self.records.load(r.id)
                 run.announced = False  # it starts now: RunStarted is still to be published
                 ops: list[Op] = []
                 self._begin(run, ops)
@@ -652,75 +567,6 @@ class Engine:
                 active += 1
 
     # --- loading and resuming ---------------------------------------------------------
-
-    async def _run_row(self, run_id: str) -> sa.Row[Any]:
-        row = await self.store.one(sa.select(t.runs).where(t.runs.c.id == run_id))
-        if row is None:
-            raise RunNotFound(run_id)
-        return row
-
-    async def _load(self, run_id: str) -> RunState:
-        row = await self._run_row(run_id)
-        step_rows = await self.store.all(
-            sa.select(t.steps).where(t.steps.c.run_id == run_id).order_by(t.steps.c.position)
-        )
-        return self._build(row, step_rows)
-
-    def _definition(self, snapshot: dict[str, Any]) -> Playbook:
-        """The playbook a run began with; parsed once per distinct definition."""
-        key = json.dumps(snapshot, sort_keys=True)
-        playbook = self._definitions.get(key)
-        if playbook is None:
-            playbook = self._definitions[key] = from_snapshot(snapshot)
-        return playbook
-
-    def _build(self, row: sa.Row[Any], step_rows: Sequence[sa.Row[Any]]) -> RunState:
-        """A run as its rows describe it."""
-        playbook = self._definition(row.definition)
-        params = dict(row.params)
-        revealed = self.secret_box.decrypt(row.secret_params) if row.secret_params else {}
-        params.update(revealed)
-        run = RunState(
-            id=row.id,
-            playbook=playbook,
-            status=RunStatus(row.status),
-            params=params,
-            masked_params=dict(row.params),
-            masker=self._base_masker.with_values(revealed.values()),
-            trigger=row.trigger,
-            requested_by=row.requested_by,
-            source=dict(row.source or {}),
-            created_at=row.created_at,
-            attempt=row.attempt,
-            epoch=row.epoch,
-            started_at=row.started_at,
-            deadline_at=row.deadline_at,
-            parent_run_id=row.parent_run_id,
-            parent_step_id=row.parent_step_id,
-            concurrency_key=row.concurrency_key,
-            error=row.error,
-            failed_step=row.failed_step,
-            stop_reason=row.stop_reason,
-            stopped_by=row.stopped_by,
-            steps=new_steps(playbook),
-            secrets=self.secrets,
-            announced=True,
-        )
-        for sr in step_rows:
-            step = run.steps.get(sr.step_id)
-            if step is None:
-                continue
-            step.status = StepStatus(sr.status)
-            step.attempts = sr.attempts
-            step.output = sr.output
-            step.error = sr.error
-            step.started_at = sr.started_at
-            step.finished_at = sr.finished_at
-            step.wake_at = sr.wake_at
-            step.wake_reason = sr.wake_reason
-            step.approval_id = sr.approval_id
-            step.child_run_id = sr.child_run_id
-        return run
 
     async def _resume(self) -> None:
         """Drive again every run a previous process left running or waiting: all of
@@ -762,7 +608,7 @@ class Engine:
         for d in approved:
             approvers.setdefault(d.approval_id, []).append(d.user)
         for row in runs:
-            run = self._build(row, by_run.get(row.id, []))
+            run = self.records.build(row, by_run.get(row.id, []))
             run.resuming = True
             run.epoch += 1
             await self._rearm(run, gate_rows, approvers)
