@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,6 +10,7 @@ import sqlalchemy as sa
 from engine import events as ev
 from engine.requests import RunRequest
 from storage import tables as t
+from tests.fakes.processes import alive, wait_until
 from tests.harness import Harness
 
 E = TypeVar("E", bound=ev.Event)
@@ -28,30 +26,6 @@ async def start(
     return await h.engine.start_run(
         RunRequest(playbook=playbook, params=params or {}, requested_by=requested_by)
     )
-
-
-async def wait_until(condition: Callable[[], bool], within: float = 5.0) -> None:
-    """Poll ``condition`` on the event loop (for real processes only), failing after ``within``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not condition():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 async def started_pid(folder: Path) -> int:

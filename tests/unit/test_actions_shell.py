@@ -4,7 +4,6 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from pydantic import ValidationError
 from engine.actions import shell
 from engine.errors import ActionError
 from tests.fakes.actx import make_ctx
+from tests.fakes.processes import alive, wait_until
 
 PY = sys.executable
 
@@ -21,30 +21,6 @@ PY = sys.executable
 async def run_shell(params: dict[str, object] | None = None, **inputs: object) -> dict[str, object]:
     ctx = make_ctx(params=params or {})
     return await shell.ShellAction().run(ctx, shell.ShellInputs.model_validate(inputs))
-
-
-async def wait_until(condition: Callable[[], bool], within: float = 5.0) -> None:
-    """Poll ``condition`` on the event loop, failing after ``within`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not condition():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie waiting for a reaper counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def read_pid(path: Path) -> int | None:
