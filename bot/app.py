@@ -9,6 +9,7 @@ import gc
 import logging
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -91,6 +92,24 @@ async def open_baton(
         yield Baton(settings, store, engine, schedules)
 
 
+async def run_console(baton: Baton, user: str) -> None:
+    """The console front end on ``baton``'s engine, as ``user``, until end of input."""
+    from bot.commands import Actor, Commands
+    from bot.console import Console
+
+    commands = Commands(
+        engine=baton.engine, schedules=baton.schedules, timezone=baton.settings.timezone
+    )
+    actor = Actor(id=user, name=user, via="console")
+    await Console(engine=baton.engine, commands=commands, actor=actor).run()
+
+
+def wants_console(settings: Settings) -> bool:
+    """``baton serve`` chats in its terminal when Slack is not set up and it has one."""
+    slack = (settings.slack_bot_token, settings.slack_app_token, settings.slack_signing_secret)
+    return all(v is None for v in slack) and sys.stdin.isatty()
+
+
 async def serve(settings: Settings) -> None:
     """``baton serve``: the engine plus its HTTP server, until SIGINT/SIGTERM."""
     from aiohttp import web
@@ -125,5 +144,12 @@ async def serve(settings: Settings) -> None:
             stack.callback(loop.remove_signal_handler, sig)
         loop.add_signal_handler(signal.SIGHUP, lambda: baton.engine.spawn(baton.reload(), "reload"))
         stack.callback(loop.remove_signal_handler, signal.SIGHUP)
+        if wants_console(settings):
+            import getpass
+
+            log.info("no Slack tokens set: chat here (`help`; Ctrl-D or `quit` stops Baton)")
+            console = asyncio.create_task(run_console(baton, getpass.getuser()))
+            console.add_done_callback(lambda _: stop.set())
+            stack.callback(console.cancel)
         await stop.wait()
         log.info("stopping: letting running steps finish (up to %.0fs)", settings.drain_timeout)

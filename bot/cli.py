@@ -20,6 +20,7 @@ BATON_PORT, BATON_API_TOKEN, ...); see the README for the full list.
 
 examples:
   baton serve
+  baton console --as alice
   baton run nightly-backup source=/etc keep=3
   baton run disaster-recovery --dry-run
   baton validate playbooks/
@@ -46,6 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
         "the playbook folder; SIGINT/SIGTERM let running steps finish (BATON_DRAIN_TIMEOUT) "
         "and stop.",
     )
+
+    console = sub.add_parser(
+        "console",
+        help="chat with Baton in the terminal (the chat grammar; `help` inside lists it)",
+        description="Chat with Baton in this terminal, with the grammar of Slack and DMs: "
+        "help, playbooks, describe P, run P [k=v ...] [--dry-run], status [RUN], cancel RUN, "
+        'retry RUN, approve ID [comment], reject ID [reason], schedule P "CRON" | in 30m | '
+        "at 18:00 [k=v ...], schedules, unschedule ID, history [P]. Runs started here show "
+        "their progress live, approval prompts included. The engine runs in this process: "
+        "runs left active earlier resume and schedules fire. Commands are read from standard "
+        "input, so a script can pipe them in; at the end of input (or `quit`), the console "
+        "waits until its runs have finished or wait for a person, then exits 0.",
+    )
+    console.add_argument("--as", dest="user", default=None, help="who is chatting (default: $USER)")
 
     run = sub.add_parser(
         "run",
@@ -155,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             asyncio.run(serve(settings))
             return 0
+        if args.command == "console":
+            return asyncio.run(_console(settings, args.user))
         if args.command == "run":
             return asyncio.run(_run(settings, args))
         if args.command == "validate":
@@ -173,6 +190,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+async def _console(settings: Settings, user: str | None) -> int:
+    import getpass
+
+    from bot.app import open_baton, run_console
+
+    async with open_baton(settings) as baton:
+        await run_console(baton, user or getpass.getuser())
+    return 0
 
 
 async def _run(settings: Settings, args: argparse.Namespace) -> int:

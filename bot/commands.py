@@ -1,0 +1,725 @@
+"""The chat command language, the same in every front end (console, Slack, DMs).
+
+Two halves: ``parse(text)`` turns one line into a typed command (words split by
+``shlex``, so ``run deploy msg="hello world"`` works), and ``Commands.handle`` carries it
+out against the engine and answers with a ``Reply``: plain data (lines of text plus a few
+structured fields) that the console prints and the Slack front end turns into blocks.
+
+Decisions:
+
+- ``approve ID [comment]`` / ``reject ID [reason]``: the comment is free text, kept as
+  typed (``reject X don't, it's Friday``); one quoted string is unquoted.
+- Every command, allowed or refused, leaves one audit row: action ``command:VERB``, the
+  target (playbook, run, approval or schedule), the line with secret values masked, and
+  the outcome (``ok``, ``refused``, ``invalid`` for bad input, ``error`` for a bug).
+- ``status`` without a run lists the asker's active runs and their latest others.
+- Access rules are not checked yet: ``Commands._authorize`` is the one place where the
+  check will go; every command passes through it.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import sqlalchemy as sa
+
+from bot.progress import Progress
+from engine import audit as auditlib
+from engine import params as paramlib
+from engine import queries
+from engine import schedules as schedlib
+from engine.durations import format_duration
+from engine.errors import BatonError, NotAllowed, PlaybookNotFound, closest
+from engine.requests import RunRequest
+from engine.runner import Engine
+from storage import tables as t
+
+log = logging.getLogger(__name__)
+
+HISTORY_LIMIT = 10
+STATUS_LIMIT = 10
+ACTIVE = ("queued", "running", "waiting")
+SMART_QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"'})
+
+
+# --- who asks, and the answer ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who sent a command: a stable id (Slack user id, login name), a display name, and
+    the front end it came through (``console``, ``slack``, ...)."""
+
+    id: str
+    name: str = ""
+    via: str = "console"
+
+    @property
+    def shown(self) -> str:
+        return self.name or self.id
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A front-end-agnostic answer. ``ok`` False marks a refusal or a mistake;
+    ``run_id`` names the run the answer is about, ``follow`` asks the front end to show
+    that run's live progress; ``data`` carries structured details for richer renderers."""
+
+    lines: list[str]
+    ok: bool = True
+    run_id: str | None = None
+    follow: bool = False
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def _fail(*lines: str) -> Reply:
+    return Reply(list(lines), ok=False)
+
+
+# --- the grammar ---------------------------------------------------------------------------
+
+
+class CommandError(BatonError):
+    """A line that is not a valid command; the message says what was expected."""
+
+
+@dataclass(frozen=True)
+class Help:
+    topic: str | None = None
+
+
+@dataclass(frozen=True)
+class ListPlaybooks:
+    pass
+
+
+@dataclass(frozen=True)
+class Describe:
+    playbook: str
+
+
+@dataclass(frozen=True)
+class Run:
+    playbook: str
+    params: dict[str, str] = field(default_factory=dict)
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class Status:
+    run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Cancel:
+    run_id: str
+
+
+@dataclass(frozen=True)
+class Retry:
+    run_id: str
+
+
+@dataclass(frozen=True)
+class Decide:
+    approval_id: str
+    decision: Literal["approve", "reject"]
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """``cron`` for ``schedule P "CRON"``, ``when`` for ``in 30m`` / ``at 18:00``."""
+
+    playbook: str
+    cron: str | None = None
+    when: str | None = None
+    params: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ListSchedules:
+    pass
+
+
+@dataclass(frozen=True)
+class Unschedule:
+    schedule_id: str
+
+
+@dataclass(frozen=True)
+class History:
+    playbook: str | None = None
+
+
+Command = (
+    Help
+    | ListPlaybooks
+    | Describe
+    | Run
+    | Status
+    | Cancel
+    | Retry
+    | Decide
+    | Schedule
+    | ListSchedules
+    | Unschedule
+    | History
+)
+
+USAGE: dict[str, tuple[str, str]] = {
+    "help": ("help [COMMAND]", "list commands and playbooks, or explain one command"),
+    "playbooks": ("playbooks", "list the playbooks"),
+    "describe": ("describe PLAYBOOK", "a playbook's steps and params (types, defaults)"),
+    "run": (
+        "run PLAYBOOK [key=value ...] [--dry-run]",
+        'start a run (quote values with spaces: msg="hello world"); --dry-run shows the plan',
+    ),
+    "status": ("status [RUN]", "a run's steps, errors and approvals; no RUN: your runs"),
+    "cancel": ("cancel RUN", "cancel an active or queued run"),
+    "retry": ("retry RUN", "run a failed, cancelled or timed-out run again"),
+    "approve": ("approve ID [comment]", "approve a waiting approval"),
+    "reject": ("reject ID [reason]", "reject a waiting approval"),
+    "schedule": (
+        'schedule PLAYBOOK "CRON" | in 30m | at 18:00 [key=value ...]',
+        "run a playbook on a cron, after a delay, or at a time of day",
+    ),
+    "schedules": ("schedules", "list schedules with their next fire"),
+    "unschedule": ("unschedule ID", "remove a schedule"),
+    "history": ("history [PLAYBOOK]", "recent runs, of one playbook or of all"),
+}
+VERBS = tuple(USAGE)
+
+
+def _usage(verb: str) -> str:
+    return f"usage: {USAGE[verb][0]}"
+
+
+def _split(text: str) -> list[str]:
+    try:
+        return shlex.split(text)
+    except ValueError as exc:  # "No closing quotation", "No escaped character"
+        raise CommandError(f"cannot read that line ({exc}): close the quote") from None
+
+
+def _arity(verb: str, args: Sequence[str], low: int, high: int) -> None:
+    if not low <= len(args) <= high:
+        raise CommandError(_usage(verb))
+
+
+def parse(text: str) -> Command:
+    """One line of chat -> a command; CommandError (or the engine's ParamError for a
+    ``key=value`` that is not one) with the expected form otherwise."""
+    line = text.translate(SMART_QUOTES).strip()
+    if not line:
+        raise CommandError("say something: `help` lists the commands")
+    stream = io.StringIO(line)  # kept: the free text after an approval id is read raw
+    lexer = shlex.shlex(stream, posix=True)
+    lexer.whitespace_split = True
+    lexer.commenters = ""  # `#ops` is a channel, not a comment
+    try:
+        verb = (lexer.get_token() or "").lower()
+    except ValueError as exc:
+        raise CommandError(f"cannot read that line ({exc}): close the quote") from None
+    if verb in ("approve", "reject"):
+        return _parse_decision(verb, lexer, stream)
+    args = _split(line)[1:]
+    match verb:
+        case "help":
+            _arity(verb, args, 0, 1)
+            return Help(args[0].lower() if args else None)
+        case "playbooks":
+            _arity(verb, args, 0, 0)
+            return ListPlaybooks()
+        case "describe":
+            _arity(verb, args, 1, 1)
+            return Describe(args[0])
+        case "run":
+            return _parse_run(args)
+        case "status":
+            _arity(verb, args, 0, 1)
+            return Status(args[0] if args else None)
+        case "cancel":
+            _arity(verb, args, 1, 1)
+            return Cancel(args[0])
+        case "retry":
+            _arity(verb, args, 1, 1)
+            return Retry(args[0])
+        case "schedule":
+            return _parse_schedule(args)
+        case "schedules":
+            _arity(verb, args, 0, 0)
+            return ListSchedules()
+        case "unschedule":
+            _arity(verb, args, 1, 1)
+            return Unschedule(args[0])
+        case "history":
+            _arity(verb, args, 0, 1)
+            return History(args[0] if args else None)
+    hint = closest(verb, VERBS, n=1)
+    extra = f" Did you mean `{hint[0]}`?" if hint else ""
+    raise CommandError(f"Unknown command {verb!r}.{extra} `help` lists the commands.")
+
+
+def _parse_decision(verb: str, lexer: shlex.shlex, stream: io.StringIO) -> Decide:
+    try:
+        approval_id = lexer.get_token()
+    except ValueError:
+        approval_id = None
+    if not approval_id:
+        raise CommandError(_usage(verb))
+    rest = stream.read().strip()
+    comment = rest  # free text, kept as typed (apostrophes included) ...
+    if rest[:1] in ("'", '"'):  # ... unless it is one quoted string
+        try:
+            words = shlex.split(rest)
+        except ValueError:
+            words = []
+        if len(words) == 1:
+            comment = words[0]
+    return Decide(approval_id, "approve" if verb == "approve" else "reject", comment)
+
+
+def _parse_run(args: list[str]) -> Run:
+    dry_run = False
+    words: list[str] = []
+    for arg in args:
+        if arg == "--dry-run":
+            dry_run = True
+        elif arg.startswith("--") and "=" not in arg:
+            raise CommandError(f"unknown option {arg!r}; {_usage('run')}")
+        else:
+            words.append(arg)
+    if not words:
+        raise CommandError(_usage("run"))
+    playbook, rest = words[0], words[1:]
+    return Run(playbook, paramlib.parse_assignments(rest, playbook), dry_run)
+
+
+def _parse_schedule(args: list[str]) -> Schedule:
+    if len(args) < 2:
+        raise CommandError(f"say which playbook and when: {_usage('schedule')}")
+    playbook, first = args[0], args[1]
+    if first.lower() in ("in", "at"):
+        if len(args) < 3 or "=" in args[2]:
+            raise CommandError(f"say when after {first!r}: e.g. `in 30m` or `at 18:00`")
+        when = f"{first.lower()} {args[2]}"
+        return Schedule(playbook, when=when, params=paramlib.parse_assignments(args[3:], playbook))
+    if "=" in first:
+        raise CommandError(f"say when before the params: {_usage('schedule')}")
+    return Schedule(playbook, cron=first, params=paramlib.parse_assignments(args[2:], playbook))
+
+
+# --- carrying commands out -----------------------------------------------------------------
+
+
+def _target(command: Command) -> str:
+    match command:
+        case Describe() | Run() | Schedule():
+            return command.playbook
+        case Status() | Cancel() | Retry():
+            return command.run_id or ""
+        case Decide():
+            return command.approval_id
+        case Unschedule():
+            return command.schedule_id
+        case History():
+            return command.playbook or ""
+        case Help():
+            return command.topic or ""
+    return ""
+
+
+def _verb(command: Command) -> str:
+    if isinstance(command, Decide):
+        return command.decision
+    names: dict[type, str] = {
+        Help: "help",
+        ListPlaybooks: "playbooks",
+        Describe: "describe",
+        Run: "run",
+        Status: "status",
+        Cancel: "cancel",
+        Retry: "retry",
+        Schedule: "schedule",
+        ListSchedules: "schedules",
+        Unschedule: "unschedule",
+        History: "history",
+    }
+    return names[type(command)]
+
+
+class Commands:
+    """Runs parsed commands against the engine; one instance serves every front end."""
+
+    def __init__(
+        self, *, engine: Engine, schedules: schedlib.Schedules, timezone: str = "UTC"
+    ) -> None:
+        self.engine = engine
+        self.schedules = schedules
+        self.store = engine.store
+        self.timezone = timezone
+
+    async def handle(self, actor: Actor, text: str, where: dict[str, Any]) -> Reply:
+        """Answer one line of chat. Never raises: mistakes and refusals become replies,
+        a bug becomes a generic reply (details in the log)."""
+        verb = text.strip().split(" ", 1)[0].lower()[:40]
+        target, shown, outcome = "", verb, "ok"
+        try:
+            command = parse(text)
+            verb, target, shown = _verb(command), _target(command), self._masked(command)
+            self._authorize(actor, verb, target)
+            reply = await self._execute(actor, command, where)
+            if not reply.ok:
+                outcome = "invalid"
+        except NotAllowed as exc:
+            outcome, reply = "refused", _fail(str(exc))
+        except PlaybookNotFound as exc:
+            outcome = "invalid"
+            hint = ", ".join(f"`{s}`" for s in exc.suggestions)
+            more = f"Did you mean {hint}?" if hint else "`playbooks` lists them."
+            reply = _fail(f"Unknown playbook {exc.name!r}. {more}")
+        except BatonError as exc:
+            outcome, reply = "invalid", _fail(*str(exc).splitlines())
+        except Exception:
+            log.exception("command %r from %s failed", shown, actor.id)
+            outcome = "error"
+            reply = _fail("Something went wrong; the server log has the details.")
+        try:
+            await self.store.write(
+                auditlib.op(
+                    self.engine.clock.now(),
+                    actor.id,
+                    f"command:{verb}"[:64],
+                    target[:500],
+                    {"text": shown, "via": actor.via},
+                    outcome,
+                    where,
+                )
+            )
+        except Exception:
+            log.exception("could not write the audit row of %r from %s", shown, actor.id)
+        return reply
+
+    def _authorize(self, actor: Actor, action: str, target: str) -> None:
+        """The one place access is checked (``authorize(actor, action, target)`` from the
+        access rules, next); raises NotAllowed saying who may. Today everyone may."""
+
+    def _masked(self, command: Command) -> str:
+        """The command as text for the audit trail, secret values replaced by ``***``."""
+        if not isinstance(command, Run | Schedule):
+            return _shown(command)
+        params: dict[str, Any]
+        try:
+            playbook = self.engine.catalog.get(command.playbook)
+            params = {**command.params}
+            for name in paramlib.secret_names(playbook):
+                if name in params:
+                    params[name] = paramlib.MASK
+        except PlaybookNotFound:
+            params = dict.fromkeys(command.params, paramlib.MASK)
+        words = [_verb(command), command.playbook]
+        if isinstance(command, Schedule):
+            words.append(command.when or command.cron or "")
+        words += [f"{k}={v}" for k, v in params.items()]
+        if isinstance(command, Run) and command.dry_run:
+            words.append("--dry-run")
+        return shlex.join(words)
+
+    async def _execute(self, actor: Actor, command: Command, where: dict[str, Any]) -> Reply:
+        match command:
+            case Help():
+                return self._help(command.topic)
+            case ListPlaybooks():
+                return self._playbooks()
+            case Describe():
+                return self._describe(command.playbook)
+            case Run():
+                return await self._run(actor, command, where)
+            case Status():
+                if command.run_id is None:
+                    return await self._my_runs(actor)
+                return await self._status(command.run_id)
+            case Cancel():
+                await self.engine.cancel(command.run_id, actor.id)
+                return Reply(
+                    [f"cancelling run {command.run_id}"], run_id=command.run_id, follow=True
+                )
+            case Retry():
+                await self.engine.retry(command.run_id, actor.id)
+                return Reply([f"retrying run {command.run_id}"], run_id=command.run_id, follow=True)
+            case Decide():
+                return await self._decide(actor, command)
+            case Schedule():
+                return await self._schedule(actor, command)
+            case ListSchedules():
+                return await self._schedules()
+            case Unschedule():
+                gone = await self.schedules.remove(command.schedule_id, actor.id)
+                return Reply([f"removed schedule {gone.id} ({gone.playbook}, {gone.when})"])
+            case History():
+                return await self._history(command.playbook)
+
+    # --- help and playbooks ------------------------------------------------------------
+
+    def _help(self, topic: str | None) -> Reply:
+        if topic is None:
+            width = max(len(u) for u, _ in USAGE.values())
+            lines = ["commands:"]
+            lines += [f"  {u:<{width}}  {what}" for u, what in USAGE.values()]
+            lines.append("playbooks:")
+            lines += [f"  {line}" for line in self._playbooks().lines]
+            lines.append("`help COMMAND` for one command, `describe PLAYBOOK` for its params")
+            return Reply(lines)
+        if topic in self.engine.catalog and topic not in USAGE:
+            return self._describe(topic)
+        if topic not in USAGE:
+            hint = closest(topic, VERBS, n=1)
+            extra = f" Did you mean `{hint[0]}`?" if hint else ""
+            return _fail(f"No command {topic!r}.{extra} `help` lists the commands.")
+        usage, what = USAGE[topic]
+        lines = [usage, f"  {what}"]
+        if topic in ("run", "schedule"):
+            for pb in self.engine.catalog:
+                described = paramlib.describe(pb)
+                lines.append(f"{pb.name}:" if described else f"{pb.name}: (no params)")
+                lines += [f"  {d}" for d in described]
+        return Reply(lines)
+
+    def _playbooks(self) -> Reply:
+        catalog = self.engine.catalog
+        if not len(catalog):
+            return Reply(["no playbooks loaded"])
+        width = max(len(n) for n in catalog.names())
+        return Reply(
+            [f"{pb.name:<{width}}  {_first_line(pb.description)}".rstrip() for pb in catalog]
+        )
+
+    def _describe(self, name: str) -> Reply:
+        pb = self.engine.catalog.get(name)
+        lines = [f"{pb.name}: {_first_line(pb.description)}".rstrip()]
+        described = paramlib.describe(pb)
+        lines.append("params:" if described else "params: (none)")
+        lines += [f"  {d}" for d in described]
+        lines.append("steps: " + ", ".join(step.id for step in pb.steps))
+        example = " ".join(f"{n}=..." for n, spec in pb.params.items() if spec.required)
+        lines.append(f"run it: run {pb.name} {example}".rstrip())
+        return Reply(lines, data={"playbook": pb.name})
+
+    # --- runs --------------------------------------------------------------------------
+
+    async def _run(self, actor: Actor, command: Run, where: dict[str, Any]) -> Reply:
+        request = RunRequest(
+            playbook=command.playbook,
+            params=command.params,
+            requested_by=actor.id,
+            trigger=actor.via,
+            source=dict(where),
+        )
+        if command.dry_run:
+            buf = io.StringIO()
+            Progress(buf).plan(self.engine.plan(request))
+            return Reply(buf.getvalue().splitlines(), data={"playbook": command.playbook})
+        run_id = await self.engine.start_run(request)
+        return Reply(
+            [f"started {command.playbook} as run {run_id}"],
+            run_id=run_id,
+            follow=True,
+            data={"playbook": command.playbook},
+        )
+
+    async def _status(self, run_id: str) -> Reply:
+        run = await queries.get_run(self.store, run_id)
+        lines = [
+            f"run {run['id']}: {run['playbook']} {run['status']}"
+            f" (by {run['requested_by']} via {run['trigger']}, {_when(run['created_at'])})",
+        ]
+        shown = _params(run["params"])
+        if shown:
+            lines.append(f"params: {shown}")
+        if run["error"]:
+            lines.append(f"error: {run['error']}")
+        for step in run["steps"]:
+            tries = f", {step['attempts']} attempts" if step["attempts"] > 1 else ""
+            took = _took(step["started_at"], step["finished_at"])
+            phase = f" [{step['phase']}]" if step.get("phase", "main") != "main" else ""
+            lines.append(f"  {step['id']}{phase}: {step['status']}{tries}{took}")
+            if step["error"]:
+                lines.append(f"    {_first_line(step['error'])}")
+        approvals = await self._pending_approvals(run_id)
+        for gate in approvals:
+            lines.append(
+                f"waiting for approval {gate['id']} on step {gate['step_id']}: "
+                f"{gate['message']} (approvers: {gate['approvers']}) "
+                f"- `approve {gate['id']}` or `reject {gate['id']} REASON`"
+            )
+        return Reply(lines, run_id=run_id, data={"run": run, "approvals": approvals})
+
+    async def _pending_approvals(self, run_id: str) -> list[dict[str, Any]]:
+        rows = await self.store.all(
+            sa.select(t.approvals)
+            .where(t.approvals.c.run_id == run_id, t.approvals.c.status == "pending")
+            .order_by(t.approvals.c.created_at)
+        )
+        return [
+            {
+                "id": r.id,
+                "step_id": r.step_id,
+                "message": (r.spec or {}).get("message") or "approval needed",
+                "approvers": describe_approvers(r.spec or {}, r.requested_by),
+            }
+            for r in rows
+        ]
+
+    async def _my_runs(self, actor: Actor) -> Reply:
+        latest = await queries.list_runs(self.store, limit=200)
+        runs = [r for r in latest if r["requested_by"] == actor.id]
+        active = [r for r in runs if r["status"] in ACTIVE]
+        room = max(0, STATUS_LIMIT - len(active))
+        recent = [r for r in runs if r["status"] not in ACTIVE][:room]
+        if not active and not recent:
+            return Reply([f"{actor.shown} has no runs yet; `history` shows everyone's"])
+        lines = [f"active runs of {actor.shown}:" if active else f"no active runs of {actor.shown}"]
+        lines += [_run_line(r) for r in active]
+        if recent:
+            lines.append("recent:")
+            lines += [_run_line(r) for r in recent]
+        return Reply(lines, data={"runs": active + recent})
+
+    async def _history(self, playbook: str | None) -> Reply:
+        runs = await queries.list_runs(self.store, limit=HISTORY_LIMIT, playbook=playbook)
+        if not runs:
+            if playbook is not None and playbook not in self.engine.catalog:
+                raise PlaybookNotFound(playbook, self.engine.catalog.names())
+            return Reply([f"no runs of {playbook} yet" if playbook else "no runs yet"])
+        return Reply([_run_line(r) for r in runs], data={"runs": runs})
+
+    async def _decide(self, actor: Actor, command: Decide) -> Reply:
+        result = await self.engine.decide(
+            command.approval_id, actor.id, command.decision, command.comment
+        )
+        row = await self.store.one(
+            sa.select(t.approvals.c.run_id).where(t.approvals.c.id == command.approval_id)
+        )
+        run_id = row.run_id if row is not None else None
+        lines = [result.message]
+        if result.recorded and result.status == "pending":
+            lines.append(f"approval {command.approval_id} still needs more approvals")
+        elif result.recorded:
+            lines.append(f"approval {command.approval_id} is {result.status}; run {run_id} goes on")
+        return Reply(
+            lines,
+            ok=result.recorded,
+            run_id=run_id,
+            follow=result.recorded,
+            data={"approval_id": command.approval_id, "status": result.status},
+        )
+
+    # --- schedules -----------------------------------------------------------------------
+
+    async def _schedule(self, actor: Actor, command: Schedule) -> Reply:
+        if command.when is not None:
+            at = schedlib.parse_when(command.when, self.engine.clock.now(), self.timezone)
+            made = await self.schedules.add_once(
+                command.playbook, at, command.params, actor.id, origin=actor.via
+            )
+        else:
+            made = await self.schedules.add_cron(
+                command.playbook,
+                command.cron or "",
+                command.params,
+                actor.id,
+                timezone=self.timezone,
+                origin=actor.via,
+            )
+        nxt = _short(made.next_fire_at) or "never"
+        return Reply(
+            [
+                f"scheduled {made.playbook} as {made.id}: {made.when} ({made.timezone}); "
+                f"next run {nxt}"
+            ],
+            data={"schedule_id": made.id},
+        )
+
+    async def _schedules(self) -> Reply:
+        views = await self.schedules.list()
+        if not views:
+            return Reply(["no schedules"])
+        lines = []
+        for v in views:
+            params = _params(v.params)
+            lines.append(
+                f"{v.id}  {v.playbook}  {v.when} ({v.timezone})  "
+                f"next {_short(v.next_fire_at) or '-'}"
+                f"  by {v.created_by}" + (f"  {params}" if params else "")
+            )
+        return Reply(lines, data={"schedules": [v.id for v in views]})
+
+
+# --- formatting --------------------------------------------------------------------------
+
+
+def describe_approvers(spec: dict[str, Any], requested_by: str) -> str:
+    """Who may decide on a gate, as people read it."""
+    approvers = spec.get("approvers") or {}
+    names = [
+        ("@" if kind == "usergroups" else "") + str(who)
+        for kind in ("users", "usergroups", "groups")
+        for who in approvers.get(kind) or []
+    ]
+    if not spec.get("allow_self_approval", False):
+        names = [n for n in names if n != requested_by]
+        return ", ".join(names) or f"anyone but {requested_by}"
+    return ", ".join(names) or "anyone"
+
+
+def _shown(command: Command) -> str:
+    verb = _verb(command)
+    match command:
+        case Decide():
+            words = [verb, command.approval_id] + ([command.comment] if command.comment else [])
+            return shlex.join(words)
+        case _:
+            target = _target(command)
+            return f"{verb} {shlex.quote(target)}" if target else verb
+
+
+def _first_line(text: str | None) -> str:
+    return text.strip().splitlines()[0] if text and text.strip() else ""
+
+
+def _params(params: dict[str, Any] | None) -> str:
+    return " ".join(f"{k}={v}" for k, v in (params or {}).items() if v is not None)
+
+
+def _when(iso: str | None) -> str:
+    return iso[:19].replace("T", " ") if iso else ""
+
+
+def _short(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S %Z").strip() if value is not None else ""
+
+
+def _took(started: str | None, finished: str | None) -> str:
+    if not started or not finished:
+        return ""
+    delta = datetime.fromisoformat(finished) - datetime.fromisoformat(started)
+    return f", {format_duration(delta.total_seconds())}"
+
+
+def _run_line(run: dict[str, Any]) -> str:
+    took = _took(run["started_at"], run["finished_at"])
+    return (
+        f"  {run['id']}  {run['playbook']}  {run['status']}{took}"
+        f"  by {run['requested_by']} via {run['trigger']}  {_when(run['created_at'])}"
+    )

@@ -1,0 +1,143 @@
+"""The console front end: the chat grammar in a terminal, or driven through stdin.
+
+Lines are read by a daemon thread (so a blocked read never holds up the process's exit,
+and stdin may be a terminal, a pipe or a file); one task takes both the lines and the
+engine's events, so a reply is printed before the live updates of the run it started.
+Live updates are shown for the runs this console started, retried, cancelled or decided
+on. At end of input (or ``quit``/``exit``) the console waits until those runs have
+finished or wait for a person or a timer, prints what is left, and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import threading
+from typing import Any, TextIO
+
+from bot.commands import Actor, Commands, describe_approvers
+from bot.progress import Progress
+from engine import events as ev
+from engine.bus import Subscription
+from engine.runner import Engine
+
+PROMPT = "baton> "
+QUIT = frozenset({"quit", "exit"})
+
+
+class ConsoleProgress(Progress):
+    """Progress lines, with approval prompts that say how to answer from here."""
+
+    def render(self, event: ev.Event) -> None:
+        match event:
+            case ev.ApprovalRequested():
+                who = describe_approvers({"approvers": event.approvers}, event.requested_by)
+                self.say(
+                    f"  ? approval {event.approval_id} needed: {event.message} (approvers: {who})"
+                )
+                self.say(
+                    f"    answer with `approve {event.approval_id} [comment]` "
+                    f"or `reject {event.approval_id} [reason]`"
+                )
+            case ev.ApprovalDecided():
+                comment = f": {event.comment}" if event.comment else ""
+                self.say(f"  {event.user} {event.decision}d {event.approval_id}{comment}")
+            case ev.ApprovalClosed():
+                self.say(f"  approval {event.approval_id} {event.outcome}")
+            case _:
+                super().render(event)
+
+
+def _reader(
+    source: TextIO, loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[str | None]
+) -> None:
+    try:
+        for line in source:
+            loop.call_soon_threadsafe(lines.put_nowait, line)
+    except (OSError, ValueError):
+        pass
+    finally:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
+            loop.call_soon_threadsafe(lines.put_nowait, None)
+
+
+class Console:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        commands: Commands,
+        actor: Actor,
+        source: TextIO = sys.stdin,
+        out: TextIO = sys.stdout,
+        interactive: bool | None = None,
+    ) -> None:
+        self.engine = engine
+        self.commands = commands
+        self.actor = actor
+        self.source = source
+        self.out = out
+        self.interactive = source.isatty() if interactive is None else interactive
+        self.progress = ConsoleProgress(out)
+        self.watched: set[str] = set()
+        self.where: dict[str, Any] = {"front_end": "console", "user": actor.id}
+
+    def _prompt(self) -> None:
+        if self.interactive:
+            print(PROMPT, end="", file=self.out, flush=True)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        lines: asyncio.Queue[str | None] = asyncio.Queue()
+        threading.Thread(
+            target=_reader, args=(self.source, loop, lines), name="console-stdin", daemon=True
+        ).start()
+        if self.interactive:
+            self.progress.say("Baton console: `help` lists commands, `quit` or Ctrl-D ends.")
+        with self.engine.bus.subscribe() as events:
+            self._prompt()
+            while True:
+                line = await self._next(lines, events)
+                if line is None:
+                    break
+                text = line.strip()
+                if not text:
+                    self._prompt()
+                    continue
+                if text.lower() in QUIT:
+                    break
+                reply = await self.commands.handle(self.actor, text, self.where)
+                if reply.follow and reply.run_id:
+                    self.watched.add(reply.run_id)
+                for out in reply.lines:
+                    self.progress.say(out)
+                self._show(events)
+                self._prompt()
+            await self.engine.wait_idle()
+            self._show(events)
+        if self.interactive:
+            self.progress.say("")
+
+    async def _next(self, lines: asyncio.Queue[str | None], events: Subscription) -> str | None:
+        """The next line of input, rendering events while waiting for it."""
+        while True:
+            getter = asyncio.ensure_future(lines.get())
+            event = asyncio.ensure_future(events.queue.get())
+            done, _ = await asyncio.wait({getter, event}, return_when=asyncio.FIRST_COMPLETED)
+            if event in done:
+                self._render(event.result())
+            else:
+                event.cancel()
+            if getter in done:
+                return getter.result()
+            getter.cancel()
+            self._show(events)
+
+    def _show(self, events: Subscription) -> None:
+        for event in events.drain():
+            self._render(event)
+
+    def _render(self, event: ev.Event) -> None:
+        if event.run_id in self.watched:
+            self.progress.render(event)

@@ -1,0 +1,110 @@
+"""`baton console` driven through standard input, as a script would: whole processes."""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+BATON = str(Path(sys.executable).parent / "baton")
+
+GREET = """
+name: greet
+description: Greet someone.
+params:
+  who: {type: string, default: world}
+steps:
+  - id: hello
+    action: shell
+    with: {argv: [echo, "hello {{ params.who }}"]}
+"""
+
+GATE = """
+name: gate
+steps:
+  - id: ask
+    action: approval
+    with: {message: "Ship it?"}
+  - id: after
+    action: log
+    needs: ask
+    with: {message: shipped}
+"""
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    folder = tmp_path / "playbooks"
+    folder.mkdir()
+    (folder / "greet.yaml").write_text(textwrap.dedent(GREET))
+    (folder / "gate.yaml").write_text(textwrap.dedent(GATE))
+    return {
+        **os.environ,
+        "BATON_DATABASE_URL": f"sqlite:///{tmp_path / 'baton.db'}",
+        "BATON_PLAYBOOKS": str(folder),
+        "BATON_KEY_FILE": str(tmp_path / "key"),
+        "USER": "carol",
+    }
+
+
+def console(env: dict[str, str], text: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [BATON, "console", *args],
+        env=env,
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def runs(tmp_path: Path) -> list[tuple[str, str, str, str]]:
+    with sqlite3.connect(tmp_path / "baton.db") as db:
+        rows = db.execute("SELECT playbook, status, trigger, requested_by FROM runs").fetchall()
+    return [tuple(r) for r in rows]
+
+
+def test_console_runs_a_playbook_with_live_progress(env: dict[str, str], tmp_path: Path) -> None:
+    out = console(env, 'run greet who="ops team"\nstatus\nrnu\n')
+    assert out.returncode == 0, out.stderr
+    assert "baton> " not in out.stdout  # no prompt when stdin is not a terminal
+    assert re.search(r"started greet as run \w+", out.stdout)
+    assert "active runs of carol:" in out.stdout or "recent:" in out.stdout
+    assert "✓ hello" in out.stdout
+    assert re.search(r"run \w+: succeeded", out.stdout)
+    assert "Did you mean `run`?" in out.stdout
+    assert "Traceback" not in out.stdout + out.stderr
+    assert runs(tmp_path) == [("greet", "succeeded", "console", "carol")]
+
+
+def test_approval_across_two_consoles(env: dict[str, str], tmp_path: Path) -> None:
+    first = console(env, "run gate\n", "--as", "alice")
+    assert first.returncode == 0, first.stderr
+    found = re.search(r"answer with `approve (\w+) \[comment\]`", first.stdout)
+    assert found, first.stdout
+    gate = found.group(1)
+    assert runs(tmp_path) == [("gate", "waiting", "console", "alice")]
+    own = console(env, f"approve {gate}\n", "--as", "alice")
+    assert "cannot approve" in own.stdout
+    second = console(env, f"approve {gate} ship it\nquit\nstatus\n", "--as", "bob")
+    assert second.returncode == 0, second.stderr
+    assert f"bob approved {gate}" in second.stdout
+    assert "shipped" in second.stdout
+    assert re.search(r"run \w+: succeeded", second.stdout)
+    assert "active runs" not in second.stdout  # nothing is read after `quit`
+    assert runs(tmp_path) == [("gate", "succeeded", "console", "alice")]
+
+
+def test_console_help(env: dict[str, str]) -> None:
+    out = subprocess.run(
+        [BATON, "console", "--help"], env=env, capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0
+    assert "usage: baton console" in out.stdout and "--as" in out.stdout
