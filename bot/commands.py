@@ -27,10 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-import sqlalchemy as sa
-
 from bot.progress import Progress
-from engine import audit as auditlib
 from engine import params as paramlib
 from engine import queries
 from engine import schedules as schedlib
@@ -38,7 +35,6 @@ from engine.durations import format_duration
 from engine.errors import BatonError, NotAllowed, PlaybookNotFound, closest
 from engine.requests import RunRequest
 from engine.runner import Engine
-from storage import tables as t
 
 log = logging.getLogger(__name__)
 
@@ -396,16 +392,13 @@ class Commands:
             outcome = "error"
             reply = _fail("Something went wrong; the server log has the details.")
         try:
-            await self.store.write(
-                auditlib.op(
-                    self.engine.clock.now(),
-                    actor.id,
-                    f"command:{verb}"[:64],
-                    target[:500],
-                    {"text": shown, "via": actor.via},
-                    outcome,
-                    where,
-                )
+            await self.engine.audit(
+                actor.id,
+                f"command:{verb}"[:64],
+                target[:500],
+                {"text": shown, "via": actor.via},
+                outcome,
+                where,
             )
         except Exception:
             log.exception("could not write the audit row of %r from %s", shown, actor.id)
@@ -556,7 +549,7 @@ class Commands:
             lines.append(f"  {step['id']}{phase}: {step['status']}{tries}{took}")
             if step["error"]:
                 lines.append(f"    {_first_line(step['error'])}")
-        approvals = await self._pending_approvals(run_id)
+        approvals = await queries.pending_approvals(self.store, run_id)
         for gate in approvals:
             lines.append(
                 f"waiting for approval {gate['id']} on step {gate['step_id']}: "
@@ -565,25 +558,8 @@ class Commands:
             )
         return Reply(lines, run_id=run_id, data={"run": run, "approvals": approvals})
 
-    async def _pending_approvals(self, run_id: str) -> list[dict[str, Any]]:
-        rows = await self.store.all(
-            sa.select(t.approvals)
-            .where(t.approvals.c.run_id == run_id, t.approvals.c.status == "pending")
-            .order_by(t.approvals.c.created_at)
-        )
-        return [
-            {
-                "id": r.id,
-                "step_id": r.step_id,
-                "message": (r.spec or {}).get("message") or "approval needed",
-                "approvers": describe_approvers(r.spec or {}, r.requested_by),
-            }
-            for r in rows
-        ]
-
     async def _my_runs(self, actor: Actor) -> Reply:
-        latest = await queries.list_runs(self.store, limit=200)
-        runs = [r for r in latest if r["requested_by"] == actor.id]
+        runs = await queries.list_runs(self.store, limit=200, requested_by=actor.id)
         active = [r for r in runs if r["status"] in ACTIVE]
         room = max(0, STATUS_LIMIT - len(active))
         recent = [r for r in runs if r["status"] not in ACTIVE][:room]
@@ -608,10 +584,7 @@ class Commands:
         result = await self.engine.decide(
             command.approval_id, actor.id, command.decision, command.comment
         )
-        row = await self.store.one(
-            sa.select(t.approvals.c.run_id).where(t.approvals.c.id == command.approval_id)
-        )
-        run_id = row.run_id if row is not None else None
+        run_id = await queries.approval_run(self.store, command.approval_id)
         lines = [result.message]
         if result.recorded and result.status == "pending":
             lines.append(f"approval {command.approval_id} still needs more approvals")
@@ -667,20 +640,6 @@ class Commands:
 
 
 # --- formatting --------------------------------------------------------------------------
-
-
-def describe_approvers(spec: dict[str, Any], requested_by: str) -> str:
-    """Who may decide on a gate, as people read it."""
-    approvers = spec.get("approvers") or {}
-    names = [
-        ("@" if kind == "usergroups" else "") + str(who)
-        for kind in ("users", "usergroups", "groups")
-        for who in approvers.get(kind) or []
-    ]
-    if not spec.get("allow_self_approval", False):
-        names = [n for n in names if n != requested_by]
-        return ", ".join(names) or f"anyone but {requested_by}"
-    return ", ".join(names) or "anyone"
 
 
 def _shown(command: Command) -> str:

@@ -16,9 +16,10 @@ import sys
 import threading
 from typing import Any, TextIO
 
-from bot.commands import Actor, Commands, describe_approvers
+from bot.commands import Actor, Commands
 from bot.progress import Progress
 from engine import events as ev
+from engine import queries
 from engine.bus import Subscription
 from engine.runner import Engine
 
@@ -32,7 +33,7 @@ class ConsoleProgress(Progress):
     def render(self, event: ev.Event) -> None:
         match event:
             case ev.ApprovalRequested():
-                who = describe_approvers({"approvers": event.approvers}, event.requested_by)
+                who = queries.describe_approvers({"approvers": event.approvers}, event.requested_by)
                 self.say(
                     f"  ? approval {event.approval_id} needed: {event.message} (approvers: {who})"
                 )

@@ -68,12 +68,19 @@ async def get_run(store: Store, run_id: str) -> dict[str, Any]:
 
 
 async def list_runs(
-    store: Store, *, limit: int = 50, playbook: str | None = None, status: str | None = None
+    store: Store,
+    *,
+    limit: int = 50,
+    playbook: str | None = None,
+    status: str | None = None,
+    requested_by: str | None = None,
 ) -> list[dict[str, Any]]:
     def read(conn: sa.Connection) -> list[dict[str, Any]]:
         q = sa.select(*_RUN_COLUMNS).order_by(t.runs.c.created_at.desc(), t.runs.c.id)
         if playbook:
             q = q.where(t.runs.c.playbook == playbook)
+        if requested_by:
+            q = q.where(t.runs.c.requested_by == requested_by)
         if status:
             q = q.where(t.runs.c.status == status)
         rows = conn.execute(q.limit(limit)).all()
@@ -101,3 +108,43 @@ async def step_tails(store: Store, run_id: str) -> list[dict[str, Any]]:
         .order_by(t.steps.c.position)
     )
     return [_step_json(r) for r in rows]
+
+
+def describe_approvers(spec: dict[str, Any], requested_by: str) -> str:
+    """Who may decide on a gate, as people read it (the requester left out unless the
+    gate allows self-approval)."""
+    approvers = spec.get("approvers") or {}
+    names = [
+        ("@" if kind == "usergroups" else "") + str(who)
+        for kind in ("users", "usergroups", "groups")
+        for who in approvers.get(kind) or []
+    ]
+    if not spec.get("allow_self_approval", False):
+        names = [n for n in names if n != requested_by]
+        return ", ".join(names) or f"anyone but {requested_by}"
+    return ", ".join(names) or "anyone"
+
+
+async def pending_approvals(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """The gates of a run still waiting for decisions, oldest first."""
+    rows = await store.all(
+        sa.select(t.approvals)
+        .where(t.approvals.c.run_id == run_id, t.approvals.c.status == "pending")
+        .order_by(t.approvals.c.created_at)
+    )
+    return [
+        {
+            "id": r.id,
+            "step_id": r.step_id,
+            "message": (r.spec or {}).get("message") or "approval needed",
+            "approvers": describe_approvers(r.spec or {}, r.requested_by),
+            "deadline_at": _iso(r.deadline_at),
+        }
+        for r in rows
+    ]
+
+
+async def approval_run(store: Store, approval_id: str) -> str | None:
+    """The run an approval gate belongs to."""
+    row = await store.one(sa.select(t.approvals.c.run_id).where(t.approvals.c.id == approval_id))
+    return row.run_id if row is not None else None

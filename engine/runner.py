@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 import sqlalchemy as sa
 
-from engine import audit, planning, templating
+from engine import audit, planning, queries, templating
 from engine import events as ev
 from engine import messages as msg
 from engine.actions import ActionContext, ChildRunSpec, Suspend
@@ -355,7 +355,7 @@ class Engine:
             await self.store.write(self._audit(user, decision, approval_id, {}, "refused"))
             raise NotAllowed(
                 f"{user} may not decide on {approval_id}; approvers: "
-                f"{_describe_approvers(spec.get('approvers') or {})}"
+                f"{queries.describe_approvers(spec, row.requested_by)}"
             )
         now = self.clock.now()
         outcome: dict[str, Any] = {}
@@ -853,9 +853,18 @@ class Engine:
     ) -> Op:
         return audit.op(self.clock.now(), actor, action, target, detail, outcome, source)
 
-    async def audit(self, actor: str, action: str, target: str, **detail: Any) -> None:
-        """Record something a front end did (a refused command, say) in the audit trail."""
-        await self.store.write(self._audit(actor, action, target, detail))
+    async def audit(
+        self,
+        actor: str,
+        action: str,
+        target: str,
+        detail: dict[str, Any],
+        outcome: str = "ok",
+        source: dict[str, Any] | None = None,
+    ) -> None:
+        """Record something a front end did (a command, allowed or refused) in the audit
+        trail."""
+        await self.store.write(self._audit(actor, action, target, detail, outcome, source))
 
     @property
     def active_runs(self) -> list[str]:
@@ -876,14 +885,6 @@ def _limit_reached(playbook: Playbook, key: str, taken: int) -> ConcurrencyLimit
         f"{playbook.name}: {taken} run(s) already hold concurrency key {key!r} "
         f"(limit {limit}); try again when they finish"
     )
-
-
-def _describe_approvers(approvers: dict[str, Any]) -> str:
-    parts = []
-    for kind in ("users", "usergroups", "groups"):
-        for who in approvers.get(kind) or []:
-            parts.append(str(who))
-    return ", ".join(parts) or "anyone but the requester"
 
 
 __all__ = ["ACTIVE_RUN", "Engine", "RunRequest"]
