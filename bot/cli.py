@@ -223,6 +223,7 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
         progress.plan(planning.plan(catalog, request))
         return 0
     from bot.app import open_baton
+    from engine import events as ev
     from engine import queries
 
     async with open_baton(settings, resume=False) as baton:
@@ -230,7 +231,7 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
         with engine.bus.subscribe() as events:
             run_id = await engine.start_run(request)
             waiter = asyncio.ensure_future(engine.wait_for(run_id))
-            children: set[str] = set()
+            family = {run_id}  # the run and its child runs (`playbook` steps)
             while not waiter.done():
                 getter = asyncio.ensure_future(events.queue.get())
                 await asyncio.wait({waiter, getter}, return_when=asyncio.FIRST_COMPLETED)
@@ -238,10 +239,12 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
                     getter.cancel()
                     continue
                 event = getter.result()
-                if event.run_id == run_id or event.run_id in children:
+                if isinstance(event, ev.RunStarted) and event.parent_run_id in family:
+                    family.add(event.run_id)
+                if event.run_id in family:
                     progress.render(event)
             for event in events.drain():
-                if event.run_id == run_id:
+                if event.run_id in family:
                     progress.render(event)
             status = waiter.result()
         if status.value != "succeeded":

@@ -31,6 +31,7 @@ class RunStarted(Event):
     trigger: str
     attempt: int = 1
     resumed: bool = False
+    parent_run_id: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -695,6 +695,7 @@ class Engine:
                             trigger=run.trigger,
                             attempt=run.attempt,
                             resumed=run.announced,
+                            parent_run_id=run.parent_run_id,
                         )
                     )
                     if run.resuming:

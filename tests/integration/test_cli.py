@@ -223,3 +223,18 @@ def test_schedule_mistakes_get_a_message(env: dict[str, str], args: list[str], n
     assert out.returncode == 2
     assert needle in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_run_shows_the_progress_of_child_runs(env: dict[str, str]) -> None:
+    folder = Path(env["BATON_PLAYBOOKS"])
+    (folder / "child.yaml").write_text(
+        "name: child\nsteps:\n  - {id: inner, action: log, with: {message: inside the child}}\n"
+    )
+    (folder / "parent.yaml").write_text(
+        "name: parent\nsteps:\n  - {id: call, action: playbook, with: {name: child}}\n"
+    )
+    out = baton(env, "run", "parent")
+    assert out.returncode == 0, out.stderr
+    assert "child by carol" in out.stdout
+    assert "inside the child" in out.stdout
+    assert out.stdout.index("inside the child") < out.stdout.index("✓ call")
