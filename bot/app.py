@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from bot.settings import Settings
 from engine.actions.registry import Registry
 from engine.catalog import Catalog
+from engine.errors import BatonError
 from engine.runner import Engine
 from engine.schedules import Schedules
 from engine.secrets import SecretBox, load_secrets
@@ -127,7 +128,13 @@ async def serve(settings: Settings) -> None:
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, settings.host, settings.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise BatonError(
+                f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}; "
+                "set BATON_HOST / BATON_PORT"
+            ) from None
         log.info(
             "Baton serving on http://%s:%d (%d playbooks, database %s)",
             settings.host,

@@ -238,3 +238,21 @@ def test_run_shows_the_progress_of_child_runs(env: dict[str, str]) -> None:
     assert "child by carol" in out.stdout
     assert "inside the child" in out.stdout
     assert out.stdout.index("inside the child") < out.stdout.index("✓ call")
+
+
+def test_serve_on_a_port_in_use_says_so(env: dict[str, str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run(
+            [BATON, "serve"],
+            env={**env, "BATON_PORT": str(port)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert out.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in out.stderr
+    assert "Traceback" not in out.stderr
