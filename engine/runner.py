@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 import sqlalchemy as sa
 
-from engine import audit, planning, queries, templating
+from engine import audit, gates, planning, queries, templating
 from engine import events as ev
 from engine import messages as msg
 from engine.actions import ActionContext, ChildRunSpec, Suspend
@@ -358,52 +358,18 @@ class Engine:
                 f"{queries.describe_approvers(spec, row.requested_by)}"
             )
         now = self.clock.now()
-        outcome: dict[str, Any] = {}
-
-        def record(conn: sa.Connection) -> None:
-            seen = conn.execute(
-                sa.select(t.decisions.c.decision).where(
-                    t.decisions.c.approval_id == approval_id, t.decisions.c.user == user
-                )
-            ).first()
-            if seen is not None:
-                outcome["dup"] = seen.decision
-                return
-            conn.execute(
-                t.decisions.insert().values(
-                    approval_id=approval_id, user=user, decision=decision, comment=comment, at=now
-                )
-            )
-            approvals = conn.execute(
-                sa.select(t.decisions.c.user, t.decisions.c.comment).where(
-                    t.decisions.c.approval_id == approval_id,
-                    t.decisions.c.decision == "approve",
-                )
-            ).all()
-            closing = None
-            if decision == "reject":
-                closing = "rejected"
-            elif len(approvals) >= int(spec.get("min_approvals", 1)):
-                closing = "approved"
-            if closing:
-                done = conn.execute(
-                    t.approvals.update()
-                    .where(t.approvals.c.id == approval_id, t.approvals.c.status == "pending")
-                    .values(status=closing, closed_at=now, outcome_reason=comment)
-                )
-                if done.rowcount:
-                    outcome["closed"] = closing
-                    outcome["approved_by"] = [a.user for a in approvals]
-
+        outcome = gates.Outcome()
+        quorum = int(spec.get("min_approvals", 1))
         await self.store.write(
-            record, self._audit(user, decision, approval_id, {"comment": comment})
+            gates.record(approval_id, user, decision, comment, now, quorum, outcome),
+            self._audit(user, decision, approval_id, {"comment": comment}),
         )
-        if "dup" in outcome:
+        if outcome.earlier is not None:
             return DecisionResult(
                 approval_id,
                 False,
                 "pending",
-                f"{user} already decided ({outcome['dup']}) on {approval_id}",
+                f"{user} already decided ({outcome.earlier}) on {approval_id}",
             )
         playbook = run.playbook.name if run else ""
         self.bus.publish(
@@ -418,7 +384,7 @@ class Engine:
                 comment=comment,
             )
         )
-        closed = outcome.get("closed")
+        closed = outcome.closed
         if closed and run is not None:
             self._post(
                 run,
@@ -427,7 +393,7 @@ class Engine:
                     approval_id=approval_id,
                     outcome=closed,
                     reason=f"{closed} by {user}" + (f": {comment}" if comment else ""),
-                    output={"approval_id": approval_id, "approved_by": outcome["approved_by"]},
+                    output={"approval_id": approval_id, "approved_by": outcome.approved_by},
                 ),
             )
         return DecisionResult(

@@ -1,0 +1,78 @@
+"""Approval gates in the database: recording a decision and closing the gate, at once.
+
+A decision is one row per (gate, user), so a second click, a retried request or a
+second process changes nothing; the gate closes with a guarded update, so two decisions
+racing cannot close it twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from storage import tables as t
+
+
+@dataclass
+class Outcome:
+    """What recording a decision did: ``earlier`` is set when this user had already
+    decided; ``closed`` ("approved"/"rejected") when this decision closed the gate."""
+
+    earlier: str | None = None
+    closed: str | None = None
+    approved_by: list[str] = field(default_factory=list)
+
+
+def record(
+    approval_id: str,
+    user: str,
+    decision: str,
+    comment: str,
+    at: datetime,
+    quorum: int,
+    outcome: Outcome,
+) -> Callable[[sa.Connection], None]:
+    """The op that records ``user``'s decision and closes the gate when it decides it."""
+
+    def op(conn: sa.Connection) -> None:
+        seen = conn.execute(
+            sa.select(t.decisions.c.decision).where(
+                t.decisions.c.approval_id == approval_id, t.decisions.c.user == user
+            )
+        ).first()
+        if seen is not None:
+            outcome.earlier = seen.decision
+            return
+        conn.execute(
+            t.decisions.insert().values(
+                approval_id=approval_id, user=user, decision=decision, comment=comment, at=at
+            )
+        )
+        approvers = [
+            r.user
+            for r in conn.execute(
+                sa.select(t.decisions.c.user)
+                .where(
+                    t.decisions.c.approval_id == approval_id, t.decisions.c.decision == "approve"
+                )
+                .order_by(t.decisions.c.id)
+            )
+        ]
+        closing = "rejected" if decision == "reject" else None
+        if closing is None and len(approvers) >= quorum:
+            closing = "approved"
+        if closing is None:
+            return
+        done = conn.execute(
+            t.approvals.update()
+            .where(t.approvals.c.id == approval_id, t.approvals.c.status == "pending")
+            .values(status=closing, closed_at=at, outcome_reason=comment)
+        )
+        if done.rowcount:
+            outcome.closed = closing
+            outcome.approved_by = approvers
+
+    return op
