@@ -82,7 +82,7 @@ async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
 async def healthz(request: web.Request) -> web.Response:
     baton = _baton(request)
     try:
-        await baton.store.scalar(_select_one())
+        await queries.ping(baton.store)
     except Exception as exc:
         return _error(503, f"database unavailable: {exc}")
     return web.json_response(
@@ -92,12 +92,6 @@ async def healthz(request: web.Request) -> web.Response:
             "playbooks": len(baton.engine.catalog),
         }
     )
-
-
-def _select_one() -> Any:
-    import sqlalchemy as sa
-
-    return sa.select(sa.literal(1))
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -169,9 +163,11 @@ def _plan_json(plan: Any) -> dict[str, Any]:
 async def list_runs(request: web.Request) -> web.Response:
     baton = _baton(request)
     try:
-        limit = min(int(request.query.get("limit", "50")), 500)
+        limit = int(request.query.get("limit", "50"))
     except ValueError:
-        return _error(400, "limit must be a whole number")
+        return _error(400, "limit must be a whole number from 1 to 500")
+    if not 1 <= limit <= 500:
+        return _error(400, "limit must be a whole number from 1 to 500")
     runs = await queries.list_runs(
         baton.store,
         limit=limit,

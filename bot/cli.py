@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs = sub.add_parser(
         "runs", help="show recent runs", description="Show recent runs, newest first."
     )
-    runs.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    runs.add_argument("--limit", type=_count, default=20, help="how many (default 20)")
     runs.add_argument("--playbook", help="only runs of this playbook")
     runs.add_argument("--status", help="only runs with this status (e.g. failed)")
 
@@ -140,6 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
     unsched.add_argument("id", help="schedule id")
     unsched.add_argument("--as", dest="user", default=None, help="who asks (default: $USER)")
     return parser
+
+
+def _count(text: str) -> int:
+    """A whole number from 1 to 1000, or argparse's own clear error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError("give a number from 1 to 1000")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -328,10 +339,10 @@ async def _runs(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _schedules(settings: Settings, args: argparse.Namespace) -> int:
     import getpass
+    import shlex
 
+    from bot import commands
     from bot.app import open_baton
-    from engine import params as paramlib
-    from engine import schedules as schedlib
 
     async with open_baton(settings, resume=False) as baton:
         book = baton.schedules
@@ -349,17 +360,17 @@ async def _schedules(settings: Settings, args: argparse.Namespace) -> int:
         more, words = extra.parse_known_args(args.when)
         user = more.user or user
         zone = more.timezone or settings.timezone
-        if not words:
-            print('baton: say when: "CRON", in 30m or at 18:00', file=sys.stderr)
-            return 2
-        if words[0].lower() in ("in", "at") and len(words) > 1:
-            when, rest = f"{words[0]} {words[1]}", words[2:]
-            params = paramlib.parse_assignments(rest, args.playbook)
-            at = schedlib.parse_when(when, baton.engine.clock.now(), zone)
-            made = await book.add_once(args.playbook, at, params, user)
-        else:
-            params = paramlib.parse_assignments(words[1:], args.playbook)
-            made = await book.add_cron(args.playbook, words[0], params, user, timezone=zone)
+        # the chat grammar reads the words: one meaning of `schedule` everywhere
+        wanted = commands.parse(shlex.join(["schedule", args.playbook, *words]))
+        assert isinstance(wanted, commands.Schedule)
+        made = await book.add(
+            wanted.playbook,
+            wanted.params,
+            user,
+            cron_expression=wanted.cron,
+            when=wanted.when,
+            timezone=zone,
+        )
         nxt = made.next_fire_at.isoformat() if made.next_fire_at else "never"
         print(
             f"scheduled {made.playbook} as {made.id}: {made.when} ({made.timezone}); next run {nxt}"

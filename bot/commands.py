@@ -601,20 +601,15 @@ class Commands:
     # --- schedules -----------------------------------------------------------------------
 
     async def _schedule(self, actor: Actor, command: Schedule) -> Reply:
-        if command.when is not None:
-            at = schedlib.parse_when(command.when, self.engine.clock.now(), self.timezone)
-            made = await self.schedules.add_once(
-                command.playbook, at, command.params, actor.id, origin=actor.via
-            )
-        else:
-            made = await self.schedules.add_cron(
-                command.playbook,
-                command.cron or "",
-                command.params,
-                actor.id,
-                timezone=self.timezone,
-                origin=actor.via,
-            )
+        made = await self.schedules.add(
+            command.playbook,
+            command.params,
+            actor.id,
+            cron_expression=command.cron,
+            when=command.when,
+            timezone=self.timezone,
+            origin=actor.via,
+        )
         nxt = _short(made.next_fire_at) or "never"
         return Reply(
             [

@@ -94,6 +94,11 @@ async def list_runs(
     return await store.read(read)
 
 
+async def ping(store: Store) -> None:
+    """Raise unless the database answers."""
+    await store.scalar(sa.select(sa.literal(1)))
+
+
 async def run_counts(store: Store) -> dict[str, int]:
     n = sa.func.count().label("n")
     rows = await store.all(sa.select(t.runs.c.status, n).group_by(t.runs.c.status))

@@ -169,6 +169,28 @@ class Schedules:
         zone = str(getattr(at.tzinfo, "key", "UTC"))
         return await self._add(playbook, "once", None, zone, at, params, by, origin)
 
+    async def add(
+        self,
+        playbook: str,
+        params: dict[str, Any],
+        by: str,
+        *,
+        cron_expression: str | None = None,
+        when: str | None = None,
+        timezone: str = "UTC",
+        origin: str = "cli",
+    ) -> ScheduleView:
+        """What `schedule P "CRON"` and `schedule P in 30m | at 18:00` mean, for every
+        front end: a cron schedule, or one time (``when`` read by ``parse_when``)."""
+        if when is not None:
+            at = parse_when(when, self.clock.now(), timezone)
+            return await self.add_once(playbook, at, params, by, origin=origin)
+        if not cron_expression:
+            raise ScheduleError('say when: "CRON", in 30m or at 18:00')
+        return await self.add_cron(
+            playbook, cron_expression, params, by, timezone=timezone, origin=origin
+        )
+
     async def list(self, playbook: str | None = None) -> list[ScheduleView]:
         q = sa.select(t.schedules).order_by(t.schedules.c.next_fire_at, t.schedules.c.id)
         if playbook:

@@ -232,3 +232,13 @@ async def test_approvals_decided_over_the_api(tmp_path: Path, db_url: str) -> No
             "/api/approvals/nope", json={"user": "bob", "decision": "approve"}, headers=AUTH
         )
         assert missing.status == 404
+
+
+@pytest.mark.parametrize("limit", ["0", "-5", "501", "many"], ids=str)
+async def test_list_limit_out_of_range_is_400(
+    served: tuple[TestClient[Any, Any], Baton], limit: str
+) -> None:
+    client, _ = served
+    resp = await client.get(f"/api/runs?limit={limit}")
+    assert resp.status == 400
+    assert "1 to 500" in (await resp.json())["error"]

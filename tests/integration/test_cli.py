@@ -215,8 +215,19 @@ def test_schedule_list_and_unschedule(env: dict[str, str]) -> None:
         (["schedule", "gret", "0 2 * * *"], "Did you mean 'greet'"),
         (["schedule", "greet", "0 2 * * *", "whom=x"], "who"),
         (["unschedule", "nope"], "nope"),
+        (["schedule", "greet", "in"], "say when"),
+        (["runs", "--limit", "0"], "1 to 1000"),
     ],
-    ids=["cron-fields", "bad-duration", "bad-time", "unknown-playbook", "bad-param", "unknown"],
+    ids=[
+        "cron-fields",
+        "bad-duration",
+        "bad-time",
+        "unknown-playbook",
+        "bad-param",
+        "unknown",
+        "no-when",
+        "bad-limit",
+    ],
 )
 def test_schedule_mistakes_get_a_message(env: dict[str, str], args: list[str], needle: str) -> None:
     out = baton(env, *args)
