@@ -29,6 +29,7 @@ from engine.requests import RunRequest
 if TYPE_CHECKING:
     from bot.app import Baton
     from bot.settings import Settings
+    from bot.slack.front import SlackFront
 
 BATON = web.AppKey("baton", object)
 MAX_BODY = 1024 * 1024
@@ -259,9 +260,13 @@ async def index(request: web.Request) -> web.Response:
     return web.Response(text=page, content_type="text/html")
 
 
-def create_app(settings: Settings, baton: Baton) -> web.Application:
+def create_app(
+    settings: Settings, baton: Baton, slack: SlackFront | None = None
+) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
     app[BATON] = baton
+    if slack is not None and slack.http_enabled:
+        app.router.add_post("/slack/events", slack.handle_http)
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

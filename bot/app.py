@@ -12,9 +12,11 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from bot.settings import Settings
+from engine.access import AccessRules
 from engine.actions.registry import Registry
 from engine.catalog import Catalog
 from engine.errors import BatonError
@@ -23,6 +25,9 @@ from engine.schedules import Schedules
 from engine.secrets import SecretBox, load_secrets
 from engine.timing import Clock, SchedulerTimers, Timers
 from storage.store import Store
+
+if TYPE_CHECKING:
+    from bot.commands import Commands
 
 log = logging.getLogger("baton")
 
@@ -33,6 +38,18 @@ class Baton:
     store: Store
     engine: Engine
     schedules: Schedules
+    rules: AccessRules = field(default_factory=AccessRules)
+
+    def commands(self) -> Commands:
+        """The command language on this engine, under these access rules."""
+        from bot.commands import Commands
+
+        return Commands(
+            engine=self.engine,
+            schedules=self.schedules,
+            timezone=self.settings.timezone,
+            rules=self.rules,
+        )
 
     async def reload(self) -> list[str]:
         """Reload the playbook folder; an invalid edit keeps the previous version.
@@ -64,6 +81,7 @@ async def open_baton(
     """Open the store and start the engine; on exit stop the engine (draining running
     steps) and close the store."""
     async with AsyncExitStack() as stack:
+        rules = AccessRules.load(settings.config)
         registry = Registry.from_entry_points()
         catalog = build_catalog(settings, registry)
         secret_key = settings.secret_key.get_secret_value() if settings.secret_key else None
@@ -90,19 +108,28 @@ async def open_baton(
         if resume:  # `baton run` neither resumes other runs nor fires schedules
             await schedules.start()
             stack.callback(schedules.stop)
-        yield Baton(settings, store, engine, schedules)
+        yield Baton(settings, store, engine, schedules, rules)
 
 
 async def run_console(baton: Baton, user: str) -> None:
     """The console front end on ``baton``'s engine, as ``user``, until end of input."""
-    from bot.commands import Actor, Commands
     from bot.console import Console
+    from engine.access import Actor
 
-    commands = Commands(
-        engine=baton.engine, schedules=baton.schedules, timezone=baton.settings.timezone
-    )
     actor = Actor(id=user, name=user, via="console")
-    await Console(engine=baton.engine, commands=commands, actor=actor).run()
+    await Console(engine=baton.engine, commands=baton.commands(), actor=actor).run()
+
+
+def slack_wanted(settings: Settings) -> bool:
+    """Slack is set up when a Socket Mode token or a signing secret is given; either
+    needs the bot token to post."""
+    wanted = settings.slack_app_token is not None or settings.slack_signing_secret is not None
+    if wanted and settings.slack_bot_token is None:
+        raise BatonError(
+            "SLACK_APP_TOKEN or SLACK_SIGNING_SECRET is set but SLACK_BOT_TOKEN is not: "
+            "set the bot token (xoxb-...) from the Slack app's OAuth page"
+        )
+    return wanted
 
 
 def wants_console(settings: Settings) -> bool:
@@ -123,8 +150,15 @@ async def serve(settings: Settings) -> None:
     from bot import api
 
     async with AsyncExitStack() as stack:
+        slack_on = slack_wanted(settings)
         baton = await stack.enter_async_context(open_baton(settings))
-        runner = web.AppRunner(api.create_app(settings, baton), access_log=None)
+        log.info("%s", baton.rules.summary())
+        front = None
+        if slack_on:
+            from bot.slack.front import SlackFront
+
+            front = await stack.enter_async_context(SlackFront(settings, baton.commands()))
+        runner = web.AppRunner(api.create_app(settings, baton, front), access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, settings.host, settings.port)

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from bot.app import Baton
+    from bot.commands import Command
     from bot.settings import Settings
 
 EPILOG = """\
@@ -239,6 +241,9 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
 
     async with open_baton(settings, resume=False) as baton:
         engine = baton.engine
+        from bot import commands
+
+        await _check(baton, user, commands.Run(args.playbook, raw))
         with engine.bus.subscribe() as events:
             run_id = await engine.start_run(request)
             waiter = asyncio.ensure_future(engine.wait_for(run_id))
@@ -351,6 +356,7 @@ async def _schedules(settings: Settings, args: argparse.Namespace) -> int:
             return 0
         user = args.user or getpass.getuser()
         if args.command == "unschedule":
+            await _check(baton, user, commands.Unschedule(args.id))
             gone = await book.remove(args.id, user)
             print(f"removed schedule {gone.id} ({gone.playbook}, {gone.when})")
             return 0
@@ -363,6 +369,7 @@ async def _schedules(settings: Settings, args: argparse.Namespace) -> int:
         # the chat grammar reads the words: one meaning of `schedule` everywhere
         wanted = commands.parse(shlex.join(["schedule", args.playbook, *words]))
         assert isinstance(wanted, commands.Schedule)
+        await _check(baton, user, wanted)
         made = await book.add(
             wanted.playbook,
             wanted.params,
@@ -376,6 +383,22 @@ async def _schedules(settings: Settings, args: argparse.Namespace) -> int:
             f"scheduled {made.playbook} as {made.id}: {made.when} ({made.timezone}); next run {nxt}"
         )
         return 0
+
+
+async def _check(baton: Baton, user: str, command: Command) -> None:
+    """The command line's identity goes through the same access rules as chat; a refusal
+    is audited like one in chat."""
+    from engine.access import Actor
+    from engine.errors import NotAllowed
+
+    where = {"front_end": "cli", "user": user}
+    try:
+        await baton.commands().authorize(Actor(id=user, via="cli"), command, where)
+    except NotAllowed:
+        verb = type(command).__name__.lower()
+        target = getattr(command, "playbook", "") or getattr(command, "schedule_id", "")
+        await baton.engine.audit(user, f"cli:{verb}", target, {}, "refused", where)
+        raise
 
 
 def _print_schedules(views: list[Any]) -> None:

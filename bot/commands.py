@@ -13,8 +13,12 @@ Decisions:
   target (playbook, run, approval or schedule), the line with secret values masked, and
   the outcome (``ok``, ``refused``, ``invalid`` for bad input, ``error`` for a bug).
 - ``status`` without a run lists the asker's active runs and their latest others.
-- Access rules are not checked yet: ``Commands._authorize`` is the one place where the
-  check will go; every command passes through it.
+- Access: ``Commands.authorize`` is the one place that asks ``engine.access.authorize``;
+  every command passes through it (the CLI's ``baton run --as`` too). Commands that
+  change something (run, schedule, unschedule, retry, cancel) are checked against the
+  playbook they touch; the rest only read. Whoever started a run may always cancel it.
+- ``run P`` without a required param answers with what is missing and, in
+  ``data["form"]``, what a front end needs to ask for it (Slack opens a form).
 """
 
 from __future__ import annotations
@@ -28,9 +32,10 @@ from datetime import datetime
 from typing import Any, Literal
 
 from bot.progress import Progress
+from engine import access, queries
 from engine import params as paramlib
-from engine import queries
 from engine import schedules as schedlib
+from engine.access import Actor
 from engine.durations import format_duration
 from engine.errors import BatonError, NotAllowed, PlaybookNotFound, closest
 from engine.requests import RunRequest
@@ -45,20 +50,6 @@ SMART_QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"'})
 
 
 # --- who asks, and the answer ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who sent a command: a stable id (Slack user id, login name), a display name, and
-    the front end it came through (``console``, ``slack``, ...)."""
-
-    id: str
-    name: str = ""
-    via: str = "console"
-
-    @property
-    def shown(self) -> str:
-        return self.name or self.id
 
 
 @dataclass(frozen=True)
@@ -359,12 +350,18 @@ class Commands:
     """Runs parsed commands against the engine; one instance serves every front end."""
 
     def __init__(
-        self, *, engine: Engine, schedules: schedlib.Schedules, timezone: str = "UTC"
+        self,
+        *,
+        engine: Engine,
+        schedules: schedlib.Schedules,
+        timezone: str = "UTC",
+        rules: access.AccessRules | None = None,
     ) -> None:
         self.engine = engine
         self.schedules = schedules
         self.store = engine.store
         self.timezone = timezone
+        self.rules = rules or access.AccessRules()
 
     async def handle(self, actor: Actor, text: str, where: dict[str, Any]) -> Reply:
         """Answer one line of chat. Never raises: mistakes and refusals become replies,
@@ -374,7 +371,7 @@ class Commands:
         try:
             command = parse(text)
             verb, target, shown = _verb(command), _target(command), self._masked(command)
-            self._authorize(actor, verb, target)
+            await self.authorize(actor, command, where)
             reply = await self._execute(actor, command, where)
             if not reply.ok:
                 outcome = "invalid"
@@ -404,9 +401,35 @@ class Commands:
             log.exception("could not write the audit row of %r from %s", shown, actor.id)
         return reply
 
-    def _authorize(self, actor: Actor, action: str, target: str) -> None:
-        """The one place access is checked (``authorize(actor, action, target)`` from the
-        access rules, next); raises NotAllowed saying who may. Today everyone may."""
+    async def authorize(self, actor: Actor, command: Command, where: dict[str, Any]) -> None:
+        """The one place access is checked: raises NotAllowed saying who may."""
+        action, playbook = _verb(command), ""
+        match command:
+            case Run(dry_run=True):
+                return
+            case Run() | Schedule():
+                playbook = command.playbook
+            case Cancel() | Retry():
+                run = await queries.run_origin(self.store, command.run_id)
+                if isinstance(command, Cancel) and run["requested_by"] == actor.id:
+                    return
+                playbook = run["playbook"]
+            case Unschedule():
+                views = {v.id: v for v in await self.schedules.list()}
+                if command.schedule_id not in views:
+                    return  # the schedules module says it does not exist
+                playbook = views[command.schedule_id].playbook
+            case _:
+                return
+        decision = access.authorize(self.rules, actor, action, playbook, place_of(actor, where))
+        if not decision.allowed:
+            raise NotAllowed(
+                decision.refusal(slack_markup if actor.via == "slack" else access.plain)
+            )
+
+    def may_run(self, actor: Actor, playbook: str, where: dict[str, Any]) -> bool:
+        place = place_of(actor, where)
+        return access.authorize(self.rules, actor, "run", playbook, place).allowed
 
     def _masked(self, command: Command) -> str:
         """The command as text for the audit trail, secret values replaced by ``***``."""
@@ -432,7 +455,7 @@ class Commands:
     async def _execute(self, actor: Actor, command: Command, where: dict[str, Any]) -> Reply:
         match command:
             case Help():
-                return self._help(command.topic)
+                return self._help(command.topic, actor, where)
             case ListPlaybooks():
                 return self._playbooks()
             case Describe():
@@ -465,13 +488,19 @@ class Commands:
 
     # --- help and playbooks ------------------------------------------------------------
 
-    def _help(self, topic: str | None) -> Reply:
+    def _help(self, topic: str | None, actor: Actor, where: dict[str, Any]) -> Reply:
+        """The commands and playbooks this asker may use (the others are not shown)."""
         if topic is None:
-            width = max(len(u) for u, _ in USAGE.values())
+            mine = [pb.name for pb in self.engine.catalog if self.may_run(actor, pb.name, where)]
+            verbs = [v for v in USAGE if v not in CHANGING or mine]
+            width = max(len(USAGE[v][0]) for v in verbs)
             lines = ["commands:"]
-            lines += [f"  {u:<{width}}  {what}" for u, what in USAGE.values()]
-            lines.append("playbooks:")
-            lines += [f"  {line}" for line in self._playbooks().lines]
+            lines += [f"  {USAGE[v][0]:<{width}}  {USAGE[v][1]}" for v in verbs]
+            if mine:
+                lines.append("playbooks you may run:")
+                lines += [f"  {line}" for line in self._playbooks(set(mine)).lines]
+            elif len(self.engine.catalog):
+                lines.append("you may run no playbook here; `playbooks` lists them all")
             lines.append("`help COMMAND` for one command, `describe PLAYBOOK` for its params")
             return Reply(lines)
         if topic in self.engine.catalog and topic not in USAGE:
@@ -489,13 +518,13 @@ class Commands:
                 lines += [f"  {d}" for d in described]
         return Reply(lines)
 
-    def _playbooks(self) -> Reply:
-        catalog = self.engine.catalog
-        if not len(catalog):
+    def _playbooks(self, only: set[str] | None = None) -> Reply:
+        shown = [pb for pb in self.engine.catalog if only is None or pb.name in only]
+        if not shown:
             return Reply(["no playbooks loaded"])
-        width = max(len(n) for n in catalog.names())
+        width = max(len(pb.name) for pb in shown)
         return Reply(
-            [f"{pb.name:<{width}}  {_first_line(pb.description)}".rstrip() for pb in catalog]
+            [f"{pb.name:<{width}}  {_first_line(pb.description)}".rstrip() for pb in shown]
         )
 
     def _describe(self, name: str) -> Reply:
@@ -523,12 +552,23 @@ class Commands:
             buf = io.StringIO()
             Progress(buf).plan(self.engine.plan(request))
             return Reply(buf.getvalue().splitlines(), data={"playbook": command.playbook})
+        playbook = self.engine.catalog.get(command.playbook)
+        missing = paramlib.missing(playbook, command.params)
+        if missing:
+            described = dict(zip(playbook.params, paramlib.describe(playbook), strict=True))
+            lines = [f"`{playbook.name}` needs {', '.join(missing)}:"]
+            lines += [f"  {described[name]}" for name in missing]
+            example = " ".join(f"{k}={v}" for k, v in command.params.items())
+            wanted = " ".join(f"{name}=..." for name in missing)
+            lines.append(f"say `run {playbook.name} {example} {wanted}`".replace("  ", " "))
+            form = {"playbook": playbook.name, "given": dict(command.params)}
+            return Reply(lines, ok=False, data={"form": form, "playbook": playbook.name})
         run_id = await self.engine.start_run(request)
         return Reply(
             [f"started {command.playbook} as run {run_id}"],
             run_id=run_id,
             follow=True,
-            data={"playbook": command.playbook},
+            data={"playbook": command.playbook, "started": run_id},
         )
 
     async def _status(self, run_id: str) -> Reply:
@@ -635,6 +675,28 @@ class Commands:
 
 
 # --- formatting --------------------------------------------------------------------------
+
+
+CHANGING = ("run", "schedule", "unschedule", "retry", "cancel")
+
+
+def place_of(actor: Actor, where: dict[str, Any]) -> access.Place:
+    """The place access rules see: the chat channel, or Baton's own front end."""
+    if where.get("channel") or where.get("channel_name"):
+        return access.Place(where.get("channel"), where.get("channel_name"))
+    return access.Place(channel_name=str(where.get("front_end") or actor.via))
+
+
+def slack_markup(token: str) -> str:
+    """Slack markup for a user, user group or channel id; anything else as written."""
+    if token.isalnum() and token.isupper():
+        if token[:1] in ("U", "W"):
+            return f"<@{token}>"
+        if token[:1] == "S":
+            return f"<!subteam^{token}>"
+        if token[:1] in ("C", "G"):
+            return f"<#{token}>"
+    return token
 
 
 def _shown(command: Command) -> str:

@@ -71,6 +71,21 @@ class Settings(BaseSettings):
     slack_api_url: str | None = Field(
         default=None, validation_alias=AliasChoices("SLACK_API_URL", "BATON_SLACK_API_URL")
     )
+    slack_runs_channel: str | None = Field(
+        default=None,
+        description="Slack channel for the cards of runs not asked for in Slack "
+        "(schedules, the API, the console); unset: those runs post no card.",
+    )
+    slack_oncall_channel: str | None = Field(
+        default=None,
+        description="Slack channel that gets every failure notice too (a playbook's "
+        "`notify.channel` overrides it).",
+    )
+    slack_card_interval: float = Field(
+        default=1.0,
+        ge=0,
+        description="Seconds between two edits of one run card (Slack allows about one a second).",
+    )
 
 
 def describe_settings() -> list[tuple[str, str, str]]:

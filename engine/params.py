@@ -220,6 +220,15 @@ def coerce(playbook: Playbook, raw: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
+def missing(playbook: Playbook, raw: Mapping[str, Any]) -> list[str]:
+    """The required params ``raw`` leaves without a value (and without a default)."""
+    return [
+        name
+        for name, spec in playbook.params.items()
+        if spec.required and spec.default is None and raw.get(name) in (None, "")
+    ]
+
+
 def secret_names(playbook: Playbook) -> set[str]:
     return {name for name, spec in playbook.params.items() if spec.type is ParamType.SECRET}
 

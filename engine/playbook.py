@@ -159,6 +159,20 @@ class Trigger(_Model):
         return self
 
 
+class Notify(_Model):
+    """Who hears about this playbook's failures: a chat ``channel`` (instead of the
+    on-call channel setting) and people or groups to ``mention`` (Slack user ids like
+    U0123, user groups like ``@sre-oncall`` or S0123)."""
+
+    channel: str | None = None
+    mention: list[str] = Field(default_factory=list)
+
+    @field_validator("mention", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+
 class Phase(StrEnum):
     MAIN = "main"
     ON_FAILURE = "on_failure"
@@ -175,6 +189,7 @@ class Playbook(_Model):
     timeout: Duration | None = None
     concurrency: Concurrency | None = None
     triggers: list[Trigger] = Field(default_factory=list)
+    notify: Notify = Notify()
 
     def phase(self, phase: Phase) -> list[Step]:
         return {Phase.MAIN: self.steps, Phase.ON_FAILURE: self.on_failure}.get(phase, self.finally_)

@@ -153,3 +153,34 @@ async def approval_run(store: Store, approval_id: str) -> str | None:
     """The run an approval gate belongs to."""
     row = await store.one(sa.select(t.approvals.c.run_id).where(t.approvals.c.id == approval_id))
     return row.run_id if row is not None else None
+
+
+async def run_origin(store: Store, run_id: str) -> dict[str, Any]:
+    """Where a run was asked for (the front end's ``source``: channel, thread, user) and
+    its parent run, for the front ends that post about it."""
+    c = t.runs.c
+    row = await store.one(
+        sa.select(c.source, c.parent_run_id, c.playbook, c.requested_by).where(c.id == run_id)
+    )
+    if row is None:
+        raise RunNotFound(run_id)
+    return {
+        "source": dict(row.source or {}),
+        "parent_run_id": row.parent_run_id,
+        "playbook": row.playbook,
+        "requested_by": row.requested_by,
+    }
+
+
+async def full_outputs(store: Store, run_id: str, step_id: str) -> dict[str, Any]:
+    """The last attempt's full output of a step (the stored text, beyond the tails the
+    events carry), for uploading long output as a file."""
+    row = await store.one(
+        sa.select(t.attempts.c.output, t.attempts.c.attachments)
+        .where(t.attempts.c.run_id == run_id, t.attempts.c.step_id == step_id)
+        .order_by(t.attempts.c.run_attempt.desc(), t.attempts.c.number.desc())
+        .limit(1)
+    )
+    if row is None:
+        return {}
+    return {**(row.output or {}), **(row.attachments or {})}

@@ -17,7 +17,7 @@ from sqlmodel import SQLModel
 from storage import tables
 from storage.errors import DatabaseUnavailable, StorageError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: chat_posts and slack_events
 
 
 def normalize_url(url: str) -> URL:
@@ -88,7 +88,7 @@ def create_schema(engine: sa.Engine) -> None:
         SQLModel.metadata.create_all(engine)
         with engine.begin() as conn:
             have = conn.execute(sa.select(sa.func.max(tables.SchemaVersion.version))).scalar()
-            if have is None:
+            if have is None or have < SCHEMA_VERSION:  # new tables: create_all made them
                 conn.execute(
                     sa.insert(tables.SchemaVersion.__table__).values(version=SCHEMA_VERSION)  # type: ignore[attr-defined]
                 )

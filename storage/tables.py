@@ -180,6 +180,37 @@ class Audit(SQLModel, table=True):
     outcome: str = Field(default="ok", max_length=32)
 
 
+class ChatPost(SQLModel, table=True):
+    """The outbox of chat messages: one row per message Baton posts about a run, keyed
+    by (run, step, kind). A sender claims the key before posting, so a restart or a
+    takeover edits the message it finds here instead of posting a second one."""
+
+    __tablename__ = "chat_posts"
+    __table_args__ = (sa.UniqueConstraint("run_id", "step_id", "kind"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(index=True, max_length=32)
+    step_id: str = Field(default="", max_length=200)
+    kind: str = Field(max_length=64)
+    channel: str = Field(max_length=64)
+    thread_ts: str | None = Field(default=None, max_length=32)
+    ts: str | None = Field(default=None, max_length=32)
+    state: str = Field(default="claimed", max_length=16)
+    error: str | None = None
+    created_at: datetime = _ts(nullable=False)
+    updated_at: datetime | None = _ts()
+
+
+class SlackEvent(SQLModel, table=True):
+    """Slack event ids already handled: Slack retries an event it thinks was lost, and
+    the retry must change nothing (kept a day)."""
+
+    __tablename__ = "slack_events"
+
+    event_id: str = Field(primary_key=True, max_length=64)
+    received_at: datetime = _ts(index=True, nullable=False)
+
+
 class SchemaVersion(SQLModel, table=True):
     __tablename__ = "schema_version"
 
@@ -194,6 +225,8 @@ decisions = Decision.__table__  # type: ignore[attr-defined]
 run_logs = RunLog.__table__  # type: ignore[attr-defined]
 audit = Audit.__table__  # type: ignore[attr-defined]
 schedules = Schedule.__table__  # type: ignore[attr-defined]
+chat_posts = ChatPost.__table__  # type: ignore[attr-defined]
+slack_events = SlackEvent.__table__  # type: ignore[attr-defined]
 
 
 def now() -> datetime:

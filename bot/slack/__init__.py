@@ -1,0 +1,1 @@
+"""The Slack front end (bolt AsyncApp): listeners, run cards, Block Kit rendering."""

@@ -1,0 +1,349 @@
+"""Run cards: the engine's events, rendered into Slack.
+
+One card per run, posted where the run was asked for (the channel of the slash command,
+the thread of the mention, the DM) — or, for runs nobody asked for in Slack (schedules,
+the API, the console), in the runs channel when one is set. The card is edited in place
+as the run moves; details go into its thread: failed steps with their error and output
+(the whole output uploaded as a file when it is longer than a message holds), log lines,
+and on failure a notice with a Retry button, also posted in the on-call channel
+mentioning whoever the playbook names.
+
+Each run has one flusher task, so a run's messages keep their order (the card exists
+before anything is posted in its thread) and a run's card is edited at most once per
+``interval`` seconds: events that arrive meanwhile are folded into the next edit. Every
+message is claimed in the outbox before it is posted, so a retried event, a restart or
+another Baton never posts it twice; after a restart the card is found there and edited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.slack import blocks
+from bot.slack.people import Directory
+from engine import events as ev
+from engine import queries
+from engine.bus import Subscription
+from engine.errors import BatonError
+from engine.outbox import Outbox, Post
+from engine.runner import Engine
+
+log = logging.getLogger(__name__)
+
+NOT_THERE = ("not_in_channel", "channel_not_found", "is_archived", "restricted_action")
+
+
+@dataclass(frozen=True)
+class CardOptions:
+    interval: float = 1.0  # seconds between two edits of one card
+    runs_channel: str | None = None  # runs not asked for in Slack
+    oncall_channel: str | None = None  # failure notices, besides the run's thread
+
+
+@dataclass
+class _Failure:
+    step_id: str
+    attempt: int
+    error: str
+    output: dict[str, Any]
+
+
+@dataclass
+class _Run:
+    """What is waiting to be shown about one run."""
+
+    run_id: str
+    dirty: bool = True
+    finished: bool = False
+    failures: list[_Failure] = field(default_factory=list)
+    logs: list[tuple[str | None, str, str]] = field(default_factory=list)
+    notice: bool = False
+    task: asyncio.Task[None] | None = None
+    last_edit: float = float("-inf")
+    place: tuple[str, str | None, str | None] | None = None  # channel, thread, requester
+    skip: bool = False
+    card: Post | None = None
+
+
+class Cards:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        client: AsyncWebClient,
+        outbox: Outbox,
+        directory: Directory,
+        options: CardOptions,
+    ) -> None:
+        self.engine = engine
+        self.client = client
+        self.outbox = outbox
+        self.directory = directory
+        self.options = options
+        self._runs: dict[str, _Run] = {}
+        self._pump: asyncio.Task[None] | None = None
+        self._sub: Subscription | None = None
+
+    async def start(self) -> None:
+        self._sub = self.engine.bus.subscribe()
+        self._pump = asyncio.create_task(self._read(), name="slack-cards")
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop reading events; give the cards still being written ``grace`` seconds."""
+        if self._sub is not None:
+            self._sub.close()
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump
+        pending = [r.task for r in self._runs.values() if r.task and not r.task.done()]
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+
+    async def idle(self) -> None:
+        """Wait until every event read so far is shown (tests and the bench use it)."""
+        while True:
+            if self._sub is not None and not self._sub.queue.empty():
+                await asyncio.sleep(0)
+                continue
+            pending = [r.task for r in self._runs.values() if r.task and not r.task.done()]
+            if not pending:
+                return
+            await asyncio.wait(pending)
+
+    async def _read(self) -> None:
+        assert self._sub is not None
+        async for event in self._sub:
+            try:
+                self.note(event)
+            except Exception:
+                log.exception("could not take %r for Slack", event)
+
+    def note(self, event: ev.Event) -> None:
+        """Take one event: remember what to show, and make sure a flusher runs."""
+        run = self._runs.get(event.run_id)
+        if run is None:
+            run = self._runs[event.run_id] = _Run(event.run_id)
+        if run.skip:
+            if isinstance(event, ev.RunFinished):
+                del self._runs[event.run_id]
+            return
+        match event:
+            case ev.RunStarted():
+                run.finished = False
+            case ev.StepFailed(will_retry=False):
+                run.failures.append(
+                    _Failure(event.step_id, event.attempt, event.error, dict(event.output))
+                )
+            case ev.RunLogged():
+                run.logs.append((event.step_id, event.level, event.message))
+            case ev.RunFinished():
+                run.finished = True
+                run.notice = run.notice or event.status in ("failed", "timed_out")
+        run.dirty = True
+        if run.task is None or run.task.done():
+            run.task = asyncio.create_task(self._flush(run), name=f"card-{run.run_id}")
+
+    # --- one run's flusher -------------------------------------------------------------
+
+    async def _flush(self, run: _Run) -> None:
+        try:
+            if run.place is None and not await self._locate(run):
+                run.skip = True
+                return
+            while run.dirty:
+                wait = run.last_edit + self.options.interval - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)  # coalesce: events meanwhile join this edit
+                run.dirty = False
+                await self._show(run)
+                run.last_edit = time.monotonic()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("could not update the Slack card of run %s", run.run_id)
+        finally:
+            if run.finished and not run.dirty and self._runs.get(run.run_id) is run:
+                del self._runs[run.run_id]
+
+    async def _locate(self, run: _Run) -> bool:
+        """Where this run's card goes; False when it has none (a child run, or a run not
+        asked for in Slack with no runs channel set)."""
+        try:
+            origin = await queries.run_origin(self.engine.store, run.run_id)
+        except BatonError:
+            return False
+        if origin["parent_run_id"]:
+            return False  # shown as a step of its parent's card
+        source = origin["source"]
+        channel = source.get("channel") if source.get("front_end") == "slack" else None
+        if channel is None:
+            channel = self.options.runs_channel
+            if channel is None:
+                return False
+            run.place = (channel, None, None)
+            return True
+        run.place = (channel, source.get("thread_ts"), source.get("user"))
+        return True
+
+    async def _show(self, run: _Run) -> None:
+        failures, run.failures = run.failures, []
+        logs, run.logs = run.logs, []
+        notice, run.notice = run.notice, False
+        data = await queries.get_run(self.engine.store, run.run_id)
+        card = await self._card(run, data)
+        if card is None or card.ts is None:
+            return
+        thread = card.thread_ts or card.ts
+        for failure in failures:
+            await self._step_failure(data, card, thread, failure)
+        if logs:
+            text, body = blocks.log_lines(logs)
+            await self._post(card.channel, text, body, thread)
+        if notice:
+            await self._notice(data, card, thread)
+
+    async def _card(self, run: _Run, data: dict[str, Any]) -> Post | None:
+        assert run.place is not None
+        channel, thread_ts, requester = run.place
+        now = self.engine.clock.now()
+        text, body = blocks.run_card(data, now)
+        if run.card is None:
+            run.card = await self.outbox.claim(
+                run.run_id, "card", channel, thread_ts=thread_ts, at=now
+            )
+        card = run.card
+        if card.ts is not None:
+            try:
+                await self.client.chat_update(
+                    channel=card.channel, ts=card.ts, text=text, blocks=body
+                )
+                return card
+            except SlackApiError as exc:
+                if exc.response.get("error") != "message_not_found":
+                    raise
+                log.info("the card of run %s was deleted; posting a new one", run.run_id)
+        # A fresh claim, or a claim whose post never completed (a crash, a deleted card):
+        # a card posted twice is better than a run nobody sees.
+        ts, where = await self._post_card(card, text, body, requester)
+        await self.outbox.posted(card, ts=ts, at=now, channel=where)
+        run.card = Post(
+            card.run_id, "", "card", where or card.channel, card.thread_ts, ts, "posted"
+        )
+        return run.card
+
+    async def _post_card(
+        self, card: Post, text: str, body: list[dict[str, Any]], requester: str | None
+    ) -> tuple[str | None, str | None]:
+        try:
+            resp = await self.client.chat_postMessage(
+                channel=card.channel, thread_ts=card.thread_ts, text=text, blocks=body
+            )
+            return resp["ts"], resp["channel"]
+        except SlackApiError as exc:
+            error = exc.response.get("error")
+            if error not in NOT_THERE or requester is None:
+                log.warning("cannot post the card of run %s: %s", card.run_id, error)
+                return None, None
+        # Not a member of the channel: tell the requester, in a DM, and keep the card there.
+        hint = blocks.context(
+            f":information_source: I cannot post in <#{card.channel}> ({error}): "
+            "invite me with `/invite @Baton` to see run cards there."
+        )
+        resp = await self.client.chat_postMessage(
+            channel=requester, text=text, blocks=[*body[: blocks.MAX_BLOCKS - 1], hint]
+        )
+        return resp["ts"], resp["channel"]
+
+    async def _post(
+        self, channel: str, text: str, body: list[dict[str, Any]], thread: str | None
+    ) -> str | None:
+        resp = await self.client.chat_postMessage(
+            channel=channel, thread_ts=thread, text=text, blocks=body
+        )
+        return str(resp["ts"])
+
+    async def _once(
+        self, data: dict[str, Any], kind: str, channel: str, thread: str | None, step: str = ""
+    ) -> Post | None:
+        """Claim a one-time message; None when it was claimed before (posted already)."""
+        post = await self.outbox.claim(
+            data["id"], kind, channel, step_id=step, thread_ts=thread, at=self.engine.clock.now()
+        )
+        return post if post.fresh else None
+
+    async def _step_failure(
+        self, data: dict[str, Any], card: Post, thread: str, failure: _Failure
+    ) -> None:
+        kind = f"step-failed:{data.get('attempt', 1)}:{failure.attempt}"
+        post = await self._once(data, kind, card.channel, thread, failure.step_id)
+        if post is None:
+            return
+        text, body, cut = blocks.step_failure(
+            data["id"], failure.step_id, failure.error, failure.output, failure.attempt
+        )
+        ts = await self._post(card.channel, text, body, thread)
+        await self.outbox.posted(post, ts=ts, at=self.engine.clock.now())
+        if cut:
+            await self._upload(data, card.channel, thread, failure.step_id)
+
+    async def _upload(self, data: dict[str, Any], channel: str, thread: str, step: str) -> None:
+        """The whole output of a step, as a file in the thread (never cut silently)."""
+        full = await queries.full_outputs(self.engine.store, data["id"], step)
+        content = blocks.output_text(full)
+        if not content:
+            return
+        await self.client.files_upload_v2(
+            channel=channel,
+            thread_ts=thread,
+            content=content,
+            filename=f"{data['playbook']}-{data['id']}-{step}.txt",
+            title=f"output of step {step} (run {data['id']})",
+        )
+
+    async def _notice(self, data: dict[str, Any], card: Post, thread: str) -> None:
+        attempt = data.get("attempt", 1)
+        mentions: list[str] = []
+        oncall = self.options.oncall_channel
+        if data["playbook"] in self.engine.catalog:
+            notify = self.engine.catalog.get(data["playbook"]).notify
+            mentions = [await self.directory.mention(m) for m in notify.mention]
+            oncall = notify.channel or oncall
+        tail = ""
+        failed = [s for s in data["steps"] if s["id"] == data.get("failed_step")]
+        if failed:
+            tail = blocks.clip_tail(blocks.output_text(failed[0]["output"]), 1500)[0]
+        here = await self._once(data, f"run-failed:{attempt}", card.channel, thread)
+        if here is not None:
+            text, body = blocks.run_failure(data, tail, mentions=mentions)
+            ts = await self._post(card.channel, text, body, thread)
+            await self.outbox.posted(here, ts=ts, at=self.engine.clock.now())
+        if oncall is None or oncall == card.channel:
+            return
+        there = await self._once(data, f"oncall:{attempt}", oncall, None)
+        if there is None:
+            return
+        link = None
+        with contextlib.suppress(SlackApiError):
+            got = await self.client.chat_getPermalink(channel=card.channel, message_ts=str(card.ts))
+            link = got.get("permalink")
+        text, body = blocks.run_failure(data, tail, mentions=mentions, link=link)
+        try:
+            ts = await self._post(oncall, text, body, None)
+        except SlackApiError as exc:
+            log.warning(
+                "cannot post in the on-call channel %s: %s", oncall, exc.response.get("error")
+            )
+            ts = None
+        await self.outbox.posted(there, ts=ts, at=self.engine.clock.now())

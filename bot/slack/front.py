@@ -1,0 +1,309 @@
+"""The Slack front end: a bolt ``AsyncApp`` in front of the same ``Commands`` as the
+console, in Socket Mode (``SLACK_APP_TOKEN``) and/or HTTP mode (``SLACK_SIGNING_SECRET``,
+``POST /slack/events`` on Baton's own server).
+
+Bolt acknowledges every request before the work is done (``ack()`` first, then the
+command runs in the listener, which bolt keeps going after the response), so Slack's
+3-second rule holds whatever a command costs. The Web API client retries 429s after
+``Retry-After`` and connection errors with slack_sdk's own retry handlers, and
+``SLACK_API_URL`` points it elsewhere (tests use a fake Slack).
+
+``SlackFront`` owns the client's HTTP session, the run cards' event subscription and
+the Socket Mode connection; the composition root opens and closes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import json
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+import aiohttp
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.request.async_internals import build_async_context
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.commands import Commands, Reply
+from bot.settings import Settings
+from bot.slack import blocks
+from bot.slack.cards import CardOptions, Cards
+from bot.slack.people import Directory
+from engine.access import AccessRules, Actor
+from engine.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+LINK = re.compile(r"<([^<>|]+)(?:\|([^<>]*))?>")
+MENTION_FIRST = re.compile(r"^\s*<@[UW][A-Z0-9]+(?:\|[^>]*)?>\s*")
+
+
+def plain(text: str) -> str:
+    """What a person typed, from Slack's markup: links and mentions back to their text
+    (``<https://x|x>`` -> ``x``, ``<#C1|ops>`` -> ``#ops``, ``<@U1>`` -> ``U1``), entities
+    unescaped. The command parser then sees the line as written."""
+
+    def one(m: re.Match[str]) -> str:
+        target, label = m.group(1), m.group(2)
+        if target.startswith("#"):
+            return f"#{label}" if label else target
+        if target.startswith("@"):
+            return label or target[1:]
+        if target.startswith("!subteam^"):
+            return label or target
+        return label or target
+
+    return html.unescape(LINK.sub(one, text))
+
+
+@dataclass
+class Where:
+    """Where a Slack request came from, and how to answer there."""
+
+    channel: str | None
+    channel_name: str | None
+    user: str
+    thread_ts: str | None = None
+
+    def source(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"front_end": "slack", "user": self.user}
+        if self.channel:
+            out["channel"] = self.channel
+        if self.channel_name:
+            out["channel_name"] = self.channel_name
+        if self.thread_ts:
+            out["thread_ts"] = self.thread_ts
+        return out
+
+
+def make_client(settings: Settings, session: aiohttp.ClientSession | None) -> AsyncWebClient:
+    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
+    kwargs: dict[str, Any] = {}
+    if settings.slack_api_url:
+        url = settings.slack_api_url
+        kwargs["base_url"] = url if url.endswith("/") else url + "/"
+    return AsyncWebClient(
+        token=token,
+        session=session,
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(max_retry_count=2),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=5),
+        ],
+        **kwargs,
+    )
+
+
+class SlackFront:
+    """Everything Slack, opened and closed as one resource."""
+
+    def __init__(self, settings: Settings, commands: Commands) -> None:
+        self.settings = settings
+        self.commands = commands
+        self.engine = commands.engine
+        self.outbox = Outbox(self.engine.store)
+        self._session: aiohttp.ClientSession | None = None
+        self._socket: Any = None
+        self.client: AsyncWebClient = make_client(settings, None)
+        self.directory = Directory(self.client)
+        self.cards: Cards | None = None
+        self.app: AsyncApp | None = None
+
+    @property
+    def http_enabled(self) -> bool:
+        return self.settings.slack_signing_secret is not None
+
+    async def __aenter__(self) -> SlackFront:
+        self._session = aiohttp.ClientSession()
+        self.client = make_client(self.settings, self._session)
+        self.directory = Directory(self.client)
+        self.app = create_app(self)
+        self.cards = Cards(
+            engine=self.engine,
+            client=self.client,
+            outbox=self.outbox,
+            directory=self.directory,
+            options=CardOptions(
+                interval=self.settings.slack_card_interval,
+                runs_channel=self.settings.slack_runs_channel,
+                oncall_channel=self.settings.slack_oncall_channel,
+            ),
+        )
+        await self.cards.start()
+        if self.settings.slack_app_token is not None:
+            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+            self._socket = AsyncSocketModeHandler(
+                self.app,
+                self.settings.slack_app_token.get_secret_value(),
+                web_client=self.client,
+            )
+            await self._socket.connect_async()
+            log.info("Slack: connected in Socket Mode")
+        if self.http_enabled:
+            log.info("Slack: HTTP mode at POST /slack/events")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._socket is not None:
+            with contextlib.suppress(Exception):
+                await self._socket.close_async()
+        if self.cards is not None:
+            await self.cards.stop()
+        if self._session is not None:
+            await self._session.close()
+
+    async def handle_http(self, request: web.Request) -> web.Response:
+        """``POST /slack/events``: bolt verifies the signature (401 when it is bad or
+        stale) and dispatches; the response leaves as soon as the listener acks."""
+        assert self.app is not None
+        bolt_request = _form_fixed(await to_bolt_request(request))
+        bolt_response = await self.app.async_dispatch(bolt_request)
+        return await to_aiohttp_response(bolt_response)
+
+    # --- who and where ---------------------------------------------------------------
+
+    async def actor(self, user: str, name: str = "") -> Actor:
+        groups: frozenset[str] = frozenset()
+        if _names_usergroups(self.commands.rules):
+            groups = await self.directory.groups_of(user)
+        return Actor(id=user, name=name, via="slack", usergroups=groups)
+
+    async def channel_name(self, channel: str | None, given: str | None = None) -> str | None:
+        if given or channel is None or channel.startswith("D"):
+            return given
+        return await self.directory.channel_name(channel)
+
+    # --- answering -------------------------------------------------------------------
+
+    async def run_command(
+        self,
+        actor: Actor,
+        text: str,
+        where: Where,
+        answer: Any,
+        trigger_id: str | None = None,
+    ) -> Reply:
+        """One line of chat, answered with ``answer(text, blocks)``; a run's card is its
+        answer, and missing params open the run form."""
+        reply = await self.commands.handle(actor, text, where.source())
+        form = reply.data.get("form")
+        if form is not None:
+            if trigger_id and await self.open_form(trigger_id, form, where):
+                return reply
+            value = json.dumps({"playbook": form["playbook"], "given": form["given"]})
+            body = [
+                *blocks.reply_blocks(reply.lines, ok=True),
+                {
+                    "type": "actions",
+                    "elements": [
+                        blocks.button("Fill in the params", blocks.OPEN_FORM, value, "primary")
+                    ],
+                },
+            ]
+            await answer(reply.text, body)
+            return reply
+        if reply.data.get("started"):
+            return reply  # the run card, posted where the command was typed, answers
+        await answer(reply.text, blocks.reply_blocks(reply.lines, reply.ok))
+        return reply
+
+    async def open_form(self, trigger_id: str, form: dict[str, Any], where: Where) -> bool:
+        """Open the run form; False when Slack refuses (an expired trigger, say)."""
+        playbook = self.engine.catalog.get(form["playbook"])
+        metadata = {
+            "playbook": playbook.name,
+            "given": form.get("given") or {},
+            "where": where.source(),
+        }
+        view = blocks.run_form(playbook, form.get("given") or {}, metadata)
+        try:
+            await self.client.views_open(trigger_id=trigger_id, view=view)
+        except SlackApiError as exc:
+            log.warning("cannot open the run form: %s", exc.response.get("error"))
+            return False
+        return True
+
+    async def tell(self, where: Where, text: str, body: list[dict[str, Any]]) -> None:
+        """An answer only the asker sees, in the channel (or a DM when that fails)."""
+        try:
+            if where.channel and not where.channel.startswith("D"):
+                await self.client.chat_postEphemeral(
+                    channel=where.channel, user=where.user, text=text, blocks=body,
+                    thread_ts=where.thread_ts,
+                )  # fmt: skip
+            else:
+                await self.client.chat_postMessage(
+                    channel=where.channel or where.user, text=text, blocks=body
+                )
+        except SlackApiError as exc:
+            log.info("ephemeral answer failed (%s); sending a DM", exc.response.get("error"))
+            await self.client.chat_postMessage(channel=where.user, text=text, blocks=body)
+
+
+def _form_fixed(req: AsyncBoltRequest) -> AsyncBoltRequest:
+    """Work around bolt 1.30 reading any form body that merely *contains* the word
+    "payload" as an interaction and losing it (``/baton run x payload=y`` became ``{}``):
+    a form without a ``payload`` field is read as the plain form it is."""
+    if req.body or "payload" not in req.raw_body or req.raw_body.startswith("{"):
+        return req
+    fields = dict(parse_qsl(req.raw_body, keep_blank_values=True))
+    if "payload" in fields:
+        return req
+    req.body = fields
+    req.context = build_async_context(AsyncBoltContext({}), fields)
+    return req
+
+
+def _names_usergroups(rules: AccessRules) -> bool:
+    """Whether any rule or group names a Slack user group (else no lookup is needed)."""
+    members = [m for group in rules.groups.values() for m in group]
+    members += [g for rule in rules.rules for g in rule.usergroups or ()]
+    return any(m.startswith("@") or (m[:1] == "S" and m.isupper()) for m in members)
+
+
+def create_app(front: SlackFront) -> AsyncApp:
+    """The bolt app, its middleware and listeners; nothing at import time."""
+    from bot.slack.listeners import actions, commands, views
+
+    settings = front.settings
+    secret = settings.slack_signing_secret
+    app = AsyncApp(
+        client=front.client,
+        signing_secret=secret.get_secret_value() if secret else "",
+        request_verification_enabled=secret is not None,
+        process_before_response=False,
+        logger=logging.getLogger("baton.slack.bolt"),
+    )
+
+    @app.middleware
+    async def once_per_event(body: dict[str, Any], next: Any) -> BoltResponse | None:
+        """Slack retries an event it thinks was lost: the retry changes nothing."""
+        event_id = body.get("event_id")
+        if event_id and await front.outbox.seen_event(event_id, front.engine.clock.now()):
+            log.info("Slack event %s seen before: ignored", event_id)
+            return BoltResponse(status=200, body="")
+        await next()
+        return None
+
+    @app.error
+    async def on_error(error: Exception, body: dict[str, Any]) -> None:
+        log.error("Slack request failed: %r", error, exc_info=error)
+
+    commands.register(app, front)
+    actions.register(app, front)
+    views.register(app, front)
+    return app

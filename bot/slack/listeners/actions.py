@@ -1,0 +1,67 @@
+"""Buttons: Cancel and Retry on run cards and failure notices, and "Fill in the params".
+
+A click is a command like a typed one (``cancel RUN``, ``retry RUN``), through the same
+``Commands`` — access rules, audit row and all. The card shows the result; a refusal or
+a mistake goes to the clicker alone.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from slack_bolt.app.async_app import AsyncApp
+
+from bot.slack import blocks
+
+if TYPE_CHECKING:
+    from bot.slack.front import SlackFront, Where
+
+
+def _where(body: dict[str, Any]) -> Where:
+    from bot.slack.front import Where
+
+    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get(
+        "channel_id"
+    )
+    message = body.get("message") or {}
+    return Where(
+        channel=channel,
+        channel_name=(body.get("channel") or {}).get("name"),
+        user=body["user"]["id"],
+        thread_ts=message.get("thread_ts"),
+    )
+
+
+def register(app: AsyncApp, front: SlackFront) -> None:
+    async def click(verb: str, body: dict[str, Any]) -> None:
+        action = body["actions"][0]
+        where = _where(body)
+        user = body["user"]
+        actor = await front.actor(user["id"], user.get("username") or user.get("name", ""))
+
+        async def answer(text: str, body_: list[dict[str, Any]]) -> None:
+            await front.tell(where, text, body_)
+
+        await front.run_command(actor, f"{verb} {action['value']}", where, answer)
+
+    @app.action(blocks.CANCEL)
+    async def cancel(ack: Any, body: dict[str, Any]) -> None:
+        await ack()
+        await click("cancel", body)
+
+    @app.action(blocks.RETRY)
+    async def retry(ack: Any, body: dict[str, Any]) -> None:
+        await ack()
+        await click("retry", body)
+
+    @app.action(blocks.OPEN_FORM)
+    async def open_form(ack: Any, body: dict[str, Any]) -> None:
+        await ack()
+        where = _where(body)
+        form = json.loads(body["actions"][0]["value"])
+        if form.get("playbook") not in front.engine.catalog:
+            await front.tell(where, "That playbook is gone; `playbooks` lists them.", [])
+            return
+        if not await front.open_form(body["trigger_id"], form, where):
+            await front.tell(where, "Slack would not open the form; try the command again.", [])

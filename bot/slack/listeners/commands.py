@@ -1,0 +1,76 @@
+"""Commands typed to Baton: the ``/baton`` slash command, ``@baton`` mentions, DMs.
+
+Each acknowledges first and then runs the line through ``Commands``. Answers go where
+the question was: the slash command's answer only to its author (through its
+``response_url``), a mention's answer in the mention's thread, a DM's in the DM.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from slack_bolt.app.async_app import AsyncApp
+
+if TYPE_CHECKING:
+    from bot.slack.front import SlackFront
+
+SLASH = re.compile(r"^/baton")
+
+
+def register(app: AsyncApp, front: SlackFront) -> None:
+    from bot.slack.front import MENTION_FIRST, Where, plain
+
+    @app.command(SLASH)
+    async def slash(ack: Any, body: dict[str, Any], respond: Any) -> None:
+        await ack()
+        user = body["user_id"]
+        where = Where(
+            channel=body.get("channel_id"),
+            channel_name=await front.channel_name(body.get("channel_id"), body.get("channel_name")),
+            user=user,
+        )
+
+        async def answer(text: str, blocks: list[dict[str, Any]]) -> None:
+            await respond(text=text, blocks=blocks, response_type="ephemeral")
+
+        actor = await front.actor(user, body.get("user_name", ""))
+        await front.run_command(
+            actor, plain(body.get("text") or "help"), where, answer, body.get("trigger_id")
+        )
+
+    @app.event("app_mention")
+    async def mention(event: dict[str, Any], client: Any) -> None:
+        user = event.get("user")
+        if not user or event.get("bot_id"):
+            return
+        thread = event.get("thread_ts") or event["ts"]
+        channel = event["channel"]
+        where = Where(channel, await front.channel_name(channel), user, thread_ts=thread)
+
+        async def answer(text: str, blocks: list[dict[str, Any]]) -> None:
+            await client.chat_postMessage(
+                channel=channel, thread_ts=thread, text=text, blocks=blocks
+            )
+
+        line = MENTION_FIRST.sub("", event.get("text") or "").strip()
+        await front.run_command(await front.actor(user), plain(line) or "help", where, answer)
+
+    @app.event("message")
+    async def direct(event: dict[str, Any], client: Any) -> None:
+        """DMs to Baton; other messages (channels Baton is in) are not commands."""
+        if event.get("channel_type") != "im" or event.get("subtype") or event.get("bot_id"):
+            return
+        user, channel = event.get("user"), event["channel"]
+        if not user:
+            return
+        where = Where(channel, None, user, thread_ts=event.get("thread_ts"))
+
+        async def answer(text: str, blocks: list[dict[str, Any]]) -> None:
+            await client.chat_postMessage(
+                channel=channel, thread_ts=event.get("thread_ts"), text=text, blocks=blocks
+            )
+
+        await front.run_command(
+            await front.actor(user), plain(event.get("text") or "help"), where, answer
+        )

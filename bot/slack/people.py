@@ -1,0 +1,99 @@
+"""Who is who in the workspace: user groups, channel names, and how to mention them.
+
+Answers come from Slack's Web API and are cached for ``ttl`` seconds, so a burst of
+commands costs one ``usergroups.list`` call, not one per command. A lookup that fails
+(a missing scope, Slack down) is logged and answers empty: access rules that name user
+groups then refuse rather than guess.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.commands import slack_markup
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Directory:
+    def __init__(self, client: AsyncWebClient, ttl: float = 300.0) -> None:
+        self.client = client
+        self.ttl = ttl
+        self._groups: tuple[float, dict[str, tuple[str, frozenset[str]]]] | None = None
+        self._channels: dict[str, tuple[float, str | None]] = {}
+
+    async def _cached_call(self, what: str, call: Callable[[], Awaitable[T]], empty: T) -> T:
+        try:
+            return await call()
+        except SlackApiError as exc:
+            log.warning("Slack %s failed: %s", what, exc.response.get("error"))
+        except Exception as exc:  # network trouble: answer empty, try again next time
+            log.warning("Slack %s failed: %s", what, exc)
+        return empty
+
+    async def usergroups(self) -> dict[str, tuple[str, frozenset[str]]]:
+        """id -> (handle, member ids) for every user group of the workspace."""
+        if self._groups is not None and time.monotonic() - self._groups[0] < self.ttl:
+            return self._groups[1]
+
+        async def fetch() -> dict[str, tuple[str, frozenset[str]]]:
+            resp = await self.client.usergroups_list(include_users=True)
+            found: dict[str, tuple[str, frozenset[str]]] = {}
+            for group in resp.get("usergroups") or []:
+                users = group.get("users")
+                if users is None:
+                    more = await self.client.usergroups_users_list(usergroup=group["id"])
+                    users = more.get("users") or []
+                found[group["id"]] = (str(group.get("handle") or ""), frozenset(users))
+            return found
+
+        empty: dict[str, tuple[str, frozenset[str]]] = {}
+        groups = await self._cached_call("usergroups.list", fetch, empty)
+        self._groups = (time.monotonic(), groups)
+        return groups
+
+    async def groups_of(self, user: str) -> frozenset[str]:
+        """The user groups ``user`` is in, by id and by ``@handle``."""
+        out: set[str] = set()
+        for group_id, (handle, members) in (await self.usergroups()).items():
+            if user in members:
+                out.add(group_id)
+                if handle:
+                    out.add(f"@{handle}")
+        return frozenset(out)
+
+    async def channel_name(self, channel: str) -> str | None:
+        hit = self._channels.get(channel)
+        if hit is not None and time.monotonic() - hit[0] < self.ttl:
+            return hit[1]
+
+        async def fetch() -> str | None:
+            resp = await self.client.conversations_info(channel=channel)
+            info: dict[str, Any] = resp.get("channel") or {}
+            return info.get("name")
+
+        name = await self._cached_call("conversations.info", fetch, None)
+        self._channels[channel] = (time.monotonic(), name)
+        return name
+
+    async def mention(self, who: str) -> str:
+        """Slack markup that mentions ``who``: a user id, a user group id or ``@handle``,
+        a channel id or ``#name``; anything else as written."""
+        quick = slack_markup(who)
+        if quick != who:
+            return quick
+        if who in ("@here", "@channel"):
+            return f"<!{who[1:]}>"
+        if who.startswith("@"):
+            for group_id, (handle, _) in (await self.usergroups()).items():
+                if handle.lower() == who[1:].lower():
+                    return f"<!subteam^{group_id}>"
+        return who

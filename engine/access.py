@@ -1,0 +1,515 @@
+"""Access rules: who may run, schedule, retry or cancel which playbook, and from where.
+
+The rules are data, read once from the YAML file that ``BATON_CONFIG`` names; one pure
+function, ``authorize``, decides. With ``BATON_CONFIG`` unset (or a file without rules)
+every member may run every playbook. The file::
+
+    groups:                     # Baton-defined groups; members are user ids (Slack U…/W…
+      sre: [U01AAA, U01BBB, alice]   # ids, or console/CLI login names) or Slack user
+      dba: ["@dba-team", S0DBA]      # groups (by @handle or S… id): their members are in
+    access:
+      default: deny             # when no rule matches: allow | deny.
+                                # Unset: deny if any rule exists, else allow
+      rules:                    # the first rule whose playbooks (and actions) match decides
+        - playbooks: "restart-*"          # a glob or a list of globs (fnmatch, case-sensitive)
+          users: [U01AAA]                 # who may: any of users / usergroups / groups;
+          usergroups: ["@sre-oncall", S0123]   # none of the three given = anyone
+          groups: [sre]
+          channels: ["#ops", C0OPS, console, cli]  # from where; absent = anywhere. `console`
+                                                   # and `cli` name Baton's own front ends
+          actions: [run, schedule]        # optional; default: every action below
+        - playbooks: "*"
+
+How the rules read:
+
+- The rules govern the actions ``run``, ``schedule``, ``unschedule``, ``retry`` and
+  ``cancel``. Everything else (help, playbooks, describe, status, history, schedules,
+  ``run --dry-run``) only reads and is always allowed.
+- The first rule whose ``playbooks`` glob matches the playbook and whose ``actions``
+  include the action decides. A matching rule that does not admit the asker refuses; it
+  does not fall through to later rules. No matching rule: ``default`` decides.
+- ``users`` are compared exactly. ``usergroups`` entries are S… ids (exact) or handles
+  (case-insensitive, the ``@`` optional). In ``groups`` a handle needs its ``@``; any
+  other member is a user id or an S… id.
+- A key left out does not restrict; an empty list admits nobody: ``users: []`` (with no
+  other principal) or ``channels: []`` make a rule that refuses everyone.
+- ``channels`` entries are channel ids (``C0OPS``, exact) or names (``#ops`` or ``ops``,
+  case-insensitive; quote ``"#ops"`` in YAML). The bare words ``console`` and ``cli``
+  name Baton's own front ends; a Slack channel called #console is ``"#console"``.
+- Other top-level sections are refused as typos, except ``approvals``, ``alerts`` and
+  ``slack``, which are kept for features to come.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from engine import playbook
+from engine.errors import BatonError, PlaybookInvalid, Problem, closest
+
+ACTIONS: tuple[str, ...] = ("run", "schedule", "unschedule", "retry", "cancel")
+FRONT_ENDS: tuple[str, ...] = ("console", "cli")
+RESERVED_SECTIONS: tuple[str, ...] = ("approvals", "alerts", "slack")
+
+Default = Literal["allow", "deny"]
+
+_PARTICIPLES = {
+    "run": "run",
+    "schedule": "scheduled",
+    "unschedule": "unscheduled",
+    "retry": "retried",
+    "cancel": "cancelled",
+}
+_FRONT_END_NAMES = {"console": "the console", "cli": "the CLI"}
+
+
+class ConfigError(BatonError):
+    """The config file is missing or wrong; ``problems`` point at file:line."""
+
+    def __init__(self, message: str, problems: Sequence[Problem] = ()) -> None:
+        self.problems = list(problems)
+        super().__init__(message)
+
+    @classmethod
+    def of(cls, problems: Sequence[Problem]) -> ConfigError:
+        return cls("\n".join(str(p) for p in problems), problems)
+
+
+# --- who and where ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asks: stable id (Slack user id, login name), display name, the front end
+    (``console``, ``slack``, ``cli``, ``api``, ...), and the Slack user groups they belong
+    to (ids and @handles, resolved by the Slack front end; empty elsewhere)."""
+
+    id: str
+    name: str = ""
+    via: str = "console"
+    usergroups: frozenset[str] = frozenset()
+
+    @property
+    def shown(self) -> str:
+        return self.name or self.id
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a command came from: a channel id and/or name (``C0OPS``, ``ops``), or one of
+    Baton's own front ends (``console``, ``cli``) as the name with no id."""
+
+    channel_id: str | None = None
+    channel_name: str | None = None
+
+    @property
+    def front_end(self) -> str | None:
+        """``console`` or ``cli`` when the command came through that front end."""
+        name = (self.channel_name or "").lower()
+        return name if self.channel_id is None and name in FRONT_ENDS else None
+
+
+CONSOLE = Place(channel_name="console")
+CLI = Place(channel_name="cli")
+
+
+def plain(token: str) -> str:
+    """Render a user, user group or channel as written in the config."""
+    return token
+
+
+# --- rules -----------------------------------------------------------------------------
+
+
+def _looks_like_id(token: str) -> bool:
+    return token.isupper()
+
+
+def _usergroup_ids(actor: Actor) -> frozenset[str]:
+    return frozenset(g for g in actor.usergroups if not g.startswith("@"))
+
+
+def _usergroup_handles(actor: Actor) -> frozenset[str]:
+    return frozenset(g[1:].lower() for g in actor.usergroups if g.startswith("@"))
+
+
+def _in_usergroup(actor: Actor, entry: str) -> bool:
+    """``entry`` from a rule's ``usergroups``: an S… id, or a handle with or without ``@``."""
+    if entry.startswith("@"):
+        return entry[1:].lower() in _usergroup_handles(actor)
+    return entry in _usergroup_ids(actor) or entry.lower() in _usergroup_handles(actor)
+
+
+def _is_member(actor: Actor, member: str) -> bool:
+    """``member`` of a Baton group: an @handle, or else a user id or user group id."""
+    if member.startswith("@"):
+        return member[1:].lower() in _usergroup_handles(actor)
+    return member == actor.id or member in _usergroup_ids(actor)
+
+
+def _at(place: Place, entry: str) -> bool:
+    if entry.lower() in FRONT_ENDS:
+        return place.front_end == entry.lower()
+    if place.front_end is not None:
+        return False
+    if entry == place.channel_id:
+        return True
+    name = entry.removeprefix("#").lower()
+    return place.channel_name is not None and place.channel_name.lstrip("#").lower() == name
+
+
+def _either(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule as written. A principal or channel list is ``None`` when the key was left
+    out (no restriction) and ``()`` when it was given empty (nobody, nowhere)."""
+
+    playbooks: tuple[str, ...]
+    users: tuple[str, ...] | None = None
+    usergroups: tuple[str, ...] | None = None
+    groups: tuple[str, ...] | None = None
+    channels: tuple[str, ...] | None = None
+    actions: tuple[str, ...] = ACTIONS
+    origin: str = ""
+    """Where the rule is written (``file:line``), for logs and refusals."""
+
+    def covers(self, action: str, playbook: str) -> bool:
+        return action in self.actions and any(
+            fnmatch.fnmatchcase(playbook, glob) for glob in self.playbooks
+        )
+
+    @property
+    def names_principals(self) -> bool:
+        return any(p is not None for p in (self.users, self.usergroups, self.groups))
+
+    def admits(self, actor: Actor, actor_groups: frozenset[str]) -> bool:
+        """Whether the rule lets ``actor`` (in Baton groups ``actor_groups``) through."""
+        if not self.names_principals:
+            return True
+        return (
+            actor.id in (self.users or ())
+            or any(_in_usergroup(actor, g) for g in self.usergroups or ())
+            or not actor_groups.isdisjoint(self.groups or ())
+        )
+
+    def admits_place(self, place: Place) -> bool:
+        return self.channels is None or any(_at(place, entry) for entry in self.channels)
+
+    def who(self, mention: Callable[[str], str] = plain) -> list[str] | None:
+        """The principals as shown to people; ``None`` for anyone, ``[]`` for nobody."""
+        if not self.names_principals:
+            return None
+        handles = [
+            g if g.startswith("@") or _looks_like_id(g) else f"@{g}" for g in self.usergroups or ()
+        ]
+        return [
+            *(mention(g) for g in handles),
+            *(mention(u) for u in self.users or ()),
+            *(f"group {g}" for g in self.groups or ()),
+        ]
+
+    def where(self, mention: Callable[[str], str] = plain) -> list[str] | None:
+        """The channels as shown to people; ``None`` for anywhere, ``[]`` for nowhere."""
+        if self.channels is None:
+            return None
+        shown = []
+        for entry in self.channels:
+            if entry.lower() in FRONT_ENDS:
+                shown.append(_FRONT_END_NAMES[entry.lower()])
+            elif entry.startswith("#") or _looks_like_id(entry):
+                shown.append(mention(entry))
+            else:
+                shown.append(mention(f"#{entry}"))
+        return shown
+
+
+@dataclass(frozen=True)
+class AccessRules:
+    """The rules and groups of one config file; immutable, loaded once at start-up."""
+
+    rules: tuple[Rule, ...] = ()
+    groups: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
+    default: Default = "allow"
+    source: str | None = None
+
+    @property
+    def open(self) -> bool:
+        """True when there are no rules: everyone may do everything."""
+        return not self.rules and self.default == "allow"
+
+    def groups_of(self, actor: Actor) -> frozenset[str]:
+        """The Baton groups ``actor`` is in, by id or through a Slack user group."""
+        return frozenset(
+            name
+            for name, members in self.groups.items()
+            if any(_is_member(actor, m) for m in members)
+        )
+
+    def summary(self) -> str:
+        """One line for the start-up log."""
+        if self.open:
+            return "no access rules: every member may run every playbook"
+        count = f"{len(self.rules)} rule{'' if len(self.rules) == 1 else 's'}"
+        groups = f", groups: {', '.join(self.groups)}" if self.groups else ""
+        return f"access rules from {self.source}: {count}, default {self.default}{groups}"
+
+    @classmethod
+    def load(cls, path: Path | None) -> AccessRules:
+        """Read the file ``BATON_CONFIG`` names; ``None`` (unset) gives open rules."""
+        if path is None:
+            return cls()
+        if not path.exists():
+            raise ConfigError(f"BATON_CONFIG points at {path}, which does not exist")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(
+                f"BATON_CONFIG points at {path}, which cannot be read: {exc.strerror}"
+            ) from exc
+        return cls.parse(text, str(path))
+
+    @classmethod
+    def parse(cls, text: str, source: str = "<config>") -> AccessRules:
+        try:
+            data, lines = playbook.parse_yaml(text, source)
+        except PlaybookInvalid as exc:
+            raise ConfigError.of(exc.problems) from exc
+        if data is None:
+            return cls(source=source)
+        if not isinstance(data, dict):
+            raise ConfigError.of(
+                [Problem(source, 1, "the config file must be a mapping with `groups` and `access`")]
+            )
+        try:
+            spec = _FileSpec.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError.of([_problem(err, lines, source) for err in exc.errors()]) from exc
+        return _build(spec, lines, source)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer of ``authorize``. ``rule`` is the rule that decided; ``None`` when the
+    default did, the rules are open, or the action only reads."""
+
+    allowed: bool
+    action: str
+    playbook: str
+    rule: Rule | None
+
+    def refusal(self, mention: Callable[[str], str] = plain) -> str:
+        """Who may do this and from where, for the person who was refused. ``mention``
+        renders one user, user group or channel token for the front end."""
+        action, name = self.action, f"`{self.playbook}`"
+        if self.rule is None:
+            if self.allowed:
+                return f"anyone may {action} {name}"
+            return f"nobody may {action} {name} (no access rule allows it; default deny)"
+        who, where = self.rule.who(mention), self.rule.where(mention)
+        if who == [] or where == []:
+            return f"nobody may {action} {name} (access rule at {self.rule.origin})"
+        done = f"{name} can be {_PARTICIPLES.get(action, action)} by"
+        if who is None:
+            return f"{done} anyone" + (f", but only from {_either(where)}" if where else "")
+        return f"{done} {_either(who)}" + (f", from {_either(where)}" if where else "")
+
+
+def authorize(
+    rules: AccessRules, actor: Actor, action: str, playbook: str, place: Place
+) -> Decision:
+    """Whether ``actor`` may do ``action`` to ``playbook`` from ``place``: the first rule
+    covering the playbook and action decides, else the default. Actions outside
+    ``ACTIONS`` only read and are always allowed."""
+    if action not in ACTIONS:
+        return Decision(True, action, playbook, None)
+    for rule in rules.rules:
+        if rule.covers(action, playbook):
+            allowed = rule.admits(actor, rules.groups_of(actor)) and rule.admits_place(place)
+            return Decision(allowed, action, playbook, rule)
+    return Decision(rules.default == "allow", action, playbook, None)
+
+
+# --- the file format -------------------------------------------------------------------
+
+_EMPTY = {
+    "playbooks": "give a glob or a list of globs",
+    "actions": f"list some of {', '.join(ACTIONS)}, or leave the key out for all",
+    "channels": "list channels, write [] for nowhere, or leave the key out for anywhere",
+}
+_EMPTY_PRINCIPALS = "list members, write [] to admit nobody, or leave the key out"
+
+
+def _known_action(name: str) -> str:
+    if name not in ACTIONS:
+        near = closest(name, ACTIONS, n=1)
+        hint = f"did you mean {near[0]}? " if near else ""
+        raise ValueError(f"unknown action {name!r}; {hint}actions are {', '.join(ACTIONS)}")
+    return name
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _RuleSpec(_Model):
+    playbooks: tuple[str, ...]
+    users: tuple[str, ...] | None = None
+    usergroups: tuple[str, ...] | None = None
+    groups: tuple[str, ...] | None = None
+    channels: tuple[str, ...] | None = None
+    actions: tuple[Annotated[str, AfterValidator(_known_action)], ...] | None = None
+
+    @field_validator(
+        "playbooks", "users", "usergroups", "groups", "channels", "actions", mode="before"
+    )
+    @classmethod
+    def _one_or_many(cls, value: Any, info: ValidationInfo) -> Any:
+        name = info.field_name or ""
+        if value is None or (value == [] and name in ("playbooks", "actions")):
+            raise ValueError(f"`{name}` is empty: {_EMPTY.get(name, _EMPTY_PRINCIPALS)}")
+        return [value] if isinstance(value, str) else value
+
+
+class _AccessSpec(_Model):
+    default: Default | None = None
+    rules: tuple[_RuleSpec, ...] = ()
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return () if value is None else value
+
+
+class _FileSpec(_Model):
+    groups: dict[str, tuple[str, ...]] = {}
+    access: _AccessSpec | None = None
+    approvals: Any = None
+    alerts: Any = None
+    slack: Any = None
+
+    @field_validator("groups", mode="before")
+    @classmethod
+    def _members(cls, value: Any) -> Any:
+        if value is None:
+            return {}
+        if isinstance(value, dict):
+            return {k: [v] if isinstance(v, str) else (v or []) for k, v in value.items()}
+        return value
+
+
+_SECTIONS = ("groups", "access")
+
+
+_SHAPES: dict[tuple[Any, ...], str] = {
+    ("groups",): "`groups` maps each group name to a list of members",
+    ("access",): "`access` is a mapping with `default` and `rules`",
+    ("access", "rules"): "`rules` is a list of rules, each starting `- playbooks: GLOB`",
+}
+
+
+def _known_keys(loc: tuple[Any, ...]) -> Iterable[str]:
+    """The keys allowed where an unknown key ``loc`` was found."""
+    if len(loc) == 1:
+        return _SECTIONS
+    if loc[0] == "access" and len(loc) == 2:
+        return _AccessSpec.model_fields
+    return _RuleSpec.model_fields
+
+
+def _loc_text(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _problem(err: Any, lines: playbook.Lines, source: str) -> Problem:
+    loc = tuple(err["loc"])
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        key = str(loc[-1])
+        near = closest(key, _known_keys(loc), n=1)
+        hint = f"; did you mean `{near[0]}`?" if near else ""
+        if len(loc) == 1:
+            reserved = ", ".join(RESERVED_SECTIONS)
+            msg = (
+                f"unknown section{hint or '.'} Known sections: {', '.join(_SECTIONS)} "
+                f"({reserved} are reserved for later)"
+            )
+        else:
+            known = ", ".join(_known_keys(loc))
+            msg = f"unknown key{hint or '.'} Known keys here: {known}"
+    elif err["type"] == "literal_error":
+        msg = f"{msg}, not {err['input']!r}"
+    elif err["type"] in ("dict_type", "tuple_type", "model_type") and loc in _SHAPES:
+        msg = _SHAPES[loc]
+    elif err["type"] == "model_type":
+        msg = "a rule is a mapping: `playbooks` and optional " + ", ".join(
+            k for k in _RuleSpec.model_fields if k != "playbooks"
+        )
+    elif err["type"] == "missing":
+        msg = f"missing `{loc[-1]}`" + (
+            ": every rule needs a glob or a list of globs" if loc[-1] == "playbooks" else ""
+        )
+        loc = loc[:-1]
+    where = _loc_text(loc)
+    return Problem(source, playbook.line_of(lines, loc), f"{where}: {msg}" if where else msg)
+
+
+def _build(spec: _FileSpec, lines: playbook.Lines, source: str) -> AccessRules:
+    """Turn a valid file into rules, checking what the schema cannot: names across keys."""
+    groups = {name: frozenset(members) for name, members in spec.groups.items()}
+    access = spec.access or _AccessSpec()
+    problems: list[Problem] = []
+
+    def problem(loc: tuple[Any, ...], message: str) -> None:
+        problems.append(
+            Problem(source, playbook.line_of(lines, loc), f"{_loc_text(loc)}: {message}")
+        )
+
+    rules: list[Rule] = []
+    for i, rs in enumerate(access.rules):
+        at = ("access", "rules", i)
+        for j, user in enumerate(rs.users or ()):
+            if user.startswith("@"):
+                problem(
+                    (*at, "users", j), f"{user!r} is a Slack user group; list it under `usergroups`"
+                )
+        for j, group in enumerate(rs.groups or ()):
+            if group not in groups:
+                near = closest(group, groups, n=1)
+                hint = f"did you mean {near[0]!r}?" if near else "define it under `groups:`"
+                problem((*at, "groups", j), f"group {group!r} is not defined; {hint}")
+        line = playbook.line_of(lines, at)
+        rules.append(
+            Rule(
+                playbooks=rs.playbooks,
+                users=rs.users,
+                usergroups=rs.usergroups,
+                groups=rs.groups,
+                channels=rs.channels,
+                actions=rs.actions or ACTIONS,
+                origin=f"{source}:{line}" if line else source,
+            )
+        )
+    if problems:
+        raise ConfigError.of(sorted(problems, key=lambda p: p.line or 0))
+    default: Default = access.default or ("deny" if rules else "allow")
+    return AccessRules(tuple(rules), MappingProxyType(groups), default, source)
