@@ -91,10 +91,14 @@ class Cards:
         self._runs: dict[str, _Run] = {}
         self._pump: asyncio.Task[None] | None = None
         self._sub: Subscription | None = None
+        self.monotonic = time.monotonic  # how edits are spaced; tests give a clock of theirs
+        self.sleep = asyncio.sleep
 
     async def start(self) -> None:
         self._sub = self.engine.bus.subscribe()
         self._pump = asyncio.create_task(self._read(), name="slack-cards")
+        for run_id in self.engine.active_runs:  # resumed before we listened: catch up
+            self.touch(run_id)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop reading events; give the cards still being written ``grace`` seconds."""
@@ -130,6 +134,18 @@ class Cards:
             except Exception:
                 log.exception("could not take %r for Slack", event)
 
+    def touch(self, run_id: str) -> _Run:
+        """Make sure the card of ``run_id`` shows its current state soon."""
+        run = self._runs.get(run_id)
+        if run is None:
+            run = self._runs[run_id] = _Run(run_id)
+        if run.skip:
+            return run
+        run.dirty = True
+        if run.task is None or run.task.done():
+            run.task = asyncio.create_task(self._flush(run), name=f"card-{run.run_id}")
+        return run
+
     def note(self, event: ev.Event) -> None:
         """Take one event: remember what to show, and make sure a flusher runs."""
         run = self._runs.get(event.run_id)
@@ -151,9 +167,7 @@ class Cards:
             case ev.RunFinished():
                 run.finished = True
                 run.notice = run.notice or event.status in ("failed", "timed_out")
-        run.dirty = True
-        if run.task is None or run.task.done():
-            run.task = asyncio.create_task(self._flush(run), name=f"card-{run.run_id}")
+        self.touch(run.run_id)
 
     # --- one run's flusher -------------------------------------------------------------
 
@@ -163,12 +177,12 @@ class Cards:
                 run.skip = True
                 return
             while run.dirty:
-                wait = run.last_edit + self.options.interval - time.monotonic()
+                wait = run.last_edit + self.options.interval - self.monotonic()
                 if wait > 0:
-                    await asyncio.sleep(wait)  # coalesce: events meanwhile join this edit
+                    await self.sleep(wait)  # coalesce: events meanwhile join this edit
                 run.dirty = False
+                run.last_edit = self.monotonic()
                 await self._show(run)
-                run.last_edit = time.monotonic()
         except asyncio.CancelledError:
             raise
         except Exception:

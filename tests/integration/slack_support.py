@@ -141,18 +141,18 @@ def write_playbooks(folder: Path, playbooks: dict[str, str]) -> None:
 
 
 def settings_for(tmp_path: Path, db_url: str, slack: fake.FakeSlack, **extra: Any) -> Settings:
-    return Settings(
-        database_url=db_url,
-        playbooks=tmp_path / "playbooks",
-        key_file=tmp_path / "key",
-        slack_bot_token="xoxb-test",  # type: ignore[arg-type]
-        slack_signing_secret=SECRET,  # type: ignore[arg-type]
-        slack_api_url=slack.url,
-        slack_card_interval=0,
-        slack_oncall_channel="C0DEPLOYS",
-        api_token="api-token",  # type: ignore[arg-type]
-        **extra,
-    )
+    values: dict[str, Any] = {
+        "database_url": db_url,
+        "playbooks": tmp_path / "playbooks",
+        "key_file": tmp_path / "key",
+        "slack_bot_token": "xoxb-test",
+        "slack_signing_secret": SECRET,
+        "slack_api_url": slack.url,
+        "slack_card_interval": 0,
+        "slack_oncall_channel": "C0DEPLOYS",
+        "api_token": "api-token",
+    }
+    return Settings(**{**values, **extra})
 
 
 @asynccontextmanager

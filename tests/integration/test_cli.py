@@ -267,3 +267,46 @@ def test_serve_on_a_port_in_use_says_so(env: dict[str, str]) -> None:
     assert out.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_access_rules_hold_for_the_command_line_and_the_console(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    config = tmp_path / "baton.yaml"
+    config.write_text(
+        "access:\n  rules:\n    - playbooks: greet\n      users: [alice]\n"
+        "      channels: [console]\n"
+    )
+    env = {**env, "BATON_CONFIG": str(config)}
+    refused = baton(env, "run", "greet", "--as", "bob")
+    assert refused.returncode == 2  # a user's mistake, as for an unknown playbook
+    assert "`greet` can be run by alice, from the console" in refused.stderr
+    assert "Traceback" not in refused.stdout + refused.stderr
+    # alice is allowed, but only from the console: the CLI is another place
+    assert baton(env, "run", "greet", "--as", "alice").returncode == 2
+    chat = subprocess.run(
+        [BATON, "console", "--as", "alice"],
+        input="run greet\nhelp\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "started greet" in chat.stdout, chat.stdout + chat.stderr
+    other = subprocess.run(
+        [BATON, "console", "--as", "bob"],
+        input="help\nrun greet\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "you may run no playbook here" in other.stdout
+    assert "can be run by alice" in other.stdout
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("access:\n  rules:\n    - playbooks: greet\n      actions: [launch]\n")
+    bad = baton({**env, "BATON_CONFIG": str(broken)}, "run", "greet")
+    assert bad.returncode != 0 and "broken.yaml:4" in bad.stderr
+    assert "Traceback" not in bad.stderr

@@ -3,6 +3,8 @@ Slack Web API recording what Baton sends back, the database holding the runs."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator
@@ -284,3 +286,142 @@ async def test_messages_from_bots_are_not_commands(sb: SlackBaton) -> None:
     await sb.event(fake.bot_message("run hello who=bot", channel="C0OPS"))
     await sb.settle()
     assert await sb.baton.store.all(sa.select(t.runs)) == []
+
+
+# --- access rules ----------------------------------------------------------------------
+
+RULES = """
+groups:
+  sre: [U0BOB, "@admins"]
+access:
+  rules:
+    - playbooks: deploy
+      groups: [sre]
+      channels: ["#ops"]
+    - playbooks: "*"
+"""
+
+
+@pytest.fixture
+async def guarded(tmp_path: Path, db_url: str) -> AsyncIterator[SlackBaton]:
+    write_playbooks(tmp_path / "playbooks", PLAYBOOKS)
+    config = tmp_path / "baton.yaml"
+    config.write_text(RULES)
+    async with (
+        fake.FakeSlack() as slack,
+        served(settings_for(tmp_path, db_url, slack, config=config), slack) as s,
+    ):
+        yield s
+
+
+async def answer_to(sb: SlackBaton, text: str, name: str, **kw: Any) -> str:
+    await sb.command(text, response_url=sb.slack.response_url(name), **kw)
+    (answer,) = await sb.slack.wait_for("response_url", lambda c: c.args["_name"] == name)
+    return str(answer.args["text"])
+
+
+async def test_access_rules_refuse_with_who_may_and_from_where(guarded: SlackBaton) -> None:
+    run = "run deploy env=prod version=v1"
+    said = await answer_to(guarded, run, "alice")
+    assert said == "`deploy` can be run by group sre, from #ops"
+    said = await answer_to(guarded, run, "bob-elsewhere", user="U0BOB", channel="C0DEPLOYS")
+    assert said == "`deploy` can be run by group sre, from #ops"
+
+    # carol is in group sre through the Slack user group @admins (usergroups.list)
+    started = await guarded.started(guarded.command(run, user="U0CAROL"))
+    assert started["requested_by"] == "U0CAROL"
+    await guarded.settle(started["id"])
+    rows = await audit_rows(guarded)
+    outcomes = [(r.actor, r.action, r.outcome) for r in rows if r.action == "command:run"]
+    assert outcomes == [
+        ("U0ALICE", "command:run", "refused"),
+        ("U0BOB", "command:run", "refused"),
+        ("U0CAROL", "command:run", "ok"),
+    ]
+    assert len(await guarded.baton.store.all(sa.select(t.runs))) == 1
+
+
+async def test_help_lists_only_what_the_asker_may_run(guarded: SlackBaton) -> None:
+    alice = await answer_to(guarded, "help", "alice")
+    assert "hello" in alice and "deploy" not in alice
+    carol = await answer_to(guarded, "help", "carol", user="U0CAROL")
+    assert "deploy" in carol and "hello" in carol
+
+
+# --- restarts ------------------------------------------------------------------------------
+
+
+async def test_after_a_restart_the_same_card_is_edited_not_posted_again(
+    tmp_path: Path, db_url: str
+) -> None:
+    write_playbooks(tmp_path / "playbooks", PLAYBOOKS)
+    async with fake.FakeSlack() as slack:
+        settings = settings_for(tmp_path, db_url, slack)
+        async with served(settings, slack) as first:
+            run = await first.started(first.command("run slow"))
+            await first.settle()
+            card = await first.card_of(run["id"])
+        posts_before = len(slack.calls_to("chat.postMessage"))
+        async with served(settings, slack) as second:
+            await second.slack.wait_for(
+                "chat.update", lambda c: c.args["ts"] == card["ts"], count=1
+            )
+            await second.click(blocks.CANCEL, run["id"], message_ts=card["ts"])
+            await second.settle(run["id"])
+            after = await second.card_of(run["id"])
+        assert after["ts"] == card["ts"] and "cancelled" in texts(after)
+        assert len(slack.calls_to("chat.postMessage")) == posts_before, "no second card"
+        assert len(slack.messages("C0OPS")) == 1
+
+
+CHAIN = "name: chain\nsteps:\n" + "".join(
+    f"  - id: s{i}\n    action: log\n    with: {{message: step {i}}}\n"
+    + (f"    needs: [s{i - 1}]\n" if i else "")
+    for i in range(30)
+)
+
+
+class SteppedClock:
+    """Monotonic time that moves only when the cards wait: edits' spacing, without
+    waiting for real."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.waits: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+async def test_card_edits_are_spaced_by_the_interval_and_fold_events(
+    tmp_path: Path, db_url: str
+) -> None:
+    write_playbooks(tmp_path / "playbooks", {**PLAYBOOKS, "chain": CHAIN})
+    async with fake.FakeSlack() as slack:
+        settings = settings_for(tmp_path, db_url, slack, slack_card_interval=1.0)
+        async with served(settings, slack) as sb:
+            assert sb.front.cards is not None
+            clock = SteppedClock()
+            sb.front.cards.monotonic, sb.front.cards.sleep = clock.monotonic, clock.sleep
+            stamps: list[float] = []
+            original = sb.front.client.chat_update
+
+            async def stamped(**kw: Any) -> Any:
+                stamps.append(clock.now)
+                return await original(**kw)
+
+            sb.front.client.chat_update = stamped  # type: ignore[method-assign]
+            run = await sb.started(sb.command("run chain"))
+            await sb.settle(run["id"])
+            card = await sb.card_of(run["id"])
+    assert "succeeded" in texts(card) and texts(card).count(":white_check_mark:") == 31
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    assert all(gap >= 1.0 for gap in gaps), gaps
+    assert all(0 < w <= 1.0 for w in clock.waits)
+    # 30 steps publish 60+ events; the card is edited far fewer times than that
+    assert 1 <= len(stamps) < 30
