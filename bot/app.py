@@ -15,6 +15,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from bot.approvers import ApproverCheck
 from bot.settings import Settings
 from engine.access import AccessRules
 from engine.actions.registry import Registry
@@ -98,6 +99,7 @@ async def open_baton(
             clock=clock,
             timers=timers or SchedulerTimers(),
             owner=f"{os.uname().nodename}:{os.getpid()}",
+            approver_check=ApproverCheck(rules),
         )
         schedules = Schedules(engine, grace=settings.misfire_grace, poll=settings.schedule_poll)
         if resume:

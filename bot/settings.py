@@ -81,6 +81,11 @@ class Settings(BaseSettings):
         description="Slack channel that gets every failure notice too (a playbook's "
         "`notify.channel` overrides it).",
     )
+    slack_approvals_channel: str | None = Field(
+        default=None,
+        description="Slack channel that gets a copy of every approval prompt "
+        "(edited in place like the one in the run's thread).",
+    )
     slack_card_interval: float = Field(
         default=1.0,
         ge=0,

@@ -331,6 +331,20 @@ class Decision:
         return f"{done} {_either(who)}" + (f", from {_either(where)}" if where else "")
 
 
+def may_approve(rules: AccessRules, actor: Actor, approvers: Mapping[str, Any]) -> bool:
+    """Whether ``actor`` is one of an approval step's ``approvers`` (``users``,
+    ``usergroups``, Baton ``groups``); a step that names nobody lets anyone decide
+    (the self-approval rule is the engine's)."""
+    users = approvers.get("users") or []
+    usergroups = approvers.get("usergroups") or []
+    groups = approvers.get("groups") or []
+    if not (users or usergroups or groups):
+        return True
+    if actor.id in users or any(_in_usergroup(actor, g) for g in usergroups):
+        return True
+    return bool(set(groups) & rules.groups_of(actor))
+
+
 def authorize(
     rules: AccessRules, actor: Actor, action: str, playbook: str, place: Place
 ) -> Decision:

@@ -146,6 +146,23 @@ class ApprovalClosed(StepEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ApprovalEscalated(StepEvent):
+    """Nobody decided in time: ``added`` were asked too, until ``deadline``."""
+
+    approval_id: str
+    approvers: dict[str, list[str]]
+    added: dict[str, list[str]]
+    deadline: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalReminded(StepEvent):
+    approval_id: str
+    approvers: dict[str, list[str]]
+    deadline: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunLogged(Event):
     step_id: str | None
     message: str

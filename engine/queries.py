@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine.errors import RunNotFound
+from engine.errors import ApprovalNotFound, RunNotFound
 from storage import tables as t
 from storage.store import Store
 
@@ -184,3 +184,45 @@ async def full_outputs(store: Store, run_id: str, step_id: str) -> dict[str, Any
     if row is None:
         return {}
     return {**(row.output or {}), **(row.attachments or {})}
+
+
+async def approval_view(store: Store, approval_id: str) -> dict[str, Any]:
+    """One approval gate as front ends show it: what it asks, of whom, until when, the
+    decisions so far, and the run it belongs to."""
+
+    def read(conn: sa.Connection) -> dict[str, Any]:
+        gate = conn.execute(sa.select(t.approvals).where(t.approvals.c.id == approval_id)).first()
+        if gate is None:
+            raise ApprovalNotFound(approval_id)
+        run = conn.execute(
+            sa.select(t.runs.c.playbook, t.runs.c.params, t.runs.c.requested_by).where(
+                t.runs.c.id == gate.run_id
+            )
+        ).one()
+        decisions = conn.execute(
+            sa.select(t.decisions)
+            .where(t.decisions.c.approval_id == approval_id)
+            .order_by(t.decisions.c.id)
+        ).all()
+        spec = dict(gate.spec or {})
+        return {
+            "id": gate.id,
+            "run_id": gate.run_id,
+            "step_id": gate.step_id,
+            "status": gate.status,
+            "spec": spec,
+            "approvers": describe_approvers(spec, gate.requested_by),
+            "requested_by": gate.requested_by,
+            "created_at": _iso(gate.created_at),
+            "deadline_at": _iso(gate.deadline_at),
+            "closed_at": _iso(gate.closed_at),
+            "reason": gate.outcome_reason,
+            "playbook": run.playbook,
+            "params": run.params,
+            "decisions": [
+                {"user": d.user, "decision": d.decision, "comment": d.comment, "at": _iso(d.at)}
+                for d in decisions
+            ],
+        }
+
+    return await store.read(read)

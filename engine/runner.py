@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import suppress
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import pydantic
@@ -59,10 +60,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ApproverCheck = Callable[[str, dict[str, Any]], bool]
+ApproverCheck = Callable[[str, dict[str, Any]], Awaitable[bool]]
 
 
-def _users_only(user: str, approvers: dict[str, Any]) -> bool:
+async def _users_only(user: str, approvers: dict[str, Any]) -> bool:
     """Default approver check: listed users; anyone when the step lists nobody."""
     users = approvers.get("users") or []
     if not any(approvers.get(k) for k in ("users", "usergroups", "groups")):
@@ -345,18 +346,10 @@ class Engine:
             return DecisionResult(
                 approval_id, False, row.status, f"approval {approval_id} is already {row.status}"
             )
-        if user == row.requested_by and not spec.get("allow_self_approval", False):
+        problem = await self._decider_problem(row, user)
+        if problem is not None:
             await self.store.write(self._audit(user, decision, approval_id, {}, "refused"))
-            raise NotAllowed(
-                f"{user} started run {row.run_id} and cannot approve it: another approver "
-                "must decide"
-            )
-        if not self.approver_check(user, spec.get("approvers") or {}):
-            await self.store.write(self._audit(user, decision, approval_id, {}, "refused"))
-            raise NotAllowed(
-                f"{user} may not decide on {approval_id}; approvers: "
-                f"{queries.describe_approvers(spec, row.requested_by)}"
-            )
+            raise NotAllowed(problem)
         now = self.clock.now()
         outcome = gates.Outcome()
         quorum = int(spec.get("min_approvals", 1))
@@ -399,6 +392,30 @@ class Engine:
         return DecisionResult(
             approval_id, True, closed or "pending", f"{user} {decision}d {approval_id}"
         )
+
+    async def may_decide(self, approval_id: str, user: str) -> str | None:
+        """Why ``user`` may not decide on the gate (None: they may), without deciding:
+        front ends ask before opening a form for a reason."""
+        row = await self.store.one(sa.select(t.approvals).where(t.approvals.c.id == approval_id))
+        if row is None:
+            raise ApprovalNotFound(approval_id)
+        if row.status != "pending":
+            return f"approval {approval_id} is already {row.status}"
+        return await self._decider_problem(row, user)
+
+    async def _decider_problem(self, row: sa.Row[Any], user: str) -> str | None:
+        spec = row.spec
+        if user == row.requested_by and not spec.get("allow_self_approval", False):
+            return (
+                f"{user} started run {row.run_id} and cannot approve it: another approver "
+                f"must decide ({queries.describe_approvers(spec, row.requested_by)})"
+            )
+        if not await self.approver_check(user, spec.get("approvers") or {}):
+            return (
+                f"{user} may not decide on {row.id}; approvers: "
+                f"{queries.describe_approvers(spec, row.requested_by)}"
+            )
+        return None
 
     # --- preparing and admitting runs -------------------------------------------------
 
@@ -600,9 +617,14 @@ class Engine:
                 if gate is None:
                     continue
                 step.on_timeout = str(gate.spec.get("on_timeout", "reject"))
+                step.gate = dict(gate.spec or {})
                 if gate.status == "pending":
                     if gate.deadline_at is not None:
                         self.machine.set_timer(run, step, gate.deadline_at, "approval")
+                    remind_at = step.gate.get("remind_at")
+                    if remind_at:
+                        at = datetime.fromisoformat(remind_at)
+                        self.machine.set_timer(run, step, at, "remind")
                     continue
                 run.inbox.append(  # decided while no process was driving the run
                     msg.GateClosed(

@@ -84,6 +84,7 @@ class StepState:
     task: asyncio.Task[None] | None = None
     cancel_reason: str | None = None
     on_timeout: str = "reject"
+    gate: dict[str, Any] | None = None  # the open approval's spec, as stored
     templated: bool = True
     _live: set[str] | None = field(default=None, repr=False)
 

@@ -134,6 +134,7 @@ class RunMachine:
         elif isinstance(m, msg.GateClosed):
             if step.status is StepStatus.WAITING and step.approval_id == m.approval_id:
                 self.timers.cancel(self.timer_key(run, step, "approval"))
+                self.timers.cancel(self.timer_key(run, step, "remind"))
                 batch.events.append(
                     ev.ApprovalClosed(
                         **self._event_base(run, step),
@@ -331,8 +332,22 @@ class RunMachine:
         deadline = now + timedelta(seconds=spec.timeout_s) if spec.timeout_s else None
         message = run.masker.mask_text(spec.message)
         show = run.masker.mask(spec.show)
+        remind_at = now + timedelta(seconds=spec.remind_s) if spec.remind_s else None
+        gate = {
+            "approvers": spec.approvers,
+            "min_approvals": spec.min_approvals,
+            "message": message,
+            "allow_self_approval": spec.allow_self_approval,
+            "on_timeout": spec.on_timeout,
+            "show": show,
+            "escalate": spec.escalate,
+            "remind_s": spec.remind_s,
+            "remind_at": remind_at.isoformat() if remind_at else None,
+            "stage": 0,
+        }
         step.approval_id = approval_id
         step.on_timeout = spec.on_timeout
+        step.gate = gate
         step.wake_reason = "approval"
         step.wake_at = deadline
         batch.ops.append(
@@ -341,21 +356,19 @@ class RunMachine:
                 run_id=run.id,
                 step_id=step.id,
                 status="pending",
-                spec={
-                    "approvers": spec.approvers,
-                    "min_approvals": spec.min_approvals,
-                    "message": message,
-                    "allow_self_approval": spec.allow_self_approval,
-                    "on_timeout": spec.on_timeout,
-                    "show": show,
-                },
+                spec=gate,
                 requested_by=run.requested_by,
                 created_at=now,
                 deadline_at=deadline,
             )
         )
+        batch.ops.append(
+            audit.op(now, run.requested_by, "approval-request", approval_id, {"step": step.id})
+        )
         if deadline is not None:
             batch.after.append(lambda: self.set_timer(run, step, deadline, "approval"))
+        if remind_at is not None:
+            batch.after.append(lambda: self.set_timer(run, step, remind_at, "remind"))
         batch.events.append(
             ev.ApprovalRequested(
                 **self._event_base(run, step),
@@ -394,6 +407,10 @@ class RunMachine:
                 step.cancel_reason = "timeout"
                 step.task.cancel()
             return
+        if m.reason == "remind":
+            if step.status is StepStatus.WAITING and step.wake_reason == "approval":
+                self._gate_reminder(run, step, batch)
+            return
         if step.status is not StepStatus.WAITING or step.wake_reason != m.reason:
             return
         if m.reason == "retry":
@@ -410,7 +427,75 @@ class RunMachine:
         elif m.reason == "approval":
             self._gate_timeout(run, step, batch)
 
+    def _gate_update(self, step: StepState, batch: Batch, **values: Any) -> None:
+        """Write the open gate's spec (and ``values``) while it is still pending."""
+        batch.ops.append(
+            t.approvals.update()
+            .where(t.approvals.c.id == step.approval_id, t.approvals.c.status == "pending")
+            .values(spec=dict(step.gate or {}), **values)
+        )
+
+    def _gate_reminder(self, run: RunState, step: StepState, batch: Batch) -> None:
+        gate = step.gate = {**(step.gate or {}), "remind_at": None}
+        self._gate_update(step, batch)
+        now = self.clock.now()
+        batch.ops.append(audit.op(now, "baton", "approval-reminder", step.approval_id or "", {}))
+        batch.events.append(
+            ev.ApprovalReminded(
+                **self._event_base(run, step),
+                approval_id=step.approval_id or "",
+                approvers=gate.get("approvers") or {},
+                deadline=step.wake_at,
+            )
+        )
+
+    def _gate_escalate(self, run: RunState, step: StepState, batch: Batch) -> None:
+        """Nobody decided in time: ask the escalation's approvers too, with a new
+        deadline and the escalation's own ``on_timeout``."""
+        now = self.clock.now()
+        gate = dict(step.gate or {})
+        more = gate.get("escalate") or {}
+        before = gate.get("approvers") or {}
+        added = more.get("approvers") or {}
+        merged = {
+            kind: list(dict.fromkeys([*(before.get(kind) or []), *(added.get(kind) or [])]))
+            for kind in ("users", "usergroups", "groups")
+        }
+        deadline = now + timedelta(seconds=float(more.get("timeout_s") or 0))
+        remind_s = gate.get("remind_s")
+        remind_at = now + timedelta(seconds=remind_s) if remind_s else None
+        gate.update(
+            approvers=merged,
+            on_timeout=more.get("on_timeout", "reject"),
+            escalate=None,
+            stage=int(gate.get("stage") or 0) + 1,
+            escalated_at=now.isoformat(),
+            remind_at=remind_at.isoformat() if remind_at else None,
+        )
+        step.gate, step.on_timeout, step.wake_at = gate, gate["on_timeout"], deadline
+        self._gate_update(step, batch, deadline_at=deadline)
+        batch.ops.append(self._step_op(run, step))
+        batch.ops.append(
+            audit.op(now, "baton", "approval-escalated", step.approval_id or "", {"added": added})
+        )
+        batch.after.append(lambda: self.set_timer(run, step, deadline, "approval"))
+        if remind_at is not None:
+            batch.after.append(lambda: self.set_timer(run, step, remind_at, "remind"))
+        batch.events.append(
+            ev.ApprovalEscalated(
+                **self._event_base(run, step),
+                approval_id=step.approval_id or "",
+                approvers=merged,
+                added=added,
+                deadline=deadline,
+            )
+        )
+
     def _gate_timeout(self, run: RunState, step: StepState, batch: Batch) -> None:
+        if step.on_timeout == "escalate" and (step.gate or {}).get("escalate"):
+            self._gate_escalate(run, step, batch)
+            return
+        self.timers.cancel(self.timer_key(run, step, "remind"))
         now = self.clock.now()
         outcome = "approved" if step.on_timeout == "approve" else "timed_out"
         batch.ops.append(
@@ -465,7 +550,7 @@ class RunMachine:
                 step.cancel_reason = "cancelled"
                 step.task.cancel()
             elif step.status in (StepStatus.WAITING, StepStatus.PENDING):
-                for reason in ("retry", "wait", "approval", "timeout"):
+                for reason in ("retry", "wait", "approval", "remind", "timeout"):
                     self.timers.cancel(self.timer_key(run, step, reason))
                 if step.approval_id and step.status is StepStatus.WAITING:
                     batch.ops.append(

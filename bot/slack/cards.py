@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,8 @@ class CardOptions:
     interval: float = 1.0  # seconds between two edits of one card
     runs_channel: str | None = None  # runs not asked for in Slack
     oncall_channel: str | None = None  # failure notices, besides the run's thread
+    approvals_channel: str | None = None  # a copy of every approval prompt
+    groups: Mapping[str, frozenset[str]] = field(default_factory=dict)  # Baton groups
 
 
 @dataclass
@@ -71,6 +74,9 @@ class _Run:
     place: tuple[str, str | None, str | None] | None = None  # channel, thread, requester
     skip: bool = False
     card: Post | None = None
+    cardless: bool = False  # a child run: its gates and failures go to the parent's thread
+    gates: set[str] = field(default_factory=set)
+    nudges: list[tuple[str, str, dict[str, list[str]]]] = field(default_factory=list)
 
 
 class Cards:
@@ -164,6 +170,13 @@ class Cards:
                 )
             case ev.RunLogged():
                 run.logs.append((event.step_id, event.level, event.message))
+            case ev.ApprovalEscalated():
+                run.gates.add(event.approval_id)
+                run.nudges.append((event.approval_id, "escalated", event.added))
+            case ev.ApprovalReminded():
+                run.nudges.append((event.approval_id, "reminder", event.approvers))
+            case ev.ApprovalRequested() | ev.ApprovalDecided() | ev.ApprovalClosed():
+                run.gates.add(event.approval_id)
             case ev.RunFinished():
                 run.finished = True
                 run.notice = run.notice or event.status in ("failed", "timed_out")
@@ -198,8 +211,13 @@ class Cards:
             origin = await queries.run_origin(self.engine.store, run.run_id)
         except BatonError:
             return False
-        if origin["parent_run_id"]:
-            return False  # shown as a step of its parent's card
+        if origin["parent_run_id"]:  # a step of its parent's card; talks in that thread
+            parent = await self.outbox.find(origin["parent_run_id"], "card")
+            if parent is None or parent.ts is None:
+                return False
+            run.cardless = True
+            run.place = (parent.channel, parent.thread_ts or parent.ts, None)
+            return True
         source = origin["source"]
         channel = source.get("channel") if source.get("front_end") == "slack" else None
         if channel is None:
@@ -215,17 +233,29 @@ class Cards:
         failures, run.failures = run.failures, []
         logs, run.logs = run.logs, []
         notice, run.notice = run.notice, False
+        gates, run.gates = run.gates, set()
+        nudges, run.nudges = run.nudges, []
         data = await queries.get_run(self.engine.store, run.run_id)
-        card = await self._card(run, data)
-        if card is None or card.ts is None:
-            return
-        thread = card.thread_ts or card.ts
+        if run.cardless:
+            assert run.place is not None
+            channel, thread_ts, _ = run.place
+            card = Post(run.run_id, "", "card", channel, thread_ts, thread_ts, "posted")
+        else:
+            found = await self._card(run, data)
+            if found is None or found.ts is None:
+                return
+            card = found
+        thread = card.thread_ts or str(card.ts)
+        for gate in sorted(gates):
+            await self._gate(card, thread, gate)
+        for gate, kind, whom in nudges:
+            await self._nudge(card, thread, gate, kind, whom)
         for failure in failures:
             await self._step_failure(data, card, thread, failure)
         if logs:
             text, body = blocks.log_lines(logs)
             await self._post(card.channel, text, body, thread)
-        if notice:
+        if notice and not run.cardless:  # a child's failure is its parent's to tell
             await self._notice(data, card, thread)
 
     async def _card(self, run: _Run, data: dict[str, Any]) -> Post | None:
@@ -325,6 +355,81 @@ class Cards:
             filename=f"{data['playbook']}-{data['id']}-{step}.txt",
             title=f"output of step {step} (run {data['id']})",
         )
+
+    # --- approval gates ----------------------------------------------------------------
+
+    async def approvers_text(self, spec: dict[str, Any], requested_by: str) -> str:
+        """Who may decide, as mentions (a Baton group with its members)."""
+        approvers = spec.get("approvers") or {}
+        shown = [await self.directory.mention(u) for u in approvers.get("users") or []]
+        for ug in approvers.get("usergroups") or []:
+            shown.append(await self.directory.mention(ug if ug[:1] in "@S" else f"@{ug}"))
+        for name in approvers.get("groups") or []:
+            members = [await self.directory.mention(m) for m in self.options.groups.get(name, ())]
+            shown.append(f"group {name}" + (f" ({' '.join(members)})" if members else ""))
+        if not shown:
+            shown = ["anyone"]
+        if not spec.get("allow_self_approval"):
+            shown.append(f"(not <@{requested_by}>, who asked)")
+        return " ".join(shown)
+
+    async def _gate(self, card: Post, thread: str, approval_id: str) -> None:
+        gate = await queries.approval_view(self.engine.store, approval_id)
+        approvers = await self.approvers_text(gate["spec"], gate["requested_by"])
+        text, body = blocks.approval_prompt(gate, approvers, self.engine.clock.now())
+        key, step = f"approval:{approval_id}", gate["step_id"]
+        await self._upsert(gate["run_id"], key, step, card.channel, thread, text, body)
+        copy = self.options.approvals_channel
+        if copy is not None and copy != card.channel:
+            await self._upsert(gate["run_id"], f"{key}:copy", step, copy, None, text, body)
+
+    async def _upsert(
+        self,
+        run_id: str,
+        kind: str,
+        step: str,
+        channel: str,
+        thread: str | None,
+        text: str,
+        body: list[dict[str, Any]],
+    ) -> None:
+        """Post a message once, then edit it in place (the outbox remembers where)."""
+        now = self.engine.clock.now()
+        post = await self.outbox.claim(
+            run_id, kind, channel, step_id=step, thread_ts=thread, at=now
+        )
+        if post.ts is not None:
+            await self.client.chat_update(channel=post.channel, ts=post.ts, text=text, blocks=body)
+            return
+        try:
+            ts: str | None = await self._post(channel, text, body, thread)
+        except SlackApiError as exc:
+            log.warning("cannot post %s of run %s: %s", kind, run_id, exc.response.get("error"))
+            ts = None
+        await self.outbox.posted(post, ts=ts, at=now)
+
+    async def _nudge(
+        self, card: Post, thread: str, approval_id: str, kind: str, whom: dict[str, list[str]]
+    ) -> None:
+        gate = await queries.approval_view(self.engine.store, approval_id)
+        if gate["status"] != "pending":
+            return
+        decided = {d["user"] for d in gate["decisions"]}
+        spec = {**gate["spec"], "approvers": whom}
+        mentions = await self.approvers_text(spec, gate["requested_by"])
+        for user in decided:
+            mentions = mentions.replace(f"<@{user}>", "").replace("  ", " ")
+        deadline = blocks.when(gate["deadline_at"])
+        if kind == "escalated":
+            head = f":arrow_up: approval `{approval_id}` escalated: {mentions} please decide"
+        else:
+            head = f":bell: reminder: approval `{approval_id}` waits for {mentions}"
+        line = head + (f" by {deadline}" if deadline else "")
+        text = f"approval {approval_id} {kind}"
+        await self._post(card.channel, text, [blocks.section(line)], thread)
+        copy = self.options.approvals_channel
+        if copy is not None and copy != card.channel:
+            await self._post(copy, text, [blocks.section(line)], None)
 
     async def _notice(self, data: dict[str, Any], card: Post, thread: str) -> None:
         attempt = data.get("attempt", 1)

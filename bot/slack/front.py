@@ -38,12 +38,14 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.approvers import ApproverCheck
 from bot.commands import Commands, Reply
 from bot.settings import Settings
 from bot.slack import blocks
 from bot.slack.cards import CardOptions, Cards
 from bot.slack.people import Directory
 from engine.access import AccessRules, Actor
+from engine.errors import BatonError
 from engine.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -127,9 +129,37 @@ class SlackFront:
         return self.settings.slack_signing_secret is not None
 
     async def __aenter__(self) -> SlackFront:
+        try:
+            return await self._open()
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+
+    async def _check_tokens(self) -> None:
+        """A wrong token stops Baton at start with what to do; Slack being unreachable
+        does not (calls are retried, Socket Mode reconnects)."""
+        which = "SLACK_BOT_TOKEN"
+        hint = "the Bot User OAuth Token (xoxb-...), from OAuth & Permissions"
+        try:
+            await self.client.auth_test()
+            if self.settings.slack_app_token is not None:
+                which = "SLACK_APP_TOKEN"
+                hint = "an app-level token (xapp-...) with connections:write (Basic Information)"
+                token = self.settings.slack_app_token.get_secret_value()
+                await self.client.apps_connections_open(app_token=token)
+        except SlackApiError as exc:
+            error = exc.response.get("error")
+            raise BatonError(f"Slack refused {which} ({error}): set it to {hint}") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            log.warning("cannot reach Slack (%s); going on, Slack calls are retried", exc)
+
+    async def _open(self) -> SlackFront:
         self._session = aiohttp.ClientSession()
         self.client = make_client(self.settings, self._session)
         self.directory = Directory(self.client)
+        check = self.engine.approver_check
+        if isinstance(check, ApproverCheck):  # approvers named by Slack user group
+            check.groups_of = self.directory.groups_of
         self.app = create_app(self)
         self.cards = Cards(
             engine=self.engine,
@@ -140,8 +170,11 @@ class SlackFront:
                 interval=self.settings.slack_card_interval,
                 runs_channel=self.settings.slack_runs_channel,
                 oncall_channel=self.settings.slack_oncall_channel,
+                approvals_channel=self.settings.slack_approvals_channel,
+                groups=self.commands.rules.groups,
             ),
         )
+        await self._check_tokens()
         await self.cards.start()
         if self.settings.slack_app_token is not None:
             from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
@@ -196,9 +229,11 @@ class SlackFront:
         where: Where,
         answer: Any,
         trigger_id: str | None = None,
+        quiet: bool = False,
     ) -> Reply:
         """One line of chat, answered with ``answer(text, blocks)``; a run's card is its
-        answer, and missing params open the run form."""
+        answer, and missing params open the run form. ``quiet``: answer only a refusal
+        or a mistake (a button's message shows the rest)."""
         reply = await self.commands.handle(actor, text, where.source())
         form = reply.data.get("form")
         if form is not None:
@@ -216,8 +251,8 @@ class SlackFront:
             ]
             await answer(reply.text, body)
             return reply
-        if reply.data.get("started"):
-            return reply  # the run card, posted where the command was typed, answers
+        if reply.data.get("started") or (quiet and reply.ok):
+            return reply  # the run card (or the message clicked) shows it
         await answer(reply.text, blocks.reply_blocks(reply.lines, reply.ok))
         return reply
 

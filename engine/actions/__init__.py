@@ -32,6 +32,8 @@ class ApprovalSpec:
     timeout_s: float | None = None
     on_timeout: str = "reject"
     show: dict[str, Any] = field(default_factory=dict)
+    escalate: dict[str, Any] | None = None  # approvers, timeout_s, on_timeout
+    remind_s: float | None = None
 
 
 @dataclass(frozen=True)

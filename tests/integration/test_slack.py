@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from bot.slack import blocks
+from engine.errors import BatonError
 from storage import tables as t
 from tests.fakes import slack as fake
 from tests.integration.slack_support import (
@@ -174,14 +176,14 @@ async def test_cancel_button_stops_the_run_and_the_card_says_so(sb: SlackBaton) 
     assert row is not None and row.status == "cancelled" and row.stopped_by == "U0BOB"
 
 
-async def test_a_card_edit_limited_by_slack_is_retried_after_retry_after(
+async def test_a_card_limited_by_slack_is_retried_after_retry_after(
     sb: SlackBaton, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     no_jitter(monkeypatch)
-    sb.slack.rate_limit("chat.update", times=2, retry_after=0)
+    sb.slack.rate_limit("chat.postMessage", times=2, retry_after=0)
     run = await sb.started(sb.command("run hello who=limits"))
     await sb.settle(run["id"])
-    limited = [c for c in sb.slack.calls_to("chat.update") if c.limited]
+    limited = [c for c in sb.slack.calls_to("chat.postMessage") if c.limited]
     assert len(limited) == 2
     assert "succeeded" in texts(await sb.card_of(run["id"]))
 
@@ -425,3 +427,26 @@ async def test_card_edits_are_spaced_by_the_interval_and_fold_events(
     assert all(0 < w <= 1.0 for w in clock.waits)
     # 30 steps publish 60+ events; the card is edited far fewer times than that
     assert 1 <= len(stamps) < 30
+
+
+@pytest.mark.parametrize(
+    ("fake_tokens", "extra", "needle"),
+    [
+        ({"bot_token": "xoxb-real"}, {}, "Slack refused SLACK_BOT_TOKEN (invalid_auth)"),
+        (
+            {"app_token": "xapp-real"},
+            {"slack_app_token": "xapp-test"},
+            "Slack refused SLACK_APP_TOKEN (invalid_auth)",
+        ),
+    ],
+    ids=["bot-token", "app-token"],
+)
+async def test_a_wrong_token_stops_baton_at_start_with_what_to_do(
+    tmp_path: Path, fake_tokens: dict[str, str], extra: dict[str, str], needle: str
+) -> None:
+    write_playbooks(tmp_path / "playbooks", PLAYBOOKS)
+    db = f"sqlite:///{tmp_path / 'baton.db'}"
+    async with fake.FakeSlack(**fake_tokens) as slack:
+        with pytest.raises(BatonError, match=re.escape(needle)):
+            async with served(settings_for(tmp_path, db, slack, **extra), slack):
+                pass

@@ -1,4 +1,5 @@
-"""Buttons: Cancel and Retry on run cards and failure notices, and "Fill in the params".
+"""Buttons: Cancel and Retry on run cards and failure notices, Approve and Reject on
+approval prompts, and "Fill in the params".
 
 A click is a command like a typed one (``cancel RUN``, ``retry RUN``), through the same
 ``Commands`` — access rules, audit row and all. The card shows the result; a refusal or
@@ -11,8 +12,10 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt.app.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
 
 from bot.slack import blocks
+from engine.errors import BatonError
 
 if TYPE_CHECKING:
     from bot.slack.front import SlackFront, Where
@@ -34,7 +37,9 @@ def _where(body: dict[str, Any]) -> Where:
 
 
 def register(app: AsyncApp, front: SlackFront) -> None:
-    async def click(verb: str, body: dict[str, Any]) -> None:
+    async def click(verb: str, body: dict[str, Any], quiet: bool = False) -> None:
+        """``quiet``: the message the button is on shows the outcome; only a refusal or a
+        mistake is told to the clicker."""
         action = body["actions"][0]
         where = _where(body)
         user = body["user"]
@@ -43,7 +48,7 @@ def register(app: AsyncApp, front: SlackFront) -> None:
         async def answer(text: str, body_: list[dict[str, Any]]) -> None:
             await front.tell(where, text, body_)
 
-        await front.run_command(actor, f"{verb} {action['value']}", where, answer)
+        await front.run_command(actor, f"{verb} {action['value']}", where, answer, quiet=quiet)
 
     @app.action(blocks.CANCEL)
     async def cancel(ack: Any, body: dict[str, Any]) -> None:
@@ -54,6 +59,31 @@ def register(app: AsyncApp, front: SlackFront) -> None:
     async def retry(ack: Any, body: dict[str, Any]) -> None:
         await ack()
         await click("retry", body)
+
+    @app.action(blocks.APPROVE)
+    async def approve(ack: Any, body: dict[str, Any]) -> None:
+        await ack()
+        await click("approve", body, quiet=True)
+
+    @app.action(blocks.REJECT)
+    async def reject(ack: Any, body: dict[str, Any]) -> None:
+        """Ask for the reason in a form, unless the clicker may not decide anyway."""
+        await ack()
+        approval_id = body["actions"][0]["value"]
+        where = _where(body)
+        try:
+            problem = await front.engine.may_decide(approval_id, where.user)
+        except BatonError as exc:
+            problem = str(exc)
+        if problem is not None:
+            await front.tell(where, problem, blocks.reply_blocks([problem], ok=False))
+            return
+        form = blocks.reject_form(approval_id, {"where": where.source()})
+        try:
+            await front.client.views_open(trigger_id=body["trigger_id"], view=form)
+        except SlackApiError:
+            hint = f"Slack would not open the form: say `reject {approval_id} REASON`."
+            await front.tell(where, hint, blocks.reply_blocks([hint], ok=False))
 
     @app.action(blocks.OPEN_FORM)
     async def open_form(ack: Any, body: dict[str, Any]) -> None:

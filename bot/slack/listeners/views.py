@@ -37,6 +37,31 @@ def field_errors(names: list[str], problems: list[str]) -> dict[str, str]:
 def register(app: AsyncApp, front: SlackFront) -> None:
     from bot.slack.front import Where
 
+    @app.view(blocks.REJECT_FORM)
+    async def rejected(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
+        meta = json.loads(view.get("private_metadata") or "{}")
+        field = view["state"]["values"].get("reason", {}).get("value", {})
+        reason = (field.get("value") or "").strip()
+        if not reason:
+            await ack(response_action="errors", errors={"reason": "say why"})
+            return
+        await ack()
+        source = meta.get("where") or {}
+        user = body["user"]
+        where = Where(
+            channel=source.get("channel"),
+            channel_name=source.get("channel_name"),
+            user=user["id"],
+            thread_ts=source.get("thread_ts"),
+        )
+        actor = await front.actor(user["id"], user.get("username") or user.get("name", ""))
+
+        async def answer(text: str, body_: list[dict[str, Any]]) -> None:
+            await front.tell(where, text, body_)
+
+        line = f"reject {meta['approval_id']} {shlex.quote(reason)}"
+        await front.run_command(actor, line, where, answer, quiet=True)
+
     @app.view(blocks.RUN_FORM)
     async def submitted(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
         meta = json.loads(view.get("private_metadata") or "{}")

@@ -1,0 +1,32 @@
+"""Who may decide on an approval gate, for the engine: the step's ``approvers`` against
+the deciding user's Slack user groups (looked up and cached by the Slack front end, when
+there is one) and the Baton groups of ``BATON_CONFIG``."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from engine import access
+
+GroupsOf = Callable[[str], Awaitable[frozenset[str]]]
+
+
+class ApproverCheck:
+    def __init__(self, rules: access.AccessRules, groups_of: GroupsOf | None = None) -> None:
+        self.rules = rules
+        self.groups_of = groups_of
+
+    async def __call__(self, user: str, approvers: dict[str, Any]) -> bool:
+        usergroups: frozenset[str] = frozenset()
+        if self.groups_of is not None and _names_usergroups(self.rules, approvers):
+            usergroups = await self.groups_of(user)
+        actor = access.Actor(id=user, usergroups=usergroups)
+        return access.may_approve(self.rules, actor, approvers)
+
+
+def _names_usergroups(rules: access.AccessRules, approvers: dict[str, Any]) -> bool:
+    if approvers.get("usergroups"):
+        return True
+    members = [m for g in approvers.get("groups") or [] for m in rules.groups.get(g, ())]
+    return any(m.startswith("@") or (m[:1] == "S" and m.isupper()) for m in members)
