@@ -2,9 +2,9 @@
 console, in Socket Mode (``SLACK_APP_TOKEN``) and/or HTTP mode (``SLACK_SIGNING_SECRET``,
 ``POST /slack/events`` on Baton's own server).
 
-Bolt acknowledges every request before the work is done (``ack()`` first, then the
-command runs in the listener, which bolt keeps going after the response), so Slack's
-3-second rule holds whatever a command costs. The Web API client retries 429s after
+Every request is acknowledged before the work is done: a listener acks and hands the
+rest to ``SlackFront.later`` (a tracked task), so Slack's 3-second rule holds whatever a
+command costs, and the acknowledgement leaves at once. The Web API client retries 429s after
 ``Retry-After`` and connection errors with slack_sdk's own retry handlers, and
 ``SLACK_API_URL`` points it elsewhere (tests use a fake Slack).
 
@@ -14,11 +14,13 @@ the Socket Mode connection; the composition root opens and closes it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import html
 import json
 import logging
 import re
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -123,6 +125,25 @@ class SlackFront:
         self.directory = Directory(self.client)
         self.cards: Cards | None = None
         self.app: AsyncApp | None = None
+        self._work: set[asyncio.Task[Any]] = set()
+
+    def later(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Carry out a request's work after its acknowledgement, in a task this front end
+        tracks (and waits for, briefly, when Baton stops); a failure is logged."""
+        task = asyncio.create_task(self._logged(work))
+        self._work.add(task)
+        task.add_done_callback(self._work.discard)
+
+    async def _logged(self, work: Coroutine[Any, Any, Any]) -> None:
+        try:
+            await work
+        except Exception:
+            log.exception("a Slack request failed after its acknowledgement")
+
+    async def idle(self) -> None:
+        """Wait until the work of every request received so far is done."""
+        while self._work:
+            await asyncio.wait(set(self._work))
 
     @property
     def http_enabled(self) -> bool:
@@ -191,6 +212,11 @@ class SlackFront:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._work:
+            _, late = await asyncio.wait(set(self._work), timeout=5.0)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         if self._socket is not None:
             with contextlib.suppress(Exception):
                 await self._socket.close_async()
@@ -320,7 +346,9 @@ def create_app(front: SlackFront) -> AsyncApp:
         client=front.client,
         signing_secret=secret.get_secret_value() if secret else "",
         request_verification_enabled=secret is not None,
-        process_before_response=False,
+        # Listeners ack and hand their work to `front.later`, so the response leaves at
+        # once; bolt's own way (False) polls for the ack every 10 ms.
+        process_before_response=True,
         logger=logging.getLogger("baton.slack.bolt"),
     )
 

@@ -116,7 +116,9 @@ class SlackBaton:
         return await queries.get_run(self.baton.store, first.run_id)
 
     async def settle(self, run_id: str | None = None) -> None:
-        """Let the run end (when given) and every card catch up with the events."""
+        """Let the work of the requests sent so far end, the run end (when given), and
+        every card catch up with the events."""
+        await self.front.idle()
         if run_id is not None:
             await self.baton.engine.wait_for(run_id)
         assert self.front.cards is not None

@@ -53,22 +53,25 @@ def register(app: AsyncApp, front: SlackFront) -> None:
     @app.action(blocks.CANCEL)
     async def cancel(ack: Any, body: dict[str, Any]) -> None:
         await ack()
-        await click("cancel", body)
+        front.later(click("cancel", body))
 
     @app.action(blocks.RETRY)
     async def retry(ack: Any, body: dict[str, Any]) -> None:
         await ack()
-        await click("retry", body)
+        front.later(click("retry", body))
 
     @app.action(blocks.APPROVE)
     async def approve(ack: Any, body: dict[str, Any]) -> None:
         await ack()
-        await click("approve", body, quiet=True)
+        front.later(click("approve", body, quiet=True))
 
     @app.action(blocks.REJECT)
     async def reject(ack: Any, body: dict[str, Any]) -> None:
-        """Ask for the reason in a form, unless the clicker may not decide anyway."""
         await ack()
+        front.later(reject_work(body))
+
+    async def reject_work(body: dict[str, Any]) -> None:
+        """Ask for the reason in a form, unless the clicker may not decide anyway."""
         approval_id = body["actions"][0]["value"]
         where = _where(body)
         try:
@@ -88,6 +91,9 @@ def register(app: AsyncApp, front: SlackFront) -> None:
     @app.action(blocks.OPEN_FORM)
     async def open_form(ack: Any, body: dict[str, Any]) -> None:
         await ack()
+        front.later(open_form_work(body))
+
+    async def open_form_work(body: dict[str, Any]) -> None:
         where = _where(body)
         form = json.loads(body["actions"][0]["value"])
         if form.get("playbook") not in front.engine.catalog:

@@ -1,6 +1,7 @@
 """Commands typed to Baton: the ``/baton`` slash command, ``@baton`` mentions, DMs.
 
-Each acknowledges first and then runs the line through ``Commands``. Answers go where
+Each acknowledges first and then runs the line through ``Commands`` in a task of its
+own, so the acknowledgement never waits for the work. Answers go where
 the question was: the slash command's answer only to its author (through its
 ``response_url``), a mention's answer in the mention's thread, a DM's in the DM.
 """
@@ -24,6 +25,9 @@ def register(app: AsyncApp, front: SlackFront) -> None:
     @app.command(SLASH)
     async def slash(ack: Any, body: dict[str, Any], respond: Any) -> None:
         await ack()
+        front.later(slash_work(body, respond))
+
+    async def slash_work(body: dict[str, Any], respond: Any) -> None:
         user = body["user_id"]
         where = Where(
             channel=body.get("channel_id"),
@@ -41,6 +45,9 @@ def register(app: AsyncApp, front: SlackFront) -> None:
 
     @app.event("app_mention")
     async def mention(event: dict[str, Any], client: Any) -> None:
+        front.later(mention_work(event, client))
+
+    async def mention_work(event: dict[str, Any], client: Any) -> None:
         user = event.get("user")
         if not user or event.get("bot_id"):
             return
@@ -61,6 +68,9 @@ def register(app: AsyncApp, front: SlackFront) -> None:
         """DMs to Baton; other messages (channels Baton is in) are not commands."""
         if event.get("channel_type") != "im" or event.get("subtype") or event.get("bot_id"):
             return
+        front.later(direct_work(event, client))
+
+    async def direct_work(event: dict[str, Any], client: Any) -> None:
         user, channel = event.get("user"), event["channel"]
         if not user:
             return

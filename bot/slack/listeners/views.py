@@ -60,7 +60,7 @@ def register(app: AsyncApp, front: SlackFront) -> None:
             await front.tell(where, text, body_)
 
         line = f"reject {meta['approval_id']} {shlex.quote(reason)}"
-        await front.run_command(actor, line, where, answer, quiet=True)
+        front.later(front.run_command(actor, line, where, answer, quiet=True))
 
     @app.view(blocks.RUN_FORM)
     async def submitted(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
@@ -94,4 +94,4 @@ def register(app: AsyncApp, front: SlackFront) -> None:
         async def answer(text: str, body_: list[dict[str, Any]]) -> None:
             await front.tell(where, text, body_)
 
-        await front.run_command(actor, line, where, answer)
+        front.later(front.run_command(actor, line, where, answer))
