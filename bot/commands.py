@@ -596,6 +596,19 @@ class Commands:
                 f"{gate['message']} (approvers: {gate['approvers']}) "
                 f"- `approve {gate['id']}` or `reject {gate['id']} REASON`"
             )
+            view = await queries.approval_view(self.store, gate["id"])
+            spec = view["spec"]
+            state = f"  {len([d for d in view['decisions'] if d['decision'] == 'approve'])}"
+            state += f" of {spec.get('min_approvals', 1)} approvals"
+            if view["deadline_at"]:
+                state += f", until {_when(view['deadline_at'])} UTC then {spec.get('on_timeout')}"
+            if spec.get("stage"):
+                state += " (escalated)"
+            lines.append(state)
+            lines += [
+                f"    {d['user']} {d['decision']}d" + (f": {d['comment']}" if d["comment"] else "")
+                for d in view["decisions"]
+            ]
         return Reply(lines, run_id=run_id, data={"run": run, "approvals": approvals})
 
     async def _my_runs(self, actor: Actor) -> Reply:

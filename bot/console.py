@@ -46,6 +46,13 @@ class ConsoleProgress(Progress):
                 self.say(f"  {event.user} {event.decision}d {event.approval_id}{comment}")
             case ev.ApprovalClosed():
                 self.say(f"  approval {event.approval_id} {event.outcome}")
+            case ev.ApprovalEscalated():
+                who = queries.describe_approvers({"approvers": event.added}, "")
+                until = f" until {event.deadline:%H:%M} UTC" if event.deadline else ""
+                self.say(f"  ^ approval {event.approval_id} escalated to {who}{until}")
+            case ev.ApprovalReminded():
+                who = queries.describe_approvers({"approvers": event.approvers}, "")
+                self.say(f"  ! approval {event.approval_id} still waits for {who}")
             case _:
                 super().render(event)
 

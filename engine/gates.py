@@ -43,6 +43,17 @@ def record(
                 t.decisions.c.approval_id == approval_id, t.decisions.c.user == user
             )
         ).first()
+        conn.execute(  # the audit row says whether this click changed anything
+            t.audit.insert().values(
+                at=at,
+                actor=user,
+                action=decision,
+                target=approval_id,
+                source={},
+                detail={"comment": comment},
+                outcome="ok" if seen is None else "duplicate",
+            )
+        )
         if seen is not None:
             outcome.earlier = seen.decision
             return

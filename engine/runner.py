@@ -53,6 +53,7 @@ from engine.state import (
 from engine.timing import Clock, SchedulerTimers, SystemClock, Timers
 from engine.transitions import Batch, RunMachine
 from storage import tables as t
+from storage.rows import Rows
 from storage.store import Op, Store, guard
 
 if TYPE_CHECKING:
@@ -354,8 +355,7 @@ class Engine:
         outcome = gates.Outcome()
         quorum = int(spec.get("min_approvals", 1))
         await self.store.write(
-            gates.record(approval_id, user, decision, comment, now, quorum, outcome),
-            self._audit(user, decision, approval_id, {"comment": comment}),
+            gates.record(approval_id, user, decision, comment, now, quorum, outcome)
         )
         if outcome.earlier is not None:
             return DecisionResult(
@@ -470,23 +470,26 @@ class Engine:
         )
 
     def _begin(self, run: RunState, ops: list[Op]) -> None:
+        """Mark ``run`` running under this engine (a new epoch): in its ``run_new`` row
+        when ``ops`` create it, else as a ``run_begin`` update of its stored row."""
         now = self.clock.now()
         run.status = RunStatus.RUNNING
         run.started_at = run.started_at or now
         timeout = run.playbook.timeout
         run.deadline_at = now + timeout if timeout else None
         run.epoch += 1
-        ops.append(
-            t.runs.update()
-            .where(t.runs.c.id == run.id)
-            .values(
-                status=run.status.value,
-                started_at=run.started_at,
-                deadline_at=run.deadline_at,
-                owner=self.owner,
-                epoch=run.epoch,
-            )
-        )
+        begun = {
+            "status": run.status.value,
+            "started_at": run.started_at,
+            "deadline_at": run.deadline_at,
+            "owner": self.owner,
+            "epoch": run.epoch,
+        }
+        for op in ops:
+            if isinstance(op, Rows) and op.kind == "run_new" and op.rows[0]["id"] == run.id:
+                op.rows[0].update(begun)  # created running: one insert, no update after it
+                return
+        ops.append(Rows("run_begin", [{**begun, "id": run.id}]))
 
     def _spawn_child(
         self, parent: RunState, step: StepState, spec: ChildRunSpec

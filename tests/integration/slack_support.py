@@ -27,6 +27,7 @@ from bot.settings import Settings
 from bot.slack.front import SlackFront
 from engine import events as ev
 from engine import queries
+from engine.timing import ManualClock, ManualTimers
 from tests.fakes import slack as fake
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -158,10 +159,16 @@ def settings_for(tmp_path: Path, db_url: str, slack: fake.FakeSlack, **extra: An
 
 
 @asynccontextmanager
-async def served(settings: Settings, slack: fake.FakeSlack) -> AsyncIterator[SlackBaton]:
-    """Baton as ``baton serve`` composes it, on 127.0.0.1 with a free port."""
+async def served(
+    settings: Settings,
+    slack: fake.FakeSlack,
+    clock: ManualClock | None = None,
+) -> AsyncIterator[SlackBaton]:
+    """Baton as ``baton serve`` composes it, on 127.0.0.1 with a free port; with
+    ``clock``, time (timers, deadlines) moves only when the test moves it."""
     async with AsyncExitStack() as stack:
-        baton = await stack.enter_async_context(open_baton(settings))
+        timers = ManualTimers(clock) if clock is not None else None
+        baton = await stack.enter_async_context(open_baton(settings, clock=clock, timers=timers))
         front = await stack.enter_async_context(SlackFront(settings, baton.commands()))
         runner = web.AppRunner(api.create_app(settings, baton, front))
         await runner.setup()

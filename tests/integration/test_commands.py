@@ -6,8 +6,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from bot.approvers import ApproverCheck
 from bot.commands import Actor, Commands, Reply
-from engine import queries
+from engine import access, queries
 from storage import tables as t
 from tests.conftest import HarnessFactory
 from tests.harness import Harness
@@ -250,3 +251,52 @@ async def test_an_unexpected_error_is_a_generic_reply(harness: HarnessFactory) -
     assert reply.text == "Something went wrong; the server log has the details."
     (row,) = await _audit(h)
     assert (row.action, row.outcome) == ("command:schedules", "error")
+
+
+ESCALATING = """
+    name: two-keys
+    steps:
+      - id: ask
+        action: approval
+        with:
+          message: "Drop the old table?"
+          approvers: {users: [bob, carol]}
+          min_approvals: 2
+          timeout: 1h
+          on_timeout: escalate
+          escalate: {approvers: {groups: [dba]}, timeout: 30m, on_timeout: approve}
+          remind: 45m
+"""
+
+
+async def test_console_gate_quorum_double_outsider_escalation_and_status(
+    harness: HarnessFactory,
+) -> None:
+    h = await harness({**PLAYBOOKS, "two-keys": ESCALATING})
+    rules = access.AccessRules.parse("groups:\n  dba: [dave]\n")
+    h.engine.approver_check = ApproverCheck(rules)
+    cmds = Commands(engine=h.engine, schedules=h.schedules, rules=rules)
+    dave = Actor(id="dave", via="console")
+    run_id = (await say(h, cmds, "run two-keys")).run_id
+    assert run_id is not None
+    gate = (await say(h, cmds, f"status {run_id}")).data["approvals"][0]["id"]
+
+    assert (await say(h, cmds, f"approve {gate} ok", BOB)).ok
+    again = await say(h, cmds, f"approve {gate} ok again", BOB)
+    assert not again.ok and "already decided" in again.text
+    outsider = await say(h, cmds, f"approve {gate}", dave)
+    assert not outsider.ok and "may not decide" in outsider.text
+    status = await say(h, cmds, f"status {run_id}")
+    assert "1 of 2 approvals, until 2026-01-01 01:00:00 UTC then escalate" in status.text
+    assert "bob approved: ok" in status.text
+
+    await h.advance(3600)  # nobody else decided: group dba is asked too, for 30 minutes
+    status = await say(h, cmds, f"status {run_id}")
+    assert "(escalated)" in status.text and "then approve" in status.text
+    assert (await h.run_row(run_id)).status == "waiting"
+    assert (await say(h, cmds, f"approve {gate} fine by me", dave)).ok
+    assert (await h.run_row(run_id)).status == "succeeded"
+    decided = await h.store.all(
+        sa.select(t.decisions.c.user).where(t.decisions.c.approval_id == gate)
+    )
+    assert sorted(r.user for r in decided) == ["bob", "dave"]
