@@ -2,39 +2,47 @@
 until its run card is posted, one at a time and 200 at once.
 
 Baton is composed as ``baton serve`` composes it: the engine on a SQLite file (WAL) in a
-temp folder, the Slack front end in HTTP mode with bolt's request verification on, and
-Baton's aiohttp server on 127.0.0.1 serving ``POST /slack/events``. The fake Slack of the
-tests (tests/fakes/slack.py) stands in for the Web API (``SLACK_API_URL``) and notes when
-each card's ``chat.postMessage`` reached it. Every command is signed the way Slack signs
-it and comes from a user and channel of its own, so the runs are independent.
+temp folder, the Slack front end in HTTP mode with bolt's request verification on (its
+listeners ack at once and carry the work out in tasks the front end tracks), and Baton's
+aiohttp server on 127.0.0.1 serving ``POST /slack/events`` with a listen backlog of 1024.
+The fake Slack of the tests (tests/fakes/slack.py) stands in for the Web API
+(``SLACK_API_URL``) and notes when each card's ``chat.postMessage`` reached it. Every
+command is signed the way Slack signs it and comes from a user and channel of its own, so
+the runs are independent.
 
-The client runs in Baton's process and event loop, so its own cost (opening connections,
-reading responses) is inside the figures; a real Slack adds network time instead. Baton
-listens as ``baton serve`` does (aiohttp's TCPSite, listen backlog 128): connections beyond
-the backlog that the loop has not accepted yet are dropped and the client's SYN is retried
-a second later, which the "listen queue overflows" figure shows.
+The commands come from another process (bench/slack_client.py), as they would from Slack,
+so Baton's event loop does not also pay for the client; on a machine with one core the
+two still share it. Both sides take times from ``time.monotonic()`` (CLOCK_MONOTONIC, one
+clock for the whole system), so a command's send time in the client and its card's
+arrival at the fake Slack here can be subtracted. A real Slack adds network time. The
+"listen queue overflows" figure is the kernel's count for every socket on the machine
+(nothing else here listens much): connections the listen queue had no room for, whose
+SYN the client retries a second later; with the backlog of 1024 it should stay 0.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import math
 import os
 import re
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import aiohttp
 import sqlalchemy as sa
 from aiohttp import web
 from pydantic import SecretStr
 
+from bench import slack_client
 from bench.common import ONE_STEP_LOG, figure, heading, write_playbooks
 from bot import api
 from bot.app import Baton, open_baton
@@ -49,9 +57,12 @@ WARM_UP = 5
 CARD_INTERVAL = 1.0  # slack_card_interval: the default (only edits after the first wait)
 ACK_TIMEOUT = 30.0  # per request; Slack itself gives up after 3 s
 CARD_TIMEOUT = 30.0
+CLIENT_TIMEOUT = 60.0  # for the client process to start, or to answer a batch
+BACKLOG = 1024  # as `baton serve` listens (bot/app.py, serve)
 SECRET = "bench-signing-secret-0123456789ab"
-PLAYBOOK = "one"
+PLAYBOOK = slack_client.PLAYBOOK
 RUN_IN_CARD = re.compile(r"run `([^`]+)`")
+REPO = Path(__file__).resolve().parent.parent
 
 
 class TimedSlack(fake.FakeSlack):
@@ -60,11 +71,11 @@ class TimedSlack(fake.FakeSlack):
 
     def __init__(self) -> None:
         super().__init__()
-        self.cards: dict[str, tuple[float, str]] = {}  # channel -> (perf_counter, run id)
+        self.cards: dict[str, tuple[float, str]] = {}  # channel -> (monotonic, run id)
         self._waiting: dict[str, asyncio.Future[None]] = {}
 
     async def _record(self, call: fake.Call) -> None:
-        at = time.perf_counter()
+        at = time.monotonic()
         if call.method == "chat.postMessage" and not call.args.get("thread_ts"):
             channel = str(call.args.get("channel"))
             if channel not in self.cards:
@@ -87,13 +98,12 @@ class TimedSlack(fake.FakeSlack):
 
 @dataclass
 class Command:
+    n: int
     user: str
     channel: str
-    body: str
-    headers: dict[str, str]
-    sent: float = 0.0
+    sent: float = 0.0  # time.monotonic(), in the client process
     acked: float = 0.0
-    card_at: float = 0.0
+    card_at: float = 0.0  # time.monotonic(), when the fake Slack got the card
     run_id: str = ""
     card: asyncio.Future[None] | None = field(default=None, repr=False)
 
@@ -106,44 +116,107 @@ class Command:
         return (self.card_at - self.sent) * 1000
 
 
+class Client:
+    """The client process (bench/slack_client.py): asked for a batch of commands by
+    number, it sends them all at once and answers with each one's times."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    @classmethod
+    async def start(cls, url: str, response_url: str) -> Client:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.slack_client",
+            url,
+            "--response-url",
+            response_url,
+            "--timeout",
+            str(ACK_TIMEOUT),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            cwd=REPO,
+            env={**os.environ, slack_client.SECRET_ENV: SECRET},
+            limit=2**24,  # one answer line holds every request of a batch
+        )
+        client = cls(process)
+        try:
+            if (await client._read()).get("ready") is not True:
+                raise RuntimeError("the Slack client process did not start")
+        except BaseException:
+            await client.close()
+            raise
+        return client
+
+    async def _read(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        async with asyncio.timeout(CLIENT_TIMEOUT):
+            line = await self.process.stdout.readline()
+        if not line:
+            code = await self.process.wait()
+            raise RuntimeError(f"the Slack client process exited ({code}); see its stderr")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    async def send(self, first: int, count: int) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps({"first": first, "count": count}).encode() + b"\n")
+        await self.process.stdin.drain()
+        return await self._read()
+
+    async def close(self) -> None:
+        if self.process.stdin is not None and not self.process.stdin.is_closing():
+            self.process.stdin.close()
+        try:
+            async with asyncio.timeout(10):
+                await self.process.wait()
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+
+
 @dataclass
 class Served:
     slack: TimedSlack
     baton: Baton
     front: SlackFront
-    url: str
-    session: aiohttp.ClientSession
+    client: Client
     numbers: int = 0
 
-    def command(self) -> Command:
-        """A signed ``/baton run`` from a user and channel of its own."""
-        self.numbers += 1
-        n = self.numbers
-        user, channel = f"U0BENCH{n:05d}", f"C0BENCH{n:05d}"
-        self.slack.channels[channel] = f"bench-{n}"
-        fields = fake.slash_command(
-            f"run {PLAYBOOK} who=user{n}",
-            user=user,
-            channel=channel,
-            channel_name=f"bench-{n}",
-            response_url=self.slack.response_url(f"bench-{n}"),
-        )
-        body, content_type = fake.encode_command(fields)
-        return Command(user, channel, body, fake.sign(body, SECRET, content_type=content_type))
+    def commands(self, count: int) -> list[Command]:
+        """The next ``count`` commands, each from a user and channel of its own, their
+        channels known to the fake Slack and their cards awaited."""
+        made = []
+        for n in range(self.numbers + 1, self.numbers + count + 1):
+            channel = slack_client.channel_of(n)
+            self.slack.channels[channel] = slack_client.channel_name_of(n)
+            command = Command(n, slack_client.user_of(n), channel)
+            command.card = self.slack.expect_card(channel)
+            made.append(command)
+        self.numbers += count
+        return made
 
-    async def send(self, command: Command) -> None:
-        """POST it; note when it left and when its HTTP 200 came back."""
-        command.card = self.slack.expect_card(command.channel)
-        command.sent = time.perf_counter()
-        async with self.session.post(
-            f"{self.url}/slack/events", data=command.body.encode(), headers=command.headers
-        ) as response:
-            text = await response.text()
-            command.acked = time.perf_counter()
-        if response.status != 200 or text:  # ack() answers an empty 200
-            raise RuntimeError(
-                f"{command.user}'s command was answered {response.status}: {text[:500]!r}"
-            )
+    async def send(self, commands: list[Command]) -> tuple[float, float]:
+        """Have the client POST them all at once; note when each left and when its HTTP
+        200 came back. Returns when the first left and when the last answer was read."""
+        answer = await self.client.send(commands[0].n, len(commands))
+        by_n = {c.n: c for c in commands}
+        for r in answer["requests"]:
+            command = by_n[r["n"]]
+            command.sent, command.acked = r["sent"], r["acked"]
+            if r["error"] or r["status"] != 200 or r["text"]:  # ack() answers an empty 200
+                raise RuntimeError(
+                    f"{command.user}'s command was answered {r['status']} "
+                    f"{r['error'] or repr(r['text'][:500])}"
+                )
+        return answer["start"], answer["end"]
+
+    async def settle(self) -> None:
+        """Wait for the work of every request so far and the card edits it caused."""
+        await self.front.idle()
+        if self.front.cards is not None:
+            await self.front.cards.idle()
 
     async def cards_of(self, commands: list[Command]) -> None:
         """Wait for every command's card; fail with what is missing after CARD_TIMEOUT."""
@@ -181,7 +254,8 @@ def settings_for(root: Path, slack: fake.FakeSlack) -> Settings:
 
 @asynccontextmanager
 async def served(root: Path) -> AsyncIterator[Served]:
-    """The fake Slack, and Baton as ``baton serve`` composes it on a free port."""
+    """The fake Slack, Baton as ``baton serve`` composes it on a free port, and the client
+    process pointed at it."""
     async with AsyncExitStack() as stack:
         slack = TimedSlack()
         await stack.enter_async_context(slack)
@@ -191,17 +265,16 @@ async def served(root: Path) -> AsyncIterator[Served]:
         runner = web.AppRunner(api.create_app(settings, baton, front), access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=BACKLOG)
         await site.start()
         port = runner.addresses[0][1]
-        connector = aiohttp.TCPConnector(limit=0)
-        timeout = aiohttp.ClientTimeout(total=ACK_TIMEOUT)
-        session = await stack.enter_async_context(
-            aiohttp.ClientSession(connector=connector, timeout=timeout)
+        client = await Client.start(
+            f"http://127.0.0.1:{port}/slack/events", slack.response_url("bench-{n}")
         )
-        yield Served(slack, baton, front, f"http://127.0.0.1:{port}", session)
-        if front.cards is not None:  # let the last card edits go out before closing
-            await front.cards.idle()
+        stack.push_async_callback(client.close)
+        s = Served(slack, baton, front, client)
+        yield s
+        await s.settle()  # let the last card edits go out before closing
 
 
 def pct(values: list[float], p: float) -> float:
@@ -214,10 +287,10 @@ async def one_at_a_time(s: Served, n: int) -> list[Command]:
     """Each command on an idle server: the next leaves once the card of the last is in."""
     done = []
     for _ in range(n):
-        command = s.command()
+        command = s.commands(1)
         await s.send(command)
-        await s.cards_of([command])
-        done.append(command)
+        await s.cards_of(command)
+        done += command
     return done
 
 
@@ -268,9 +341,11 @@ async def bench() -> None:
         async with served(root) as s:
             mode = await journal_mode(s)
             print(
-                f"slack benchmarks (POST /slack/events on 127.0.0.1, bolt request "
-                f"verification on, SQLite {mode} in a temp folder, fake Slack Web API, "
-                f"one-step `log` playbook, slack_card_interval={CARD_INTERVAL:g} (default))"
+                f"slack benchmarks (POST /slack/events on 127.0.0.1, listen backlog "
+                f"{BACKLOG}, bolt request verification on, SQLite {mode} in a temp folder, "
+                f"fake Slack Web API, one-step `log` playbook, "
+                f"slack_card_interval={CARD_INTERVAL:g} (default); commands sent by a "
+                f"client process of their own, {os.cpu_count()} CPUs)"
             )
             await one_at_a_time(s, WARM_UP)
 
@@ -285,20 +360,18 @@ async def bench() -> None:
             figure("POST -> run card at Slack, median", statistics.median(cards_seq), "ms")
             figure("POST -> run card at Slack, max", max(cards_seq), "ms")
 
-            burst = [s.command() for _ in range(CONCURRENT)]
-            assert s.front.cards is not None
-            await s.front.cards.idle()
+            await s.settle()
+            burst = s.commands(CONCURRENT)
             posts_before = len(s.slack.calls_to("chat.postMessage"))
             updates_before = len(s.slack.calls_to("chat.update"))
             overflows_before = listen_overflows()
-            t0 = time.perf_counter()
-            await asyncio.gather(*(s.send(c) for c in burst))
-            all_acked = time.perf_counter() - t0
+            t0, t1 = await s.send(burst)
+            all_acked = t1 - t0
             overflows = listen_overflows() - overflows_before
             await s.cards_of(burst)
             all_cards = max(c.card_at for c in burst) - t0
             runs, succeeded = await check_runs(s, burst)
-            await s.front.cards.idle()
+            await s.settle()
             channels = {c.channel for c in burst}
             cards = sum(
                 1
@@ -309,7 +382,10 @@ async def bench() -> None:
             if answers:
                 raise RuntimeError(f"commands answered instead of starting: {answers[0].args}")
 
-            heading(f"{CONCURRENT} slash commands at once (asyncio.gather, one client session)")
+            heading(
+                f"{CONCURRENT} slash commands at once (client process: asyncio.gather, "
+                "one aiohttp session)"
+            )
             acks = [c.ack_ms for c in burst]
             figure("ack latency (POST -> HTTP 200), median", statistics.median(acks), "ms")
             figure("ack latency p95", pct(acks, 95), "ms")
