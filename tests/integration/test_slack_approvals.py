@@ -159,6 +159,11 @@ async def test_the_prompt_shows_what_is_asked_and_a_quorum_of_two_lets_the_run_g
     assert buttons(await prompt(sb, run_id, gate_id, copy=True)) == []
     assert await run_status(sb, run_id) == "succeeded"
     assert await decisions(sb, gate_id) == [("U0BOB", "approve", ""), ("U0ALICE", "approve", "")]
+    edits = (await prompt(sb, run_id, gate_id))["edits"]
+    await click(sb, blocks.REJECT, gate_id, "U0BOB")  # a click on a closed gate
+    assert "already approved" in (await ephemerals_to(sb, "U0BOB"))[-1]
+    assert (await prompt(sb, run_id, gate_id))["edits"] == edits
+    assert len(await decisions(sb, gate_id)) == 2
 
 
 async def test_self_approval_outsiders_and_double_clicks_change_nothing(
