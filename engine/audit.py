@@ -5,8 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from storage import tables as t
-from storage.store import Op
+from storage.rows import Rows
 
 
 def op(
@@ -17,14 +16,20 @@ def op(
     detail: dict[str, Any],
     outcome: str = "ok",
     source: dict[str, Any] | None = None,
-) -> Op:
-    """The insert of one audit row, to commit with the change it records."""
-    return t.audit.insert().values(
-        at=at,
-        actor=actor,
-        action=action,
-        target=target,
-        source=source or {},
-        detail=detail,
-        outcome=outcome,
+) -> Rows:
+    """The insert of one audit row, to commit with the change it records (in any unit:
+    the store writes it with the unit's other ``Rows``, in the order the units gave)."""
+    return Rows(
+        "audit_new",
+        [
+            {
+                "at": at,
+                "actor": actor,
+                "action": action,
+                "target": target,
+                "source": source or {},
+                "detail": detail,
+                "outcome": outcome,
+            }
+        ],
     )

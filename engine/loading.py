@@ -84,24 +84,34 @@ class RunRecords:
             secrets=self.secrets,
         )
         ops: list[Op] = [
-            t.runs.insert().values(
-                id=run.id,
-                playbook=playbook.name,
-                status=run.status.value,
-                attempt=1,
-                params=masked,
-                secret_params=self.secret_box.encrypt(secret_params) if secret_params else None,
-                trigger=run.trigger,
-                source=run.source,
-                requested_by=run.requested_by,
-                parent_run_id=run.parent_run_id,
-                parent_step_id=run.parent_step_id,
-                concurrency_key=run.concurrency_key,
-                definition=playbook.snapshot(),
-                created_at=now,
-                queued_at=now,
-                owner=self.owner,
-                epoch=0,
+            # its row (a run that starts at once is begun in this same row: Engine._begin)
+            Rows(
+                "run_new",
+                [
+                    {
+                        "id": run.id,
+                        "playbook": playbook.name,
+                        "status": run.status.value,
+                        "attempt": 1,
+                        "params": masked,
+                        "secret_params": (
+                            self.secret_box.encrypt(secret_params) if secret_params else None
+                        ),
+                        "trigger": run.trigger,
+                        "source": run.source,
+                        "requested_by": run.requested_by,
+                        "parent_run_id": run.parent_run_id,
+                        "parent_step_id": run.parent_step_id,
+                        "concurrency_key": run.concurrency_key,
+                        "definition": playbook.snapshot(),
+                        "created_at": now,
+                        "queued_at": now,
+                        "started_at": None,
+                        "deadline_at": None,
+                        "owner": self.owner,
+                        "epoch": 0,
+                    }
+                ],
             ),
             Rows(
                 "step_new",

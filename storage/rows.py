@@ -1,15 +1,17 @@
 """The hot path: row writes as data, executed through prepared SQL with ``executemany``.
 
 A run's driver commits a handful of row changes per step (the step's state, the start
-and end of an attempt). Building a SQLAlchemy statement for each costs more than SQLite
-takes to run it (measured: 280 µs per fresh statement, 90 µs for the same rows as raw
-SQL, 24 µs through the bare driver). So the engine hands these writes over as ``Rows``
-(a kind and a list of dicts) and the writer runs one prepared statement per kind on the
-driver's cursor, inside the same transaction as everything else in the unit.
+and end of an attempt), and starting a run writes its row, its steps and an audit row.
+Building a SQLAlchemy statement for each costs more than SQLite takes to run it
+(measured: 280 µs per fresh statement, 90 µs for the same rows as raw SQL, 24 µs through
+the bare driver). So the engine hands these writes over as ``Rows`` (a kind and a list
+of dicts) and the writer runs one prepared statement per kind on the driver's cursor,
+inside the same transaction as everything else in the unit.
 
 Values are converted the way the tables' SQLAlchemy types store them, so the ORM-side
 readers see the same thing: JSON as text, times as naive UTC text on SQLite and as
-``timestamptz`` on PostgreSQL.
+``timestamptz`` on PostgreSQL. A driver error is raised as SQLAlchemy raises it
+(``sa.exc.IntegrityError`` and so on, with the connection invalidated on a disconnect).
 """
 
 from __future__ import annotations
@@ -41,40 +43,61 @@ ATTEMPT_NEW = ("run_id", "step_id", "number", "run_attempt", "status", "started_
 STEP_NEW = ("run_id", "step_id", "phase", "position", "status", "attempts")
 LOG_NEW = ("run_id", "step_id", "at", "level", "message")
 ATTEMPT_END = ("status", "finished_at", "output", "error", "attachments")
+RUN_NEW = (
+    "id",
+    "playbook",
+    "status",
+    "attempt",
+    "params",
+    "secret_params",
+    "trigger",
+    "source",
+    "requested_by",
+    "parent_run_id",
+    "parent_step_id",
+    "concurrency_key",
+    "definition",
+    "created_at",
+    "queued_at",
+    "started_at",
+    "deadline_at",
+    "owner",
+    "epoch",
+)
+RUN_BEGIN = ("status", "started_at", "deadline_at", "owner", "epoch")
+AUDIT_NEW = ("at", "actor", "action", "target", "source", "detail", "outcome")
 
 _JSON = {"output", "attachments"}
-_TIMES = {"started_at", "finished_at", "wake_at", "at"}
+# JSON documents the way SQLAlchemy's JSON type binds them (``none_as_null`` False): None
+# too is serialized, as JSON ``null``
+_JSON_DOC = {"params", "source", "definition", "detail"}
+_TIMES = {"started_at", "finished_at", "wake_at", "at", "created_at", "queued_at", "deadline_at"}
 
 
 @dataclass(frozen=True)
 class Rows:
-    """Row writes of one ``kind``: ``step_new`` (a run's steps are created), ``step`` (a
-    step's whole state, keyed by run_id and step_id), ``attempt_new`` (an attempt begins),
-    ``attempt_end`` (an attempt's outcome, keyed by run_id, step_id, run_attempt,
-    number)."""
+    """Row writes of one ``kind``: ``run_new`` (a run is created), ``run_begin`` (a run
+    starts: status, started_at, deadline_at, owner and epoch, keyed by id), ``step_new``
+    (a run's steps are created), ``step`` (a step's whole state, keyed by run_id and
+    step_id), ``attempt_new`` (an attempt begins), ``attempt_end`` (an attempt's outcome,
+    keyed by run_id, step_id, run_attempt, number), ``log_new`` (a run log line),
+    ``audit_new`` (an audit row)."""
 
     kind: str
     rows: Sequence[dict[str, Any]]
 
 
-_SET = {
-    "step": STEP_STATE,
-    "attempt_new": (),
-    "attempt_end": ATTEMPT_END,
-    "step_new": (),
-    "log_new": (),
-}
-_KEYS = {
-    "step": ("run_id", "step_id"),
-    "attempt_new": (),
-    "attempt_end": ("run_id", "step_id", "run_attempt", "number"),
-    "step_new": (),
-    "log_new": (),
+_UPDATES = {
+    "step": ("steps", STEP_STATE, ("run_id", "step_id")),
+    "attempt_end": ("attempts", ATTEMPT_END, ("run_id", "step_id", "run_attempt", "number")),
+    "run_begin": ("runs", RUN_BEGIN, ("id",)),
 }
 _INSERTS = {
+    "run_new": ("runs", RUN_NEW),
     "attempt_new": ("attempts", ATTEMPT_NEW),
     "step_new": ("steps", STEP_NEW),
     "log_new": ("run_logs", LOG_NEW),
+    "audit_new": ("audit", AUDIT_NEW),
 }
 
 
@@ -83,16 +106,17 @@ def _prepare(kind: str, dialect: str) -> tuple[str, tuple[str, ...]]:
     mark = "?" if dialect == "sqlite" else "%s"
 
     def slot(col: str) -> str:
-        return f"CAST({mark} AS JSON)" if dialect == "postgresql" and col in _JSON else mark
+        json = col in _JSON or col in _JSON_DOC
+        return f"CAST({mark} AS JSON)" if dialect == "postgresql" and json else mark
 
     if kind in _INSERTS:
         table, cols = _INSERTS[kind]
         sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join(map(slot, cols))})"
         return sql, cols
-    table = "steps" if kind == "step" else "attempts"
-    sets = ", ".join(f"{c} = {slot(c)}" for c in _SET[kind])
-    where = " AND ".join(f"{k} = {mark}" for k in _KEYS[kind])
-    return f"UPDATE {table} SET {sets} WHERE {where}", (*_SET[kind], *_KEYS[kind])
+    table, sets, keys = _UPDATES[kind]
+    assign = ", ".join(f"{c} = {slot(c)}" for c in sets)
+    where = " AND ".join(f"{k} = {mark}" for k in keys)
+    return f"UPDATE {table} SET {assign} WHERE {where}", (*sets, *keys)
 
 
 @dataclass(frozen=True)
@@ -109,17 +133,26 @@ def _sqlite_time(value: datetime) -> str:
     return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
+# a kind's SQL, the getter of its values in order, and per converted value: its index,
+# its conversion, and whether None becomes JSON ``null`` (else it stays NULL)
+_Plan = tuple[str, Callable[[Any], Any], list[tuple[int, Callable[[Any], Any], bool]]]
+
+
 class RowWriter:
     def __init__(self, dialect: str) -> None:
         self.dialect = dialect
         self._sqlite = dialect == "sqlite"
-        self._sql = {kind: _prepare(kind, dialect) for kind in _SET}
-        convert: dict[str, Callable[[Any], Any]] = {c: json.dumps for c in _JSON}
+        kinds = (*_INSERTS, *_UPDATES)
+        self._sql = {kind: _prepare(kind, dialect) for kind in kinds}
+        convert: dict[str, tuple[Callable[[Any], Any], bool]] = {
+            c: (json.dumps, False) for c in _JSON
+        }
+        convert.update({c: (json.dumps, True) for c in _JSON_DOC})
         if self._sqlite:
-            convert.update({c: _sqlite_time for c in _TIMES})
-        self._plans = {}
+            convert.update({c: (_sqlite_time, False) for c in _TIMES})
+        self._plans: dict[str, _Plan] = {}
         for kind, (sql, order) in self._sql.items():
-            converts = [(i, convert[col]) for i, col in enumerate(order) if col in convert]
+            converts = [(i, *convert[col]) for i, col in enumerate(order) if col in convert]
             self._plans[kind] = (sql, operator.itemgetter(*order), converts)
 
     def check(self, conn: sa.Connection, guards: Sequence[Guard]) -> None:
@@ -133,6 +166,8 @@ class RowWriter:
         try:
             cursor.execute(sql, tuple(wanted))
             found = dict(cursor.fetchall())
+        except conn.dialect.loaded_dbapi.Error as exc:
+            conn._handle_dbapi_exception(exc, sql, tuple(wanted), cursor, None)
         finally:
             cursor.close()
         for run_id, epoch in wanted.items():
@@ -147,26 +182,41 @@ class RowWriter:
             params = []
             for row in op.rows:
                 values = list(getter(row))
-                for i, fn in converts:
-                    if values[i] is not None:
-                        values[i] = fn(values[i])
+                for i, fn, json_null in converts:
+                    value = values[i]
+                    if value is not None:
+                        values[i] = fn(value)
+                    elif json_null:
+                        values[i] = "null"
                 params.append(values)
         else:
             params = [list(getter(row)) for row in op.rows]
         cursor = conn.connection.cursor()
         try:
             cursor.executemany(sql, params)
+        except conn.dialect.loaded_dbapi.Error as exc:  # raised as SQLAlchemy raises it
+            conn._handle_dbapi_exception(exc, sql, params, cursor, None)
         finally:
             cursor.close()
 
 
-_MERGED = ("step_new", "step", "attempt_new", "attempt_end", "log_new")
+_MERGED = (
+    "run_new",
+    "run_begin",
+    "step_new",
+    "step",
+    "attempt_new",
+    "attempt_end",
+    "log_new",
+    "audit_new",
+)
 
 
 def coalesce(ops: Sequence[Any]) -> list[Any]:
     """One unit's ops with its row writes merged: other ops first, in order, then one
-    ``Rows`` per kind, steps created before they change and attempts begun before they
-    end; a step written twice keeps its last state."""
+    ``Rows`` per kind, runs created before they begin and before their steps, steps
+    created before they change and attempts begun before they end; a step written twice
+    keeps its last state; audit rows keep their order."""
     plain: list[Any] = []
     rows: dict[str, list[dict[str, Any]]] = {kind: [] for kind in _MERGED}
     steps: dict[tuple[str, str], dict[str, Any]] = {}

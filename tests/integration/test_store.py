@@ -6,13 +6,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from engine import audit
+from storage import rows
 from storage import tables as t
 from storage.db import normalize_url
 from storage.errors import ClaimLost, StorageError
+from storage.rows import Rows
 from storage.store import Store, guard
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -107,3 +111,121 @@ def test_plain_urls_pick_the_driver(url: str, driver: str) -> None:
 def test_unsupported_urls_say_what_works(url: str) -> None:
     with pytest.raises(StorageError, match="sqlite"):
         normalize_url(url)
+
+
+# --- Rows kinds that start runs: the same rows as the SQLAlchemy statements ---------
+
+LATER = datetime(2026, 1, 1, 2, 3, 4, 567890, tzinfo=UTC)
+
+
+def run_values(run_id: str) -> dict[str, Any]:
+    return {
+        "id": run_id,
+        "playbook": "p",
+        "status": "queued",
+        "attempt": 1,
+        "params": {"who": 'w "q" \u00e9', "n": 3, "none": None, "list": [1, 2.5, True]},
+        "secret_params": None,
+        "trigger": "slack",
+        "source": {"channel": "C1", "u": "\u00fc"},
+        "requested_by": "me",
+        "parent_run_id": None,
+        "parent_step_id": None,
+        "concurrency_key": "k",
+        "definition": {"name": "p", "steps": [{"id": "s", "with": {}}]},
+        "created_at": NOW,
+        "queued_at": NOW,
+        "started_at": None,
+        "deadline_at": None,
+        "owner": "baton",
+        "epoch": 0,
+    }
+
+
+AUDIT = {
+    "at": LATER,
+    "actor": "me",
+    "action": "run",
+    "target": "p",
+    "source": {},
+    "detail": {"run_id": "x", "params": {"a": None}},
+    "outcome": "ok",
+}
+
+
+async def stored(store: Store, table: sa.Table, where: Any) -> tuple[Any, ...]:
+    """A row as the database holds it (JSON and times as text) and as SQLAlchemy reads it."""
+    text = [sa.cast(c, sa.Text) if store.dialect == "postgresql" else c for c in table.c]
+    as_text: list[Any] = [sa.type_coerce(c, sa.Text) for c in text]
+    raw = await store.one(sa.select(*as_text).where(where))
+    row = await store.one(sa.select(table).where(where))
+    assert raw is not None and row is not None
+    return tuple(raw), tuple(row)
+
+
+async def test_run_rows_store_what_the_statements_store(store: Store) -> None:
+    begun = {"status": "running", "started_at": LATER, "deadline_at": LATER, "owner": "o"}
+    await store.write(
+        t.runs.insert().values(run_values("sa")),
+        t.runs.update().where(t.runs.c.id == "sa").values(**begun, epoch=1),
+        t.audit.insert().values(AUDIT),
+    )
+    await store.write(
+        Rows("run_new", [run_values("rows")]),
+        Rows("run_begin", [{**begun, "epoch": 1, "id": "rows"}]),
+        Rows("audit_new", [AUDIT]),
+    )
+    by_sa = await stored(store, t.runs, t.runs.c.id == "sa")
+    by_rows = await stored(store, t.runs, t.runs.c.id == "rows")
+    assert [v for v in by_rows[0] if v != "rows"] == [v for v in by_sa[0] if v != "sa"]
+    assert by_rows[1][1:] == by_sa[1][1:] and by_rows[1][0] == "rows"
+    assert by_rows[1][t.runs.c.keys().index("started_at")] == LATER
+    audits = await store.all(sa.select(t.audit.c.id))
+    first, second = [await stored(store, t.audit, t.audit.c.id == a.id) for a in audits]
+    assert first[0][1:] == second[0][1:] and first[1][1:] == second[1][1:]
+
+
+async def test_audit_op_is_rows_that_commit_in_any_unit(store: Store) -> None:
+    def plain(conn: sa.Connection) -> str:
+        conn.execute(new_run("r"))
+        return "done"
+
+    def unit(i: int) -> list[Any]:
+        other = plain if i == 3 else new_run(f"r{i}")
+        return [audit.op(LATER, f"u{i}", "act", "t", {"i": i}), other]
+
+    results = await asyncio.gather(*(store.write(*unit(i)) for i in range(6)))
+    assert results[3] == [None, "done"]
+    trail = await store.all(sa.select(t.audit).order_by(t.audit.c.id))
+    assert [(r.actor, r.detail, r.source, r.at) for r in trail] == [
+        (f"u{i}", {"i": i}, {}, LATER) for i in range(6)
+    ]
+
+
+async def test_a_duplicate_run_fails_its_unit_as_an_integrity_error(store: Store) -> None:
+    await store.write(Rows("run_new", [run_values("dup")]))
+    results = await asyncio.gather(
+        store.write(Rows("run_new", [run_values("a")]), audit.op(NOW, "a", "run", "p", {})),
+        store.write(Rows("run_new", [run_values("dup")]), audit.op(NOW, "b", "run", "p", {})),
+        store.write(Rows("run_new", [run_values("c")]), audit.op(NOW, "c", "run", "p", {})),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], sa.exc.IntegrityError)
+    assert {r.id for r in await store.all(sa.select(t.runs.c.id))} == {"dup", "a", "c"}
+    assert [r.actor for r in await store.all(sa.select(t.audit).order_by(t.audit.c.id))] == [
+        "a",
+        "c",
+    ]
+
+
+def test_run_and_audit_kinds_cover_their_tables() -> None:
+    """A column added to runs or audit must reach the prepared inserts (SQLAlchemy would
+    fill in its default; the prepared SQL would not), with its JSON or time conversion."""
+    set_later = {"error", "failed_step", "stop_reason", "stopped_by", "finished_at"}
+    assert set(rows.RUN_NEW) == set(t.runs.c.keys()) - set_later
+    assert set(rows.AUDIT_NEW) == set(t.audit.c.keys()) - {"id"}
+    for table, names in ((t.runs, rows.RUN_NEW), (t.audit, rows.AUDIT_NEW)):
+        for name in names:
+            column = table.c[name]
+            assert (name in rows._JSON_DOC) == isinstance(column.type, sa.JSON), name
+            assert (name in rows._TIMES) == isinstance(column.type, t.UTCDateTime), name
