@@ -161,14 +161,31 @@ def _plan_json(plan: Any) -> dict[str, Any]:
     }
 
 
-async def list_runs(request: web.Request) -> web.Response:
-    baton = _baton(request)
+def _limit(request: web.Request) -> int | web.Response:
     try:
         limit = int(request.query.get("limit", "50"))
     except ValueError:
         return _error(400, "limit must be a whole number from 1 to 500")
     if not 1 <= limit <= 500:
         return _error(400, "limit must be a whole number from 1 to 500")
+    return limit
+
+
+async def list_alerts(request: web.Request) -> web.Response:
+    """Alerts as received, newest first, with their outcome (``?outcome=held``)."""
+    limit = _limit(request)
+    if isinstance(limit, web.Response):
+        return limit
+    store = _baton(request).store
+    outcome = request.query.get("outcome")
+    return web.json_response(await queries.recent_alerts(store, limit=limit, outcome=outcome))
+
+
+async def list_runs(request: web.Request) -> web.Response:
+    baton = _baton(request)
+    limit = _limit(request)
+    if isinstance(limit, web.Response):
+        return limit
     runs = await queries.list_runs(
         baton.store,
         limit=limit,
@@ -275,4 +292,9 @@ def create_app(
     app.router.add_get("/api/runs/{run_id}", get_run)
     app.router.add_post("/api/runs/{run_id}/{action:cancel|retry}", run_action)
     app.router.add_post("/api/approvals/{approval_id}", decide)
+    app.router.add_get("/api/alerts", list_alerts)
+    if baton.alerts is not None:
+        from bot.alerts import http as alert_http
+
+        app.router.add_post("/alerts/{source}", alert_http.make_handler(baton))
     return app

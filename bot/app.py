@@ -13,7 +13,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot.approvers import ApproverCheck
 from bot.settings import Settings
@@ -29,6 +29,7 @@ from storage.store import Store
 
 if TYPE_CHECKING:
     from bot.commands import Commands
+    from engine.alerting import Alerts
 
 log = logging.getLogger("baton")
 
@@ -40,6 +41,8 @@ class Baton:
     engine: Engine
     schedules: Schedules
     rules: AccessRules = field(default_factory=AccessRules)
+    alerts: Alerts | None = None  # routes alerts to runs; not in `baton run`
+    alert_mapping: Any = None  # where POST /alerts/generic finds fields
 
     def commands(self) -> Commands:
         """The command language on this engine, under these access rules."""
@@ -107,10 +110,34 @@ async def open_baton(
         else:
             engine.timers.start()
         stack.push_async_callback(engine.stop, settings.drain_timeout)
-        if resume:  # `baton run` neither resumes other runs nor fires schedules
+        baton = Baton(settings, store, engine, schedules, rules)
+        if resume:  # `baton run` neither resumes other runs, fires schedules nor routes alerts
             await schedules.start()
             stack.callback(schedules.stop)
-        yield Baton(settings, store, engine, schedules, rules)
+            baton.alerts, baton.alert_mapping = alert_routing(settings, engine)
+            await baton.alerts.start()
+            stack.push_async_callback(baton.alerts.stop)
+        yield baton
+
+
+def alert_routing(settings: Settings, engine: Engine) -> tuple[Alerts, Any]:
+    """The alert router under the settings' policy, and the generic webhook's mapping;
+    a setting that does not read stops Baton with what to write."""
+    from bot.alerts import parsers
+    from engine.alerting import AlertPolicy, Alerts
+    from engine.playbook import parse_rate
+
+    try:
+        rate = parse_rate(settings.alert_rate)
+    except ValueError as exc:
+        raise BatonError(f"BATON_ALERT_RATE: {exc}") from None
+    policy = AlertPolicy(
+        dedup_window=settings.alert_dedup_window,
+        global_rate=rate,
+        cancel_on_resolved=settings.alert_cancel_on_resolved,
+    )
+    mapping = parsers.mapping_from_setting(settings.alert_generic_map)
+    return Alerts(engine, policy), mapping
 
 
 async def run_console(baton: Baton, user: str) -> None:

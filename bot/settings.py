@@ -26,7 +26,39 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = Field(
         default=None, description="Bearer token for HTTP API writes; unset: writes refused."
     )
-    alert_token: SecretStr | None = Field(default=None, description="Bearer token for alerts.")
+    alert_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token the alert webhooks (POST /alerts/...) require; unset: "
+        "only PagerDuty's signature (BATON_PAGERDUTY_SECRET) is accepted.",
+    )
+    pagerduty_secret: SecretStr | None = Field(
+        default=None,
+        description="PagerDuty V3 webhook signing secret(s), comma-separated during a "
+        "rotation: X-PagerDuty-Signature is checked with it.",
+    )
+    alert_max_body: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest alert webhook body in bytes (413)."
+    )
+    alert_generic_map: str | None = Field(
+        default=None,
+        description="JSON field mapping for POST /alerts/generic (where status, labels, "
+        "fingerprint... are in the sender's JSON); unset: the defaults.",
+    )
+    alert_dedup_window: float = Field(
+        default=900.0,
+        description="Seconds after an alert's run ended during which a repeat still "
+        "attaches to it (a trigger's `dedup` wins).",
+    )
+    alert_rate: str = Field(
+        default="30/1m",
+        description="Global cap on runs started by alerts (COUNT/PERIOD); beyond it "
+        "alerts are stored as held and summed up in one message.",
+    )
+    alert_cancel_on_resolved: bool = Field(
+        default=False,
+        description="Cancel an alert's run still queued or waiting when the alert "
+        "resolves (a trigger's `cancel_on_resolved` wins).",
+    )
     config: Path | None = Field(default=None, description="Access rules and groups (YAML).")
     secret_key: SecretStr | None = Field(
         default=None, description="Fernet key encrypting secret params at rest."

@@ -163,6 +163,36 @@ class ApprovalReminded(StepEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class AlertRepeated(Event):
+    """The alert that started this run fired again: counted, not a new run."""
+
+    fingerprint: str
+    name: str
+    repeats: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlertResolved(Event):
+    """The alert that started this run is resolved, ``after`` seconds after it began."""
+
+    fingerprint: str
+    name: str
+    after: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlertsHeld(Event):
+    """Alerts beyond a rate limit, stored but not run: ``held`` so far in this window.
+    ``run_id`` is empty; ``key`` names the trigger and window."""
+
+    key: str
+    name: str
+    held: int
+    channel: str | None = None
+    limit: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunLogged(Event):
     step_id: str | None
     message: str

@@ -145,12 +145,89 @@ class ScheduleTrigger(_Model):
         return self
 
 
+class ResolvedAction(_Model):
+    """What to run when the alert that started a run is resolved."""
+
+    playbook: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class AlertTrigger(_Model):
+    """Start this playbook when an alert matches: ``source`` (alertmanager, grafana,
+    pagerduty, generic, chat; any when absent), label matchers (``match`` and/or
+    ``matchers``, see ``engine.matchers``), ``params`` templates that see ``alert``;
+    where its card goes (``channel``) and whom it mentions (``mention``); ``rate``
+    (at most N runs per period, e.g. ``5/10m``; beyond it alerts are held); ``dedup``
+    (how long after its run ended a repeat still attaches to it instead of starting
+    another); on resolution, ``cancel_on_resolved`` (cancel the run if it still waits)
+    and ``on_resolved`` (a playbook to run)."""
+
+    source: str | None = None
+    match: dict[str, str] = Field(default_factory=dict)
+    matchers: list[str] = Field(default_factory=list)
+    params: dict[str, Any] = Field(default_factory=dict)
+    channel: str | None = None
+    mention: list[str] = Field(default_factory=list)
+    rate: str | None = None
+    dedup: Duration | None = None
+    cancel_on_resolved: bool | None = None
+    on_resolved: ResolvedAction | None = None
+
+    @field_validator("match", mode="before")
+    @classmethod
+    def _text_values(cls, v: Any) -> Any:
+        return {str(k): str(x) for k, x in v.items()} if isinstance(v, dict) else v
+
+    @field_validator("mention", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("on_resolved", mode="before")
+    @classmethod
+    def _name_only(cls, v: Any) -> Any:
+        return {"playbook": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _readable(self) -> AlertTrigger:
+        self.all_matchers()
+        if self.source is not None and self.source not in ALERT_SOURCES:
+            raise ValueError(
+                f"unknown alert source {self.source!r}: one of {', '.join(ALERT_SOURCES)}"
+            )
+        if self.rate is not None:
+            parse_rate(self.rate)
+        return self
+
+    def all_matchers(self) -> list[Any]:
+        from engine import matchers
+
+        return matchers.from_match(self.match) + [matchers.parse(m) for m in self.matchers]
+
+
+ALERT_SOURCES = ("alertmanager", "grafana", "pagerduty", "generic", "chat")
+
+
+def parse_rate(text: str) -> tuple[int, float]:
+    """``5/10m`` -> (5, 600.0): at most 5 runs in any 10 minutes."""
+    from engine.durations import parse_duration
+
+    count, _, period = text.partition("/")
+    try:
+        n = int(count)
+        seconds = parse_duration(period or "1m").total_seconds()
+    except (ValueError, TypeError):
+        raise ValueError(f"rate {text!r}: write it as COUNT/PERIOD, e.g. 5/10m") from None
+    if n < 1 or seconds <= 0:
+        raise ValueError(f"rate {text!r}: the count and the period must be positive")
+    return n, seconds
+
+
 class Trigger(_Model):
-    """One entry of ``triggers``: a ``schedule``, or an ``alert`` rule (used by the alert
-    front end; kept as written until then)."""
+    """One entry of ``triggers``: a ``schedule``, or an ``alert`` rule."""
 
     schedule: ScheduleTrigger | None = None
-    alert: dict[str, Any] | None = None
+    alert: AlertTrigger | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> Trigger:

@@ -226,3 +226,48 @@ async def approval_view(store: Store, approval_id: str) -> dict[str, Any]:
         }
 
     return await store.read(read)
+
+
+async def alert_links(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """The alerts a run handles: how often each fired again, when it was resolved."""
+    rows = await store.all(
+        sa.select(t.alert_runs).where(t.alert_runs.c.run_id == run_id).order_by(t.alert_runs.c.id)
+    )
+    return [
+        {
+            "fingerprint": r.fingerprint,
+            "name": r.name,
+            "summary": r.summary,
+            "repeats": r.repeats,
+            "first_at": _iso(r.first_at),
+            "last_at": _iso(r.last_at),
+            "resolved_at": _iso(r.resolved_at),
+            "after": (r.resolved_at - r.first_at).total_seconds() if r.resolved_at else None,
+        }
+        for r in rows
+    ]
+
+
+async def recent_alerts(
+    store: Store, *, limit: int = 50, outcome: str | None = None
+) -> list[dict[str, Any]]:
+    """Alerts as received, newest first, with what became of each."""
+    q = sa.select(t.alerts).order_by(t.alerts.c.id.desc()).limit(limit)
+    if outcome:
+        q = q.where(t.alerts.c.outcome == outcome)
+    return [
+        {
+            "id": r.id,
+            "source": r.source,
+            "fingerprint": r.fingerprint,
+            "status": r.status,
+            "name": r.name,
+            "labels": r.labels,
+            "severity": r.severity,
+            "received_at": _iso(r.received_at),
+            "outcome": r.outcome,
+            "reason": r.reason,
+            "run_id": r.run_id,
+        }
+        for r in await store.all(q)
+    ]

@@ -200,14 +200,19 @@ class Engine:
         """A dry run: the resolved params and step order; nothing is stored or run."""
         return planning.plan(self.catalog, request)
 
-    async def start_run(self, request: RunRequest, also: Sequence[Op] = ()) -> str:
+    async def start_run(
+        self,
+        request: RunRequest,
+        also: Sequence[Op] | Callable[[str], Sequence[Op]] = (),
+    ) -> str:
         """Validate, persist and start (or queue) a run; returns its id. ``also``: ops to
-        commit with the run's creation (a schedule taking its fire, say)."""
+        commit with the run's creation (a schedule taking its fire, say), or a function
+        of the new run's id that makes them (an alert linked to its run)."""
         if self._stopping:
             raise ShuttingDown("Baton is shutting down; try again in a moment.")
         playbook = self.catalog.get(request.playbook)
         run, ops = self.records.prepare(playbook, request)
-        ops.extend(also)
+        ops.extend(also(run.id) if callable(also) else also)
         await self._admit_new(run, ops)
         return run.id
 

@@ -21,12 +21,13 @@ from pydantic import ValidationError
 from engine import params, playbook, templating
 from engine.actions.registry import Registry
 from engine.errors import ParamError, PlaybookInvalid, Problem, closest
-from engine.playbook import Lines, Phase, Playbook, Step
+from engine.playbook import AlertTrigger, Lines, Phase, Playbook, Step
 
 RUN_FIELDS = ("id", "trigger", "requested_by", "playbook", "attempt", "source")
 FAILURE_ROOT = "failure"
 """Extra template name for on_failure and finally steps: what failed."""
 CONCURRENCY_ROOTS = frozenset({"params", "run"})
+ALERT_ROOTS = frozenset({"alert"})
 
 _KEYS = {Phase.MAIN: "steps", Phase.ON_FAILURE: "on_failure", Phase.FINALLY: "finally"}
 
@@ -90,8 +91,11 @@ class _Checker:
         return sorted(self.problems, key=lambda p: p.line or 0)
 
     def check_triggers(self) -> None:
-        """A schedule's params must fit the playbook now, not fail at 2 a.m."""
+        """A schedule's params must fit the playbook now, not fail at 2 a.m.; an alert
+        trigger's params must be declared, its templates readable."""
         for i, trig in enumerate(self.pb.triggers):
+            if trig.alert is not None:
+                self.check_alert_trigger(i, trig.alert)
             if trig.schedule is None:
                 continue
             try:
@@ -99,6 +103,19 @@ class _Checker:
             except ParamError as exc:
                 for error in exc.errors:
                     self.add(("triggers", i, "schedule", "params"), f"schedule params: {error}")
+
+    def check_alert_trigger(self, i: int, alert: AlertTrigger) -> None:
+        for name, value in alert.params.items():
+            path = ("triggers", i, "alert", "params", name)
+            if name not in self.pb.params:
+                declared = ", ".join(self.pb.params) or "none"
+                self.add(
+                    path,
+                    f"alert trigger param {name!r} is not a param of this playbook"
+                    f"{_hint(name, self.pb.params)} (declared params: {declared})",
+                )
+            if isinstance(value, str):
+                self.check_template(path, f"alert trigger param {name}", value, ALERT_ROOTS)
 
     # --- params ---------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from sqlmodel import SQLModel
 from storage import tables
 from storage.errors import DatabaseUnavailable, StorageError
 
-SCHEMA_VERSION = 2  # 2: chat_posts and slack_events
+SCHEMA_VERSION = 3  # 2: chat_posts and slack_events; 3: alerts and alert_runs
 
 
 def normalize_url(url: str) -> URL:

@@ -211,6 +211,52 @@ class SlackEvent(SQLModel, table=True):
     received_at: datetime = _ts(index=True, nullable=False)
 
 
+class AlertRecord(SQLModel, table=True):
+    """Every alert Baton received, as normalized, with what became of it (``outcome``:
+    pending, started, attached, held, unmatched, resolved, rejected, failed)."""
+
+    __tablename__ = "alerts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(max_length=32)
+    fingerprint: str = Field(index=True, max_length=200)
+    status: str = Field(max_length=16)
+    name: str = Field(default="", max_length=500)
+    labels: dict[str, Any] = _json(dict)
+    annotations: dict[str, Any] = _json(dict)
+    severity: str | None = Field(default=None, max_length=64)
+    starts_at: datetime | None = _ts()
+    ends_at: datetime | None = _ts()
+    links: list[dict[str, Any]] = _json(list)
+    raw: dict[str, Any] | None = _json()
+    received_at: datetime = _ts(index=True, nullable=False)
+    outcome: str = Field(default="pending", index=True, max_length=16)
+    reason: str | None = None
+    run_id: str | None = Field(default=None, index=True, max_length=32)
+    processed_at: datetime | None = _ts()
+
+
+class AlertRun(SQLModel, table=True):
+    """Which run handles an alert (by fingerprint) for one playbook's trigger: repeats
+    attach to it, the resolution finds it."""
+
+    __tablename__ = "alert_runs"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(index=True, max_length=32)
+    fingerprint: str = Field(index=True, max_length=200)
+    source: str = Field(max_length=32)
+    playbook: str = Field(max_length=200)
+    trigger: int = 0
+    name: str = Field(default="", max_length=500)
+    summary: str = ""
+    links: list[dict[str, Any]] = _json(list)
+    repeats: int = 0
+    first_at: datetime = _ts(nullable=False)
+    last_at: datetime = _ts(nullable=False)
+    resolved_at: datetime | None = _ts()
+
+
 class SchemaVersion(SQLModel, table=True):
     __tablename__ = "schema_version"
 
@@ -227,6 +273,8 @@ audit = Audit.__table__  # type: ignore[attr-defined]
 schedules = Schedule.__table__  # type: ignore[attr-defined]
 chat_posts = ChatPost.__table__  # type: ignore[attr-defined]
 slack_events = SlackEvent.__table__  # type: ignore[attr-defined]
+alerts = AlertRecord.__table__  # type: ignore[attr-defined]
+alert_runs = AlertRun.__table__  # type: ignore[attr-defined]
 
 
 def now() -> datetime:

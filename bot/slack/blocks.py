@@ -196,8 +196,8 @@ def run_card(
     channel_name: str | None = None,
     extra: Sequence[str] = (),
 ) -> tuple[str, list[dict[str, Any]]]:
-    """The run card: (fallback text, blocks). ``extra`` lines go under the header
-    (an alert's repeats, say)."""
+    """The run card: (fallback text, blocks). ``extra`` lines (mrkdwn, escaped by the
+    caller) go under the header: an alert, its links and repeats, say."""
     status = run["status"]
     emoji = RUN_EMOJI.get(status, ":grey_question:")
     title = (
@@ -214,7 +214,7 @@ def run_card(
     if params:
         facts.append(f"params: {params}")
     head: list[dict[str, Any]] = [section(title), context(*facts)]
-    head += [context(escape(line)) for line in extra]
+    head += [context(line) for line in extra]
     tail: list[dict[str, Any]] = []
     if run.get("error"):
         body, _ = code(run["error"], 1500)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Mapping
@@ -33,6 +34,7 @@ from bot.slack.people import Directory
 from engine import events as ev
 from engine import queries
 from engine.bus import Subscription
+from engine.durations import format_duration
 from engine.errors import BatonError
 from engine.outbox import Outbox, Post
 from engine.runner import Engine
@@ -75,6 +77,8 @@ class _Run:
     skip: bool = False
     card: Post | None = None
     cardless: bool = False  # a child run: its gates and failures go to the parent's thread
+    source: dict[str, Any] = field(default_factory=dict)
+    resolved: list[ev.AlertResolved] = field(default_factory=list)
     gates: set[str] = field(default_factory=set)
     nudges: list[tuple[str, str, dict[str, list[str]]]] = field(default_factory=list)
 
@@ -97,6 +101,8 @@ class Cards:
         self._runs: dict[str, _Run] = {}
         self._pump: asyncio.Task[None] | None = None
         self._sub: Subscription | None = None
+        self._held: dict[str, ev.AlertsHeld] = {}
+        self._held_tasks: set[asyncio.Task[None]] = set()
         self.monotonic = time.monotonic  # how edits are spaced; tests give a clock of theirs
         self.sleep = asyncio.sleep
 
@@ -115,6 +121,7 @@ class Cards:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pump
         pending = [r.task for r in self._runs.values() if r.task and not r.task.done()]
+        pending += list(self._held_tasks)
         if pending:
             _, late = await asyncio.wait(pending, timeout=grace)
             for task in late:
@@ -128,6 +135,7 @@ class Cards:
                 await asyncio.sleep(0)
                 continue
             pending = [r.task for r in self._runs.values() if r.task and not r.task.done()]
+            pending += [task for task in self._held_tasks if not task.done()]
             if not pending:
                 return
             await asyncio.wait(pending)
@@ -154,6 +162,9 @@ class Cards:
 
     def note(self, event: ev.Event) -> None:
         """Take one event: remember what to show, and make sure a flusher runs."""
+        if isinstance(event, ev.AlertsHeld):
+            self._note_held(event)
+            return
         run = self._runs.get(event.run_id)
         if run is None:
             run = self._runs[event.run_id] = _Run(event.run_id)
@@ -177,10 +188,49 @@ class Cards:
                 run.nudges.append((event.approval_id, "reminder", event.approvers))
             case ev.ApprovalRequested() | ev.ApprovalDecided() | ev.ApprovalClosed():
                 run.gates.add(event.approval_id)
+            case ev.AlertResolved():
+                run.resolved.append(event)
             case ev.RunFinished():
                 run.finished = True
                 run.notice = run.notice or event.status in ("failed", "timed_out")
         self.touch(run.run_id)
+
+    # --- alerts held by a rate limit ------------------------------------------------------
+
+    def _note_held(self, event: ev.AlertsHeld) -> None:
+        """One message per hold episode, edited as the count grows (at the cards' pace)."""
+        channel = event.channel or self.options.runs_channel or self.options.oncall_channel
+        if channel is None:
+            return
+        first = event.key not in self._held
+        self._held[event.key] = event
+        if first:
+            task = asyncio.create_task(self._flush_held(event.key, channel), name="held")
+            self._held_tasks.add(task)
+            task.add_done_callback(self._held_tasks.discard)
+
+    async def _flush_held(self, key: str, channel: str) -> None:
+        shown = 0
+        last = float("-inf")
+        try:
+            while self._held[key].held != shown:
+                wait = last + self.options.interval - self.monotonic()
+                if wait > 0:
+                    await self.sleep(wait)
+                event = self._held[key]
+                shown, last = event.held, self.monotonic()
+                name = blocks.escape(event.name)
+                line = (
+                    f":pause_button: {event.held} more *{name}* alert"
+                    f"{'s' * (event.held > 1)} held: over the limit of {event.limit}. They "
+                    "are stored (`GET /api/alerts?outcome=held`), not run."
+                )
+                run_id = "held-" + hashlib.sha1(key.encode()).hexdigest()[:24]
+                await self._upsert(run_id, "held", "", channel, None, line, [blocks.section(line)])
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("could not post the held alerts of %s", key)
 
     # --- one run's flusher -------------------------------------------------------------
 
@@ -218,8 +268,10 @@ class Cards:
             run.cardless = True
             run.place = (parent.channel, parent.thread_ts or parent.ts, None)
             return True
-        source = origin["source"]
-        channel = source.get("channel") if source.get("front_end") == "slack" else None
+        source = run.source = origin["source"]
+        channel = None
+        if source.get("front_end") in ("slack", "alert"):
+            channel = source.get("channel")
         if channel is None:
             channel = self.options.runs_channel
             if channel is None:
@@ -235,6 +287,7 @@ class Cards:
         notice, run.notice = run.notice, False
         gates, run.gates = run.gates, set()
         nudges, run.nudges = run.nudges, []
+        resolved, run.resolved = run.resolved, []
         data = await queries.get_run(self.engine.store, run.run_id)
         if run.cardless:
             assert run.place is not None
@@ -250,6 +303,14 @@ class Cards:
             await self._gate(card, thread, gate)
         for gate, kind, whom in nudges:
             await self._nudge(card, thread, gate, kind, whom)
+        for event in resolved:
+            key = f"resolved:{event.fingerprint}"[:64]
+            post = await self._once(data, key, card.channel, thread)
+            if post is not None:
+                name, took = blocks.escape(event.name), format_duration(event.after)
+                line = f":white_check_mark: alert *{name}* resolved after {took}"
+                ts = await self._post(card.channel, line, [blocks.section(line)], thread)
+                await self.outbox.posted(post, ts=ts, at=self.engine.clock.now())
         for failure in failures:
             await self._step_failure(data, card, thread, failure)
         if logs:
@@ -262,7 +323,8 @@ class Cards:
         assert run.place is not None
         channel, thread_ts, requester = run.place
         now = self.engine.clock.now()
-        text, body = blocks.run_card(data, now)
+        extra = await self._alert_lines(run) if run.source.get("front_end") == "alert" else []
+        text, body = blocks.run_card(data, now, extra=extra)
         if run.card is None:
             run.card = await self.outbox.claim(
                 run.run_id, "card", channel, thread_ts=thread_ts, at=now
@@ -355,6 +417,32 @@ class Cards:
             filename=f"{data['playbook']}-{data['id']}-{step}.txt",
             title=f"output of step {step} (run {data['id']})",
         )
+
+    async def _alert_lines(self, run: _Run) -> list[str]:
+        """What a run started by an alert shows under its title: the alert, its links,
+        its owners, how often it fired again, whether it is resolved."""
+        alert = run.source.get("alert") or {}
+        severity = f" ({blocks.escape(str(alert['severity']))})" if alert.get("severity") else ""
+        lines = [
+            f":rotating_light: alert *{blocks.escape(str(alert.get('name', '')))}*{severity}"
+            f" from {alert.get('source', '?')}: {blocks.escape(str(alert.get('summary', '')))}"
+        ]
+        links = [
+            f"<{link['url']}|{blocks.escape(link.get('title') or 'link')}>"
+            for link in alert.get("links") or []
+            if str(link.get("url", "")).startswith(("http://", "https://"))
+        ]
+        if links:
+            lines.append(" · ".join(links[:8]))
+        owners = [await self.directory.mention(m) for m in run.source.get("mention") or []]
+        if owners:
+            lines.append("owners: " + " ".join(owners))
+        for link in await queries.alert_links(self.engine.store, run.run_id):
+            if link["repeats"]:
+                lines.append(f"fired {link['repeats']} more time{'s' * (link['repeats'] > 1)}")
+            if link["after"] is not None:
+                lines.append(f":white_check_mark: resolved after {format_duration(link['after'])}")
+        return lines
 
     # --- approval gates ----------------------------------------------------------------
 

@@ -1,0 +1,498 @@
+"""From alerts to runs: routing, dedup, rate limits, resolution.
+
+``Alerts.receive`` stores what a webhook brought (one write, the webhook answers right
+after) and queues it; one worker task then routes each alert, in the order received:
+
+- **Routing.** Every playbook trigger ``alert: {source, match/matchers, params, ...}``
+  whose matchers accept the alert's labels (its severity counts as a ``severity`` label
+  when it has none) gets it; several playbooks may match one alert.
+- **Dedup.** While a run that an alert fingerprint started for a trigger is active, and
+  for ``dedup`` (the trigger's, else the policy's window) after it ended, a repeat of the
+  firing alert attaches to that run (counted, shown on its card) instead of starting
+  another.
+- **Storms.** A trigger's ``rate`` (``5/10m``) and a global cap on alert-started runs;
+  alerts beyond them are stored as ``held`` and summed up in one message per trigger and
+  hold episode (``AlertsHeld``), never dropped. Alerts wait in their own queue, worked by
+  one task, so a storm cannot crowd out commands typed by people.
+- **Resolution.** A resolved notification finds the runs its fingerprint started,
+  marks them resolved (``AlertResolved``: the card and thread say "resolved after 12 min"),
+  cancels a run still queued or waiting when the trigger (or policy) says so, and may
+  start the trigger's ``on_resolved`` playbook. It never starts a run of its own trigger.
+
+Every alert row ends with an ``outcome`` (started, attached, held, unmatched, resolved,
+failed, rejected) and a reason; rows still ``pending`` after a crash are routed at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from engine import events as ev
+from engine import matchers as matcherlib
+from engine import templating
+from engine.alerts import Alert, Rejected
+from engine.errors import BatonError
+from engine.playbook import AlertTrigger, parse_rate
+from engine.requests import RunRequest
+from engine.runner import Engine
+from storage import tables as t
+
+log = logging.getLogger(__name__)
+
+ACTIVE = ("queued", "running", "waiting")
+RANK = {"started": 5, "attached": 4, "held": 3, "failed": 2, "unmatched": 1}
+
+
+@dataclass(frozen=True)
+class AlertPolicy:
+    dedup_window: float = 900.0  # seconds after a run ended that repeats still attach
+    global_rate: tuple[int, float] = (30, 60.0)  # alert-started runs, all triggers
+    cancel_on_resolved: bool = False
+
+
+@dataclass(frozen=True)
+class Receipt:
+    ids: list[int]
+    accepted: int
+    rejected: int
+
+
+@dataclass
+class _Window:
+    """Start times of the runs a limit counts, and the hold episode beyond it."""
+
+    limit: int
+    period: float
+    starts: deque[float] = field(default_factory=deque)
+    held: int = 0
+    held_since: datetime | None = None
+    episodes: int = 0  # hold episodes so far: each gets one summary message
+
+    def full(self, now: float) -> bool:
+        while self.starts and now - self.starts[0] >= self.period:
+            self.starts.popleft()
+        return len(self.starts) >= self.limit
+
+
+def alert_context(alert: Alert) -> dict[str, Any]:
+    """What templates see as ``alert``."""
+    return {
+        "source": alert.source,
+        "fingerprint": alert.fingerprint,
+        "status": alert.status,
+        "name": alert.name,
+        "summary": alert.summary,
+        "labels": dict(alert.labels),
+        "annotations": dict(alert.annotations),
+        "severity": alert.severity,
+        "starts_at": alert.starts_at.isoformat() if alert.starts_at else None,
+        "links": [{"url": link.url, "title": link.title} for link in alert.links],
+    }
+
+
+def _links(alert: Alert) -> list[dict[str, str]]:
+    return [{"url": link.url, "title": link.title} for link in alert.links]
+
+
+class Alerts:
+    def __init__(
+        self,
+        engine: Engine,
+        policy: AlertPolicy | None = None,
+        monotonic: Any = time.monotonic,
+    ) -> None:
+        self.engine = engine
+        self.store = engine.store
+        self.policy = policy or AlertPolicy()
+        self.monotonic = monotonic
+        self._queue: asyncio.Queue[tuple[int, Alert]] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._windows: dict[str, _Window] = {}
+        self._busy = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # --- life -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Route what a previous process stored but did not route, then wait for more."""
+        rows = await self.store.all(
+            sa.select(t.alerts).where(t.alerts.c.outcome == "pending").order_by(t.alerts.c.id)
+        )
+        for row in rows:
+            self._enqueue(row.id, _from_row(row))
+        self._worker = asyncio.create_task(self._work(), name="alerts")
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+
+    async def idle(self) -> None:
+        """Wait until every alert received so far is routed (tests and the bench)."""
+        await self._idle.wait()
+
+    def _enqueue(self, row_id: int, alert: Alert) -> None:
+        self._busy += 1
+        self._idle.clear()
+        self._queue.put_nowait((row_id, alert))
+
+    # --- receiving ------------------------------------------------------------------
+
+    async def receive(self, alerts: Sequence[Alert], rejected: Sequence[Rejected] = ()) -> Receipt:
+        """Store every alert (and every rejected entry, with its reason) in one write,
+        then queue the alerts for routing. Returns as soon as the rows are committed."""
+        now = self.engine.clock.now()
+        rows = [_row(a, now) for a in alerts]
+        rows += [_rejected_row(r, now) for r in rejected]
+        if not rows:
+            return Receipt([], 0, 0)
+
+        def insert(conn: sa.Connection) -> list[int]:
+            stmt = t.alerts.insert().returning(t.alerts.c.id, sort_by_parameter_order=True)
+            return [int(r.id) for r in conn.execute(stmt, rows)]
+
+        (ids,) = await self.store.write(insert)
+        for row_id, alert in zip(ids, alerts, strict=False):
+            self._enqueue(row_id, alert)
+        return Receipt(ids, len(alerts), len(rejected))
+
+    # --- routing --------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        while True:
+            row_id, alert = await self._queue.get()
+            try:
+                await self.route(row_id, alert)
+            except Exception:
+                log.exception("could not route alert %s (%s)", row_id, alert.fingerprint)
+                with contextlib.suppress(Exception):
+                    await self._settle(row_id, "failed", "internal error; see the log", None)
+            finally:
+                self._busy -= 1
+                if self._busy == 0:
+                    self._idle.set()
+            await asyncio.sleep(0)  # let people's commands in between alerts
+
+    def triggers(self, alert: Alert) -> list[tuple[str, int, AlertTrigger]]:
+        labels = dict(alert.labels)
+        if alert.severity and "severity" not in labels:
+            labels["severity"] = alert.severity
+        found = []
+        for pb in self.engine.catalog:
+            for i, trig in enumerate(pb.triggers):
+                spec = trig.alert
+                if spec is None or (spec.source is not None and spec.source != alert.source):
+                    continue
+                if matcherlib.all_match(spec.all_matchers(), labels):
+                    found.append((pb.name, i, spec))
+        return found
+
+    async def route(self, row_id: int, alert: Alert) -> None:
+        if alert.status == "resolved":
+            await self._resolve(row_id, alert)
+            return
+        matched = self.triggers(alert)
+        if not matched:
+            await self._settle(row_id, "unmatched", "no playbook trigger matches", None)
+            return
+        results = [await self._fire(alert, pb, i, trig, row_id) for pb, i, trig in matched]
+        outcome, reason, run_id = max(results, key=lambda r: RANK.get(r[0], 0))
+        if len(results) > 1:
+            reason = "; ".join(
+                f"{pb}: {o}" for (pb, _, _), (o, _, _) in zip(matched, results, strict=True)
+            )
+        await self._settle(row_id, outcome, reason, run_id)
+
+    async def _settle(self, row_id: int, outcome: str, reason: str, run_id: str | None) -> None:
+        await self.store.write(
+            t.alerts.update()
+            .where(t.alerts.c.id == row_id)
+            .values(
+                outcome=outcome, reason=reason, run_id=run_id, processed_at=self.engine.clock.now()
+            )
+        )
+
+    async def _fire(
+        self, alert: Alert, playbook: str, index: int, trig: AlertTrigger, row_id: int
+    ) -> tuple[str, str, str | None]:
+        now = self.engine.clock.now()
+        link = await self._active_link(alert, playbook, index, trig)
+        if link is not None:
+            repeats = int(link.repeats) + 1
+            await self.store.write(
+                t.alert_runs.update()
+                .where(t.alert_runs.c.id == link.id)
+                .values(repeats=repeats, last_at=now)
+            )
+            self.engine.bus.publish(
+                ev.AlertRepeated(
+                    run_id=link.run_id,
+                    playbook=playbook,
+                    at=now,
+                    fingerprint=alert.fingerprint,
+                    name=alert.name,
+                    repeats=repeats,
+                )
+            )
+            return "attached", f"repeat {repeats} of run {link.run_id}", link.run_id
+        key = f"{playbook}#{index}"
+        limits = [self._window("*", self.policy.global_rate)]
+        if trig.rate is not None:
+            limits.append(self._window(key, parse_rate(trig.rate)))
+        tick = self.monotonic()
+        full = [w for w in limits if w.full(tick)]
+        if full:
+            return self._hold(alert, playbook, key, trig, full[-1], now)
+        try:
+            params = templating.render(trig.params, {"alert": alert_context(alert)})
+            run_id = await self.engine.start_run(
+                RunRequest(
+                    playbook=playbook,
+                    params=params,
+                    requested_by=f"alert:{alert.source}",
+                    trigger="alert",
+                    source=_source(alert, trig),
+                ),
+                also=lambda run_id: [  # the link commits with the run: no run without it
+                    t.alert_runs.insert().values(
+                        run_id=run_id,
+                        fingerprint=alert.fingerprint,
+                        source=alert.source,
+                        playbook=playbook,
+                        trigger=index,
+                        name=alert.name[:500],
+                        summary=alert.summary,
+                        links=_links(alert),
+                        first_at=now,
+                        last_at=now,
+                    )
+                ],
+            )
+        except BatonError as exc:
+            return "failed", f"{playbook}: {exc}", None
+        for window in limits:
+            window.starts.append(tick)
+            window.held, window.held_since = 0, None
+        return "started", f"run {run_id} of {playbook}", run_id
+
+    def _window(self, key: str, rate: tuple[int, float]) -> _Window:
+        window = self._windows.get(key)
+        if window is None or (window.limit, window.period) != rate:
+            window = self._windows[key] = _Window(*rate)
+        return window
+
+    def _hold(
+        self,
+        alert: Alert,
+        playbook: str,
+        key: str,
+        trig: AlertTrigger,
+        window: _Window,
+        now: datetime,
+    ) -> tuple[str, str, str | None]:
+        window.held += 1
+        if window.held_since is None:
+            window.held_since = now
+            window.episodes += 1
+        which = (
+            "all alert triggers" if window is self._windows.get("*") else f"{playbook}'s trigger"
+        )
+        limit = f"{window.limit} runs per {window.period:g}s for {which}"
+        episode = f"{key}@{window.held_since.isoformat()}#{window.episodes}"
+        self.engine.bus.publish(
+            ev.AlertsHeld(
+                run_id="",
+                playbook=playbook,
+                at=now,
+                key=episode,
+                name=alert.labels.get("alertname") or alert.name,
+                held=window.held,
+                channel=trig.channel,
+                limit=limit,
+            )
+        )
+        return "held", f"over the limit: {limit}", None
+
+    async def _active_link(
+        self, alert: Alert, playbook: str, index: int, trig: AlertTrigger
+    ) -> sa.Row[Any] | None:
+        window = trig.dedup.total_seconds() if trig.dedup is not None else self.policy.dedup_window
+        since = self.engine.clock.now() - timedelta(seconds=window)
+        r, ar = t.runs.c, t.alert_runs.c
+        return await self.store.one(
+            sa.select(ar.id, ar.run_id, ar.repeats)
+            .join(t.runs, r.id == ar.run_id)
+            .where(
+                ar.fingerprint == alert.fingerprint,
+                ar.source == alert.source,
+                ar.playbook == playbook,
+                ar.trigger == index,
+                ar.resolved_at.is_(None),
+                sa.or_(r.status.in_(ACTIVE), r.finished_at >= since),
+            )
+            .order_by(ar.id.desc())
+            .limit(1)
+        )
+
+    # --- resolution -----------------------------------------------------------------
+
+    async def _resolve(self, row_id: int, alert: Alert) -> None:
+        now = self.engine.clock.now()
+        ar = t.alert_runs.c
+        links = await self.store.all(
+            sa.select(t.alert_runs, t.runs.c.status)
+            .join(t.runs, t.runs.c.id == ar.run_id)
+            .where(
+                ar.fingerprint == alert.fingerprint,
+                ar.source == alert.source,
+                ar.resolved_at.is_(None),
+            )
+            .order_by(ar.id)
+        )
+        if not links:
+            await self._settle(row_id, "resolved", "no run was started for it", None)
+            return
+        await self.store.write(
+            t.alert_runs.update()
+            .where(ar.id.in_([link.id for link in links]))
+            .values(resolved_at=now, last_at=now)
+        )
+        notes = []
+        for link in links:
+            after = max(0.0, (now - link.first_at).total_seconds())
+            self.engine.bus.publish(
+                ev.AlertResolved(
+                    run_id=link.run_id,
+                    playbook=link.playbook,
+                    at=now,
+                    fingerprint=alert.fingerprint,
+                    name=link.name,
+                    after=after,
+                )
+            )
+            trig = self._trigger_of(link.playbook, link.trigger)
+            cancel = self.policy.cancel_on_resolved
+            if trig is not None and trig.cancel_on_resolved is not None:
+                cancel = trig.cancel_on_resolved
+            if cancel and link.status in ("queued", "waiting"):
+                try:
+                    await self.engine.cancel(link.run_id, "alert resolved")
+                    notes.append(f"cancelled run {link.run_id}")
+                except BatonError as exc:
+                    notes.append(f"could not cancel run {link.run_id}: {exc}")
+            if trig is not None and trig.on_resolved is not None:
+                notes.append(await self._on_resolved(alert, trig, link.run_id))
+        reason = "; ".join([f"resolved run {links[0].run_id}", *notes])
+        await self._settle(row_id, "resolved", reason, links[0].run_id)
+
+    def _trigger_of(self, playbook: str, index: int) -> AlertTrigger | None:
+        if playbook not in self.engine.catalog:
+            return None
+        triggers = self.engine.catalog.get(playbook).triggers
+        return triggers[index].alert if index < len(triggers) else None
+
+    async def _on_resolved(self, alert: Alert, trig: AlertTrigger, run_id: str) -> str:
+        action = trig.on_resolved
+        assert action is not None
+        try:
+            params = templating.render(action.params, {"alert": alert_context(alert)})
+            started = await self.engine.start_run(
+                RunRequest(
+                    playbook=action.playbook,
+                    params=params,
+                    requested_by=f"alert:{alert.source}",
+                    trigger="alert",
+                    source={**_source(alert, trig), "resolves": run_id},
+                )
+            )
+        except BatonError as exc:
+            return f"on_resolved {action.playbook} failed: {exc}"
+        return f"started {action.playbook} as run {started}"
+
+
+def _source(alert: Alert, trig: AlertTrigger) -> dict[str, Any]:
+    return {
+        "front_end": "alert",
+        "channel": trig.channel,
+        "mention": list(trig.mention),
+        "alert": {
+            "source": alert.source,
+            "fingerprint": alert.fingerprint,
+            "name": alert.name,
+            "summary": alert.summary,
+            "severity": alert.severity,
+            "links": _links(alert),
+        },
+    }
+
+
+def _row(alert: Alert, now: datetime) -> dict[str, Any]:
+    return {
+        "source": alert.source,
+        "fingerprint": alert.fingerprint[:200],
+        "status": alert.status,
+        "name": alert.name[:500],
+        "labels": dict(alert.labels),
+        "annotations": dict(alert.annotations),
+        "severity": alert.severity,
+        "starts_at": alert.starts_at,
+        "ends_at": alert.ends_at,
+        "links": _links(alert),
+        "raw": alert.raw,
+        "received_at": now,
+        "outcome": "pending",
+        "reason": None,
+        "processed_at": None,
+    }
+
+
+def _rejected_row(rejected: Rejected, now: datetime) -> dict[str, Any]:
+    raw = rejected.raw if isinstance(rejected.raw, dict) else {"value": rejected.raw}
+    digest = hashlib.sha256(repr(rejected.raw).encode()).hexdigest()[:16]
+    return {
+        "source": rejected.source,
+        "fingerprint": f"rejected:{digest}",
+        "status": "rejected",
+        "name": "",
+        "labels": {},
+        "annotations": {},
+        "severity": None,
+        "starts_at": None,
+        "ends_at": None,
+        "links": [],
+        "raw": raw,
+        "received_at": now,
+        "outcome": "rejected",
+        "reason": rejected.reason,
+        "processed_at": now,
+    }
+
+
+def _from_row(row: sa.Row[Any]) -> Alert:
+    from engine.alerts import Link
+
+    return Alert(
+        source=row.source,
+        fingerprint=row.fingerprint,
+        status=row.status,
+        labels=dict(row.labels or {}),
+        annotations=dict(row.annotations or {}),
+        severity=row.severity,
+        starts_at=row.starts_at,
+        ends_at=row.ends_at,
+        links=tuple(Link(**link) for link in row.links or []),
+        raw=dict(row.raw or {}),
+    )
