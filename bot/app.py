@@ -184,9 +184,13 @@ async def serve(settings: Settings) -> None:
         log.info("%s", baton.rules.summary())
         front = None
         if slack_on:
+            from bot.alerts import chat
             from bot.slack.front import SlackFront
 
-            front = await stack.enter_async_context(SlackFront(settings, baton.commands()))
+            rules = chat.load(settings.config)
+            front = await stack.enter_async_context(
+                SlackFront(settings, baton.commands(), baton.alerts, rules)
+            )
         runner = web.AppRunner(api.create_app(settings, baton, front), access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)

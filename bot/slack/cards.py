@@ -103,6 +103,8 @@ class Cards:
         self._sub: Subscription | None = None
         self._held: dict[str, ev.AlertsHeld] = {}
         self._held_tasks: set[asyncio.Task[None]] = set()
+        self._held_flushers: dict[str, asyncio.Task[None]] = {}
+        self._held_shown: dict[str, tuple[int, float]] = {}
         self.monotonic = time.monotonic  # how edits are spaced; tests give a clock of theirs
         self.sleep = asyncio.sleep
 
@@ -202,16 +204,16 @@ class Cards:
         channel = event.channel or self.options.runs_channel or self.options.oncall_channel
         if channel is None:
             return
-        first = event.key not in self._held
         self._held[event.key] = event
-        if first:
+        running = self._held_flushers.get(event.key)
+        if running is None or running.done():
             task = asyncio.create_task(self._flush_held(event.key, channel), name="held")
+            self._held_flushers[event.key] = task
             self._held_tasks.add(task)
             task.add_done_callback(self._held_tasks.discard)
 
     async def _flush_held(self, key: str, channel: str) -> None:
-        shown = 0
-        last = float("-inf")
+        shown, last = self._held_shown.get(key, (0, float("-inf")))
         try:
             while self._held[key].held != shown:
                 wait = last + self.options.interval - self.monotonic()
@@ -219,6 +221,7 @@ class Cards:
                     await self.sleep(wait)
                 event = self._held[key]
                 shown, last = event.held, self.monotonic()
+                self._held_shown[key] = (shown, last)
                 name = blocks.escape(event.name)
                 line = (
                     f":pause_button: {event.held} more *{name}* alert"

@@ -20,7 +20,7 @@ import html
 import json
 import logging
 import re
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -40,6 +40,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.alerts.parsers import ChatRule
 from bot.approvers import ApproverCheck
 from bot.commands import Commands, Reply
 from bot.settings import Settings
@@ -47,6 +48,7 @@ from bot.slack import blocks
 from bot.slack.cards import CardOptions, Cards
 from bot.slack.people import Directory
 from engine.access import AccessRules, Actor
+from engine.alerting import Alerts
 from engine.errors import BatonError
 from engine.outbox import Outbox
 
@@ -114,9 +116,17 @@ def make_client(settings: Settings, session: aiohttp.ClientSession | None) -> As
 class SlackFront:
     """Everything Slack, opened and closed as one resource."""
 
-    def __init__(self, settings: Settings, commands: Commands) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        commands: Commands,
+        alerts: Alerts | None = None,
+        chat_rules: Sequence[ChatRule] = (),
+    ) -> None:
         self.settings = settings
         self.commands = commands
+        self.alerts = alerts
+        self.chat_rules = list(chat_rules) if alerts is not None else []
         self.engine = commands.engine
         self.outbox = Outbox(self.engine.store)
         self._session: aiohttp.ClientSession | None = None
@@ -232,6 +242,23 @@ class SlackFront:
         bolt_request = _form_fixed(await to_bolt_request(request))
         bolt_response = await self.app.async_dispatch(bolt_request)
         return await to_aiohttp_response(bolt_response)
+
+    async def chat_alert(self, event: dict[str, Any]) -> None:
+        """A message in a watched channel that a rule reads as an alert: routed like a
+        webhook's (stored, then matched to playbooks)."""
+        from bot.alerts import parsers
+
+        assert self.alerts is not None
+        channel = event.get("channel") or ""
+        text = event.get("text") or ""
+        if not text and event.get("attachments"):  # many alerting bots post attachments
+            text = "\n".join(
+                str(a.get("fallback") or a.get("text") or "") for a in event["attachments"]
+            )
+        name = await self.directory.channel_name(channel)
+        parsed = parsers.chat(plain(text), channel, self.chat_rules, channel_name=name)
+        if parsed.alerts or parsed.rejected:
+            await self.alerts.receive(parsed.alerts, parsed.rejected)
 
     # --- who and where ---------------------------------------------------------------
 

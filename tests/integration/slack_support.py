@@ -22,6 +22,7 @@ import aiohttp
 from aiohttp import web
 
 from bot import api
+from bot.alerts import chat
 from bot.app import Baton, open_baton
 from bot.settings import Settings
 from bot.slack.front import SlackFront
@@ -169,7 +170,10 @@ async def served(
     async with AsyncExitStack() as stack:
         timers = ManualTimers(clock) if clock is not None else None
         baton = await stack.enter_async_context(open_baton(settings, clock=clock, timers=timers))
-        front = await stack.enter_async_context(SlackFront(settings, baton.commands()))
+        rules = chat.load(settings.config)
+        front = await stack.enter_async_context(
+            SlackFront(settings, baton.commands(), baton.alerts, rules)
+        )
         runner = web.AppRunner(api.create_app(settings, baton, front))
         await runner.setup()
         stack.push_async_callback(runner.cleanup)

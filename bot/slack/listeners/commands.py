@@ -65,7 +65,11 @@ def register(app: AsyncApp, front: SlackFront) -> None:
 
     @app.event("message")
     async def direct(event: dict[str, Any], client: Any) -> None:
-        """DMs to Baton; other messages (channels Baton is in) are not commands."""
+        """DMs to Baton are commands; messages in watched channels may be alerts."""
+        if event.get("channel_type") in ("channel", "group"):
+            if front.chat_rules and event.get("subtype") in (None, "bot_message"):
+                front.later(front.chat_alert(event))
+            return
         if event.get("channel_type") != "im" or event.get("subtype") or event.get("bot_id"):
             return
         front.later(direct_work(event, client))
