@@ -1,9 +1,9 @@
 """The chat command language, the same in every front end (console, Slack, DMs).
 
-Two halves: ``parse(text)`` turns one line into a typed command (words split by
-``shlex``, so ``run deploy msg="hello world"`` works), and ``Commands.handle`` carries it
-out against the engine and answers with a ``Reply``: plain data (lines of text plus a few
-structured fields) that the console prints and the Slack front end turns into blocks.
+Two halves: ``bot.grammar.parse(text)`` turns one line into a typed command, and
+``Commands.handle`` (here) carries it out against the engine and answers with a
+``Reply``: plain data (lines of text plus a few structured fields) that the console
+prints and the Slack front end turns into blocks.
 
 Decisions:
 
@@ -26,11 +26,32 @@ from __future__ import annotations
 import io
 import logging
 import shlex
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
+from bot.grammar import (
+    USAGE,
+    VERBS,
+    Cancel,
+    Command,
+    CommandError,
+    Decide,
+    Describe,
+    Help,
+    History,
+    ListPlaybooks,
+    ListSchedules,
+    Retry,
+    Run,
+    Schedule,
+    Status,
+    Unschedule,
+    parse,
+    shown_as_text,
+    target_of,
+    verb_of,
+)
 from bot.progress import Progress
 from engine import access, queries
 from engine import params as paramlib
@@ -41,12 +62,32 @@ from engine.errors import BatonError, NotAllowed, PlaybookNotFound, closest
 from engine.requests import RunRequest
 from engine.runner import Engine
 
+__all__ = [  # the grammar's names, for callers that know this module only
+    "Actor",
+    "Cancel",
+    "Command",
+    "CommandError",
+    "Commands",
+    "Decide",
+    "Describe",
+    "Help",
+    "History",
+    "ListPlaybooks",
+    "ListSchedules",
+    "Reply",
+    "Retry",
+    "Run",
+    "Schedule",
+    "Status",
+    "Unschedule",
+    "parse",
+]
+
 log = logging.getLogger(__name__)
 
 HISTORY_LIMIT = 10
 STATUS_LIMIT = 10
 ACTIVE = ("queued", "running", "waiting")
-SMART_QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"'})
 
 
 # --- who asks, and the answer ----------------------------------------------------------
@@ -73,277 +114,7 @@ def _fail(*lines: str) -> Reply:
     return Reply(list(lines), ok=False)
 
 
-# --- the grammar ---------------------------------------------------------------------------
-
-
-class CommandError(BatonError):
-    """A line that is not a valid command; the message says what was expected."""
-
-
-@dataclass(frozen=True)
-class Help:
-    topic: str | None = None
-
-
-@dataclass(frozen=True)
-class ListPlaybooks:
-    pass
-
-
-@dataclass(frozen=True)
-class Describe:
-    playbook: str
-
-
-@dataclass(frozen=True)
-class Run:
-    playbook: str
-    params: dict[str, str] = field(default_factory=dict)
-    dry_run: bool = False
-
-
-@dataclass(frozen=True)
-class Status:
-    run_id: str | None = None
-
-
-@dataclass(frozen=True)
-class Cancel:
-    run_id: str
-
-
-@dataclass(frozen=True)
-class Retry:
-    run_id: str
-
-
-@dataclass(frozen=True)
-class Decide:
-    approval_id: str
-    decision: Literal["approve", "reject"]
-    comment: str = ""
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """``cron`` for ``schedule P "CRON"``, ``when`` for ``in 30m`` / ``at 18:00``."""
-
-    playbook: str
-    cron: str | None = None
-    when: str | None = None
-    params: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ListSchedules:
-    pass
-
-
-@dataclass(frozen=True)
-class Unschedule:
-    schedule_id: str
-
-
-@dataclass(frozen=True)
-class History:
-    playbook: str | None = None
-
-
-Command = (
-    Help
-    | ListPlaybooks
-    | Describe
-    | Run
-    | Status
-    | Cancel
-    | Retry
-    | Decide
-    | Schedule
-    | ListSchedules
-    | Unschedule
-    | History
-)
-
-USAGE: dict[str, tuple[str, str]] = {
-    "help": ("help [COMMAND]", "list commands and playbooks, or explain one command"),
-    "playbooks": ("playbooks", "list the playbooks"),
-    "describe": ("describe PLAYBOOK", "a playbook's steps and params (types, defaults)"),
-    "run": (
-        "run PLAYBOOK [key=value ...] [--dry-run]",
-        'start a run (quote values with spaces: msg="hello world"); --dry-run shows the plan',
-    ),
-    "status": ("status [RUN]", "a run's steps, errors and approvals; no RUN: your runs"),
-    "cancel": ("cancel RUN", "cancel an active or queued run"),
-    "retry": ("retry RUN", "run a failed, cancelled or timed-out run again"),
-    "approve": ("approve ID [comment]", "approve a waiting approval"),
-    "reject": ("reject ID [reason]", "reject a waiting approval"),
-    "schedule": (
-        'schedule PLAYBOOK "CRON" | in 30m | at 18:00 [key=value ...]',
-        "run a playbook on a cron, after a delay, or at a time of day",
-    ),
-    "schedules": ("schedules", "list schedules with their next fire"),
-    "unschedule": ("unschedule ID", "remove a schedule"),
-    "history": ("history [PLAYBOOK]", "recent runs, of one playbook or of all"),
-}
-VERBS = tuple(USAGE)
-
-
-def _usage(verb: str) -> str:
-    return f"usage: {USAGE[verb][0]}"
-
-
-def _split(text: str) -> list[str]:
-    try:
-        return shlex.split(text)
-    except ValueError as exc:  # "No closing quotation", "No escaped character"
-        raise CommandError(f"cannot read that line ({exc}): close the quote") from None
-
-
-def _arity(verb: str, args: Sequence[str], low: int, high: int) -> None:
-    if not low <= len(args) <= high:
-        raise CommandError(_usage(verb))
-
-
-def parse(text: str) -> Command:
-    """One line of chat -> a command; CommandError (or the engine's ParamError for a
-    ``key=value`` that is not one) with the expected form otherwise."""
-    line = text.translate(SMART_QUOTES).strip()
-    if not line:
-        raise CommandError("say something: `help` lists the commands")
-    stream = io.StringIO(line)  # kept: the free text after an approval id is read raw
-    lexer = shlex.shlex(stream, posix=True)
-    lexer.whitespace_split = True
-    lexer.commenters = ""  # `#ops` is a channel, not a comment
-    try:
-        verb = (lexer.get_token() or "").lower()
-    except ValueError as exc:
-        raise CommandError(f"cannot read that line ({exc}): close the quote") from None
-    if verb in ("approve", "reject"):
-        return _parse_decision(verb, lexer, stream)
-    args = _split(line)[1:]
-    match verb:
-        case "help":
-            _arity(verb, args, 0, 1)
-            return Help(args[0].lower() if args else None)
-        case "playbooks":
-            _arity(verb, args, 0, 0)
-            return ListPlaybooks()
-        case "describe":
-            _arity(verb, args, 1, 1)
-            return Describe(args[0])
-        case "run":
-            return _parse_run(args)
-        case "status":
-            _arity(verb, args, 0, 1)
-            return Status(args[0] if args else None)
-        case "cancel":
-            _arity(verb, args, 1, 1)
-            return Cancel(args[0])
-        case "retry":
-            _arity(verb, args, 1, 1)
-            return Retry(args[0])
-        case "schedule":
-            return _parse_schedule(args)
-        case "schedules":
-            _arity(verb, args, 0, 0)
-            return ListSchedules()
-        case "unschedule":
-            _arity(verb, args, 1, 1)
-            return Unschedule(args[0])
-        case "history":
-            _arity(verb, args, 0, 1)
-            return History(args[0] if args else None)
-    hint = closest(verb, VERBS, n=1)
-    extra = f" Did you mean `{hint[0]}`?" if hint else ""
-    raise CommandError(f"Unknown command {verb!r}.{extra} `help` lists the commands.")
-
-
-def _parse_decision(verb: str, lexer: shlex.shlex, stream: io.StringIO) -> Decide:
-    try:
-        approval_id = lexer.get_token()
-    except ValueError:
-        approval_id = None
-    if not approval_id:
-        raise CommandError(_usage(verb))
-    rest = stream.read().strip()
-    comment = rest  # free text, kept as typed (apostrophes included) ...
-    if rest[:1] in ("'", '"'):  # ... unless it is one quoted string
-        try:
-            words = shlex.split(rest)
-        except ValueError:
-            words = []
-        if len(words) == 1:
-            comment = words[0]
-    return Decide(approval_id, "approve" if verb == "approve" else "reject", comment)
-
-
-def _parse_run(args: list[str]) -> Run:
-    dry_run = False
-    words: list[str] = []
-    for arg in args:
-        if arg == "--dry-run":
-            dry_run = True
-        elif arg.startswith("--") and "=" not in arg:
-            raise CommandError(f"unknown option {arg!r}; {_usage('run')}")
-        else:
-            words.append(arg)
-    if not words:
-        raise CommandError(_usage("run"))
-    playbook, rest = words[0], words[1:]
-    return Run(playbook, paramlib.parse_assignments(rest, playbook), dry_run)
-
-
-def _parse_schedule(args: list[str]) -> Schedule:
-    if len(args) < 2:
-        raise CommandError(f"say which playbook and when: {_usage('schedule')}")
-    playbook, first = args[0], args[1]
-    if first.lower() in ("in", "at"):
-        if len(args) < 3 or "=" in args[2]:
-            raise CommandError(f"say when after {first!r}: e.g. `in 30m` or `at 18:00`")
-        when = f"{first.lower()} {args[2]}"
-        return Schedule(playbook, when=when, params=paramlib.parse_assignments(args[3:], playbook))
-    if "=" in first:
-        raise CommandError(f"say when before the params: {_usage('schedule')}")
-    return Schedule(playbook, cron=first, params=paramlib.parse_assignments(args[2:], playbook))
-
-
-# --- carrying commands out -----------------------------------------------------------------
-
-
-def _target(command: Command) -> str:
-    match command:
-        case Describe() | Run() | Schedule():
-            return command.playbook
-        case Status() | Cancel() | Retry():
-            return command.run_id or ""
-        case Decide():
-            return command.approval_id
-        case Unschedule():
-            return command.schedule_id
-        case History():
-            return command.playbook or ""
-        case Help():
-            return command.topic or ""
-    return ""
-
-
-def _verb(command: Command) -> str:
-    if isinstance(command, Decide):
-        return command.decision
-    names: dict[type, str] = {
-        Help: "help",
-        ListPlaybooks: "playbooks",
-        Describe: "describe",
-        Run: "run",
-        Status: "status",
-        Cancel: "cancel",
-        Retry: "retry",
-        Schedule: "schedule",
-        ListSchedules: "schedules",
-        Unschedule: "unschedule",
-        History: "history",
-    }
-    return names[type(command)]
+# --- carrying commands out ---------------------------------------------------------
 
 
 class Commands:
@@ -370,7 +141,7 @@ class Commands:
         target, shown, outcome = "", verb, "ok"
         try:
             command = parse(text)
-            verb, target, shown = _verb(command), _target(command), self._masked(command)
+            verb, target, shown = verb_of(command), target_of(command), self._masked(command)
             await self.authorize(actor, command, where)
             reply = await self._execute(actor, command, where)
             if not reply.ok:
@@ -403,7 +174,7 @@ class Commands:
 
     async def authorize(self, actor: Actor, command: Command, where: dict[str, Any]) -> None:
         """The one place access is checked: raises NotAllowed saying who may."""
-        action, playbook = _verb(command), ""
+        action, playbook = verb_of(command), ""
         match command:
             case Run(dry_run=True):
                 return
@@ -434,7 +205,7 @@ class Commands:
     def _masked(self, command: Command) -> str:
         """The command as text for the audit trail, secret values replaced by ``***``."""
         if not isinstance(command, Run | Schedule):
-            return _shown(command)
+            return shown_as_text(command)
         params: dict[str, Any]
         try:
             playbook = self.engine.catalog.get(command.playbook)
@@ -444,7 +215,7 @@ class Commands:
                     params[name] = paramlib.MASK
         except PlaybookNotFound:
             params = dict.fromkeys(command.params, paramlib.MASK)
-        words = [_verb(command), command.playbook]
+        words = [verb_of(command), command.playbook]
         if isinstance(command, Schedule):
             words.append(command.when or command.cron or "")
         words += [f"{k}={v}" for k, v in params.items()]
@@ -710,17 +481,6 @@ def slack_markup(token: str) -> str:
         if token[:1] in ("C", "G"):
             return f"<#{token}>"
     return token
-
-
-def _shown(command: Command) -> str:
-    verb = _verb(command)
-    match command:
-        case Decide():
-            words = [verb, command.approval_id] + ([command.comment] if command.comment else [])
-            return shlex.join(words)
-        case _:
-            target = _target(command)
-            return f"{verb} {shlex.quote(target)}" if target else verb
 
 
 def _first_line(text: str | None) -> str:

@@ -276,7 +276,7 @@ class Alerts:
                         name=alert.name[:500],
                         summary=alert.summary,
                         links=_links(alert),
-                        first_at=now,
+                        first_at=alert.starts_at or now,
                         last_at=now,
                     )
                 ],
@@ -368,11 +368,13 @@ class Alerts:
         await self.store.write(
             t.alert_runs.update()
             .where(ar.id.in_([link.id for link in links]))
-            .values(resolved_at=now, last_at=now)
+            .values(resolved_at=alert.ends_at or now, last_at=now)
         )
         notes = []
         for link in links:
-            after = max(0.0, (now - link.first_at).total_seconds())
+            began = alert.starts_at or link.first_at  # the source's times when it has them
+            ended = alert.ends_at or now
+            after = max(0.0, (ended - began).total_seconds())
             self.engine.bus.publish(
                 ev.AlertResolved(
                     run_id=link.run_id,

@@ -242,7 +242,9 @@ async def alert_links(store: Store, run_id: str) -> list[dict[str, Any]]:
             "first_at": _iso(r.first_at),
             "last_at": _iso(r.last_at),
             "resolved_at": _iso(r.resolved_at),
-            "after": (r.resolved_at - r.first_at).total_seconds() if r.resolved_at else None,
+            "after": max(0.0, (r.resolved_at - r.first_at).total_seconds())
+            if r.resolved_at
+            else None,
         }
         for r in rows
     ]

@@ -430,17 +430,21 @@ class Cards:
             f":rotating_light: alert *{blocks.escape(str(alert.get('name', '')))}*{severity}"
             f" from {alert.get('source', '?')}: {blocks.escape(str(alert.get('summary', '')))}"
         ]
+        found = await queries.alert_links(self.engine.store, run.run_id)
+        resolved = any(link["after"] is not None for link in found)
         links = [
             f"<{link['url']}|{blocks.escape(link.get('title') or 'link')}>"
             for link in alert.get("links") or []
             if str(link.get("url", "")).startswith(("http://", "https://"))
+            # a silence is for a firing alert: once resolved, only the source is useful
+            and not (resolved and link.get("title") in ("Alertmanager", "Silence"))
         ]
         if links:
             lines.append(" · ".join(links[:8]))
         owners = [await self.directory.mention(m) for m in run.source.get("mention") or []]
         if owners:
             lines.append("owners: " + " ".join(owners))
-        for link in await queries.alert_links(self.engine.store, run.run_id):
+        for link in found:
             if link["repeats"]:
                 lines.append(f"fired {link['repeats']} more time{'s' * (link['repeats'] > 1)}")
             if link["after"] is not None:

@@ -342,6 +342,13 @@ class SlackFront:
             await self.client.chat_postMessage(channel=where.user, text=text, blocks=body)
 
 
+class _NoTokenNoise(logging.Filter):
+    """Bolt warns that SLACK_BOT_TOKEN is unused when given a client: it is the client's."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "token will be unused" not in record.getMessage()
+
+
 def _form_fixed(req: AsyncBoltRequest) -> AsyncBoltRequest:
     """Work around bolt 1.30 reading any form body that merely *contains* the word
     "payload" as an interaction and losing it (``/baton run x payload=y`` became ``{}``):
@@ -369,6 +376,9 @@ def create_app(front: SlackFront) -> AsyncApp:
 
     settings = front.settings
     secret = settings.slack_signing_secret
+    bolt_log = logging.getLogger("baton.slack.bolt")
+    if not any(isinstance(f, _NoTokenNoise) for f in bolt_log.filters):
+        bolt_log.addFilter(_NoTokenNoise())
     app = AsyncApp(
         client=front.client,
         signing_secret=secret.get_secret_value() if secret else "",
@@ -376,7 +386,7 @@ def create_app(front: SlackFront) -> AsyncApp:
         # Listeners ack and hand their work to `front.later`, so the response leaves at
         # once; bolt's own way (False) polls for the ack every 10 ms.
         process_before_response=True,
-        logger=logging.getLogger("baton.slack.bolt"),
+        logger=bolt_log,
     )
 
     @app.middleware
