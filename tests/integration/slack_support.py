@@ -10,6 +10,7 @@ rows in the database.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import textwrap
 from collections.abc import AsyncIterator, Awaitable
@@ -136,6 +137,21 @@ class SlackBaton:
         post = await self.front.outbox.find(run_id, "card")
         assert post is not None and post.ts is not None, f"run {run_id} has no card"
         return self.slack.message(post.channel, post.ts)
+
+
+def texts(message: dict[str, Any]) -> str:
+    """Every bit of text in a message's blocks, for assertions."""
+    return json.dumps(message.get("blocks") or [], ensure_ascii=False) + (message.get("text") or "")
+
+
+def buttons(message: dict[str, Any]) -> list[str]:
+    """The action ids of a message's buttons, in order."""
+    return [
+        e["action_id"]
+        for b in message.get("blocks") or []
+        if b["type"] == "actions"
+        for e in b["elements"]
+    ]
 
 
 def write_playbooks(folder: Path, playbooks: dict[str, str]) -> None:

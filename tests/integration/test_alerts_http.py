@@ -21,6 +21,7 @@ from tests.integration.slack_support import (
     SlackBaton,
     served,
     settings_for,
+    texts,
     write_playbooks,
 )
 
@@ -127,10 +128,6 @@ async def routed(sb: SlackBaton) -> None:
 
 async def stored(sb: SlackBaton) -> list[Any]:
     return await sb.baton.store.all(sa.select(t.alerts).order_by(t.alerts.c.id))
-
-
-def texts(message: dict[str, Any]) -> str:
-    return json.dumps(message.get("blocks") or [], ensure_ascii=False) + (message.get("text") or "")
 
 
 @pytest.mark.parametrize(

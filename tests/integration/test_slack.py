@@ -22,9 +22,11 @@ from tests.fakes import slack as fake
 from tests.integration.slack_support import (
     PLAYBOOKS,
     SlackBaton,
+    buttons,
     no_jitter,
     served,
     settings_for,
+    texts,
     write_playbooks,
 )
 
@@ -34,20 +36,6 @@ async def sb(tmp_path: Path, db_url: str) -> AsyncIterator[SlackBaton]:
     write_playbooks(tmp_path / "playbooks", PLAYBOOKS)
     async with fake.FakeSlack() as slack, served(settings_for(tmp_path, db_url, slack), slack) as s:
         yield s
-
-
-def texts(message: dict[str, Any]) -> str:
-    """Every bit of text in a message's blocks, for assertions."""
-    return json.dumps(message.get("blocks") or [], ensure_ascii=False) + (message.get("text") or "")
-
-
-def actions_of(message: dict[str, Any]) -> list[str]:
-    return [
-        e["action_id"]
-        for b in message.get("blocks") or []
-        if b["type"] == "actions"
-        for e in b["elements"]
-    ]
 
 
 async def audit_rows(sb: SlackBaton) -> list[Any]:
@@ -69,7 +57,7 @@ async def test_slash_command_starts_a_run_with_one_card_in_the_channel(sb: Slack
     shown = texts(card)
     assert "succeeded" in shown and "greet" in shown and "<@U0ALICE>" in shown
     assert "who=world" in shown
-    assert actions_of(card) == [], "a finished, successful run has no buttons"
+    assert buttons(card) == [], "a finished, successful run has no buttons"
 
     # the same run everywhere: the HTTP API and the database
     async with sb.session.get(f"{sb.url}/api/runs") as resp:
@@ -127,7 +115,7 @@ async def test_a_failed_run_tells_its_thread_the_on_call_channel_and_uploads_the
     await sb.settle(run["id"])
     card = await sb.card_of(run["id"])
     assert "failed" in texts(card)
-    assert actions_of(card) == [blocks.RETRY]
+    assert buttons(card) == [blocks.RETRY]
 
     thread = sb.slack.thread("C0OPS", card["ts"])
     step_msgs = [m for m in thread if "step `noisy` failed" in texts(m)]
@@ -142,7 +130,7 @@ async def test_a_failed_run_tells_its_thread_the_on_call_channel_and_uploads_the
     notices = [m for m in thread if ":rotating_light:" in texts(m)]
     assert len(notices) == 1
     assert "<!subteam^S0ONCALL>" in texts(notices[0]) and "<@U0CAROL>" in texts(notices[0])
-    assert actions_of(notices[0]) == [blocks.RETRY]
+    assert buttons(notices[0]) == [blocks.RETRY]
     # the playbook's notify.channel wins over the on-call setting
     (oncall,) = [m for m in sb.slack.messages("C0ALERTS") if ":rotating_light:" in texts(m)]
     assert "disk full" in texts(oncall) and "permalink" not in texts(oncall)
@@ -164,13 +152,13 @@ async def test_cancel_button_stops_the_run_and_the_card_says_so(sb: SlackBaton) 
     run = await sb.started(sb.command("run slow"))
     await sb.settle()
     card = await sb.card_of(run["id"])
-    assert actions_of(card) == [blocks.CANCEL]
+    assert buttons(card) == [blocks.CANCEL]
 
     await sb.click(blocks.CANCEL, run["id"], user="U0BOB", message_ts=card["ts"])
     await sb.settle(run["id"])
     edited = await sb.card_of(run["id"])
     assert edited["ts"] == card["ts"] and edited["edits"] >= 1, "the same card, edited"
-    assert "cancelled" in texts(edited) and actions_of(edited) == [blocks.RETRY]
+    assert "cancelled" in texts(edited) and buttons(edited) == [blocks.RETRY]
     assert len(sb.slack.messages("C0OPS")) == 1
     row = await sb.baton.store.one(sa.select(t.runs).where(t.runs.c.id == run["id"]))
     assert row is not None and row.status == "cancelled" and row.stopped_by == "U0BOB"

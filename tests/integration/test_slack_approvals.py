@@ -19,8 +19,10 @@ from storage import tables as t
 from tests.fakes import slack as fake
 from tests.integration.slack_support import (
     SlackBaton,
+    buttons,
     served,
     settings_for,
+    texts,
     write_playbooks,
 )
 
@@ -68,19 +70,6 @@ async def gated(tmp_path: Path, db_url: str) -> AsyncIterator[tuple[SlackBaton, 
         )
         async with served(settings, slack, clock) as sb:
             yield sb, clock
-
-
-def texts(message: dict[str, Any]) -> str:
-    return json.dumps(message.get("blocks") or [], ensure_ascii=False) + (message.get("text") or "")
-
-
-def buttons(message: dict[str, Any]) -> list[str]:
-    return [
-        e["action_id"]
-        for b in message.get("blocks") or []
-        if b["type"] == "actions"
-        for e in b["elements"]
-    ]
 
 
 async def open_gate(sb: SlackBaton, user: str = "U0DAVE") -> tuple[str, str, dict[str, Any]]:

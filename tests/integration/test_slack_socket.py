@@ -20,8 +20,10 @@ from tests.fakes import slack as fake
 from tests.integration.slack_support import (
     PLAYBOOKS,
     SlackBaton,
+    buttons,
     served,
     settings_for,
+    texts,
     write_playbooks,
 )
 
@@ -64,20 +66,6 @@ async def settle(sb: SlackBaton, run_id: str | None = None) -> None:
     """``SlackBaton.settle``, bounded: a run that never ends fails the test, not the suite."""
     async with asyncio.timeout(10):
         await sb.settle(run_id)
-
-
-def texts(message: dict[str, Any]) -> str:
-    """Every bit of text in a message's blocks, for assertions."""
-    return json.dumps(message.get("blocks") or [], ensure_ascii=False) + (message.get("text") or "")
-
-
-def actions_of(message: dict[str, Any]) -> list[str]:
-    return [
-        e["action_id"]
-        for b in message.get("blocks") or []
-        if b["type"] == "actions"
-        for e in b["elements"]
-    ]
 
 
 async def run_row(sb: SlackBaton, run_id: str) -> Any:
@@ -124,7 +112,7 @@ async def test_a_slash_command_envelope_is_acked_and_starts_a_run_with_its_card(
     assert card["channel"] == "C0OPS", "the card goes where the command was typed"
     shown = texts(card)
     assert "succeeded" in shown and "who=socket" in shown and "<@U0ALICE>" in shown
-    assert actions_of(card) == []
+    assert buttons(card) == []
     assert (await run_row(sb, run["id"])).status == "succeeded"
 
     # the same run through the HTTP API (reads are open; the token does not hurt)
@@ -142,7 +130,7 @@ async def test_a_cancel_click_envelope_cancels_the_run_and_edits_its_card(sb: Sl
     run = await sb.started(deliver(sb, "slash_commands", fake.slash_command("run slow")))
     await settle(sb)
     card = await sb.card_of(run["id"])
-    assert actions_of(card) == [blocks.CANCEL]
+    assert buttons(card) == [blocks.CANCEL]
     assert (await run_row(sb, run["id"])).status in ("running", "waiting"), "not over yet"
 
     click = fake.block_action(
@@ -160,7 +148,7 @@ async def test_a_cancel_click_envelope_cancels_the_run_and_edits_its_card(sb: Sl
     assert row.status == "cancelled" and row.stopped_by == "U0BOB"
     edited = await sb.card_of(run["id"])
     assert edited["ts"] == card["ts"] and edited["edits"] >= 1, "the same card, edited"
-    assert "cancelled" in texts(edited) and actions_of(edited) == [blocks.RETRY]
+    assert "cancelled" in texts(edited) and buttons(edited) == [blocks.RETRY]
     assert len(sb.slack.messages("C0OPS")) == 1
 
 

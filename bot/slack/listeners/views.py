@@ -46,6 +46,11 @@ def register(app: AsyncApp, front: SlackFront) -> None:
             await ack(response_action="errors", errors={"reason": "say why"})
             return
         await ack()
+        line = f"reject {meta['approval_id']} {shlex.quote(reason)}"
+        front.later(carry_out(body, meta, line, quiet=True))
+
+    async def carry_out(body: dict[str, Any], meta: dict[str, Any], line: str, **kw: Any) -> None:
+        """A form's command, as its submitter, answered where the form was opened."""
         source = meta.get("where") or {}
         user = body["user"]
         where = Where(
@@ -59,8 +64,7 @@ def register(app: AsyncApp, front: SlackFront) -> None:
         async def answer(text: str, body_: list[dict[str, Any]]) -> None:
             await front.tell(where, text, body_)
 
-        line = f"reject {meta['approval_id']} {shlex.quote(reason)}"
-        front.later(front.run_command(actor, line, where, answer, quiet=True))
+        await front.run_command(actor, line, where, answer, **kw)
 
     @app.view(blocks.RUN_FORM)
     async def submitted(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
@@ -80,18 +84,5 @@ def register(app: AsyncApp, front: SlackFront) -> None:
                 await ack(response_action="errors", errors=errors)
                 return
         await ack()
-        source = meta.get("where") or {}
-        user = body["user"]
-        where = Where(
-            channel=source.get("channel"),
-            channel_name=source.get("channel_name"),
-            user=user["id"],
-            thread_ts=source.get("thread_ts"),
-        )
         line = shlex.join(["run", name, *(f"{k}={v}" for k, v in values.items())])
-        actor = await front.actor(user["id"], user.get("username") or user.get("name", ""))
-
-        async def answer(text: str, body_: list[dict[str, Any]]) -> None:
-            await front.tell(where, text, body_)
-
-        front.later(front.run_command(actor, line, where, answer))
+        front.later(carry_out(body, meta, line))
