@@ -276,6 +276,32 @@ def output_text(output: dict[str, Any] | None) -> str:
     return json.dumps(output, indent=2, default=str)
 
 
+def has_text(output: dict[str, Any] | None) -> bool:
+    """Whether a step's output has text worth showing (what a command or a server said)."""
+    return any(
+        isinstance((output or {}).get(key), str) and output[key].strip()  # type: ignore[index]
+        for key in ("stdout", "stderr", "text")
+    )
+
+
+def step_outputs(
+    details: Sequence[tuple[str, dict[str, Any]]], room: int = 700
+) -> tuple[str, list[dict[str, Any]], list[str]]:
+    """Finished steps' output in the card's thread, the end of each (``room`` characters):
+    (text, blocks, the steps whose output was cut — the caller uploads them whole)."""
+    body: list[dict[str, Any]] = []
+    cut: list[str] = []
+    for step_id, output in details:
+        shown, was_cut = code(output_text(output), room)
+        note = " (the end; the whole output is attached below)" if was_cut else ""
+        body.append(section(f":white_check_mark: `{escape(step_id)}` output{note}\n{shown}"))
+        if was_cut:
+            cut.append(step_id)
+    body = fit(body, MAX_BLOCKS, lambda n: f"… {n} more steps' output: `status` has them")
+    names = ", ".join(step_id for step_id, _ in details)
+    return clip(f"output of {names}", 500), body, cut
+
+
 def step_failure(
     run_id: str, step_id: str, error: str, output: dict[str, Any] | None, attempt: int
 ) -> tuple[str, list[dict[str, Any]], bool]:

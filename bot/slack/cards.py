@@ -79,6 +79,7 @@ class _Run:
     cardless: bool = False  # a child run: its gates and failures go to the parent's thread
     source: dict[str, Any] = field(default_factory=dict)
     resolved: list[ev.AlertResolved] = field(default_factory=list)
+    details: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     gates: set[str] = field(default_factory=set)
     nudges: list[tuple[str, str, dict[str, list[str]]]] = field(default_factory=list)
 
@@ -181,6 +182,8 @@ class Cards:
                 run.failures.append(
                     _Failure(event.step_id, event.attempt, event.error, dict(event.output))
                 )
+            case ev.StepSucceeded() if blocks.has_text(event.output):
+                run.details.append((event.step_id, dict(event.output)))
             case ev.RunLogged():
                 run.logs.append((event.step_id, event.level, event.message))
             case ev.ApprovalEscalated():
@@ -291,6 +294,7 @@ class Cards:
         gates, run.gates = run.gates, set()
         nudges, run.nudges = run.nudges, []
         resolved, run.resolved = run.resolved, []
+        details, run.details = run.details, []
         data = await queries.get_run(self.engine.store, run.run_id)
         if run.cardless:
             assert run.place is not None
@@ -314,6 +318,11 @@ class Cards:
                 line = f":white_check_mark: alert *{name}* resolved after {took}"
                 ts = await self._post(card.channel, line, [blocks.section(line)], thread)
                 await self.outbox.posted(post, ts=ts, at=self.engine.clock.now())
+        if details:
+            text, body, cut = blocks.step_outputs(details)
+            await self._post(card.channel, text, body, thread)
+            for step_id in cut:
+                await self._upload(data, card.channel, thread, step_id)
         for failure in failures:
             await self._step_failure(data, card, thread, failure)
         if logs:

@@ -57,6 +57,8 @@ async def test_slash_command_starts_a_run_with_one_card_in_the_channel(sb: Slack
     shown = texts(card)
     assert "succeeded" in shown and "greet" in shown and "<@U0ALICE>" in shown
     assert "who=world" in shown
+    (details,) = sb.slack.thread("C0OPS", card["ts"])  # step details go to the thread
+    assert "`greet` output" in texts(details) and "hello world" in texts(details)
     assert buttons(card) == [], "a finished, successful run has no buttons"
 
     # the same run everywhere: the HTTP API and the database
