@@ -46,7 +46,9 @@ from engine.errors import BatonError
 from engine.playbook import AlertTrigger, parse_rate
 from engine.requests import RunRequest
 from engine.runner import Engine
+from engine.state import new_id
 from storage import tables as t
+from storage.rows import Rows
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ class AlertPolicy:
 
 @dataclass(frozen=True)
 class Receipt:
-    ids: list[int]
+    ids: list[str]
     accepted: int
     rejected: int
 
@@ -116,7 +118,7 @@ class Alerts:
         self.store = engine.store
         self.policy = policy or AlertPolicy()
         self.monotonic = monotonic
-        self._queue: asyncio.Queue[tuple[int, Alert]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[str, Alert]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._windows: dict[str, _Window] = {}
         self._busy = 0
@@ -128,7 +130,9 @@ class Alerts:
     async def start(self) -> None:
         """Route what a previous process stored but did not route, then wait for more."""
         rows = await self.store.all(
-            sa.select(t.alerts).where(t.alerts.c.outcome == "pending").order_by(t.alerts.c.id)
+            sa.select(t.alerts)
+            .where(t.alerts.c.outcome == "pending")
+            .order_by(t.alerts.c.id)  # the order they were received
         )
         for row in rows:
             self._enqueue(row.id, _from_row(row))
@@ -144,7 +148,7 @@ class Alerts:
         """Wait until every alert received so far is routed (tests and the bench)."""
         await self._idle.wait()
 
-    def _enqueue(self, row_id: int, alert: Alert) -> None:
+    def _enqueue(self, row_id: str, alert: Alert) -> None:
         self._busy += 1
         self._idle.clear()
         self._queue.put_nowait((row_id, alert))
@@ -160,11 +164,9 @@ class Alerts:
         if not rows:
             return Receipt([], 0, 0)
 
-        def insert(conn: sa.Connection) -> list[int]:
-            stmt = t.alerts.insert().returning(t.alerts.c.id, sort_by_parameter_order=True)
-            return [int(r.id) for r in conn.execute(stmt, rows)]
-
-        (ids,) = await self.store.write(insert)
+        # prepared rows, merged with other webhooks' by the writer into one statement
+        await self.store.write(Rows("alert_new", rows))
+        ids = [row["id"] for row in rows]
         for row_id, alert in zip(ids, alerts, strict=False):
             self._enqueue(row_id, alert)
         return Receipt(ids, len(alerts), len(rejected))
@@ -200,7 +202,7 @@ class Alerts:
                     found.append((pb.name, i, spec))
         return found
 
-    async def route(self, row_id: int, alert: Alert) -> None:
+    async def route(self, row_id: str, alert: Alert) -> None:
         if alert.status == "resolved":
             await self._resolve(row_id, alert)
             return
@@ -216,7 +218,7 @@ class Alerts:
             )
         await self._settle(row_id, outcome, reason, run_id)
 
-    async def _settle(self, row_id: int, outcome: str, reason: str, run_id: str | None) -> None:
+    async def _settle(self, row_id: str, outcome: str, reason: str, run_id: str | None) -> None:
         await self.store.write(
             t.alerts.update()
             .where(t.alerts.c.id == row_id)
@@ -226,7 +228,7 @@ class Alerts:
         )
 
     async def _fire(
-        self, alert: Alert, playbook: str, index: int, trig: AlertTrigger, row_id: int
+        self, alert: Alert, playbook: str, index: int, trig: AlertTrigger, row_id: str
     ) -> tuple[str, str, str | None]:
         now = self.engine.clock.now()
         link = await self._active_link(alert, playbook, index, trig)
@@ -349,7 +351,7 @@ class Alerts:
 
     # --- resolution -----------------------------------------------------------------
 
-    async def _resolve(self, row_id: int, alert: Alert) -> None:
+    async def _resolve(self, row_id: str, alert: Alert) -> None:
         now = self.engine.clock.now()
         ar = t.alert_runs.c
         links = await self.store.all(
@@ -441,8 +443,21 @@ def _source(alert: Alert, trig: AlertTrigger) -> dict[str, Any]:
     }
 
 
+_last_stamp = 0
+
+
+def alert_id() -> str:
+    """An id that sorts in the order alerts were received (microseconds since the
+    epoch, never repeating in a process) with random bits, so ids from several
+    processes do not collide."""
+    global _last_stamp
+    _last_stamp = max(time.time_ns() // 1000, _last_stamp + 1)
+    return f"{_last_stamp:014x}{new_id()[:6]}"
+
+
 def _row(alert: Alert, now: datetime) -> dict[str, Any]:
     return {
+        "id": alert_id(),
         "source": alert.source,
         "fingerprint": alert.fingerprint[:200],
         "status": alert.status,
@@ -457,6 +472,7 @@ def _row(alert: Alert, now: datetime) -> dict[str, Any]:
         "received_at": now,
         "outcome": "pending",
         "reason": None,
+        "run_id": None,
         "processed_at": None,
     }
 
@@ -465,6 +481,7 @@ def _rejected_row(rejected: Rejected, now: datetime) -> dict[str, Any]:
     raw = rejected.raw if isinstance(rejected.raw, dict) else {"value": rejected.raw}
     digest = hashlib.sha256(repr(rejected.raw).encode()).hexdigest()[:16]
     return {
+        "id": alert_id(),
         "source": rejected.source,
         "fingerprint": f"rejected:{digest}",
         "status": "rejected",
@@ -479,6 +496,7 @@ def _rejected_row(rejected: Rejected, now: datetime) -> dict[str, Any]:
         "received_at": now,
         "outcome": "rejected",
         "reason": rejected.reason,
+        "run_id": None,
         "processed_at": now,
     }
 

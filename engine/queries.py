@@ -254,7 +254,7 @@ async def recent_alerts(
     store: Store, *, limit: int = 50, outcome: str | None = None
 ) -> list[dict[str, Any]]:
     """Alerts as received, newest first, with what became of each."""
-    q = sa.select(t.alerts).order_by(t.alerts.c.id.desc()).limit(limit)
+    q = sa.select(t.alerts).order_by(t.alerts.c.id.desc()).limit(limit)  # ids sort by receipt
     if outcome:
         q = q.where(t.alerts.c.outcome == outcome)
     return [

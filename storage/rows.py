@@ -66,12 +66,45 @@ RUN_NEW = (
 )
 RUN_BEGIN = ("status", "started_at", "deadline_at", "owner", "epoch")
 AUDIT_NEW = ("at", "actor", "action", "target", "source", "detail", "outcome")
+ALERT_NEW = (
+    "id",
+    "source",
+    "fingerprint",
+    "status",
+    "name",
+    "labels",
+    "annotations",
+    "severity",
+    "starts_at",
+    "ends_at",
+    "links",
+    "raw",
+    "received_at",
+    "outcome",
+    "reason",
+    "run_id",
+    "processed_at",
+)
 
 _JSON = {"output", "attachments"}
 # JSON documents the way SQLAlchemy's JSON type binds them (``none_as_null`` False): None
 # too is serialized, as JSON ``null``
-_JSON_DOC = {"params", "source", "definition", "detail"}
-_TIMES = {"started_at", "finished_at", "wake_at", "at", "created_at", "queued_at", "deadline_at"}
+_JSON_DOC = {"params", "source", "definition", "detail", "labels", "annotations", "links", "raw"}
+# columns whose name means JSON elsewhere but text here (an alert's source is a word)
+_PLAIN = {("alert_new", "source")}
+_TIMES = {
+    "started_at",
+    "finished_at",
+    "wake_at",
+    "at",
+    "created_at",
+    "queued_at",
+    "deadline_at",
+    "starts_at",
+    "ends_at",
+    "received_at",
+    "processed_at",
+}
 
 
 @dataclass(frozen=True)
@@ -81,7 +114,7 @@ class Rows:
     (a run's steps are created), ``step`` (a step's whole state, keyed by run_id and
     step_id), ``attempt_new`` (an attempt begins), ``attempt_end`` (an attempt's outcome,
     keyed by run_id, step_id, run_attempt, number), ``log_new`` (a run log line),
-    ``audit_new`` (an audit row)."""
+    ``audit_new`` (an audit row), ``alert_new`` (a received alert)."""
 
     kind: str
     rows: Sequence[dict[str, Any]]
@@ -98,6 +131,7 @@ _INSERTS = {
     "step_new": ("steps", STEP_NEW),
     "log_new": ("run_logs", LOG_NEW),
     "audit_new": ("audit", AUDIT_NEW),
+    "alert_new": ("alerts", ALERT_NEW),
 }
 
 
@@ -106,7 +140,7 @@ def _prepare(kind: str, dialect: str) -> tuple[str, tuple[str, ...]]:
     mark = "?" if dialect == "sqlite" else "%s"
 
     def slot(col: str) -> str:
-        json = col in _JSON or col in _JSON_DOC
+        json = (col in _JSON or col in _JSON_DOC) and (kind, col) not in _PLAIN
         return f"CAST({mark} AS JSON)" if dialect == "postgresql" and json else mark
 
     if kind in _INSERTS:
@@ -152,7 +186,11 @@ class RowWriter:
             convert.update({c: (_sqlite_time, False) for c in _TIMES})
         self._plans: dict[str, _Plan] = {}
         for kind, (sql, order) in self._sql.items():
-            converts = [(i, *convert[col]) for i, col in enumerate(order) if col in convert]
+            converts = [
+                (i, *convert[col])
+                for i, col in enumerate(order)
+                if col in convert and (kind, col) not in _PLAIN
+            ]
             self._plans[kind] = (sql, operator.itemgetter(*order), converts)
 
     def check(self, conn: sa.Connection, guards: Sequence[Guard]) -> None:
@@ -209,6 +247,7 @@ _MERGED = (
     "attempt_end",
     "log_new",
     "audit_new",
+    "alert_new",
 )
 
 

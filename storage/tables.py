@@ -217,7 +217,7 @@ class AlertRecord(SQLModel, table=True):
 
     __tablename__ = "alerts"
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: str = Field(primary_key=True, max_length=32)
     source: str = Field(max_length=32)
     fingerprint: str = Field(index=True, max_length=200)
     status: str = Field(max_length=16)
