@@ -112,6 +112,7 @@ class Engine:
         self._idle = asyncio.Event()
         self._idle.set()
         self._stopping = False
+        self._stopped = False
         self._http: aiohttp.ClientSession | None = None
         self.machine = RunMachine(
             clock=self.clock,
@@ -131,7 +132,9 @@ class Engine:
     async def stop(self, drain: float = 30.0) -> None:
         """Stop launching steps, let running ones finish for ``drain`` seconds, then
         interrupt the rest (recorded, so the next start re-runs or fails them)."""
-        self._stopping = True
+        if self._stopped:
+            return
+        self._stopping = self._stopped = True
         running = [s.task for r in self._runs.values() for s in r.steps.values() if s.task]
         if running:
             _, late = await asyncio.wait(running, timeout=drain)
@@ -282,6 +285,10 @@ class Engine:
     async def retry(self, run_id: str, by: str) -> None:
         """Start a new attempt of a finished run: succeeded steps keep their outputs,
         the rest run again."""
+        async with self._lock(f"retry:{run_id}"):  # two clicks on Retry: one new attempt
+            await self._retry(run_id, by)
+
+    async def _retry(self, run_id: str, by: str) -> None:
         if run_id in self._runs:
             raise InvalidTransition(f"run {run_id} is still active; cancel it or let it end")
         row = await self.records.row(run_id)
@@ -330,7 +337,13 @@ class Engine:
                 queued_at=now,
             )
         )
-        await self.store.write(reset, upd, self._audit(by, "retry", run_id, {}))
+        def claim(conn: sa.Connection) -> None:
+            """Only the retry that moves the run out of its final state goes on."""
+            if conn.execute(upd).rowcount != 1:
+                raise InvalidTransition(f"run {run_id} is being retried already")
+            conn.execute(reset)
+
+        await self.store.write(claim, self._audit(by, "retry", run_id, {}))
         run = await self.records.load(run_id)
         run.status = RunStatus.QUEUED
         run.announced = False

@@ -63,8 +63,15 @@ async def _read(request: web.Request, limit: int) -> bytes | None:
     """The body, or None when it is over ``limit`` bytes (read no further than that)."""
     if request.content_length is not None and request.content_length > limit:
         return None
-    body = await request.content.read(limit + 1)
-    return None if len(body) > limit else body
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:  # read() returns what has arrived so far: loop to the end
+        chunk = await request.content.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return None if size > limit else b"".join(chunks)
 
 
 def _parse(source: str, data: Any, baton: Baton) -> parsers.Parsed:

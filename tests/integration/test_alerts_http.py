@@ -147,6 +147,32 @@ async def test_without_the_token_nothing_is_stored(
     assert await stored(sb) == []
 
 
+async def test_a_large_body_sent_in_pieces_is_read_whole(
+    tmp_path: Path, db_url: str
+) -> None:
+    write_playbooks(tmp_path / "playbooks", {"api-errors": ERRORS})
+    async with fake.FakeSlack() as slack:
+        settings = settings_for(tmp_path, db_url, slack, alert_token=TOKEN)
+        async with served(settings, slack) as sb:
+            body = one_alert()
+            body["alerts"] = [
+                {**body["alerts"][0], "fingerprint": f"fp{i}", "labels": {"alertname": "X"}}
+                for i in range(600)
+            ]
+            raw = json.dumps(body).encode()
+            assert len(raw) > 200_000
+
+            async def pieces() -> Any:
+                for start in range(0, len(raw), 16_384):
+                    yield raw[start : start + 16_384]
+
+            async with sb.session.post(
+                f"{sb.url}/alerts/alertmanager", data=pieces(), headers=AUTH
+            ) as resp:
+                assert resp.status == 202, await resp.text()
+                assert (await resp.json())["accepted"] == 600
+
+
 async def test_oversize_and_malformed_bodies_get_a_reason_and_store_nothing(
     sb: SlackBaton,
 ) -> None:

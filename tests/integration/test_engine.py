@@ -7,6 +7,7 @@ ManualClock the test moves; shell steps really run.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -705,6 +706,23 @@ async def test_retry_of_a_failed_run_reruns_only_what_did_not_succeed(
     assert [(e.run_id, e.attempt) for e in started] == [(run_id, 2)]
     audit = await h.store.all(sa.select(t.audit).where(t.audit.c.action == "retry"))
     assert [(r.actor, r.target) for r in audit] == [("bob", run_id)]
+
+
+async def test_two_retries_at_once_make_one_new_attempt(
+    harness: HarnessFactory, tmp_path: Path
+) -> None:
+    h = await harness(RERUN)
+    run_id = await h.run("rerun", {"dir": str(tmp_path)})
+    (tmp_path / "fixed").touch()
+    results = await asyncio.gather(
+        h.engine.retry(run_id, by="alice"), h.engine.retry(run_id, by="bob"), return_exceptions=True
+    )
+    await h.engine.wait_idle()
+    refused = [r for r in results if isinstance(r, InvalidTransition)]
+    assert len(refused) == 1 and results.count(None) == 1
+    run = await h.run_row(run_id)
+    assert (run.status, run.attempt) == ("succeeded", 2)
+    assert s.lines(tmp_path / "fragile.log") == ["fragile", "fragile"]
 
 
 async def test_retry_of_a_succeeded_run_is_refused(harness: HarnessFactory, tmp_path: Path) -> None:
