@@ -191,6 +191,9 @@ async def serve(settings: Settings) -> None:
             front = await stack.enter_async_context(
                 SlackFront(settings, baton.commands(), baton.alerts, rules)
             )
+            # on the way out, drain the engine while the cards still listen: the runs that
+            # end during the drain get their last edit and their failure notice
+            stack.push_async_callback(baton.engine.stop, settings.drain_timeout)
         runner = web.AppRunner(api.create_app(settings, baton, front), access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)

@@ -273,3 +273,22 @@ async def recent_alerts(
         }
         for r in await store.all(q)
     ]
+
+
+async def open_gates(store: Store) -> list[tuple[str, str]]:
+    """(run id, approval id) of every gate still waiting for decisions."""
+    rows = await store.all(
+        sa.select(t.approvals.c.run_id, t.approvals.c.id).where(t.approvals.c.status == "pending")
+    )
+    return [(r.run_id, r.id) for r in rows]
+
+
+async def finished_with_card(store: Store, since: datetime) -> list[str]:
+    """Runs that ended since ``since`` and have a chat card: after a crash, their card may
+    not show the end yet."""
+    rows = await store.all(
+        sa.select(t.runs.c.id)
+        .join(t.chat_posts, sa.and_(t.chat_posts.c.run_id == t.runs.c.id))
+        .where(t.chat_posts.c.kind == "card", t.runs.c.finished_at >= since)
+    )
+    return [r.id for r in rows]

@@ -337,6 +337,7 @@ class Engine:
                 queued_at=now,
             )
         )
+
         def claim(conn: sa.Connection) -> None:
             """Only the retry that moves the run out of its final state goes on."""
             if conn.execute(upd).rowcount != 1:

@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
@@ -112,8 +113,24 @@ class Cards:
     async def start(self) -> None:
         self._sub = self.engine.bus.subscribe()
         self._pump = asyncio.create_task(self._read(), name="slack-cards")
-        for run_id in self.engine.active_runs:  # resumed before we listened: catch up
+        await self._catch_up()
+
+    async def _catch_up(self) -> None:
+        """Show what happened while no one was listening: runs resumed before Slack
+        connected, gates whose prompt a crash kept from being posted, and runs that ended
+        in the last hour (their last edit may have been lost). Posting is idempotent
+        (the outbox), so catching up twice changes nothing."""
+        store = self.engine.store
+        gates = await queries.open_gates(store)
+        since = self.engine.clock.now() - timedelta(hours=1)
+        ended = await queries.finished_with_card(store, since)
+        for run_id in self.engine.active_runs:
             self.touch(run_id)
+        for run_id in ended:
+            self.touch(run_id).finished = True  # one edit, then forgotten
+        for run_id, gate in gates:
+            if run_id in self._runs:
+                self._runs[run_id].gates.add(gate)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop reading events; give the cards still being written ``grace`` seconds."""
