@@ -522,12 +522,17 @@ class Cards:
         if post.ts is not None:
             await self.client.chat_update(channel=post.channel, ts=post.ts, text=text, blocks=body)
             return
+        ts: str | None = None
+        where: str | None = None
         try:
-            ts: str | None = await self._post(channel, text, body, thread)
+            resp = await self.client.chat_postMessage(
+                channel=channel, thread_ts=thread, text=text, blocks=body
+            )
+            ts, where = str(resp["ts"]), str(resp["channel"])
         except SlackApiError as exc:
             log.warning("cannot post %s of run %s: %s", kind, run_id, exc.response.get("error"))
-            ts = None
-        await self.outbox.posted(post, ts=ts, at=now)
+        # the channel's id, not the #name the setting gave: chat.update takes ids only
+        await self.outbox.posted(post, ts=ts, at=now, channel=where)
 
     async def _nudge(
         self, card: Post, thread: str, approval_id: str, kind: str, whom: dict[str, list[str]]

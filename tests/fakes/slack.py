@@ -601,6 +601,8 @@ class FakeSlack:
         )
 
     def _chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
+        if str(args.get("channel", "")).startswith("#"):
+            raise SlackError("channel_not_found")  # as Slack: chat.update wants an id
         channel = self._resolve_channel(args.get("channel"))
         message = self._find_message(channel, args.get("ts"))
         message["history"].append({k: copy.deepcopy(message.get(k)) for k in _MESSAGE_FIELDS})

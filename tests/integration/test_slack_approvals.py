@@ -66,7 +66,7 @@ async def gated(tmp_path: Path, db_url: str) -> AsyncIterator[tuple[SlackBaton, 
     async with fake.FakeSlack() as slack:
         slack.users["U0DAVE"] = "dave"
         settings = settings_for(
-            tmp_path, db_url, slack, config=config, slack_approvals_channel="C0DEPLOYS"
+            tmp_path, db_url, slack, config=config, slack_approvals_channel="#deploys"
         )
         async with served(settings, slack, clock) as sb:
             yield sb, clock
