@@ -103,8 +103,9 @@ def button(
 
 
 def code(text: str, limit: int = CODE_ROOM) -> tuple[str, bool]:
-    """``text`` as a code block of at most ``limit`` characters, keeping its end."""
-    body, cut = clip_tail(text.replace("```", "`\u200b``"), limit - 8)
+    """``text`` as a code block of at most ``limit`` characters, keeping its end; escaped,
+    so output that holds ``<!channel>`` or ``<url|label>`` shows as text."""
+    body, cut = clip_tail(escape(text.replace("```", "`\u200b``")), limit - 8)
     return f"```{body}```", cut
 
 
@@ -319,7 +320,7 @@ def step_failure(
         cut = cut or out_cut
         note = " (the end; the whole output is attached below)" if out_cut else ""
         blocks.append(section(f"*output*{note}\n{body}"))
-    return f"step {step_id} of run {run_id} failed: {clip(error, 200)}", blocks, cut
+    return escape(f"step {step_id} of run {run_id} failed: {clip(error, 200)}"), blocks, cut
 
 
 def run_failure(
@@ -354,7 +355,9 @@ def run_failure(
             "elements": [button("Retry", RETRY, run["id"], "primary")],
         }
     )
-    text = f"{run['playbook']} run {run['id']} {status}: {clip(run.get('error') or '', 200)}"
+    text = escape(
+        f"{run['playbook']} run {run['id']} {status}: {clip(run.get('error') or '', 200)}"
+    )
     return text, blocks
 
 
@@ -367,7 +370,7 @@ def log_lines(lines: Sequence[tuple[str | None, str, str]]) -> tuple[str, list[d
         shown.append(f"{mark}{where}{escape(message)}")
     blocks = [section(chunk) for chunk in chunk_lines(shown)]
     blocks = fit(blocks, MAX_BLOCKS, lambda n: f"… {n} more log parts cut")
-    return clip("\n".join(m for _, _, m in lines), 500), blocks
+    return escape(clip("\n".join(m for _, _, m in lines), 500)), blocks
 
 
 # --- the run form (a modal built from the playbook's params) -------------------------

@@ -302,11 +302,11 @@ class SlackFront:
                     ],
                 },
             ]
-            await answer(reply.text, body)
+            await answer(blocks.escape(reply.text), body)
             return reply
         if reply.data.get("started") or (quiet and reply.ok):
             return reply  # the run card (or the message clicked) shows it
-        await answer(reply.text, blocks.reply_blocks(reply.lines, reply.ok))
+        await answer(blocks.escape(reply.text), blocks.reply_blocks(reply.lines, reply.ok))
         return reply
 
     async def open_form(self, trigger_id: str, form: dict[str, Any], where: Where) -> bool:
