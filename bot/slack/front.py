@@ -127,6 +127,7 @@ class SlackFront:
         self.commands = commands
         self.alerts = alerts
         self.chat_rules = list(chat_rules) if alerts is not None else []
+        self.bot_ids: set[str] = set()  # Baton's own user and bot ids (auth.test)
         self.engine = commands.engine
         self.outbox = Outbox(self.engine.store)
         self._session: aiohttp.ClientSession | None = None
@@ -172,7 +173,8 @@ class SlackFront:
         which = "SLACK_BOT_TOKEN"
         hint = "the Bot User OAuth Token (xoxb-...), from OAuth & Permissions"
         try:
-            await self.client.auth_test()
+            me = await self.client.auth_test()
+            self.bot_ids = {str(me.get("user_id") or ""), str(me.get("bot_id") or "")} - {""}
             if self.settings.slack_app_token is not None:
                 which = "SLACK_APP_TOKEN"
                 hint = "an app-level token (xapp-...) with connections:write (Basic Information)"

@@ -8,6 +8,7 @@ groups then refuse rather than guess.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -24,26 +25,39 @@ T = TypeVar("T")
 
 
 class Directory:
-    def __init__(self, client: AsyncWebClient, ttl: float = 300.0) -> None:
+    """A failed lookup is kept only ``retry`` seconds (not the whole ``ttl``), and a burst
+    of requests after the cache expires makes one call, not one each."""
+
+    def __init__(self, client: AsyncWebClient, ttl: float = 300.0, retry: float = 10.0) -> None:
         self.client = client
         self.ttl = ttl
+        self.retry = retry
         self._groups: tuple[float, dict[str, tuple[str, frozenset[str]]]] | None = None
         self._channels: dict[str, tuple[float, str | None]] = {}
+        self._lock = asyncio.Lock()
 
-    async def _cached_call(self, what: str, call: Callable[[], Awaitable[T]], empty: T) -> T:
+    async def _cached_call(
+        self, what: str, call: Callable[[], Awaitable[T]], empty: T
+    ) -> tuple[T, float]:
+        """The answer and until when (monotonic) it may be kept."""
         try:
-            return await call()
+            return await call(), time.monotonic() + self.ttl
         except SlackApiError as exc:
             log.warning("Slack %s failed: %s", what, exc.response.get("error"))
-        except Exception as exc:  # network trouble: answer empty, try again next time
+        except Exception as exc:  # network trouble: answer empty, try again soon
             log.warning("Slack %s failed: %s", what, exc)
-        return empty
+        return empty, time.monotonic() + self.retry
 
     async def usergroups(self) -> dict[str, tuple[str, frozenset[str]]]:
         """id -> (handle, member ids) for every user group of the workspace."""
-        if self._groups is not None and time.monotonic() - self._groups[0] < self.ttl:
+        if self._groups is not None and time.monotonic() < self._groups[0]:
             return self._groups[1]
+        async with self._lock:
+            if self._groups is not None and time.monotonic() < self._groups[0]:
+                return self._groups[1]  # another request fetched them meanwhile
+            return await self._fetch_groups()
 
+    async def _fetch_groups(self) -> dict[str, tuple[str, frozenset[str]]]:
         async def fetch() -> dict[str, tuple[str, frozenset[str]]]:
             resp = await self.client.usergroups_list(include_users=True)
             found: dict[str, tuple[str, frozenset[str]]] = {}
@@ -56,8 +70,8 @@ class Directory:
             return found
 
         empty: dict[str, tuple[str, frozenset[str]]] = {}
-        groups = await self._cached_call("usergroups.list", fetch, empty)
-        self._groups = (time.monotonic(), groups)
+        groups, until = await self._cached_call("usergroups.list", fetch, empty)
+        self._groups = (until, groups)
         return groups
 
     async def groups_of(self, user: str) -> frozenset[str]:
@@ -72,7 +86,7 @@ class Directory:
 
     async def channel_name(self, channel: str) -> str | None:
         hit = self._channels.get(channel)
-        if hit is not None and time.monotonic() - hit[0] < self.ttl:
+        if hit is not None and time.monotonic() < hit[0]:
             return hit[1]
 
         async def fetch() -> str | None:
@@ -80,8 +94,8 @@ class Directory:
             info: dict[str, Any] = resp.get("channel") or {}
             return info.get("name")
 
-        name = await self._cached_call("conversations.info", fetch, None)
-        self._channels[channel] = (time.monotonic(), name)
+        name, until = await self._cached_call("conversations.info", fetch, None)
+        self._channels[channel] = (until, name)
         return name
 
     async def mention(self, who: str) -> str:

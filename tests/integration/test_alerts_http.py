@@ -271,6 +271,8 @@ async def test_alert_messages_in_a_watched_channel_become_alerts(sb: SlackBaton)
     assert run is not None and run.params == {"host": "db-3"}
     other = fake.bot_message("lunch is ready", channel="C0ALERTS")
     await sb.event(other)
+    own = fake.bot_message("[FIRING] DiskFull on db-4", channel="C0ALERTS", bot_id="BBATON")
+    await sb.event(own)  # Baton's own messages are never read as alerts
     await sb.settle()
     await routed(sb)
     assert len(await stored(sb)) == 1

@@ -67,8 +67,9 @@ def register(app: AsyncApp, front: SlackFront) -> None:
     async def direct(event: dict[str, Any], client: Any) -> None:
         """DMs to Baton are commands; messages in watched channels may be alerts."""
         if event.get("channel_type") in ("channel", "group"):
-            if front.chat_rules and event.get("subtype") in (None, "bot_message"):
-                front.later(front.chat_alert(event))
+            mine = {event.get("user"), event.get("bot_id")} & front.bot_ids
+            if front.chat_rules and event.get("subtype") in (None, "bot_message") and not mine:
+                front.later(front.chat_alert(event))  # never Baton's own cards and notices
             return
         if event.get("channel_type") != "im" or event.get("subtype") or event.get("bot_id"):
             return
