@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import time
@@ -159,6 +160,7 @@ class Alerts:
         """Store every alert (and every rejected entry, with its reason) in one write,
         then queue the alerts for routing. Returns as soon as the rows are committed."""
         now = self.engine.clock.now()
+        alerts = [_fitted(a) for a in alerts]
         rows = [_row(a, now) for a in alerts]
         rows += [_rejected_row(r, now) for r in rejected]
         if not rows:
@@ -446,6 +448,25 @@ def _source(alert: Alert, trig: AlertTrigger) -> dict[str, Any]:
 _last_stamp = 0
 
 
+def _fitted(alert: Alert) -> Alert:
+    """The alert with fields that fit their columns: a fingerprint over 200 characters
+    becomes a hash of it (the same every time, so repeats still match), the source and
+    severity are clipped."""
+    fingerprint = alert.fingerprint
+    if len(fingerprint) > 200:
+        fingerprint = "sha256:" + hashlib.sha256(fingerprint.encode()).hexdigest()
+    severity = alert.severity[:64] if alert.severity else alert.severity
+    if (fingerprint, severity, alert.source[:32]) == (
+        alert.fingerprint,
+        alert.severity,
+        alert.source,
+    ):
+        return alert
+    return dataclasses.replace(
+        alert, fingerprint=fingerprint, severity=severity, source=alert.source[:32]
+    )
+
+
 def alert_id() -> str:
     """An id that sorts in the order alerts were received (microseconds since the
     epoch, never repeating in a process) with random bits, so ids from several
@@ -459,7 +480,7 @@ def _row(alert: Alert, now: datetime) -> dict[str, Any]:
     return {
         "id": alert_id(),
         "source": alert.source,
-        "fingerprint": alert.fingerprint[:200],
+        "fingerprint": alert.fingerprint,
         "status": alert.status,
         "name": alert.name[:500],
         "labels": dict(alert.labels),
@@ -482,7 +503,7 @@ def _rejected_row(rejected: Rejected, now: datetime) -> dict[str, Any]:
     digest = hashlib.sha256(repr(rejected.raw).encode()).hexdigest()[:16]
     return {
         "id": alert_id(),
-        "source": rejected.source,
+        "source": rejected.source[:32],
         "fingerprint": f"rejected:{digest}",
         "status": "rejected",
         "name": "",

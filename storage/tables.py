@@ -192,7 +192,7 @@ class ChatPost(SQLModel, table=True):
     run_id: str = Field(index=True, max_length=32)
     step_id: str = Field(default="", max_length=200)
     kind: str = Field(max_length=64)
-    channel: str = Field(max_length=64)
+    channel: str = Field(max_length=200)
     thread_ts: str | None = Field(default=None, max_length=32)
     ts: str | None = Field(default=None, max_length=32)
     state: str = Field(default="claimed", max_length=16)

@@ -3,6 +3,7 @@ Time is the harness's manual clock; rate windows use a monotonic clock of the te
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -264,6 +265,18 @@ async def test_unmatched_failed_and_rejected_alerts_are_stored_with_why(
     assert by_name["w1"].outcome == "failed" and "n" in by_name["w1"].reason
     rejected = [r for r in by_name.values() if r.outcome == "rejected"]
     assert len(rejected) == 1 and rejected[0].reason == "no status"
+
+
+async def test_a_long_fingerprint_is_kept_as_a_hash_and_repeats_still_attach(
+    routed: tuple[Harness, Alerts, Ticks],
+) -> None:
+    h, alerts, _ = routed
+    long = dataclasses.replace(disk("db-1"), fingerprint="x" * 500, severity="s" * 100)
+    await send(h, alerts, long, long)
+    first, second = await rows(h)
+    assert first.fingerprint.startswith("sha256:") and len(first.fingerprint) <= 200
+    assert (first.outcome, second.outcome) == ("started", "attached")
+    assert len(first.severity) == 64
 
 
 async def test_alerts_stored_but_not_routed_before_a_crash_are_routed_at_start(

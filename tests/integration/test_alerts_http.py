@@ -147,9 +147,7 @@ async def test_without_the_token_nothing_is_stored(
     assert await stored(sb) == []
 
 
-async def test_a_large_body_sent_in_pieces_is_read_whole(
-    tmp_path: Path, db_url: str
-) -> None:
+async def test_a_large_body_sent_in_pieces_is_read_whole(tmp_path: Path, db_url: str) -> None:
     write_playbooks(tmp_path / "playbooks", {"api-errors": ERRORS})
     async with fake.FakeSlack() as slack:
         settings = settings_for(tmp_path, db_url, slack, alert_token=TOKEN)
