@@ -137,9 +137,12 @@ def fit(blocks: list[dict[str, Any]], limit: int, more: Callable[[int], str]) ->
 # --- replies to commands ---------------------------------------------------------------
 
 
-def reply_blocks(lines: Sequence[str], ok: bool = True) -> list[dict[str, Any]]:
-    """A command's answer: lines of mrkdwn in as many sections as it takes."""
-    text = [escape_keep_code(line) for line in lines]
+def reply_blocks(
+    lines: Sequence[str], ok: bool = True, escaped: bool = False
+) -> list[dict[str, Any]]:
+    """A command's answer: lines of mrkdwn in as many sections as it takes (``escaped``:
+    the lines are mrkdwn already, with their mentions)."""
+    text = list(lines) if escaped else [escape_keep_code(line) for line in lines]
     if not ok and text:
         text[0] = f":warning: {text[0]}"
     blocks = [section(chunk) for chunk in chunk_lines(text)]

@@ -308,7 +308,9 @@ class SlackFront:
             return reply
         if reply.data.get("started") or (quiet and reply.ok):
             return reply  # the run card (or the message clicked) shows it
-        await answer(blocks.escape(reply.text), blocks.reply_blocks(reply.lines, reply.ok))
+        escaped = bool(reply.data.get("markup"))
+        text = reply.text if escaped else blocks.escape(reply.text)
+        await answer(text, blocks.reply_blocks(reply.lines, reply.ok, escaped=escaped))
         return reply
 
     async def open_form(self, trigger_id: str, form: dict[str, Any], where: Where) -> bool:

@@ -290,6 +290,8 @@ access:
     - playbooks: deploy
       groups: [sre]
       channels: ["#ops"]
+    - playbooks: boom
+      users: [U0BOB]
     - playbooks: "*"
 """
 
@@ -331,6 +333,13 @@ async def test_access_rules_refuse_with_who_may_and_from_where(guarded: SlackBat
         ("U0CAROL", "command:run", "ok"),
     ]
     assert len(await guarded.baton.store.all(sa.select(t.runs))) == 1
+
+
+async def test_a_refusal_mentions_who_may_and_escapes_the_rest(guarded: SlackBaton) -> None:
+    await guarded.command("run boom", response_url=guarded.slack.response_url("boom"))
+    (answer,) = await guarded.slack.wait_for("response_url", lambda c: c.args["_name"] == "boom")
+    shown = texts(answer.args)
+    assert "<@U0BOB>" in shown and "&lt;@U0BOB&gt;" not in shown
 
 
 async def test_help_lists_only_what_the_asker_may_run(guarded: SlackBaton) -> None:
