@@ -373,7 +373,9 @@ def load_file(path: Path) -> tuple[Playbook, Lines]:
 
 
 def from_snapshot(snapshot: dict[str, Any]) -> Playbook:
-    return Playbook.model_validate(snapshot)
+    """The playbook a run was started with. Its triggers play no part in a run (and an
+    older Baton stored them in a looser form), so they are left out."""
+    return Playbook.model_validate({**snapshot, "triggers": []})
 
 
 def playbook_files(root: Path) -> list[Path]:

@@ -613,7 +613,20 @@ class Engine:
         for d in approved:
             approvers.setdefault(d.approval_id, []).append(d.user)
         for row in runs:
-            run = self.records.build(row, by_run.get(row.id, []))
+            try:
+                run = self.records.build(row, by_run.get(row.id, []))
+            except Exception as exc:  # one unreadable run must not keep Baton from starting
+                log.exception("cannot resume run %s", row.id)
+                await self.store.write(
+                    t.runs.update()
+                    .where(t.runs.c.id == row.id)
+                    .values(
+                        status="failed",
+                        error=f"could not be resumed after a restart: {exc}"[:2000],
+                        finished_at=self.clock.now(),
+                    )
+                )
+                continue
             run.resuming = True
             run.epoch += 1
             await self._rearm(run, gate_rows, approvers)

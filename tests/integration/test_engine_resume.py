@@ -353,3 +353,21 @@ async def test_queued_run_starts_at_restart_when_its_slot_is_free(
     assert (await h.run_row(second)).status == "waiting"
     rows = await h.store.all(sa.select(t.runs.c.id).where(t.runs.c.status == "queued"))
     assert rows == []
+
+
+async def test_a_run_stored_by_an_older_baton_with_a_loose_alert_trigger_resumes(
+    harness: HarnessFactory,
+) -> None:
+    h = await harness(
+        {"nap": "name: nap\nsteps:\n  - id: a\n    action: wait\n    with: {for: 1h}\n"}
+    )
+    run_id = await h.run("nap")
+
+    async def older_definition() -> None:
+        row = await h.run_row(run_id)
+        loose = {**row.definition, "triggers": [{"alert": {"anything": "goes"}}]}
+        await h.store.write(t.runs.update().where(t.runs.c.id == run_id).values(definition=loose))
+
+    await h.restart(between=older_definition)
+    await h.advance(3600)
+    assert (await h.run_row(run_id)).status == "succeeded"
