@@ -333,10 +333,14 @@ class Commands:
             described = dict(zip(playbook.params, paramlib.describe(playbook), strict=True))
             lines = [f"`{playbook.name}` needs {', '.join(missing)}:"]
             lines += [f"  {described[name]}" for name in missing]
-            example = " ".join(f"{k}={v}" for k, v in command.params.items())
+            secret = paramlib.secret_names(playbook)
+            shown = {k: paramlib.MASK if k in secret else v for k, v in command.params.items()}
+            example = " ".join(f"{k}={v}" for k, v in shown.items())
             wanted = " ".join(f"{name}=..." for name in missing)
             lines.append(f"say `run {playbook.name} {example} {wanted}`".replace("  ", " "))
-            form = {"playbook": playbook.name, "given": dict(command.params)}
+            # a secret typed in chat is not carried into a form or a button: asked again
+            given = {k: v for k, v in command.params.items() if k not in secret}
+            form = {"playbook": playbook.name, "given": given}
             return Reply(lines, ok=False, data={"form": form, "playbook": playbook.name})
         run_id = await self.engine.start_run(request)
         return Reply(

@@ -78,7 +78,9 @@ def clip_tail(text: str, limit: int) -> tuple[str, bool]:
 
 
 def section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": clip(text, MAX_SECTION)}}
+    """A section of mrkdwn (Slack refuses an empty one: a zero-width space stands in)."""
+    shown = clip(text, MAX_SECTION) or "\u200b"
+    return {"type": "section", "text": {"type": "mrkdwn", "text": shown}}
 
 
 def context(*texts: str) -> dict[str, Any]:
@@ -520,7 +522,8 @@ def approval_prompt(
         f":raised_hand: *Approval needed* · `{escape(gate['playbook'])}` run `{gate['run_id']}`"
         f" · step `{escape(gate['step_id'])}` · approval `{gate['id']}`"
     )
-    body: list[dict[str, Any]] = [section(head), section(escape(spec.get("message") or ""))]
+    asked = spec.get("message") or "Approval needed to continue."
+    body: list[dict[str, Any]] = [section(head), section(escape(asked))]
     facts = [f"asked by {who(gate['requested_by'], 'slack')}"]
     params = _params_text(gate.get("params") or {})
     if params:

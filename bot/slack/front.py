@@ -295,6 +295,8 @@ class SlackFront:
             if trigger_id and await self.open_form(trigger_id, form, where):
                 return reply
             value = json.dumps({"playbook": form["playbook"], "given": form["given"]})
+            if len(value) > 2000:  # a button's value holds 2,000 characters: ask afresh
+                value = json.dumps({"playbook": form["playbook"], "given": {}})
             body = [
                 *blocks.reply_blocks(reply.lines, ok=True),
                 {

@@ -449,3 +449,15 @@ async def test_a_wrong_token_stops_baton_at_start_with_what_to_do(
         with pytest.raises(BatonError, match=re.escape(needle)):
             async with served(settings_for(tmp_path, db, slack, **extra), slack):
                 pass
+
+
+async def test_a_secret_typed_with_missing_params_is_not_carried_into_the_form(
+    sb: SlackBaton,
+) -> None:
+    mention = fake.app_mention(f"<@{fake.BOT_USER_ID}> run deploy token=hunter3 env=prod")
+    await sb.event(mention)
+    (answer,) = await sb.slack.wait_for("chat.postMessage")
+    shown = json.dumps(answer.args)
+    assert "version" in shown and "token=***" in shown
+    assert "hunter3" not in shown, "the secret is asked again in the form, never echoed"
+    assert "hunter3" not in json.dumps([c.args for c in sb.slack.calls])
