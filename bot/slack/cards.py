@@ -285,7 +285,11 @@ class Cards:
         except BatonError:
             return False
         if origin["parent_run_id"]:  # a step of its parent's card; talks in that thread
-            parent = await self.outbox.find(origin["parent_run_id"], "card")
+            parent_id = origin["parent_run_id"]
+            posting = self._runs.get(parent_id)
+            if posting is not None and posting.task is not None and not posting.task.done():
+                await asyncio.shield(posting.task)  # the parent's card is on its way
+            parent = await self.outbox.find(parent_id, "card")
             if parent is None or parent.ts is None:
                 return False
             run.cardless = True
