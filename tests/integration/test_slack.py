@@ -461,3 +461,50 @@ async def test_a_secret_typed_with_missing_params_is_not_carried_into_the_form(
     assert "version" in shown and "token=***" in shown
     assert "hunter3" not in shown, "the secret is asked again in the form, never echoed"
     assert "hunter3" not in json.dumps([c.args for c in sb.slack.calls])
+
+
+OUTER = """
+name: outer
+steps:
+  - id: inner
+    action: playbook
+    with: {name: gated}
+"""
+
+GATED = """
+name: gated
+steps:
+  - id: ask
+    action: approval
+    with: {message: "Go on?", approvers: {users: [U0BOB]}}
+"""
+
+
+async def test_a_child_runs_prompt_goes_to_its_parents_thread(tmp_path: Path, db_url: str) -> None:
+    write_playbooks(tmp_path / "playbooks", {**PLAYBOOKS, "outer": OUTER, "gated": GATED})
+    async with (
+        fake.FakeSlack() as slack,
+        served(settings_for(tmp_path, db_url, slack), slack) as sb,
+    ):
+        run = await sb.started(sb.command("run outer"))
+        await sb.slack.wait_for("chat.postMessage", lambda c: "Go on?" in json.dumps(c.args))
+        await sb.settle()
+        card = await sb.card_of(run["id"])
+        (prompt,) = [m for m in slack.thread("C0OPS", card["ts"]) if "Go on?" in texts(m)]
+        assert buttons(prompt) == [blocks.APPROVE, blocks.REJECT]
+        tops = [m for m in slack.messages("C0OPS") if not m.get("thread_ts")]
+        assert len(tops) == 1, "the child has no card of its own"
+        await sb.click(blocks.APPROVE, prompt_gate(prompt), user="U0BOB")
+        await sb.settle(run["id"])
+        assert "succeeded" in texts(await sb.card_of(run["id"]))
+
+
+def prompt_gate(message: dict[str, Any]) -> str:
+    (gate,) = [
+        e["value"]
+        for b in message.get("blocks") or []
+        if b["type"] == "actions"
+        for e in b["elements"]
+        if e["action_id"] == blocks.APPROVE
+    ]
+    return str(gate)
