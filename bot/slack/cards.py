@@ -324,6 +324,12 @@ class Cards:
         else:
             found = await self._card(run, data)
             if found is None or found.ts is None:
+                # no card (Slack refused it): the gates and the failure still go where
+                # they can, the approvals and on-call channels
+                for gate in sorted(gates):
+                    await self._gate(None, None, gate)
+                if notice and not run.cardless:
+                    await self._notice(data, None, None)
                 return
             card = found
         thread = card.thread_ts or str(card.ts)
@@ -498,14 +504,15 @@ class Cards:
             shown.append(f"(not <@{requested_by}>, who asked)")
         return " ".join(shown)
 
-    async def _gate(self, card: Post, thread: str, approval_id: str) -> None:
+    async def _gate(self, card: Post | None, thread: str | None, approval_id: str) -> None:
         gate = await queries.approval_view(self.engine.store, approval_id)
         approvers = await self.approvers_text(gate["spec"], gate["requested_by"])
         text, body = blocks.approval_prompt(gate, approvers, self.engine.clock.now())
         key, step = f"approval:{approval_id}", gate["step_id"]
-        await self._upsert(gate["run_id"], key, step, card.channel, thread, text, body)
+        if card is not None:
+            await self._upsert(gate["run_id"], key, step, card.channel, thread, text, body)
         copy = self.options.approvals_channel
-        if copy is not None and copy != card.channel:
+        if copy is not None and (card is None or copy != card.channel):
             await self._upsert(gate["run_id"], f"{key}:copy", step, copy, None, text, body)
 
     async def _upsert(
@@ -561,7 +568,7 @@ class Cards:
         if copy is not None and copy != card.channel:
             await self._post(copy, text, [blocks.section(line)], None)
 
-    async def _notice(self, data: dict[str, Any], card: Post, thread: str) -> None:
+    async def _notice(self, data: dict[str, Any], card: Post | None, thread: str | None) -> None:
         attempt = data.get("attempt", 1)
         mentions: list[str] = []
         oncall = self.options.oncall_channel
@@ -573,20 +580,24 @@ class Cards:
         failed = [s for s in data["steps"] if s["id"] == data.get("failed_step")]
         if failed:
             tail = blocks.clip_tail(blocks.output_text(failed[0]["output"]), 1500)[0]
-        here = await self._once(data, f"run-failed:{attempt}", card.channel, thread)
-        if here is not None:
-            text, body = blocks.run_failure(data, tail, mentions=mentions)
-            ts = await self._post(card.channel, text, body, thread)
-            await self.outbox.posted(here, ts=ts, at=self.engine.clock.now())
-        if oncall is None or oncall == card.channel:
+        if card is not None:
+            here = await self._once(data, f"run-failed:{attempt}", card.channel, thread)
+            if here is not None:
+                text, body = blocks.run_failure(data, tail, mentions=mentions)
+                ts = await self._post(card.channel, text, body, thread)
+                await self.outbox.posted(here, ts=ts, at=self.engine.clock.now())
+        if oncall is None or (card is not None and oncall == card.channel):
             return
         there = await self._once(data, f"oncall:{attempt}", oncall, None)
         if there is None:
             return
         link = None
-        with contextlib.suppress(SlackApiError):
-            got = await self.client.chat_getPermalink(channel=card.channel, message_ts=str(card.ts))
-            link = got.get("permalink")
+        if card is not None:
+            with contextlib.suppress(SlackApiError):
+                got = await self.client.chat_getPermalink(
+                    channel=card.channel, message_ts=str(card.ts)
+                )
+                link = got.get("permalink")
         text, body = blocks.run_failure(data, tail, mentions=mentions, link=link)
         try:
             ts = await self._post(oncall, text, body, None)

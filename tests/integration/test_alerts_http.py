@@ -274,3 +274,33 @@ async def test_alert_messages_in_a_watched_channel_become_alerts(sb: SlackBaton)
     await sb.settle()
     await routed(sb)
     assert len(await stored(sb)) == 1
+
+
+FAILING = """
+name: failing-fix
+triggers:
+  - alert: {source: alertmanager, match: {alertname: Broken}, channel: C0ALERTS}
+steps:
+  - id: fix
+    action: shell
+    with: {script: "echo cannot fix >&2; exit 1"}
+"""
+
+
+async def test_when_the_card_cannot_be_posted_the_failure_still_reaches_on_call(
+    tmp_path: Path, db_url: str
+) -> None:
+    write_playbooks(tmp_path / "playbooks", {"failing-fix": FAILING})
+    async with fake.FakeSlack() as slack:
+        settings = settings_for(tmp_path, db_url, slack, alert_token=TOKEN)
+        async with served(settings, slack) as sb:
+            slack.fail("chat.postMessage", "not_in_channel", times=1)  # the card's post
+            body = one_alert()
+            body["alerts"][0]["labels"]["alertname"] = "Broken"
+            status, _ = await post(sb, "alertmanager", body, AUTH)
+            assert status == 202
+            await routed(sb)
+            (row,) = await stored(sb)
+            await sb.settle(row.run_id)
+            notices = [m for m in slack.messages("C0DEPLOYS") if ":rotating_light:" in texts(m)]
+            assert len(notices) == 1 and "cannot fix" in texts(notices[0])
