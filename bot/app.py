@@ -153,6 +153,11 @@ def slack_wanted(settings: Settings) -> bool:
     """Slack is set up when a Socket Mode token or a signing secret is given; either
     needs the bot token to post."""
     wanted = settings.slack_app_token is not None or settings.slack_signing_secret is not None
+    if not wanted and settings.slack_bot_token is not None:
+        log.warning(
+            "SLACK_BOT_TOKEN is set but Slack stays off: set SLACK_APP_TOKEN (Socket Mode) "
+            "or SLACK_SIGNING_SECRET (HTTP mode at /slack/events)"
+        )
     if wanted and settings.slack_bot_token is None:
         raise BatonError(
             "SLACK_APP_TOKEN or SLACK_SIGNING_SECRET is set but SLACK_BOT_TOKEN is not: "
