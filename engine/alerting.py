@@ -54,6 +54,39 @@ from storage.rows import Rows
 log = logging.getLogger(__name__)
 
 ACTIVE = ("queued", "running", "waiting")
+
+# Built once: routing runs these for every alert, and building a statement costs more
+# than running it (``storage/rows.py`` has the figures).
+_ar, _r = t.alert_runs.c, t.runs.c
+_ACTIVE_LINK = (
+    sa.select(_ar.id, _ar.run_id, _ar.repeats)
+    .join(t.runs, _r.id == _ar.run_id)
+    .where(
+        _ar.fingerprint == sa.bindparam("fingerprint"),
+        _ar.source == sa.bindparam("source"),
+        _ar.playbook == sa.bindparam("playbook"),
+        _ar.trigger == sa.bindparam("trigger"),
+        _ar.resolved_at.is_(None),
+        sa.or_(_r.status.in_(ACTIVE), _r.finished_at >= sa.bindparam("since")),
+    )
+    .order_by(_ar.id.desc())
+    .limit(1)
+)
+_SETTLE = (
+    t.alerts.update()
+    .where(t.alerts.c.id == sa.bindparam("row_id"))
+    .values(
+        outcome=sa.bindparam("outcome"),
+        reason=sa.bindparam("reason"),
+        run_id=sa.bindparam("run_id"),
+        processed_at=sa.bindparam("processed_at"),
+    )
+)
+_REPEAT = (
+    t.alert_runs.update()
+    .where(_ar.id == sa.bindparam("link_id"))
+    .values(repeats=sa.bindparam("repeats"), last_at=sa.bindparam("last_at"))
+)
 RANK = {"started": 5, "attached": 4, "held": 3, "failed": 2, "unmatched": 1}
 
 
@@ -221,13 +254,14 @@ class Alerts:
         await self._settle(row_id, outcome, reason, run_id)
 
     async def _settle(self, row_id: str, outcome: str, reason: str, run_id: str | None) -> None:
-        await self.store.write(
-            t.alerts.update()
-            .where(t.alerts.c.id == row_id)
-            .values(
-                outcome=outcome, reason=reason, run_id=run_id, processed_at=self.engine.clock.now()
-            )
-        )
+        values = {
+            "row_id": row_id,
+            "outcome": outcome,
+            "reason": reason,
+            "run_id": run_id,
+            "processed_at": self.engine.clock.now(),
+        }
+        await self.store.write(lambda conn: conn.execute(_SETTLE, values))
 
     async def _fire(
         self, alert: Alert, playbook: str, index: int, trig: AlertTrigger, row_id: str
@@ -236,11 +270,8 @@ class Alerts:
         link = await self._active_link(alert, playbook, index, trig)
         if link is not None:
             repeats = int(link.repeats) + 1
-            await self.store.write(
-                t.alert_runs.update()
-                .where(t.alert_runs.c.id == link.id)
-                .values(repeats=repeats, last_at=now)
-            )
+            values = {"link_id": link.id, "repeats": repeats, "last_at": now}
+            await self.store.write(lambda conn: conn.execute(_REPEAT, values))
             self.engine.bus.publish(
                 ev.AlertRepeated(
                     run_id=link.run_id,
@@ -334,22 +365,14 @@ class Alerts:
         self, alert: Alert, playbook: str, index: int, trig: AlertTrigger
     ) -> sa.Row[Any] | None:
         window = trig.dedup.total_seconds() if trig.dedup is not None else self.policy.dedup_window
-        since = self.engine.clock.now() - timedelta(seconds=window)
-        r, ar = t.runs.c, t.alert_runs.c
-        return await self.store.one(
-            sa.select(ar.id, ar.run_id, ar.repeats)
-            .join(t.runs, r.id == ar.run_id)
-            .where(
-                ar.fingerprint == alert.fingerprint,
-                ar.source == alert.source,
-                ar.playbook == playbook,
-                ar.trigger == index,
-                ar.resolved_at.is_(None),
-                sa.or_(r.status.in_(ACTIVE), r.finished_at >= since),
-            )
-            .order_by(ar.id.desc())
-            .limit(1)
-        )
+        values = {
+            "fingerprint": alert.fingerprint,
+            "source": alert.source,
+            "playbook": playbook,
+            "trigger": index,
+            "since": self.engine.clock.now() - timedelta(seconds=window),
+        }
+        return await self.store.read(lambda conn: conn.execute(_ACTIVE_LINK, values).first())
 
     # --- resolution -----------------------------------------------------------------
 
