@@ -29,15 +29,10 @@ read threads are not in it).
 
 from __future__ import annotations
 
-import asyncio
 import cProfile
-import gc
 import io
-import json
 import os
 import pstats
-import statistics
-import sys
 import tempfile
 import textwrap
 import time
@@ -45,17 +40,13 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
-from aiohttp import web
 from pydantic import SecretStr
 
-from bench import alerts_client
-from bench.common import figure, heading, write_playbooks
-from bench.slack import listen_overflows, pct
-from bot import api
-from bot.app import Baton, open_baton
+from bench import alerts_client, served
+from bench.common import figure, heading, latencies, write_playbooks
+from bot.app import Baton
 from bot.settings import Settings
 from storage import tables as t
 
@@ -64,7 +55,6 @@ DISTINCT = ALERTS // 10  # 10% distinct fingerprints
 WARM_UP = 20
 WARM_UP_DISTINCT = 10
 BOUNDED = 50  # in flight at a time, in the bounded scenarios
-BACKLOG = 1024  # as `baton serve` listens (bot/app.py, serve)
 TOKEN = "bench-alert-token-0123456789abcdef"
 PLAYBOOK = "disk-full"
 ALERTNAME = "DiskFull"
@@ -75,7 +65,6 @@ TIGHT_STARTS = int(TIGHT_RATE.split("/")[0])
 REQUEST_TIMEOUT = 60.0
 CLIENT_TIMEOUT = 120.0
 PROFILE_TOP = int(os.environ.get("BATON_BENCH_ALERTS_PROFILE", "0") or 0)
-REPO = Path(__file__).resolve().parent.parent
 
 
 def disk_playbook(rate: str) -> str:
@@ -168,53 +157,15 @@ class Sent:
         return (self.acked - self.sent) * 1000
 
 
-class Client:
+class Client(served.ClientProcess):
     """The client process (bench/alerts_client.py): asked for a batch of notifications,
     it sends them and answers with each one's times and answer."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-
-    @classmethod
-    async def start(cls, url: str) -> Client:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bench.alerts_client",
-            url,
-            "--timeout",
-            str(REQUEST_TIMEOUT),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            cwd=REPO,
-            env={**os.environ, alerts_client.TOKEN_ENV: TOKEN},
-            limit=2**24,  # one answer line holds every request of a batch
-        )
-        client = cls(process)
-        try:
-            if (await client._read()).get("ready") is not True:
-                raise RuntimeError("the alert client process did not start")
-        except BaseException:
-            await client.close()
-            raise
-        return client
-
-    async def _read(self) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        async with asyncio.timeout(CLIENT_TIMEOUT):
-            line = await self.process.stdout.readline()
-        if not line:
-            code = await self.process.wait()
-            raise RuntimeError(f"the alert client process exited ({code}); see its stderr")
-        answer: dict[str, Any] = json.loads(line)
-        return answer
 
     async def send(
         self, first: int, count: int, distinct: int, concurrency: int, alertname: str
     ) -> tuple[float, float, list[Sent]]:
         """(first POST, last answer read, each notification's times); every answer must
         be 202 with one alert accepted."""
-        assert self.process.stdin is not None
         ask = {
             "first": first,
             "count": count,
@@ -222,9 +173,7 @@ class Client:
             "concurrency": concurrency,
             "alertname": alertname,
         }
-        self.process.stdin.write(json.dumps(ask).encode() + b"\n")
-        await self.process.stdin.drain()
-        answer = await self._read()
+        answer = await self.ask(ask)
         sent = [
             Sent(r["n"], r["sent"], r["acked"], r["status"], r["accepted"], r["ids"], r["error"])
             for r in answer["requests"]
@@ -237,24 +186,10 @@ class Client:
             )
         return answer["start"], answer["end"], sent
 
-    async def close(self) -> None:
-        if self.process.stdin is not None and not self.process.stdin.is_closing():
-            self.process.stdin.close()
-        try:
-            async with asyncio.timeout(10):
-                await self.process.wait()
-        except TimeoutError:
-            self.process.kill()
-            await self.process.wait()
-
 
 def settings_for(root: Path, scenario: Scenario) -> Settings:
-    return Settings(
-        _env_file=None,
-        database_url=f"sqlite:///{root / 'baton.db'}",
-        playbooks=root / "playbooks",
-        key_file=root / "key",
-        config=None,
+    return served.settings_in(
+        root,
         alert_token=SecretStr(TOKEN),
         pagerduty_secret=None,
         alert_rate=scenario.global_rate,
@@ -269,7 +204,7 @@ def settings_for(root: Path, scenario: Scenario) -> Settings:
 
 
 @asynccontextmanager
-async def served(scenario: Scenario) -> AsyncIterator[tuple[Baton, Client]]:
+async def serving(scenario: Scenario) -> AsyncIterator[tuple[Baton, Client]]:
     """Baton as ``baton serve`` composes it (no Slack) on a free port in a fresh temp
     folder, and the client process pointed at it."""
     with tempfile.TemporaryDirectory(prefix="baton-bench-alerts-") as tmp:
@@ -279,19 +214,18 @@ async def served(scenario: Scenario) -> AsyncIterator[tuple[Baton, Client]]:
             {PLAYBOOK: disk_playbook(scenario.trigger_rate), "warm-up": WARM_UP_PLAYBOOK},
         )
         async with AsyncExitStack() as stack:
-            settings = settings_for(root, scenario)
-            baton = await stack.enter_async_context(open_baton(settings))
-            if baton.engine.catalog.problems:
-                raise RuntimeError("\n".join(map(str, baton.engine.catalog.problems)))
-            runner = web.AppRunner(api.create_app(settings, baton, None), access_log=None)
-            await runner.setup()
-            stack.push_async_callback(runner.cleanup)
-            site = web.TCPSite(runner, "127.0.0.1", 0, backlog=BACKLOG)
-            await site.start()
-            port = runner.addresses[0][1]
-            client = await Client.start(f"http://127.0.0.1:{port}/alerts/alertmanager")
+            c = await stack.enter_async_context(
+                served.composed(settings_for(root, scenario), slack=False)
+            )
+            client = await Client.start(
+                "bench.alerts_client",
+                [f"{c.url}/alerts/alertmanager", "--timeout", str(REQUEST_TIMEOUT)],
+                {alerts_client.TOKEN_ENV: TOKEN},
+                "the alert client process",
+                CLIENT_TIMEOUT,
+            )
             stack.push_async_callback(client.close)
-            yield baton, client
+            yield c.baton, client
 
 
 @dataclass
@@ -338,13 +272,6 @@ async def counts(baton: Baton, ids: list[int]) -> Counts:
     return await baton.store.read(read)
 
 
-async def journal_mode(baton: Baton) -> str:
-    def read(conn: sa.Connection) -> str:
-        return str(conn.exec_driver_sql("PRAGMA journal_mode").scalar())
-
-    return await baton.store.read(read)
-
-
 def problems_with(scenario: Scenario, c: Counts, unique_ids: int) -> list[str]:
     wrong = []
     if c.stored != ALERTS or unique_ids != ALERTS:
@@ -368,7 +295,7 @@ def problems_with(scenario: Scenario, c: Counts, unique_ids: int) -> list[str]:
 
 
 async def run_scenario(scenario: Scenario) -> list[str]:
-    async with served(scenario) as (baton, client):
+    async with serving(scenario) as (baton, client):
         alerts = baton.alerts
         assert alerts is not None
         # warm-up: another alertname and playbook, through start, attach and both sends
@@ -376,12 +303,12 @@ async def run_scenario(scenario: Scenario) -> list[str]:
         await client.send(WARM_UP // 2, WARM_UP - WARM_UP // 2, WARM_UP_DISTINCT, 0, WARM_UP_NAME)
         await alerts.idle()
         await baton.engine.wait_idle()
-        mode = await journal_mode(baton)
+        mode = await served.journal_mode(baton)
         if mode.lower() != "wal":
             raise RuntimeError(f"SQLite journal mode is {mode}, not WAL")
 
         commits_before = baton.store.commits
-        overflows_before = listen_overflows()
+        overflows_before = served.listen_overflows()
         profiler = cProfile.Profile() if PROFILE_TOP else None
         if profiler is not None:
             profiler.enable()
@@ -391,17 +318,13 @@ async def run_scenario(scenario: Scenario) -> list[str]:
         await baton.engine.wait_idle()  # every run started has parked on its wait
         if profiler is not None:
             profiler.disable()
-        overflows = listen_overflows() - overflows_before
+        overflows = served.listen_overflows() - overflows_before
         commits = baton.store.commits - commits_before
         ids = [i for s in sent for i in s.ids]
         c = await counts(baton, ids)
 
         heading(f"{ALERTS:,} webhooks, {scenario.title}: {scenario.sending}")
-        lat = [s.ms for s in sent]
-        figure("webhook latency (POST -> 202 read), median", statistics.median(lat), "ms")
-        figure("webhook latency p95", pct(lat, 95), "ms")
-        figure("webhook latency p99", pct(lat, 99), "ms", "< 50 ms")
-        figure("webhook latency max", max(lat), "ms")
+        latencies("webhook latency", "POST -> 202 read", [s.ms for s in sent], "< 50 ms")
         figure("throughput (first POST -> last 202)", ALERTS / (t1 - t0), "alerts/s")
         figure("wall time: first POST -> last 202", (t1 - t0) * 1000, "ms")
         figure("wall time: first POST -> all routed (alerts.idle())", (routed - t0) * 1000, "ms")
@@ -445,7 +368,7 @@ async def run_scenario(scenario: Scenario) -> list[str]:
 async def bench() -> None:
     print(
         f"alert benchmarks (POST /alerts/alertmanager on 127.0.0.1, listen backlog "
-        f"{BACKLOG}, bearer token, SQLite WAL in a temp folder, no Slack (no cards); "
+        f"{served.BACKLOG}, bearer token, SQLite WAL in a temp folder, no Slack (no cards); "
         f"{ALERTS:,} Alertmanager v4 webhooks of one alert each, fingerprints cycling over "
         f"{DISTINCT} distinct ones; playbook {PLAYBOOK} waits 10 min, so repeats attach; "
         f"a fresh Baton per scenario; webhooks sent by a client process of their own, "
@@ -460,13 +383,7 @@ async def bench() -> None:
 
 
 def main() -> None:
-    # As `baton serve` runs: it raises the collector's thresholds (bot/app.py, serve).
-    thresholds = gc.get_threshold()
-    gc.set_threshold(50_000, 20, 100)
-    try:
-        asyncio.run(bench())
-    finally:
-        gc.set_threshold(*thresholds)
+    served.run_as_served(bench)
 
 
 if __name__ == "__main__":

@@ -23,16 +23,16 @@ once its response body is read. The client stops at the end of stdin.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
-import os
-import sys
 import time
 from typing import Any
 
 import aiohttp
+
+from bench import client
 
 TOKEN_ENV = "BATON_BENCH_ALERT_TOKEN"
 EXTERNAL_URL = "http://alertmanager.example.org:9093"
@@ -101,17 +101,13 @@ async def post(
     headers: dict[str, str],
     slots: asyncio.Semaphore | None,
 ) -> dict[str, Any]:
-    """POST one notification; note when it left and when its answer was read."""
-    if slots is not None:
-        await slots.acquire()
-    result: dict[str, Any] = {"n": n, "status": 0, "error": "", "accepted": 0, "rejected": 0}
-    result["ids"] = []
-    result["sent"] = time.monotonic()
-    try:
-        async with session.post(url, data=body, headers=headers) as response:
-            text = await response.text()
-            result["acked"] = time.monotonic()
-            result["status"] = response.status
+    """POST one notification once a slot is free; note when it left and when its answer
+    was read, and what the answer says."""
+    async with slots or contextlib.nullcontext():
+        result = await client.timed_post(session, url, n, body, headers)
+    text = result.pop("text")
+    result.update(accepted=0, rejected=0, ids=[])
+    if not result["error"]:
         try:
             answer = json.loads(text)
             result.update(
@@ -121,12 +117,6 @@ async def post(
             )
         except (json.JSONDecodeError, AttributeError):
             result["error"] = f"not JSON: {text[:300]!r}"
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        result["acked"] = time.monotonic()
-        result["error"] = f"{type(exc).__name__}: {exc}"
-    finally:
-        if slots is not None:
-            slots.release()
     return result
 
 
@@ -149,28 +139,16 @@ async def batch(
     return {"start": start, "end": time.monotonic(), "requests": requests}
 
 
-async def serve_lines(url: str, token: str, per_request: float) -> None:
-    loop = asyncio.get_running_loop()
-    connector = aiohttp.TCPConnector(limit=0)
-    client_timeout = aiohttp.ClientTimeout(total=per_request)
-    async with aiohttp.ClientSession(connector=connector, timeout=client_timeout) as session:
-        print(json.dumps({"ready": True}), flush=True)
-        while line := await loop.run_in_executor(None, sys.stdin.readline):
-            if not line.strip():
-                continue
-            answer = await batch(session, url, token, json.loads(line))
-            print(json.dumps(answer), flush=True)
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.alerts_client", description=__doc__)
-    parser.add_argument("url", help="Baton's POST /alerts/alertmanager URL")
-    parser.add_argument("--timeout", type=float, default=30.0, help="per request, in seconds")
+    parser = client.parser(
+        "python -m bench.alerts_client", __doc__, "Baton's POST /alerts/alertmanager URL"
+    )
     args = parser.parse_args()
-    token = os.environ.get(TOKEN_ENV)
-    if not token:
-        parser.error(f"set {TOKEN_ENV} to the alert token")
-    asyncio.run(serve_lines(args.url, token, args.timeout))
+    token = client.secret_from(parser, TOKEN_ENV, "alert token")
+    url = args.url
+    asyncio.run(
+        client.serve_lines(args.timeout, lambda session, ask: batch(session, url, token, ask))
+    )
 
 
 if __name__ == "__main__":

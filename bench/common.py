@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import statistics
 import tempfile
 import textwrap
 import time
@@ -193,6 +195,23 @@ def _num(value: float) -> str:
     if value >= 10:
         return f"{value:.1f}"
     return f"{value:.3g}" if value < 1 else f"{value:.2f}"
+
+
+def pct(values: list[float], p: float) -> float:
+    """The nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def latencies(
+    name: str, measured: str, ms: list[float], p99_target: str, max_target: str = ""
+) -> None:
+    """The median, p95, p99 and max of ``ms`` as figures: "``name`` (``measured``),
+    median", "``name`` p95" and so on."""
+    figure(f"{name} ({measured}), median", statistics.median(ms), "ms")
+    figure(f"{name} p95", pct(ms, 95), "ms")
+    figure(f"{name} p99", pct(ms, 99), "ms", p99_target)
+    figure(f"{name} max", max(ms), "ms", max_target)
 
 
 def heading(text: str) -> None:

@@ -23,29 +23,21 @@ SYN the client retries a second later; with the backlog of 1024 it should stay 0
 from __future__ import annotations
 
 import asyncio
-import gc
-import json
-import math
 import os
 import re
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import sqlalchemy as sa
-from aiohttp import web
 from pydantic import SecretStr
 
-from bench import slack_client
-from bench.common import ONE_STEP_LOG, figure, heading, write_playbooks
-from bot import api
-from bot.app import Baton, open_baton
+from bench import served, slack_client
+from bench.common import ONE_STEP_LOG, figure, heading, latencies, pct, write_playbooks
+from bot.app import Baton
 from bot.settings import Settings
 from bot.slack.front import SlackFront
 from engine import queries
@@ -58,11 +50,9 @@ CARD_INTERVAL = 1.0  # slack_card_interval: the default (only edits after the fi
 ACK_TIMEOUT = 30.0  # per request; Slack itself gives up after 3 s
 CARD_TIMEOUT = 30.0
 CLIENT_TIMEOUT = 60.0  # for the client process to start, or to answer a batch
-BACKLOG = 1024  # as `baton serve` listens (bot/app.py, serve)
 SECRET = "bench-signing-secret-0123456789ab"
 PLAYBOOK = slack_client.PLAYBOOK
 RUN_IN_CARD = re.compile(r"run `([^`]+)`")
-REPO = Path(__file__).resolve().parent.parent
 
 
 class TimedSlack(fake.FakeSlack):
@@ -116,72 +106,12 @@ class Command:
         return (self.card_at - self.sent) * 1000
 
 
-class Client:
-    """The client process (bench/slack_client.py): asked for a batch of commands by
-    number, it sends them all at once and answers with each one's times."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-
-    @classmethod
-    async def start(cls, url: str, response_url: str) -> Client:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bench.slack_client",
-            url,
-            "--response-url",
-            response_url,
-            "--timeout",
-            str(ACK_TIMEOUT),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            cwd=REPO,
-            env={**os.environ, slack_client.SECRET_ENV: SECRET},
-            limit=2**24,  # one answer line holds every request of a batch
-        )
-        client = cls(process)
-        try:
-            if (await client._read()).get("ready") is not True:
-                raise RuntimeError("the Slack client process did not start")
-        except BaseException:
-            await client.close()
-            raise
-        return client
-
-    async def _read(self) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        async with asyncio.timeout(CLIENT_TIMEOUT):
-            line = await self.process.stdout.readline()
-        if not line:
-            code = await self.process.wait()
-            raise RuntimeError(f"the Slack client process exited ({code}); see its stderr")
-        answer: dict[str, Any] = json.loads(line)
-        return answer
-
-    async def send(self, first: int, count: int) -> dict[str, Any]:
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps({"first": first, "count": count}).encode() + b"\n")
-        await self.process.stdin.drain()
-        return await self._read()
-
-    async def close(self) -> None:
-        if self.process.stdin is not None and not self.process.stdin.is_closing():
-            self.process.stdin.close()
-        try:
-            async with asyncio.timeout(10):
-                await self.process.wait()
-        except TimeoutError:
-            self.process.kill()
-            await self.process.wait()
-
-
 @dataclass
 class Served:
     slack: TimedSlack
     baton: Baton
     front: SlackFront
-    client: Client
+    client: served.ClientProcess  # bench/slack_client.py: sends commands n .. n+k-1 at once
     numbers: int = 0
 
     def commands(self, count: int) -> list[Command]:
@@ -200,7 +130,7 @@ class Served:
     async def send(self, commands: list[Command]) -> tuple[float, float]:
         """Have the client POST them all at once; note when each left and when its HTTP
         200 came back. Returns when the first left and when the last answer was read."""
-        answer = await self.client.send(commands[0].n, len(commands))
+        answer = await self.client.ask({"first": commands[0].n, "count": len(commands)})
         by_n = {c.n: c for c in commands}
         for r in answer["requests"]:
             command = by_n[r["n"]]
@@ -236,12 +166,8 @@ class Served:
 
 
 def settings_for(root: Path, slack: fake.FakeSlack) -> Settings:
-    return Settings(
-        _env_file=None,
-        database_url=f"sqlite:///{root / 'baton.db'}",
-        playbooks=root / "playbooks",
-        key_file=root / "key",
-        config=None,
+    return served.settings_in(
+        root,
         slack_bot_token=SecretStr(slack.bot_token),
         slack_app_token=None,
         slack_signing_secret=SecretStr(SECRET),
@@ -253,34 +179,31 @@ def settings_for(root: Path, slack: fake.FakeSlack) -> Settings:
 
 
 @asynccontextmanager
-async def served(root: Path) -> AsyncIterator[Served]:
+async def serving(root: Path) -> AsyncIterator[Served]:
     """The fake Slack, Baton as ``baton serve`` composes it on a free port, and the client
     process pointed at it."""
     async with AsyncExitStack() as stack:
         slack = TimedSlack()
         await stack.enter_async_context(slack)
-        settings = settings_for(root, slack)
-        baton = await stack.enter_async_context(open_baton(settings))
-        front = await stack.enter_async_context(SlackFront(settings, baton.commands()))
-        runner = web.AppRunner(api.create_app(settings, baton, front), access_log=None)
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=BACKLOG)
-        await site.start()
-        port = runner.addresses[0][1]
-        client = await Client.start(
-            f"http://127.0.0.1:{port}/slack/events", slack.response_url("bench-{n}")
+        c = await stack.enter_async_context(served.composed(settings_for(root, slack), slack=True))
+        assert c.front is not None
+        client = await served.ClientProcess.start(
+            "bench.slack_client",
+            [
+                f"{c.url}/slack/events",
+                "--response-url",
+                slack.response_url("bench-{n}"),
+                "--timeout",
+                str(ACK_TIMEOUT),
+            ],
+            {slack_client.SECRET_ENV: SECRET},
+            "the Slack client process",
+            CLIENT_TIMEOUT,
         )
         stack.push_async_callback(client.close)
-        s = Served(slack, baton, front, client)
+        s = Served(slack, c.baton, c.front, client)
         yield s
         await s.settle()  # let the last card edits go out before closing
-
-
-def pct(values: list[float], p: float) -> float:
-    """The nearest-rank percentile."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
 async def one_at_a_time(s: Served, n: int) -> list[Command]:
@@ -313,36 +236,15 @@ async def check_runs(s: Served, commands: list[Command]) -> tuple[int, int]:
     return len(runs), sum(1 for st in statuses if st.value == "succeeded")
 
 
-def listen_overflows() -> int:
-    """The kernel's count of connections dropped because a listen queue was full (all
-    sockets; nothing else listens much here), or -1 where /proc/net/netstat is missing."""
-    try:
-        lines = Path("/proc/net/netstat").read_text().splitlines()
-    except OSError:
-        return -1
-    for names, values in zip(lines[::2], lines[1::2], strict=False):
-        if names.startswith("TcpExt:"):
-            table = dict(zip(names.split()[1:], values.split()[1:], strict=False))
-            return int(table.get("ListenOverflows", -1))
-    return -1
-
-
-async def journal_mode(s: Served) -> str:
-    def read(conn: sa.Connection) -> str:
-        return str(conn.exec_driver_sql("PRAGMA journal_mode").scalar())
-
-    return await s.baton.store.read(read)
-
-
 async def bench() -> None:
     with tempfile.TemporaryDirectory(prefix="baton-bench-slack-") as tmp:
         root = Path(tmp)
         write_playbooks(root / "playbooks", {PLAYBOOK: ONE_STEP_LOG})
-        async with served(root) as s:
-            mode = await journal_mode(s)
+        async with serving(root) as s:
+            mode = await served.journal_mode(s.baton)
             print(
                 f"slack benchmarks (POST /slack/events on 127.0.0.1, listen backlog "
-                f"{BACKLOG}, bolt request verification on, SQLite {mode} in a temp folder, "
+                f"{served.BACKLOG}, bolt request verification on, SQLite {mode} in a temp folder, "
                 f"fake Slack Web API, one-step `log` playbook, "
                 f"slack_card_interval={CARD_INTERVAL:g} (default); commands sent by a "
                 f"client process of their own, {os.cpu_count()} CPUs)"
@@ -351,11 +253,7 @@ async def bench() -> None:
 
             seq = await one_at_a_time(s, SEQUENTIAL)
             heading(f"{SEQUENTIAL} slash commands, one at a time (each after the last card)")
-            acks = [c.ack_ms for c in seq]
-            figure("ack latency (POST -> HTTP 200), median", statistics.median(acks), "ms")
-            figure("ack latency p95", pct(acks, 95), "ms")
-            figure("ack latency p99", pct(acks, 99), "ms", "< 100 ms")
-            figure("ack latency max", max(acks), "ms")
+            latencies("ack latency", "POST -> HTTP 200", [c.ack_ms for c in seq], "< 100 ms")
             cards_seq = [c.card_ms for c in seq]
             figure("POST -> run card at Slack, median", statistics.median(cards_seq), "ms")
             figure("POST -> run card at Slack, max", max(cards_seq), "ms")
@@ -364,10 +262,10 @@ async def bench() -> None:
             burst = s.commands(CONCURRENT)
             posts_before = len(s.slack.calls_to("chat.postMessage"))
             updates_before = len(s.slack.calls_to("chat.update"))
-            overflows_before = listen_overflows()
+            overflows_before = served.listen_overflows()
             t0, t1 = await s.send(burst)
             all_acked = t1 - t0
-            overflows = listen_overflows() - overflows_before
+            overflows = served.listen_overflows() - overflows_before
             await s.cards_of(burst)
             all_cards = max(c.card_at for c in burst) - t0
             runs, succeeded = await check_runs(s, burst)
@@ -386,11 +284,13 @@ async def bench() -> None:
                 f"{CONCURRENT} slash commands at once (client process: asyncio.gather, "
                 "one aiohttp session)"
             )
-            acks = [c.ack_ms for c in burst]
-            figure("ack latency (POST -> HTTP 200), median", statistics.median(acks), "ms")
-            figure("ack latency p95", pct(acks, 95), "ms")
-            figure("ack latency p99", pct(acks, 99), "ms", "< 100 ms")
-            figure("ack latency max", max(acks), "ms", "< 3,000 ms (Slack's limit)")
+            latencies(
+                "ack latency",
+                "POST -> HTTP 200",
+                [c.ack_ms for c in burst],
+                "< 100 ms",
+                max_target="< 3,000 ms (Slack's limit)",
+            )
             to_card = [c.card_ms for c in burst]
             figure("POST -> run card at Slack, median", statistics.median(to_card), "ms")
             figure("POST -> run card at Slack, p99", pct(to_card, 99), "ms")
@@ -419,10 +319,4 @@ async def bench() -> None:
 
 
 def main() -> None:
-    # As `baton serve` runs: it raises the collector's thresholds (bot/app.py, serve).
-    thresholds = gc.get_threshold()
-    gc.set_threshold(50_000, 20, 100)
-    try:
-        asyncio.run(bench())
-    finally:
-        gc.set_threshold(*thresholds)
+    served.run_as_served(bench)

@@ -18,16 +18,13 @@ at the end of stdin.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import os
-import sys
 import time
 from typing import Any
 
 import aiohttp
 
+from bench import client
 from tests.fakes import slack as fake
 
 PLAYBOOK = "one"
@@ -59,58 +56,31 @@ def signed(n: int, secret: str, response_url: str) -> tuple[bytes, dict[str, str
     return body.encode(), fake.sign(body, secret, content_type=content_type)
 
 
-async def post(
-    session: aiohttp.ClientSession, url: str, n: int, body: bytes, headers: dict[str, str]
-) -> dict[str, Any]:
-    """POST one command; note when it left and when its answer was read."""
-    result: dict[str, Any] = {"n": n, "status": 0, "text": "", "error": ""}
-    result["sent"] = time.monotonic()
-    try:
-        async with session.post(url, data=body, headers=headers) as response:
-            result["text"] = await response.text()
-            result["acked"] = time.monotonic()
-            result["status"] = response.status
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        result["acked"] = time.monotonic()
-        result["error"] = f"{type(exc).__name__}: {exc}"
-    return result
-
-
 async def batch(
-    session: aiohttp.ClientSession, url: str, secret: str, template: str, first: int, count: int
+    session: aiohttp.ClientSession, url: str, secret: str, template: str, ask: dict[str, Any]
 ) -> dict[str, Any]:
+    first, count = int(ask["first"]), int(ask["count"])
     commands = [(n, *signed(n, secret, template)) for n in range(first, first + count)]
     start = time.monotonic()
-    requests = await asyncio.gather(*(post(session, url, *c) for c in commands))
+    requests = await asyncio.gather(*(client.timed_post(session, url, *c) for c in commands))
     return {"start": start, "end": time.monotonic(), "requests": requests}
 
 
-async def serve_lines(url: str, secret: str, template: str, per_request: float) -> None:
-    loop = asyncio.get_running_loop()
-    connector = aiohttp.TCPConnector(limit=0)
-    client_timeout = aiohttp.ClientTimeout(total=per_request)
-    async with aiohttp.ClientSession(connector=connector, timeout=client_timeout) as session:
-        print(json.dumps({"ready": True}), flush=True)
-        while line := await loop.run_in_executor(None, sys.stdin.readline):
-            if not line.strip():
-                continue
-            ask = json.loads(line)
-            answer = await batch(session, url, secret, template, ask["first"], ask["count"])
-            print(json.dumps(answer), flush=True)
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.slack_client", description=__doc__)
-    parser.add_argument("url", help="Baton's POST /slack/events URL")
+    parser = client.parser(
+        "python -m bench.slack_client", __doc__, "Baton's POST /slack/events URL"
+    )
     parser.add_argument(
         "--response-url", required=True, help="each command's response_url; {n} is its number"
     )
-    parser.add_argument("--timeout", type=float, default=30.0, help="per request, in seconds")
     args = parser.parse_args()
-    secret = os.environ.get(SECRET_ENV)
-    if not secret:
-        parser.error(f"set {SECRET_ENV} to the signing secret")
-    asyncio.run(serve_lines(args.url, secret, args.response_url, args.timeout))
+    secret = client.secret_from(parser, SECRET_ENV, "signing secret")
+    url, template = args.url, args.response_url
+    asyncio.run(
+        client.serve_lines(
+            args.timeout, lambda session, ask: batch(session, url, secret, template, ask)
+        )
+    )
 
 
 if __name__ == "__main__":
