@@ -1,6 +1,6 @@
 """Alerts from monitoring, normalized: what every source's webhook becomes.
 
-A parser (``bot/alerts/parsers.py``) turns one webhook body into ``Alert`` records (and
+A parser (``bot/alerts/parsers/``) turns one webhook body into ``Alert`` records (and
 ``Rejected`` ones for entries it could not read); the router (``engine/alerting.py``)
 matches them against playbooks' alert triggers, deduplicates repeats by fingerprint,
 holds what exceeds the rate limits, and links resolutions to the runs they started.
