@@ -38,6 +38,11 @@ STEP_ID = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 PLAYBOOK_NAME = r"^[a-z0-9][a-z0-9_.-]*$"
 
 
+def _listed(v: Any) -> Any:
+    """One item written alone means a list of one (``needs: build``, ``mention: U1``)."""
+    return [v] if isinstance(v, str) else v
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -102,10 +107,7 @@ class Step(_Model):
     idempotent: bool = False
     continue_on_error: bool = False
 
-    @field_validator("needs", mode="before")
-    @classmethod
-    def _one_or_many(cls, v: Any) -> Any:
-        return [v] if isinstance(v, str) else v
+    _one_or_many = field_validator("needs", mode="before")(_listed)
 
     @field_validator("when", mode="before")
     @classmethod
@@ -178,10 +180,7 @@ class AlertTrigger(_Model):
     def _text_values(cls, v: Any) -> Any:
         return {str(k): str(x) for k, x in v.items()} if isinstance(v, dict) else v
 
-    @field_validator("mention", mode="before")
-    @classmethod
-    def _one_or_many(cls, v: Any) -> Any:
-        return [v] if isinstance(v, str) else v
+    _one_or_many = field_validator("mention", mode="before")(_listed)
 
     @field_validator("on_resolved", mode="before")
     @classmethod
@@ -244,10 +243,7 @@ class Notify(_Model):
     channel: str | None = None
     mention: list[str] = Field(default_factory=list)
 
-    @field_validator("mention", mode="before")
-    @classmethod
-    def _one_or_many(cls, v: Any) -> Any:
-        return [v] if isinstance(v, str) else v
+    _one_or_many = field_validator("mention", mode="before")(_listed)
 
 
 class Phase(StrEnum):
