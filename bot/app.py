@@ -221,6 +221,8 @@ async def serve(settings: Settings) -> None:
         )
         if settings.api_token is None:
             log.warning("BATON_API_TOKEN is not set: POST /api/runs is refused (403)")
+        if settings.alert_token is None and settings.pagerduty_secret is None:
+            log.warning("BATON_ALERT_TOKEN is not set: alert webhooks are refused (401)")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
