@@ -33,6 +33,7 @@ from typing import Any
 from bot.grammar import (
     USAGE,
     VERBS,
+    Alerts,
     Cancel,
     Command,
     CommandError,
@@ -260,6 +261,8 @@ class Commands:
                 return Reply([f"removed schedule {gone.id} ({gone.playbook}, {gone.when})"])
             case History():
                 return await self._history(command.playbook)
+            case Alerts():
+                return await self._alerts(command.outcome)
 
     # --- help and playbooks ------------------------------------------------------------
 
@@ -429,6 +432,21 @@ class Commands:
             follow=result.recorded,
             data={"approval_id": command.approval_id, "status": result.status},
         )
+
+    async def _alerts(self, outcome: str | None) -> Reply:
+        found = await queries.recent_alerts(self.store, limit=HISTORY_LIMIT, outcome=outcome)
+        if not found:
+            return Reply([f"no {outcome} alerts" if outcome else "no alerts received yet"])
+        lines = []
+        for a in found:
+            run = f"  run {a['run_id']}" if a["run_id"] else ""
+            lines.append(
+                f"  {a['id']}  {a['name'] or a['fingerprint']}  {a['status']}  {a['outcome']}"
+                f"{run}  from {a['source']}  {_when(a['received_at'])}"
+            )
+            if a["reason"] and a["outcome"] in ("held", "failed", "rejected", "unmatched"):
+                lines.append(f"    {a['reason']}")
+        return Reply(lines, data={"alerts": found})
 
     # --- schedules -----------------------------------------------------------------------
 

@@ -97,6 +97,13 @@ class History:
     playbook: str | None = None
 
 
+@dataclass(frozen=True)
+class Alerts:
+    """``alerts`` (the latest) or ``alerts OUTCOME`` (``held``, ``started``, ...)."""
+
+    outcome: str | None = None
+
+
 Command = (
     Help
     | ListPlaybooks
@@ -110,6 +117,7 @@ Command = (
     | ListSchedules
     | Unschedule
     | History
+    | Alerts
 )
 
 USAGE: dict[str, tuple[str, str]] = {
@@ -132,6 +140,10 @@ USAGE: dict[str, tuple[str, str]] = {
     "schedules": ("schedules", "list schedules with their next fire"),
     "unschedule": ("unschedule ID", "remove a schedule"),
     "history": ("history [PLAYBOOK]", "recent runs, of one playbook or of all"),
+    "alerts": (
+        "alerts [OUTCOME]",
+        "recent alerts and what became of each (held, started, attached, ...)",
+    ),
 }
 VERBS = tuple(USAGE)
 
@@ -201,6 +213,9 @@ def parse(text: str) -> Command:
         case "history":
             _arity(verb, args, 0, 1)
             return History(args[0] if args else None)
+        case "alerts":
+            _arity(verb, args, 0, 1)
+            return _parse_alerts(args)
     hint = closest(verb, VERBS, n=1)
     extra = f" Did you mean `{hint[0]}`?" if hint else ""
     raise CommandError(f"Unknown command {verb!r}.{extra} `help` lists the commands.")
@@ -255,6 +270,20 @@ def _parse_schedule(args: list[str]) -> Schedule:
     return Schedule(playbook, cron=first, params=paramlib.parse_assignments(args[2:], playbook))
 
 
+OUTCOMES = ("pending", "started", "attached", "held", "unmatched", "resolved", "failed", "rejected")
+
+
+def _parse_alerts(args: Sequence[str]) -> Alerts:
+    if not args:
+        return Alerts()
+    outcome = args[0].lower()
+    if outcome not in OUTCOMES:
+        hint = closest(outcome, OUTCOMES, n=1)
+        extra = f" Did you mean `{hint[0]}`?" if hint else ""
+        raise CommandError(f"No alert outcome {outcome!r}.{extra} One of: {', '.join(OUTCOMES)}.")
+    return Alerts(outcome)
+
+
 def target_of(command: Command) -> str:
     match command:
         case Describe() | Run() | Schedule():
@@ -267,6 +296,8 @@ def target_of(command: Command) -> str:
             return command.schedule_id
         case History():
             return command.playbook or ""
+        case Alerts():
+            return command.outcome or ""
         case Help():
             return command.topic or ""
     return ""
@@ -287,6 +318,7 @@ def verb_of(command: Command) -> str:
         ListSchedules: "schedules",
         Unschedule: "unschedule",
         History: "history",
+        Alerts: "alerts",
     }
     return names[type(command)]
 

@@ -246,7 +246,7 @@ class Cards:
                 line = (
                     f":pause_button: {event.held} more *{name}* alert"
                     f"{'s' * (event.held > 1)} held: over the limit of {event.limit}. They "
-                    "are stored (`GET /api/alerts?outcome=held`), not run."
+                    "are stored, not run: `alerts held` lists them."
                 )
                 run_id = "held-" + hashlib.sha1(key.encode()).hexdigest()[:24]
                 await self._upsert(run_id, "held", "", channel, None, line, [blocks.section(line)])

@@ -254,6 +254,13 @@ async def test_a_storm_beyond_the_rate_is_held_and_summed_up_in_one_message(
     async with sb.session.get(f"{sb.url}/api/alerts?outcome=held") as resp:
         listed = await resp.json()
     assert len(listed) == 3 and all(a["outcome"] == "held" for a in listed)
+    await sb.command("alerts held", response_url=sb.slack.response_url("held"))
+    (answer,) = await sb.slack.wait_for("response_url", lambda c: c.args["_name"] == "held")
+    said = answer.args["text"]
+    assert said.count("HighErrorRate") == 3 and "over the limit" in said
+    await sb.command("alerts hled", response_url=sb.slack.response_url("typo"))
+    (typo,) = await sb.slack.wait_for("response_url", lambda c: c.args["_name"] == "typo")
+    assert "Did you mean `held`" in typo.args["text"]
 
 
 async def test_alert_messages_in_a_watched_channel_become_alerts(sb: SlackBaton) -> None:
