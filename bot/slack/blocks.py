@@ -363,6 +363,8 @@ def run_failure(
     text = escape(
         f"{run['playbook']} run {run['id']} {status}: {clip(run.get('error') or '', 200)}"
     )
+    if mentions:  # the mentions notify from the message's text
+        text = f"{' '.join(mentions)} {text}"
     return text, blocks
 
 

@@ -364,6 +364,9 @@ class Cards:
         now = self.engine.clock.now()
         extra = await self._alert_lines(run) if run.source.get("front_end") == "alert" else []
         text, body = blocks.run_card(data, now, extra=extra)
+        owners = [line for line in extra if line.startswith("owners: ")]
+        if owners:  # Slack notifies the mentions of a message's text
+            text = f"{text} ({owners[0]})"
         if run.card is None:
             run.card = await self.outbox.claim(
                 run.run_id, "card", channel, thread_ts=thread_ts, at=now

@@ -221,6 +221,7 @@ async def test_an_alerts_run_card_repeats_and_resolution(sb: SlackBaton) -> None
     assert "HighErrorRate" in shown and "API 5xx rate above 5%" in shown
     assert "prometheus.example.org" in shown, "the alert's links"
     assert "<!subteam^S0ONCALL>" in shown and "<@U0CAROL>" in shown, "the owners"
+    assert "<!subteam^S0ONCALL>" in card["text"], "mentions notify from the text"
 
     await post(sb, "alertmanager", one_alert(), AUTH)
     await post(sb, "alertmanager", one_alert(), AUTH)
