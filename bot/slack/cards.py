@@ -511,6 +511,8 @@ class Cards:
         gate = await queries.approval_view(self.engine.store, approval_id)
         approvers = await self.approvers_text(gate["spec"], gate["requested_by"])
         text, body = blocks.approval_prompt(gate, approvers, self.engine.clock.now())
+        if gate["status"] == "pending":  # the approvers are notified from the text
+            text = f"{approvers}: {text}"
         key, step = f"approval:{approval_id}", gate["step_id"]
         if card is not None:
             await self._upsert(gate["run_id"], key, step, card.channel, thread, text, body)

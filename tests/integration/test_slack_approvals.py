@@ -132,6 +132,7 @@ async def test_the_prompt_shows_what_is_asked_and_a_quorum_of_two_lets_the_run_g
     assert "token=***" in text and "hunter2" not in text
     assert "<!date^" in text, "the deadline, in each reader's time zone"
     assert buttons(shown) == [blocks.APPROVE, blocks.REJECT]
+    assert "<@U0BOB>" in shown["text"], "the approvers are notified"
     copy = await prompt(sb, run_id, gate_id, copy=True)
     assert copy["channel"] == "C0DEPLOYS" and buttons(copy) == [blocks.APPROVE, blocks.REJECT]
 
