@@ -13,14 +13,19 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first, from pyproject.toml, so code edits reuse this layer.
-COPY pyproject.toml README.md ./
+# Dependencies first, read from pyproject.toml alone, so code edits reuse this layer.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt && \
+    pip install -r /tmp/requirements.txt && \
+    useradd --create-home --uid 10001 baton && \
+    mkdir -p /data && chown baton:baton /data
+
+# Then Baton itself (no dependencies left to fetch).
+COPY README.md ./
 COPY bot ./bot
 COPY engine ./engine
 COPY storage ./storage
-RUN pip install . && \
-    useradd --create-home --uid 10001 baton && \
-    mkdir -p /data && chown baton:baton /data
+RUN pip install --no-deps .
 
 COPY --chown=baton:baton playbooks ./playbooks
 

@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Chat with Baton in this terminal, with the grammar of Slack and DMs: "
         "help, playbooks, describe P, run P [k=v ...] [--dry-run], status [RUN], cancel RUN, "
         'retry RUN, approve ID [comment], reject ID [reason], schedule P "CRON" | in 30m | '
-        "at 18:00 [k=v ...], schedules, unschedule ID, history [P]. Runs started here show "
+        "at 18:00 [k=v ...], schedules, unschedule ID, history [P], alerts [OUTCOME]. Runs "
+        "started here show "
         "their progress live, approval prompts included. The engine runs in this process: "
         "runs left active earlier resume and schedules fire. Commands are read from standard "
         "input, so a script can pipe them in; at the end of input (or `quit`), the console "

@@ -465,7 +465,7 @@ def _problem(err: Any, lines: playbook.Lines, source: str) -> Problem:
             reserved = ", ".join(RESERVED_SECTIONS)
             msg = (
                 f"unknown section{hint or '.'} Known sections: {', '.join(_SECTIONS)} "
-                f"({reserved} are reserved for later)"
+                f"(and {reserved}, read elsewhere: `alerts.chat` holds the chat alert rules)"
             )
         else:
             known = ", ".join(_known_keys(loc))

@@ -35,6 +35,7 @@ class Directory:
         self._groups: tuple[float, dict[str, tuple[str, frozenset[str]]]] | None = None
         self._channels: dict[str, tuple[float, str | None]] = {}
         self._lock = asyncio.Lock()
+        self._channel_lock = asyncio.Lock()
 
     async def _cached_call(
         self, what: str, call: Callable[[], Awaitable[T]], empty: T
@@ -88,6 +89,13 @@ class Directory:
         hit = self._channels.get(channel)
         if hit is not None and time.monotonic() < hit[0]:
             return hit[1]
+        async with self._channel_lock:
+            hit = self._channels.get(channel)
+            if hit is not None and time.monotonic() < hit[0]:
+                return hit[1]  # another request looked it up meanwhile
+            return await self._fetch_channel(channel)
+
+    async def _fetch_channel(self, channel: str) -> str | None:
 
         async def fetch() -> str | None:
             resp = await self.client.conversations_info(channel=channel)

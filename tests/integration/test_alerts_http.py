@@ -205,8 +205,10 @@ async def test_pagerduty_is_authenticated_by_its_signature(sb: SlackBaton) -> No
     assert status == 202
     status, answer = await post(sb, "pagerduty", raw, {"X-PagerDuty-Signature": "v1=00ff"})
     assert status == 401 and "X-PagerDuty-Signature" in answer["error"]
+    status, _ = await post(sb, "pagerduty", raw, AUTH)  # or the bearer token
+    assert status == 202
     await routed(sb)
-    assert [r.source for r in await stored(sb)] == ["pagerduty"]
+    assert [r.source for r in await stored(sb)] == ["pagerduty", "pagerduty"]
 
 
 async def test_an_alerts_run_card_repeats_and_resolution(sb: SlackBaton) -> None:

@@ -324,9 +324,17 @@ async def test_a_gate_waiting_across_a_restart_keeps_its_prompt_and_deadline(
         async with served(settings, slack, clock) as fourth:
             timers = fourth.baton.engine.timers
             assert isinstance(timers, ManualTimers)
-            timers.advance(timedelta(minutes=60))  # escalated, with a new half hour
+            timers.advance(timedelta(minutes=20))  # the reminder, armed before the restart
             await fourth.baton.engine.wait_idle()
             await fourth.settle()
+            card = await fourth.card_of(run2)
+            thread = slack.thread("C0OPS", card["ts"])
+            assert [m for m in thread if ":bell: reminder" in texts(m)]
+            timers.advance(timedelta(minutes=40))  # escalated, with a new half hour
+            await fourth.baton.engine.wait_idle()
+            await fourth.settle()
+            thread = slack.thread("C0OPS", card["ts"])
+            assert [m for m in thread if "please decide" in texts(m)]
             assert await run_status(fourth, run2) == "waiting"
             timers.advance(timedelta(minutes=30))
             await fourth.settle(run2)
@@ -335,3 +343,18 @@ async def test_a_gate_waiting_across_a_restart_keeps_its_prompt_and_deadline(
                 sa.select(t.approvals.c.status).where(t.approvals.c.id == gate2)
             )
             assert row is not None and row.status == "timed_out"
+            actions = [
+                r.action
+                for r in await fourth.baton.store.all(
+                    sa.select(t.audit.c.action)
+                    .where(t.audit.c.target == gate2)
+                    .order_by(t.audit.c.id)
+                )
+            ]
+            assert [a for a in actions if a.startswith("approval-")] == [
+                "approval-request",
+                "approval-reminder",
+                "approval-escalated",
+                "approval-reminder",
+                "approval-timeout",
+            ]

@@ -45,3 +45,10 @@ async def test_mentions_resolve_handles_to_user_groups(slack: fake.FakeSlack) ->
     assert await people.mention("U0BOB") == "<@U0BOB>"
     assert await people.mention("@here") == "<!here>"
     assert await people.mention("@nobody") == "@nobody"
+
+
+async def test_a_burst_of_channel_lookups_makes_one_call(slack: fake.FakeSlack) -> None:
+    people = directory(slack)
+    names = await asyncio.gather(*[people.channel_name("C0OPS") for _ in range(20)])
+    assert names == ["ops"] * 20
+    assert len(slack.calls_to("conversations.info")) == 1
