@@ -25,6 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from storage import tables
 from storage.errors import ClaimLost
 
 STEP_STATE = (
@@ -86,26 +87,6 @@ ALERT_NEW = (
     "processed_at",
 )
 
-_JSON = {"output", "attachments"}
-# JSON documents the way SQLAlchemy's JSON type binds them (``none_as_null`` False): None
-# too is serialized, as JSON ``null``
-_JSON_DOC = {"params", "source", "definition", "detail", "labels", "annotations", "links", "raw"}
-# columns whose name means JSON elsewhere but text here (an alert's source is a word)
-_PLAIN = {("alert_new", "source")}
-_TIMES = {
-    "started_at",
-    "finished_at",
-    "wake_at",
-    "at",
-    "created_at",
-    "queued_at",
-    "deadline_at",
-    "starts_at",
-    "ends_at",
-    "received_at",
-    "processed_at",
-}
-
 
 @dataclass(frozen=True)
 class Rows:
@@ -135,12 +116,30 @@ _INSERTS = {
 }
 
 
+def _column(table: str, col: str) -> sa.Column[Any]:
+    return tables.SQLModel.metadata.tables[table].c[col]
+
+
+def _conversion(table: str, col: str, sqlite: bool) -> tuple[Callable[[Any], Any], bool] | None:
+    """How a value goes to the driver, read off the column's type, as SQLAlchemy would
+    bind it: JSON as text (None as JSON ``null`` where the column is NOT NULL, else SQL
+    NULL), UTC times as naive text on SQLite; None when it goes as it is."""
+    column = _column(table, col)
+    if isinstance(column.type, sa.JSON):
+        return json.dumps, not column.nullable
+    if sqlite and isinstance(column.type, tables.UTCDateTime):
+        return _sqlite_time, False
+    return None
+
+
 def _prepare(kind: str, dialect: str) -> tuple[str, tuple[str, ...]]:
     """Positional SQL for ``kind`` and the order of the values it takes."""
     mark = "?" if dialect == "sqlite" else "%s"
 
+    table = _INSERTS[kind][0] if kind in _INSERTS else _UPDATES[kind][0]
+
     def slot(col: str) -> str:
-        json = (col in _JSON or col in _JSON_DOC) and (kind, col) not in _PLAIN
+        json = isinstance(_column(table, col).type, sa.JSON)
         return f"CAST({mark} AS JSON)" if dialect == "postgresql" and json else mark
 
     if kind in _INSERTS:
@@ -178,19 +177,14 @@ class RowWriter:
         self._sqlite = dialect == "sqlite"
         kinds = (*_INSERTS, *_UPDATES)
         self._sql = {kind: _prepare(kind, dialect) for kind in kinds}
-        convert: dict[str, tuple[Callable[[Any], Any], bool]] = {
-            c: (json.dumps, False) for c in _JSON
-        }
-        convert.update({c: (json.dumps, True) for c in _JSON_DOC})
-        if self._sqlite:
-            convert.update({c: (_sqlite_time, False) for c in _TIMES})
         self._plans: dict[str, _Plan] = {}
         for kind, (sql, order) in self._sql.items():
-            converts = [
-                (i, *convert[col])
-                for i, col in enumerate(order)
-                if col in convert and (kind, col) not in _PLAIN
-            ]
+            table = _INSERTS[kind][0] if kind in _INSERTS else _UPDATES[kind][0]
+            converts = []
+            for i, col in enumerate(order):
+                how = _conversion(table, col, self._sqlite)
+                if how is not None:
+                    converts.append((i, *how))
             self._plans[kind] = (sql, operator.itemgetter(*order), converts)
 
     def check(self, conn: sa.Connection, guards: Sequence[Guard]) -> None:
