@@ -149,8 +149,8 @@ class Commands:
                 outcome = "invalid"
         except NotAllowed as exc:
             outcome, reply = "refused", _fail(str(exc))
-            if getattr(exc, "markup", False):  # escaped already, mentions kept
-                reply.data["markup"] = True
+            if isinstance(exc, access.Refused):  # front ends may word it their way
+                reply.data["refusal"] = exc.decision
         except PlaybookNotFound as exc:
             outcome = "invalid"
             hint = ", ".join(f"`{s}`" for s in exc.suggestions)
@@ -197,11 +197,7 @@ class Commands:
                 return
         decision = access.authorize(self.rules, actor, action, playbook, place_of(actor, where))
         if not decision.allowed:
-            if actor.via != "slack":
-                raise NotAllowed(decision.refusal(access.plain))
-            refused = NotAllowed(slack_refusal(decision))
-            refused.markup = True  # type: ignore[attr-defined]
-            raise refused
+            raise access.Refused(decision)
 
     def may_run(self, actor: Actor, playbook: str, where: dict[str, Any]) -> bool:
         place = place_of(actor, where)
@@ -495,35 +491,6 @@ def place_of(actor: Actor, where: dict[str, Any]) -> access.Place:
     if where.get("channel") or where.get("channel_name"):
         return access.Place(where.get("channel"), where.get("channel_name"))
     return access.Place(channel_name=str(where.get("front_end") or actor.via))
-
-
-def slack_refusal(decision: access.Decision) -> str:
-    """The refusal as Slack mrkdwn: everything escaped (a playbook name is typed by the
-    asker) except the mentions of who may and the channels."""
-    marks: dict[str, str] = {}
-
-    def mention(token: str) -> str:
-        key = f"\x00{len(marks)}\x00"
-        marks[key] = slack_markup(token)
-        return key
-
-    text = decision.refusal(mention)
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    for key, markup in marks.items():
-        text = text.replace(key, markup)
-    return text
-
-
-def slack_markup(token: str) -> str:
-    """Slack markup for a user, user group or channel id; anything else as written."""
-    if token.isalnum() and token.isupper():
-        if token[:1] in ("U", "W"):
-            return f"<@{token}>"
-        if token[:1] == "S":
-            return f"<!subteam^{token}>"
-        if token[:1] in ("C", "G"):
-            return f"<#{token}>"
-    return token
 
 
 def _first_line(text: str | None) -> str:

@@ -59,7 +59,7 @@ from pydantic import (
 )
 
 from engine import playbook
-from engine.errors import BatonError, PlaybookInvalid, Problem, closest
+from engine.errors import BatonError, NotAllowed, PlaybookInvalid, Problem, closest
 
 ACTIONS: tuple[str, ...] = ("run", "schedule", "unschedule", "retry", "cancel")
 FRONT_ENDS: tuple[str, ...] = ("console", "cli")
@@ -343,6 +343,15 @@ def may_approve(rules: AccessRules, actor: Actor, approvers: Mapping[str, Any]) 
     if actor.id in users or any(_in_usergroup(actor, g) for g in usergroups):
         return True
     return bool(set(groups) & rules.groups_of(actor))
+
+
+class Refused(NotAllowed):
+    """``authorize`` said no: the message says who may, in plain words; ``decision`` lets
+    a front end say it in its own markup (mentions in Slack)."""
+
+    def __init__(self, decision: Decision) -> None:
+        self.decision = decision
+        super().__init__(decision.refusal())
 
 
 def authorize(

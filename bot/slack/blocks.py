@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from engine import access
 from engine import params as paramlib
 from engine.durations import format_duration
 from engine.playbook import ParamType, Playbook
@@ -59,6 +60,34 @@ Mention = Callable[[str], str]
 def escape(text: str) -> str:
     """Text as Slack shows it literally (``&``, ``<``, ``>`` are markup otherwise)."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def markup(token: str) -> str:
+    """Slack markup for a user, user group or channel id; anything else as written."""
+    if token.isalnum() and token.isupper():
+        if token[:1] in ("U", "W"):
+            return f"<@{token}>"
+        if token[:1] == "S":
+            return f"<!subteam^{token}>"
+        if token[:1] in ("C", "G"):
+            return f"<#{token}>"
+    return token
+
+
+def refusal(decision: access.Decision) -> str:
+    """An access refusal as mrkdwn: everything escaped (the playbook name is typed by the
+    asker) except the mentions of who may and the channels."""
+    marks: dict[str, str] = {}
+
+    def mention(token: str) -> str:
+        key = f"\x00{len(marks)}\x00"
+        marks[key] = markup(token)
+        return key
+
+    text = escape(decision.refusal(mention))
+    for key, shown in marks.items():
+        text = text.replace(key, shown)
+    return text
 
 
 def clip(text: str, limit: int, marker: str = "…") -> str:

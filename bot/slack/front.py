@@ -310,9 +310,12 @@ class SlackFront:
             return reply
         if reply.data.get("started") or (quiet and reply.ok):
             return reply  # the run card (or the message clicked) shows it
-        escaped = bool(reply.data.get("markup"))
-        text = reply.text if escaped else blocks.escape(reply.text)
-        await answer(text, blocks.reply_blocks(reply.lines, reply.ok, escaped=escaped))
+        decision = reply.data.get("refusal")
+        if decision is not None:  # said with mentions of who may
+            text = blocks.refusal(decision)
+            await answer(text, blocks.reply_blocks([text], ok=False, escaped=True))
+            return reply
+        await answer(blocks.escape(reply.text), blocks.reply_blocks(reply.lines, reply.ok))
         return reply
 
     async def open_form(self, trigger_id: str, form: dict[str, Any], where: Where) -> bool:

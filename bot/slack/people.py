@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.commands import slack_markup
+from bot.slack.blocks import markup
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class Directory:
     async def mention(self, who: str) -> str:
         """Slack markup that mentions ``who``: a user id, a user group id or ``@handle``,
         a channel id or ``#name``; anything else as written."""
-        quick = slack_markup(who)
+        quick = markup(who)
         if quick != who:
             return quick
         if who in ("@here", "@channel"):
