@@ -19,14 +19,10 @@ class ApproverCheck:
 
     async def __call__(self, user: str, approvers: dict[str, Any]) -> bool:
         usergroups: frozenset[str] = frozenset()
-        if self.groups_of is not None and _names_usergroups(self.rules, approvers):
+        named = bool(approvers.get("usergroups"))
+        if not named:
+            named = self.rules.names_usergroups(approvers.get("groups") or [])
+        if self.groups_of is not None and named:
             usergroups = await self.groups_of(user)
         actor = access.Actor(id=user, usergroups=usergroups)
         return access.may_approve(self.rules, actor, approvers)
-
-
-def _names_usergroups(rules: access.AccessRules, approvers: dict[str, Any]) -> bool:
-    if approvers.get("usergroups"):
-        return True
-    members = [m for g in approvers.get("groups") or [] for m in rules.groups.get(g, ())]
-    return any(m.startswith("@") or (m[:1] == "S" and m.isupper()) for m in members)

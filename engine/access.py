@@ -127,6 +127,11 @@ CONSOLE = Place(channel_name="console")
 CLI = Place(channel_name="cli")
 
 
+def is_usergroup(member: str) -> bool:
+    """A Slack user group as rules and groups name one: an @handle or an S… id."""
+    return member.startswith("@") or (member[:1] == "S" and member.isupper())
+
+
 def plain(token: str) -> str:
     """Render a user, user group or channel as written in the config."""
     return token
@@ -261,6 +266,14 @@ class AccessRules:
             for name, members in self.groups.items()
             if any(_is_member(actor, m) for m in members)
         )
+
+    def names_usergroups(self, groups: Iterable[str] | None = None) -> bool:
+        """Whether deciding needs an asker's Slack user groups: a rule names one, or one
+        of ``groups`` (default: every group) has one as a member. Without, no lookup."""
+        if groups is None and any(rule.usergroups for rule in self.rules):
+            return True
+        names = self.groups if groups is None else groups
+        return any(is_usergroup(m) for name in names for m in self.groups.get(name, ()))
 
     def summary(self) -> str:
         """One line for the start-up log."""

@@ -47,7 +47,7 @@ from bot.settings import Settings
 from bot.slack import blocks
 from bot.slack.cards import CardOptions, Cards
 from bot.slack.people import Directory
-from engine.access import AccessRules, Actor
+from engine.access import Actor
 from engine.alerting import Alerts
 from engine.errors import BatonError
 from engine.outbox import Outbox
@@ -266,7 +266,7 @@ class SlackFront:
 
     async def actor(self, user: str, name: str = "") -> Actor:
         groups: frozenset[str] = frozenset()
-        if _names_usergroups(self.commands.rules):
+        if self.commands.rules.names_usergroups():
             groups = await self.directory.groups_of(user)
         return Actor(id=user, name=name, via="slack", usergroups=groups)
 
@@ -370,13 +370,6 @@ def _form_fixed(req: AsyncBoltRequest) -> AsyncBoltRequest:
     req.body = fields
     req.context = build_async_context(AsyncBoltContext({}), fields)
     return req
-
-
-def _names_usergroups(rules: AccessRules) -> bool:
-    """Whether any rule or group names a Slack user group (else no lookup is needed)."""
-    members = [m for group in rules.groups.values() for m in group]
-    members += [g for rule in rules.rules for g in rule.usergroups or ()]
-    return any(m.startswith("@") or (m[:1] == "S" and m.isupper()) for m in members)
 
 
 def create_app(front: SlackFront) -> AsyncApp:
