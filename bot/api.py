@@ -27,6 +27,8 @@ from engine.errors import (
 from engine.requests import RunRequest
 
 if TYPE_CHECKING:
+    from pydantic import SecretStr
+
     from bot.app import Baton
     from bot.settings import Settings
     from bot.slack.front import SlackFront
@@ -35,20 +37,30 @@ BATON = web.AppKey("baton", object)
 MAX_BODY = 1024 * 1024
 
 
-def _error(status: int, message: str, **extra: Any) -> web.Response:
+def error(status: int, message: str, **extra: Any) -> web.Response:
+    """An error answer of Baton's HTTP routes: ``{"error": message, ...}``."""
     return web.json_response({"error": message, **extra}, status=status)
+
+
+def bearer(request: web.Request) -> str | None:
+    """The token sent as ``Authorization: Bearer TOKEN``, if any."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def token_matches(sent: str, expected: SecretStr) -> bool:
+    return hmac.compare_digest(sent.encode(), expected.get_secret_value().encode())
 
 
 def _check_token(request: web.Request, settings: Settings) -> web.Response | None:
     expected = settings.api_token
     if expected is None:
-        return _error(403, "the HTTP API's writes are disabled: set BATON_API_TOKEN to enable them")
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        return _error(401, "missing bearer token: send Authorization: Bearer $BATON_API_TOKEN")
-    if not hmac.compare_digest(token.encode(), expected.get_secret_value().encode()):
-        return _error(401, "wrong bearer token")
+        return error(403, "the HTTP API's writes are disabled: set BATON_API_TOKEN to enable them")
+    token = bearer(request)
+    if token is None:
+        return error(401, "missing bearer token: send Authorization: Bearer $BATON_API_TOKEN")
+    if not token_matches(token, expected):
+        return error(401, "wrong bearer token")
     return None
 
 
@@ -56,27 +68,27 @@ def _baton(request: web.Request) -> Baton:
     return request.app[BATON]  # type: ignore[return-value]
 
 
-def _map_error(exc: BatonError) -> web.Response:
+def _maperror(exc: BatonError) -> web.Response:
     if isinstance(exc, PlaybookNotFound):
-        return _error(404, str(exc), suggestions=exc.suggestions)
+        return error(404, str(exc), suggestions=exc.suggestions)
     if isinstance(exc, ParamError):
-        return _error(400, str(exc), details=exc.errors)
+        return error(400, str(exc), details=exc.errors)
     if isinstance(exc, RunNotFound):
-        return _error(404, str(exc))
+        return error(404, str(exc))
     if isinstance(exc, ConcurrencyLimit | InvalidTransition):
-        return _error(409, str(exc))
-    return _error(400, str(exc))
+        return error(409, str(exc))
+    return error(400, str(exc))
 
 
 async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
     if request.content_length is not None and request.content_length > MAX_BODY:
-        return _error(413, f"body over {MAX_BODY} bytes")
+        return error(413, f"body over {MAX_BODY} bytes")
     try:
         body = json.loads(await request.read() or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return _error(400, f"body is not valid JSON: {exc}")
+        return error(400, f"body is not valid JSON: {exc}")
     if not isinstance(body, dict):
-        return _error(400, 'body must be a JSON object: {"playbook": ..., "params": {...}}')
+        return error(400, 'body must be a JSON object: {"playbook": ..., "params": {...}}')
     return body
 
 
@@ -85,7 +97,7 @@ async def healthz(request: web.Request) -> web.Response:
     try:
         await queries.ping(baton.store)
     except Exception as exc:
-        return _error(503, f"database unavailable: {exc}")
+        return error(503, f"database unavailable: {exc}")
     return web.json_response(
         {
             "status": "ok",
@@ -126,9 +138,9 @@ async def create_run(request: web.Request) -> web.Response:
     playbook = body.get("playbook")
     params = body.get("params", {})
     if not isinstance(playbook, str) or not playbook:
-        return _error(400, 'missing "playbook": the name of the playbook to run')
+        return error(400, 'missing "playbook": the name of the playbook to run')
     if not isinstance(params, dict):
-        return _error(400, '"params" must be a JSON object of name: value')
+        return error(400, '"params" must be a JSON object of name: value')
     requested_by = body.get("requested_by") or "api"
     run_request = RunRequest(
         playbook=playbook,
@@ -143,7 +155,7 @@ async def create_run(request: web.Request) -> web.Response:
             return web.json_response({"dry_run": True, **_plan_json(plan)})
         run_id = await baton.engine.start_run(run_request)
     except BatonError as exc:
-        return _map_error(exc)
+        return _maperror(exc)
     run = await queries.get_run(baton.store, run_id)
     return web.json_response(
         {"id": run_id, "status": run["status"], "url": f"/api/runs/{run_id}"}, status=201
@@ -165,9 +177,9 @@ def _limit(request: web.Request) -> int | web.Response:
     try:
         limit = int(request.query.get("limit", "50"))
     except ValueError:
-        return _error(400, "limit must be a whole number from 1 to 500")
+        return error(400, "limit must be a whole number from 1 to 500")
     if not 1 <= limit <= 500:
-        return _error(400, "limit must be a whole number from 1 to 500")
+        return error(400, "limit must be a whole number from 1 to 500")
     return limit
 
 
@@ -199,7 +211,7 @@ async def get_run(request: web.Request) -> web.Response:
     try:
         run = await queries.get_run(_baton(request).store, request.match_info["run_id"])
     except RunNotFound as exc:
-        return _error(404, str(exc))
+        return error(404, str(exc))
     return web.json_response(run)
 
 
@@ -217,7 +229,7 @@ async def run_action(request: web.Request) -> web.Response:
         else:
             await baton.engine.retry(run_id, by)
     except BatonError as exc:
-        return _map_error(exc)
+        return _maperror(exc)
     return web.json_response(await queries.get_run(baton.store, run_id), status=202)
 
 
@@ -234,19 +246,19 @@ async def decide(request: web.Request) -> web.Response:
         return body
     user, decision = body.get("user"), body.get("decision")
     if not isinstance(user, str) or not user:
-        return _error(400, 'missing "user": who decides')
+        return error(400, 'missing "user": who decides')
     if decision not in ("approve", "reject"):
-        return _error(400, '"decision" must be "approve" or "reject"')
+        return error(400, '"decision" must be "approve" or "reject"')
     try:
         result = await baton.engine.decide(
             request.match_info["approval_id"], user, decision, str(body.get("comment") or "")
         )
     except NotAllowed as exc:
-        return _error(403, str(exc))
+        return error(403, str(exc))
     except ApprovalNotFound as exc:
-        return _error(404, str(exc))
+        return error(404, str(exc))
     except BatonError as exc:
-        return _map_error(exc)
+        return _maperror(exc)
     return web.json_response(
         {
             "approval_id": result.approval_id,

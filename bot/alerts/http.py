@@ -11,13 +11,13 @@ never time out.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from bot import api
 from bot.alerts import parsers
 
 if TYPE_CHECKING:
@@ -26,10 +26,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SOURCES = ("alertmanager", "grafana", "pagerduty", "generic")
-
-
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
 
 
 def _secrets(baton: Baton) -> list[str]:
@@ -42,12 +38,9 @@ def _secrets(baton: Baton) -> list[str]:
 def _authenticated(request: web.Request, baton: Baton, source: str, body: bytes) -> str | None:
     """None when the sender proved who it is; else what is missing."""
     expected = baton.settings.alert_token
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if expected is not None and scheme.lower() == "bearer" and token:
-        if hmac.compare_digest(token.encode(), expected.get_secret_value().encode()):
-            return None
-        return "wrong bearer token"
+    token = api.bearer(request)
+    if expected is not None and token is not None:
+        return None if api.token_matches(token, expected) else "wrong bearer token"
     secrets = _secrets(baton)
     if source == "pagerduty" and secrets:
         signature = request.headers.get("X-PagerDuty-Signature")
@@ -92,18 +85,18 @@ def make_handler(baton: Baton) -> Any:
     async def receive(request: web.Request) -> web.Response:
         source = request.match_info["source"]
         if source not in SOURCES:
-            return _error(404, f"no alert source {source!r}: use one of {', '.join(SOURCES)}")
+            return api.error(404, f"no alert source {source!r}: use one of {', '.join(SOURCES)}")
         limit = baton.settings.alert_max_body
         body = await _read(request, limit)
         if body is None:
-            return _error(413, f"body over {limit} bytes (BATON_ALERT_MAX_BODY)")
+            return api.error(413, f"body over {limit} bytes (BATON_ALERT_MAX_BODY)")
         problem = _authenticated(request, baton, source, body)
         if problem is not None:
-            return _error(401, problem)
+            return api.error(401, problem)
         try:
             data = json.loads(body or b"null")
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return _error(400, f"body is not valid JSON: {exc}")
+            return api.error(400, f"body is not valid JSON: {exc}")
         parsed = _parse(source, data, baton)
         receipt = await alerts.receive(parsed.alerts, parsed.rejected)
         answer: dict[str, Any] = {
