@@ -133,7 +133,7 @@ def alert_context(alert: Alert) -> dict[str, Any]:
         "annotations": dict(alert.annotations),
         "severity": alert.severity,
         "starts_at": alert.starts_at.isoformat() if alert.starts_at else None,
-        "links": [{"url": link.url, "title": link.title} for link in alert.links],
+        "links": _links(alert),
     }
 
 
@@ -452,19 +452,17 @@ class Alerts:
         return f"started {action.playbook} as run {started}"
 
 
+_ON_THE_CARD = ("source", "fingerprint", "name", "summary", "severity", "links")
+
+
 def _source(alert: Alert, trig: AlertTrigger) -> dict[str, Any]:
+    """The run's ``source``: where its card goes, whom it names, the alert it shows."""
+    shown = alert_context(alert)
     return {
         "front_end": "alert",
         "channel": trig.channel,
         "mention": list(trig.mention),
-        "alert": {
-            "source": alert.source,
-            "fingerprint": alert.fingerprint,
-            "name": alert.name,
-            "summary": alert.summary,
-            "severity": alert.severity,
-            "links": _links(alert),
-        },
+        "alert": {key: shown[key] for key in _ON_THE_CARD},
     }
 
 

@@ -104,7 +104,6 @@ class Cards:
         self._pump: asyncio.Task[None] | None = None
         self._sub: Subscription | None = None
         self._held: dict[str, ev.AlertsHeld] = {}
-        self._held_tasks: set[asyncio.Task[None]] = set()
         self._held_flushers: dict[str, asyncio.Task[None]] = {}
         self._held_shown: dict[str, tuple[int, float]] = {}
         self.monotonic = time.monotonic  # how edits are spaced; tests give a clock of theirs
@@ -141,7 +140,7 @@ class Cards:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pump
         pending = [r.task for r in self._runs.values() if r.task and not r.task.done()]
-        pending += list(self._held_tasks)
+        pending += [task for task in self._held_flushers.values() if not task.done()]
         if pending:
             _, late = await asyncio.wait(pending, timeout=grace)
             for task in late:
@@ -155,7 +154,7 @@ class Cards:
                 await asyncio.sleep(0)
                 continue
             pending = [r.task for r in self._runs.values() if r.task and not r.task.done()]
-            pending += [task for task in self._held_tasks if not task.done()]
+            pending += [task for task in self._held_flushers.values() if not task.done()]
             if not pending:
                 return
             await asyncio.wait(pending)
@@ -229,8 +228,6 @@ class Cards:
         if running is None or running.done():
             task = asyncio.create_task(self._flush_held(event.key, channel), name="held")
             self._held_flushers[event.key] = task
-            self._held_tasks.add(task)
-            task.add_done_callback(self._held_tasks.discard)
 
     async def _flush_held(self, key: str, channel: str) -> None:
         shown, last = self._held_shown.get(key, (0, float("-inf")))
