@@ -114,7 +114,11 @@ def make_client(settings: Settings, session: aiohttp.ClientSession | None) -> As
 
 
 class SlackFront:
-    """Everything Slack, opened and closed as one resource."""
+    """Everything Slack, opened and closed as one resource. The client, the directory,
+    the bolt app and the cards exist once it is open."""
+
+    client: AsyncWebClient
+    directory: Directory
 
     def __init__(
         self,
@@ -132,8 +136,6 @@ class SlackFront:
         self.outbox = Outbox(self.engine.store)
         self._session: aiohttp.ClientSession | None = None
         self._socket: Any = None
-        self.client: AsyncWebClient = make_client(settings, None)
-        self.directory = Directory(self.client)
         self.cards: Cards | None = None
         self.app: AsyncApp | None = None
         self._work: set[asyncio.Task[Any]] = set()
