@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from engine import queries
+from engine.alerts import OUTCOMES
 from engine.errors import (
     ApprovalNotFound,
     BatonError,
@@ -25,6 +26,7 @@ from engine.errors import (
     RunNotFound,
 )
 from engine.requests import RunRequest
+from engine.state import RunStatus
 
 if TYPE_CHECKING:
     from pydantic import SecretStr
@@ -80,13 +82,23 @@ def _maperror(exc: BatonError) -> web.Response:
     return error(400, str(exc))
 
 
+def json_or_error(raw: bytes) -> Any:
+    """The JSON in ``raw``, or a 400 answer saying what is wrong with it (nesting too
+    deep and numbers too long included: both are the sender's mistake)."""
+    try:
+        return json.loads(raw or b"null")
+    except RecursionError:
+        return error(400, "body is not valid JSON: nested too deep")
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, a 5,000-digit number
+        return error(400, f"body is not valid JSON: {exc}")
+
+
 async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
     if request.content_length is not None and request.content_length > MAX_BODY:
         return error(413, f"body over {MAX_BODY} bytes")
-    try:
-        body = json.loads(await request.read() or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return error(400, f"body is not valid JSON: {exc}")
+    body = json_or_error(await request.read())
+    if isinstance(body, web.Response):
+        return body
     if not isinstance(body, dict):
         return error(400, 'body must be a JSON object: {"playbook": ..., "params": {...}}')
     return body
@@ -190,6 +202,8 @@ async def list_alerts(request: web.Request) -> web.Response:
         return limit
     store = _baton(request).store
     outcome = request.query.get("outcome")
+    if outcome is not None and outcome not in OUTCOMES:
+        return error(400, f"outcome must be one of {', '.join(OUTCOMES)}")
     return web.json_response(await queries.recent_alerts(store, limit=limit, outcome=outcome))
 
 
@@ -198,11 +212,14 @@ async def list_runs(request: web.Request) -> web.Response:
     limit = _limit(request)
     if isinstance(limit, web.Response):
         return limit
+    status = request.query.get("status")
+    if status is not None and status not in set(RunStatus):
+        return error(400, f"status must be one of {', '.join(RunStatus)}")
     runs = await queries.list_runs(
         baton.store,
         limit=limit,
         playbook=request.query.get("playbook"),
-        status=request.query.get("status"),
+        status=status,
     )
     return web.json_response(runs)
 

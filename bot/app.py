@@ -188,13 +188,14 @@ async def serve(settings: Settings) -> None:
         baton = await stack.enter_async_context(open_baton(settings))
         log.info("%s", baton.rules.summary())
         front = None
+        from bot.alerts import chat
+
+        chat_rules = chat.load(settings.config)  # checked at start, with or without Slack
         if slack_on:
-            from bot.alerts import chat
             from bot.slack.front import SlackFront
 
-            rules = chat.load(settings.config)
             front = await stack.enter_async_context(
-                SlackFront(settings, baton.commands(), baton.alerts, rules)
+                SlackFront(settings, baton.commands(), baton.alerts, chat_rules)
             )
             # on the way out, drain the engine while the cards still listen: the runs that
             # end during the drain get their last edit and their failure notice

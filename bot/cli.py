@@ -103,7 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     runs.add_argument("--limit", type=_count, default=20, help="how many (default 20)")
     runs.add_argument("--playbook", help="only runs of this playbook")
-    runs.add_argument("--status", help="only runs with this status (e.g. failed)")
+    runs.add_argument(
+        "--status",
+        choices=("queued", "running", "waiting", "succeeded", "failed", "cancelled", "timed_out"),
+        help="only runs with this status",
+    )
 
     sched = sub.add_parser(
         "schedule",
@@ -169,7 +173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings()
     except Exception as exc:  # pydantic's ValidationError: say which setting is wrong
-        print(f"baton: bad settings: {exc}", file=sys.stderr)
+        from bot.settings import explain
+
+        for line in explain(exc):
+            print(f"baton: bad setting {line}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=settings.log_level.upper(),

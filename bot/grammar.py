@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from engine import alerts
 from engine import params as paramlib
 from engine.errors import BatonError, closest
 
@@ -270,7 +271,7 @@ def _parse_schedule(args: list[str]) -> Schedule:
     return Schedule(playbook, cron=first, params=paramlib.parse_assignments(args[2:], playbook))
 
 
-OUTCOMES = ("pending", "started", "attached", "held", "unmatched", "resolved", "failed", "rejected")
+OUTCOMES = alerts.OUTCOMES
 
 
 def _parse_alerts(args: Sequence[str]) -> Alerts:

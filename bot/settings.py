@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,7 +22,7 @@ class Settings(BaseSettings):
     )
     playbooks: Path = Field(default=Path("./playbooks"), description="Playbook folder.")
     host: str = Field(default="127.0.0.1", description="Address the HTTP server binds.")
-    port: int = Field(default=8080, description="Port of the HTTP server.")
+    port: int = Field(default=8080, ge=0, le=65535, description="Port of the HTTP server.")
     api_token: SecretStr | None = Field(
         default=None, description="Bearer token for HTTP API writes; unset: writes refused."
     )
@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     )
     alert_dedup_window: float = Field(
         default=900.0,
+        ge=0,
         description="Seconds after an alert's run ended during which a repeat still "
         "attaches to it (a trigger's `dedup` wins).",
     )
@@ -71,9 +72,11 @@ class Settings(BaseSettings):
         default=None, description="Folder of secret files (one per secret) for `secrets.NAME`."
     )
     drain_timeout: float = Field(
-        default=30.0, description="Seconds a graceful stop lets running steps finish."
+        default=30.0, ge=0, description="Seconds a graceful stop lets running steps finish."
     )
-    log_level: str = Field(default="INFO", description="Python log level.")
+    log_level: str = Field(
+        default="INFO", description="Python log level: DEBUG, INFO, WARNING, ERROR."
+    )
     timezone: str = Field(
         default="UTC",
         description="Time zone of `schedule P at 18:00` and of cron schedules "
@@ -81,11 +84,13 @@ class Settings(BaseSettings):
     )
     misfire_grace: float = Field(
         default=300.0,
+        ge=0,
         description="Seconds a cron fire missed while Baton was down may be late and still "
         "run (once) at start; older ones are recorded as missed.",
     )
     schedule_poll: float = Field(
         default=10.0,
+        gt=0,
         description="Seconds between looks at the schedules table for "
         "schedules other processes (`baton schedule`) added or removed.",
     )
@@ -124,13 +129,47 @@ class Settings(BaseSettings):
         description="Seconds between two edits of one run card (Slack allows about one a second).",
     )
 
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError(f"unknown log level {value!r}: DEBUG, INFO, WARNING or ERROR")
+        return level
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from engine import cron
+
+        cron.zone(value)  # ValueError names the zone
+        return value
+
+
+def explain(exc: Exception) -> list[str]:
+    """A settings error as lines a person can act on: ``BATON_PORT='99999': ...``."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return [str(exc)]
+    lines = []
+    for err in errors():
+        name = str(err["loc"][0]) if err["loc"] else ""
+        message = str(err["msg"]).removeprefix("Value error, ")
+        lines.append(f"{env_name(name)}={err.get('input')!r}: {message}")
+    return lines
+
+
+def env_name(setting: str) -> str:
+    """The environment variable of a setting (Slack's keep Slack's names)."""
+    field = Settings.model_fields.get(setting)
+    alias = field.validation_alias if field is not None else None
+    return str(alias.choices[0]) if isinstance(alias, AliasChoices) else f"BATON_{setting.upper()}"
+
 
 def describe_settings() -> list[tuple[str, str, str]]:
     """(env name, default, description) for every setting: the README table and --help."""
     out = []
     for name, field in Settings.model_fields.items():
-        alias = field.validation_alias
-        env = alias.choices[0] if isinstance(alias, AliasChoices) else f"BATON_{name.upper()}"
         default = "" if field.default is None else str(field.default)
-        out.append((str(env), default, field.description or ""))
+        out.append((env_name(name), default, field.description or ""))
     return out

@@ -296,6 +296,11 @@ class AccessRules:
             raise ConfigError(
                 f"BATON_CONFIG points at {path}, which cannot be read: {exc.strerror}"
             ) from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"BATON_CONFIG points at {path}, which is not UTF-8 text (a bad byte at "
+                f"{exc.start})"
+            ) from None
         return cls.parse(text, str(path))
 
     @classmethod

@@ -14,6 +14,9 @@ from typing import Any, Literal
 
 Status = Literal["firing", "resolved"]
 
+# what became of a stored alert (``alerts.outcome``)
+OUTCOMES = ("pending", "started", "attached", "held", "unmatched", "resolved", "failed", "rejected")
+
 
 @dataclass(frozen=True)
 class Link:

@@ -7,10 +7,24 @@ from datetime import timedelta
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# Longer than any wait a playbook means, and short enough that `now + duration` is always
+# a date Python (and the databases) can hold.
+LONGEST = timedelta(days=3660)
 
 
 def parse_duration(value: str | int | float | timedelta) -> timedelta:
-    """Parse ``value`` into a timedelta; raise ValueError with the accepted forms."""
+    """Parse ``value`` into a timedelta of at most ten years; raise ValueError with the
+    accepted forms."""
+    try:
+        parsed = _parse(value)
+    except OverflowError:
+        parsed = None
+    if parsed is None or parsed > LONGEST:
+        raise ValueError(f"duration {value!r} is too long: at most 10 years (3660d)")
+    return parsed
+
+
+def _parse(value: str | int | float | timedelta) -> timedelta:
     if isinstance(value, timedelta):
         return value
     if isinstance(value, bool):

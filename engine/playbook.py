@@ -317,9 +317,14 @@ def parse_yaml(text: str, file: str) -> tuple[Any, Lines]:
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
         raise PlaybookInvalid([Problem(file, line, f"YAML syntax error: {problem}")]) from exc
+    except RecursionError:  # an alias that contains itself: `x: &a [*a]`
+        raise PlaybookInvalid([Problem(file, None, "YAML alias refers to itself")]) from None
     lines: Lines = {}
     if node is not None:
-        _record_lines(node, (), lines)
+        try:
+            _record_lines(node, (), lines)
+        except RecursionError:
+            raise PlaybookInvalid([Problem(file, None, "YAML alias refers to itself")]) from None
     return data, lines
 
 
@@ -365,6 +370,9 @@ def load_file(path: Path) -> tuple[Playbook, Lines]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PlaybookInvalid([Problem(str(path), None, f"cannot read: {exc.strerror}")]) from exc
+    except UnicodeDecodeError as exc:
+        problem = Problem(str(path), None, f"not UTF-8 text (a bad byte at {exc.start})")
+        raise PlaybookInvalid([problem]) from None
     return load_text(text, str(path))
 
 

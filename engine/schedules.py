@@ -83,7 +83,10 @@ def parse_when(text: str, now: datetime, timezone: str = "UTC") -> datetime:
             raise ScheduleError(str(exc)) from None
     if lowered.startswith("at "):
         value = value[3:].strip()
-    tz = cron.zone(timezone)
+    try:
+        tz = cron.zone(timezone)
+    except ValueError as exc:
+        raise ScheduleError(f"{exc}: use a name such as Europe/Paris or UTC") from None
     match = re.fullmatch(r"(\d{1,2}):(\d{2})", value)
     if match:
         hour, minute = int(match.group(1)), int(match.group(2))

@@ -17,13 +17,12 @@ is routed like a webhook's.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.alerts.parsers import ChatRule
-from engine.errors import BatonError
+from engine import playbook
+from engine.errors import BatonError, PlaybookInvalid
 
 
 class _Alerts(BaseModel):
@@ -34,19 +33,22 @@ class _Alerts(BaseModel):
 
 def load(path: Path | None) -> list[ChatRule]:
     """The chat alert rules of the config file (none without a file or a section)."""
-    if path is None or not path.exists():
-        return []
+    if path is None or not path.is_file():
+        return []  # AccessRules.load, which reads the file first, says what is wrong
     try:
-        data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise BatonError(f"{path}: not valid YAML: {exc}") from None
+        data, lines = playbook.parse_yaml(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, UnicodeDecodeError, PlaybookInvalid):
+        return []  # the same: AccessRules.load reported it
     section = (data or {}).get("alerts") if isinstance(data, dict) else None
     if not section:
         return []
     try:
         return _Alerts.model_validate(section).chat
     except ValidationError as exc:
-        problems = "; ".join(
-            f"alerts.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise BatonError(f"{path}: {problems}") from None
+        problems = []
+        for err in exc.errors():
+            loc = ("alerts", *err["loc"])
+            where = ".".join(str(p) for p in loc)
+            message = str(err["msg"]).removeprefix("Value error, ")
+            problems.append(f"{path}:{playbook.line_of(lines, loc) or '?'}: {where}: {message}")
+        raise BatonError("\n".join(problems)) from None

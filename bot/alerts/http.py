@@ -11,7 +11,6 @@ never time out.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -93,10 +92,9 @@ def make_handler(baton: Baton) -> Any:
         problem = _authenticated(request, baton, source, body)
         if problem is not None:
             return api.error(401, problem)
-        try:
-            data = json.loads(body or b"null")
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return api.error(400, f"body is not valid JSON: {exc}")
+        data = api.json_or_error(body)
+        if isinstance(data, web.Response):
+            return data
         parsed = _parse(source, data, baton)
         receipt = await alerts.receive(parsed.alerts, parsed.rejected)
         answer: dict[str, Any] = {

@@ -178,6 +178,13 @@ async def test_oversize_and_malformed_bodies_get_a_reason_and_store_nothing(
     assert status == 413 and "4096 bytes" in answer["error"]
     status, answer = await post(sb, "alertmanager", b'{"version": "4", "alerts": [', AUTH)
     assert status == 400 and "not valid JSON" in answer["error"]
+    status, answer = await post(sb, "generic", b"[" * 1500 + b"]" * 1500, AUTH)
+    assert status == 400 and "nested too deep" in answer["error"]
+    api_auth = {"Authorization": "Bearer api-token", "Content-Type": "application/json"}
+    async with sb.session.post(
+        f"{sb.url}/api/runs", data=b'{"n": ' + b"9" * 5000 + b"}", headers=api_auth
+    ) as resp:
+        assert resp.status == 400 and "not valid JSON" in (await resp.json())["error"]
     status, answer = await post(sb, "nagios", one_alert(), AUTH)
     assert status == 404 and "alertmanager" in answer["error"]
     assert await stored(sb) == []

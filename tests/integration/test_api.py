@@ -242,3 +242,16 @@ async def test_list_limit_out_of_range_is_400(
     resp = await client.get(f"/api/runs?limit={limit}")
     assert resp.status == 400
     assert "1 to 500" in (await resp.json())["error"]
+
+
+@pytest.mark.parametrize(
+    ("path", "needle"),
+    [("/api/runs?status=faild", "timed_out"), ("/api/alerts?outcome=hled", "held")],
+    ids=["run-status", "alert-outcome"],
+)
+async def test_a_mistyped_filter_is_400_not_an_empty_list(
+    served: tuple[TestClient[Any, Any], Baton], path: str, needle: str
+) -> None:
+    client, _ = served
+    resp = await client.get(path)
+    assert resp.status == 400 and needle in (await resp.json())["error"]

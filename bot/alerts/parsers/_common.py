@@ -139,8 +139,8 @@ def _time_at(value: Any, where: str) -> datetime | None:
             raise _Bad(f"{where}: {err}") from None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _Bad(f"{where} is {_kind(value)}, not a time")
-    seconds = value / 1000 if value > _EPOCH_MILLIS_ABOVE else value
     try:
+        seconds = value / 1000 if value > _EPOCH_MILLIS_ABOVE else value
         return datetime.fromtimestamp(seconds, UTC)
     except (OverflowError, OSError, ValueError):
         raise _Bad(f"{where}: {value} is out of range for a time") from None
