@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from engine import audit, gates, planning, queries, templating
 from engine import events as ev
 from engine import messages as msg
-from engine.actions import ActionContext, ChildRunSpec, Suspend
+from engine.actions import ActionContext, ChildRunSpec, Suspend, refuse_splices
 from engine.actions.registry import Registry
 from engine.bus import EventBus
 from engine.catalog import Catalog
@@ -804,11 +804,11 @@ class Engine:
         result: Any
         try:
             action = self.registry.get(step.spec.action)
-            raw = (
-                templating.render(step.spec.with_, run.context())
-                if step.templated
-                else step.spec.with_
-            )
+            if step.templated:
+                refuse_splices(action, step.spec.with_)  # a definition validate never saw
+                raw = templating.render(step.spec.with_, run.context())
+            else:
+                raw = step.spec.with_
             try:
                 inputs = action.Inputs.model_validate(raw)
             except pydantic.ValidationError as exc:

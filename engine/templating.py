@@ -12,16 +12,24 @@ expression's native value (a dict, an int, ...), so structured data passes betwe
 without a round trip through text. Any other template renders to a string, and a string
 without template syntax is returned untouched without being compiled.
 
-Extra filters: ``quote`` (``shlex.quote``, for shell commands) and ``duration``
-(seconds as ``3m05s``).
+Extra filters: ``quote`` (``shlex.quote`` of the value as a shell step's ``PARAM_*``
+variable would hold it: booleans ``true``/``false``, None empty, lists and dicts as JSON)
+and ``duration`` (seconds as ``3m05s``).
+
+Shell code is not a place for values: ``shell_splices`` finds the ``{{ }}`` outputs of a
+template that would put a value into shell code as is (every one but a constant and one
+whose last filter is ``quote``); ``baton validate`` refuses them and the engine refuses
+to run them.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import re
 import shlex
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import jinja2
@@ -42,6 +50,21 @@ def _has_syntax(text: str) -> bool:
     return "{{" in text or "{%" in text or "{#" in text
 
 
+def shell_text(value: Any) -> str:
+    """A value as shell text: what a ``PARAM_*`` variable holds and ``| quote`` quotes.
+
+    Booleans are ``true``/``false``, None is empty, lists and dicts are JSON (ready for
+    ``jq``), anything else ``str()``.
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
 @functools.cache
 def environment() -> ImmutableSandboxedEnvironment:
     """The one sandboxed environment every template and condition is compiled in."""
@@ -50,7 +73,7 @@ def environment() -> ImmutableSandboxedEnvironment:
         autoescape=False,
         keep_trailing_newline=True,
     )
-    env.filters["quote"] = lambda value: shlex.quote(str(value))
+    env.filters["quote"] = lambda value: shlex.quote(shell_text(value))
     env.filters["duration"] = lambda value: durations.format_duration(float(value))
     return env
 
@@ -221,3 +244,93 @@ def unknown_names(text: str, known: Iterable[str] = ROOTS, *, expression: bool =
     if ast is None:
         return set()
     return meta.find_undeclared_variables(ast) - set(known) - set(environment().globals)
+
+
+@dataclass(frozen=True)
+class Splice:
+    """An output expression that would put a value into shell code as is."""
+
+    line: int  # line of the template text (1 for the first)
+    shown: str  # the expression, as ``params.host``, or "" when it is not a plain name
+    param: str | None  # the param, when the expression is exactly ``params.NAME``
+
+    def problem(self) -> str:
+        """What is wrong, and the fix, in words a playbook author can act on."""
+        what = f"{{{{ {self.shown} }}}}" if self.shown else "an {{ expression }}"
+        where = f"line {self.line} of the script: "
+        if self.param is not None:
+            var = "PARAM_" + re.sub(r"[^A-Za-z0-9_]", "_", self.param).upper()
+            fix = (
+                f'use "${var}" in the script, or {{{{ {self.shown} | quote }}}} '
+                "when you mean to splice a value"
+            )
+        else:
+            shown = self.shown or "..."
+            fix = (
+                f'pass it through env: (env: {{VALUE: "{{{{ {shown} }}}}"}}, then "$VALUE" '
+                "in the script), or end the expression with | quote when you mean to splice it"
+            )
+        return (
+            f"{where}{what} would be spliced into shell code as is (a value such as "
+            f"'x; rm -rf ~' would run as a command): {fix}"
+        )
+
+
+def _dotted_name(node: nodes.Node) -> str:
+    """``params.host`` for a chain of names, attributes, constant subscripts and filters
+    without arguments; else ""."""
+    if isinstance(node, nodes.Name):
+        return node.name
+    if isinstance(node, nodes.Getattr):
+        inner = _dotted_name(node.node)
+        return f"{inner}.{node.attr}" if inner else ""
+    if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+        inner = _dotted_name(node.node)
+        return f"{inner}[{node.arg.value!r}]" if inner else ""
+    if isinstance(node, nodes.Filter) and node.node is not None and not node.args:
+        inner = _dotted_name(node.node)
+        return f"{inner} | {node.name}" if inner else ""
+    return ""
+
+
+def _param_of(node: nodes.Node) -> str | None:
+    """``host`` for ``params.host`` or ``params['host']``; else None."""
+    if not isinstance(node, nodes.Getattr | nodes.Getitem):
+        return None
+    if not (isinstance(node.node, nodes.Name) and node.node.name == "params"):
+        return None
+    if isinstance(node, nodes.Getattr):
+        return node.attr
+    value = node.arg.value if isinstance(node.arg, nodes.Const) else None
+    return value if isinstance(value, str) else None
+
+
+def _spliced(node: nodes.Node) -> bool:
+    """True when an output expression would reach the text unquoted."""
+    if isinstance(node, nodes.TemplateData | nodes.Const):
+        return False
+    return not (isinstance(node, nodes.Filter) and node.name == "quote")
+
+
+@functools.lru_cache(maxsize=2048)
+def shell_splices(text: str) -> tuple[Splice, ...]:
+    """The ``{{ }}`` outputs of ``text`` that would splice a value into shell code.
+
+    Allowed: literal text, constants (``{{ '{{' }}``), expressions whose last filter is
+    ``quote``, and control blocks (``{% if params.x %}``...) around allowed output. Text
+    that does not parse gives nothing (``check_syntax`` reports it).
+    """
+    if not _has_syntax(text):
+        return ()
+    try:
+        ast = environment().parse(text)
+    except jinja2.TemplateSyntaxError:
+        return ()
+    found: list[Splice] = []
+    for output in ast.find_all(nodes.Output):
+        assert isinstance(output, nodes.Output)
+        for node in output.nodes:
+            if not _spliced(node):
+                continue
+            found.append(Splice(node.lineno, _dotted_name(node), _param_of(node)))
+    return tuple(found)

@@ -5,8 +5,9 @@ line. What is checked: actions exist and their ``with:`` blocks fit the action's
 (values holding templates are only checked at run time), step ids are unique across
 ``steps``, ``on_failure`` and ``finally``, ``needs`` name steps of the same list and make
 no cycle, templates compile and only use declared params, existing steps and known names,
-a main step only reads ``steps.X`` of steps it (transitively) needs, and param defaults
-fit their own type.
+a main step only reads ``steps.X`` of steps it (transitively) needs, no ``{{ }}`` splices
+a value into shell code (``script``: see ``templating.shell_splices``), and param
+defaults fit their own type.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from engine import params, playbook, templating
+from engine.actions import shell_code_inputs
 from engine.actions.registry import Registry
 from engine.errors import ParamError, PlaybookInvalid, Problem, closest
 from engine.playbook import AlertTrigger, Lines, Phase, Playbook, Step
@@ -191,6 +193,7 @@ class _Checker:
         label = _label(phase, step)
         roots = templating.ROOTS if phase is Phase.MAIN else templating.ROOTS | {FAILURE_ROOT}
         self.check_action(key, i, step, label)
+        self.check_shell_code(key, i, step, label)
         for path, text in _strings(step.with_, ()):
             self.check_template(
                 (key, i, "with", *path), f"{label}: with.{_dotted(path)}", text, roots, step, phase
@@ -243,6 +246,16 @@ class _Checker:
                 where = f"with.{_dotted(loc)}: " if loc else "with: "
                 msg = err["msg"].removeprefix("Value error, ")
                 self.add((key, i, "with", *loc), f"{label}: {where}{msg}")
+
+    def check_shell_code(self, key: str, i: int, step: Step, label: str) -> None:
+        """No ``{{ }}`` may splice a value into a shell code input (``script``)."""
+        if step.action not in self.registry:
+            return
+        for name in shell_code_inputs(self.registry.get(step.action)):
+            text = step.with_.get(name)
+            if isinstance(text, str):
+                for splice in templating.shell_splices(text):
+                    self.add((key, i, "with", name), f"{label}: with.{name}, {splice.problem()}")
 
     # --- templates --------------------------------------------------------------------
 

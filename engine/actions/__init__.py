@@ -6,6 +6,11 @@ and an async ``run(ctx, inputs)``. It returns the step's output (a JSON-able dic
 engine (a timer, human decisions, a child run) rather than on a coroutine, so that the
 wait survives a restart. Built-ins and plug-ins register alike, through the entry-point
 group ``baton.actions`` (see ``engine.actions.registry``).
+
+An action whose inputs hold shell code names them in ``shell_code_inputs`` (the shell
+action: ``("script",)``): a ``{{ }}`` in them that would splice a value into the code is
+refused by ``baton validate`` and again by the engine before the step runs
+(``engine.templating.shell_splices``).
 """
 
 from __future__ import annotations
@@ -79,6 +84,28 @@ class ActionContext:
 
 
 Output = dict[str, Any]
+
+
+def shell_code_inputs(action: object) -> tuple[str, ...]:
+    """The inputs of ``action`` that hold shell code (none unless it declares them)."""
+    return tuple(getattr(action, "shell_code_inputs", ()))
+
+
+def refuse_splices(action: object, with_: Mapping[str, Any]) -> None:
+    """Raise ``ActionError`` when a shell code input of ``action`` splices a value."""
+    from engine import templating
+    from engine.errors import ActionError
+
+    for name in shell_code_inputs(action):
+        text = with_.get(name)
+        if not isinstance(text, str):
+            continue
+        splices = templating.shell_splices(text)
+        if splices:
+            raise ActionError(
+                f"refused to run with.{name}: {splices[0].problem()} "
+                "(`baton validate` reports every such place)"
+            )
 
 
 class Action(Protocol):

@@ -17,8 +17,17 @@ turned into ``_``). Values: booleans become ``true`` / ``false``, ``None`` becom
 empty string, lists and dicts become JSON (ready for ``jq``), anything else ``str()``.
 Quote them in the script (``"$PARAM_SERVICE"``). The same variables are exported in
 ``argv`` mode too. ``env:`` entries win over ``PARAM_*``, which win over Baton's own
-environment. (A template such as ``{{ params.x }}`` inside ``script:`` *is* rendered by the
-engine before the action runs, so it is spliced into the script; use ``$PARAM_X``.)
+environment.
+
+**No value is spliced into ``script:``.** A ``{{ }}`` in ``script`` that would put a value
+into the shell code as is (``echo {{ params.host }}``, ``{{ steps.x.output.stdout }}``,
+anything but a constant) is refused by ``baton validate`` (so a playbook holding one does
+not load) and, should one reach run time anyway (a run begun under an older definition),
+the step fails without running. Allowed: ``{{ params.host | quote }}`` (``shlex.quote``
+of the value as its ``PARAM_*`` variable holds it: one shell word, whatever it contains)
+and control blocks (``{% if params.force %}--force{% endif %}``) around literal text.
+Other inputs (``argv``, ``env``, ``cwd``) are templates as usual: each ``argv`` element is
+one argument and ``env`` values are variables, so no value there is read as shell code.
 
 ``argv`` runs with ``create_subprocess_exec``: each element is one argument, no shell.
 
@@ -43,7 +52,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import re
 import signal
@@ -53,6 +61,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from engine import templating
 from engine.actions import ActionContext
 from engine.errors import ActionError
 
@@ -117,18 +126,8 @@ def param_env(params: Mapping[str, Any]) -> dict[str, str]:
     env: dict[str, str] = {}
     for name, value in params.items():
         key = "PARAM_" + _NOT_IN_NAME.sub("_", str(name)).upper()
-        env[key] = _env_value(value)
+        env[key] = templating.shell_text(value)
     return env
-
-
-def _env_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return ""
-    if isinstance(value, dict | list | tuple):
-        return json.dumps(value, default=str)
-    return str(value)
 
 
 class ShellInputs(BaseModel):
@@ -154,6 +153,7 @@ class ShellInputs(BaseModel):
 class ShellAction:
     name: ClassVar[str] = "shell"
     Inputs: ClassVar[type[BaseModel]] = ShellInputs
+    shell_code_inputs: ClassVar[tuple[str, ...]] = ("script",)
 
     async def run(self, ctx: ActionContext, inputs: ShellInputs) -> dict[str, Any]:
         argv = inputs.argv if inputs.argv is not None else ["/bin/sh", "-c", inputs.script or ""]

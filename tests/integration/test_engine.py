@@ -33,7 +33,7 @@ CHAIN = {
           - id: second
             action: shell
             needs: first
-            with: {script: "echo {{ steps.first.output.stdout | trim }}-two"}
+            with: {script: "echo {{ steps.first.output.stdout | trim | quote }}-two"}
           - id: third
             action: log
             needs: second
@@ -166,7 +166,7 @@ WHEN = {
         steps:
           - id: check
             action: shell
-            with: {script: "echo {{ params.answer }}"}
+            with: {script: "echo {{ params.answer | quote }}"}
           - id: never
             action: shell
             when: "false"
@@ -247,7 +247,7 @@ FAILING = {
         on_failure:
           - id: notify
             action: shell
-            with: {script: "echo failed at {{ failure.step }}"}
+            with: {script: "echo failed at {{ failure.step | quote }}"}
         finally:
           - id: cleanup
             action: shell
@@ -321,7 +321,7 @@ CONTINUE = {
           - id: next
             action: shell
             needs: flaky
-            with: {script: "echo {{ steps.flaky.status }}"}
+            with: {script: "echo {{ steps.flaky.status | quote }}"}
         on_failure:
           - id: notify
             action: shell
@@ -799,7 +799,7 @@ CHILD = {
           - id: after
             action: shell
             needs: call
-            with: {script: "echo got {{ steps.call.output.steps.greet.stdout | trim }}"}
+            with: {script: "echo got {{ steps.call.output.steps.greet.stdout | trim | quote }}"}
     """,
     "child": """
         name: child
@@ -1148,9 +1148,10 @@ ENGINE_SECRETS = {
           - id: call
             action: shell
             with:
+              env: {API_KEY: "{{ secrets.api_key }}"}
               script: |
-                printf '%s' "{{ secrets.api_key }}" > "$PARAM_DIR/key"
-                echo "calling with {{ secrets.api_key }}"
+                printf '%s' "$API_KEY" > "$PARAM_DIR/key"
+                echo "calling with $API_KEY"
           - id: gate
             action: approval
             needs: call

@@ -29,7 +29,9 @@ GATE = """
       - id: after
         action: shell
         needs: gate
-        with: {{script: "echo approved by {{{{ steps.gate.output.approved_by | join(',') }}}}"}}
+        with:
+          env: {{BY: "{{{{ steps.gate.output.approved_by | join(',') }}}}"}}
+          script: echo approved by "$BY"
 """
 
 

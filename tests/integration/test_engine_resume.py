@@ -108,7 +108,7 @@ WORK = """
     on_failure:
       - id: notify
         action: shell
-        with: {{script: "echo failed at {{{{ failure.step }}}}"}}
+        with: {{script: "echo failed at {{{{ failure.step | quote }}}}"}}
 """
 PLAYBOOKS |= {
     "idempotent": WORK.format(name="idempotent", idempotent="true", attempts=1),

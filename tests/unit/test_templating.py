@@ -36,6 +36,8 @@ def context() -> dict[str, Any]:
         pytest.param("a } or { b", "a } or { b", id="braces-alone"),
         pytest.param("{{ params.host | quote }}", "web-1", id="quote-filter-safe"),
         pytest.param("{{ 'a b' | quote }}", "'a b'", id="quote-filter-quotes"),
+        pytest.param("{{ true | quote }} {{ none | quote }}", "true ''", id="quote-bool-none"),
+        pytest.param("{{ ['a b', 1] | quote }}", "'[\"a b\", 1]'", id="quote-list-as-json"),
         pytest.param("{{ 185 | duration }}", "3m05s", id="duration-filter"),
         pytest.param("{{ {'a': 1} | tojson }}", '{"a": 1}', id="tojson"),
         pytest.param("{{ secrets.token }}", "s3cret", id="secrets"),
@@ -231,3 +233,29 @@ def test_unknown_names_accepts_extra_known_names() -> None:
     text = "{{ failure.error }}"
     assert templating.unknown_names(text, templating.ROOTS | {"failure"}) == set()
     assert templating.unknown_names("failure.step == 'x'", expression=True) == {"failure"}
+
+
+@pytest.mark.parametrize(
+    ("script", "spliced"),
+    [
+        pytest.param("echo {{ params.host }}", ["params.host"], id="param"),
+        pytest.param("echo {{ params['host'] }}", ["params['host']"], id="param-item"),
+        pytest.param("a\n{{ steps.x.output | trim }}", ["steps.x.output | trim"], id="filtered"),
+        pytest.param(
+            "{{ run.requested_by }} {{ failure.error }}",
+            ["run.requested_by", "failure.error"],
+            id="two",
+        ),
+        pytest.param(
+            "{{ params.h | quote | upper }}", ["params.h | quote | upper"], id="quote-not-last"
+        ),
+        pytest.param("{% for h in params.hs %}ssh {{ h }}{% endfor %}", ["h"], id="loop"),
+        pytest.param("echo {{ params.host | quote }}", [], id="quoted"),
+        pytest.param('echo "$PARAM_HOST"', [], id="env-var"),
+        pytest.param("{% if params.force %}--force{% endif %}", [], id="control-block"),
+        pytest.param("echo {{ '{{' }} {{ 3 }}", [], id="constants"),
+        pytest.param("echo {{ params.host", [], id="syntax-error-reported-elsewhere"),
+    ],
+)
+def test_shell_splices(script: str, spliced: list[str]) -> None:
+    assert [s.shown for s in templating.shell_splices(script)] == spliced

@@ -541,3 +541,64 @@ def test_validate_paths_counts_a_file_once(tmp_path: Path, registry: Registry) -
     found, problems = validate.validate_paths([tmp_path, a], registry)
     assert list(found) == ["alpha"]
     assert problems == []
+
+
+SPLICES = """\
+name: splices
+params:
+  host: {required: true}
+steps:
+  - id: ping
+    action: shell
+    with:
+      script: |
+        echo checking
+        ping -c1 {{ params.host }}
+  - id: quoted
+    action: shell
+    with: {script: "ping -c1 {{ params.host | quote }} && echo \\"$PARAM_HOST\\""}
+  - id: conditional
+    action: shell
+    needs: [ping]
+    with: {script: "echo {% if params.host == 'db' %}database{% endif %} {{ '{{' }}"}
+  - id: output
+    action: shell
+    needs: [ping]
+    with: {script: "echo {{ steps.ping.output.stdout | trim }}"}
+"""
+
+
+def test_validate_refuses_values_spliced_into_a_script(tmp_path: Path) -> None:
+    path = write(tmp_path / "splices.yaml", SPLICES)
+    valid, problems = validate.validate_paths([path], Registry.from_entry_points())
+    assert valid == {}
+    found = [(p.file, p.line, p.message) for p in problems]
+    assert found == [
+        (
+            str(path),
+            8,
+            "step 'ping': with.script, line 2 of the script: {{ params.host }} would be "
+            "spliced into shell code as is (a value such as 'x; rm -rf ~' would run as a "
+            'command): use "$PARAM_HOST" in the script, or {{ params.host | quote }} when '
+            "you mean to splice a value",
+        ),
+        (
+            str(path),
+            21,
+            "step 'output': with.script, line 1 of the script: "
+            "{{ steps.ping.output.stdout | trim }} would be spliced into shell code as is "
+            "(a value such as 'x; rm -rf ~' would run as a command): pass it through env: "
+            '(env: {VALUE: "{{ steps.ping.output.stdout | trim }}"}, then "$VALUE" in the '
+            "script), or end the expression with | quote when you mean to splice it",
+        ),
+    ]
+    assert f"{path}:8: step 'ping'" in str(problems[0])
+
+
+def test_quote_and_param_variables_in_scripts_validate(tmp_path: Path) -> None:
+    fixed = SPLICES.replace("ping -c1 {{ params.host }}", 'ping -c1 "$PARAM_HOST"').replace(
+        "{{ steps.ping.output.stdout | trim }}", "{{ steps.ping.output.stdout | trim | quote }}"
+    )
+    path = write(tmp_path / "fixed.yaml", fixed)
+    valid, problems = validate.validate_paths([path], Registry.from_entry_points())
+    assert problems == [] and list(valid) == ["splices"]
