@@ -10,20 +10,21 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bot.approvers import ApproverCheck
 from bot.settings import Settings
+from engine import stepenv
 from engine.access import AccessRules
 from engine.actions.registry import Registry
 from engine.catalog import Catalog
 from engine.errors import BatonError
 from engine.runner import Engine
 from engine.schedules import Schedules
-from engine.secrets import SecretBox, load_secrets
+from engine.secrets import Masker, SecretBox, load_secrets
 from engine.timing import Clock, SchedulerTimers, Timers
 from storage.store import Store
 
@@ -90,6 +91,8 @@ async def open_baton(
         catalog = build_catalog(settings, registry)
         secret_key = settings.secret_key.get_secret_value() if settings.secret_key else None
         box = SecretBox.from_settings(secret_key, settings.key_file)
+        credentials = [*settings.credentials(), box.key]
+        stack.enter_context(masked_logs(Masker(credentials)))
         store = Store(settings.database_url)
         await store.open()
         stack.push_async_callback(store.close)
@@ -103,6 +106,8 @@ async def open_baton(
             timers=timers or SchedulerTimers(),
             owner=f"{os.uname().nodename}:{os.getpid()}",
             approver_check=ApproverCheck(rules),
+            step_env=step_environment(settings),
+            credentials=credentials,
         )
         schedules = Schedules(engine, grace=settings.misfire_grace, poll=settings.schedule_poll)
         if resume:
@@ -118,6 +123,51 @@ async def open_baton(
             await baton.alerts.start()
             stack.push_async_callback(baton.alerts.stop)
         yield baton
+
+
+def step_environment(settings: Settings) -> dict[str, str]:
+    """What shell steps start from (``engine.stepenv``), computed once; says which
+    variables pass, and which allowlisted ones never will."""
+    allowlist = settings.step_env_allowlist()
+    withheld = Settings.credential_names()
+    for name in sorted(withheld.intersection(allowlist)):
+        log.warning(
+            "BATON_STEP_ENV names %s, one of Baton's own credentials: it never reaches steps "
+            "(hand a step a secret as SECRET_<NAME> and env: {VAR: '{{ secrets.name }}'})",
+            name,
+        )
+    env = stepenv.build(os.environ, allowlist, withheld)
+    log.info("shell steps get these variables of Baton's environment: %s", ", ".join(sorted(env)))
+    return env
+
+
+class _MaskFilter(logging.Filter):
+    """Masks credential values in every log record a handler emits."""
+
+    def __init__(self, masker: Masker) -> None:
+        super().__init__()
+        self.masker = masker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = self.masker.mask_text(message)
+        if masked != message:
+            record.msg, record.args = masked, ()
+        return True
+
+
+@contextmanager
+def masked_logs(masker: Masker) -> Iterator[None]:
+    """Baton's own credentials masked in its log lines (the root logger's handlers)."""
+    handlers = list(logging.getLogger().handlers)
+    mask = _MaskFilter(masker)
+    for handler in handlers:
+        handler.addFilter(mask)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(mask)
 
 
 def alert_routing(settings: Settings, engine: Engine) -> tuple[Alerts, Any]:

@@ -5,6 +5,7 @@ Baton's own settings start with ``BATON_``; Slack's keep the names Slack's docs 
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -61,6 +62,13 @@ class Settings(BaseSettings):
         "resolves (a trigger's `cancel_on_resolved` wins).",
     )
     config: Path | None = Field(default=None, description="Access rules and groups (YAML).")
+    step_env: str = Field(
+        default="",
+        description="Variables of Baton's environment that shell steps get besides PATH, "
+        "HOME, LANG, LANGUAGE, TZ and LC_*: names and globs, comma-separated "
+        "(KUBECONFIG,AWS_*). Baton's credentials never pass; a glob never matches "
+        "BATON_*, SLACK_* or SECRET_*.",
+    )
     secret_key: SecretStr | None = Field(
         default=None, description="Fernet key encrypting secret params at rest."
     )
@@ -136,6 +144,52 @@ class Settings(BaseSettings):
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ValueError(f"unknown log level {value!r}: DEBUG, INFO, WARNING or ERROR")
         return level
+
+    @field_validator("step_env")
+    @classmethod
+    def _step_env(cls, value: str) -> str:
+        from engine import stepenv
+
+        stepenv.parse_allowlist(value)  # ValueError names the entry
+        return value
+
+    def step_env_allowlist(self) -> tuple[str, ...]:
+        from engine import stepenv
+
+        return stepenv.parse_allowlist(self.step_env)
+
+    @classmethod
+    def credential_names(cls) -> frozenset[str]:
+        """Environment variables holding Baton's own credentials: every secret setting
+        (each of its names) and the database URL (it may carry a password)."""
+        names = {"BATON_DATABASE_URL"}
+        for name, field in cls.model_fields.items():
+            if SecretStr in typing.get_args(field.annotation):
+                alias = field.validation_alias
+                if isinstance(alias, AliasChoices):
+                    names.update(str(choice) for choice in alias.choices)
+                else:
+                    names.add(env_name(name))
+        return frozenset(names)
+
+    def credentials(self) -> list[str]:
+        """The values of Baton's own credentials (secret settings, the database
+        password, each of several PagerDuty secrets), to be masked wherever Baton writes."""
+        values: list[str] = []
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if SecretStr in typing.get_args(field.annotation) and value is not None:
+                text = value.get_secret_value()
+                values += [text, *(part.strip() for part in text.split(",") if "," in text)]
+        from sqlalchemy.engine import make_url
+
+        try:
+            password = make_url(self.database_url).password
+        except Exception:  # a URL that does not parse fails later, with its own message
+            password = None
+        if password:
+            values.append(str(password))
+        return [v for v in values if v]
 
     @field_validator("timezone")
     @classmethod

@@ -5,7 +5,7 @@ queue)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,11 +32,13 @@ class RunRecords:
         secrets: dict[str, str],
         clock: Clock,
         owner: str,
+        credentials: Iterable[str] = (),
     ) -> None:
         self.store = store
         self.secret_box = secret_box
         self.secrets = secrets
-        self.base_masker = Masker(secrets.values())
+        # template secrets and the embedding program's credentials, masked in every run
+        self.base_masker = Masker([*secrets.values(), *credentials])
         self.clock = clock
         self.owner = owner
         self._definitions: dict[str, Playbook] = {}

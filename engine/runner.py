@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+import os
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from contextlib import suppress
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 import sqlalchemy as sa
 
-from engine import audit, gates, planning, queries, templating
+from engine import audit, gates, planning, queries, stepenv, templating
 from engine import events as ev
 from engine import messages as msg
 from engine.actions import ActionContext, ChildRunSpec, Suspend, refuse_splices
@@ -86,7 +87,12 @@ class Engine:
         secrets: dict[str, str] | None = None,
         owner: str = "baton",
         approver_check: ApproverCheck = _users_only,
+        step_env: Mapping[str, str] | None = None,
+        credentials: Iterable[str] = (),
     ) -> None:
+        """``step_env``: the environment steps' processes start from (default: the basic
+        variables of this process, see ``engine.stepenv``); ``credentials``: values of
+        the embedding program's own secrets, masked like secrets wherever Baton writes."""
         self.store = store
         self.catalog = catalog
         self.registry = registry
@@ -95,6 +101,7 @@ class Engine:
         self.clock = clock or SystemClock()
         self.timers = timers or SchedulerTimers()
         self.secrets = dict(secrets or {})
+        self.step_env = dict(stepenv.build(os.environ) if step_env is None else step_env)
         self.owner = owner
         self.approver_check = approver_check
         self.records = RunRecords(
@@ -103,6 +110,7 @@ class Engine:
             secrets=self.secrets,
             clock=self.clock,
             owner=owner,
+            credentials=credentials,
         )
         self._runs: dict[str, RunState] = {}
         self._drivers: dict[str, asyncio.Task[None]] = {}
@@ -800,6 +808,7 @@ class Engine:
             now=self.clock.now,
             http=self.http,
             log=lambda text, level="info": self._log(run, step, text, level),
+            env=self.step_env,
         )
         result: Any
         try:

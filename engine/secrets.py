@@ -84,15 +84,18 @@ class Masker:
 class SecretBox:
     """Fernet encryption of secret param values (``dict[str, str]``) for the database."""
 
-    def __init__(self, fernet: Fernet) -> None:
+    def __init__(self, fernet: Fernet, key: str = "") -> None:
         self._fernet = fernet
+        self.key = key
+        """The key's text, so that it can be masked like a secret ("" when not known)."""
 
     @classmethod
     def from_settings(cls, key: str | None, key_file: Path) -> SecretBox:
         """Use ``key`` (BATON_SECRET_KEY) when set, else ``key_file``, created when missing."""
         if key:
-            return cls(_fernet(key, "BATON_SECRET_KEY"))
-        return cls(_fernet(_read_or_create_key(key_file), f"key file {key_file}"))
+            return cls(_fernet(key, "BATON_SECRET_KEY"), key.strip())
+        text = _read_or_create_key(key_file)
+        return cls(_fernet(text, f"key file {key_file}"), text.strip())
 
     def encrypt(self, values: Mapping[str, str]) -> str:
         data = json.dumps(dict(values), sort_keys=True, separators=(",", ":"))

@@ -77,6 +77,9 @@ class ActionContext:
     log: Logger
     attachments: dict[str, str] = field(default_factory=dict)
     args: dict[str, Any] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
+    """The environment a process the action starts begins with (``engine.stepenv``):
+    computed once by whoever builds the engine, never Baton's whole environment."""
 
     def attach(self, name: str, text: str) -> None:
         """Keep a long text (a full stdout, say) with the attempt; the output keeps a tail."""

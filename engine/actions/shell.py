@@ -5,7 +5,7 @@ Inputs (``with:``)::
     argv: [kubectl, rollout, restart, "deployment/{{ params.service }}"]   # or
     script: |
       kubectl rollout restart "deployment/$PARAM_SERVICE"
-    env: {KUBECONFIG: /etc/kube/prod}     # merged over Baton's own environment
+    env: {KUBECONFIG: /etc/kube/prod}     # added to the step's environment
     cwd: /srv/deploy                      # optional working directory
 
 Exactly one of ``argv`` and ``script`` is given.
@@ -16,8 +16,7 @@ never spliced into a shell string by Baton: every param is exported as
 turned into ``_``). Values: booleans become ``true`` / ``false``, ``None`` becomes the
 empty string, lists and dicts become JSON (ready for ``jq``), anything else ``str()``.
 Quote them in the script (``"$PARAM_SERVICE"``). The same variables are exported in
-``argv`` mode too. ``env:`` entries win over ``PARAM_*``, which win over Baton's own
-environment.
+``argv`` mode too.
 
 **No value is spliced into ``script:``.** A ``{{ }}`` in ``script`` that would put a value
 into the shell code as is (``echo {{ params.host }}``, ``{{ steps.x.output.stdout }}``,
@@ -28,6 +27,11 @@ of the value as its ``PARAM_*`` variable holds it: one shell word, whatever it c
 and control blocks (``{% if params.force %}--force{% endif %}``) around literal text.
 Other inputs (``argv``, ``env``, ``cwd``) are templates as usual: each ``argv`` element is
 one argument and ``env`` values are variables, so no value there is read as shell code.
+
+**The environment is clean.** The process does not inherit Baton's environment (its
+tokens, keys and database URL): it starts from ``ctx.env`` (``engine.stepenv``: ``PATH``,
+``HOME``, ``LANG``, ``LANGUAGE``, ``TZ``, ``LC_*`` and the variables ``BATON_STEP_ENV``
+allows), then ``PARAM_*``, then ``env:``; later ones win.
 
 ``argv`` runs with ``create_subprocess_exec``: each element is one argument, no shell.
 
@@ -157,7 +161,7 @@ class ShellAction:
 
     async def run(self, ctx: ActionContext, inputs: ShellInputs) -> dict[str, Any]:
         argv = inputs.argv if inputs.argv is not None else ["/bin/sh", "-c", inputs.script or ""]
-        env = {**os.environ, **param_env(ctx.params), **inputs.env}
+        env = {**ctx.env, **param_env(ctx.params), **inputs.env}
         transport, proto = await _start(argv, env, inputs.cwd)
         try:
             try:

@@ -84,9 +84,15 @@ class Server:
     ``baton serve`` process currently running on it, if any."""
 
     def __init__(
-        self, root: Path, db_url: str, playbooks: dict[str, str], drain_timeout: float = 10.0
+        self,
+        root: Path,
+        db_url: str,
+        playbooks: dict[str, str],
+        drain_timeout: float = 10.0,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.root = root
+        self.extra_env = dict(env or {})
         self.db_url = db_url
         self.drain_timeout = drain_timeout
         self.work = root / "work"
@@ -119,6 +125,8 @@ class Server:
             "BATON_DRAIN_TIMEOUT": str(self.drain_timeout),
             "BATON_LOG_LEVEL": "INFO",
             "WORK_DIR": str(self.work),  # for steps that get no `dir` param (schedules)
+            "BATON_STEP_ENV": "WORK_DIR",  # ... passed on to them
+            **self.extra_env,
         }
 
     def start(self, drain_timeout: float | None = None) -> datetime:
@@ -217,14 +225,18 @@ class Server:
     # --- HTTP -----------------------------------------------------------------------
 
     def request(
-        self, method: str, path: str, body: dict[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        token: str | None = TOKEN,
     ) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
         req = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}{path}",
-            data=data,
-            method=method,
-            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+            f"http://127.0.0.1:{self.port}{path}", data=data, method=method, headers=headers
         )
         try:
             with urllib.request.urlopen(req, timeout=WITHIN) as resp:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 
+from engine import stepenv
 from engine.actions import ActionContext
 
 
@@ -38,6 +40,7 @@ def make_ctx(**overrides: Any) -> ActionContext:
         "now": lambda: datetime(2024, 1, 1, tzinfo=UTC),
         "http": _no_http,
         "log": RecordingLog(),
+        "env": stepenv.build(os.environ),  # what the engine gives by default
     }
     fields.update(overrides)
     return ActionContext(**fields)

@@ -269,6 +269,33 @@ def test_serve_on_a_port_in_use_says_so(env: dict[str, str]) -> None:
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.parametrize(
+    ("settings", "needle"),
+    [
+        (
+            {"BATON_STEP_ENV": "PATH HOME"},
+            "baton: bad setting BATON_STEP_ENV='PATH HOME': 'PATH HOME' is not a variable name",
+        ),
+    ],
+    ids=["step-env"],
+)
+def test_serve_refuses_security_settings_it_cannot_honour(
+    env: dict[str, str], settings: dict[str, str], needle: str
+) -> None:
+    env = {k: v for k, v in env.items() if k != "BATON_API_TOKEN"}
+    out = subprocess.run(
+        [BATON, "serve"],
+        env={**env, **settings, "BATON_PORT": "0"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert out.stderr.startswith(needle), out.stderr
+    assert "Traceback" not in out.stderr
+
+
 def test_access_rules_hold_for_the_command_line_and_the_console(
     env: dict[str, str], tmp_path: Path
 ) -> None:

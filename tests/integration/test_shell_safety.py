@@ -1,13 +1,17 @@
 """Hostile input against shell steps, through the engine: a param never runs as shell
-code."""
+code, and a step's environment holds none of Baton's credentials."""
 
 from __future__ import annotations
 
 import textwrap
 from pathlib import Path
 
-from engine import playbook
+import sqlalchemy as sa
+
+from engine import playbook, stepenv
 from engine.catalog import Catalog
+from engine.runner import Engine
+from storage import tables as t
 from tests.conftest import HarnessFactory
 
 EVIL = "x; touch {file}"
@@ -72,3 +76,64 @@ async def test_a_splicing_definition_that_skipped_validation_is_refused_at_run_t
         "refused to run with.script: line 1 of the script: {{ params.host }} would be spliced"
     )
     assert 'use "$PARAM_HOST" in the script' in step.error
+
+
+ENV = {
+    "env": """
+        name: env
+        params:
+          host: {required: true}
+        steps:
+          - id: env
+            action: shell
+            with: {script: env, env: {EXTRA: "{{ params.host }}"}}
+    """
+}
+
+
+async def test_a_step_gets_the_step_environment_and_credentials_are_masked(
+    harness: HarnessFactory,
+) -> None:
+    h = await harness(ENV)
+    baton = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": "/home/baton",
+        "LC_TIME": "C",
+        "KUBECONFIG": "/etc/kube",
+        "AWS_REGION": "eu-west-1",
+        "BATON_API_TOKEN": "api-token-123",
+        "BATON_API_ALIAS": "not-for-steps",
+        "SLACK_BOT_TOKEN": "xoxb-1234",
+    }
+    old = h.engine
+    h.engine = Engine(
+        store=old.store,
+        catalog=old.catalog,
+        registry=old.registry,
+        secret_box=old.secret_box,
+        clock=old.clock,
+        timers=old.timers,
+        step_env=stepenv.build(baton, ["KUBECONFIG", "AWS_*", "BATON_*"], {"BATON_API_TOKEN"}),
+        credentials=["api-token-123", "xoxb-1234"],
+    )
+    await old.stop(drain=0)
+    await h.engine.start()
+    run_id = await h.run("env", {"host": "api-token-123 on db1"})
+    out = (await h.steps(run_id))["env"].output["stdout"]
+    seen = dict(line.split("=", 1) for line in out.splitlines())
+    seen.pop("PWD", None)  # /bin/sh sets these itself
+    seen.pop("OLDPWD", None)
+    seen.pop("SHLVL", None)
+    seen.pop("_", None)
+    assert seen == {
+        "PATH": "/usr/bin:/bin",
+        "HOME": "/home/baton",
+        "LC_TIME": "C",
+        "KUBECONFIG": "/etc/kube",
+        "AWS_REGION": "eu-west-1",
+        "PARAM_HOST": "*** on db1",
+        "EXTRA": "*** on db1",
+    }
+    rows = await h.store.all(sa.select(t.runs.c.params).where(t.runs.c.id == run_id))
+    assert rows[0].params == {"host": "*** on db1"}
+    await h.engine.stop(drain=0)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from engine import stepenv
 from engine.actions import shell
 from engine.errors import ActionError
 from tests.fakes.actx import make_ctx
@@ -257,3 +258,67 @@ async def test_process_that_cannot_start(inputs: dict[str, Any], message: str) -
 def test_inputs_are_validated(inputs: dict[str, object], fragment: str) -> None:
     with pytest.raises(ValidationError, match=fragment):
         shell.ShellInputs.model_validate(inputs)
+
+
+BATON_ENV = {
+    "PATH": "/usr/bin",
+    "HOME": "/home/baton",
+    "LANG": "C.UTF-8",
+    "LC_ALL": "C",
+    "TZ": "UTC",
+    "KUBECONFIG": "/etc/kube",
+    "AWS_REGION": "eu-west-1",
+    "AWS_SECRET_ACCESS_KEY": "aws-secret",
+    "BATON_API_TOKEN": "api-token",
+    "BATON_PLAYBOOKS": "/srv/playbooks",
+    "BATON_STEP_ENV": "KUBECONFIG,AWS_*",
+    "SLACK_BOT_TOKEN": "xoxb-1",
+    "SECRET_DB": "db-password",
+    "UNRELATED": "x",
+}
+CREDENTIALS = frozenset({"BATON_API_TOKEN", "SLACK_BOT_TOKEN", "BATON_DATABASE_URL"})
+BASE = {"PATH", "HOME", "LANG", "LC_ALL", "TZ"}
+
+
+@pytest.mark.parametrize(
+    ("allowlist", "extra"),
+    [
+        pytest.param([], set(), id="nothing-allowed"),
+        pytest.param(
+            ["KUBECONFIG", "AWS_*"],
+            {"KUBECONFIG", "AWS_REGION", "AWS_SECRET_ACCESS_KEY"},
+            id="names-and-globs",
+        ),
+        pytest.param(
+            ["*"],
+            {"KUBECONFIG", "AWS_REGION", "AWS_SECRET_ACCESS_KEY", "UNRELATED"},
+            id="a-glob-skips-baton-namespaces",
+        ),
+        pytest.param(
+            ["BATON_PLAYBOOKS", "SECRET_DB"],
+            {"BATON_PLAYBOOKS", "SECRET_DB"},
+            id="exact-names-pass",
+        ),
+        pytest.param(["BATON_API_TOKEN", "SLACK_BOT_TOKEN"], set(), id="credentials-never"),
+    ],
+)
+def test_step_environment(allowlist: list[str], extra: set[str]) -> None:
+    env = stepenv.build(BATON_ENV, allowlist, CREDENTIALS)
+    assert env == {k: BATON_ENV[k] for k in BASE | extra}
+
+
+async def test_a_step_starts_from_the_step_environment_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BATON_API_TOKEN", "leaked")  # in Baton's environment, not the step's
+    ctx = make_ctx(params={"host": "db1"}, env={"PATH": os.environ["PATH"], "KEPT": "yes"})
+    script = 'printf "%s|%s|%s|%s" "$KEPT" "$PARAM_HOST" "$EXTRA" "${BATON_API_TOKEN-unset}"'
+    inputs = shell.ShellInputs(script=script, env={"EXTRA": "e"})
+    out = await shell.ShellAction().run(ctx, inputs)
+    assert out["stdout"] == "yes|db1|e|unset"
+
+
+def test_allowlist_entries_are_names_or_globs() -> None:
+    assert stepenv.parse_allowlist(" KUBECONFIG, AWS_*,,") == ("KUBECONFIG", "AWS_*")
+    with pytest.raises(ValueError, match="'MY VAR' is not a variable name or a glob"):
+        stepenv.parse_allowlist("KUBECONFIG,MY VAR")

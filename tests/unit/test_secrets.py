@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import stat
 from pathlib import Path
 from typing import Any
@@ -146,3 +147,15 @@ def test_load_secrets_from_env_and_directory(tmp_path: Path) -> None:
 def test_load_secrets_without_directory(tmp_path: Path, directory: str | None) -> None:
     path = tmp_path / directory if directory else None
     assert secrets.load_secrets({"SECRET_A_B": "v"}, path) == {"a_b": "v"}
+
+
+def test_batons_log_lines_mask_its_credentials(caplog: pytest.LogCaptureFixture) -> None:
+    from bot.app import masked_logs
+
+    with masked_logs(secrets.Masker(["api-token-123"])):
+        logging.getLogger("baton").warning("sent %s to %s", "api-token-123", "db")
+    logging.getLogger("baton").warning("after: %s", "api-token-123")
+    assert [r.getMessage() for r in caplog.records] == [
+        "sent *** to db",
+        "after: api-token-123",  # the filter is gone with the context
+    ]

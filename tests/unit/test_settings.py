@@ -33,3 +33,46 @@ def test_a_bad_setting_says_which_variable_and_why(
 def test_a_duration_beyond_ten_years_is_refused_plainly(text: str) -> None:
     with pytest.raises(ValueError, match="too long: at most 10 years"):
         parse_duration(float(text) if text[0].isdigit() and "e" in text else text)
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        (
+            {"BATON_STEP_ENV": "KUBECONFIG;AWS_*"},
+            "BATON_STEP_ENV='KUBECONFIG;AWS_*': "
+            "'KUBECONFIG;AWS_*' is not a variable name or a glob",
+        ),
+    ],
+    ids=["step-env"],
+)
+def test_step_env_says_what_it_accepts(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], needle: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as caught:
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    assert any(line.startswith(needle) for line in explain(caught.value)), explain(caught.value)
+
+
+def test_baton_credentials_are_named_and_their_values_known() -> None:
+    assert Settings.credential_names() == {
+        "BATON_API_TOKEN",
+        "BATON_ALERT_TOKEN",
+        "BATON_PAGERDUTY_SECRET",
+        "BATON_SECRET_KEY",
+        "BATON_DATABASE_URL",
+        *("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET"),
+        *("BATON_SLACK_BOT_TOKEN", "BATON_SLACK_APP_TOKEN", "BATON_SLACK_SIGNING_SECRET"),
+    }
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url="postgresql://baton:db-pass@db/baton",
+        api_token="api-token",
+        pagerduty_secret="old-secret,new-secret",
+        slack_signing_secret="signing",
+    )
+    assert sorted(settings.credentials()) == sorted(
+        ["api-token", "old-secret,new-secret", "old-secret", "new-secret", "signing", "db-pass"]
+    )
