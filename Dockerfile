@@ -1,5 +1,7 @@
 # Baton: `docker build -t baton .` then
 #   docker run -p 8080:8080 -v baton-data:/data -v ./playbooks:/app/playbooks baton
+#   Reachable by others: set BATON_API_TOKEN and BATON_API_READ_TOKEN=required, or every
+#   run's params and outputs are readable by anyone who reaches the port.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -1,5 +1,9 @@
 """The HTTP API (aiohttp): health, metrics and the run API of DESIGN.md.
 
+Writes need ``Authorization: Bearer $BATON_API_TOKEN``; reads (``GET /api/*`` and the ``/``
+page) need it too when ``BATON_API_READ_TOKEN=required``. ``/healthz`` and ``/metrics``
+are always open: they give status and counts, no names, params or outputs.
+
 Adapters convert, the engine decides: handlers parse JSON into a ``RunRequest`` and map
 Baton's errors to status codes with the same message the CLI prints.
 """
@@ -9,6 +13,7 @@ from __future__ import annotations
 import hmac
 import html
 import json
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -64,6 +69,21 @@ def _check_token(request: web.Request, settings: Settings) -> web.Response | Non
     if not token_matches(token, expected):
         return error(401, "wrong bearer token")
     return None
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def reader(handler: Handler, settings: Settings) -> Handler:
+    """``handler`` behind the API token when ``BATON_API_READ_TOKEN=required``."""
+    if settings.api_read_token != "required":
+        return handler
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        denied = _check_token(request, settings)
+        return denied if denied is not None else await handler(request)
+
+    return guarded
 
 
 def _baton(request: web.Request) -> Baton:
@@ -313,15 +333,16 @@ def create_app(
     app[BATON] = baton
     if slack is not None and slack.http_enabled:
         app.router.add_post("/slack/events", slack.handle_http)
-    app.router.add_get("/", index)
+    # /healthz and /metrics stay open (status and counts: no names, params or outputs)
+    app.router.add_get("/", reader(index, settings))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/api/runs", create_run)
-    app.router.add_get("/api/runs", list_runs)
-    app.router.add_get("/api/runs/{run_id}", get_run)
+    app.router.add_get("/api/runs", reader(list_runs, settings))
+    app.router.add_get("/api/runs/{run_id}", reader(get_run, settings))
     app.router.add_post("/api/runs/{run_id}/{action:cancel|retry}", run_action)
     app.router.add_post("/api/approvals/{approval_id}", decide)
-    app.router.add_get("/api/alerts", list_alerts)
+    app.router.add_get("/api/alerts", reader(list_alerts, settings))
     if baton.alerts is not None:
         from bot.alerts import http as alert_http
 

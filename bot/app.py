@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import logging
 import os
 import signal
@@ -170,6 +171,16 @@ def masked_logs(masker: Masker) -> Iterator[None]:
             handler.removeFilter(mask)
 
 
+def is_loopback(host: str) -> bool:
+    """True when ``host`` (BATON_HOST) only takes connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to any address
+
+
 def alert_routing(settings: Settings, engine: Engine) -> tuple[Alerts, Any]:
     """The alert router under the settings' policy, and the generic webhook's mapping;
     a setting that does not read stops Baton with what to write."""
@@ -233,6 +244,11 @@ async def serve(settings: Settings) -> None:
 
     from bot import api
 
+    if settings.api_read_token == "required" and settings.api_token is None:
+        raise BatonError(
+            "BATON_API_READ_TOKEN=required but BATON_API_TOKEN is not set: set the token "
+            "(reads and writes of the API then need it as a bearer token)"
+        )
     async with AsyncExitStack() as stack:
         slack_on = slack_wanted(settings)
         baton = await stack.enter_async_context(open_baton(settings))
@@ -272,6 +288,14 @@ async def serve(settings: Settings) -> None:
         )
         if settings.api_token is None:
             log.warning("BATON_API_TOKEN is not set: POST /api/runs is refused (403)")
+        if settings.api_read_token == "open" and not is_loopback(settings.host):
+            log.warning(
+                "BATON_HOST=%s is not a loopback address and API reads are open: anyone who "
+                "reaches port %d reads runs, their params and step outputs, and alerts. "
+                "Set BATON_API_READ_TOKEN=required (reads then need BATON_API_TOKEN)",
+                settings.host,
+                settings.port,
+            )
         if settings.alert_token is None and settings.pagerduty_secret is None:
             log.warning("BATON_ALERT_TOKEN is not set: alert webhooks are refused (401)")
         stop = asyncio.Event()

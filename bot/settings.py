@@ -62,6 +62,12 @@ class Settings(BaseSettings):
         "resolves (a trigger's `cancel_on_resolved` wins).",
     )
     config: Path | None = Field(default=None, description="Access rules and groups (YAML).")
+    api_read_token: str = Field(
+        default="open",
+        description="`required`: GET /api/* (runs, alerts) and the / page need the bearer "
+        "token BATON_API_TOKEN (401 without it); `open`: anyone who reaches the address "
+        "reads them. /healthz and /metrics stay open.",
+    )
     step_env: str = Field(
         default="",
         description="Variables of Baton's environment that shell steps get besides PATH, "
@@ -144,6 +150,17 @@ class Settings(BaseSettings):
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ValueError(f"unknown log level {value!r}: DEBUG, INFO, WARNING or ERROR")
         return level
+
+    @field_validator("api_read_token")
+    @classmethod
+    def _read_mode(cls, value: str) -> str:
+        mode = value.strip().lower()
+        if mode not in ("open", "required"):
+            raise ValueError(
+                "give 'required' (API reads need the bearer token BATON_API_TOKEN) "
+                "or 'open' (the default)"
+            )
+        return mode
 
     @field_validator("step_env")
     @classmethod

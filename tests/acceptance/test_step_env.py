@@ -1,7 +1,9 @@
 """A real ``baton serve`` with its credentials in its environment: a step that prints
 its whole environment finds none of them, nor does anything Baton writes (step output,
 the run's log lines, the API, the database, Baton's own log); the variables
-``BATON_STEP_ENV`` allows and the ``PARAM_*`` ones do get through."""
+``BATON_STEP_ENV`` allows and the ``PARAM_*`` ones do get through. Bound to 0.0.0.0 with
+open reads, Baton warns at start; with ``BATON_API_READ_TOKEN=required`` reads need the
+token."""
 
 from __future__ import annotations
 
@@ -105,3 +107,21 @@ def test_steps_see_none_of_batons_credentials(server: Server) -> None:
     for where, text in written.items():
         for value in credentials(server.db_url):
             assert value not in text, f"{value!r} in {where}"
+    assert any(
+        "BATON_HOST=0.0.0.0 is not a loopback address and API reads are open" in line
+        for line in server.log
+    ), server.log
+
+
+def test_reads_closed_by_the_read_token_setting(server: Server) -> None:
+    server.extra_env["BATON_API_READ_TOKEN"] = "required"
+    server.start()
+    run_id = server.start_run("dump-env", note="hello")
+    server.wait_run(run_id)
+    assert server.request("GET", "/api/runs", token=None)[0] == 401
+    assert server.request("GET", f"/api/runs/{run_id}", token="wrong")[0] == 401
+    status, runs = server.request("GET", "/api/runs")
+    assert status == 200 and [r["id"] for r in runs] == [run_id]
+    assert server.request("GET", "/healthz", token=None)[0] == 200
+    assert server.terminate() == 0
+    assert not any("not a loopback address" in line for line in server.log)

@@ -255,3 +255,39 @@ async def test_a_mistyped_filter_is_400_not_an_empty_list(
     client, _ = served
     resp = await client.get(path)
     assert resp.status == 400 and needle in (await resp.json())["error"]
+
+
+async def test_reads_need_the_token_when_required(tmp_path: Path, db_url: str) -> None:
+    folder = tmp_path / "playbooks"
+    folder.mkdir()
+    (folder / "hello.yaml").write_text(textwrap.dedent(HELLO))
+    settings = Settings(
+        database_url=db_url,
+        playbooks=folder,
+        api_token=TOKEN,
+        key_file=tmp_path / "key",
+        api_read_token="required",
+    )
+    clock = ManualClock()
+    async with (
+        open_baton(settings, clock=clock, timers=ManualTimers(clock)) as baton,
+        TestClient(TestServer(api.create_app(settings, baton))) as client,
+    ):
+        resp = await client.post(
+            "/api/runs", json={"playbook": "hello", "params": {"who": "ops"}}, headers=AUTH
+        )
+        run_id = (await resp.json())["id"]
+        reads = ["/", "/api/runs", f"/api/runs/{run_id}", "/api/alerts"]
+        for path in reads:
+            resp = await client.get(path)
+            assert resp.status == 401, path
+            assert (await resp.json())["error"] == (
+                "missing bearer token: send Authorization: Bearer $BATON_API_TOKEN"
+            )
+            wrong = await client.get(path, headers={"Authorization": "Bearer nope"})
+            assert wrong.status == 401, path
+            assert (await client.get(path, headers=AUTH)).status == 200, path
+        runs = await (await client.get("/api/runs", headers=AUTH)).json()
+        assert [r["id"] for r in runs] == [run_id]
+        for path in ("/healthz", "/metrics"):  # status and counts stay open
+            assert (await client.get(path)).status == 200, path

@@ -273,11 +273,19 @@ def test_serve_on_a_port_in_use_says_so(env: dict[str, str]) -> None:
     ("settings", "needle"),
     [
         (
+            {"BATON_API_READ_TOKEN": "required"},
+            "baton: BATON_API_READ_TOKEN=required but BATON_API_TOKEN is not set",
+        ),
+        (
+            {"BATON_API_READ_TOKEN": "closed"},
+            "baton: bad setting BATON_API_READ_TOKEN='closed': give 'required'",
+        ),
+        (
             {"BATON_STEP_ENV": "PATH HOME"},
             "baton: bad setting BATON_STEP_ENV='PATH HOME': 'PATH HOME' is not a variable name",
         ),
     ],
-    ids=["step-env"],
+    ids=["read-token-without-token", "read-token-value", "step-env"],
 )
 def test_serve_refuses_security_settings_it_cannot_honour(
     env: dict[str, str], settings: dict[str, str], needle: str

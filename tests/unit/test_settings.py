@@ -39,14 +39,19 @@ def test_a_duration_beyond_ten_years_is_refused_plainly(text: str) -> None:
     ("env", "needle"),
     [
         (
+            {"BATON_API_READ_TOKEN": "yes"},
+            "BATON_API_READ_TOKEN='yes': give 'required' (API reads need the bearer token "
+            "BATON_API_TOKEN) or 'open' (the default)",
+        ),
+        (
             {"BATON_STEP_ENV": "KUBECONFIG;AWS_*"},
             "BATON_STEP_ENV='KUBECONFIG;AWS_*': "
             "'KUBECONFIG;AWS_*' is not a variable name or a glob",
         ),
     ],
-    ids=["step-env"],
+    ids=["read-token", "step-env"],
 )
-def test_step_env_says_what_it_accepts(
+def test_security_settings_say_what_they_accept(
     monkeypatch: pytest.MonkeyPatch, env: dict[str, str], needle: str
 ) -> None:
     for name, value in env.items():
@@ -76,3 +81,4 @@ def test_baton_credentials_are_named_and_their_values_known() -> None:
     assert sorted(settings.credentials()) == sorted(
         ["api-token", "old-secret,new-secret", "old-secret", "new-secret", "signing", "db-pass"]
     )
+    assert Settings(_env_file=None, api_read_token=" Required ").api_read_token == "required"  # type: ignore[call-arg]
