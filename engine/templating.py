@@ -36,7 +36,7 @@ import jinja2
 from jinja2 import meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from engine import durations
+from engine import durations, shellscan
 from engine.errors import TemplateError
 
 ROOTS = frozenset({"params", "steps", "secrets", "run"})
@@ -253,11 +253,23 @@ class Splice:
     line: int  # line of the template text (1 for the first)
     shown: str  # the expression, as ``params.host``, or "" when it is not a plain name
     param: str | None  # the param, when the expression is exactly ``params.NAME``
+    inside: str = ""  # for a ``| quote`` where its quotes do not count: where it is
 
     def problem(self) -> str:
         """What is wrong, and the fix, in words a playbook author can act on."""
         what = f"{{{{ {self.shown} }}}}" if self.shown else "an {{ expression }}"
         where = f"line {self.line} of the script: "
+        if self.inside:
+            var = (
+                "PARAM_" + re.sub(r"[^A-Za-z0-9_]", "_", self.param).upper()
+                if self.param is not None
+                else "VALUE (set in env:)"
+            )
+            return (
+                f"{where}{what} is {self.inside}, where the quotes | quote adds do not "
+                "protect the value: write it in plain code (not inside quotes, a comment or "
+                f'a here-document: it makes its own quotes), or use "${var}"'
+            )
         if self.param is not None:
             var = "PARAM_" + re.sub(r"[^A-Za-z0-9_]", "_", self.param).upper()
             fix = (
@@ -317,8 +329,10 @@ def shell_splices(text: str) -> tuple[Splice, ...]:
     """The ``{{ }}`` outputs of ``text`` that would splice a value into shell code.
 
     Allowed: literal text, constants (``{{ '{{' }}``), expressions whose last filter is
-    ``quote``, and control blocks (``{% if params.x %}``...) around allowed output. Text
-    that does not parse gives nothing (``check_syntax`` reports it).
+    ``quote`` where the shell reads quotes (plain code: not inside quotes, a comment or a
+    here-document, see ``engine.shellscan``), and control blocks (``{% if params.x %}``...)
+    around allowed output. Text that does not parse gives nothing (``check_syntax``
+    reports it).
     """
     if not _has_syntax(text):
         return ()
@@ -327,10 +341,16 @@ def shell_splices(text: str) -> tuple[Splice, ...]:
     except jinja2.TemplateSyntaxError:
         return ()
     found: list[Splice] = []
-    for output in ast.find_all(nodes.Output):
+    scanner = shellscan.ShellScanner()
+    for output in ast.find_all(nodes.Output):  # in the order of the text
         assert isinstance(output, nodes.Output)
         for node in output.nodes:
-            if not _spliced(node):
-                continue
-            found.append(Splice(node.lineno, _dotted_name(node), _param_of(node)))
+            if isinstance(node, nodes.TemplateData | nodes.Const):
+                scanner.feed(str(node.data if isinstance(node, nodes.TemplateData) else node.value))
+            elif _spliced(node):
+                found.append(Splice(node.lineno, _dotted_name(node), _param_of(node)))
+            elif scanner.where():
+                assert isinstance(node, nodes.Filter) and node.node is not None
+                param = _param_of(node.node)
+                found.append(Splice(node.lineno, _dotted_name(node), param, scanner.where()))
     return tuple(found)

@@ -24,7 +24,10 @@ anything but a constant) is refused by ``baton validate`` (so a playbook holding
 not load) and, should one reach run time anyway (a run begun under an older definition),
 the step fails without running. Allowed: ``{{ params.host | quote }}`` (``shlex.quote``
 of the value as its ``PARAM_*`` variable holds it: one shell word, whatever it contains)
-and control blocks (``{% if params.force %}--force{% endif %}``) around literal text.
+in plain code — not inside quotes, a comment or a here-document, where its quotes would
+be mere text (``engine.shellscan``) — and control blocks
+(``{% if params.force %}--force{% endif %}``) around literal text. What a command does
+with the word (``eval``, ``ssh``, ``sh -c``) is its own business, as with ``$PARAM_X``.
 Other inputs (``argv``, ``env``, ``cwd``) are templates as usual: each ``argv`` element is
 one argument and ``env`` values are variables, so no value there is read as shell code.
 

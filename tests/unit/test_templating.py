@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -259,3 +261,54 @@ def test_unknown_names_accepts_extra_known_names() -> None:
 )
 def test_shell_splices(script: str, spliced: list[str]) -> None:
     assert [s.shown for s in templating.shell_splices(script)] == spliced
+
+
+@pytest.mark.parametrize(
+    ("script", "inside"),
+    [
+        pytest.param('echo "{{ params.h | quote }}"', ['inside "..." quotes'], id="double"),
+        pytest.param("echo '{{ params.h | quote }}'", ["inside '...' quotes"], id="single"),
+        pytest.param("echo \\{{ params.h | quote }}", ["right after a backslash"], id="escaped"),
+        pytest.param("ls # {{ params.h | quote }}", ["inside a comment"], id="comment"),
+        pytest.param(
+            "cat <<-'EOF'\n\t{{ params.h | quote }}\n\tEOF\necho {{ params.h | quote }}",
+            ["inside a here-document"],
+            id="heredoc-then-plain",
+        ),
+        pytest.param(
+            'echo "it\'s" \'a "b\' x#1 $# {{ params.h | quote }} # {{ "{{" }}',
+            [],
+            id="closed-quotes-and-not-comments",
+        ),
+        pytest.param(
+            '{% if params.x %}echo "{% endif %}{{ params.h | quote }}',
+            ['inside "..." quotes'],
+            id="quote-opened-in-a-block",
+        ),
+    ],
+)
+def test_quote_counts_only_in_plain_shell_code(script: str, inside: list[str]) -> None:
+    """Inside quotes, a comment or a here-document the quotes of | quote are text, and
+    the value's $(...) or newline would act: refused there."""
+    assert [s.inside for s in templating.shell_splices(script)] == inside
+
+
+@pytest.mark.parametrize("where", ["plain", "double-quoted"])
+async def test_quote_in_plain_code_keeps_a_hostile_value_one_word(
+    tmp_path: Path, where: str
+) -> None:
+    pwned = tmp_path / "PWNED"
+    value = f"$(touch {pwned})'; touch {pwned}; '\n touch {pwned}"
+    script = "printf '%s|' {{ params.h | quote }}"
+    if where == "double-quoted":
+        script = "printf '%s|' \"{{ params.h | quote }}\""
+        assert templating.shell_splices(script)  # refused: this is what it would do
+    rendered = templating.render(script, {"params": {"h": value}})
+    proc = await asyncio.create_subprocess_exec(
+        "/bin/sh", "-c", rendered, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    if where == "plain":
+        assert out.decode() == value + "|" and not pwned.exists()
+    else:
+        assert pwned.exists()
