@@ -345,3 +345,32 @@ def test_access_rules_hold_for_the_command_line_and_the_console(
     bad = baton({**env, "BATON_CONFIG": str(broken)}, "run", "greet")
     assert bad.returncode != 0 and "broken.yaml:4" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+PROBE = """
+import subprocess, sys
+if sys.argv[1] == "hide":
+    from bot.app import hide_environment
+    assert hide_environment()
+step = 'tr "\\\\0" "\\\\n" < /proc/$PPID/environ | grep ^BATON_API_TOKEN= || echo unreadable'
+print(subprocess.run(["/bin/sh", "-c", step], capture_output=True, text=True).stdout.strip())
+"""
+
+
+@pytest.mark.parametrize("mode", ["show", "hide"])
+def test_a_step_cannot_read_batons_environment_from_proc(mode: str) -> None:
+    """Steps run as Baton's user. A hidden (non-dumpable) Baton keeps its
+    /proc/PID/environ, its credentials, from them; without it a step reads them."""
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # root reads any /proc/PID/environ: probe as an ordinary user
+        as_user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    out = subprocess.run(
+        [*as_user, sys.executable, "-c", PROBE, mode],
+        env={"PATH": os.environ["PATH"], "BATON_API_TOKEN": "tok-in-baton"},
+        cwd="/",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    expected = "unreadable" if mode == "hide" else "BATON_API_TOKEN=tok-in-baton"
+    assert out.stdout.strip() == expected, out.stderr
