@@ -27,6 +27,7 @@ examples:
   baton run disaster-recovery --dry-run
   baton validate playbooks/
   baton runs --status failed
+  baton db upgrade
 """
 
 
@@ -146,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     unsched.add_argument("id", help="schedule id")
     unsched.add_argument("--as", dest="user", default=None, help="who asks (default: $USER)")
+
+    from bot import cli_db
+
+    cli_db.add_parser(sub)
     return parser
 
 
@@ -203,6 +208,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_runs(settings, args))
         if args.command in ("schedule", "schedules", "unschedule"):
             return asyncio.run(_schedules(settings, args))
+        if args.command == "db":
+            from bot import cli_db
+
+            return cli_db.run(settings, args.db_command)
     except (BatonError, StorageError) as exc:
         print(f"baton: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, BatonError) else 1

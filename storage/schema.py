@@ -125,15 +125,19 @@ class State:
             return f"at schema version {self.legacy}, newer than this Baton knows"
         return self.problem
 
+    def why(self) -> str:
+        """Why an older schema is older, in a few words (for refusals)."""
+        if self.kind == "legacy":
+            return f"schema {self.legacy}, from before migrations"
+        return f"at {self.revision}, head is {HEAD}"
+
 
 class SchemaOutdated(StorageError):
     """The database must be upgraded before this command can use it."""
 
     def __init__(self, state: State, hint: str = UPGRADE_HINT) -> None:
         self.state = state
-        super().__init__(
-            f"the database schema is older than this Baton ({state.describe()}): {hint}"
-        )
+        super().__init__(f"the database schema is older than this Baton ({state.why()}): {hint}")
 
 
 class SchemaTooNew(StorageError):
