@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from bot.settings import Settings
-    from storage.schema import Change
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,7 +44,7 @@ def run(settings: Settings, command: str) -> int:
     try:
         if command == "upgrade":
             change = schema.upgrade(engine)
-            print(_upgraded(change))
+            print(change.describe())
             return 0
         state = schema.current(engine)
     finally:
@@ -62,19 +61,3 @@ def run(settings: Settings, command: str) -> int:
     else:
         print(f"{state.describe()}: run `baton db upgrade`")
     return 1
-
-
-def _upgraded(change: Change) -> str:
-    from storage import schema
-
-    before, head = change.before, f"{change.after} (head)"
-    if before.kind == "head":
-        return f"already at head ({change.after}): nothing to do"
-    if before.kind == "empty":
-        return f"created the database at {head}"
-    if before.kind == "legacy":
-        return (
-            f"upgraded the database from schema {before.legacy} (made by an older Baton, "
-            f"stamped {schema.FIRST}) to {head}"
-        )
-    return f"upgraded the database from {before.revision} to {head}"

@@ -162,9 +162,18 @@ class Change:
     before: State
     after: str
 
-    @property
-    def changed(self) -> bool:
-        return self.before.kind != "head"
+    def describe(self) -> str:
+        before, head = self.before, f"{self.after} (head)"
+        if before.kind == "head":
+            return f"already at head ({self.after}): nothing to do"
+        if before.kind == "empty":
+            return f"created the database at {head}"
+        if before.kind == "legacy":
+            return (
+                f"upgraded the database from schema {before.legacy} (made by an older Baton, "
+                f"stamped {FIRST}) to {head}"
+            )
+        return f"upgraded the database from {before.revision} to {head}"
 
 
 def prepare(engine: sa.Engine, *, upgrade: bool, hint: str = UPGRADE_HINT) -> None:
@@ -178,7 +187,7 @@ def prepare(engine: sa.Engine, *, upgrade: bool, hint: str = UPGRADE_HINT) -> No
             raise SchemaOutdated(state, hint)
         change = _apply(conn, state)
     if change.before.kind in ("legacy", "behind"):
-        log.info("database upgraded from %s to %s", change.before.describe(), change.after)
+        log.info("%s", change.describe())
 
 
 def upgrade(engine: sa.Engine) -> Change:
