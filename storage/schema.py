@@ -122,7 +122,7 @@ class State:
         if self.kind == "newer":
             if self.revision is not None:
                 return f"at revision {self.revision}, which this Baton does not know"
-            return f"at schema version {self.legacy}, newer than this Baton knows"
+            return f"schema version {self.legacy}"
         return self.problem
 
     def why(self) -> str:
@@ -176,15 +176,15 @@ class Change:
         return f"upgraded the database from {before.revision} to {head}"
 
 
-def prepare(engine: sa.Engine, *, upgrade: bool, hint: str = UPGRADE_HINT) -> None:
+def prepare(engine: sa.Engine, *, upgrade: bool) -> None:
     """Make the database usable by this Baton at start. At head: one query. Empty: create
-    it. Older: upgrade it when ``upgrade``, else refuse with ``hint``."""
+    it. Older: upgrade it when ``upgrade``, else refuse with what to run."""
     if _stored_revision(engine) == HEAD:
         return
     with _changing(engine) as conn:
         state = inspect(conn)
         if state.kind in ("legacy", "behind") and not upgrade:
-            raise SchemaOutdated(state, hint)
+            raise SchemaOutdated(state)
         change = _apply(conn, state)
     if change.before.kind in ("legacy", "behind"):
         log.info("%s", change.describe())
@@ -234,13 +234,20 @@ def inspect(conn: sa.Connection) -> State:
             problem="it was upgraded by a Baton with "
             "Alembic (schema_version 4) but its alembic_version table is missing",
         )
-    missing = _missing(conn, names)
-    if legacy < LEGACY or missing:
+    if legacy < LEGACY:
         return State(
             "broken",
             legacy=legacy,
-            problem=f"it was made by an early Baton (schema {legacy}) and "
-            f"{'; '.join(missing) or 'is not schema 3'}: this Baton upgrades schema 3 only",
+            problem=f"it was made by an early Baton (schema {legacy}), and this Baton "
+            f"upgrades schema {LEGACY} only: start a Baton of schema {LEGACY} on it once "
+            "(it adds the missing tables), then this one",
+        )
+    missing = _missing(conn, names)
+    if missing:
+        return State(
+            "broken",
+            legacy=legacy,
+            problem=f"it says schema {legacy}, but {'; '.join(missing)}",
         )
     return State("legacy", legacy=legacy)
 

@@ -144,7 +144,7 @@ def test_schema_version_above_the_fence_is_refused_too(engine: sa.Engine) -> Non
     schema3.create(engine)
     with engine.begin() as conn:
         conn.exec_driver_sql("INSERT INTO schema_version (version) VALUES (5)")
-    with pytest.raises(schema.SchemaTooNew, match=r"schema version 5.*upgrade Baton"):
+    with pytest.raises(schema.SchemaTooNew, match=r"\(schema version 5\).*upgrade Baton"):
         schema.prepare(engine, upgrade=True)
 
 
@@ -152,11 +152,21 @@ def test_a_legacy_database_lacking_a_table_is_not_stamped(engine: sa.Engine) -> 
     schema3.create(engine)
     with engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE alert_runs")
-    with pytest.raises(schema.SchemaBroken, match="lacks the tables alert_runs"):
+    with pytest.raises(
+        schema.SchemaBroken, match="says schema 3, but it lacks the tables alert_runs"
+    ):
         schema.upgrade(engine)
     assert schema.current(engine).kind == "broken"
     with engine.connect() as conn:
         assert "alembic_version" not in sa.inspect(conn).get_table_names()
+
+
+def test_a_database_of_an_earlier_schema_is_not_upgraded(engine: sa.Engine) -> None:
+    schema3.create(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE schema_version SET version = 2")
+    with pytest.raises(schema.SchemaBroken, match=r"early Baton \(schema 2\).*schema 3 on it"):
+        schema.prepare(engine, upgrade=True)
 
 
 def test_a_failed_upgrade_changes_nothing(
