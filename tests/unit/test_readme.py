@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from bot.alerts import chat
+from bot.settings import describe_settings
 from engine import validate
 from engine.access import AccessRules
 from engine.actions.registry import Registry
@@ -35,3 +36,9 @@ def test_the_config_examples_load(tmp_path: Path) -> None:
         path.write_text(text)
         rules = chat.load(path)
         assert rules and yaml.safe_load(text)["alerts"]["chat"][0]["channel"] == rules[0].channel
+
+
+def test_every_setting_is_in_the_settings_table() -> None:
+    table = README.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    missing = [name for name, _, _ in describe_settings() if f"`{name}`" not in table]
+    assert missing == []
