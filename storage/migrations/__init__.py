@@ -18,7 +18,6 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
 from sqlmodel import SQLModel
 
 HERE = Path(__file__).parent
@@ -44,10 +43,9 @@ def head() -> str:
 
 
 def known(revision: str) -> bool:
-    try:
-        return script().get_revision(revision) is not None
-    except CommandError:
-        return False
+    """Whether ``revision`` is one of this Baton's (exactly: Alembic would also take a
+    prefix of one)."""
+    return revision in {r.revision for r in script().walk_revisions()}
 
 
 def upgrade(connection: sa.Connection, target: str = "head") -> None:

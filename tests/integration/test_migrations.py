@@ -124,7 +124,15 @@ def test_an_empty_database_is_created_at_head_by_any_command(engine: sa.Engine) 
     assert schema.current(engine) == schema.State("head", schema.HEAD)
     with engine.connect() as conn:
         fence = conn.exec_driver_sql("SELECT max(version) FROM schema_version").scalar()
+        # on PostgreSQL, in the schema of the search_path, like the tables
+        assert {"alembic_version", "runs"} <= set(sa.inspect(conn).get_table_names())
     assert fence == schema.FENCE
+
+
+def test_a_revision_this_baton_does_not_know_is_not_taken_for_one_it_knows() -> None:
+    assert migrations.known(schema.HEAD)
+    assert not migrations.known(schema.HEAD[:4])  # Alembic would resolve a prefix
+    assert not migrations.known("0099_from_the_future")
 
 
 def test_a_database_newer_than_this_baton_is_refused(engine: sa.Engine) -> None:
