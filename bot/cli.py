@@ -46,9 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the engine and the HTTP API until stopped (SIGINT/SIGTERM; SIGHUP reloads "
         "playbooks)",
         description="Run the engine and the HTTP API (GET /healthz, /api/runs, /metrics) on "
-        "BATON_HOST:BATON_PORT. Runs left active by a previous process resume. SIGHUP reloads "
-        "the playbook folder; SIGINT/SIGTERM let running steps finish (BATON_DRAIN_TIMEOUT) "
-        "and stop.",
+        "BATON_HOST:BATON_PORT. An older database schema is upgraded first (unless "
+        "BATON_AUTO_UPGRADE is false). Runs left active by a previous process resume. SIGHUP "
+        "reloads the playbook folder; SIGINT/SIGTERM let running steps finish "
+        "(BATON_DRAIN_TIMEOUT) and stop.",
     )
 
     console = sub.add_parser(
