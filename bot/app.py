@@ -27,6 +27,7 @@ from engine.runner import Engine
 from engine.schedules import Schedules
 from engine.secrets import Masker, SecretBox, load_secrets
 from engine.timing import Clock, SchedulerTimers, Timers
+from storage.schema import SchemaOutdated
 from storage.store import Store
 
 if TYPE_CHECKING:
@@ -81,11 +82,13 @@ async def open_baton(
     settings: Settings,
     *,
     resume: bool = True,
+    upgrade: bool = False,
     clock: Clock | None = None,
     timers: Timers | None = None,
 ) -> AsyncIterator[Baton]:
     """Open the store and start the engine; on exit stop the engine (draining running
-    steps) and close the store."""
+    steps) and close the store. ``upgrade``: bring an older database schema to head
+    (``baton serve``); without it, an older schema stops Baton with what to run."""
     async with AsyncExitStack() as stack:
         rules = AccessRules.load(settings.config)
         registry = Registry.from_entry_points()
@@ -94,7 +97,7 @@ async def open_baton(
         box = SecretBox.from_settings(secret_key, settings.key_file)
         credentials = [*settings.credentials(), box.key]
         stack.enter_context(masked_logs(Masker(credentials)))
-        store = Store(settings.database_url)
+        store = Store(settings.database_url, upgrade=upgrade)
         await store.open()
         stack.push_async_callback(store.close)
         engine = Engine(
@@ -270,7 +273,15 @@ async def serve(settings: Settings) -> None:
         )
     async with AsyncExitStack() as stack:
         slack_on = slack_wanted(settings)
-        baton = await stack.enter_async_context(open_baton(settings))
+        try:
+            baton = await stack.enter_async_context(
+                open_baton(settings, upgrade=settings.auto_upgrade)
+            )
+        except SchemaOutdated as exc:  # only when BATON_AUTO_UPGRADE is false
+            raise SchemaOutdated(
+                exc.state,
+                "run `baton db upgrade` (BATON_AUTO_UPGRADE is false, so `baton serve` does not)",
+            ) from None
         log.info("%s", baton.rules.summary())
         front = None
         from bot.alerts import chat

@@ -27,6 +27,7 @@ examples:
   baton run disaster-recovery --dry-run
   baton validate playbooks/
   baton runs --status failed
+  baton db upgrade
 """
 
 
@@ -45,9 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the engine and the HTTP API until stopped (SIGINT/SIGTERM; SIGHUP reloads "
         "playbooks)",
         description="Run the engine and the HTTP API (GET /healthz, /api/runs, /metrics) on "
-        "BATON_HOST:BATON_PORT. Runs left active by a previous process resume. SIGHUP reloads "
-        "the playbook folder; SIGINT/SIGTERM let running steps finish (BATON_DRAIN_TIMEOUT) "
-        "and stop.",
+        "BATON_HOST:BATON_PORT. An older database schema is upgraded first (unless "
+        "BATON_AUTO_UPGRADE is false). Runs left active by a previous process resume. SIGHUP "
+        "reloads the playbook folder; SIGINT/SIGTERM let running steps finish "
+        "(BATON_DRAIN_TIMEOUT) and stop.",
     )
 
     console = sub.add_parser(
@@ -146,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     unsched.add_argument("id", help="schedule id")
     unsched.add_argument("--as", dest="user", default=None, help="who asks (default: $USER)")
+
+    from bot import cli_db
+
+    cli_db.add_parser(sub)
     return parser
 
 
@@ -208,6 +214,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_runs(settings, args))
         if args.command in ("schedule", "schedules", "unschedule"):
             return asyncio.run(_schedules(settings, args))
+        if args.command == "db":
+            from bot import cli_db
+
+            return cli_db.run(settings, args.db_command)
     except (BatonError, StorageError) as exc:
         print(f"baton: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, BatonError) else 1

@@ -21,6 +21,11 @@ class Settings(BaseSettings):
         default="sqlite:///./baton.db",
         description="SQLAlchemy URL: sqlite:///path (default) or postgresql://user@host/db.",
     )
+    auto_upgrade: bool = Field(
+        default=True,
+        description="`baton serve` upgrades an older database schema at start; false: it "
+        "refuses to start and names `baton db upgrade`.",
+    )
     playbooks: Path = Field(default=Path("./playbooks"), description="Playbook folder.")
     host: str = Field(default="127.0.0.1", description="Address the HTTP server binds.")
     port: int = Field(default=8080, ge=0, le=65535, description="Port of the HTTP server.")

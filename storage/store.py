@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from storage import db
+from storage import db, schema
 from storage.errors import StorageError
 from storage.rows import Guard, Rows, RowWriter, coalesce
 
@@ -49,8 +49,12 @@ def guard(run_id: str, epoch: int) -> Guard:
 
 
 class Store:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, upgrade: bool = False) -> None:
+        """``upgrade``: bring an older schema to head at ``open`` (``baton serve``);
+        without it an older schema is refused with what to run. A database with no
+        tables is created either way."""
         self.url = url
+        self.upgrade = upgrade
         self.engine = db.create_engine(url)
         self._rows = RowWriter(self.engine.dialect.name)
         self._queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
@@ -63,7 +67,7 @@ class Store:
         return self.engine.dialect.name
 
     async def open(self) -> None:
-        await asyncio.to_thread(db.create_schema, self.engine)
+        await asyncio.to_thread(schema.prepare, self.engine, upgrade=self.upgrade)
         self._loop = asyncio.get_running_loop()
         self._thread = threading.Thread(target=self._writer, name="baton-writer", daemon=True)
         self._thread.start()

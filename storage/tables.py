@@ -258,6 +258,9 @@ class AlertRun(SQLModel, table=True):
 
 
 class SchemaVersion(SQLModel, table=True):
+    """Batons from before Alembic kept their schema's number here and refuse a database
+    whose number is above their own; Alembic-era Batons leave 4 (see ``storage.schema``)."""
+
     __tablename__ = "schema_version"
 
     version: int = Field(primary_key=True)
@@ -275,6 +278,7 @@ chat_posts = ChatPost.__table__  # type: ignore[attr-defined]
 slack_events = SlackEvent.__table__  # type: ignore[attr-defined]
 alerts = AlertRecord.__table__  # type: ignore[attr-defined]
 alert_runs = AlertRun.__table__  # type: ignore[attr-defined]
+schema_version = SchemaVersion.__table__  # type: ignore[attr-defined]
 
 
 def now() -> datetime:
