@@ -64,8 +64,9 @@ RUN_NEW = (
     "deadline_at",
     "owner",
     "epoch",
+    "lease_expires_at",
 )
-RUN_BEGIN = ("status", "started_at", "deadline_at", "owner", "epoch")
+RUN_BEGIN = ("status", "started_at", "deadline_at", "owner", "epoch", "lease_expires_at")
 AUDIT_NEW = ("at", "actor", "action", "target", "source", "detail", "outcome")
 ALERT_NEW = (
     "id",
@@ -194,6 +195,11 @@ class RowWriter:
         wanted = {g.run_id: g.epoch for g in guards}
         mark = "?" if self._sqlite else "%s"
         sql = f"SELECT id, epoch FROM runs WHERE id IN ({', '.join([mark] * len(wanted))})"
+        if not self._sqlite:
+            # the rows stay locked until the commit: a node adopting one of these runs
+            # meanwhile waits, so a stale owner's write can never land after a takeover
+            # (SQLite's writes are serialised already)
+            sql += " ORDER BY id FOR UPDATE"
         cursor = conn.connection.cursor()
         try:
             cursor.execute(sql, tuple(wanted))

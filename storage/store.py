@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from storage import db, schema
-from storage.errors import StorageError
+from storage.errors import DatabaseUnavailable, StorageError
 from storage.rows import Guard, Rows, RowWriter, coalesce
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,14 @@ class _Unit:
     future: asyncio.Future[list[Any]]
     results: list[Any] = field(default_factory=list)
     error: BaseException | None = None
+
+
+def transient(exc: BaseException) -> bool:
+    """True when a failed write may succeed if tried again later: the database is
+    unreachable, restarting, locked, or out of space (not a value it refuses)."""
+    if isinstance(exc, DatabaseUnavailable | sa.exc.OperationalError | sa.exc.InterfaceError):
+        return True
+    return isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
 
 
 def guard(run_id: str, epoch: int) -> Guard:
@@ -61,6 +69,8 @@ class Store:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.commits = 0
+        self.failing: str | None = None
+        """Why writes fail right now (the database unreachable, a full disk), or None."""
 
     @property
     def dialect(self) -> str:
@@ -155,8 +165,10 @@ class Store:
                 for op in coalesce(rows):
                     self._rows.execute(conn, op)
             self.commits += 1
+            self.failing = None
             return
         except Exception as exc:
+            self._note(exc)
             if len(batch) == 1:
                 batch[0].error = exc
                 return
@@ -166,8 +178,15 @@ class Store:
                 with conn.begin():
                     unit.results = [self._run(conn, op) for op in unit.ops]
                 self.commits += 1
+                self.failing = None
             except Exception as exc:
+                self._note(exc)
                 unit.error = exc
+
+    def _note(self, exc: BaseException) -> None:
+        if transient(exc):
+            text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            self.failing = text[0] if text else type(exc).__name__
 
     def _run(self, conn: sa.Connection, op: Op) -> Any:
         if isinstance(op, Rows):

@@ -68,6 +68,8 @@ class Run(SQLModel, table=True):
     deadline_at: datetime | None = _ts()
     owner: str | None = Field(default=None, max_length=200)
     epoch: int = 0
+    lease_expires_at: datetime | None = _ts()
+    drive_failures: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class Step(SQLModel, table=True):
@@ -257,6 +259,40 @@ class AlertRun(SQLModel, table=True):
     resolved_at: datetime | None = _ts()
 
 
+class RunCommand(SQLModel, table=True):
+    """A run's command inbox: a change asked from outside the run's driver (cancel, a
+    closed approval gate, a child run that ended). The node that owns the run applies
+    them in order and writes the answer; the caller waits for it."""
+
+    __tablename__ = "run_commands"
+    __table_args__ = (sa.Index("ix_run_commands_state_run", "state", "run_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="runs.id", max_length=32)
+    attempt: int = 1
+    kind: str = Field(max_length=16)
+    payload: dict[str, Any] = _json(dict)
+    by: str = Field(default="", max_length=200)
+    created_at: datetime = _ts(nullable=False)
+    state: str = Field(default="pending", max_length=16)
+    answer: str | None = None
+    answered_at: datetime | None = _ts()
+
+
+class Node(SQLModel, table=True):
+    """A process that has the database open (``baton serve``, ``run``, ``console``),
+    with its heartbeat: a node is alive while its heartbeat is younger than a lease."""
+
+    __tablename__ = "nodes"
+
+    id: str = Field(primary_key=True, max_length=200)
+    kind: str = Field(max_length=16)
+    host: str = Field(default="", max_length=200)
+    pid: int = 0
+    started_at: datetime = _ts(nullable=False)
+    heartbeat_at: datetime = _ts(nullable=False)
+
+
 class SchemaVersion(SQLModel, table=True):
     """Batons from before Alembic kept their schema's number here and refuse a database
     whose number is above their own; Alembic-era Batons leave 4 (see ``storage.schema``)."""
@@ -279,6 +315,8 @@ slack_events = SlackEvent.__table__  # type: ignore[attr-defined]
 alerts = AlertRecord.__table__  # type: ignore[attr-defined]
 alert_runs = AlertRun.__table__  # type: ignore[attr-defined]
 schema_version = SchemaVersion.__table__  # type: ignore[attr-defined]
+run_commands = RunCommand.__table__  # type: ignore[attr-defined]
+nodes = Node.__table__  # type: ignore[attr-defined]
 
 
 def now() -> datetime:

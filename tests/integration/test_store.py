@@ -139,6 +139,7 @@ def run_values(run_id: str) -> dict[str, Any]:
         "deadline_at": None,
         "owner": "baton",
         "epoch": 0,
+        "lease_expires_at": LATER,
     }
 
 
@@ -164,7 +165,13 @@ async def stored(store: Store, table: sa.Table, where: Any) -> tuple[Any, ...]:
 
 
 async def test_run_rows_store_what_the_statements_store(store: Store) -> None:
-    begun = {"status": "running", "started_at": LATER, "deadline_at": LATER, "owner": "o"}
+    begun = {
+        "status": "running",
+        "started_at": LATER,
+        "deadline_at": LATER,
+        "owner": "o",
+        "lease_expires_at": LATER,
+    }
     await store.write(
         t.runs.insert().values(run_values("sa")),
         t.runs.update().where(t.runs.c.id == "sa").values(**begun, epoch=1),
@@ -222,7 +229,14 @@ def test_run_and_audit_kinds_cover_their_tables() -> None:
     """A column added to runs, audit or alerts must reach the prepared inserts
     (SQLAlchemy would fill in its default; the prepared SQL would not). How each value is
     converted is read off the column's type, so it needs no list to keep up."""
-    set_later = {"error", "failed_step", "stop_reason", "stopped_by", "finished_at"}
+    set_later = {
+        "error",
+        "failed_step",
+        "stop_reason",
+        "stopped_by",
+        "finished_at",
+        "drive_failures",
+    }
     assert set(rows.RUN_NEW) == set(t.runs.c.keys()) - set_later
     assert set(rows.AUDIT_NEW) == set(t.audit.c.keys()) - {"id"}
     assert set(rows.ALERT_NEW) == set(t.alerts.c.keys())
