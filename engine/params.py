@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from engine import storable
 from engine.errors import ParamError, closest
 from engine.playbook import Param, ParamType, Playbook
 
@@ -209,6 +210,11 @@ def coerce(playbook: Playbook, raw: Mapping[str, Any]) -> dict[str, Any]:
         if value is None:
             if spec.required:
                 errors.append(_missing(name, spec))
+            values[name] = None
+            continue
+        bad = storable.problem(value)
+        if bad is not None:
+            errors.append(f"{name}: {bad}; send valid text")
             values[name] = None
             continue
         try:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from engine import audit, templating
+from engine import audit, storable, templating
 from engine import events as ev
 from engine import messages as msg
 from engine.actions import ApprovalSpec, ChildRunSpec, Suspend
@@ -101,6 +101,7 @@ class RunMachine:
             self._apply_stop(run, m, batch)
             return
         if isinstance(m, msg.Logged):
+            m = msg.Logged(m.step_id, storable.clean_text(m.message), m.level, m.at)
             row = {
                 "run_id": run.id,
                 "step_id": m.step_id,
@@ -168,12 +169,14 @@ class RunMachine:
         self, run: RunState, step: StepState, m: msg.Finished, batch: Batch
     ) -> None:
         self.timers.cancel(self.timer_key(run, step, "timeout"))
-        output = run.masker.mask(m.output)
-        attachments = run.masker.mask(m.attachments) if m.attachments else None
+        # what an action returns is made storable here: a lone surrogate or a NUL must
+        # not fail the driver's commit (engine.storable)
+        output = storable.clean(run.masker.mask(m.output))
+        attachments = storable.clean(run.masker.mask(m.attachments)) if m.attachments else None
         if m.outcome == "succeeded":
             self._complete(run, step, batch, output=output, attachments=attachments)
             return
-        error = run.masker.mask_text(m.error or m.outcome)
+        error = storable.clean_text(run.masker.mask_text(m.error or m.outcome))
         if m.outcome in ("cancelled", "interrupted"):
             now = self.clock.now()
             step.status = StepStatus(m.outcome)

@@ -47,3 +47,13 @@ class Callable:
 
 
 instance = Callable()
+
+
+async def unstorable(ctx: ActionContext) -> dict[str, Any]:
+    """What no database stores as it is: a lone surrogate, a NUL, NaN and infinities."""
+    await ctx.log("log \ud800 line\x00")
+    return {
+        "text": "a\ud800b\x00c",
+        "numbers": [float("nan"), float("inf"), -float("inf"), 1.5],
+        "\udcffkey": "value",
+    }
