@@ -15,6 +15,7 @@ from engine import params as paramlib
 from engine.errors import RunNotFound
 from engine.playbook import Playbook, from_snapshot
 from engine.requests import RunRequest
+from engine.runs.leases import Leases
 from engine.secrets import Masker, SecretBox
 from engine.state import RunState, RunStatus, StepStatus, new_id, new_steps
 from engine.timing import Clock
@@ -33,6 +34,7 @@ class RunRecords:
         clock: Clock,
         owner: str,
         credentials: Iterable[str] = (),
+        lease: Leases,
     ) -> None:
         self.store = store
         self.secret_box = secret_box
@@ -41,6 +43,7 @@ class RunRecords:
         self.base_masker = Masker([*secrets.values(), *credentials])
         self.clock = clock
         self.owner = owner
+        self.lease = lease
         self._definitions: dict[str, Playbook] = {}
 
     def secret_values(self, playbook: Playbook, params: dict[str, Any]) -> list[str]:
@@ -112,6 +115,7 @@ class RunRecords:
                         "deadline_at": None,
                         "owner": self.owner,
                         "epoch": 0,
+                        "lease_expires_at": self.lease.expiry(now),
                     }
                 ],
             ),
@@ -145,6 +149,13 @@ class RunRecords:
         if row is None:
             raise RunNotFound(run_id)
         return row
+
+    async def masker_of(self, run_id: str) -> Masker:
+        """The masker of a stored run: the global secrets and its secret params."""
+        row = await self.store.one(sa.select(t.runs.c.secret_params).where(t.runs.c.id == run_id))
+        if row is None or not row.secret_params:
+            return self.base_masker
+        return self.base_masker.with_values(self.secret_box.decrypt(row.secret_params).values())
 
     async def load(self, run_id: str) -> RunState:
         row = await self.row(run_id)

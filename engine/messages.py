@@ -70,3 +70,21 @@ class ChildEnded:
     status: str
     output: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command from the run's inbox (``engine.runs.inbox``): applied by the driver,
+    which then writes its answer in the same commit."""
+
+    id: int
+    kind: str
+    by: str
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Abandon:
+    """This node no longer holds the run's lease: stop driving it, change nothing."""
+
+    reason: str

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 import sqlalchemy as sa
 
-from engine import audit, gates, planning, queries, stepenv, templating
+from engine import audit, gates, planning, queries, stepenv, storable, templating
 from engine import events as ev
 from engine import messages as msg
 from engine.actions import ActionContext, ChildRunSpec, Suspend, refuse_splices
@@ -43,6 +43,8 @@ from engine.errors import (
 from engine.loading import RunRecords
 from engine.playbook import Phase, Playbook, from_snapshot
 from engine.requests import DecisionResult, Plan, RunRequest
+from engine.runs import inbox, leases
+from engine.runs.keeper import Keeper
 from engine.secrets import SecretBox
 from engine.state import (
     ACTIVE_RUN,
@@ -54,8 +56,9 @@ from engine.state import (
 from engine.timing import Clock, SchedulerTimers, SystemClock, Timers
 from engine.transitions import Batch, RunMachine
 from storage import tables as t
+from storage.errors import ClaimLost
 from storage.rows import Rows
-from storage.store import Op, Store, guard
+from storage.store import Op, Store, guard, transient
 
 if TYPE_CHECKING:
     import aiohttp
@@ -63,6 +66,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ApproverCheck = Callable[[str, dict[str, Any]], Awaitable[bool]]
+MAX_DRIVE_FAILURES = 3
+"""A run whose driver gave up this many times (a write the database kept refusing)
+fails with the reason instead of being adopted again."""
 
 
 async def _users_only(user: str, approvers: dict[str, Any]) -> bool:
@@ -85,14 +91,22 @@ class Engine:
         clock: Clock | None = None,
         timers: Timers | None = None,
         secrets: dict[str, str] | None = None,
-        owner: str = "baton",
+        owner: str | None = None,
+        kind: str = "serve",
+        lease: float = 15.0,
+        renew: float = 5.0,
+        inbox_poll: float = 0.25,
         approver_check: ApproverCheck = _users_only,
         step_env: Mapping[str, str] | None = None,
         credentials: Iterable[str] = (),
     ) -> None:
         """``step_env``: the environment steps' processes start from (default: the basic
         variables of this process, see ``engine.stepenv``); ``credentials``: values of
-        the embedding program's own secrets, masked like secrets wherever Baton writes."""
+        the embedding program's own secrets, masked like secrets wherever Baton writes.
+        ``kind``: what this node is (serve, run, console); only ``serve`` nodes adopt
+        runs whose driver is gone. ``lease``/``renew``: seconds a lease lasts and
+        between two renewals; ``inbox_poll``: seconds between looks at the inbox on
+        SQLite while this node drives runs (PostgreSQL wakes it with NOTIFY)."""
         self.store = store
         self.catalog = catalog
         self.registry = registry
@@ -102,15 +116,21 @@ class Engine:
         self.timers = timers or SchedulerTimers()
         self.secrets = dict(secrets or {})
         self.step_env = dict(stepenv.build(os.environ) if step_env is None else step_env)
-        self.owner = owner
+        self.owner = owner or leases.node_id()
+        self.kind = kind
+        self.adopts = kind == "serve"
+        self.leases = leases.Leases(owner=self.owner, kind=kind, lease=lease, renew=renew)
+        self.keeper = Keeper(self, renew=renew, inbox_poll=inbox_poll)
+        self.released = 0  # runs still in progress whose leases ``stop`` gave up
         self.approver_check = approver_check
         self.records = RunRecords(
             store=store,
             secret_box=secret_box,
             secrets=self.secrets,
             clock=self.clock,
-            owner=owner,
+            owner=self.owner,
             credentials=credentials,
+            lease=self.leases,
         )
         self._runs: dict[str, RunState] = {}
         self._drivers: dict[str, asyncio.Task[None]] = {}
@@ -134,8 +154,12 @@ class Engine:
     # --- life cycle ------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Join the database as a node; a ``serve`` node adopts the runs nobody drives."""
         self.timers.start()
-        await self._resume()
+        await self.store.write(self.leases.register(self.clock.now()))
+        if self.adopts:
+            await self.adopt()
+        self.keeper.start()
 
     async def stop(self, drain: float = 30.0) -> None:
         """Stop launching steps, let running ones finish for ``drain`` seconds, then
@@ -158,9 +182,31 @@ class Engine:
         for task in list(self._drivers.values()):
             with suppress(asyncio.CancelledError):
                 await task
+        await self.keeper.stop()
         self.timers.shutdown()
+        await self._leave()
         if self._http is not None:
             await self._http.close()
+
+    async def _leave(self) -> None:
+        """Give up the leases of the runs still in progress here (another node adopts
+        them at once) and the node row."""
+        try:
+            released, _ = await self.store.write(
+                self.leases.release_all(), self.leases.unregister()
+            )
+            self.released = int(released.rowcount)
+        except Exception as exc:  # the database is gone: the leases expire by themselves
+            log.warning(
+                "could not release this node's leases (%s); they expire in %s",
+                exc,
+                self.leases.lease,
+            )
+
+    async def servers_alive(self) -> list[str]:
+        """Live ``baton serve`` nodes other than this one."""
+        rows = await self.store.all(self.leases.server_alive(self.clock.now()))
+        return [r.id for r in rows]
 
     def http(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
@@ -215,15 +261,29 @@ class Engine:
         self,
         request: RunRequest,
         also: Sequence[Op] | Callable[[str], Sequence[Op]] = (),
+        *,
+        detach: bool = False,
     ) -> str:
         """Validate, persist and start (or queue) a run; returns its id. ``also``: ops to
         commit with the run's creation (a schedule taking its fire, say), or a function
-        of the new run's id that makes them (an alert linked to its run)."""
+        of the new run's id that makes them (an alert linked to its run). ``detach``:
+        store the run queued with no owner, for a ``serve`` node to start."""
         if self._stopping:
             raise ShuttingDown("Baton is shutting down; try again in a moment.")
+        bad = storable.problem(request.requested_by)
+        if bad is not None:
+            raise BatonError(f"requested_by cannot be stored: {bad}")
         playbook = self.catalog.get(request.playbook)
         run, ops = self.records.prepare(playbook, request)
         ops.extend(also(run.id) if callable(also) else also)
+        if detach:  # queued with no owner: the first `serve` node to look starts it
+            created = ops[0]
+            assert isinstance(created, Rows) and created.kind == "run_new"
+            created.rows[0].update(owner=None, lease_expires_at=None)
+            if self._postgres:
+                ops.append(inbox.notify(inbox.ADMIT))
+            await self.store.write(*ops)
+            return run.id
         await self._admit_new(run, ops)
         return run.id
 
@@ -243,52 +303,72 @@ class Engine:
         finally:
             self._busy_dec()
 
-    async def cancel(self, run_id: str, by: str) -> None:
-        run = self._runs.get(run_id)
-        if run is None:
-            row = await self.records.row(run_id)
-            status = RunStatus(row.status)
-            if status is not RunStatus.QUEUED:
-                raise InvalidTransition(f"run {run_id} is already {status}; nothing to cancel")
-            now = self.clock.now()
+    async def cancel(self, run_id: str, by: str) -> inbox.Answer:
+        """Cancel a run, from any process: a queued run at once; a run in progress
+        through its inbox, answered once its driver applied it (running steps killed,
+        ``finally`` to come)."""
+        row = await self.records.row(run_id)
+        status = RunStatus(row.status)
+        if status is RunStatus.QUEUED:
+            answer = await self._cancel_queued(row, by)
+            if answer is not None:
+                return answer
+        elif status.terminal:
+            raise InvalidTransition(f"run {run_id} is already {status}; nothing to cancel")
+        return await self.command(run_id, inbox.CANCEL, {}, by, what="cancel")
 
-            def cancel_queued(conn: sa.Connection) -> int:
-                done = conn.execute(
-                    t.runs.update()
-                    .where(t.runs.c.id == run_id, t.runs.c.status == RunStatus.QUEUED.value)
-                    .values(
-                        status="cancelled", stop_reason="cancelled", stopped_by=by, finished_at=now
-                    )
+    async def _cancel_queued(self, row: sa.Row[Any], by: str) -> inbox.Answer | None:
+        """Cancel a run still in the queue (nobody drives it yet); None when it left the
+        queue meanwhile. The epoch moves on, so a node about to start it is fenced."""
+        run_id, now = row.id, self.clock.now()
+
+        def cancel_queued(conn: sa.Connection) -> int:
+            done = conn.execute(
+                t.runs.update()
+                .where(t.runs.c.id == run_id, t.runs.c.status == RunStatus.QUEUED.value)
+                .values(
+                    status="cancelled",
+                    stop_reason="cancelled",
+                    stopped_by=by,
+                    finished_at=now,
+                    epoch=t.runs.c.epoch + 1,
+                    owner=None,
+                    lease_expires_at=None,
                 )
-                if done.rowcount:  # none of its pending steps will run
-                    conn.execute(
-                        t.steps.update()
-                        .where(
-                            t.steps.c.run_id == run_id,
-                            t.steps.c.status == StepStatus.PENDING.value,
-                        )
-                        .values(status=StepStatus.CANCELLED.value, finished_at=now)
-                    )
-                return int(done.rowcount)
-
-            cancelled, _ = await self.store.write(
-                cancel_queued, self._audit(by, "cancel", run_id, {})
             )
-            if cancelled:
-                self.bus.publish(
-                    ev.RunCancelled(
-                        run_id=run_id, playbook=row.playbook, at=now, status="cancelled", by=by
+            if done.rowcount:  # none of its pending steps will run
+                conn.execute(
+                    t.steps.update()
+                    .where(
+                        t.steps.c.run_id == run_id,
+                        t.steps.c.status == StepStatus.PENDING.value,
                     )
+                    .values(status=StepStatus.CANCELLED.value, finished_at=now)
                 )
-                return
-            run = self._runs.get(run_id)  # it left the queue meanwhile
-            if run is None:
-                raise InvalidTransition(f"run {run_id} is no longer queued; nothing to cancel")
-        elif run.stop_reason:
-            raise InvalidTransition(f"run {run_id} is already stopping ({run.stop_reason})")
-        else:
-            await self.store.write(self._audit(by, "cancel", run_id, {}))
-        self._post(run, msg.Stop(status=RunStatus.CANCELLED.value, by=by))
+            return int(done.rowcount)
+
+        cancelled, _ = await self.store.write(cancel_queued, self._audit(by, "cancel", run_id, {}))
+        if not cancelled:
+            return None
+        self.bus.publish(
+            ev.RunCancelled(run_id=run_id, playbook=row.playbook, at=now, status="cancelled", by=by)
+        )
+        return inbox.Answer(inbox.APPLIED, f"cancelled run {run_id} (it was queued)")
+
+    async def command(
+        self, run_id: str, kind: str, payload: dict[str, Any], by: str, *, what: str
+    ) -> inbox.Answer:
+        """Put a command in a run's inbox and wait for its answer (see
+        ``engine.runs.inbox``)."""
+        sent = inbox.send(
+            run_id, kind, payload, by, self.clock.now(), what=what, postgres=self._postgres
+        )
+        command_id, _ = (await self.store.write(sent))[0]
+        return await self.keeper.answer(run_id, msg.Command(command_id, kind, by, payload))
+
+    @property
+    def _postgres(self) -> bool:
+        return self.store.dialect == "postgresql"
 
     async def retry(self, run_id: str, by: str) -> None:
         """Start a new attempt of a finished run: succeeded steps keep their outputs,
@@ -343,6 +423,10 @@ class Engine:
                 stopped_by=None,
                 finished_at=None,
                 queued_at=now,
+                owner=self.owner,
+                epoch=t.runs.c.epoch + 1,
+                lease_expires_at=self.leases.expiry(now),
+                drive_failures=0,
             )
         )
 
@@ -356,7 +440,14 @@ class Engine:
         run = await self.records.load(run_id)
         run.status = RunStatus.QUEUED
         run.announced = False
-        await self._admit_new(run, [], existing=True)
+        try:
+            await self._admit_new(run, [], existing=True)
+        except ClaimLost:
+            now_row = await self.records.row(run_id)
+            by_whom = f" by {now_row.stopped_by}" if now_row.stopped_by else ""
+            raise InvalidTransition(
+                f"run {run_id}'s new attempt was {now_row.status}{by_whom} before it started"
+            ) from None
 
     async def decide(
         self, approval_id: str, user: str, decision: str, comment: str = ""
@@ -368,7 +459,9 @@ class Engine:
         if row is None:
             raise ApprovalNotFound(approval_id)
         run = self._runs.get(row.run_id)
-        comment = (run.masker if run is not None else self.records.base_masker).mask_text(comment)
+        comment = storable.clean_text(comment)
+        masker = run.masker if run is not None else await self.records.masker_of(row.run_id)
+        comment = masker.mask_text(comment)
         spec = row.spec
         if row.status != "pending":
             return DecisionResult(
@@ -381,8 +474,28 @@ class Engine:
         now = self.clock.now()
         outcome = gates.Outcome()
         quorum = int(spec.get("min_approvals", 1))
+        sent: list[int] = []
+        payload: dict[str, Any] = {}
+
+        def tell_driver(conn: sa.Connection) -> None:
+            """A decision that closes the gate goes to the run's inbox in its commit."""
+            closed = outcome.closed
+            if closed is None:
+                return
+            payload.update(
+                step_id=row.step_id,
+                approval_id=approval_id,
+                outcome=closed,
+                reason=f"{closed} by {user}" + (f": {comment}" if comment else ""),
+                output={"approval_id": approval_id, "approved_by": outcome.approved_by},
+            )
+            put = inbox.put(
+                row.run_id, inbox.GATE, payload, user, now, postgres=self._postgres, box=sent
+            )
+            put(conn)
+
         await self.store.write(
-            gates.record(approval_id, user, decision, comment, now, quorum, outcome)
+            gates.record(approval_id, user, decision, comment, now, quorum, outcome), tell_driver
         )
         if outcome.earlier is not None:
             return DecisionResult(
@@ -404,21 +517,13 @@ class Engine:
                 comment=comment,
             )
         )
-        closed = outcome.closed
-        if closed and run is not None:
-            self._post(
-                run,
-                msg.GateClosed(
-                    step_id=row.step_id,
-                    approval_id=approval_id,
-                    outcome=closed,
-                    reason=f"{closed} by {user}" + (f": {comment}" if comment else ""),
-                    output={"approval_id": approval_id, "approved_by": outcome.approved_by},
-                ),
-            )
-        return DecisionResult(
-            approval_id, True, closed or "pending", f"{user} {decision}d {approval_id}"
-        )
+        message = f"{user} {decision}d {approval_id}"
+        if sent:
+            command = msg.Command(sent[0], inbox.GATE, user, payload)
+            answer = await self.keeper.answer(row.run_id, command)
+            if answer.state == inbox.PENDING:
+                message += f" ({answer.message})"
+        return DecisionResult(approval_id, True, outcome.closed or "pending", message)
 
     async def may_decide(self, approval_id: str, user: str) -> str | None:
         """Why ``user`` may not decide on the gate (None: they may), without deciding:
@@ -504,6 +609,7 @@ class Engine:
         run.started_at = run.started_at or now
         timeout = run.playbook.timeout
         run.deadline_at = now + timeout if timeout else None
+        before = run.epoch
         run.epoch += 1
         begun = {
             "status": run.status.value,
@@ -511,11 +617,15 @@ class Engine:
             "deadline_at": run.deadline_at,
             "owner": self.owner,
             "epoch": run.epoch,
+            "lease_expires_at": self.leases.expiry(now),
         }
         for op in ops:
             if isinstance(op, Rows) and op.kind == "run_new" and op.rows[0]["id"] == run.id:
                 op.rows[0].update(begun)  # created running: one insert, no update after it
                 return
+        # a stored run starts only if nobody moved it on since it was read (a cancel of
+        # the queued run, another node admitting it): ClaimLost otherwise
+        ops.insert(0, guard(run.id, before))
         ops.append(Rows("run_begin", [{**begun, "id": run.id}]))
 
     def _spawn_child(
@@ -555,36 +665,94 @@ class Engine:
         self._busy_inc()
         self._drivers[run.id] = asyncio.create_task(self._drive(run), name=f"run-{run.id}")
 
-    async def _admit_queued(self, key: str) -> None:
-        async with self._lock(key):
+    async def _admit_queued(self, key: str | None) -> None:
+        """Start the runs waiting in ``key``'s queue that its limit lets through (key
+        None: runs queued with no key, as ``baton run --detach`` leaves them). This node
+        starts its own queued runs and, a ``serve`` node, those nobody holds; a queued run
+        another live node holds is that node's to start (it still takes its place)."""
+        same_key = (
+            t.runs.c.concurrency_key.is_(None) if key is None else t.runs.c.concurrency_key == key
+        )
+        statuses = ["queued"] if key is None else ["queued", "running", "waiting"]
+        async with self._lock(f"queue:{key}"):
             rows = await self.store.all(
-                sa.select(t.runs.c.id, t.runs.c.status, t.runs.c.definition)
-                .where(
-                    t.runs.c.concurrency_key == key,
-                    t.runs.c.status.in_(["queued", "running", "waiting"]),
+                sa.select(
+                    t.runs.c.id,
+                    t.runs.c.status,
+                    t.runs.c.definition,
+                    t.runs.c.owner,
+                    t.runs.c.lease_expires_at,
                 )
+                .where(same_key, t.runs.c.status.in_(statuses))
                 .order_by(t.runs.c.queued_at, t.runs.c.id)
             )
+            now = self.clock.now()
+            dead = self.leases.dead({r.owner for r in rows if r.status == "queued"})
             active = sum(1 for r in rows if r.status != "queued")
             for r in rows:
                 if r.status != "queued":
                     continue
-                conc = from_snapshot(r.definition).concurrency
+                conc = from_snapshot(r.definition).concurrency if key is not None else None
                 if conc is not None and active >= conc.limit:
                     break
+                active += 1
+                if not self._may_take(r, now, dead):
+                    continue
                 run = await self.records.load(r.id)
+                if run.status is not RunStatus.QUEUED:
+                    continue  # cancelled or started meanwhile
                 run.announced = False  # it starts now: RunStarted is still to be published
                 ops: list[Op] = []
                 self._begin(run, ops)
-                await self._commit_start(run, ops)
-                active += 1
+                try:
+                    await self._commit_start(run, ops)
+                except ClaimLost:
+                    log.debug("queued run %s was taken or cancelled meanwhile", r.id)
+
+    def _may_take(self, row: sa.Row[Any], now: datetime, dead: list[str]) -> bool:
+        """May this node start the queued run ``row``?"""
+        if row.owner == self.owner:
+            return True
+        if not self.adopts:
+            return False
+        expired = row.lease_expires_at is None or row.lease_expires_at < now
+        return row.owner is None or expired or row.owner in dead
+
+    async def admit_waiting(self) -> None:
+        """Start queued runs this node may start (its own; a ``serve`` node's, those
+        nobody holds), whichever process freed their place."""
+        held = sa.or_(t.runs.c.owner == self.owner, sa.literal(self.adopts))
+        rows = await self.store.all(
+            sa.select(t.runs.c.concurrency_key)
+            .where(t.runs.c.status == RunStatus.QUEUED.value, held)
+            .distinct()
+        )
+        for (key,) in rows:
+            await self._admit_queued(key)
 
     # --- loading and resuming ---------------------------------------------------------
 
-    async def _resume(self) -> None:
-        """Drive again every run a previous process left running or waiting: all of
-        them read in a few queries and claimed in one write, whatever their number."""
-        active = t.runs.c.status.in_(["running", "waiting"])
+    async def adopt(self) -> list[str]:
+        """Adopt the runs in progress whose driver is gone (lease expired, owner dead or
+        gone away) and drive them; then start the queued runs this node may start.
+        Returns the ids of the runs adopted."""
+        if self._stopping:
+            return []
+        now = self.clock.now()
+        owners = [r.owner for r in await self.store.all(self.leases.owners())]
+        ids: list[str] = (await self.store.write(self.leases.claim(now, self.leases.dead(owners))))[
+            0
+        ]
+        if ids:
+            log.info("adopted %d run(s) whose driver is gone", len(ids))
+            await self._resume(ids)
+        await self.admit_waiting()
+        return ids
+
+    async def _resume(self, ids: list[str]) -> None:
+        """Drive again the runs just adopted: all of them read in a few queries,
+        whatever their number."""
+        active = t.runs.c.id.in_(ids)
 
         def read(conn: sa.Connection) -> tuple[Any, ...]:
             runs = conn.execute(sa.select(t.runs).where(active).order_by(t.runs.c.created_at))
@@ -603,16 +771,9 @@ class Engine:
                 .where(active, t.decisions.c.decision == "approve")
                 .order_by(t.decisions.c.id)
             )
-            queued = conn.execute(
-                sa.select(t.runs.c.concurrency_key).where(t.runs.c.status == "queued").distinct()
-            )
-            return runs.all(), steps.all(), gates.all(), approved.all(), queued.all()
+            return runs.all(), steps.all(), gates.all(), approved.all()
 
-        runs, steps, gates, approved, queued = await self.store.read(read)
-        if runs:
-            await self.store.write(
-                t.runs.update().where(active).values(owner=self.owner, epoch=t.runs.c.epoch + 1)
-            )
+        runs, steps, gates, approved = await self.store.read(read)
         by_run: dict[str, list[sa.Row[Any]]] = {}
         for sr in steps:
             by_run.setdefault(sr.run_id, []).append(sr)
@@ -621,27 +782,45 @@ class Engine:
         for d in approved:
             approvers.setdefault(d.approval_id, []).append(d.user)
         for row in runs:
+            if row.owner != self.owner or row.status not in leases.ACTIVE:
+                continue  # ended or taken again between the claim and the read
             try:
+                if row.drive_failures >= MAX_DRIVE_FAILURES:
+                    raise BatonError(
+                        f"Baton could not store this run's progress {row.drive_failures} "
+                        f"times: {row.error or 'see the server log'}"
+                    )
                 run = self.records.build(row, by_run.get(row.id, []))
             except Exception as exc:  # one unreadable run must not keep Baton from starting
-                log.exception("cannot resume run %s", row.id)
-                await self.store.write(
-                    t.runs.update()
-                    .where(t.runs.c.id == row.id)
-                    .values(
-                        status="failed",
-                        error=f"could not be resumed after a restart: {exc}"[:2000],
-                        finished_at=self.clock.now(),
-                    )
-                )
+                if not isinstance(exc, BatonError):
+                    log.exception("cannot resume run %s", row.id)
+                await self._fail_unresumable(row, exc)
                 continue
             run.resuming = True
-            run.epoch += 1
             await self._rearm(run, gate_rows, approvers)
             self._spawn_driver(run)
-        for (key,) in queued:
-            if key is not None:
-                await self._admit_queued(key)
+
+    async def _fail_unresumable(self, row: sa.Row[Any], exc: Exception) -> None:
+        now = self.clock.now()
+        message = f"could not be resumed: {exc}"[:2000]
+        log.error("run %s failed: %s", row.id, message)
+        await self.store.write(
+            t.runs.update()
+            .where(t.runs.c.id == row.id, t.runs.c.epoch == row.epoch)
+            .values(
+                status="failed",
+                error=storable.clean_text(message),
+                finished_at=now,
+                owner=None,
+                lease_expires_at=None,
+            ),
+            inbox.refuse_rest(row.id, "failed", now),
+        )
+        self.bus.publish(
+            ev.RunFailed(
+                run_id=row.id, playbook=row.playbook, at=now, status="failed", error=message
+            )
+        )
 
     async def _rearm(
         self,
@@ -705,6 +884,8 @@ class Engine:
     # --- the driver ------------------------------------------------------------------
 
     def _post(self, run: RunState, message: Any) -> None:
+        if run.abandoned:
+            return  # a late step result or timer of a run this node gave up
         run.inbox.append(message)
         if run.blocked:
             run.blocked = False
@@ -715,6 +896,11 @@ class Engine:
         try:
             while True:
                 batch = Batch()
+                moved = next((m for m in run.inbox if isinstance(m, msg.Abandon)), None)
+                if moved is not None:
+                    log.warning("run %s: %s; this node stops driving it", run.id, moved.reason)
+                    self._abandon(run)
+                    return
                 if not run.announced or run.resuming:
                     batch.events.append(
                         ev.RunStarted(
@@ -733,10 +919,16 @@ class Engine:
                         self.machine.recover_running(run, batch)
                     run.announced, run.resuming = True, False
                 while run.inbox:
-                    self.machine.apply(run, run.inbox.popleft(), batch)
+                    m = run.inbox.popleft()
+                    if isinstance(m, msg.Command):
+                        self._apply_command(run, m, batch)
+                    else:
+                        self.machine.apply(run, m, batch)
                 finished = self.machine.advance(run, batch)
-                if batch.ops:
-                    await self.store.write(guard(run.id, run.epoch), *batch.ops)
+                if finished:
+                    self._closing(run, batch)
+                if batch.ops and not await self._commit(run, batch.ops):
+                    return  # no longer ours: another node (or a later adoption) goes on
                 for event in batch.events:
                     self.bus.publish(event)
                 for child in batch.children:
@@ -758,15 +950,170 @@ class Engine:
             if not run.blocked:
                 self._busy_dec()
             raise
-        except Exception:
-            log.exception("driver of run %s crashed; it resumes at the next start", run.id)
-            self._runs.pop(run.id, None)
-            self._drivers.pop(run.id, None)
-            if run.done is not None and not run.done.done():
-                run.done.set_exception(
-                    BatonError(f"run {run.id} stopped unexpectedly; see the server log")
+        except Exception as exc:
+            log.exception("driver of run %s failed", run.id)
+            await self._give_up(run, exc)
+
+    async def _commit(self, run: RunState, ops: list[Op]) -> bool:
+        """Commit a driver's turn, fenced by the run's epoch. While the database is
+        unreachable (or full) the driver waits and tries again; a write the database
+        keeps refusing gives the run up. False: this node no longer drives the run."""
+        delay, tries = 0.05, 0
+        while True:
+            try:
+                await self.store.write(guard(run.id, run.epoch), *ops)
+                if tries:
+                    log.info("run %s: the database took the write again; going on", run.id)
+                return True
+            except ClaimLost as exc:
+                log.warning("run %s: %s; this node stops driving it", run.id, exc)
+                self._abandon(run)
+                return False
+            except Exception as exc:
+                if run.abandoned:
+                    return False
+                tries += 1
+                if transient(exc):
+                    if tries == 1:
+                        log.warning(
+                            "run %s: cannot write to the database (%s); retrying until it is back",
+                            run.id,
+                            _first_line(exc),
+                        )
+                elif tries >= 3:
+                    await self._give_up(run, exc)
+                    return False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _give_up(self, run: RunState, exc: BaseException) -> None:
+        """This node cannot drive ``run`` on (a write the database refuses, a bug): it
+        lets go of the run's lease, so that a server adopts it after a delay and carries
+        it on from its stored state; after ``MAX_DRIVE_FAILURES`` the run fails."""
+        reason = storable.clean_text(f"{type(exc).__name__}: {_first_line(exc)}")[:1000]
+        retry_at = self.leases.expiry(self.clock.now())
+        log.error(
+            "run %s: giving it up (%s); a server retries it after %s",
+            run.id,
+            reason,
+            self.leases.lease,
+        )
+        self._busy_inc()  # idle only once the lease is let go
+        self._abandon(run)
+        with suppress(Exception):  # if even this fails, the lease expires by itself
+            await self.store.write(
+                t.runs.update()
+                .where(
+                    t.runs.c.id == run.id,
+                    t.runs.c.epoch == run.epoch,
+                    t.runs.c.owner == self.owner,
                 )
+                .values(
+                    owner=None,
+                    lease_expires_at=retry_at,
+                    drive_failures=t.runs.c.drive_failures + 1,
+                    error=reason,
+                )
+            )
+        self._busy_dec()
+
+    def _abandon(self, run: RunState) -> None:
+        """Stop driving ``run`` and change nothing: its steps here are stopped (their
+        results could not be stored), its timers dropped, whoever waits here told."""
+        if run.abandoned:
+            return
+        run.abandoned = True
+        self._runs.pop(run.id, None)
+        self._drivers.pop(run.id, None)
+        self.timers.cancel(f"run:{run.id}:deadline")
+        for step in run.steps.values():
+            for reason in ("retry", "wait", "approval", "remind", "timeout"):
+                self.timers.cancel(self.machine.timer_key(run, step, reason))
+            if step.task is not None and not step.task.done():
+                step.cancel_reason = "abandoned"
+                step.task.cancel()
+        moved = RunMoved(f"run {run.id} is no longer driven by this process")
+        for waiter in run.waiters.values():
+            if not waiter.done():
+                waiter.set_exception(moved)
+        run.waiters.clear()
+        if run.done is not None and not run.done.done():
+            run.done.set_exception(moved)
+            run.done.exception()  # retrieved: nobody may be waiting on it
+        if not run.blocked:
             self._busy_dec()
+        run.blocked = False
+
+    def _apply_command(self, run: RunState, m: msg.Command, batch: Batch) -> None:
+        """Apply one inbox command and write its answer in the same commit."""
+        now = self.clock.now()
+        state, text = inbox.APPLIED, "applied"
+        p = m.payload
+        if m.kind == inbox.CANCEL:
+            if run.stop_reason:
+                state = inbox.REFUSED
+                text = f"run {run.id} is already stopping ({run.stop_reason})"
+            else:
+                self.machine.apply(run, msg.Stop(status=RunStatus.CANCELLED.value, by=m.by), batch)
+                text = f"cancelling run {run.id}"
+            outcome = "ok" if state == inbox.APPLIED else "refused"
+            batch.ops.append(self._audit(m.by, "cancel", run.id, {}, outcome))
+        elif m.kind == inbox.GATE:
+            self.machine.apply(
+                run,
+                msg.GateClosed(
+                    step_id=p["step_id"],
+                    approval_id=p["approval_id"],
+                    outcome=p["outcome"],
+                    reason=p.get("reason", ""),
+                    output=p.get("output") or {},
+                ),
+                batch,
+            )
+            text = f"approval {p['approval_id']} {p['outcome']}"
+        elif m.kind == inbox.CHILD:
+            self.machine.apply(
+                run,
+                msg.ChildEnded(
+                    p["step_id"],
+                    p["child_run_id"],
+                    p["status"],
+                    p.get("output") or {},
+                    p.get("error"),
+                ),
+                batch,
+            )
+            text = f"child run {p['child_run_id']} {p['status']}"
+        else:
+            state, text = inbox.REFUSED, f"unknown command {m.kind!r}"
+        batch.ops.append(inbox.answer(m.id, state, text, now))
+        waiter = run.waiters.pop(m.id, None)
+        if waiter is not None:
+            answer = inbox.Answer(state, text)
+
+            def tell(w: asyncio.Future[Any] = waiter, a: inbox.Answer = answer) -> None:
+                if not w.done():
+                    w.set_result(a)
+
+            batch.after.append(tell)
+
+    def _closing(self, run: RunState, batch: Batch) -> None:
+        """What the final commit of a run carries besides its status: the refusal of the
+        commands it did not apply, and the wake-up of a parent run driven elsewhere."""
+        now = self.clock.now()
+        batch.ops.append(inbox.refuse_rest(run.id, run.status.value, now))
+        parent = run.parent_run_id
+        if parent and run.parent_step_id and parent not in self._runs:
+            payload = {
+                "step_id": run.parent_step_id,
+                "child_run_id": run.id,
+                "status": run.status.value,
+                "output": _family_output(run),
+                "error": run.error,
+            }
+            batch.ops.append(
+                inbox.put(parent, inbox.CHILD, payload, "baton", now, postgres=self._postgres)
+            )
 
     async def _finish(self, run: RunState) -> None:
         self._runs.pop(run.id, None)
@@ -777,7 +1124,7 @@ class Engine:
         if run.parent_run_id and run.parent_step_id:
             parent = self._runs.get(run.parent_run_id)
             if parent is not None:
-                output = await self._child_output(run.id, run.status.value)
+                output = _family_output(run)
                 self._post(
                     parent,
                     msg.ChildEnded(run.parent_step_id, run.id, run.status.value, output, run.error),
@@ -902,6 +1249,24 @@ class Engine:
     @property
     def active_runs(self) -> list[str]:
         return list(self._runs)
+
+
+class RunMoved(BatonError):
+    """The run is now driven by another node (this one lost its lease or gave it up)."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _family_output(run: RunState) -> dict[str, Any]:
+    """A finished child run as its parent's ``playbook`` step sees it."""
+    return {
+        "run_id": run.id,
+        "status": run.status.value,
+        "steps": {s.id: s.output or {} for s in run.steps.values()},
+    }
 
 
 def _input_errors(action: str, exc: pydantic.ValidationError) -> str:

@@ -165,6 +165,12 @@ class RunState:
     _phases: dict[Phase, list[StepState]] = field(default_factory=dict)
     live: set[str] = field(default_factory=set)
     """Ids of the steps running or waiting, kept by ``StepState.status``."""
+    delivered: set[int] = field(default_factory=set)
+    """Inbox commands handed to the driver (a command is applied once)."""
+    waiters: dict[int, asyncio.Future[Any]] = field(default_factory=dict)
+    """Callers in this process waiting for a command's answer."""
+    abandoned: bool = False
+    """This node lost the run's lease: nothing it does changes the run any more."""
 
     def __post_init__(self) -> None:
         for step in self.steps.values():

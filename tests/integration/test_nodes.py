@@ -1,0 +1,334 @@
+"""One Baton across nodes: two engines on one database (SQLite file and PostgreSQL), each
+with its own store, clock and owner id, as two processes would be. Leases, adoption,
+fencing and the command inbox, moved by the tests' own clocks and keeper rounds."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from engine import events as ev
+from engine.errors import InvalidTransition, ParamError
+from engine.runs import inbox
+from engine.state import RunStatus
+from storage import tables as t
+from tests.conftest import HarnessFactory
+from tests.harness import Harness
+from tests.integration import support as s
+
+PLAYBOOKS = {
+    "gate": """
+        name: gate
+        steps:
+          - id: ask
+            action: approval
+            with: {message: "go?", timeout: 1h}
+          - id: after
+            action: log
+            needs: [ask]
+            with: {message: shipped}
+        finally:
+          - id: tidy
+            action: log
+            with: {message: tidied}
+    """,
+    "pause": """
+        name: pause
+        steps:
+          - id: nap
+            action: wait
+            with: {for: 10m}
+          - id: after
+            action: log
+            needs: [nap]
+            idempotent: true
+            with: {message: awake}
+    """,
+    "fails": """
+        name: fails
+        params:
+          dir: {type: string, required: true}
+        steps:
+          - id: boom
+            action: shell
+            with: {script: 'exit 3'}
+        finally:
+          - id: mark
+            action: shell
+            with: {script: 'echo "$PARAM_DIR" >> "$PARAM_DIR/finally.log"'}
+    """,
+    "odd": """
+        name: odd
+        params:
+          text: {type: string, default: plain}
+        steps:
+          - id: produce
+            action: python
+            with: {call: "tests.fakes.pyfuncs:unstorable"}
+          - id: reuse
+            action: log
+            needs: [produce]
+            with: {message: "got {{ steps.produce.output.text }}"}
+    """,
+}
+
+
+async def two(harness: HarnessFactory) -> tuple[Harness, Harness]:
+    return await harness(PLAYBOOKS), await harness(PLAYBOOKS)
+
+
+async def owner_of(h: Harness, run_id: str) -> tuple[str | None, int]:
+    row = await h.run_row(run_id)
+    return row.owner, row.epoch
+
+
+def kill(h: Harness) -> None:
+    """Make a node go silent as a frozen or dead process would: no renewals, no
+    inbox; nothing released."""
+    task = h.engine.keeper._task
+    assert task is not None
+    task.cancel()
+    h.engine.keeper._task = None
+
+
+async def test_a_live_lease_is_never_taken_and_an_expired_one_is(harness: HarnessFactory) -> None:
+    a, b = await two(harness)
+    run_id = await a.run("gate", requested_by="alice")
+    assert (await a.run_row(run_id)).status == "waiting"
+    kill(a)
+
+    b.clock.advance(timedelta(seconds=10))  # within the 15 s lease
+    await b.engine.keeper.tick()
+    assert (await owner_of(b, run_id))[0] == a.engine.owner
+
+    b.clock.advance(timedelta(seconds=6))
+    await b.engine.keeper.tick()
+    owner, epoch = await owner_of(b, run_id)
+    assert owner == b.engine.owner and epoch == 2
+    assert run_id in b.engine.active_runs
+
+    gate = await s.approval_id(b, run_id, "ask")
+    await b.engine.decide(gate, "bob", "approve")
+    await b.engine.wait_idle()
+    assert (await b.run_row(run_id)).status == "succeeded"
+    assert await b.statuses(run_id) == {
+        "ask": "succeeded",
+        "after": "succeeded",
+        "tidy": "succeeded",
+    }
+
+
+async def test_a_node_that_lost_its_lease_is_fenced_and_lets_go(harness: HarnessFactory) -> None:
+    a, b = await two(harness)
+    run_id = await a.run("pause")
+    kill(a)
+    b.clock.advance(timedelta(seconds=16))
+    await b.engine.keeper.tick()
+    assert (await owner_of(b, run_id))[0] == b.engine.owner
+
+    await a.advance(600)  # a's wait timer fires: its late write is refused by the fence
+    assert run_id not in a.engine.active_runs
+    row = await a.run_row(run_id)
+    assert row.owner == b.engine.owner and row.status == "waiting"
+    assert (await a.steps(run_id))["nap"].status == "waiting"
+
+    await b.advance(600)
+    assert (await b.run_row(run_id)).status == "succeeded"
+    logs = await b.store.all(sa.select(t.run_logs.c.message).where(t.run_logs.c.run_id == run_id))
+    assert [r.message for r in logs] == ["awake"]  # once, by b
+
+
+async def test_a_heartbeat_notices_a_run_taken_elsewhere(harness: HarnessFactory) -> None:
+    a, b = await two(harness)
+    run_id = await a.run("gate")
+    await b.store.write(  # another node took it (as after a freeze past the lease)
+        t.runs.update().where(t.runs.c.id == run_id).values(owner="elsewhere", epoch=9)
+    )
+    await a.engine.keeper.heartbeat()
+    await a.engine.wait_idle()
+    assert run_id not in a.engine.active_runs
+    assert (await a.run_row(run_id)).owner == "elsewhere"
+
+
+async def test_cancel_from_another_node_is_applied_by_the_owner(
+    harness: HarnessFactory, tmp_path: Path
+) -> None:
+    a, b = await two(harness)
+    run_id = await a.run("gate")
+    answer = await b.engine.cancel(run_id, "bob")  # a's keeper reads its inbox
+    assert answer == inbox.Answer(inbox.APPLIED, f"cancelling run {run_id}")
+    await a.engine.wait_idle()
+    row = await a.run_row(run_id)
+    assert (row.status, row.stopped_by) == ("cancelled", "bob")
+    assert await a.statuses(run_id) == {
+        "ask": "cancelled",
+        "after": "cancelled",
+        "tidy": "succeeded",
+    }
+    commands = await a.store.all(sa.select(t.run_commands))
+    assert [(c.kind, c.state, c.by) for c in commands] == [("cancel", "applied", "bob")]
+    audit = await a.store.all(
+        sa.select(t.audit.c.actor, t.audit.c.outcome).where(t.audit.c.action == "cancel")
+    )
+    assert [tuple(r) for r in audit] == [("bob", "ok")]
+
+    with pytest.raises(InvalidTransition, match="already cancelled"):
+        await b.engine.cancel(run_id, "bob")
+
+
+async def test_a_decision_from_another_node_reaches_the_owner(harness: HarnessFactory) -> None:
+    a, b = await two(harness)
+    run_id = await a.run("gate", requested_by="alice")
+    gate = await s.approval_id(a, run_id, "ask")
+    result = await b.engine.decide(gate, "bob", "approve", "ship it")
+    assert result.recorded and result.status == "approved"
+    assert "no live driver" not in result.message
+    await a.engine.wait_idle()
+    assert (await a.run_row(run_id)).status == "succeeded"
+    closed = [e for e in a.seen() if isinstance(e, ev.ApprovalClosed)]
+    assert [(e.approval_id, e.outcome) for e in closed] == [(gate, "approved")]
+
+
+async def test_a_command_without_a_live_driver_says_so_and_waits_for_adoption(
+    harness: HarnessFactory,
+) -> None:
+    a = await harness(PLAYBOOKS)
+    run_id = await a.run("gate")
+    kill(a)
+    a.engine._abandon(a.engine._runs[run_id])  # as if the process had died
+    console = await harness(PLAYBOOKS)
+    console.engine.adopts = False  # a console node: drives only what it starts
+    console.clock.advance(timedelta(seconds=20))
+    answer = await console.engine.cancel(run_id, "carol")
+    assert answer.state == inbox.PENDING and "no live driver" in answer.message
+    assert (await console.run_row(run_id)).status == "waiting"
+
+    server = await harness(PLAYBOOKS)
+    server.clock.advance(timedelta(seconds=20))
+    await server.engine.keeper.tick()
+    await server.engine.keeper.poll_inbox()
+    await server.engine.wait_idle()
+    row = await server.run_row(run_id)
+    assert (row.status, row.stopped_by, row.owner) == ("cancelled", "carol", server.engine.owner)
+
+
+async def test_only_serve_nodes_adopt_and_a_stopping_node_lets_go_at_once(
+    harness: HarnessFactory,
+) -> None:
+    a, b = await two(harness)
+    run_id = await a.run("gate")
+    b.engine.adopts = False
+    await a.engine.stop(drain=0)
+    assert a.engine.released == 1
+    assert (await owner_of(b, run_id)) == (None, 1)
+    await b.engine.keeper.tick()
+    assert (await owner_of(b, run_id))[0] is None  # a console or `baton run` never adopts
+    b.engine.adopts = True
+    await b.engine.keeper.tick()  # no lease to wait out: released
+    await b.engine.wait_idle()
+    assert (await owner_of(b, run_id)) == (b.engine.owner, 2)
+    assert run_id in b.engine.active_runs
+
+
+@pytest.mark.parametrize("trial", range(20), ids=lambda n: f"trial{n}")
+async def test_a_retry_racing_five_cancels_ends_consistently(
+    harness: HarnessFactory, tmp_path: Path, trial: int
+) -> None:
+    a, b = await two(harness)
+    work = tmp_path / f"w{trial}"
+    work.mkdir()
+    run_id = await a.run("fails", {"dir": str(work)})
+    assert (await a.run_row(run_id)).status == "failed"
+
+    async def attempt(call: Any) -> str:
+        try:
+            answer = await call
+        except InvalidTransition as exc:
+            return f"refused: {exc}"
+        return "ok" if answer is None else answer.state
+
+    calls = [attempt(a.engine.retry(run_id, "alice"))]
+    calls += [attempt((a if i % 2 else b).engine.cancel(run_id, f"c{i}")) for i in range(5)]
+    outcomes = await asyncio.gather(*calls)
+    await a.engine.wait_idle()
+    await b.engine.wait_idle()
+    row = await a.run_row(run_id)
+    assert RunStatus(row.status).terminal
+    applied = [o for o in outcomes[1:] if o == inbox.APPLIED]
+    if applied:  # a cancel answered "applied" ended the new attempt
+        assert row.status == "cancelled", outcomes
+    if outcomes[0] == "ok":
+        assert row.attempt == 2
+    # `finally` ran exactly once per attempt that started (a retry cancelled while still
+    # queued never started)
+    started = await a.store.all(
+        sa.select(t.attempts.c.run_attempt)
+        .where(t.attempts.c.run_id == run_id, t.attempts.c.step_id == "boom")
+        .distinct()
+    )
+    assert s.lines(work / "finally.log") == [str(work)] * len(started), outcomes
+    pending = await a.store.all(
+        sa.select(t.run_commands).where(t.run_commands.c.state == inbox.PENDING)
+    )
+    assert pending == []
+
+
+async def test_values_no_database_stores_are_refused_or_repaired(harness: HarnessFactory) -> None:
+    h = await harness(PLAYBOOKS)
+    with pytest.raises(ParamError, match="lone surrogate"):
+        await h.run("odd", {"text": "a\ud800b"})
+    with pytest.raises(ParamError, match="NUL"):
+        await h.run("odd", {"text": "a\x00b"})
+    assert await h.store.all(sa.select(t.runs)) == []
+
+    run_id = await h.run("odd")
+    row = await h.run_row(run_id)
+    assert row.status == "succeeded", row.error
+    out = (await h.steps(run_id))["produce"].output
+    assert out == {
+        "text": "a\ufffdb\ufffdc",
+        "numbers": ["NaN", "Infinity", "-Infinity", 1.5],
+        "\ufffdkey": "value",
+    }
+    logs = await h.store.all(sa.select(t.run_logs.c.message).where(t.run_logs.c.run_id == run_id))
+    assert [r.message for r in logs] == ["log \ufffd line\ufffd", "got a\ufffdb\ufffdc"]
+
+
+async def test_a_write_the_database_keeps_refusing_gives_the_run_up_then_fails_it(
+    harness: HarnessFactory,
+) -> None:
+    h = await harness(PLAYBOOKS)
+    real = h.store.write
+    refused = {"on": True}
+
+    async def refusing(*ops: Any) -> list[Any]:
+        if refused["on"] and any(getattr(op, "kind", "") == "log_new" for op in ops):
+            raise sa.exc.IntegrityError("INSERT", {}, Exception("refused by the test"))
+        return await real(*ops)
+
+    h.store.write = refusing  # type: ignore[method-assign]
+    run_id = await s.start(h, "pause")
+    await h.engine.wait_idle()
+    await h.advance(600)  # the wait ends; the log line's commit is refused three times
+    row = await h.run_row(run_id)
+    assert (row.status, row.owner, row.drive_failures) == ("running", None, 1)
+    assert "refused by the test" in (row.error or "")
+    assert run_id not in h.engine.active_runs
+
+    for failures in (2, 3):  # adopted again after the delay, refused again
+        h.clock.advance(timedelta(seconds=16))
+        await h.engine.keeper.tick()
+        await h.engine.wait_idle()
+        await h.advance(0)
+        row = await h.run_row(run_id)
+        assert row.drive_failures == failures, row
+    h.clock.advance(timedelta(seconds=16))
+    await h.engine.keeper.tick()
+    row = await h.run_row(run_id)
+    assert row.status == "failed"
+    assert "could not store this run's progress 3 times" in (row.error or "")
