@@ -130,6 +130,8 @@ async def healthz(request: web.Request) -> web.Response:
         await queries.ping(baton.store)
     except Exception as exc:
         return error(503, f"database unavailable: {exc}")
+    if baton.store.failing is not None:  # reads answer, writes do not (a full disk, say)
+        return error(503, f"database writes fail: {baton.store.failing}")
     return web.json_response(
         {
             "status": "ok",
@@ -260,14 +262,19 @@ async def run_action(request: web.Request) -> web.Response:
     run_id = request.match_info["run_id"]
     action = request.match_info["action"]
     by = request.query.get("by", "api")
+    message = f"retrying run {run_id}"
     try:
         if action == "cancel":
-            await baton.engine.cancel(run_id, by)
+            answer = await baton.engine.cancel(run_id, by)
+            if answer.state == "refused":
+                return error(409, answer.message)
+            message = answer.message
         else:
             await baton.engine.retry(run_id, by)
     except BatonError as exc:
         return _maperror(exc)
-    return web.json_response(await queries.get_run(baton.store, run_id), status=202)
+    run = await queries.get_run(baton.store, run_id)
+    return web.json_response({**run, "message": message}, status=202)
 
 
 async def decide(request: web.Request) -> web.Response:

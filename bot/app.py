@@ -81,14 +81,17 @@ def build_catalog(settings: Settings, registry: Registry) -> Catalog:
 async def open_baton(
     settings: Settings,
     *,
-    resume: bool = True,
+    kind: str = "serve",
     upgrade: bool = False,
     clock: Clock | None = None,
     timers: Timers | None = None,
 ) -> AsyncIterator[Baton]:
-    """Open the store and start the engine; on exit stop the engine (draining running
-    steps) and close the store. ``upgrade``: bring an older database schema to head
-    (``baton serve``); without it, an older schema stops Baton with what to run."""
+    """Open the store and start the engine as a node of ``kind``: ``serve`` adopts runs
+    nobody drives, fires schedules and routes alerts; ``run`` and ``console`` drive only
+    the runs they start. On exit stop the engine (draining running steps, giving up the
+    leases of runs still in progress) and close the store. ``upgrade``: bring an older
+    database schema to head (``baton serve``); without it, an older schema stops Baton
+    with what to run."""
     async with AsyncExitStack() as stack:
         rules = AccessRules.load(settings.config)
         registry = Registry.from_entry_points()
@@ -108,19 +111,18 @@ async def open_baton(
             secrets=load_secrets(os.environ, settings.secrets_dir),
             clock=clock,
             timers=timers or SchedulerTimers(),
-            owner=f"{os.uname().nodename}:{os.getpid()}",
+            kind=kind,
+            lease=settings.lease,
+            renew=settings.lease_renew,
             approver_check=ApproverCheck(rules),
             step_env=step_environment(settings),
             credentials=credentials,
         )
         schedules = Schedules(engine, grace=settings.misfire_grace, poll=settings.schedule_poll)
-        if resume:
-            await engine.start()
-        else:
-            engine.timers.start()
+        await engine.start()
         stack.push_async_callback(engine.stop, settings.drain_timeout)
         baton = Baton(settings, store, engine, schedules, rules)
-        if resume:  # `baton run` neither resumes other runs, fires schedules nor routes alerts
+        if kind == "serve":  # other nodes neither adopt runs, fire schedules nor route alerts
             await schedules.start()
             stack.callback(schedules.stop)
             baton.alerts, baton.alert_mapping = alert_routing(settings, engine)

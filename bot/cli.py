@@ -14,7 +14,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from bot.app import Baton
     from bot.commands import Command
+    from bot.progress import Progress
     from bot.settings import Settings
+    from engine.requests import RunRequest
+    from engine.state import RunStatus
 
 EPILOG = """\
 settings come from the environment (BATON_DATABASE_URL, BATON_PLAYBOOKS, BATON_HOST,
@@ -60,10 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
         'retry RUN, approve ID [comment], reject ID [reason], schedule P "CRON" | in 30m | '
         "at 18:00 [k=v ...], schedules, unschedule ID, history [P], alerts [OUTCOME]. Runs "
         "started here show "
-        "their progress live, approval prompts included. The engine runs in this process: "
-        "runs left active earlier resume and schedules fire. Commands are read from standard "
-        "input, so a script can pipe them in; at the end of input (or `quit`), the console "
-        "waits until its runs have finished or wait for a person, then exits 0.",
+        "their progress live, approval prompts included. The console drives only the runs "
+        "it starts; cancel, retry and decisions reach runs driven elsewhere through their "
+        "inbox. Commands are read from standard input, so a script can pipe them in; at the "
+        "end of input (or `quit`), the console waits until its runs have finished or wait "
+        "for a person, then exits 0, leaving those still in progress to `baton serve`.",
     )
     console.add_argument("--as", dest="user", default=None, help="who is chatting (default: $USER)")
 
@@ -80,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run",
         action="store_true",
         help="print the plan (resolved params, step order, parallel groups); run nothing",
+    )
+    run.add_argument(
+        "--detach",
+        action="store_true",
+        help="start the run and return at once, printing its id; a `baton serve` carries it "
+        "out (the next one to start, if none runs now)",
     )
     run.add_argument("--as", dest="user", default=None, help="who is asking (default: $USER)")
 
@@ -233,9 +243,24 @@ async def _console(settings: Settings, user: str | None) -> int:
 
     from bot.app import open_baton, run_console
 
-    async with open_baton(settings) as baton:
+    async with open_baton(settings, kind="console") as baton:
         await run_console(baton, user or getpass.getuser())
+        await baton.engine.stop(settings.drain_timeout)
+        await _left_behind(baton)
     return 0
+
+
+async def _left_behind(baton: Baton) -> None:
+    """Say what happens to the runs this process started and leaves in progress."""
+    count = baton.engine.released
+    if not count:
+        return
+    servers = await baton.engine.servers_alive()
+    runs = "1 run is" if count == 1 else f"{count} runs are"
+    if servers:
+        print(f"{runs} still active; a server ({servers[0]}) carries them on", file=sys.stderr)
+    else:
+        print(f"{runs} still active; `baton serve` will carry them on", file=sys.stderr)
 
 
 async def _run(settings: Settings, args: argparse.Namespace) -> int:
@@ -259,21 +284,64 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
         progress.plan(planning.plan(catalog, request))
         return 0
     from bot.app import open_baton
-    from engine import events as ev
-    from engine import queries
 
-    async with open_baton(settings, resume=False) as baton:
-        engine = baton.engine
+    async with open_baton(settings, kind="run") as baton:
         from bot import commands
 
         await _check(baton, user, commands.Run(args.playbook, raw))
+        if args.detach:
+            run_id = await baton.engine.start_run(request, detach=True)
+            print(run_id)
+            servers = await baton.engine.servers_alive()
+            if not servers:
+                print(
+                    f"run {run_id} is queued; no `baton serve` is running to carry it out "
+                    "yet: the next one to start will",
+                    file=sys.stderr,
+                )
+            return 0
+        return await _drive_here(baton, request, progress)
+
+
+async def _drive_here(baton: Baton, request: RunRequest, progress: Progress) -> int:
+    """Drive one run in this process with live progress. The first Ctrl-C cancels it
+    (its running steps are killed, ``finally`` runs); a second one leaves it to a
+    server. A run that ends elsewhere (taken over) is followed from the database."""
+    import signal
+
+    from engine import events as ev
+    from engine import queries
+    from engine.runner import RunMoved
+
+    engine = baton.engine
+    loop = asyncio.get_running_loop()
+    interrupts = 0
+    left = asyncio.Event()
+    run_id = ""
+
+    def on_sigint() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1 and run_id:
+            print(
+                f"\ncancelling run {run_id} (Ctrl-C again to leave it running for a server)",
+                file=sys.stderr,
+                flush=True,
+            )
+            engine.spawn(engine.cancel(run_id, request.requested_by), "cli-cancel")
+        else:
+            left.set()
+
+    loop.add_signal_handler(signal.SIGINT, on_sigint)
+    try:
         with engine.bus.subscribe() as events:
             run_id = await engine.start_run(request)
             waiter = asyncio.ensure_future(engine.wait_for(run_id))
+            leaving = asyncio.ensure_future(left.wait())
             family = {run_id}  # the run and its child runs (`playbook` steps)
-            while not waiter.done():
+            while not waiter.done() and not left.is_set():
                 getter = asyncio.ensure_future(events.queue.get())
-                await asyncio.wait({waiter, getter}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({waiter, getter, leaving}, return_when=asyncio.FIRST_COMPLETED)
                 if not getter.done():
                     getter.cancel()
                     continue
@@ -282,14 +350,48 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
                     family.add(event.run_id)
                 if event.run_id in family:
                     progress.render(event)
+            leaving.cancel()
             for event in events.drain():
                 if event.run_id in family:
                     progress.render(event)
-            status = waiter.result()
-        if status.value != "succeeded":
-            progress.failures(await queries.step_tails(baton.store, run_id))
-            return 1
-        return 0
+            if left.is_set() and not waiter.done():
+                waiter.cancel()
+                await engine.stop(drain=0)
+                print(
+                    f"left run {run_id} to a server: `baton runs` shows it, "
+                    "`baton serve` carries it on",
+                    file=sys.stderr,
+                )
+                return 130
+            try:
+                status = waiter.result()
+            except RunMoved:
+                print(
+                    f"run {run_id} is now driven by another Baton process; following it",
+                    file=sys.stderr,
+                )
+                status = await _follow(baton, run_id)
+                print(f"run {run_id} ended {status} elsewhere", file=sys.stderr)
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+    if interrupts:
+        return 130
+    if status.value != "succeeded":
+        progress.failures(await queries.step_tails(baton.store, run_id))
+        return 1
+    return 0
+
+
+async def _follow(baton: Baton, run_id: str) -> RunStatus:
+    """Wait until a run driven by another process ends, reading its row."""
+    from engine.state import RunStatus
+
+    while True:
+        row = await baton.engine.records.row(run_id)
+        status = RunStatus(row.status)
+        if status.terminal:
+            return status
+        await asyncio.sleep(0.5)
 
 
 def _validate(settings: Settings, paths: list[Path]) -> int:
@@ -372,7 +474,7 @@ async def _schedules(settings: Settings, args: argparse.Namespace) -> int:
     from bot import commands
     from bot.app import open_baton
 
-    async with open_baton(settings, resume=False) as baton:
+    async with open_baton(settings, kind="cli") as baton:
         book = baton.schedules
         if args.command == "schedules":
             _print_schedules(await book.list())

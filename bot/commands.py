@@ -59,7 +59,7 @@ from engine import params as paramlib
 from engine import schedules as schedlib
 from engine.access import Actor
 from engine.durations import format_duration
-from engine.errors import BatonError, NotAllowed, PlaybookNotFound, closest
+from engine.errors import BatonError, InvalidTransition, NotAllowed, PlaybookNotFound, closest
 from engine.requests import RunRequest
 from engine.runner import Engine
 
@@ -239,10 +239,10 @@ class Commands:
                     return await self._my_runs(actor)
                 return await self._status(command.run_id)
             case Cancel():
-                await self.engine.cancel(command.run_id, actor.id)
-                return Reply(
-                    [f"cancelling run {command.run_id}"], run_id=command.run_id, follow=True
-                )
+                answer = await self.engine.cancel(command.run_id, actor.id)
+                if answer.state == "refused":
+                    raise InvalidTransition(answer.message)
+                return Reply([answer.message], run_id=command.run_id, follow=True)
             case Retry():
                 await self.engine.retry(command.run_id, actor.id)
                 return Reply([f"retrying run {command.run_id}"], run_id=command.run_id, follow=True)

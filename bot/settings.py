@@ -90,6 +90,20 @@ class Settings(BaseSettings):
     secrets_dir: Path | None = Field(
         default=None, description="Folder of secret files (one per secret) for `secrets.NAME`."
     )
+    lease: float = Field(
+        default=15.0,
+        gt=0,
+        le=3600,
+        description="Seconds a node's lease on a run lasts: a run whose driver died is "
+        "adopted by a `baton serve` node this long after the last renewal.",
+    )
+    lease_renew: float = Field(
+        default=5.0,
+        gt=0,
+        le=1200,
+        description="Seconds between two renewals of a node's leases (keep it a third of "
+        "BATON_LEASE or less).",
+    )
     drain_timeout: float = Field(
         default=30.0, ge=0, description="Seconds a graceful stop lets running steps finish."
     )

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.acceptance.serve import Server, wait_until
+
 BATON = str(Path(sys.executable).parent / "baton")
 
 GREET = """
@@ -85,21 +87,33 @@ def test_console_runs_a_playbook_with_live_progress(env: dict[str, str], tmp_pat
 
 
 def test_approval_across_two_consoles(env: dict[str, str], tmp_path: Path) -> None:
+    """A console drives only the runs it starts: bob's approval of alice's run is
+    recorded, and the run goes on once a server adopts it (the console says so)."""
     first = console(env, "run gate\n", "--as", "alice")
     assert first.returncode == 0, first.stderr
     found = re.search(r"answer with `approve (\w+) \[comment\]`", first.stdout)
     assert found, first.stdout
     gate = found.group(1)
+    assert "1 run is still active; `baton serve` will carry them on" in first.stderr
     assert runs(tmp_path) == [("gate", "waiting", "console", "alice")]
     own = console(env, f"approve {gate}\n", "--as", "alice")
     assert "cannot approve" in own.stdout
     second = console(env, f"approve {gate} ship it\nquit\nstatus\n", "--as", "bob")
     assert second.returncode == 0, second.stderr
     assert f"bob approved {gate}" in second.stdout
-    assert "shipped" in second.stdout
-    assert re.search(r"run \w+: succeeded", second.stdout)
+    assert "no live driver" in second.stdout and "`baton serve`" in second.stdout
     assert "active runs" not in second.stdout  # nothing is read after `quit`
-    assert runs(tmp_path) == [("gate", "succeeded", "console", "alice")]
+    assert runs(tmp_path) == [("gate", "waiting", "console", "alice")]
+
+    server = Server(tmp_path, env["BATON_DATABASE_URL"], {"gate": GATE})
+    try:
+        server.start()
+        wait_until(
+            lambda: runs(tmp_path) == [("gate", "succeeded", "console", "alice")],
+            what="the server carries the approved run on",
+        )
+    finally:
+        server.close()
 
 
 def test_console_help(env: dict[str, str]) -> None:
