@@ -8,7 +8,7 @@ import platform
 import sys
 import time
 
-SUITES = ("engine", "process", "durability", "slack", "alerts", "profile")
+SUITES = ("engine", "process", "durability", "slack", "alerts", "nodes", "profile")
 
 
 def main() -> int:
@@ -19,22 +19,24 @@ def main() -> int:
     parser.add_argument(
         "suites",
         nargs="*",
-        metavar="{all,engine,process,durability,slack,alerts,profile}",
+        metavar="{all,engine,process,durability,slack,alerts,nodes,profile}",
         help="engine: in-process engine throughput and memory; process: the baton command "
         "(start-up, one-step run, serve idle RSS); durability: timer lateness, memory and "
         "idle CPU of 10,000 parked runs, resuming them after a restart; slack: signed "
         "/baton run slash commands at POST /slack/events (ack latency, time to the run "
         "card), one at a time and 200 at once; alerts: 1,000 Alertmanager webhooks at "
         "POST /alerts/alertmanager in a burst (10%% distinct fingerprints: latency, routing "
-        "time, runs started, repeats attached, alerts held); profile: cProfile of the "
+        "time, runs started, repeats attached, alerts held); nodes: decision latency from "
+        "another node, takeover after kill -9, two replicas on PostgreSQL; profile: cProfile of "
+        "the "
         "sequential chain and of parking and resuming runs. Default: engine, process, "
-        "durability, slack and alerts.",
+        "durability, slack, alerts and nodes.",
     )
     args = parser.parse_args()
     unknown = [s for s in args.suites if s not in ("all", *SUITES)]
     if unknown:
         parser.error(f"unknown suite(s) {', '.join(unknown)}; choose from all, {', '.join(SUITES)}")
-    chosen = args.suites or ["engine", "process", "durability", "slack", "alerts"]
+    chosen = args.suites or ["engine", "process", "durability", "slack", "alerts", "nodes"]
     if "all" in chosen:
         chosen = list(SUITES)
     print(
@@ -67,6 +69,10 @@ def main() -> int:
             from bench import alerts
 
             alerts.main()
+        elif suite == "nodes":
+            from bench import nodes
+
+            nodes.main()
         elif suite == "profile":
             from bench import profile
 

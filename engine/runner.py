@@ -664,6 +664,8 @@ class Engine:
             )
         self._busy_inc()
         self._drivers[run.id] = asyncio.create_task(self._drive(run), name=f"run-{run.id}")
+        if len(self._runs) == 1:
+            self.keeper.poke()  # the first run: the keeper starts reading the inbox
 
     async def _admit_queued(self, key: str | None) -> None:
         """Start the runs waiting in ``key``'s queue that its limit lets through (key

@@ -69,6 +69,8 @@ class Store:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.commits = 0
+        self._reading = 0  # reads running in worker threads
+        self._reads_done = threading.Condition()
         self.failing: str | None = None
         """Why writes fail right now (the database unreachable, a full disk), or None."""
 
@@ -87,7 +89,14 @@ class Store:
             self._queue.put(None)
             await asyncio.to_thread(self._thread.join)
             self._thread = None
-        await asyncio.to_thread(self.engine.dispose)
+        await asyncio.to_thread(self._quiet_then_dispose)
+
+    def _quiet_then_dispose(self) -> None:
+        """Dispose of the pool once no read holds a connection: a read whose awaiting
+        task was cancelled (a keeper stopping) still runs in its thread."""
+        with self._reads_done:
+            self._reads_done.wait_for(lambda: self._reading == 0, timeout=30)
+        self.engine.dispose()
 
     async def __aenter__(self) -> Store:
         await self.open()
@@ -203,8 +212,15 @@ class Store:
         return await asyncio.to_thread(self._read, fn)
 
     def _read(self, fn: Callable[[sa.Connection], T]) -> T:
-        with self.engine.connect().execution_options(baton_read=True) as conn:
-            return fn(conn)
+        with self._reads_done:
+            self._reading += 1
+        try:
+            with self.engine.connect().execution_options(baton_read=True) as conn:
+                return fn(conn)
+        finally:
+            with self._reads_done:
+                self._reading -= 1
+                self._reads_done.notify_all()
 
     async def all(self, stmt: sa.Select[Any]) -> list[sa.Row[Any]]:
         return await self.read(lambda conn: list(conn.execute(stmt)))

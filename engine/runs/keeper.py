@@ -44,6 +44,11 @@ class Keeper:
         self._admit = False  # a run was queued for any server: look now
         self._failing = False
 
+    def poke(self) -> None:
+        """Look again now (a run started: on SQLite the inbox is read while runs are
+        driven)."""
+        self._poke.set()
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="baton-keeper")
         if self.engine.store.dialect == "postgresql":
