@@ -154,23 +154,28 @@ class Store:
 
     def _commit(self, conn: sa.Connection, batch: list[_Unit]) -> None:
         """Commit a batch of units at once. Their row writes are merged into one
-        ``executemany`` per kind and their claims checked in one query: every call here
+        ``executemany`` per kind and their claims checked in one query, after the
+        batch's other statements and before its row writes: every call here
         releases and retakes the GIL, which the event loop's thread may hold. If the
         batch fails, each unit is tried alone so that one bad unit fails by itself."""
         try:
             with conn.begin():
-                self._rows.check(conn, [op for u in batch for op in u.ops if isinstance(op, Guard)])
                 rows: list[Rows] = []
+                guards: list[Guard] = []
                 for unit in batch:
                     unit.results = []
                     for op in unit.ops:
                         if isinstance(op, Rows):
                             rows.append(op)
                             unit.results.append(None)
-                        elif not isinstance(op, Guard):
-                            unit.results.append(self._run(conn, op))
-                        else:
+                        elif isinstance(op, Guard):
+                            guards.append(op)
                             unit.results.append(None)
+                        else:
+                            unit.results.append(self._run(conn, op))
+                # after every other op of the batch: a unit that moved a run's epoch on
+                # (a claim, a cancel of a queued run) fences the guarded units beside it
+                self._rows.check(conn, guards)
                 for op in coalesce(rows):
                     self._rows.execute(conn, op)
             self.commits += 1

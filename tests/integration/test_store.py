@@ -4,6 +4,7 @@ a failing unit never takes its neighbours down, claims guard writes."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -83,6 +84,50 @@ async def test_guard_refuses_a_stale_epoch(store: Store) -> None:
     await store.write(guard("r", 2), stale)
     row = await store.one(sa.select(t.runs.c.status).where(t.runs.c.id == "r"))
     assert row is not None and row.status == "failed"
+
+
+@pytest.mark.parametrize("order", ["claim first", "guarded first"])
+async def test_a_claim_in_the_same_batch_fences_the_guarded_unit_beside_it(
+    store: Store, order: str
+) -> None:
+    """The cancel of a queued run (it moves the epoch on) and a start of that run guarded
+    by the old epoch, committed in one batch: exactly one of them takes effect, whichever
+    came first (the guards are checked after the batch's statements)."""
+    await store.write(new_run("r", epoch=1), t.runs.update().values(status="queued"))
+    gate = threading.Event()
+
+    def hold(conn: sa.Connection) -> None:  # keeps the writer busy while both queue up
+        gate.wait(10)
+
+    first = asyncio.ensure_future(store.write(hold))
+    await asyncio.sleep(0)
+    cancel = (
+        t.runs.update()
+        .where(t.runs.c.id == "r", t.runs.c.status == "queued")
+        .values(epoch=2, status="cancelled")
+    )
+    begin = {"id": "r", "status": "running", "started_at": NOW, "deadline_at": None}
+    begin |= {"owner": "starter", "epoch": 2, "lease_expires_at": None}
+    units = [store.write(cancel), store.write(guard("r", 1), Rows("run_begin", [begin]))]
+    if order == "guarded first":
+        units.reverse()
+    pending = [asyncio.ensure_future(u) for u in units]
+    await asyncio.sleep(0)  # both are queued now, behind `hold`: one batch for the two
+    gate.set()
+    await first
+    results = await asyncio.gather(*pending, return_exceptions=True)
+    if order == "guarded first":
+        results.reverse()
+    cancelled, started = results
+    row = await store.one(sa.select(t.runs.c.status, t.runs.c.owner).where(t.runs.c.id == "r"))
+    assert row is not None
+    if isinstance(started, ClaimLost):
+        assert cancelled[0].rowcount == 1
+        assert (row.status, row.owner) == ("cancelled", None)
+    else:
+        assert cancelled[0].rowcount == 0, "both took effect"
+        assert (row.status, row.owner) == ("running", "starter")
+    assert order == "guarded first" or isinstance(started, ClaimLost)
 
 
 async def test_times_come_back_aware_in_utc(store: Store) -> None:
