@@ -113,7 +113,7 @@ async def open_baton(
             timers=timers or SchedulerTimers(),
             kind=kind,
             lease=settings.lease,
-            renew=settings.lease_renew,
+            renew=settings.renew_every,
             approver_check=ApproverCheck(rules),
             step_env=step_environment(settings),
             credentials=credentials,

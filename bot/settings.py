@@ -8,7 +8,7 @@ from __future__ import annotations
 import typing
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -97,12 +97,12 @@ class Settings(BaseSettings):
         description="Seconds a node's lease on a run lasts: a run whose driver died is "
         "adopted by a `baton serve` node this long after the last renewal.",
     )
-    lease_renew: float = Field(
-        default=5.0,
+    lease_renew: float | None = Field(
+        default=None,
         gt=0,
         le=1200,
-        description="Seconds between two renewals of a node's leases (keep it a third of "
-        "BATON_LEASE or less).",
+        description="Seconds between two renewals of a node's leases; unset: a third of "
+        "BATON_LEASE.",
     )
     drain_timeout: float = Field(
         default=30.0, ge=0, description="Seconds a graceful stop lets running steps finish."
@@ -226,6 +226,22 @@ class Settings(BaseSettings):
         if password:
             values.append(str(password))
         return [v for v in values if v]
+
+    @property
+    def renew_every(self) -> float:
+        """Seconds between two lease renewals (a third of the lease by default)."""
+        return self.lease_renew if self.lease_renew is not None else self.lease / 3
+
+    @field_validator("lease_renew")
+    @classmethod
+    def _renew_within_lease(cls, value: float | None, info: ValidationInfo) -> float | None:
+        lease = info.data.get("lease")
+        if value is not None and lease is not None and value >= lease:
+            raise ValueError(
+                f"renewals every {value:g} s cannot keep a lease of {lease:g} s "
+                "(BATON_LEASE) alive: renew at most every third of it"
+            )
+        return value
 
     @field_validator("timezone")
     @classmethod

@@ -16,8 +16,13 @@ from engine.durations import parse_duration
         ({"BATON_LOG_LEVEL": "loud"}, "BATON_LOG_LEVEL='loud': unknown log level"),
         ({"BATON_TIMEZONE": "Mars/Base"}, "BATON_TIMEZONE='Mars/Base': unknown time zone"),
         ({"BATON_SCHEDULE_POLL": "0"}, "BATON_SCHEDULE_POLL='0': Input should be greater"),
+        ({"BATON_LEASE": "0"}, "BATON_LEASE='0': Input should be greater"),
+        (
+            {"BATON_LEASE": "5", "BATON_LEASE_RENEW": "6"},
+            "BATON_LEASE_RENEW='6': renewals every 6 s cannot keep a lease of 5 s",
+        ),
     ],
-    ids=["port", "log-level", "timezone", "poll"],
+    ids=["port", "log-level", "timezone", "poll", "lease", "renew-past-lease"],
 )
 def test_a_bad_setting_says_which_variable_and_why(
     monkeypatch: pytest.MonkeyPatch, env: dict[str, str], needle: str
@@ -82,3 +87,13 @@ def test_baton_credentials_are_named_and_their_values_known() -> None:
         ["api-token", "old-secret,new-secret", "old-secret", "new-secret", "signing", "db-pass"]
     )
     assert Settings(_env_file=None, api_read_token=" Required ").api_read_token == "required"  # type: ignore[call-arg]
+
+
+def test_leases_are_renewed_every_third_of_a_lease_unless_told(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings(_env_file=None).renew_every == 5  # type: ignore[call-arg]
+    monkeypatch.setenv("BATON_LEASE", "3")
+    assert Settings(_env_file=None).renew_every == 1  # type: ignore[call-arg]
+    monkeypatch.setenv("BATON_LEASE_RENEW", "2")
+    assert Settings(_env_file=None).renew_every == 2  # type: ignore[call-arg]
