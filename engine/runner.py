@@ -307,15 +307,22 @@ class Engine:
         """Cancel a run, from any process: a queued run at once; a run in progress
         through its inbox, answered once its driver applied it (running steps killed,
         ``finally`` to come)."""
-        row = await self.records.row(run_id)
-        status = RunStatus(row.status)
-        if status is RunStatus.QUEUED:
-            answer = await self._cancel_queued(row, by)
-            if answer is not None:
-                return answer
-        elif status.terminal:
-            raise InvalidTransition(f"run {run_id} is already {status}; nothing to cancel")
-        return await self.command(run_id, inbox.CANCEL, {}, by, what="cancel")
+        for _ in range(3):  # a run may move between queued and in progress meanwhile
+            row = await self.records.row(run_id)
+            status = RunStatus(row.status)
+            if status.terminal:
+                raise InvalidTransition(f"run {run_id} is already {status}; nothing to cancel")
+            if status is RunStatus.QUEUED:
+                answer = await self._cancel_queued(row, by)
+                if answer is not None:
+                    return answer
+                continue
+            try:
+                return await self.command(run_id, inbox.CANCEL, {}, by, what="cancel")
+            except InvalidTransition:
+                if (await self.records.row(run_id)).status != RunStatus.QUEUED.value:
+                    raise
+        raise InvalidTransition(f"run {run_id} keeps changing; try again")
 
     async def _cancel_queued(self, row: sa.Row[Any], by: str) -> inbox.Answer | None:
         """Cancel a run still in the queue (nobody drives it yet); None when it left the

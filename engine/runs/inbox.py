@@ -89,22 +89,7 @@ def send(
             raise RunNotFound(run_id)
         if row.status not in ACTIVE:
             raise InvalidTransition(f"run {run_id} is {row.status}; nothing to {what}")
-        result = conn.execute(
-            t.run_commands.insert().values(
-                run_id=run_id,
-                attempt=row.attempt,
-                kind=kind,
-                payload=payload,
-                by=by,
-                created_at=at,
-                state=PENDING,
-            )
-        )
-        if postgres:
-            conn.execute(sa.select(sa.func.pg_notify(CHANNEL, run_id)))
-        key = result.inserted_primary_key
-        assert key is not None
-        return int(key[0]), row
+        return _insert(conn, run_id, row.attempt, kind, payload, by, at, postgres), row
 
     return op
 
@@ -129,26 +114,41 @@ def put(
     ``box`` when given."""
 
     def op(conn: sa.Connection) -> int:
-        result = conn.execute(
-            t.run_commands.insert().values(
-                run_id=run_id,
-                attempt=0,
-                kind=kind,
-                payload=payload,
-                by=by,
-                created_at=at,
-                state=PENDING,
-            )
-        )
-        if postgres:
-            conn.execute(sa.select(sa.func.pg_notify(CHANNEL, run_id)))
-        key = result.inserted_primary_key
-        assert key is not None
+        command_id = _insert(conn, run_id, 0, kind, payload, by, at, postgres)
         if box is not None:
-            box.append(int(key[0]))
-        return int(key[0])
+            box.append(command_id)
+        return command_id
 
     return op
+
+
+def _insert(
+    conn: sa.Connection,
+    run_id: str,
+    attempt: int,
+    kind: str,
+    payload: dict[str, Any],
+    by: str,
+    at: datetime,
+    postgres: bool,
+) -> int:
+    """Insert a pending command (and wake the owner on PostgreSQL, at commit)."""
+    result = conn.execute(
+        t.run_commands.insert().values(
+            run_id=run_id,
+            attempt=attempt,
+            kind=kind,
+            payload=payload,
+            by=by,
+            created_at=at,
+            state=PENDING,
+        )
+    )
+    if postgres:
+        conn.execute(sa.select(sa.func.pg_notify(CHANNEL, run_id)))
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
 
 
 def answer(command_id: int, state: str, message: str, at: datetime) -> sa.Executable:
