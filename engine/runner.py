@@ -43,7 +43,7 @@ from engine.errors import (
 from engine.loading import RunRecords
 from engine.playbook import Phase, Playbook, from_snapshot
 from engine.requests import DecisionResult, Plan, RunRequest
-from engine.runs import inbox, leases
+from engine.runs import commands, inbox, leases
 from engine.runs.keeper import Keeper
 from engine.secrets import SecretBox
 from engine.state import (
@@ -1054,51 +1054,9 @@ class Engine:
         run.blocked = False
 
     def _apply_command(self, run: RunState, m: msg.Command, batch: Batch) -> None:
-        """Apply one inbox command and write its answer in the same commit."""
-        now = self.clock.now()
-        state, text = inbox.APPLIED, "applied"
-        p = m.payload
-        if m.kind == inbox.CANCEL:
-            if run.stop_reason:
-                state = inbox.REFUSED
-                text = f"run {run.id} is already stopping ({run.stop_reason})"
-            else:
-                self.machine.apply(run, msg.Stop(status=RunStatus.CANCELLED.value, by=m.by), batch)
-                text = f"cancelling run {run.id}"
-            outcome = "ok" if state == inbox.APPLIED else "refused"
-            batch.ops.append(self._audit(m.by, "cancel", run.id, {}, outcome))
-        elif m.kind == inbox.GATE:
-            self.machine.apply(
-                run,
-                msg.GateClosed(
-                    step_id=p["step_id"],
-                    approval_id=p["approval_id"],
-                    outcome=p["outcome"],
-                    reason=p.get("reason", ""),
-                    output=p.get("output") or {},
-                ),
-                batch,
-            )
-            text = f"approval {p['approval_id']} {p['outcome']}"
-        elif m.kind == inbox.CHILD:
-            self.machine.apply(
-                run,
-                msg.ChildEnded(
-                    p["step_id"],
-                    p["child_run_id"],
-                    p["status"],
-                    p.get("output") or {},
-                    p.get("error"),
-                ),
-                batch,
-            )
-            text = f"child run {p['child_run_id']} {p['status']}"
-        else:
-            state, text = inbox.REFUSED, f"unknown command {m.kind!r}"
-        batch.ops.append(inbox.answer(m.id, state, text, now))
+        answer = commands.apply(self.machine, run, m, batch, self.clock.now())
         waiter = run.waiters.pop(m.id, None)
         if waiter is not None:
-            answer = inbox.Answer(state, text)
 
             def tell(w: asyncio.Future[Any] = waiter, a: inbox.Answer = answer) -> None:
                 if not w.done():
