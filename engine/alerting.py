@@ -162,11 +162,18 @@ class Alerts:
     # --- life -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Route what a previous process stored but did not route, then wait for more."""
-        rows = await self.store.all(
-            sa.select(t.alerts)
-            .where(t.alerts.c.outcome == "pending")
-            .order_by(t.alerts.c.id)  # the order they were received
+        """Route what a previous process stored but did not route, then wait for more.
+        With another ``baton serve`` alive, its pending alerts are its own to route (they
+        sit in its queue): this node leaves them."""
+        others = await self.engine.servers_alive()
+        rows = (
+            []
+            if others
+            else await self.store.all(
+                sa.select(t.alerts)
+                .where(t.alerts.c.outcome == "pending")
+                .order_by(t.alerts.c.id)  # the order they were received
+            )
         )
         for row in rows:
             self._enqueue(row.id, _from_row(row))
