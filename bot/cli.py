@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -241,8 +242,18 @@ async def _console(settings: Settings, user: str | None) -> int:
     from bot.app import open_baton, run_console
 
     async with open_baton(settings, kind="console") as baton:
-        await run_console(baton, user or getpass.getuser())
-        await baton.engine.stop(settings.drain_timeout)
+        chat = asyncio.ensure_future(run_console(baton, user or getpass.getuser()))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGHUP):  # a closed terminal: stop the steps
+            loop.add_signal_handler(sig, chat.cancel)
+        try:
+            await asyncio.wait({chat})
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+        if not chat.cancelled():
+            chat.result()
+        await baton.engine.stop(0 if chat.cancelled() else settings.drain_timeout)
         from bot import cli_runs
 
         await cli_runs.left_behind(baton)

@@ -23,12 +23,19 @@ if TYPE_CHECKING:
 async def drive_here(baton: Baton, request: RunRequest, progress: Progress) -> int:
     """Drive one run in this process with live progress. The first Ctrl-C cancels it
     (its running steps are killed, ``finally`` runs); a second one leaves it to a
-    server. A run that ends elsewhere (taken over) is followed from the database."""
+    server, and so do SIGTERM and SIGHUP (the running steps are stopped and recorded as
+    interrupted first, never left running behind). A run that ends elsewhere (taken
+    over) is followed from the database."""
     engine = baton.engine
     loop = asyncio.get_running_loop()
     interrupts = 0
+    ended_by: list[int] = []  # SIGTERM or SIGHUP (a closed terminal, a CI job cancelled)
     left = asyncio.Event()
     run_id = ""
+
+    def on_stop(signum: int) -> None:
+        ended_by.append(signum)
+        left.set()
 
     def on_sigint() -> None:
         nonlocal interrupts
@@ -44,6 +51,8 @@ async def drive_here(baton: Baton, request: RunRequest, progress: Progress) -> i
             left.set()
 
     loop.add_signal_handler(signal.SIGINT, on_sigint)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, on_stop, sig)
     try:
         with engine.bus.subscribe() as events:
             run_id = await engine.start_run(request)
@@ -68,12 +77,13 @@ async def drive_here(baton: Baton, request: RunRequest, progress: Progress) -> i
             if left.is_set() and not waiter.done():
                 waiter.cancel()
                 await engine.stop(drain=0)
+                why = f"{signal.Signals(ended_by[0]).name}: " if ended_by else ""
                 print(
-                    f"left run {run_id} to a server: `baton runs` shows it, "
+                    f"{why}left run {run_id} to a server: `baton runs` shows it, "
                     "`baton serve` carries it on",
                     file=sys.stderr,
                 )
-                return 130
+                return 128 + ended_by[0] if ended_by else 130
             try:
                 status = waiter.result()
             except RunMoved:
@@ -84,7 +94,8 @@ async def drive_here(baton: Baton, request: RunRequest, progress: Progress) -> i
                 status = await follow(baton, run_id)
                 print(f"run {run_id} ended {status} elsewhere", file=sys.stderr)
     finally:
-        loop.remove_signal_handler(signal.SIGINT)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
     if interrupts:
         return 130
     if status.value != "succeeded":

@@ -43,7 +43,8 @@ class ConsoleProgress(Progress):
                 )
             case ev.ApprovalDecided():
                 comment = f": {event.comment}" if event.comment else ""
-                self.say(f"  {event.user} {event.decision}d {event.approval_id}{comment}")
+                verb = "rejected" if event.decision == "reject" else "approved"
+                self.say(f"  {event.user} {verb} {event.approval_id}{comment}")
             case ev.ApprovalClosed():
                 self.say(f"  approval {event.approval_id} {event.outcome}")
             case ev.ApprovalEscalated():

@@ -23,6 +23,8 @@ class Outcome:
 
     earlier: str | None = None
     closed: str | None = None
+    late: str | None = None
+    """The gate's status when it had closed before this decision (nothing recorded)."""
     approved_by: list[str] = field(default_factory=list)
 
 
@@ -38,6 +40,16 @@ def record(
     """The op that records ``user``'s decision and closes the gate when it decides it."""
 
     def op(conn: sa.Connection) -> None:
+        # the gate's row first, locked on PostgreSQL: two decisions racing take turns,
+        # and one arriving after the gate closed records nothing (SQLite's writes are
+        # serialised already)
+        gate = sa.select(t.approvals.c.status).where(t.approvals.c.id == approval_id)
+        if conn.dialect.name == "postgresql":
+            gate = gate.with_for_update()
+        status = conn.execute(gate).scalar()
+        if status != "pending":
+            outcome.late = status or "gone"
+            return
         seen = conn.execute(
             sa.select(t.decisions.c.decision).where(
                 t.decisions.c.approval_id == approval_id, t.decisions.c.user == user

@@ -67,6 +67,7 @@ log = logging.getLogger(__name__)
 
 ApproverCheck = Callable[[str, dict[str, Any]], Awaitable[bool]]
 MAX_DRIVE_FAILURES = 3
+DECIDED = {"approve": "approved", "reject": "rejected"}
 """A run whose driver gave up this many times (a write the database kept refusing)
 fails with the reason instead of being adopted again."""
 
@@ -504,6 +505,13 @@ class Engine:
         await self.store.write(
             gates.record(approval_id, user, decision, comment, now, quorum, outcome), tell_driver
         )
+        if outcome.late is not None:
+            return DecisionResult(
+                approval_id,
+                False,
+                outcome.late,
+                f"approval {approval_id} is already {outcome.late}",
+            )
         if outcome.earlier is not None:
             return DecisionResult(
                 approval_id,
@@ -524,7 +532,7 @@ class Engine:
                 comment=comment,
             )
         )
-        message = f"{user} {decision}d {approval_id}"
+        message = f"{user} {DECIDED[decision]} {approval_id}"
         if sent:
             command = msg.Command(sent[0], inbox.GATE, user, payload)
             answer = await self.keeper.answer(row.run_id, command)

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.acceptance.serve import BATON, Server, lines, pid_written, wait_until
+from tests.fakes.processes import alive
 
 MakeServer = Callable[..., Server]
 
@@ -273,6 +274,35 @@ def test_a_second_ctrl_c_leaves_the_run_to_a_server(make_server: MakeServer) -> 
 
     server.start()  # adopts it at once (released): the cancel goes on, `finally` runs
     assert server.wait_run(run_id).status == "cancelled"
+    assert lines(server.work / "finally.log") == ["tidy"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["term", "hup"])
+def test_sigterm_or_sighup_on_baton_run_leaves_no_step_behind(
+    make_server: MakeServer, sig: signal.Signals
+) -> None:
+    """A closed terminal or a cancelled CI job: the step is stopped (never left running
+    on its own), the run is left to a server, which carries it on."""
+    server = make_server()
+    cli = spawn(server, "run", "slow", f"dir={server.work}")
+    try:
+        pid = wait_until(lambda: pid_written(server.work / "work.pid"), what="the step started")
+        run_id = run_of(server, "slow").id
+        (server.work / "go").touch()  # a re-run of the step ends at once
+        cli.send_signal(sig)
+        code, _, err = finish(cli)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    assert code == 128 + sig, err
+    assert f"{sig.name}: left run {run_id} to a server" in err
+    assert not alive(pid), "the step's process was left running"
+    row = server.run(run_id)
+    assert row.owner is None and row.status in ("running", "waiting")
+
+    server.start()
+    assert server.wait_run(run_id).status == "succeeded"
+    assert lines(server.work / "work.log") == ["run", "run"]  # idempotent: run again
     assert lines(server.work / "finally.log") == ["tidy"]
 
 

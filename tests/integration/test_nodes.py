@@ -332,3 +332,25 @@ async def test_a_write_the_database_keeps_refusing_gives_the_run_up_then_fails_i
     row = await h.run_row(run_id)
     assert row.status == "failed"
     assert "could not store this run's progress 3 times" in (row.error or "")
+
+
+@pytest.mark.parametrize("trial", range(5), ids=lambda n: f"trial{n}")
+async def test_an_approve_and_a_reject_racing_from_two_nodes_record_one(
+    harness: HarnessFactory, trial: int
+) -> None:
+    a, b = await two(harness)
+    run_id = await a.run("gate", requested_by="alice")
+    gate = await s.approval_id(a, run_id, "ask")
+    results = await asyncio.gather(
+        a.engine.decide(gate, "bob", "approve"), b.engine.decide(gate, "carol", "reject", "no")
+    )
+    await a.engine.wait_idle()
+    recorded = [r for r in results if r.recorded]
+    assert len(recorded) == 1, results
+    other = next(r for r in results if not r.recorded)
+    assert other.status == recorded[0].status
+    assert other.message == f"approval {gate} is already {recorded[0].status}"
+    decisions = await a.store.all(sa.select(t.decisions).where(t.decisions.c.approval_id == gate))
+    assert len(decisions) == 1
+    final = (await a.run_row(run_id)).status
+    assert final == ("succeeded" if recorded[0].status == "approved" else "failed")
