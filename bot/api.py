@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from engine import queries
+from engine import queries, storable
 from engine.alerts import OUTCOMES
 from engine.errors import (
     ApprovalNotFound,
@@ -333,10 +333,21 @@ async def index(request: web.Request) -> web.Response:
     return web.Response(text=page, content_type="text/html")
 
 
+@web.middleware
+async def storable_words(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A path or query value no database stores (a NUL, a lone surrogate) is a 400 with
+    the reason, before any handler puts it in a query (PostgreSQL would refuse it)."""
+    for name, value in (*request.match_info.items(), *request.query.items()):
+        bad = storable.problem(value)
+        if bad is not None:
+            return error(400, f"{name}: {bad}")
+    return await handler(request)
+
+
 def create_app(
     settings: Settings, baton: Baton, slack: SlackFront | None = None
 ) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY)
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[storable_words])
     app[BATON] = baton
     if slack is not None and slack.http_enabled:
         app.router.add_post("/slack/events", slack.handle_http)

@@ -54,7 +54,7 @@ from bot.grammar import (
     verb_of,
 )
 from bot.progress import Progress
-from engine import access, queries
+from engine import access, queries, storable
 from engine import params as paramlib
 from engine import schedules as schedlib
 from engine.access import Actor
@@ -138,9 +138,14 @@ class Commands:
     async def handle(self, actor: Actor, text: str, where: dict[str, Any]) -> Reply:
         """Answer one line of chat. Never raises: mistakes and refusals become replies,
         a bug becomes a generic reply (details in the log)."""
+        unreadable = storable.problem(text)
+        if unreadable is not None:  # kept out of every query, and out of the audit row
+            text = storable.clean_text(text)
         verb = text.strip().split(" ", 1)[0].lower()[:40]
         target, shown, outcome = "", verb, "ok"
         try:
+            if unreadable is not None:
+                raise BatonError(f"That line cannot be read: {unreadable}. Type it again.")
             command = parse(text)
             verb, target, shown = verb_of(command), target_of(command), self._masked(command)
             await self.authorize(actor, command, where)

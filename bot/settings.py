@@ -236,10 +236,11 @@ class Settings(BaseSettings):
     @classmethod
     def _renew_within_lease(cls, value: float | None, info: ValidationInfo) -> float | None:
         lease = info.data.get("lease")
-        if value is not None and lease is not None and value >= lease:
+        if value is not None and lease is not None and value > lease / 2:
             raise ValueError(
                 f"renewals every {value:g} s cannot keep a lease of {lease:g} s "
-                "(BATON_LEASE) alive: renew at most every third of it"
+                "(BATON_LEASE) safely alive: renew at least twice per lease (the default "
+                "is a third of it)"
             )
         return value
 

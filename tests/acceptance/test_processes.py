@@ -358,6 +358,16 @@ def test_bad_values_in_params_and_outputs_never_stop_a_driver(make_server: MakeS
         assert (server.work / "reused.txt").read_text() == "bad \ufffd value"
         health = server.request("GET", "/healthz")
         assert health[0] == 200 and health[1]["active_runs"] == 0
+        for method, path in [
+            ("GET", "/api/runs/a%00b"),
+            ("GET", "/api/runs?playbook=%00"),
+            ("POST", "/api/runs/a%00b/cancel"),
+        ]:
+            status, body = server.request(method, path)
+            assert status == 400 and "NUL" in body["error"], (path, status, body)
+        out = baton(server, "console", "--as", "carol", stdin="status a\x00b\nhistory odd\n")
+        assert "cannot be read" in out.stdout and run_id in out.stdout, out.stdout
+        assert "Traceback" not in out.stdout + out.stderr
     finally:
         answers.shutdown()
         answers.server_close()
