@@ -18,8 +18,8 @@ from engine.durations import parse_duration
         ({"BATON_SCHEDULE_POLL": "0"}, "BATON_SCHEDULE_POLL='0': Input should be greater"),
         ({"BATON_LEASE": "0"}, "BATON_LEASE='0': Input should be greater"),
         (
-            {"BATON_LEASE": "5", "BATON_LEASE_RENEW": "6"},
-            "BATON_LEASE_RENEW='6': renewals every 6 s cannot keep a lease of 5 s",
+            {"BATON_LEASE": "5", "BATON_LEASE_RENEW": "3"},
+            "BATON_LEASE_RENEW='3': renewals every 3 s cannot keep a lease of 5 s",
         ),
     ],
     ids=["port", "log-level", "timezone", "poll", "lease", "renew-past-lease"],
@@ -95,5 +95,5 @@ def test_leases_are_renewed_every_third_of_a_lease_unless_told(
     assert Settings(_env_file=None).renew_every == 5  # type: ignore[call-arg]
     monkeypatch.setenv("BATON_LEASE", "3")
     assert Settings(_env_file=None).renew_every == 1  # type: ignore[call-arg]
-    monkeypatch.setenv("BATON_LEASE_RENEW", "2")
-    assert Settings(_env_file=None).renew_every == 2  # type: ignore[call-arg]
+    monkeypatch.setenv("BATON_LEASE_RENEW", "1.5")
+    assert Settings(_env_file=None).renew_every == 1.5  # type: ignore[call-arg]
