@@ -39,6 +39,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(settings: Settings, command: str) -> int:
     from storage import schema
     from storage.db import create_engine
+    from storage.errors import DatabaseUnavailable
 
     engine = create_engine(settings.database_url)
     try:
@@ -47,6 +48,9 @@ def run(settings: Settings, command: str) -> int:
             print(change.describe())
             return 0
         state = schema.current(engine)
+    except DatabaseUnavailable as exc:  # not "behind": this Baton cannot use it now
+        print(f"baton: {exc}", file=sys.stderr)
+        return 2
     finally:
         engine.dispose()
     if state.kind == "head":
