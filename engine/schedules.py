@@ -305,7 +305,13 @@ class Schedules:
         if not self._running:
             return None
         row = await self.store.one(sa.select(t.schedules).where(t.schedules.c.id == schedule_id))
-        if row is None or row.next_fire_at != fire_time:
+        if row is None:
+            return None
+        if row.next_fire_at != fire_time:
+            # Another process took this fire (or the schedule moved): follow the table,
+            # so this process fires the next one if that process is gone by then.
+            if row.next_fire_at is not None:
+                self._arm(schedule_id, row.next_fire_at)
             return None
         nxt = self._after(row, fire_time)
         run_id = await self._run(row, fire_time, nxt)
