@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -271,7 +272,10 @@ class Schedules:
         gone, and come back in ``poll`` seconds."""
         if not self._running:
             return
-        rows = await self.store.all(sa.select(t.schedules.c.id, t.schedules.c.next_fire_at))
+        try:
+            rows = await self.store.all(sa.select(t.schedules.c.id, t.schedules.c.next_fire_at))
+        finally:  # the database down: look again next time all the same
+            self.timers.set("schedules:poll", self.clock.now() + self.poll, self._poll)
         seen = set()
         for row in rows:
             seen.add(row.id)
@@ -281,7 +285,6 @@ class Schedules:
                 self._arm(row.id, row.next_fire_at)
         for sid in set(self._armed) - seen:
             self._disarm(sid)
-        self.timers.set("schedules:poll", self.clock.now() + self.poll, self._poll)
 
     def _poll(self) -> None:
         self.engine.spawn(self.refresh(), "schedules-refresh")
@@ -313,20 +316,55 @@ class Schedules:
             if row.next_fire_at is not None:
                 self._arm(schedule_id, row.next_fire_at)
             return None
-        nxt = self._after(row, fire_time)
-        run_id = await self._run(row, fire_time, nxt)
+        now = self.clock.now()
+        nxt = self._after(row, fire_time, now)
+        # A late fire (the database was down at its time, say) runs once; the fires
+        # that fell due since are missed: counted and audited, never silently dropped.
+        skipped = (
+            cron.fires_between(row.cron, row.timezone, fire_time, now) if row.kind == "cron" else []
+        )
+        note: list[Op] = []
+        if skipped:
+            log.warning(
+                "schedule %s (%s) fired %s late; %d fire(s) missed meanwhile",
+                row.id,
+                row.playbook,
+                now - fire_time,
+                len(skipped),
+            )
+            note.append(
+                audit.op(
+                    now,
+                    "baton",
+                    "schedule-missed",
+                    row.id,
+                    {
+                        "playbook": row.playbook,
+                        "count": len(skipped),
+                        "first": skipped[0].isoformat(),
+                        "last": skipped[-1].isoformat(),
+                        "ran_latest": False,
+                    },
+                    outcome="missed",
+                )
+            )
+        run_id = await self._run(row, fire_time, nxt, missed=len(skipped), also=note)
         if nxt is not None and self._running:
             self._arm(schedule_id, nxt)
         return run_id
 
-    def _after(self, row: sa.Row[Any], fire_time: datetime) -> datetime | None:
+    def _after(self, row: sa.Row[Any], fire_time: datetime, now: datetime) -> datetime | None:
         if row.kind != "cron":
             return None
-        now = max(self.clock.now(), fire_time)
-        return cron.next_fire(row.cron, row.timezone, now)
+        return cron.next_fire(row.cron, row.timezone, max(now, fire_time))
 
     async def _run(
-        self, row: sa.Row[Any], fire_time: datetime, nxt: datetime | None, missed: int = 0
+        self,
+        row: sa.Row[Any],
+        fire_time: datetime,
+        nxt: datetime | None,
+        missed: int = 0,
+        also: Sequence[Op] = (),
     ) -> str | None:
         claim = _claim(row.id, row.next_fire_at, fire_time, nxt, missed, once=row.kind == "once")
         params = dict(row.params)
@@ -340,7 +378,7 @@ class Schedules:
             source={"schedule_id": row.id, "fire_time": fire_time.isoformat()},
         )
         try:
-            run_id = await self.engine.start_run(request, also=[claim])
+            run_id = await self.engine.start_run(request, also=[claim, *also])
         except (FireTaken, ShuttingDown):
             return None  # taken elsewhere, or it stays due for the next start
         except BatonError as exc:  # the playbook changed under the schedule: say so
