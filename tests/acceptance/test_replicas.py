@@ -1,7 +1,7 @@
 """Several ``baton serve`` replicas on one database (issue 10, "one system across
 processes"), with real processes: replicas killed with ``kill -9``, frozen with SIGSTOP
-past their lease, restarted in a loop under a 1-second cron, and a PostgreSQL server
-restarted under a running step.
+past their lease, restarted in a loop under a 1-second cron, and a PostgreSQL server of
+the test's own stopped and started again under a running step and under a cron.
 
 Every check is on an end state seen from outside: the rows, the API, marker files the
 steps write, and the calls the fake Slack Web API recorded. Nothing sleeps a fixed time:
@@ -191,6 +191,12 @@ def node_prefix(server: Server) -> str:
 
 def driven_by(server: Server, run_id: str) -> bool:
     return str(server.run(run_id).owner or "").startswith(node_prefix(server))
+
+
+def logged(server: Server, ending: str, times: int = 1) -> int:
+    """How many lines of the server's log end with ``ending``, if ``times`` or more."""
+    count = sum(line.endswith(ending) for line in list(server.log))
+    return count if count >= times else 0
 
 
 def card_stored(server: Server, run_id: str) -> bool:
@@ -508,5 +514,43 @@ def test_a_run_survives_a_postgresql_restart(tmp_path: Path, own_postgres: OwnPo
         assert lines(server.work / "after.log") == ["after"]
         assert not server.open_rows()
         assert server.terminate() == 0
+    finally:
+        server.close()
+
+
+@pytest.mark.postgres
+def test_a_cron_fires_on_after_a_postgresql_outage(
+    tmp_path: Path, own_postgres: OwnPostgres
+) -> None:
+    env = {**SHORT_LEASE, "BATON_SCHEDULE_POLL": "1"}
+    server = Server(tmp_path, own_postgres.url, {"ticker": TICKER}, env=env)
+    try:
+        server.start()
+        wait_until(lambda: len(fire_times(server)) >= 2, what="two fires")
+
+        own_postgres.stop("fast")
+        wait_until(lambda: server.request("GET", "/healthz")[0] == 503, what="/healthz 503")
+        # the database stays down across a fire and two looks at the schedules table after
+        # it (one a second): over a tick is lost (the frames of their tracebacks, logged)
+        wait_until(partial(logged, server, ", in fire"), what="a fire failing")
+        looks = logged(server, ", in refresh", 0)
+        wait_until(
+            partial(logged, server, ", in refresh", looks + 2), what="two looks failing after it"
+        )
+        own_postgres.start()
+        server.db.dispose()
+        wait_until(lambda: server.request("GET", "/healthz")[0] == 200, what="/healthz 200")
+        back = len(fire_times(server))
+        wait_until(lambda: len(fire_times(server)) >= back + 3, what="fires after the outage")
+        assert server.terminate() == 0
+
+        fires = sorted(fire_times(server))
+        assert len(set(fires)) == len(fires), f"a tick fired twice: {fires}"
+        skipped = sum(int((y - x).total_seconds()) - 1 for x, y in itertools.pairwise(fires))
+        with server.db.connect() as conn:
+            (schedule,) = conn.execute(sa.select(t.schedules)).all()
+        # the ticks the outage cost are counted as missed, none silently dropped
+        assert skipped > 0, fires
+        assert schedule.missed == skipped, (schedule.missed, [f.isoformat() for f in fires])
     finally:
         server.close()
