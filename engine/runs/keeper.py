@@ -42,6 +42,7 @@ class Keeper:
         self._listener: asyncio.Task[None] | None = None
         self._poke = asyncio.Event()
         self._admit = False  # a run was queued for any server: look now
+        self._notified = False  # PostgreSQL said a command was sent: read the inbox now
         self._failing = False
 
     def poke(self) -> None:
@@ -77,15 +78,20 @@ class Keeper:
         loop = asyncio.get_running_loop()
         next_beat = loop.time() + self.renew
         next_scan = loop.time() + self.scan
+        next_poll = loop.time() + self.inbox_poll
         sqlite = self.engine.store.dialect == "sqlite"
         while True:
             due = min(next_beat, next_scan) if self.engine.adopts else next_beat
-            wait = max(0.0, due - loop.time())
             if sqlite and self.engine._runs:
-                wait = min(wait, self.inbox_poll)
+                due = min(due, next_poll)
+            wait = max(0.0, due - loop.time())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poke.wait(), wait)
             self._poke.clear()
+            if not self._notified and loop.time() < due:
+                # poked because a first run started: read its inbox from a poll from now
+                next_poll = max(next_poll, loop.time() + self.inbox_poll)
+                continue
             try:
                 now = loop.time()
                 if now >= next_beat:
@@ -97,7 +103,10 @@ class Keeper:
                     self._admit = False
                     next_scan = now + self.scan
                     await self.engine.adopt()
-                await self.poll_inbox()
+                if self._notified or not sqlite or now >= next_poll:
+                    self._notified = False
+                    next_poll = now + self.inbox_poll
+                    await self.poll_inbox()
                 if self._failing:
                     log.info("the database answers again")
                 self._failing = False
@@ -142,10 +151,12 @@ class Keeper:
                 async with conn:
                     await conn.execute(f"LISTEN {inbox.CHANNEL}")
                     delay = 0.5
-                    self._poke.set()  # anything sent while not listening
+                    self._notified = True  # anything sent while not listening
+                    self._poke.set()
                     async for note in conn.notifies():
                         if note.payload == inbox.ADMIT:
                             self._admit = True
+                        self._notified = True
                         self._poke.set()
             except asyncio.CancelledError:
                 raise
