@@ -200,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "serve":
         logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
     if args.command in ("serve", "run", "console"):  # the commands that run steps
-        from bot.app import hide_environment
+        from bot.hardening import hide_environment
 
         if not hide_environment():
             logging.getLogger("baton").info("cannot hide Baton's environment from its steps")

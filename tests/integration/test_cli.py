@@ -350,7 +350,7 @@ def test_access_rules_hold_for_the_command_line_and_the_console(
 PROBE = """
 import subprocess, sys
 if sys.argv[1] == "hide":
-    from bot.app import hide_environment
+    from bot.hardening import hide_environment
     assert hide_environment()
 step = 'tr "\\\\0" "\\\\n" < /proc/$PPID/environ | grep ^BATON_API_TOKEN= || echo unreadable'
 print(subprocess.run(["/bin/sh", "-c", step], capture_output=True, text=True).stdout.strip())
