@@ -1,4 +1,4 @@
-"""The HTTP API (aiohttp): health, metrics and the run API of DESIGN.md.
+"""The HTTP API (aiohttp): health, metrics and the run API (README, "HTTP API").
 
 Writes need ``Authorization: Bearer $BATON_API_TOKEN``; reads (``GET /api/*`` and the ``/``
 page) need it too when ``BATON_API_READ_TOKEN=required``. ``/healthz`` and ``/metrics``

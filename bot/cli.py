@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from bot.app import Baton
@@ -221,7 +221,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "runs":
             return asyncio.run(_runs(settings, args))
         if args.command in ("schedule", "schedules", "unschedule"):
-            return asyncio.run(_schedules(settings, args))
+            from bot import cli_schedules
+
+            return asyncio.run(cli_schedules.run(settings, args))
         if args.command == "db":
             from bot import cli_db
 
@@ -285,7 +287,7 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
     async with open_baton(settings, kind="run") as baton:
         from bot import commands
 
-        await _check(baton, user, commands.Run(args.playbook, raw))
+        await check(baton, user, commands.Run(args.playbook, raw))
         if args.detach:
             run_id = await baton.engine.start_run(request, detach=True)
             print(run_id)
@@ -375,50 +377,7 @@ async def _runs(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _schedules(settings: Settings, args: argparse.Namespace) -> int:
-    import getpass
-    import shlex
-
-    from bot import commands
-    from bot.app import open_baton
-
-    async with open_baton(settings, kind="cli") as baton:
-        book = baton.schedules
-        if args.command == "schedules":
-            _print_schedules(await book.list())
-            return 0
-        user = args.user or getpass.getuser()
-        if args.command == "unschedule":
-            await _check(baton, user, commands.Unschedule(args.id))
-            gone = await book.remove(args.id, user)
-            print(f"removed schedule {gone.id} ({gone.playbook}, {gone.when})")
-            return 0
-        extra = argparse.ArgumentParser(prog="baton schedule", add_help=False)
-        extra.add_argument("--timezone", default=args.timezone)
-        extra.add_argument("--as", dest="user", default=args.user)
-        more, words = extra.parse_known_args(args.when)
-        user = more.user or user
-        zone = more.timezone or settings.timezone
-        # the chat grammar reads the words: one meaning of `schedule` everywhere
-        wanted = commands.parse(shlex.join(["schedule", args.playbook, *words]))
-        assert isinstance(wanted, commands.Schedule)
-        await _check(baton, user, wanted)
-        made = await book.add(
-            wanted.playbook,
-            wanted.params,
-            user,
-            cron_expression=wanted.cron,
-            when=wanted.when,
-            timezone=zone,
-        )
-        nxt = made.next_fire_at.isoformat() if made.next_fire_at else "never"
-        print(
-            f"scheduled {made.playbook} as {made.id}: {made.when} ({made.timezone}); next run {nxt}"
-        )
-        return 0
-
-
-async def _check(baton: Baton, user: str, command: Command) -> None:
+async def check(baton: Baton, user: str, command: Command) -> None:
     """The command line's identity goes through the same access rules as chat; a refusal
     is audited like one in chat."""
     from engine.access import Actor
@@ -432,35 +391,6 @@ async def _check(baton: Baton, user: str, command: Command) -> None:
         target = getattr(command, "playbook", "") or getattr(command, "schedule_id", "")
         await baton.engine.audit(user, f"cli:{verb}", target, {}, "refused", where)
         raise
-
-
-def _print_schedules(views: list[Any]) -> None:
-    if not views:
-        print("no schedules")
-        return
-    header = ("ID", "PLAYBOOK", "WHEN", "TZ", "NEXT", "LAST", "LAST RUN", "BY", "MISSED")
-    rows: list[tuple[str, ...]] = [header]
-    for v in views:
-        rows.append(
-            (
-                v.id,
-                v.playbook,
-                v.when,
-                v.timezone,
-                _short(v.next_fire_at),
-                _short(v.last_fire_at),
-                v.last_run_id or "",
-                v.created_by,
-                str(v.missed or ""),
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    for row in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
-
-
-def _short(value: Any) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else ""
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Read side: runs as JSON (the public shape of DESIGN.md), for the API, CLI and chat."""
+"""Read side: runs as JSON (the public shape the README's "HTTP API" section documents),
+for the API, CLI and chat."""
 
 from __future__ import annotations
 

@@ -24,6 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine.errors import InvalidTransition, RunNotFound
+from engine.runs import leases
 from storage import tables as t
 
 CHANNEL = "baton_inbox"
@@ -60,9 +61,6 @@ class Answer:
         return self.state == APPLIED
 
 
-ACTIVE = ("running", "waiting")
-
-
 def send(
     run_id: str,
     kind: str,
@@ -87,7 +85,7 @@ def send(
         row = conn.execute(query).first()
         if row is None:
             raise RunNotFound(run_id)
-        if row.status not in ACTIVE:
+        if row.status not in leases.ACTIVE:
             raise InvalidTransition(f"run {run_id} is {row.status}; nothing to {what}")
         return _insert(conn, run_id, row.attempt, kind, payload, by, at, postgres), row
 
@@ -145,7 +143,7 @@ def _insert(
         )
     )
     if postgres:
-        conn.execute(sa.select(sa.func.pg_notify(CHANNEL, run_id)))
+        conn.execute(notify(run_id))
     key = result.inserted_primary_key
     assert key is not None
     return int(key[0])

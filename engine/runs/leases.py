@@ -30,9 +30,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from engine.state import ACTIVE_RUN
 from storage import tables as t
 
-ACTIVE = ("running", "waiting")
+ACTIVE = tuple(sorted(s.value for s in ACTIVE_RUN))
 """Run statuses a driver works on (queued runs are admitted, not driven)."""
 
 
@@ -130,26 +131,6 @@ class Leases:
 
         return op
 
-    def release(self, runs: Sequence[tuple[str, int]], *, after: datetime | None = None) -> Any:
-        """The op that gives up runs this node drives (``(run_id, epoch)`` pairs): no
-        owner, and adoptable at once (or from ``after``)."""
-
-        def op(conn: sa.Connection) -> int:
-            done = 0
-            for run_id, epoch in runs:
-                done += conn.execute(
-                    t.runs.update()
-                    .where(
-                        t.runs.c.id == run_id,
-                        t.runs.c.epoch == epoch,
-                        t.runs.c.owner == self.owner,
-                    )
-                    .values(owner=None, lease_expires_at=after)
-                ).rowcount
-            return done
-
-        return op
-
     def release_all(self) -> sa.Executable:
         """This node goes away: every run in progress it holds is up for adoption."""
         return (
@@ -224,7 +205,3 @@ class Leases:
             t.nodes.c.id != self.owner,
             t.nodes.c.heartbeat_at > now - self.lease,
         )
-
-    def prune_nodes(self, now: datetime) -> sa.Executable:
-        """Forget nodes silent for ten leases (their runs were adopted long ago)."""
-        return t.nodes.delete().where(t.nodes.c.heartbeat_at < now - 10 * self.lease)

@@ -5,7 +5,7 @@ at a chosen point (found by polling the rows, never by sleeping), starts it agai
 same database and asserts on the rows: final states, attempt counts, timer deadlines. Each
 shell step appends a line to a file in the work folder, so running a step twice shows.
 
-The rules checked (DESIGN.md, "Crash-safe"):
+The rules checked (README, "Architecture" and "One Baton, many processes"):
 
 - a step running when Baton died re-runs (as a new attempt) only if it is idempotent or
   has attempts left; otherwise it is ``interrupted`` and the run takes its failure path;
