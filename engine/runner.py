@@ -150,6 +150,7 @@ class Engine:
             spawn_child=self._spawn_child,
             live=self._runs.get,
             stopping=lambda: self._stopping,
+            stop_elsewhere=self._cancel_elsewhere,
         )
 
     # --- life cycle ------------------------------------------------------------------
@@ -324,6 +325,19 @@ class Engine:
                 if (await self.records.row(run_id)).status != RunStatus.QUEUED.value:
                     raise
         raise InvalidTransition(f"run {run_id} keeps changing; try again")
+
+    def _cancel_elsewhere(self, run_id: str, by: str) -> None:
+        """Cancel a child run this node does not drive, through its inbox, once the
+        parent's stop is committed."""
+
+        async def cancel() -> None:
+            try:
+                answer = await self.cancel(run_id, by)
+            except InvalidTransition:
+                return  # it ended (or is stopping) already
+            log.info("child run %s: %s", run_id, answer.message)
+
+        self.spawn(cancel(), name=f"cancel-child-{run_id}")
 
     async def _cancel_queued(self, row: sa.Row[Any], by: str) -> inbox.Answer | None:
         """Cancel a run still in the queue (nobody drives it yet); None when it left the

@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from engine import audit, storable, templating
@@ -50,12 +51,14 @@ class RunMachine:
         spawn_child: SpawnChild,
         live: Callable[[str], RunState | None],
         stopping: Callable[[], bool],
+        stop_elsewhere: Callable[[str, str], None] = lambda run_id, by: None,
     ) -> None:
         self.clock = clock
         self.timers = timers
         self._post = post
         self._spawn_child = spawn_child
         self._live = live
+        self._stop_elsewhere = stop_elsewhere
         self._stopping = stopping
 
     def _step_op(self, run: RunState, step: StepState) -> Op:
@@ -567,6 +570,8 @@ class RunMachine:
                     child = self._live(step.child_run_id)
                     if child is not None:
                         self._post(child, msg.Stop(status=m.status, by=m.by))
+                    else:  # driven by another node, or by nobody until a server adopts it
+                        batch.after.append(partial(self._stop_elsewhere, step.child_run_id, m.by))
                 was_waiting = step.status is StepStatus.WAITING
                 step.status = StepStatus.CANCELLED
                 step.finished_at = now

@@ -181,6 +181,46 @@ async def test_cancel_from_another_node_is_applied_by_the_owner(
         await b.engine.cancel(run_id, "bob")
 
 
+async def test_a_cancelled_parent_cancels_its_child_on_another_node(
+    harness: HarnessFactory,
+) -> None:
+    playbooks = {
+        **PLAYBOOKS,
+        "outer": """
+            name: outer
+            steps:
+              - id: call
+                action: playbook
+                with: {name: pause}
+        """,
+    }
+    a, b = await harness(playbooks), await harness(playbooks)
+    parent_id = await a.run("outer")
+    (child,) = await s.children(a, parent_id)
+    await a.store.write(  # a's lease on the child lapsed (a freeze): b adopts the child
+        t.runs.update()
+        .where(t.runs.c.id == child.id)
+        .values(lease_expires_at=a.clock.now() - timedelta(seconds=1))
+    )
+    assert child.id in await b.engine.adopt()
+    await a.engine.keeper.heartbeat()
+    await a.engine.wait_idle()
+    assert child.id not in a.engine.active_runs and parent_id in a.engine.active_runs
+
+    await a.engine.cancel(parent_id, by="bob")
+    await a.engine.wait_idle()  # the child's cancel went to b's inbox and was answered
+    await b.engine.wait_for(child.id)
+    row = await b.run_row(child.id)
+    assert (row.status, row.stopped_by) == ("cancelled", "bob")
+    assert (await a.run_row(parent_id)).status == "cancelled"
+    commands = await a.store.all(
+        sa.select(t.run_commands.c.kind, t.run_commands.c.state).where(
+            t.run_commands.c.run_id == child.id
+        )
+    )
+    assert [tuple(c) for c in commands] == [("cancel", "applied")]
+
+
 async def test_a_decision_from_another_node_reaches_the_owner(harness: HarnessFactory) -> None:
     a, b = await two(harness)
     run_id = await a.run("gate", requested_by="alice")
