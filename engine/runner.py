@@ -43,7 +43,7 @@ from engine.errors import (
 from engine.loading import RunRecords
 from engine.playbook import Phase, Playbook, from_snapshot
 from engine.requests import DecisionResult, Plan, RunRequest
-from engine.runs import commands, inbox, leases
+from engine.runs import admission, commands, inbox, leases
 from engine.runs.keeper import Keeper
 from engine.secrets import SecretBox
 from engine.state import (
@@ -593,42 +593,54 @@ class Engine:
             return
         async with self._lock(key):
             taken = await self._holders(key, run.id)
-            if taken >= conc.limit:
-                if conc.on_limit.value == "reject":
-                    if existing:
-                        await self.store.write(
-                            t.runs.update()
-                            .where(t.runs.c.id == run.id)
-                            .values(status="failed", error="concurrency limit reached")
-                        )
-                    raise _limit_reached(run.playbook, key, taken)
-                await self.store.write(*ops)
-                self.bus.publish(
-                    ev.RunQueued(
-                        run_id=run.id,
-                        playbook=run.playbook.name,
-                        at=self.clock.now(),
-                        key=key,
-                        ahead=taken - conc.limit + 1,
+            if taken < conc.limit:
+                full = await self._start_in_place(run, ops, key, conc.limit)
+                if full is None:
+                    return
+                taken = full  # another node took the last place meanwhile
+            if conc.on_limit.value == "reject":
+                if existing:
+                    await self.store.write(
+                        t.runs.update()
+                        .where(t.runs.c.id == run.id)
+                        .values(status="failed", error="concurrency limit reached")
                     )
+                raise _limit_reached(run.playbook, key, taken)
+            await self.store.write(*ops)
+            self.bus.publish(
+                ev.RunQueued(
+                    run_id=run.id,
+                    playbook=run.playbook.name,
+                    at=self.clock.now(),
+                    key=key,
+                    ahead=taken - conc.limit + 1,
                 )
-                return
-            self._begin(run, ops)
-            await self._commit_start(run, ops)
+            )
+
+    async def _start_in_place(
+        self, run: RunState, ops: list[Op], key: str, limit: int
+    ) -> int | None:
+        """Start ``run`` if key ``key`` still has a place when the start commits (checked
+        under a lock every node takes: see ``engine.runs.admission``). When another node
+        took the place meanwhile: how many hold the key, with ``run`` and ``ops`` as they
+        were."""
+        saved = (run.status, run.started_at, run.deadline_at, run.epoch)
+        trial = [
+            Rows(op.kind, [dict(r) for r in op.rows]) if isinstance(op, Rows) else op for op in ops
+        ]
+        self._begin(run, trial)
+        check = admission.place(key, run.id, limit, queued=True, postgres=self._postgres)
+        try:
+            await self.store.write(check, *trial)
+        except admission.KeyFull as full:
+            run.status, run.started_at, run.deadline_at, run.epoch = saved
+            return full.taken
+        self._spawn_driver(run)
+        return None
 
     async def _holders(self, key: str, run_id: str) -> int:
         """How many runs other than ``run_id`` hold (or wait for) concurrency key ``key``."""
-        return int(
-            await self.store.scalar(
-                sa.select(sa.func.count())
-                .select_from(t.runs)
-                .where(
-                    t.runs.c.concurrency_key == key,
-                    t.runs.c.status.in_(["queued", "running", "waiting"]),
-                    t.runs.c.id != run_id,
-                )
-            )
-        )
+        return int(await self.store.scalar(admission.holders(key, run_id, queued=True)))
 
     def _begin(self, run: RunState, ops: list[Op]) -> None:
         """Mark ``run`` running under this engine (a new epoch): in its ``run_new`` row
@@ -735,10 +747,20 @@ class Engine:
                 run.announced = False  # it starts now: RunStarted is still to be published
                 ops: list[Op] = []
                 self._begin(run, ops)
+                if conc is not None and key is not None:  # the place, checked as it is taken
+                    ops.insert(
+                        0,
+                        admission.place(
+                            key, r.id, conc.limit, queued=False, postgres=self._postgres
+                        ),
+                    )
                 try:
                     await self._commit_start(run, ops)
                 except ClaimLost:
                     log.debug("queued run %s was taken or cancelled meanwhile", r.id)
+                except admission.KeyFull:
+                    log.debug("queued run %s: another node filled key %r meanwhile", r.id, key)
+                    break
 
     def _may_take(self, row: sa.Row[Any], now: datetime, dead: list[str]) -> bool:
         """May this node start the queued run ``row``?"""

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from engine import events as ev
 from engine.errors import InvalidTransition, ParamError
+from engine.requests import RunRequest
 from engine.runs import inbox
 from engine.state import RunStatus
 from storage import tables as t
@@ -219,6 +220,53 @@ async def test_a_cancelled_parent_cancels_its_child_on_another_node(
         )
     )
     assert [tuple(c) for c in commands] == [("cancel", "applied")]
+
+
+async def test_two_nodes_starting_at_once_never_exceed_a_concurrency_limit(
+    harness: HarnessFactory,
+) -> None:
+    """Both nodes count the key free before either commits; the start's own commit
+    checks again under a lock both take, so one run starts and the other queues."""
+    playbooks = {
+        "one-at-a-time": """
+            name: one-at-a-time
+            concurrency: {key: deploys, limit: 1}
+            steps:
+              - id: ask
+                action: approval
+                with: {message: "go?", timeout: 1h}
+        """
+    }
+    a, b = await harness(playbooks), await harness(playbooks)
+    both_counted = asyncio.Barrier(2)
+    for h in (a, b):
+        count = h.engine._holders
+
+        async def counted(key: str, run_id: str, count: Any = count) -> int:
+            taken = await count(key, run_id)
+            await both_counted.wait()
+            return int(taken)
+
+        h.engine._holders = counted  # type: ignore[method-assign]
+    ids = await asyncio.gather(
+        a.engine.start_run(RunRequest(playbook="one-at-a-time", requested_by="alice")),
+        b.engine.start_run(RunRequest(playbook="one-at-a-time", requested_by="bob")),
+    )
+    await a.engine.wait_idle()
+    await b.engine.wait_idle()
+    statuses = sorted([(await a.run_row(i)).status for i in ids])
+    assert statuses == ["queued", "waiting"]
+
+    first = next(i for i in ids if i in a.engine.active_runs or i in b.engine.active_runs)
+    second = next(i for i in ids if i != first)
+    owner = a if first in a.engine.active_runs else b
+    await owner.engine.decide(await s.approval_id(owner, first, "ask"), "carol", "approve")
+    await owner.engine.wait_idle()
+    assert (await a.run_row(first)).status == "succeeded"
+    queued_on = a if (await a.run_row(second)).owner == a.engine.owner else b
+    await queued_on.engine.admit_waiting()
+    await queued_on.engine.wait_idle()
+    assert (await a.run_row(second)).status == "waiting"
 
 
 async def test_a_decision_from_another_node_reaches_the_owner(harness: HarnessFactory) -> None:
