@@ -154,15 +154,15 @@ def whole_table_reads(conn: sa.Connection, sent: list[Sent]) -> dict[str, list[s
 async def test_start_runs_lists_and_dedup_search_indexes_on_a_database_with_history(
     sent: list[Sent], node: Harness
 ) -> None:
-    h2 = node
-    gated = await h2.run("gate")
-    await h2.run("hello", requested_by="carol", trigger="api")
-    await h2.engine.keeper.tick()
-    gate_id = await s.approval_id(h2, gated, "gate")
-    await h2.engine.decide(gate_id, "bob", "approve", "")
-    await h2.engine.wait_idle()
-    await h2.engine.keeper.tick()
-    store = h2.store
+    h = node
+    gated = await h.run("gate")
+    await h.run("hello", requested_by="carol", trigger="api")
+    await h.engine.keeper.tick()
+    gate_id = await s.approval_id(h, gated, "gate")
+    await h.engine.decide(gate_id, "bob", "approve", "")
+    await h.engine.wait_idle()
+    await h.engine.keeper.tick()
+    store = h.store
     await queries.get_run(store, gated)
     await queries.step_tails(store, gated)
     await queries.pending_approvals(store, gated)
@@ -174,17 +174,17 @@ async def test_start_runs_lists_and_dedup_search_indexes_on_a_database_with_hist
         await queries.runs_page(store, limit=20, cursor=first.next, filters=filters)
     await queries.list_runs(store, limit=20, requested_by="ann", status="running")
     await Outbox(store).seen_event("Ev1", t.now())
-    await store.read(lambda c: c.execute(inbox.pending_for(h2.engine.owner)).all())
+    await store.read(lambda c: c.execute(inbox.pending_for(h.engine.owner)).all())
     await store.read(
         lambda c: c.execute(
             alerting._ACTIVE_LINK,
             {"fingerprint": "f", "source": "s", "playbook": "p", "trigger": 0, "since": t.now()},
         ).all()
     )
-    await h2.engine.stop(drain=0)
+    await h.engine.stop(drain=0)
     assert len(sent) > 30  # the start, the runs and the lists above
 
-    with h2.store.engine.connect() as conn:
+    with h.store.engine.connect() as conn:
         assert whole_table_reads(conn, sent) == {}
 
 
