@@ -1,5 +1,5 @@
-"""``python -m bench [all|engine|process|durability|slack|alerts|profile]``: figures beside
-targets."""
+"""``python -m bench [all|engine|process|durability|slack|alerts|nodes|profile|history]``:
+figures beside targets."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import platform
 import sys
 import time
 
-SUITES = ("engine", "process", "durability", "slack", "alerts", "nodes", "profile")
+SUITES = ("engine", "process", "durability", "slack", "alerts", "nodes", "profile", "history")
 
 
 def main() -> int:
@@ -19,7 +19,7 @@ def main() -> int:
     parser.add_argument(
         "suites",
         nargs="*",
-        metavar="{all,engine,process,durability,slack,alerts,nodes,profile}",
+        metavar="{all,engine,process,durability,slack,alerts,nodes,profile,history}",
         help="engine: in-process engine throughput and memory; process: the baton command "
         "(start-up, one-step run, serve idle RSS); durability: timer lateness, memory and "
         "idle CPU of 10,000 parked runs, resuming them after a restart; slack: signed "
@@ -29,8 +29,10 @@ def main() -> int:
         "time, runs started, repeats attached, alerts held); nodes: decision latency from "
         "another node, takeover after kill -9, two replicas on PostgreSQL; profile: cProfile of "
         "the "
-        "sequential chain and of parking and resuming runs. Default: engine, process, "
-        "durability, slack, alerts and nodes.",
+        "sequential chain and of parking and resuming runs; history: serve start, GET "
+        "/api/runs, a 10-step run and bytes per run, with 200,000 finished runs in the "
+        "database against none (python -m bench.history --help for its options). Default: "
+        "engine, process, durability, slack, alerts and nodes.",
     )
     args = parser.parse_args()
     unknown = [s for s in args.suites if s not in ("all", *SUITES)]
@@ -77,6 +79,10 @@ def main() -> int:
             from bench import profile
 
             profile.main()
+        elif suite == "history":
+            from bench import history
+
+            history.main([])
     print(f"\nbench done in {time.perf_counter() - t0:.0f}s")
     return 0
 

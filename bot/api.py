@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from engine import queries, storable
+from engine import paging, queries, storable
 from engine.alerts import OUTCOMES
 from engine.errors import (
     ApprovalNotFound,
+    BadCursor,
     BatonError,
     ConcurrencyLimit,
     InvalidTransition,
@@ -217,8 +218,19 @@ def _limit(request: web.Request) -> int | web.Response:
     return limit
 
 
+def _paged(request: web.Request, page: paging.Page[dict[str, Any]]) -> web.Response:
+    """A page as a JSON list; when more follow, ``Link: <URL>; rel="next"`` names the
+    next page (the same query with ``cursor``), as GitHub's API does."""
+    headers = {}
+    if page.next is not None:
+        url = request.rel_url.update_query(cursor=page.next)
+        headers["Link"] = f'<{url}>; rel="next"'
+    return web.json_response(page.items, headers=headers)
+
+
 async def list_alerts(request: web.Request) -> web.Response:
-    """Alerts as received, newest first, with their outcome (``?outcome=held``)."""
+    """Alerts as received, newest first, with their outcome (``?outcome=held``), a page
+    at a time."""
     limit = _limit(request)
     if isinstance(limit, web.Response):
         return limit
@@ -226,10 +238,18 @@ async def list_alerts(request: web.Request) -> web.Response:
     outcome = request.query.get("outcome")
     if outcome is not None and outcome not in OUTCOMES:
         return error(400, f"outcome must be one of {', '.join(OUTCOMES)}")
-    return web.json_response(await queries.recent_alerts(store, limit=limit, outcome=outcome))
+    try:
+        page = await queries.alerts_page(
+            store, limit=limit, outcome=outcome, cursor=request.query.get("cursor")
+        )
+    except BadCursor as exc:
+        return error(400, str(exc))
+    return _paged(request, page)
 
 
 async def list_runs(request: web.Request) -> web.Response:
+    """Runs newest first, narrowed by ``playbook``, ``status``, ``trigger`` and
+    ``requested_by``, a page at a time."""
     baton = _baton(request)
     limit = _limit(request)
     if isinstance(limit, web.Response):
@@ -237,13 +257,14 @@ async def list_runs(request: web.Request) -> web.Response:
     status = request.query.get("status")
     if status is not None and status not in set(RunStatus):
         return error(400, f"status must be one of {', '.join(RunStatus)}")
-    runs = await queries.list_runs(
-        baton.store,
-        limit=limit,
-        playbook=request.query.get("playbook"),
-        status=status,
-    )
-    return web.json_response(runs)
+    filters = {name: request.query.get(name) for name in queries.RUN_FILTERS}
+    try:
+        page = await queries.runs_page(
+            baton.store, limit=limit, cursor=request.query.get("cursor"), filters=filters
+        )
+    except BadCursor as exc:
+        return error(400, str(exc))
+    return _paged(request, page)
 
 
 async def get_run(request: web.Request) -> web.Response:

@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("queued", "running", "waiting", "succeeded", "failed", "cancelled", "timed_out"),
         help="only runs with this status",
     )
+    runs.add_argument("--cursor", help="the page after the one whose last line names it")
 
     sched = sub.add_parser(
         "schedule",
@@ -340,10 +341,10 @@ async def _runs(settings: Settings, args: argparse.Namespace) -> int:
     from engine import queries
     from storage.store import Store
 
+    filters = {"playbook": args.playbook, "status": args.status}
     async with Store(settings.database_url) as store:
-        runs = await queries.list_runs(
-            store, limit=args.limit, playbook=args.playbook, status=args.status
-        )
+        page = await queries.runs_page(store, limit=args.limit, cursor=args.cursor, filters=filters)
+    runs = page.items
     if not runs:
         print("no runs yet")
         return 0
@@ -374,6 +375,9 @@ async def _runs(settings: Settings, args: argparse.Namespace) -> int:
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
     for row in rows:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    if page.next is not None:
+        more = [f"--{k}={v}" for k, v in (("limit", args.limit), *filters.items()) if v]
+        print(f"older runs: baton runs {' '.join(more)} --cursor={page.next}")
     return 0
 
 

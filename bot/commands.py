@@ -395,10 +395,18 @@ class Commands:
         return Reply(lines, run_id=run_id, data={"run": run, "approvals": approvals})
 
     async def _my_runs(self, actor: Actor) -> Reply:
-        runs = await queries.list_runs(self.store, limit=200, requested_by=actor.id)
-        active = [r for r in runs if r["status"] in ACTIVE]
+        mine = actor.id
+        active = [  # by status first: a person's whole history is never read
+            run
+            for status in ACTIVE
+            for run in await queries.list_runs(
+                self.store, limit=200, requested_by=mine, status=status
+            )
+        ]
+        active.sort(key=lambda r: (r["created_at"], r["id"]), reverse=True)
         room = max(0, STATUS_LIMIT - len(active))
-        recent = [r for r in runs if r["status"] not in ACTIVE][:room]
+        latest = await queries.list_runs(self.store, limit=room + len(active), requested_by=mine)
+        recent = [r for r in latest if r["status"] not in ACTIVE][:room]
         if not active and not recent:
             return Reply([f"{actor.shown} has no runs yet; `history` shows everyone's"])
         lines = [f"active runs of {actor.shown}:" if active else f"no active runs of {actor.shown}"]

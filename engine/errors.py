@@ -63,6 +63,16 @@ class RunNotFound(BatonError):
         super().__init__(f"No run with id {run_id!r}. `baton runs` lists recent runs.")
 
 
+class BadCursor(BatonError):
+    """A page was asked for with a cursor no list of Baton's gave out (or of another list)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"cursor is not one this list gave out ({reason}): "
+            "leave it out to start again from the newest"
+        )
+
+
 class InvalidTransition(BatonError):
     """An operation does not apply to a run or approval in its current state."""
 

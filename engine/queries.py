@@ -4,11 +4,13 @@ for the API, CLI and chat."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
+from engine import paging
 from engine.errors import ApprovalNotFound, RunNotFound
 from storage import tables as t
 from storage.store import Store
@@ -68,31 +70,79 @@ async def get_run(store: Store, run_id: str) -> dict[str, Any]:
     return await store.read(read)
 
 
-async def list_runs(
+RUN_FILTERS = ("playbook", "status", "trigger", "requested_by")
+"""What a list of runs can be narrowed by: each has an index ending in (created_at, id)."""
+
+
+Filter = str | None
+
+
+def runs_query(
+    *, limit: int, before: tuple[datetime, str] | None = None, **filters: Filter
+) -> sa.Select[Any]:
+    """The runs newest first, narrowed by ``filters`` (RUN_FILTERS), after the row
+    ``before`` (its created_at and id): one range of one index, whatever the history.
+    With two filters SQLite walks the index of one and checks the other (status when
+    status is one: the runs in progress are few)."""
+    c = t.runs.c
+    q = sa.select(*_RUN_COLUMNS).order_by(c.created_at.desc(), c.id.desc()).limit(limit)
+    for name, value in filters.items():
+        if name not in RUN_FILTERS:
+            raise TypeError(f"runs cannot be filtered by {name!r}")
+        if value:
+            q = q.where(c[name] == value)
+    if before is not None:
+        at, run_id = before
+        q = q.where(
+            sa.tuple_(c.created_at, c.id)
+            < sa.tuple_(
+                sa.bindparam("before_at", at, type_=c.created_at.type),
+                sa.bindparam("before_id", run_id, type_=c.id.type),
+            )
+        )
+    return q
+
+
+def _steps_of(conn: sa.Connection, rows: Sequence[sa.Row[Any]]) -> list[dict[str, Any]]:
+    by_run: dict[str, list[sa.Row[Any]]] = defaultdict(list)
+    if rows:
+        ids = [r.id for r in rows]
+        for s in conn.execute(sa.select(t.steps).where(t.steps.c.run_id.in_(ids))):
+            by_run[s.run_id].append(s)
+    return [_run_json(r, by_run[r.id]) for r in rows]
+
+
+def _run_cursor(run: dict[str, Any]) -> str:
+    return paging.encode("runs", run["created_at"], run["id"])
+
+
+async def runs_page(
     store: Store,
     *,
     limit: int = 50,
-    playbook: str | None = None,
-    status: str | None = None,
-    requested_by: str | None = None,
-) -> list[dict[str, Any]]:
-    def read(conn: sa.Connection) -> list[dict[str, Any]]:
-        q = sa.select(*_RUN_COLUMNS).order_by(t.runs.c.created_at.desc(), t.runs.c.id)
-        if playbook:
-            q = q.where(t.runs.c.playbook == playbook)
-        if requested_by:
-            q = q.where(t.runs.c.requested_by == requested_by)
-        if status:
-            q = q.where(t.runs.c.status == status)
-        rows = conn.execute(q.limit(limit)).all()
-        by_run: dict[str, list[sa.Row[Any]]] = defaultdict(list)
-        if rows:
-            ids = [r.id for r in rows]
-            for s in conn.execute(sa.select(t.steps).where(t.steps.c.run_id.in_(ids))):
-                by_run[s.run_id].append(s)
-        return [_run_json(r, by_run[r.id]) for r in rows]
+    cursor: str | None = None,
+    filters: Mapping[str, Filter] | None = None,
+) -> paging.Page[dict[str, Any]]:
+    """A page of runs narrowed by ``filters`` (as ``runs_query``), newest first (see
+    ``engine.paging``); ``cursor`` from the page before. BadCursor for a cursor this
+    list did not give out."""
+    before = None
+    if cursor:
+        at, run_id = paging.decode("runs", cursor, 2)
+        before = (paging.timestamp(at), run_id)
+    q = runs_query(limit=limit + 1, before=before, **(filters or {}))
 
-    return await store.read(read)
+    def read(conn: sa.Connection) -> tuple[list[dict[str, Any]], bool]:
+        rows = conn.execute(q).all()
+        return _steps_of(conn, rows[:limit]), len(rows) > limit
+
+    items, more = await store.read(read)
+    return paging.Page(items, _run_cursor(items[-1]) if more else None)
+
+
+async def list_runs(store: Store, *, limit: int = 50, **filters: Filter) -> list[dict[str, Any]]:
+    """The newest ``limit`` runs narrowed by ``filters`` (RUN_FILTERS)."""
+    return (await runs_page(store, limit=limit, filters=filters)).items
 
 
 async def ping(store: Store) -> None:
@@ -251,29 +301,52 @@ async def alert_links(store: Store, run_id: str) -> list[dict[str, Any]]:
     ]
 
 
+def alerts_query(
+    *, limit: int, outcome: str | None = None, before: str | None = None
+) -> sa.Select[Any]:
+    """Alerts newest first (their ids sort by receipt), of one ``outcome`` or all, after
+    the alert ``before``."""
+    c = t.alerts.c
+    q = sa.select(t.alerts).order_by(c.id.desc()).limit(limit)
+    if outcome:
+        q = q.where(c.outcome == outcome)
+    if before is not None:
+        q = q.where(c.id < before)
+    return q
+
+
+def _alert_json(r: sa.Row[Any]) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "source": r.source,
+        "fingerprint": r.fingerprint,
+        "status": r.status,
+        "name": r.name,
+        "labels": r.labels,
+        "severity": r.severity,
+        "received_at": _iso(r.received_at),
+        "outcome": r.outcome,
+        "reason": r.reason,
+        "run_id": r.run_id,
+    }
+
+
+async def alerts_page(
+    store: Store, *, limit: int = 50, outcome: str | None = None, cursor: str | None = None
+) -> paging.Page[dict[str, Any]]:
+    """A page of alerts as received, newest first, with what became of each."""
+    before = paging.decode("alerts", cursor, 1)[0] if cursor else None
+    rows = await store.all(alerts_query(limit=limit + 1, outcome=outcome, before=before))
+    items = [_alert_json(r) for r in rows[:limit]]
+    more = len(rows) > limit
+    return paging.Page(items, paging.encode("alerts", items[-1]["id"]) if more else None)
+
+
 async def recent_alerts(
     store: Store, *, limit: int = 50, outcome: str | None = None
 ) -> list[dict[str, Any]]:
-    """Alerts as received, newest first, with what became of each."""
-    q = sa.select(t.alerts).order_by(t.alerts.c.id.desc()).limit(limit)  # ids sort by receipt
-    if outcome:
-        q = q.where(t.alerts.c.outcome == outcome)
-    return [
-        {
-            "id": r.id,
-            "source": r.source,
-            "fingerprint": r.fingerprint,
-            "status": r.status,
-            "name": r.name,
-            "labels": r.labels,
-            "severity": r.severity,
-            "received_at": _iso(r.received_at),
-            "outcome": r.outcome,
-            "reason": r.reason,
-            "run_id": r.run_id,
-        }
-        for r in await store.all(q)
-    ]
+    """The newest ``limit`` alerts, of one ``outcome`` or all."""
+    return (await alerts_page(store, limit=limit, outcome=outcome)).items
 
 
 async def open_gates(store: Store) -> list[tuple[str, str]]:

@@ -42,11 +42,23 @@ def _json(default: Any = None) -> Any:
 
 
 class Run(SQLModel, table=True):
+    """A run. Every list of runs reads newest first along one index ending in
+    (created_at, id), whatever it is narrowed by (``engine.queries.RUN_FILTERS``); the
+    runs in progress are found by status, so nothing that starts or drives runs reads the
+    finished ones."""
+
     __tablename__ = "runs"
+    __table_args__ = (
+        sa.Index("ix_runs_created", "created_at", "id"),
+        sa.Index("ix_runs_playbook_created", "playbook", "created_at", "id"),
+        sa.Index("ix_runs_status_created", "status", "created_at", "id"),
+        sa.Index("ix_runs_trigger_created", "trigger", "created_at", "id"),
+        sa.Index("ix_runs_requested_by_created", "requested_by", "created_at", "id"),
+    )
 
     id: str = Field(primary_key=True, max_length=32)
-    playbook: str = Field(index=True, max_length=200)
-    status: str = Field(index=True, max_length=16)
+    playbook: str = Field(max_length=200)
+    status: str = Field(max_length=16)
     attempt: int = 1
     params: dict[str, Any] = _json(dict)
     secret_params: str | None = None
@@ -61,10 +73,10 @@ class Run(SQLModel, table=True):
     failed_step: str | None = None
     stop_reason: str | None = Field(default=None, max_length=16)
     stopped_by: str | None = Field(default=None, max_length=200)
-    created_at: datetime = _ts(index=True, nullable=False)
+    created_at: datetime = _ts(nullable=False)
     queued_at: datetime | None = _ts()
     started_at: datetime | None = _ts()
-    finished_at: datetime | None = _ts()
+    finished_at: datetime | None = _ts(index=True)
     deadline_at: datetime | None = _ts()
     owner: str | None = Field(default=None, max_length=200)
     epoch: int = 0
@@ -85,7 +97,7 @@ class Step(SQLModel, table=True):
     error: str | None = None
     started_at: datetime | None = _ts()
     finished_at: datetime | None = _ts()
-    wake_at: datetime | None = _ts(index=True)
+    wake_at: datetime | None = _ts()  # read with the run's steps, never searched by
     wake_reason: str | None = Field(default=None, max_length=16)
     approval_id: str | None = Field(default=None, max_length=32)
     child_run_id: str | None = Field(default=None, max_length=32)
@@ -191,7 +203,7 @@ class ChatPost(SQLModel, table=True):
     __table_args__ = (sa.UniqueConstraint("run_id", "step_id", "kind"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    run_id: str = Field(index=True, max_length=32)
+    run_id: str = Field(max_length=32)  # the unique key's index begins with it
     step_id: str = Field(default="", max_length=200)
     kind: str = Field(max_length=64)
     channel: str = Field(max_length=200)
@@ -218,6 +230,7 @@ class AlertRecord(SQLModel, table=True):
     pending, started, attached, held, unmatched, resolved, rejected, failed)."""
 
     __tablename__ = "alerts"
+    __table_args__ = (sa.Index("ix_alerts_outcome_id", "outcome", "id"),)
 
     id: str = Field(primary_key=True, max_length=32)
     source: str = Field(max_length=32)
@@ -232,7 +245,7 @@ class AlertRecord(SQLModel, table=True):
     links: list[dict[str, Any]] = _json(list)
     raw: dict[str, Any] | None = _json()
     received_at: datetime = _ts(index=True, nullable=False)
-    outcome: str = Field(default="pending", index=True, max_length=16)
+    outcome: str = Field(default="pending", max_length=16)
     reason: str | None = None
     run_id: str | None = Field(default=None, index=True, max_length=32)
     processed_at: datetime | None = _ts()

@@ -173,15 +173,13 @@ def refuse_rest(run_id: str, status: str, at: datetime) -> sa.Executable:
 
 
 def pending_for(owner: str) -> sa.Select[Any]:
-    """Commands waiting in the inboxes of the runs ``owner`` drives, oldest first."""
+    """Commands waiting in the inboxes of the runs ``owner`` drives, oldest first: the
+    pending commands (an index) checked against their run's owner (its primary key), so
+    the poll never reads the runs table as a whole."""
     return (
         sa.select(t.run_commands)
-        .where(
-            t.run_commands.c.state == PENDING,
-            t.run_commands.c.run_id.in_(
-                sa.select(t.runs.c.id).where(t.runs.c.owner == owner).scalar_subquery()
-            ),
-        )
+        .join(t.runs, t.runs.c.id == t.run_commands.c.run_id)
+        .where(t.run_commands.c.state == PENDING, t.runs.c.owner == owner)
         .order_by(t.run_commands.c.id)
     )
 

@@ -174,14 +174,10 @@ class Leases:
         for a run cannot both get it (the database re-checks the lease under its row
         lock)."""
         cond = sa.and_(t.runs.c.status.in_(ACTIVE), self.adoptable(now, dead))
+        claimable = self.claimable(now, dead, limit)
 
         def op(conn: sa.Connection) -> list[str]:
-            ids = [
-                r.id
-                for r in conn.execute(
-                    sa.select(t.runs.c.id).where(cond).order_by(t.runs.c.created_at).limit(limit)
-                )
-            ]
+            ids = [r.id for r in conn.execute(claimable)]
             if not ids:
                 return []
             got = conn.execute(
@@ -197,6 +193,12 @@ class Leases:
             return [r.id for r in got]
 
         return op
+
+    def claimable(self, now: datetime, dead: Sequence[str], limit: int = 5000) -> sa.Select[Any]:
+        """The ids of the runs in progress this node may adopt, oldest first: a search
+        of the status index, which never reads a finished run."""
+        cond = sa.and_(t.runs.c.status.in_(ACTIVE), self.adoptable(now, dead))
+        return sa.select(t.runs.c.id).where(cond).order_by(t.runs.c.created_at).limit(limit)
 
     def server_alive(self, now: datetime) -> sa.Select[Any]:
         """The ids of live ``serve`` nodes other than this one."""

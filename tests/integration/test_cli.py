@@ -94,6 +94,28 @@ def test_run_succeeds_with_live_progress_and_is_listed(env: dict[str, str]) -> N
     assert "greet" in runs.stdout and "succeeded" in runs.stdout and "carol" in runs.stdout
 
 
+def test_runs_pages_with_the_cursor_its_last_line_names(env: dict[str, str]) -> None:
+    for who in ("one", "two", "three"):
+        assert baton(env, "run", "greet", f"who={who}").returncode == 0
+    first = baton(env, "runs", "--limit=2", "--status=succeeded")
+    *table, more = first.stdout.splitlines()
+    assert len(table) == 3 and more.startswith("older runs: baton runs ")
+    command = more.removeprefix("older runs: baton ").split()
+    assert command[:3] == ["runs", "--limit=2", "--status=succeeded"]
+
+    second = baton(env, *command)
+
+    assert second.returncode == 0, second.stderr
+    lines = second.stdout.splitlines()
+    assert len(lines) == 2 and "older runs" not in second.stdout  # header + the oldest run
+    shown = {line.split()[0] for line in [*table[1:], *lines[1:]]}
+    assert len(shown) == 3
+    bad = baton(env, "runs", "--cursor=nonsense")
+    assert bad.returncode == 2
+    assert "leave it out to start again from the newest" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
 def test_failed_run_prints_error_and_output_tail_and_exits_1(env: dict[str, str]) -> None:
     out = baton(env, "run", "greet", "fail=true")
     assert out.returncode == 1

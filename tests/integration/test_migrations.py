@@ -8,6 +8,7 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -39,8 +40,32 @@ def at_revision(engine: sa.Engine, revision: str) -> None:
 # How to fill a database at each revision with runs in every status, using only what that
 # revision has. A new revision's author adds its line (rows written with the columns of
 # that revision), and the test below upgrades that database to head too.
+def _fill_0002(engine: sa.Engine) -> None:
+    """The schema 3 rows (kept as they are: the test compares them), with what
+    0002_run_leases added: a node and a command waiting in a run's inbox."""
+    schema3.fill(engine)
+    meta = sa.MetaData()
+    meta.reflect(engine, only=["runs", "run_commands", "nodes"])
+    runs, commands, nodes = (meta.tables[n] for n in ("runs", "run_commands", "nodes"))
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    with engine.begin() as conn:
+        waiting = sa.select(runs.c.id).where(runs.c.status == "waiting").limit(1)
+        conn.execute(
+            commands.insert().values(
+                run_id=conn.execute(waiting).scalar_one(), attempt=1, kind="cancel",
+                payload={}, by="ann", created_at=at, state="pending",
+            )
+        )  # fmt: skip
+        conn.execute(
+            nodes.insert().values(
+                id="host:1:ab", kind="serve", host="host", pid=1, started_at=at, heartbeat_at=at
+            )
+        )
+
+
 FILLED_AT: dict[str, Callable[[sa.Engine], None]] = {
     "0001_schema_3": schema3.fill,
+    "0002_run_leases": _fill_0002,
 }
 
 
