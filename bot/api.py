@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from engine import paging, queries, storable
+from engine import paging, queries, runlogs, storable
 from engine.alerts import OUTCOMES
 from engine.errors import (
     ApprovalNotFound,
@@ -275,6 +275,17 @@ async def get_run(request: web.Request) -> web.Response:
     return web.json_response(run)
 
 
+async def get_logs(request: web.Request) -> web.Response:
+    """Every attempt's full output and the run's log lines, as text (``?step=ID``: one
+    step's)."""
+    run_id = request.match_info["run_id"]
+    try:
+        text = await runlogs.text(_baton(request).store, run_id, request.query.get("step"))
+    except (RunNotFound, runlogs.StepNotFound) as exc:
+        return error(404, str(exc))
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+
 async def run_action(request: web.Request) -> web.Response:
     baton = _baton(request)
     denied = _check_token(request, baton.settings)
@@ -379,6 +390,7 @@ def create_app(
     app.router.add_post("/api/runs", create_run)
     app.router.add_get("/api/runs", reader(list_runs, settings))
     app.router.add_get("/api/runs/{run_id}", reader(get_run, settings))
+    app.router.add_get("/api/runs/{run_id}/logs", reader(get_logs, settings))
     app.router.add_post("/api/runs/{run_id}/{action:cancel|retry}", run_action)
     app.router.add_post("/api/approvals/{approval_id}", decide)
     app.router.add_get("/api/alerts", reader(list_alerts, settings))

@@ -158,9 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     unsched.add_argument("id", help="schedule id")
     unsched.add_argument("--as", dest="user", default=None, help="who asks (default: $USER)")
 
-    from bot import cli_db
+    from bot import cli_db, cli_logs
 
     cli_db.add_parser(sub)
+    cli_logs.add_parser(sub)
     return parser
 
 
@@ -225,6 +226,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bot import cli_schedules
 
             return asyncio.run(cli_schedules.run(settings, args))
+        if args.command == "logs":
+            from bot import cli_logs
+
+            return asyncio.run(cli_logs.run(settings, args))
         if args.command == "db":
             from bot import cli_db
 

@@ -43,6 +43,7 @@ from bot.grammar import (
     History,
     ListPlaybooks,
     ListSchedules,
+    Logs,
     Retry,
     Run,
     Schedule,
@@ -54,7 +55,7 @@ from bot.grammar import (
     verb_of,
 )
 from bot.progress import Progress
-from engine import access, queries, storable
+from engine import access, queries, runlogs, storable
 from engine import params as paramlib
 from engine import schedules as schedlib
 from engine.access import Actor
@@ -264,6 +265,10 @@ class Commands:
                 return await self._history(command.playbook)
             case Alerts():
                 return await self._alerts(command.outcome)
+            case Logs():
+                text = await runlogs.text(self.store, command.run_id, command.step_id)
+                lines = text.rstrip("\n").split("\n")
+                return Reply(lines, run_id=command.run_id, data={"logs": text})
 
     # --- help and playbooks ------------------------------------------------------------
 

@@ -99,6 +99,14 @@ class History:
 
 
 @dataclass(frozen=True)
+class Logs:
+    """``logs RUN [STEP]``: every attempt's full output and the run's log lines."""
+
+    run_id: str
+    step_id: str | None = None
+
+
+@dataclass(frozen=True)
 class Alerts:
     """``alerts`` (the latest) or ``alerts OUTCOME`` (``held``, ``started``, ...)."""
 
@@ -119,6 +127,7 @@ Command = (
     | Unschedule
     | History
     | Alerts
+    | Logs
 )
 
 USAGE: dict[str, tuple[str, str]] = {
@@ -145,6 +154,7 @@ USAGE: dict[str, tuple[str, str]] = {
         "alerts [OUTCOME]",
         "recent alerts and what became of each (held, started, attached, ...)",
     ),
+    "logs": ("logs RUN [STEP]", "a run's full output and log lines, of every step or one"),
 }
 VERBS = tuple(USAGE)
 
@@ -217,6 +227,9 @@ def parse(text: str) -> Command:
         case "alerts":
             _arity(verb, args, 0, 1)
             return _parse_alerts(args)
+        case "logs":
+            _arity(verb, args, 1, 2)
+            return Logs(args[0], args[1] if len(args) > 1 else None)
     hint = closest(verb, VERBS, n=1)
     extra = f" Did you mean `{hint[0]}`?" if hint else ""
     raise CommandError(f"Unknown command {verb!r}.{extra} `help` lists the commands.")
@@ -289,7 +302,7 @@ def target_of(command: Command) -> str:
     match command:
         case Describe() | Run() | Schedule():
             return command.playbook
-        case Status() | Cancel() | Retry():
+        case Status() | Cancel() | Retry() | Logs():
             return command.run_id or ""
         case Decide():
             return command.approval_id
@@ -320,6 +333,7 @@ def verb_of(command: Command) -> str:
         Unschedule: "unschedule",
         History: "history",
         Alerts: "alerts",
+        Logs: "logs",
     }
     return names[type(command)]
 
@@ -330,6 +344,10 @@ def shown_as_text(command: Command) -> str:
         case Decide():
             words = [verb, command.approval_id] + ([command.comment] if command.comment else [])
             return shlex.join(words)
+        case Logs():
+            return shlex.join(
+                [verb, command.run_id, *([command.step_id] if command.step_id else [])]
+            )
         case _:
             target = target_of(command)
             return f"{verb} {shlex.quote(target)}" if target else verb

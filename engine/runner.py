@@ -1193,21 +1193,18 @@ class Engine:
                 )
         except asyncio.CancelledError:
             reason = step.cancel_reason or "cancelled"
-            if reason == "timeout":
-                result = msg.Finished(
-                    step.id, attempt, "timed_out", error=f"timed out after {step.spec.timeout}"
-                )
-            elif reason == "shutdown":
-                result = msg.Finished(
-                    step.id, attempt, "interrupted", error="interrupted by shutdown"
-                )
-            else:
-                result = msg.Finished(
-                    step.id,
-                    attempt,
-                    "cancelled",
-                    error=f"cancelled by {run.stopped_by or 'request'}",
-                )
+            outcome, error = {
+                "timeout": ("timed_out", f"timed out after {step.spec.timeout}"),
+                "shutdown": ("interrupted", "interrupted by shutdown"),
+            }.get(reason, ("cancelled", f"cancelled by {run.stopped_by or 'request'}"))
+            result = msg.Finished(  # what the action printed until then is kept
+                step.id,
+                attempt,
+                outcome,
+                output=dict(ctx.partial or {}),
+                error=error,
+                attachments=ctx.attachments,
+            )
         except ActionError as exc:
             result = msg.Finished(
                 step.id,

@@ -76,6 +76,11 @@ def plain(text: str) -> str:
     return html.unescape(LINK.sub(one, text))
 
 
+LOGS_INLINE = 2500
+"""Characters of logs answered in the message itself; longer ones come as a file."""
+LOGS_TAIL_LINES = 30
+
+
 @dataclass
 class Where:
     """Where a Slack request came from, and how to answer there."""
@@ -317,8 +322,30 @@ class SlackFront:
             text = blocks.refusal(decision)
             await answer(text, blocks.reply_blocks([text], ok=False, escaped=True))
             return reply
+        logs = reply.data.get("logs")
+        if logs is not None and len(logs) > LOGS_INLINE:
+            await self._long_logs(reply, logs, where, answer)
+            return reply
         await answer(blocks.escape(reply.text), blocks.reply_blocks(reply.lines, reply.ok))
         return reply
+
+    async def _long_logs(self, reply: Reply, logs: str, where: Where, answer: Any) -> None:
+        """Logs too long for a message: their last lines, and the whole text as a file in
+        the same place (never cut silently)."""
+        tail = reply.lines[-LOGS_TAIL_LINES:]
+        head = f"{reply.lines[0]}: the last {len(tail)} of {len(reply.lines)} lines"
+        text = blocks.escape(head)
+        body = blocks.reply_blocks([head, *tail, "(the whole log is attached as a file)"])
+        await answer(text, body)
+        if where.channel is None:
+            return
+        await self.client.files_upload_v2(
+            channel=where.channel,
+            thread_ts=where.thread_ts,
+            content=logs,
+            filename=f"run-{reply.run_id}-logs.txt",
+            title=f"logs of run {reply.run_id}",
+        )
 
     async def open_form(self, trigger_id: str, form: dict[str, Any], where: Where) -> bool:
         """Open the run form; False when Slack refuses (an expired trigger, say)."""

@@ -80,6 +80,10 @@ class ActionContext:
     env: Mapping[str, str] = field(default_factory=dict)
     """The environment a process the action starts begins with (``engine.stepenv``):
     computed once by whoever builds the engine, never Baton's whole environment."""
+    partial: dict[str, Any] | None = None
+    """What the action had produced when it was cancelled or timed out (a shell step's
+    output so far), set by the action before the cancellation propagates: the attempt
+    keeps it."""
 
     def attach(self, name: str, text: str) -> None:
         """Keep a long text (a full stdout, say) with the attempt; the output keeps a tail."""

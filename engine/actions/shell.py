@@ -170,7 +170,11 @@ class ShellAction:
             try:
                 await proto.exited
             except asyncio.CancelledError:
-                await _terminate(transport, proto)
+                try:
+                    await _terminate(transport, proto)
+                    await proto.drain()
+                finally:  # what it wrote before it died is kept, even if cut short here
+                    ctx.partial = _output(ctx, proto, transport.get_returncode())
                 raise
             await proto.drain()
         finally:
@@ -178,14 +182,20 @@ class ShellAction:
             _close(transport)
         rc = transport.get_returncode()
         assert rc is not None
-        out, err = proto.buffers[1], proto.buffers[2]
-        output: dict[str, Any] = {"rc": rc, "stdout": out.tail_text(), "stderr": err.tail_text()}
-        for stream, buf in (("stdout", out), ("stderr", err)):
-            if buf.cut:
-                ctx.attach(stream, buf.full_text())
+        output = _output(ctx, proto, rc)
         if rc != 0:
             raise ActionError(_failure_message(rc, output["stderr"]), output=output)
         return output
+
+
+def _output(ctx: ActionContext, proto: _Protocol, rc: int | None) -> dict[str, Any]:
+    """The step's output from what the process wrote (the full text of a cut stream
+    attached to the attempt); ``rc`` None: killed and not reaped."""
+    out, err = proto.buffers[1], proto.buffers[2]
+    for stream, buf in (("stdout", out), ("stderr", err)):
+        if buf.cut:
+            ctx.attach(stream, buf.full_text())
+    return {"rc": rc, "stdout": out.tail_text(), "stderr": err.tail_text()}
 
 
 class _Protocol(asyncio.SubprocessProtocol):
