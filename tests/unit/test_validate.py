@@ -602,3 +602,31 @@ def test_quote_and_param_variables_in_scripts_validate(tmp_path: Path) -> None:
     path = write(tmp_path / "fixed.yaml", fixed)
     valid, problems = validate.validate_paths([path], Registry.from_entry_points())
     assert problems == [] and list(valid) == ["splices"]
+
+
+HYPHENATED = """\
+name: patch
+steps:
+  - id: patch-web1
+    action: log
+    with: {message: patching}
+  - id: get
+    action: log
+    with: {message: fetched}
+  - id: approve-prod
+    action: log
+    needs: [patch-web1, get]
+    when: steps.patch-web1.status == 'succeeded' and steps.get.status == 'succeeded'
+    with: {message: "{{ steps.patch-web1.status }} {{ steps.get.output }}"}
+"""
+
+
+def test_hyphenated_and_dict_method_step_ids_can_be_referenced(registry: Registry) -> None:
+    assert check(HYPHENATED, registry) == []
+
+
+def test_a_mistyped_hyphenated_id_gets_the_right_hint(registry: Registry) -> None:
+    text = HYPHENATED.replace("when: steps.patch-web1", "when: steps.patch-wbe1")
+    assert check(text, registry) == [
+        (12, "step 'approve-prod': when: unknown step 'patch-wbe1' (did you mean 'patch-web1'?)")
+    ]
