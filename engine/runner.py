@@ -1284,7 +1284,7 @@ def _input_errors(action: str, exc: pydantic.ValidationError) -> str:
     parts = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "with"
-        parts.append(f"{where}: {err['msg']}")
+        parts.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
     return f"bad inputs for action {action}: " + "; ".join(parts)
 
 

@@ -54,6 +54,18 @@ def _has_template(value: Any) -> bool:
     return any("{{" in text or "{%" in text for _, text in _strings(value, ()))
 
 
+def _value_at(value: Any, loc: tuple[Any, ...]) -> Any:
+    """The value an error's location points at (its deepest part present in ``value``):
+    ``argv.1`` is the second argv item, so a template in another item does not hide it."""
+    for part in loc:
+        in_dict = isinstance(value, dict) and part in value
+        in_list = isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value)
+        if not (in_dict or in_list):
+            break
+        value = value[part]
+    return value
+
+
 def _label(phase: Phase, step: Step) -> str:
     return f"step {step.id!r}" if phase is Phase.MAIN else f"{_KEYS[phase]} step {step.id!r}"
 
@@ -238,9 +250,7 @@ class _Checker:
                     (key, i, "with"),
                     f"{label}: action {step.action!r} needs input {_dotted(loc)!r}",
                 )
-            elif (top is None and _has_template(step.with_)) or (
-                top is not None and _has_template(step.with_.get(str(top)))
-            ):
+            elif _has_template(_value_at(step.with_, loc)):
                 continue  # templated values are checked when the step runs
             else:
                 where = f"with.{_dotted(loc)}: " if loc else "with: "

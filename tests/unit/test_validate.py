@@ -630,3 +630,30 @@ def test_a_mistyped_hyphenated_id_gets_the_right_hint(registry: Registry) -> Non
     assert check(text, registry) == [
         (12, "step 'approve-prod': when: unknown step 'patch-wbe1' (did you mean 'patch-web1'?)")
     ]
+
+
+ARGV = """\
+name: argv
+params:
+  n: {type: int, default: 3}
+steps:
+  - id: nap
+    action: shell
+    with: {argv: [sleep, "{{ params.n }}", 5, true]}
+  - id: bad
+    action: shell
+    with:
+      argv: [echo, "{{ params.n }}", {a: 1}, null]
+"""
+
+
+def test_validate_checks_each_argv_item(tmp_path: Path) -> None:
+    """Numbers and booleans are arguments; a mapping or null item is refused, even
+    when another item of the list is a template."""
+    path = write(tmp_path / "argv.yaml", ARGV)
+    _, problems = validate.validate_paths([path], Registry.from_entry_points())
+    found = [(p.line, p.message.split(";")[0]) for p in problems]
+    assert found == [
+        (11, "step 'bad': with.argv[2]: the item is a dict"),
+        (11, "step 'bad': with.argv[3]: the item is empty (null)"),
+    ]

@@ -1,5 +1,5 @@
-"""Step ids with hyphens, and ids named like dict methods, read from templates and
-conditions of a real run (SQLite and PostgreSQL)."""
+"""Templates in real runs (SQLite and PostgreSQL): step ids with hyphens and ids named
+like dict methods read from templates and conditions; argv items that are numbers."""
 
 from __future__ import annotations
 
@@ -45,3 +45,28 @@ async def test_steps_are_read_by_hyphenated_and_dict_method_ids(harness: Harness
         "items": "skipped",
     }
     assert steps["approve-prod"].output["message"] == "patched+fetched"
+
+
+ARGV = {
+    "count": """
+        name: count
+        params:
+          n: {type: int, default: 3}
+          ratio: {type: float, default: 0.5}
+          loud: {type: bool, default: true}
+        steps:
+          - id: say
+            action: shell
+            with: {argv: [echo, "{{ params.n }}", "{{ params.ratio }}", "{{ params.loud }}", 7]}
+    """
+}
+
+
+async def test_argv_items_rendered_to_numbers_and_booleans_run(harness: HarnessFactory) -> None:
+    h = await harness(ARGV)
+
+    run_id = await h.run("count", {"n": "12"})
+
+    step = (await h.steps(run_id))["say"]
+    assert (step.status, step.error) == ("succeeded", None)
+    assert step.output["stdout"] == "12 0.5 true 7\n"
