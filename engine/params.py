@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from engine import secrets as secretlib
 from engine import storable
 from engine.errors import ParamError, closest
 from engine.playbook import Param, ParamType, Playbook
@@ -66,6 +67,8 @@ def _as_text(name: str, spec: Param, value: Any) -> str:
         text = str(value)
     else:
         raise _Bad(f"{_shown(spec, value)} is not a string (expected text, e.g. {name}=value)")
+    if spec.type is ParamType.SECRET and (short := secretlib.too_short(text)) is not None:
+        raise _Bad(f"the given value {short}")
     if spec.pattern is not None:
         try:
             matched = re.fullmatch(spec.pattern, text) is not None

@@ -194,6 +194,18 @@ def test_secret_value_is_never_echoed() -> None:
     assert "HUNTER2" not in str(excinfo.value)
 
 
+@pytest.mark.parametrize("value", ["x", "ab", "k1x"])
+def test_a_secret_too_short_to_mask_is_refused_without_echoing_it(value: str) -> None:
+    pb = make({"key": {"type": "secret"}})
+    with pytest.raises(ParamError) as excinfo:
+        params.coerce(pb, {"key": value})
+    message = str(excinfo.value)
+    assert f"key: the given value is {len(value)} character" in message
+    assert "a secret needs at least 4" in message and repr(value) not in message
+    assert params.coerce(pb, {"key": "k1x2"}) == {"key": "k1x2"}
+    assert params.coerce(pb, {"key": ""}) == {"key": ""}  # empty hides nothing
+
+
 def test_bad_default_is_reported_as_the_playbooks() -> None:
     with pytest.raises(ParamError, match=r"n: 'x' is not an int .*\(the playbook's default\)"):
         params.coerce(make({"n": {"type": "int", "default": "x"}}), {})

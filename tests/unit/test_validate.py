@@ -443,6 +443,12 @@ def test_concurrency_key(registry: Registry) -> None:
             "{pattern: '[a-z'}", "param p: pattern '[a-z' is not a valid regex", id="bad-regex"
         ),
         pytest.param("{type: int, min: 5, max: 1}", "param p: min is greater than max", id="range"),
+        pytest.param(
+            "{type: secret, default: k1x}",
+            "param default does not fit: p: the given value is 3 characters long; a secret "
+            "needs at least 4",
+            id="secret-too-short",
+        ),
     ],
 )
 def test_param_problems(param: str, expected: str, registry: Registry) -> None:
