@@ -257,7 +257,7 @@ class Engine:
 
     def plan(self, request: RunRequest) -> Plan:
         """A dry run: the resolved params and step order; nothing is stored or run."""
-        return planning.plan(self.catalog, request)
+        return planning.plan(self.catalog, request, self.records.base_masker)
 
     async def start_run(
         self,

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -91,6 +93,7 @@ class SecretBox:
         self._fernet = fernet
         self.key = key
         """The key's text, so that it can be masked like a secret ("" when not known)."""
+        self._mac_key = hashlib.sha256(b"baton fingerprint\0" + key.encode()).digest()
 
     @classmethod
     def from_settings(cls, key: str | None, key_file: Path) -> SecretBox:
@@ -99,6 +102,12 @@ class SecretBox:
             return cls(_fernet(key, "BATON_SECRET_KEY"), key.strip())
         text = _read_or_create_key(key_file)
         return cls(_fernet(text, f"key file {key_file}"), text.strip())
+
+    def fingerprint(self, text: str) -> str:
+        """A keyed digest of ``text`` (HMAC-SHA256 under a key derived from this box's):
+        equal texts give equal fingerprints, and without the key a guess at the text
+        cannot be checked against one. 16 hex digits."""
+        return hmac.new(self._mac_key, text.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
 
     def encrypt(self, values: Mapping[str, str]) -> str:
         data = json.dumps(dict(values), sort_keys=True, separators=(",", ":"))

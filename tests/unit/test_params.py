@@ -244,3 +244,34 @@ def test_describe() -> None:
 def test_describe_hides_secret_defaults() -> None:
     lines = params.describe(make({"key": {"type": "secret", "default": "topsecret"}}))
     assert lines == ["key (secret; default ***)"]
+
+
+def test_the_stored_definition_holds_no_secret_default() -> None:
+    pb = Playbook.model_validate(
+        {
+            "name": "demo",
+            "params": {
+                "token": {"type": "secret", "default": "dflt-secret"},
+                "host": {"default": "web-1"},
+            },
+            "triggers": [
+                {
+                    "schedule": {
+                        "cron": "0 3 * * *",
+                        "params": {"token": "cron-secret", "host": "h"},
+                    }
+                },
+                {"alert": {"params": {"token": "{{ alert.labels.key }}"}}},
+            ],
+            "steps": [{"id": "a", "action": "log"}],
+        }
+    )
+    stored = params.stored_definition(pb)
+    assert stored["params"] == {
+        "token": {"type": "secret", "default": "***"},
+        "host": {"default": "web-1"},
+    }
+    assert stored["triggers"][0]["schedule"]["params"] == {"token": "***", "host": "h"}
+    assert stored["triggers"][1]["alert"]["params"] == {"token": "***"}
+    assert "dflt-secret" not in repr(stored) and "cron-secret" not in repr(stored)
+    assert pb.params["token"].default == "dflt-secret"  # the playbook itself is untouched
