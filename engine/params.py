@@ -253,6 +253,17 @@ def masked(playbook: Playbook, values: Mapping[str, Any]) -> dict[str, Any]:
     return {k: MASK if k in secrets and v is not None else v for k, v in values.items()}
 
 
+def typed_masked(playbook: Playbook, typed: Mapping[str, Any]) -> dict[str, Any]:
+    """Params as a person typed them (before ``coerce``), safe to keep or show: the value
+    of a secret param and of every name the playbook does not declare is ``***``.
+
+    An undeclared name is often a mistyped secret (``tokn=...`` for ``token``); the run is
+    refused anyway (with a did-you-mean), so its value is never worth keeping.
+    """
+    secrets = secret_names(playbook)
+    return {k: MASK if k in secrets or k not in playbook.params else v for k, v in typed.items()}
+
+
 def stored_definition(playbook: Playbook) -> dict[str, Any]:
     """The definition a run keeps (``Playbook.snapshot``) without secrets: a secret
     param's ``default``, and the values its triggers give secret params, are ``***``.
