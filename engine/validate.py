@@ -206,6 +206,7 @@ class _Checker:
         roots = templating.ROOTS if phase is Phase.MAIN else templating.ROOTS | {FAILURE_ROOT}
         self.check_action(key, i, step, label)
         self.check_shell_code(key, i, step, label)
+        self.check_argv_words(key, i, step, label)
         for path, text in _strings(step.with_, ()):
             self.check_template(
                 (key, i, "with", *path), f"{label}: with.{_dotted(path)}", text, roots, step, phase
@@ -256,6 +257,19 @@ class _Checker:
                 where = f"with.{_dotted(loc)}: " if loc else "with: "
                 msg = err["msg"].removeprefix("Value error, ")
                 self.add((key, i, "with", *loc), f"{label}: {where}{msg}")
+
+    def check_argv_words(self, key: str, i: int, step: Step, label: str) -> None:
+        """An unquoted ``yes``, ``no``, ``on`` or ``off`` in ``argv`` is a YAML boolean, and
+        would run as ``true``/``false``: a literal boolean item must be quoted."""
+        argv = step.with_.get("argv")
+        for j, item in enumerate(argv if isinstance(argv, list) else []):
+            if isinstance(item, bool):
+                self.add(
+                    (key, i, "with", "argv", j),
+                    f"{label}: with.argv[{j}] is the YAML boolean {str(item).lower()} (YAML "
+                    "reads unquoted yes, no, on, off, true and false so): quote the word "
+                    "you mean, e.g. 'yes'",
+                )
 
     def check_shell_code(self, key: str, i: int, step: Step, label: str) -> None:
         """No ``{{ }}`` may splice a value into a shell code input (``script``)."""

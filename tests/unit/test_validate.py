@@ -645,7 +645,10 @@ params:
 steps:
   - id: nap
     action: shell
-    with: {argv: [sleep, "{{ params.n }}", 5, true]}
+    with: {argv: [sleep, "{{ params.n }}", 5, "true", 0.5]}
+  - id: word
+    action: shell
+    with: {argv: [echo, yes, "no"]}
   - id: bad
     action: shell
     with:
@@ -654,12 +657,18 @@ steps:
 
 
 def test_validate_checks_each_argv_item(tmp_path: Path) -> None:
-    """Numbers and booleans are arguments; a mapping or null item is refused, even
-    when another item of the list is a template."""
+    """Numbers and quoted words are arguments; a mapping or null item is refused, even
+    when another item of the list is a template, and so is a YAML boolean (an unquoted
+    yes would run as true)."""
     path = write(tmp_path / "argv.yaml", ARGV)
     _, problems = validate.validate_paths([path], Registry.from_entry_points())
     found = [(p.line, p.message.split(";")[0]) for p in problems]
     assert found == [
-        (11, "step 'bad': with.argv[2]: the item is a dict"),
-        (11, "step 'bad': with.argv[3]: the item is empty (null)"),
+        (
+            10,
+            "step 'word': with.argv[1] is the YAML boolean true (YAML reads unquoted yes, no, "
+            "on, off, true and false so): quote the word you mean, e.g. 'yes'",
+        ),
+        (14, "step 'bad': with.argv[2]: the item is a dict"),
+        (14, "step 'bad': with.argv[3]: the item is empty (null)"),
     ]
