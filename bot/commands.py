@@ -213,15 +213,12 @@ class Commands:
         """The command as text for the audit trail, secret values replaced by ``***``."""
         if not isinstance(command, Run | Schedule):
             return shown_as_text(command)
-        params: dict[str, Any]
         try:
             playbook = self.engine.catalog.get(command.playbook)
-            params = {**command.params}
-            for name in paramlib.secret_names(playbook):
-                if name in params:
-                    params[name] = paramlib.MASK
         except PlaybookNotFound:
             params = dict.fromkeys(command.params, paramlib.MASK)
+        else:
+            params = paramlib.typed_masked(playbook, command.params)
         words = [verb_of(command), command.playbook]
         if isinstance(command, Schedule):
             words.append(command.when or command.cron or "")
@@ -342,13 +339,14 @@ class Commands:
             described = dict(zip(playbook.params, paramlib.describe(playbook), strict=True))
             lines = [f"`{playbook.name}` needs {', '.join(missing)}:"]
             lines += [f"  {described[name]}" for name in missing]
-            secret = paramlib.secret_names(playbook)
-            shown = {k: paramlib.MASK if k in secret else v for k, v in command.params.items()}
+            shown = paramlib.typed_masked(playbook, command.params)
             example = " ".join(f"{k}={v}" for k, v in shown.items())
             wanted = " ".join(f"{name}=..." for name in missing)
             lines.append(f"say `run {playbook.name} {example} {wanted}`".replace("  ", " "))
-            # a secret typed in chat is not carried into a form or a button: asked again
-            given = {k: v for k, v in command.params.items() if k not in secret}
+            # a secret (or what may be one) typed in chat is not carried into a form or a
+            # button: asked again
+            plain = set(playbook.params) - paramlib.secret_names(playbook)
+            given = {k: v for k, v in command.params.items() if k in plain}
             form = {"playbook": playbook.name, "given": given}
             return Reply(lines, ok=False, data={"form": form, "playbook": playbook.name})
         run_id = await self.engine.start_run(request)

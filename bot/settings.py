@@ -181,6 +181,27 @@ class Settings(BaseSettings):
             )
         return mode
 
+    @field_validator("*")
+    @classmethod
+    def _long_enough(cls, value: typing.Any, info: ValidationInfo) -> typing.Any:
+        """Baton's credentials are masked like secrets, so they follow the secrets' rule
+        (``engine.secrets.MIN_SECRET_LEN``); an empty one is left to its own setting."""
+        from engine import secrets
+
+        if isinstance(value, SecretStr):
+            texts = [value.get_secret_value()]
+        elif info.field_name == "database_url" and isinstance(value, str):
+            texts = [_password(value) or ""]
+        else:
+            return value
+        texts += [part.strip() for text in texts if "," in text for part in text.split(",")]
+        for text in texts:
+            short = secrets.too_short(text)
+            if short is not None:
+                what = "its password" if info.field_name == "database_url" else "it"
+                raise ValueError(f"{what} {short}; this one is a credential Baton masks")
+        return value
+
     @field_validator("step_env")
     @classmethod
     def _step_env(cls, value: str) -> str:
@@ -217,14 +238,9 @@ class Settings(BaseSettings):
             if SecretStr in typing.get_args(field.annotation) and value is not None:
                 text = value.get_secret_value()
                 values += [text, *(part.strip() for part in text.split(",") if "," in text)]
-        from sqlalchemy.engine import make_url
-
-        try:
-            password = make_url(self.database_url).password
-        except Exception:  # a URL that does not parse fails later, with its own message
-            password = None
+        password = _password(self.database_url)
         if password:
-            values.append(str(password))
+            values.append(password)
         return [v for v in values if v]
 
     @property
@@ -253,6 +269,17 @@ class Settings(BaseSettings):
         return value
 
 
+def _password(url: str) -> str | None:
+    """The password in a database URL, if any."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        password = make_url(url).password
+    except Exception:  # a URL that does not parse fails later, with its own message
+        return None
+    return str(password) if password else None
+
+
 def explain(exc: Exception) -> list[str]:
     """A settings error as lines a person can act on: ``BATON_PORT='99999': ...``."""
     errors = getattr(exc, "errors", None)
@@ -262,13 +289,22 @@ def explain(exc: Exception) -> list[str]:
     for err in errors():
         name = str(err["loc"][0]) if err["loc"] else ""
         message = str(err["msg"]).removeprefix("Value error, ")
-        lines.append(f"{env_name(name)}={err.get('input')!r}: {message}")
+        shown = "***" if _is_credential(name) else repr(err.get("input"))
+        lines.append(f"{env_name(name)}={shown}: {message}")
     return lines
+
+
+def _is_credential(setting: str) -> bool:
+    """A secret setting or the database URL (by field name or by the alias an error
+    names, such as SLACK_SIGNING_SECRET): their values are never shown back."""
+    return env_name(setting) in Settings.credential_names()
 
 
 def env_name(setting: str) -> str:
     """The environment variable of a setting (Slack's keep Slack's names)."""
     field = Settings.model_fields.get(setting)
+    if field is None and setting.isupper():  # an error on an aliased setting names the alias
+        return setting
     alias = field.validation_alias if field is not None else None
     return str(alias.choices[0]) if isinstance(alias, AliasChoices) else f"BATON_{setting.upper()}"
 

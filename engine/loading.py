@@ -46,10 +46,6 @@ class RunRecords:
         self.lease = lease
         self._definitions: dict[str, Playbook] = {}
 
-    def secret_values(self, playbook: Playbook, params: dict[str, Any]) -> list[str]:
-        names = paramlib.secret_names(playbook)
-        return [str(params[n]) for n in names if params.get(n)]
-
     def prepare(
         self, playbook: Playbook, request: RunRequest, inherited: Masker | None = None
     ) -> tuple[RunState, list[Op]]:
@@ -58,7 +54,7 @@ class RunRecords:
         params = paramlib.coerce(playbook, request.params)
         secret_names = paramlib.secret_names(playbook)
         base = inherited or self.base_masker
-        masker = base.with_values(self.secret_values(playbook, params))
+        masker = base.with_values(paramlib.secret_values(playbook, params))
         masked = {
             k: ("***" if k in secret_names and v is not None else masker.mask(v))
             for k, v in params.items()
@@ -84,7 +80,9 @@ class RunRecords:
             created_at=now,
             parent_run_id=request.parent_run_id,
             parent_step_id=request.parent_step_id,
-            concurrency_key=planning.concurrency_key(playbook, params),
+            concurrency_key=planning.concurrency_key(
+                playbook, params, masker, self.secret_box.fingerprint
+            ),
             steps=new_steps(playbook),
             secrets=self.secrets,
         )
@@ -108,7 +106,7 @@ class RunRecords:
                         "parent_run_id": run.parent_run_id,
                         "parent_step_id": run.parent_step_id,
                         "concurrency_key": run.concurrency_key,
-                        "definition": playbook.snapshot(),
+                        "definition": paramlib.stored_definition(playbook),
                         "created_at": now,
                         "queued_at": now,
                         "started_at": None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from engine import params as paramlib
@@ -9,19 +10,39 @@ from engine import templating
 from engine.catalog import Catalog
 from engine.playbook import Phase, Playbook
 from engine.requests import Plan, RunRequest
+from engine.secrets import Masker
 from engine.state import parallel_groups
 
 
-def concurrency_key(playbook: Playbook, params: dict[str, Any]) -> str | None:
+def concurrency_key(
+    playbook: Playbook,
+    params: dict[str, Any],
+    masker: Masker | None = None,
+    fingerprint: Callable[[str], str] | None = None,
+) -> str | None:
+    """The run's rendered concurrency key, as stored and shown.
+
+    A key that holds a secret (a secret param, or a value ``masker`` knows) is never
+    kept in clear: it becomes its masked text plus ``#`` and a keyed digest of the real
+    key (``fingerprint``, ``SecretBox.fingerprint``), so runs with the same secret still
+    share a key and runs with another do not. Without ``fingerprint`` (a dry run) the
+    masked text alone is shown.
+    """
     conc = playbook.concurrency
     if conc is None:
         return None
     if conc.key is None:
         return playbook.name
-    return str(templating.render(conc.key, {"params": params}))
+    key = str(templating.render(conc.key, {"params": params}))
+    masker = (masker or Masker()).with_values(paramlib.secret_values(playbook, params))
+    shown = masker.mask_text(key)
+    if shown == key:
+        return key
+    return f"{shown}#{fingerprint(key)}" if fingerprint is not None else shown
 
 
-def plan(catalog: Catalog, request: RunRequest) -> Plan:
+def plan(catalog: Catalog, request: RunRequest, masker: Masker | None = None) -> Plan:
+    """A dry run's plan; ``masker``: secrets to mask besides the secret params."""
     playbook = catalog.get(request.playbook)
     params = paramlib.coerce(playbook, request.params)
     return Plan(
@@ -30,5 +51,5 @@ def plan(catalog: Catalog, request: RunRequest) -> Plan:
         waves=parallel_groups(playbook, Phase.MAIN),
         on_failure=parallel_groups(playbook, Phase.ON_FAILURE),
         finally_=parallel_groups(playbook, Phase.FINALLY),
-        concurrency_key=concurrency_key(playbook, params),
+        concurrency_key=concurrency_key(playbook, params, masker),
     )

@@ -257,7 +257,7 @@ class Engine:
 
     def plan(self, request: RunRequest) -> Plan:
         """A dry run: the resolved params and step order; nothing is stored or run."""
-        return planning.plan(self.catalog, request)
+        return planning.plan(self.catalog, request, self.records.base_masker)
 
     async def start_run(
         self,
@@ -1281,7 +1281,7 @@ def _input_errors(action: str, exc: pydantic.ValidationError) -> str:
     parts = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "with"
-        parts.append(f"{where}: {err['msg']}")
+        parts.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
     return f"bad inputs for action {action}: " + "; ".join(parts)
 
 

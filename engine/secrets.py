@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -24,7 +26,12 @@ from cryptography.fernet import Fernet, InvalidToken
 from engine.errors import BatonError
 
 MASK = "***"
-MIN_SECRET_LEN = 3
+MIN_SECRET_LEN = 4
+"""Shortest secret Baton accepts. A shorter value cannot be masked without masking
+ordinary text too (every ``ab`` of an output), so it is refused where it comes in:
+``SECRET_<NAME>`` and secret files (``load_secrets``), secret params (``engine.params``)
+and Baton's own secret settings (``bot.settings``). Empty is allowed: it hides nothing."""
+_MASKED_FROM = 3  # the Masker's floor: also masks 3-character secrets of runs stored before
 ENV_PREFIX = "SECRET_"
 _GENERATE = (
     'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
@@ -36,15 +43,13 @@ log = logging.getLogger(__name__)
 class Masker:
     """Masks secret values inside strings of any JSON-like structure.
 
-    Values shorter than ``MIN_SECRET_LEN`` are ignored (masking every ``"a"`` would make
-    output unreadable and reveal little). Longer values are matched first, so a secret that
-    contains another is masked whole.
+    Values shorter than 3 characters are ignored (masking every ``"a"`` would make output
+    unreadable); new secrets are at least ``MIN_SECRET_LEN`` long (see ``too_short``).
+    Longer values are matched first, so a secret that contains another is masked whole.
     """
 
     def __init__(self, values: Iterable[str] = ()) -> None:
-        self._values = frozenset(
-            v for v in values if isinstance(v, str) and len(v) >= MIN_SECRET_LEN
-        )
+        self._values = frozenset(v for v in values if isinstance(v, str) and len(v) >= _MASKED_FROM)
         ordered = sorted(self._values, key=lambda v: (-len(v), v))
         self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
 
@@ -88,6 +93,7 @@ class SecretBox:
         self._fernet = fernet
         self.key = key
         """The key's text, so that it can be masked like a secret ("" when not known)."""
+        self._mac_key = hashlib.sha256(b"baton fingerprint\0" + key.encode()).digest()
 
     @classmethod
     def from_settings(cls, key: str | None, key_file: Path) -> SecretBox:
@@ -96,6 +102,12 @@ class SecretBox:
             return cls(_fernet(key, "BATON_SECRET_KEY"), key.strip())
         text = _read_or_create_key(key_file)
         return cls(_fernet(text, f"key file {key_file}"), text.strip())
+
+    def fingerprint(self, text: str) -> str:
+        """A keyed digest of ``text`` (HMAC-SHA256 under a key derived from this box's):
+        equal texts give equal fingerprints, and without the key a guess at the text
+        cannot be checked against one. 16 hex digits."""
+        return hmac.new(self._mac_key, text.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
 
     def encrypt(self, values: Mapping[str, str]) -> str:
         data = json.dumps(dict(values), sort_keys=True, separators=(",", ":"))
@@ -162,11 +174,24 @@ def _read_key(path: Path) -> str:
     return text.strip()
 
 
+def too_short(value: str) -> str | None:
+    """Why ``value`` cannot be a secret (it is non-empty and shorter than
+    ``MIN_SECRET_LEN``), in words that never repeat it; None when it can."""
+    if 0 < len(value) < MIN_SECRET_LEN:
+        return (
+            f"is {len(value)} character{'s' if len(value) > 1 else ''} long; a secret needs "
+            f"at least {MIN_SECRET_LEN} (a shorter one could not be masked in outputs and "
+            "logs without masking ordinary text)"
+        )
+    return None
+
+
 def load_secrets(env: Mapping[str, str], directory: Path | None) -> dict[str, str]:
     """Secrets for templates: files in ``directory``, then ``SECRET_<NAME>`` variables.
 
     A file's content loses its trailing newline(s); hidden files (Kubernetes' ``..data``
     links among them) and sub-directories are skipped. A missing directory is no error.
+    A secret shorter than ``MIN_SECRET_LEN`` is refused, every one named at once.
     """
     secrets: dict[str, str] = {}
     if directory is not None and directory.is_dir():
@@ -177,7 +202,16 @@ def load_secrets(env: Mapping[str, str], directory: Path | None) -> dict[str, st
                 secrets[path.name] = path.read_text(encoding="utf-8").rstrip("\r\n")
             except (OSError, UnicodeDecodeError) as exc:
                 raise BatonError(f"cannot read secret file {path}: {exc}") from None
+    origin = {name: f"secret file {directory / name}" for name in secrets} if directory else {}
     for name, value in env.items():
         if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
             secrets[name[len(ENV_PREFIX) :].lower()] = value
+            origin[name[len(ENV_PREFIX) :].lower()] = name
+    short = [
+        f"{origin[name]} {problem}"
+        for name, value in sorted(secrets.items())
+        if (problem := too_short(value)) is not None
+    ]
+    if short:
+        raise BatonError("; ".join(short) + ". Use longer values.")
     return secrets

@@ -12,6 +12,10 @@ expression's native value (a dict, an int, ...), so structured data passes betwe
 without a round trip through text. Any other template renders to a string, and a string
 without template syntax is returned untouched without being compiled.
 
+Step ids are read as written: ``steps.patch-web1`` is rewritten to ``steps['patch-web1']``
+before parsing (``engine.stepids``), and a mapping's key wins over a method of the same
+name (``steps.get``, ``params.items``, ``output.json.items``).
+
 Extra filters: ``quote`` (``shlex.quote`` of the value as a shell step's ``PARAM_*``
 variable would hold it: booleans ``true``/``false``, None empty, lists and dicts as JSON)
 and ``duration`` (seconds as ``3m05s``).
@@ -36,7 +40,7 @@ import jinja2
 from jinja2 import meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from engine import durations, shellscan
+from engine import durations, shellscan, stepids
 from engine.errors import TemplateError
 
 ROOTS = frozenset({"params", "steps", "secrets", "run"})
@@ -65,10 +69,24 @@ def shell_text(value: Any) -> str:
     return str(value)
 
 
+class _Environment(ImmutableSandboxedEnvironment):
+    """The sandbox, where a mapping's key wins over a method of the same name:
+    ``steps.get.status`` reads the step ``get``, ``output.json.items`` the key ``items``
+    (Jinja's own order would give ``dict.get`` and ``dict.items``)."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, Mapping) and isinstance(attribute, str):
+            try:
+                return obj[attribute]
+            except (KeyError, TypeError):
+                pass
+        return super().getattr(obj, attribute)
+
+
 @functools.cache
 def environment() -> ImmutableSandboxedEnvironment:
     """The one sandboxed environment every template and condition is compiled in."""
-    env = ImmutableSandboxedEnvironment(
+    env = _Environment(
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
@@ -80,12 +98,14 @@ def environment() -> ImmutableSandboxedEnvironment:
 
 @functools.lru_cache(maxsize=2048)
 def _template(source: str) -> jinja2.Template:
-    return environment().from_string(source)
+    return environment().from_string(stepids.rewrite_template(source))
 
 
 @functools.lru_cache(maxsize=2048)
 def _expression(source: str) -> Any:
-    return environment().compile_expression(source, undefined_to_none=False)
+    return environment().compile_expression(
+        stepids.rewrite_expression(source), undefined_to_none=False
+    )
 
 
 def _shown(text: str) -> str:
@@ -207,7 +227,7 @@ def _parse(text: str, expression: bool) -> nodes.Template | None:
     elif not _has_syntax(text):
         return None
     try:
-        return environment().parse(source)
+        return environment().parse(stepids.rewrite_template(source))
     except jinja2.TemplateSyntaxError:
         return None
 
@@ -337,7 +357,7 @@ def shell_splices(text: str) -> tuple[Splice, ...]:
     if not _has_syntax(text):
         return ()
     try:
-        ast = environment().parse(text)
+        ast = environment().parse(stepids.rewrite_template(text))
     except jinja2.TemplateSyntaxError:
         return ()
     found: list[Splice] = []

@@ -54,6 +54,18 @@ def _has_template(value: Any) -> bool:
     return any("{{" in text or "{%" in text for _, text in _strings(value, ()))
 
 
+def _value_at(value: Any, loc: tuple[Any, ...]) -> Any:
+    """The value an error's location points at (its deepest part present in ``value``):
+    ``argv.1`` is the second argv item, so a template in another item does not hide it."""
+    for part in loc:
+        in_dict = isinstance(value, dict) and part in value
+        in_list = isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value)
+        if not (in_dict or in_list):
+            break
+        value = value[part]
+    return value
+
+
 def _label(phase: Phase, step: Step) -> str:
     return f"step {step.id!r}" if phase is Phase.MAIN else f"{_KEYS[phase]} step {step.id!r}"
 
@@ -194,6 +206,7 @@ class _Checker:
         roots = templating.ROOTS if phase is Phase.MAIN else templating.ROOTS | {FAILURE_ROOT}
         self.check_action(key, i, step, label)
         self.check_shell_code(key, i, step, label)
+        self.check_argv_words(key, i, step, label)
         for path, text in _strings(step.with_, ()):
             self.check_template(
                 (key, i, "with", *path), f"{label}: with.{_dotted(path)}", text, roots, step, phase
@@ -238,14 +251,25 @@ class _Checker:
                     (key, i, "with"),
                     f"{label}: action {step.action!r} needs input {_dotted(loc)!r}",
                 )
-            elif (top is None and _has_template(step.with_)) or (
-                top is not None and _has_template(step.with_.get(str(top)))
-            ):
+            elif _has_template(_value_at(step.with_, loc)):
                 continue  # templated values are checked when the step runs
             else:
                 where = f"with.{_dotted(loc)}: " if loc else "with: "
                 msg = err["msg"].removeprefix("Value error, ")
                 self.add((key, i, "with", *loc), f"{label}: {where}{msg}")
+
+    def check_argv_words(self, key: str, i: int, step: Step, label: str) -> None:
+        """An unquoted ``yes``, ``no``, ``on`` or ``off`` in ``argv`` is a YAML boolean, and
+        would run as ``true``/``false``: a literal boolean item must be quoted."""
+        argv = step.with_.get("argv")
+        for j, item in enumerate(argv if isinstance(argv, list) else []):
+            if isinstance(item, bool):
+                self.add(
+                    (key, i, "with", "argv", j),
+                    f"{label}: with.argv[{j}] is the YAML boolean {str(item).lower()} (YAML "
+                    "reads unquoted yes, no, on, off, true and false so): quote the word "
+                    "you mean, e.g. 'yes'",
+                )
 
     def check_shell_code(self, key: str, i: int, step: Step, label: str) -> None:
         """No ``{{ }}`` may splice a value into a shell code input (``script``)."""

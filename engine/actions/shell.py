@@ -30,6 +30,10 @@ be mere text (``engine.shellscan``) — and control blocks
 with the word (``eval``, ``ssh``, ``sh -c``) is its own business, as with ``$PARAM_X``.
 Other inputs (``argv``, ``env``, ``cwd``) are templates as usual: each ``argv`` element is
 one argument and ``env`` values are variables, so no value there is read as shell code.
+An ``argv`` item that is a number or a boolean (``"{{ params.n }}"`` with an int param,
+or ``5`` in YAML) becomes its text as a ``PARAM_*`` variable holds it (``5``, ``true``);
+an item that is null, a list or a mapping is refused, by validate when it is written in
+the playbook and at run time when a template gives it.
 
 **The environment is clean.** The process does not inherit Baton's environment (its
 tokens, keys and database URL): it starts from ``ctx.env`` (``engine.stepenv``: ``PATH``,
@@ -64,9 +68,9 @@ import re
 import signal
 import subprocess
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
 
 from engine import templating
 from engine.actions import ActionContext
@@ -137,10 +141,33 @@ def param_env(params: Mapping[str, Any]) -> dict[str, str]:
     return env
 
 
+def _argument(item: Any) -> Any:
+    """Numbers and booleans are arguments as their ``PARAM_*`` text (``5``, ``true``):
+    ``argv: [sleep, "{{ params.n }}"]`` with an int param. Anything else but text is
+    refused (the error's location names the item)."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, bool | int | float):
+        return templating.shell_text(item)
+    kind = "empty (null)" if item is None else f"a {type(item).__name__}"
+    fix = (
+        "give a default, or leave the item out with a condition"
+        if item is None
+        else "pick one value from it, or turn it into text with | tojson"
+    )
+    raise ValueError(
+        f"the item is {kind}; each argv item is one argument, text or a number: {fix} "
+        "(in YAML, quote an item that holds ': ' or braces)"
+    )
+
+
+Argument = Annotated[str, BeforeValidator(_argument)]
+
+
 class ShellInputs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    argv: list[str] | None = None
+    argv: list[Argument] | None = None
     script: str | None = None
     env: dict[str, str] = {}
     cwd: str | None = None

@@ -32,6 +32,13 @@ def read_pid(path: Path) -> int | None:
     return int(text) if text else None
 
 
+async def test_argv_numbers_and_booleans_are_arguments_as_text() -> None:
+    inputs = shell.ShellInputs.model_validate({"argv": ["echo", 5, 0.5, True, False, "x"]})
+    assert inputs.argv == ["echo", "5", "0.5", "true", "false", "x"]
+    out = await run_shell(argv=["echo", 3, True])
+    assert out["stdout"] == "3 true\n"
+
+
 async def test_argv_runs_and_captures_both_streams() -> None:
     out = await run_shell(
         argv=[PY, "-c", "import sys; print('hello'); print('warn', file=sys.stderr)"]
@@ -253,6 +260,9 @@ async def test_process_that_cannot_start(inputs: dict[str, Any], message: str) -
         pytest.param({"argv": []}, "'argv' is empty", id="empty-argv"),
         pytest.param({"script": "true", "shell": "bash"}, "Extra inputs", id="unknown-key"),
         pytest.param({"argv": "ls -l"}, "valid list", id="argv-not-a-list"),
+        pytest.param({"argv": ["echo", {"a": 1}]}, "argv.1\n.*is a dict", id="argv-dict-item"),
+        pytest.param({"argv": ["echo", None]}, "argv.1\n.*empty", id="argv-null-item"),
+        pytest.param({"argv": ["echo", [1]]}, "argv.1\n.*is a list", id="argv-list-item"),
     ],
 )
 def test_inputs_are_validated(inputs: dict[str, object], fragment: str) -> None:

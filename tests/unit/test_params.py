@@ -194,6 +194,18 @@ def test_secret_value_is_never_echoed() -> None:
     assert "HUNTER2" not in str(excinfo.value)
 
 
+@pytest.mark.parametrize("value", ["x", "ab", "k1x"])
+def test_a_secret_too_short_to_mask_is_refused_without_echoing_it(value: str) -> None:
+    pb = make({"key": {"type": "secret"}})
+    with pytest.raises(ParamError) as excinfo:
+        params.coerce(pb, {"key": value})
+    message = str(excinfo.value)
+    assert f"key: the given value is {len(value)} character" in message
+    assert "a secret needs at least 4" in message and repr(value) not in message
+    assert params.coerce(pb, {"key": "k1x2"}) == {"key": "k1x2"}
+    assert params.coerce(pb, {"key": ""}) == {"key": ""}  # empty hides nothing
+
+
 def test_bad_default_is_reported_as_the_playbooks() -> None:
     with pytest.raises(ParamError, match=r"n: 'x' is not an int .*\(the playbook's default\)"):
         params.coerce(make({"n": {"type": "int", "default": "x"}}), {})
@@ -232,3 +244,34 @@ def test_describe() -> None:
 def test_describe_hides_secret_defaults() -> None:
     lines = params.describe(make({"key": {"type": "secret", "default": "topsecret"}}))
     assert lines == ["key (secret; default ***)"]
+
+
+def test_the_stored_definition_holds_no_secret_default() -> None:
+    pb = Playbook.model_validate(
+        {
+            "name": "demo",
+            "params": {
+                "token": {"type": "secret", "default": "dflt-secret"},
+                "host": {"default": "web-1"},
+            },
+            "triggers": [
+                {
+                    "schedule": {
+                        "cron": "0 3 * * *",
+                        "params": {"token": "cron-secret", "host": "h"},
+                    }
+                },
+                {"alert": {"params": {"token": "{{ alert.labels.key }}"}}},
+            ],
+            "steps": [{"id": "a", "action": "log"}],
+        }
+    )
+    stored = params.stored_definition(pb)
+    assert stored["params"] == {
+        "token": {"type": "secret", "default": "***"},
+        "host": {"default": "web-1"},
+    }
+    assert stored["triggers"][0]["schedule"]["params"] == {"token": "***", "host": "h"}
+    assert stored["triggers"][1]["alert"]["params"] == {"token": "***"}
+    assert "dflt-secret" not in repr(stored) and "cron-secret" not in repr(stored)
+    assert pb.params["token"].default == "dflt-secret"  # the playbook itself is untouched

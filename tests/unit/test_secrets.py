@@ -146,7 +146,29 @@ def test_load_secrets_from_env_and_directory(tmp_path: Path) -> None:
 )
 def test_load_secrets_without_directory(tmp_path: Path, directory: str | None) -> None:
     path = tmp_path / directory if directory else None
-    assert secrets.load_secrets({"SECRET_A_B": "v"}, path) == {"a_b": "v"}
+    assert secrets.load_secrets({"SECRET_A_B": "v-long"}, path) == {"a_b": "v-long"}
+
+
+def test_load_secrets_refuses_values_too_short_to_mask(tmp_path: Path) -> None:
+    """A secret of 1 to 3 characters could not be masked without masking ordinary text:
+    each one is named (never its value), and an empty one hides nothing and passes."""
+    (tmp_path / "pin").write_text("42\n")
+    (tmp_path / "db_password").write_text("hunter22\n")
+    env = {"SECRET_API_KEY": "k1x", "SECRET_EMPTY": "", "SECRET_TOKEN": "long-enough"}
+    with pytest.raises(BatonError) as caught:
+        secrets.load_secrets(env, tmp_path)
+    message = str(caught.value)
+    assert message == (
+        "SECRET_API_KEY is 3 characters long; a secret needs at least 4 (a shorter one "
+        "could not be masked in outputs and logs without masking ordinary text); "
+        f"secret file {tmp_path / 'pin'} is 2 characters long; a secret needs at least 4 "
+        "(a shorter one could not be masked in outputs and logs without masking ordinary "
+        "text). Use longer values."
+    )
+    assert "k1x" not in message and "42" not in message
+    del env["SECRET_API_KEY"]
+    (tmp_path / "pin").write_text("4242")
+    assert secrets.load_secrets(env, tmp_path)["empty"] == ""
 
 
 def test_batons_log_lines_mask_its_credentials(caplog: pytest.LogCaptureFixture) -> None:

@@ -97,3 +97,30 @@ def test_leases_are_renewed_every_third_of_a_lease_unless_told(
     assert Settings(_env_file=None).renew_every == 1  # type: ignore[call-arg]
     monkeypatch.setenv("BATON_LEASE_RENEW", "1.5")
     assert Settings(_env_file=None).renew_every == 1.5  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"BATON_API_TOKEN": "ab"}, "BATON_API_TOKEN=***: it is 2 characters long"),
+        ({"SLACK_SIGNING_SECRET": "k1x"}, "SLACK_SIGNING_SECRET=***: it is 3 characters long"),
+        ({"BATON_PAGERDUTY_SECRET": "long-one,k1"}, "BATON_PAGERDUTY_SECRET=***: it is 2"),
+        (
+            {"BATON_DATABASE_URL": "postgresql://baton:k1@db/baton"},
+            "BATON_DATABASE_URL=***: its password is 2 characters long",
+        ),
+    ],
+    ids=["api-token", "slack-alias", "one-of-several", "database-password"],
+)
+def test_a_credential_too_short_to_mask_is_refused_and_never_shown(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], needle: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as caught:
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    lines = explain(caught.value)
+    assert any(line.startswith(needle) for line in lines), lines
+    assert "a secret needs at least 4" in lines[0]
+    shown = [f"={value!r}" for value in env.values()] + ["long-one", ":k1@"]
+    assert not any(text in line for line in lines for text in shown), lines

@@ -312,3 +312,73 @@ async def test_quote_in_plain_code_keeps_a_hostile_value_one_word(
         assert out.decode() == value + "|" and not pwned.exists()
     else:
         assert pwned.exists()
+
+
+# --- step ids with hyphens, and ids named like dict methods ---------------------------
+
+IDS_CONTEXT: dict[str, Any] = {
+    "params": {"values": 7, "host": "web1"},
+    "steps": {
+        "patch-web1": {"output": {"rc": 0}, "status": "succeeded", "error": None},
+        "approve-prod": {"output": {}, "status": "skipped", "error": None},
+        "get": {"output": {"items": [1, 2]}, "status": "failed", "error": "boom"},
+        "items": {"output": {}, "status": "succeeded", "error": None},
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        pytest.param("{{ steps.patch-web1.status }}", "succeeded", id="hyphen"),
+        pytest.param("{{ steps.patch-web1.output.rc + 1 }}", 1, id="hyphen-native"),
+        pytest.param("{{steps.approve-prod.status}}!", "skipped!", id="hyphen-no-spaces"),
+        pytest.param(
+            "{% if steps.patch-web1.status == 'succeeded' %}ok{% endif %}", "ok", id="block"
+        ),
+        pytest.param("{{ steps.get.status }}", "failed", id="dict-method-get"),
+        pytest.param("{{ steps.items.status }}", "succeeded", id="dict-method-items"),
+        pytest.param("{{ steps.get.output.items }}", [1, 2], id="key-items-in-output"),
+        pytest.param("{{ params.values }}", 7, id="param-named-values"),
+        pytest.param("{{ params.keys() | list }}", ["values", "host"], id="methods-still-work"),
+        pytest.param(
+            "steps.patch-web1 and {{ 'steps.patch-web1' }}",
+            "steps.patch-web1 and steps.patch-web1",
+            id="literals-untouched",
+        ),
+        pytest.param(
+            "{# steps.patch-web1 #}{% raw %}{{ steps.patch-web1 }}{% endraw %}",
+            "{{ steps.patch-web1 }}",
+            id="raw-untouched",
+        ),
+    ],
+)
+def test_step_ids_with_hyphens_and_dict_method_names(template: str, expected: Any) -> None:
+    assert templating.render(template, IDS_CONTEXT) == expected
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        "steps.patch-web1.status == 'succeeded'",
+        "{{ steps.patch-web1.status == 'succeeded' }}",
+        "steps.get.status == 'failed' and steps.items.status == 'succeeded'",
+        "steps.approve-prod.status == 'skipped' and params.values == 7",
+    ],
+)
+def test_conditions_read_hyphenated_and_dict_method_ids(condition: str) -> None:
+    assert templating.evaluate(condition, IDS_CONTEXT) is True
+
+
+def test_a_mistyped_hyphenated_id_is_named_whole() -> None:
+    with pytest.raises(TemplateError, match="patch-wbe1"):
+        templating.render("{{ steps.patch-wbe1.status }}", IDS_CONTEXT)
+    assert templating.references("steps.patch-wbe1.status == 'x'", expression=True) == {
+        ("steps", "patch-wbe1")
+    }
+    assert templating.unknown_names("{{ steps.patch-web1.status }}") == set()
+
+
+def test_a_minus_with_spaces_stays_a_minus() -> None:
+    context = {"steps": {"a": {"output": {"n": 5}}}, "params": {"b": 2}}
+    assert templating.render("{{ steps.a.output.n - params.b }}", context) == 3

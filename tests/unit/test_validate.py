@@ -443,6 +443,12 @@ def test_concurrency_key(registry: Registry) -> None:
             "{pattern: '[a-z'}", "param p: pattern '[a-z' is not a valid regex", id="bad-regex"
         ),
         pytest.param("{type: int, min: 5, max: 1}", "param p: min is greater than max", id="range"),
+        pytest.param(
+            "{type: secret, default: k1x}",
+            "param default does not fit: p: the given value is 3 characters long; a secret "
+            "needs at least 4",
+            id="secret-too-short",
+        ),
     ],
 )
 def test_param_problems(param: str, expected: str, registry: Registry) -> None:
@@ -602,3 +608,67 @@ def test_quote_and_param_variables_in_scripts_validate(tmp_path: Path) -> None:
     path = write(tmp_path / "fixed.yaml", fixed)
     valid, problems = validate.validate_paths([path], Registry.from_entry_points())
     assert problems == [] and list(valid) == ["splices"]
+
+
+HYPHENATED = """\
+name: patch
+steps:
+  - id: patch-web1
+    action: log
+    with: {message: patching}
+  - id: get
+    action: log
+    with: {message: fetched}
+  - id: approve-prod
+    action: log
+    needs: [patch-web1, get]
+    when: steps.patch-web1.status == 'succeeded' and steps.get.status == 'succeeded'
+    with: {message: "{{ steps.patch-web1.status }} {{ steps.get.output }}"}
+"""
+
+
+def test_hyphenated_and_dict_method_step_ids_can_be_referenced(registry: Registry) -> None:
+    assert check(HYPHENATED, registry) == []
+
+
+def test_a_mistyped_hyphenated_id_gets_the_right_hint(registry: Registry) -> None:
+    text = HYPHENATED.replace("when: steps.patch-web1", "when: steps.patch-wbe1")
+    assert check(text, registry) == [
+        (12, "step 'approve-prod': when: unknown step 'patch-wbe1' (did you mean 'patch-web1'?)")
+    ]
+
+
+ARGV = """\
+name: argv
+params:
+  n: {type: int, default: 3}
+steps:
+  - id: nap
+    action: shell
+    with: {argv: [sleep, "{{ params.n }}", 5, "true", 0.5]}
+  - id: word
+    action: shell
+    with: {argv: [echo, yes, "no"]}
+  - id: bad
+    action: shell
+    with:
+      argv: [echo, "{{ params.n }}", {a: 1}, null]
+"""
+
+
+def test_validate_checks_each_argv_item(tmp_path: Path) -> None:
+    """Numbers and quoted words are arguments; a mapping or null item is refused, even
+    when another item of the list is a template, and so is a YAML boolean (an unquoted
+    yes would run as true)."""
+    path = write(tmp_path / "argv.yaml", ARGV)
+    _, problems = validate.validate_paths([path], Registry.from_entry_points())
+    found = [(p.line, p.message.split(";")[0]) for p in problems]
+    assert found == [
+        (
+            10,
+            "step 'word': with.argv[1] is the YAML boolean true (YAML reads unquoted yes, no, "
+            "on, off, true and false so): quote the word you mean, e.g. 'yes'",
+        ),
+        (14, "step 'bad': with.argv[2]: the item is a dict"),
+        (14, "step 'bad': with.argv[3]: the item is empty (null)"),
+    ]
