@@ -125,19 +125,29 @@ class SlackFront:
 
     def later(self, work: Coroutine[Any, Any, Any], answer: Answer | None = None) -> None:
         """Carry out a request's work after its acknowledgement, in a task this front end
-        tracks (and waits for, briefly, when Baton stops). A failure is logged, and the
-        asker is told through ``answer`` that something went wrong."""
-        task = asyncio.create_task(self._logged(work, answer))
+        tracks (and waits for, briefly, when Baton stops). A request seen before does
+        nothing (``middleware``). A failure is logged, and the asker is told through
+        ``answer`` that something went wrong."""
+        task = asyncio.create_task(self._logged(work, answer, middleware.current()))
         self._work.add(task)
         task.add_done_callback(self._work.discard)
 
-    async def _logged(self, work: Coroutine[Any, Any, Any], answer: Answer | None) -> None:
+    async def _logged(
+        self,
+        work: Coroutine[Any, Any, Any],
+        answer: Answer | None,
+        once: middleware.Once | None,
+    ) -> None:
+        """The work, unless the request is a repeat (a retried event, a replay)."""
         try:
-            await work
+            if once is None or await once.first():
+                await work
         except Exception:
             log.exception("a Slack request failed after its acknowledgement")
             if answer is not None:
                 await self.sorry(answer)
+        finally:
+            work.close()  # a repeat's work never started (nor a failed check's)
 
     async def sorry(self, answer: Answer) -> None:
         """Tell the asker their request failed; when even that fails, the log says so."""

@@ -5,18 +5,22 @@ bolt has checked the signature) and the error handler.
   it had: the retry changes nothing. A signed request sent again as it was (the same
   ``X-Slack-Request-Timestamp`` and ``X-Slack-Signature``: a slash command, a button
   click or a form someone captured, or a proxy that sent it twice) passes bolt's check
-  for five minutes; Slack itself never sends one signature twice. Both are refused the
-  same way: the key (the event id, or a digest of the timestamp and signature) is
-  recorded in the database with the time it came, so the second copy, on this process
-  or another replica, is answered 200 with nothing done. Keys are kept a day, far longer
-  than the signature window.
+  for five minutes; Slack itself never sends one signature twice. Both are refused by a
+  key recorded in the database with the time it came, which the second copy, on this
+  process or another replica, finds there: it gets a 200 and nothing is done. An
+  event's key is its id, checked here, before any listener. A signed request's key is
+  a digest of its timestamp and signature, recorded by the work its listener hands to
+  ``SlackFront.later``, after the ack: the ack of a command, click or form never waits
+  for the database. Keys are kept a day, far longer than the signature window.
 - **Never dropped.** A listener that fails before its work is handed on (a payload that
-  is not what it should be, the database down) still answers: the asker is told that
-  something went wrong and the log has the details, and Slack gets a 200, never a 500.
+  is not what it should be) still answers: the asker is told that something went wrong
+  and the log has the details, and Slack gets a 200, never a 500.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import hashlib
 import json
 import logging
@@ -31,7 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ALREADY = "Already received: that command was not run again."
 SORRY = "Something went wrong with that request; the log has the details."
 
 
@@ -80,17 +83,47 @@ def asker(body: dict[str, Any]) -> Where | None:
     return Where(channel if isinstance(channel, str) else None, None, user, thread_ts=thread)
 
 
+class Once:
+    """A request's key, recorded at most once however many tasks its listener starts."""
+
+    def __init__(self, key: str, front: SlackFront) -> None:
+        self.key = key
+        self._front = front
+        self._first: asyncio.Future[bool] | None = None
+
+    async def first(self) -> bool:
+        """True for the first copy of the request (on any process); False for a repeat."""
+        if self._first is None:
+            front = self._front
+            seen = front.outbox.seen_event(self.key, front.engine.clock.now())
+            self._first = asyncio.ensure_future(seen)
+        seen_before = await asyncio.shield(self._first)
+        if seen_before and self.key.startswith("sig:"):
+            log.warning("a signed Slack request came again (a replay): nothing done")
+        elif seen_before:
+            log.info("Slack event %s seen before: ignored", self.key)
+        return not seen_before
+
+
+_current: contextvars.ContextVar[Once | None] = contextvars.ContextVar(
+    "baton_slack_request", default=None
+)
+
+
+def current() -> Once | None:
+    """The request being handled in this task (its listener's work inherits it)."""
+    return _current.get()
+
+
 def register(app: AsyncApp, front: SlackFront) -> None:
     @app.middleware
-    async def once(req: AsyncBoltRequest, body: dict[str, Any], next: Any) -> BoltResponse | None:
+    async def once(req: AsyncBoltRequest, next: Any) -> BoltResponse | None:
         key = request_key(req)
-        if key is not None and await front.outbox.seen_event(key, front.engine.clock.now()):
-            if key.startswith("sig:"):
-                stamp = _header(req, "x-slack-request-timestamp")
-                log.warning("a Slack request signed at %s came again: replay refused", stamp)
-                return BoltResponse(status=200, body=ALREADY if body.get("command") else "")
-            log.info("Slack event %s seen before: ignored", key)
-            return BoltResponse(status=200, body="")
+        if key is not None and not key.startswith("sig:"):  # an event: stops here if seen
+            if not await Once(key, front).first():
+                return BoltResponse(status=200, body="")
+            key = None
+        _current.set(Once(key, front) if key is not None else None)  # the listener runs next
         await next()
         return None
 
