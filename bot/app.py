@@ -249,6 +249,8 @@ async def serve(settings: Settings) -> None:
 
     from bot import api
 
+    for name in settings.blank_secrets:
+        log.warning("%s is set but empty, so it counts as unset: give it a value", name)
     if settings.api_read_token == "required" and settings.api_token is None:
         raise BatonError(
             "BATON_API_READ_TOKEN=required but BATON_API_TOKEN is not set: set the token "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import logging
 import signal
 import sys
@@ -176,7 +177,17 @@ def _count(text: str) -> int:
     return value
 
 
+def printable_output() -> None:
+    """Text Baton prints comes from the database too (params, outputs, names), and may
+    hold what the terminal's encoding cannot show (a lone surrogate, or any non-ASCII
+    on an ASCII terminal): it is shown as a backslash escape, never a crash."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    printable_output()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -7,8 +7,18 @@ from __future__ import annotations
 
 import typing
 from pathlib import Path
+from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -16,6 +26,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="BATON_", env_file=".env", extra="ignore", populate_by_name=True
     )
+    _blank: tuple[str, ...] = PrivateAttr(default=())
 
     database_url: str = Field(
         default="sqlite:///./baton.db",
@@ -215,6 +226,34 @@ class Settings(BaseSettings):
 
         return stepenv.parse_allowlist(self.step_env)
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _blank_is_unset(cls, data: Any, handler: ModelWrapValidatorHandler[Settings]) -> Settings:
+        """A secret setting given as "" (``BATON_API_TOKEN=``, a template whose variable
+        was missing) counts as unset, never as a token nobody can send or an empty key
+        anyone can sign with; ``blank_secrets`` names them for a warning at start."""
+        blank: list[str] = []
+        if isinstance(data, dict):
+            data = dict(data)
+            for name, field in cls.model_fields.items():
+                if SecretStr not in typing.get_args(field.annotation):
+                    continue
+                alias = field.validation_alias
+                keys = [name, *(alias.choices if isinstance(alias, AliasChoices) else ())]
+                for key in keys:
+                    value = data.get(key)
+                    if isinstance(value, str | SecretStr) and not _text(value).strip():
+                        del data[key]
+                        blank.append(env_name(name))
+        settings = handler(data)
+        settings._blank = tuple(dict.fromkeys(blank))
+        return settings
+
+    @property
+    def blank_secrets(self) -> tuple[str, ...]:
+        """Secret settings that were given empty, so count as unset (their env names)."""
+        return self._blank
+
     @classmethod
     def credential_names(cls) -> frozenset[str]:
         """Environment variables holding Baton's own credentials: every secret setting
@@ -278,6 +317,10 @@ def _password(url: str) -> str | None:
     except Exception:  # a URL that does not parse fails later, with its own message
         return None
     return str(password) if password else None
+
+
+def _text(value: str | SecretStr) -> str:
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
 
 
 def explain(exc: Exception) -> list[str]:

@@ -15,7 +15,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -100,7 +99,9 @@ class SecretBox:
         """Use ``key`` (BATON_SECRET_KEY) when set, else ``key_file``, created when missing."""
         if key:
             return cls(_fernet(key, "BATON_SECRET_KEY"), key.strip())
-        text = _read_or_create_key(key_file)
+        from engine import keyfile
+
+        text = keyfile.read_or_create(key_file)
         return cls(_fernet(text, f"key file {key_file}"), text.strip())
 
     def fingerprint(self, text: str) -> str:
@@ -135,43 +136,6 @@ def _fernet(key: str, source: str) -> Fernet:
             f"{source} is not a valid Fernet key (32 bytes, url-safe base64, 44 characters). "
             f"Generate one with: {_GENERATE}"
         ) from None
-
-
-def _read_or_create_key(path: Path) -> str:
-    try:
-        return _read_key(path)
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = Fernet.generate_key()
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    except FileExistsError:  # another process created it meanwhile: use theirs
-        return _read_key(path)
-    except OSError as exc:
-        raise BatonError(
-            f"cannot create the secret key file {path}: {exc.strerror}. "
-            f"Set BATON_SECRET_KEY instead (generate a key with: {_GENERATE})"
-        ) from None
-    try:
-        os.write(fd, key + b"\n")
-    finally:
-        os.close(fd)
-    log.info("created secret key file %s; back it up, stored secret params need it", path)
-    return key.decode("ascii")
-
-
-def _read_key(path: Path) -> str:
-    try:
-        mode = path.stat().st_mode
-        text = path.read_text(encoding="ascii")
-    except FileNotFoundError:
-        raise
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BatonError(f"cannot read the secret key file {path}: {exc}") from None
-    if mode & 0o077:
-        log.warning("secret key file %s is readable by others; chmod 600 it", path)
-    return text.strip()
 
 
 def too_short(value: str) -> str | None:

@@ -4,9 +4,9 @@ console, in Socket Mode (``SLACK_APP_TOKEN``) and/or HTTP mode (``SLACK_SIGNING_
 
 Every request is acknowledged before the work is done: a listener acks and hands the
 rest to ``SlackFront.later`` (a tracked task), so Slack's 3-second rule holds whatever a
-command costs, and the acknowledgement leaves at once. The Web API client retries 429s after
-``Retry-After`` and connection errors with slack_sdk's own retry handlers, and
-``SLACK_API_URL`` points it elsewhere (tests use a fake Slack).
+command costs, and the acknowledgement leaves at once. When that work fails all the same,
+the asker is told that something went wrong (the log has the details): a request is
+never dropped without a word. The Web API client is ``bot.slack.client``'s.
 
 ``SlackFront`` owns the client's HTTP session, the run cards' event subscription and
 the Socket Mode connection; the composition root opens and closes it.
@@ -20,7 +20,7 @@ import html
 import json
 import logging
 import re
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -32,20 +32,16 @@ from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.request.async_internals import build_async_context
 from slack_bolt.request.async_request import AsyncBoltRequest
-from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
-)
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.alerts.parsers import ChatRule
 from bot.approvers import ApproverCheck
 from bot.commands import Commands, Reply
 from bot.settings import Settings
-from bot.slack import blocks
+from bot.slack import blocks, middleware
 from bot.slack.cards import CardOptions, Cards
+from bot.slack.client import make_client
 from bot.slack.people import Directory
 from engine.access import Actor
 from engine.alerting import Alerts
@@ -81,6 +77,10 @@ LOGS_INLINE = 2500
 LOGS_TAIL_LINES = 30
 
 
+Answer = Callable[[str, list[dict[str, Any]]], Awaitable[None]]
+"""How a request is answered: ``answer(text, blocks)``."""
+
+
 @dataclass
 class Where:
     """Where a Slack request came from, and how to answer there."""
@@ -99,23 +99,6 @@ class Where:
         if self.thread_ts:
             out["thread_ts"] = self.thread_ts
         return out
-
-
-def make_client(settings: Settings, session: aiohttp.ClientSession | None) -> AsyncWebClient:
-    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
-    kwargs: dict[str, Any] = {}
-    if settings.slack_api_url:
-        url = settings.slack_api_url
-        kwargs["base_url"] = url if url.endswith("/") else url + "/"
-    return AsyncWebClient(
-        token=token,
-        session=session,
-        retry_handlers=[
-            AsyncConnectionErrorRetryHandler(max_retry_count=2),
-            AsyncRateLimitErrorRetryHandler(max_retry_count=5),
-        ],
-        **kwargs,
-    )
 
 
 class SlackFront:
@@ -145,18 +128,46 @@ class SlackFront:
         self.app: AsyncApp | None = None
         self._work: set[asyncio.Task[Any]] = set()
 
-    def later(self, work: Coroutine[Any, Any, Any]) -> None:
+    def later(self, work: Coroutine[Any, Any, Any], answer: Answer | None = None) -> None:
         """Carry out a request's work after its acknowledgement, in a task this front end
-        tracks (and waits for, briefly, when Baton stops); a failure is logged."""
-        task = asyncio.create_task(self._logged(work))
+        tracks (and waits for, briefly, when Baton stops). A request seen before does
+        nothing (``middleware``). A failure is logged, and the asker is told through
+        ``answer`` that something went wrong."""
+        task = asyncio.create_task(self._logged(work, answer, middleware.current()))
         self._work.add(task)
         task.add_done_callback(self._work.discard)
 
-    async def _logged(self, work: Coroutine[Any, Any, Any]) -> None:
+    async def _logged(
+        self,
+        work: Coroutine[Any, Any, Any],
+        answer: Answer | None,
+        once: middleware.Once | None,
+    ) -> None:
+        """The work, unless the request is a repeat (a retried event, a replay)."""
         try:
-            await work
+            if once is None or await once.first():
+                await work
         except Exception:
             log.exception("a Slack request failed after its acknowledgement")
+            if answer is not None:
+                await self.sorry(answer)
+        finally:
+            work.close()  # a repeat's work never started (nor a failed check's)
+
+    async def sorry(self, answer: Answer) -> None:
+        """Tell the asker their request failed; when even that fails, the log says so."""
+        try:
+            await answer(middleware.SORRY, blocks.reply_blocks([middleware.SORRY], ok=False))
+        except Exception as exc:
+            log.warning("could not tell the asker that their request failed: %r", exc)
+
+    def teller(self, where: Where) -> Answer:
+        """An ``answer`` that tells ``where``'s user alone (``tell``)."""
+
+        async def answer(text: str, body: list[dict[str, Any]]) -> None:
+            await self.tell(where, text, body)
+
+        return answer
 
     async def idle(self) -> None:
         """Wait until the work of every request received so far is done."""
@@ -420,20 +431,7 @@ def create_app(front: SlackFront) -> AsyncApp:
         logger=bolt_log,
     )
 
-    @app.middleware
-    async def once_per_event(body: dict[str, Any], next: Any) -> BoltResponse | None:
-        """Slack retries an event it thinks was lost: the retry changes nothing."""
-        event_id = body.get("event_id")
-        if event_id and await front.outbox.seen_event(event_id, front.engine.clock.now()):
-            log.info("Slack event %s seen before: ignored", event_id)
-            return BoltResponse(status=200, body="")
-        await next()
-        return None
-
-    @app.error
-    async def on_error(error: Exception, body: dict[str, Any]) -> None:
-        log.error("Slack request failed: %r", error, exc_info=error)
-
+    middleware.register(app, front)
     commands.register(app, front)
     actions.register(app, front)
     views.register(app, front)

@@ -2,8 +2,8 @@
 
 Answers come from Slack's Web API and are cached for ``ttl`` seconds, so a burst of
 commands costs one ``usergroups.list`` call, not one per command. A lookup that fails
-(a missing scope, Slack down) is logged and answers empty: access rules that name user
-groups then refuse rather than guess.
+(a missing scope, Slack down, a proxy's error page) is logged and answers empty: access
+rules that name user groups then refuse rather than guess, and a channel goes by its id.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack.blocks import markup
+from bot.slack.client import reason
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +43,8 @@ class Directory:
         """The answer and until when (monotonic) it may be kept."""
         try:
             return await call(), time.monotonic() + self.ttl
-        except SlackApiError as exc:
-            log.warning("Slack %s failed: %s", what, exc.response.get("error"))
-        except Exception as exc:  # network trouble: answer empty, try again soon
-            log.warning("Slack %s failed: %s", what, exc)
+        except Exception as exc:  # refused, Slack down, a proxy's page: empty, try again soon
+            log.warning("Slack %s failed: %s", what, reason(exc))
         return empty, time.monotonic() + self.retry
 
     async def usergroups(self) -> dict[str, tuple[str, frozenset[str]]]:
@@ -85,17 +83,17 @@ class Directory:
                     out.add(f"@{handle}")
         return frozenset(out)
 
-    async def channel_name(self, channel: str) -> str | None:
+    async def channel_name(self, channel: str) -> str:
+        """The channel's name; its id when Slack does not say (the lookup failed)."""
         hit = self._channels.get(channel)
-        if hit is not None and time.monotonic() < hit[0]:
-            return hit[1]
-        async with self._channel_lock:
-            hit = self._channels.get(channel)
-            if hit is not None and time.monotonic() < hit[0]:
-                return hit[1]  # another request looked it up meanwhile
-            return await self._fetch_channel(channel)
+        if hit is None or time.monotonic() >= hit[0]:
+            async with self._channel_lock:
+                hit = self._channels.get(channel)
+                if hit is None or time.monotonic() >= hit[0]:  # nobody looked it up meanwhile
+                    hit = self._channels[channel] = await self._fetch_channel(channel)
+        return hit[1] or channel
 
-    async def _fetch_channel(self, channel: str) -> str | None:
+    async def _fetch_channel(self, channel: str) -> tuple[float, str | None]:
 
         async def fetch() -> str | None:
             resp = await self.client.conversations_info(channel=channel)
@@ -103,8 +101,7 @@ class Directory:
             return info.get("name")
 
         name, until = await self._cached_call("conversations.info", fetch, None)
-        self._channels[channel] = (until, name)
-        return name
+        return until, name
 
     async def mention(self, who: str) -> str:
         """Slack markup that mentions ``who``: a user id, a user group id or ``@handle``,

@@ -192,9 +192,19 @@ class ShellAction:
     async def run(self, ctx: ActionContext, inputs: ShellInputs) -> dict[str, Any]:
         argv = inputs.argv if inputs.argv is not None else ["/bin/sh", "-c", inputs.script or ""]
         env = {**ctx.env, **param_env(ctx.params), **inputs.env}
-        transport, proto = await _start(argv, env, inputs.cwd)
+        # a cancel that lands while the process is being started waits for the start, so
+        # the process (and whatever it started already) is killed like any other below
+        spawn = asyncio.ensure_future(_start(argv, env, inputs.cwd))
+        cancelled = False
+        try:
+            transport, proto = await asyncio.shield(spawn)
+        except asyncio.CancelledError:
+            cancelled = True
+            transport, proto = await spawn
         try:
             try:
+                if cancelled:
+                    raise asyncio.CancelledError
                 await proto.exited
             except asyncio.CancelledError:
                 try:

@@ -305,6 +305,7 @@ class FakeSlack:
         self._ids = itertools.count(1)
         self._rate_limits: dict[str, deque[int]] = {}
         self._failures: dict[str, deque[str]] = {}
+        self._raw_failures: dict[str, deque[tuple[int, str, str]]] = {}
         self._changed = asyncio.Condition()
         self._methods: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "auth.test": self._auth_test,
@@ -384,6 +385,21 @@ class FakeSlack:
     def fail(self, method: str, error: str, times: int = 1) -> None:
         """Answer the next ``times`` calls of ``method`` with ``{"ok": false, error}``."""
         self._failures.setdefault(method, deque()).extend([error] * times)
+
+    def fail_raw(
+        self,
+        method: str,
+        status: int = 503,
+        body: str = "<html><body><h1>503 Service Unavailable</h1></body></html>",
+        content_type: str = "text/html",
+        times: int = 1,
+    ) -> None:
+        """Answer the next ``times`` calls of ``method`` with something that is not Slack's
+        JSON, as a proxy in front of Slack may: a 503 page, a 405 in plain text, a body
+        that claims to be JSON and is not. The call is recorded with ``response``
+        ``{"ok": False, "status": status, "body": body}``."""
+        answer = (status, body, content_type)
+        self._raw_failures.setdefault(method, deque()).extend([answer] * times)
 
     def _inject(self, call: Call) -> None:
         limits = self._rate_limits.get(call.method)
@@ -474,6 +490,14 @@ class FakeSlack:
     async def _handle_api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         call = Call(method, await _read_args(request), dict(request.headers))
+        raw = self._raw_failures.get(method)
+        if raw:
+            status, text, content_type = raw.popleft()
+            call.response = {"ok": False, "status": status, "body": text}
+            await self._record(call)
+            response = web.Response(status=status, body=text.encode())
+            response.headers["Content-Type"] = content_type  # as given, even when untrue
+            return response
 
         def run(args: dict[str, Any]) -> dict[str, Any]:
             handler = self._methods.get(method)

@@ -211,6 +211,38 @@ async def test_cancel_kills_the_whole_process_group(
                 os.kill(pid, signal.SIGKILL)
 
 
+async def test_a_cancel_while_the_process_starts_still_kills_its_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cancel lands while the start is still under way (a busy machine makes that
+    window wide): the process is killed, with what it started, once the start is done."""
+    child_file, sh_file = tmp_path / "child.pid", tmp_path / "sh.pid"
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    real_start = shell._start
+
+    async def slow_start(*args: Any) -> Any:
+        started = await real_start(*args)
+        await gate  # the start finishes only once the test let it
+        return started
+
+    monkeypatch.setattr(shell, "_start", slow_start)
+    script = f"sleep 300 & echo $! > {child_file}; echo $$ > {sh_file}; wait"
+    task = asyncio.ensure_future(run_shell(script=script))
+    await wait_until(lambda: read_pid(child_file) is not None and read_pid(sh_file) is not None)
+    child, sh = read_pid(child_file), read_pid(sh_file)
+    assert child is not None and sh is not None
+    try:
+        task.cancel()
+        gate.set_result(None)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await wait_until(lambda: not alive(child) and not alive(sh))
+    finally:
+        for pid in (child, sh):
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 async def test_background_process_holding_the_pipes_does_not_hang_the_step(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from bot.settings import Settings, explain
+from bot.settings import Settings, env_name, explain
 from engine.durations import parse_duration
 
 
@@ -124,3 +124,27 @@ def test_a_credential_too_short_to_mask_is_refused_and_never_shown(
     assert "a secret needs at least 4" in lines[0]
     shown = [f"={value!r}" for value in env.values()] + ["long-one", ":k1@"]
     assert not any(text in line for line in lines for text in shown), lines
+
+
+@pytest.mark.parametrize(
+    "name",
+    sorted(Settings.credential_names() - {"BATON_DATABASE_URL"}),
+)
+def test_a_secret_setting_given_empty_counts_as_unset(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    monkeypatch.setenv(name, "  ")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    field = next(
+        f
+        for f, info in Settings.model_fields.items()
+        if name in {f"BATON_{f.upper()}", *getattr(info.validation_alias, "choices", ())}
+    )
+    assert getattr(settings, field) is None
+    assert settings.blank_secrets == (env_name(field),)
+
+
+def test_a_secret_setting_given_empty_in_code_counts_as_unset_too() -> None:
+    settings = Settings(_env_file=None, api_token="", alert_token="a-token")  # type: ignore[call-arg]
+    assert settings.api_token is None and settings.alert_token is not None
+    assert settings.blank_secrets == ("BATON_API_TOKEN",)

@@ -1,4 +1,5 @@
-"""The Slack directory's cache: answers kept, failures retried soon, bursts share a call."""
+"""The Slack directory (its cache, lookups that fail, a proxy's page for an answer) and
+Baton's Web API client reading such a page as a failed call."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.settings import Settings
+from bot.slack import client
 from bot.slack.people import Directory
 from tests.fakes import slack as fake
 
@@ -52,3 +56,39 @@ async def test_a_burst_of_channel_lookups_makes_one_call(slack: fake.FakeSlack) 
     names = await asyncio.gather(*[people.channel_name("C0OPS") for _ in range(20)])
     assert names == ["ops"] * 20
     assert len(slack.calls_to("conversations.info")) == 1
+
+
+PROXY_PAGES = [
+    pytest.param(503, "<html><body>503 Service Unavailable</body></html>", "text/html", id="503"),
+    pytest.param(405, "Method Not Allowed", "text/plain", id="405"),
+    pytest.param(502, "<html>Bad Gateway</html>", "application/json", id="502-claims-json"),
+    pytest.param(200, "<html>Sign in to the proxy</html>", "text/plain", id="200-portal"),
+]
+
+
+@pytest.mark.parametrize(("status", "page", "content_type"), PROXY_PAGES)
+async def test_a_lookup_answered_by_a_proxy_page_degrades_to_the_id(
+    slack: fake.FakeSlack, status: int, page: str, content_type: str
+) -> None:
+    """Even on a plain slack_sdk client (whose errors carry the page as a string)."""
+    people = directory(slack, retry=0.0)
+    slack.fail_raw("conversations.info", status, page, content_type)
+    assert await people.channel_name("C0OPS") == "C0OPS"
+    assert await people.channel_name("C0OPS") == "ops", "tried again, answered"
+    slack.fail_raw("usergroups.list", status, page, content_type)
+    assert await people.groups_of("U0ALICE") == frozenset()
+
+
+@pytest.mark.parametrize(("status", "page", "content_type"), PROXY_PAGES)
+async def test_baton_s_client_reads_a_proxy_page_as_a_failed_call(
+    slack: fake.FakeSlack, status: int, page: str, content_type: str
+) -> None:
+    web = client.make_client(Settings(slack_bot_token="xoxb-test", slack_api_url=slack.url), None)
+    slack.fail_raw("chat.postMessage", status, page, content_type)
+    with pytest.raises(SlackApiError) as caught:
+        await web.chat_postMessage(channel="C0OPS", text="hi")
+    expected = "not_json" if status == 200 else f"http_{status}"
+    assert caught.value.response.get("error") == expected  # what every handler reads
+    assert client.reason(caught.value) == expected
+    sent = await web.chat_postMessage(channel="C0OPS", text="hi")  # the next call is fine
+    assert sent["ok"] and slack.messages("C0OPS")[-1]["text"] == "hi"

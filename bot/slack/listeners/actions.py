@@ -8,7 +8,9 @@ a mistake goes to the clicker alone.
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt.app.async_app import AsyncApp
@@ -37,43 +39,43 @@ def _where(body: dict[str, Any]) -> Where:
 
 
 def register(app: AsyncApp, front: SlackFront) -> None:
-    async def click(verb: str, body: dict[str, Any], quiet: bool = False) -> None:
+    def later(work: Callable[[Any, Where], Coroutine[Any, Any, None]], body: Any) -> None:
+        """The click's work after the ack; a failure of it is told to the clicker."""
+        where = _where(body)
+        front.later(work(body, where), front.teller(where))
+
+    async def click(verb: str, body: dict[str, Any], where: Where, quiet: bool = False) -> None:
         """``quiet``: the message the button is on shows the outcome; only a refusal or a
         mistake is told to the clicker."""
         action = body["actions"][0]
-        where = _where(body)
         user = body["user"]
         actor = await front.actor(user["id"], user.get("username") or user.get("name", ""))
-
-        async def answer(text: str, body_: list[dict[str, Any]]) -> None:
-            await front.tell(where, text, body_)
-
-        await front.run_command(actor, f"{verb} {action['value']}", where, answer, quiet=quiet)
+        line = f"{verb} {action['value']}"
+        await front.run_command(actor, line, where, front.teller(where), quiet=quiet)
 
     @app.action(blocks.CANCEL)
     async def cancel(ack: Any, body: dict[str, Any]) -> None:
         await ack()
-        front.later(click("cancel", body))
+        later(functools.partial(click, "cancel"), body)
 
     @app.action(blocks.RETRY)
     async def retry(ack: Any, body: dict[str, Any]) -> None:
         await ack()
-        front.later(click("retry", body))
+        later(functools.partial(click, "retry"), body)
 
     @app.action(blocks.APPROVE)
     async def approve(ack: Any, body: dict[str, Any]) -> None:
         await ack()
-        front.later(click("approve", body, quiet=True))
+        later(functools.partial(click, "approve", quiet=True), body)
 
     @app.action(blocks.REJECT)
     async def reject(ack: Any, body: dict[str, Any]) -> None:
         await ack()
-        front.later(reject_work(body))
+        later(reject_work, body)
 
-    async def reject_work(body: dict[str, Any]) -> None:
+    async def reject_work(body: dict[str, Any], where: Where) -> None:
         """Ask for the reason in a form, unless the clicker may not decide anyway."""
         approval_id = body["actions"][0]["value"]
-        where = _where(body)
         try:
             problem = await front.engine.may_decide(approval_id, where.user)
         except BatonError as exc:
@@ -91,10 +93,9 @@ def register(app: AsyncApp, front: SlackFront) -> None:
     @app.action(blocks.OPEN_FORM)
     async def open_form(ack: Any, body: dict[str, Any]) -> None:
         await ack()
-        front.later(open_form_work(body))
+        later(open_form_work, body)
 
-    async def open_form_work(body: dict[str, Any]) -> None:
-        where = _where(body)
+    async def open_form_work(body: dict[str, Any], where: Where) -> None:
         form = json.loads(body["actions"][0]["value"])
         if form.get("playbook") not in front.engine.catalog:
             await front.tell(where, "That playbook is gone; `playbooks` lists them.", [])

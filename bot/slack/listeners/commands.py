@@ -1,7 +1,8 @@
 """Commands typed to Baton: the ``/baton`` slash command, ``@baton`` mentions, DMs.
 
 Each acknowledges first and then runs the line through ``Commands`` in a task of its
-own, so the acknowledgement never waits for the work. Answers go where
+own, so the acknowledgement never waits for the work (and a failure of that work is
+answered too: something went wrong, see the log). Answers go where
 the question was: the slash command's answer only to its author (through its
 ``response_url``), a mention's answer in the mention's thread, a DM's in the DM.
 """
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from slack_bolt.app.async_app import AsyncApp
 
 if TYPE_CHECKING:
-    from bot.slack.front import SlackFront
+    from bot.slack.front import Answer, SlackFront
 
 SLASH = re.compile(r"^/baton")
 
@@ -25,41 +26,44 @@ def register(app: AsyncApp, front: SlackFront) -> None:
     @app.command(SLASH)
     async def slash(ack: Any, body: dict[str, Any], respond: Any) -> None:
         await ack()
-        front.later(slash_work(body, respond))
 
-    async def slash_work(body: dict[str, Any], respond: Any) -> None:
+        async def answer(text: str, blocks: list[dict[str, Any]]) -> None:
+            await respond(text=text, blocks=blocks, response_type="ephemeral")
+
+        front.later(slash_work(body, answer), answer)
+
+    async def slash_work(body: dict[str, Any], answer: Answer) -> None:
         user = body["user_id"]
         where = Where(
             channel=body.get("channel_id"),
             channel_name=await front.channel_name(body.get("channel_id"), body.get("channel_name")),
             user=user,
         )
-
-        async def answer(text: str, blocks: list[dict[str, Any]]) -> None:
-            await respond(text=text, blocks=blocks, response_type="ephemeral")
-
         actor = await front.actor(user, body.get("user_name", ""))
         await front.run_command(
             actor, plain(body.get("text") or "help"), where, answer, body.get("trigger_id")
         )
 
-    @app.event("app_mention")
-    async def mention(event: dict[str, Any], client: Any) -> None:
-        front.later(mention_work(event, client))
-
-    async def mention_work(event: dict[str, Any], client: Any) -> None:
-        user = event.get("user")
-        if not user or event.get("bot_id"):
-            return
-        thread = event.get("thread_ts") or event["ts"]
-        channel = event["channel"]
-        where = Where(channel, await front.channel_name(channel), user, thread_ts=thread)
-
+    def in_thread(client: Any, channel: str, thread: str | None) -> Answer:
         async def answer(text: str, blocks: list[dict[str, Any]]) -> None:
             await client.chat_postMessage(
                 channel=channel, thread_ts=thread, text=text, blocks=blocks
             )
 
+        return answer
+
+    @app.event("app_mention")
+    async def mention(event: dict[str, Any], client: Any) -> None:
+        user = event.get("user")
+        if not user or event.get("bot_id"):
+            return
+        thread = event.get("thread_ts") or event["ts"]
+        answer = in_thread(client, event["channel"], thread)
+        front.later(mention_work(event, user, thread, answer), answer)
+
+    async def mention_work(event: dict[str, Any], user: str, thread: str, answer: Answer) -> None:
+        channel = event["channel"]
+        where = Where(channel, await front.channel_name(channel), user, thread_ts=thread)
         line = MENTION_FIRST.sub("", event.get("text") or "").strip()
         await front.run_command(await front.actor(user), plain(line) or "help", where, answer)
 
@@ -73,19 +77,14 @@ def register(app: AsyncApp, front: SlackFront) -> None:
             return
         if event.get("channel_type") != "im" or event.get("subtype") or event.get("bot_id"):
             return
-        front.later(direct_work(event, client))
-
-    async def direct_work(event: dict[str, Any], client: Any) -> None:
-        user, channel = event.get("user"), event["channel"]
+        user = event.get("user")
         if not user:
             return
-        where = Where(channel, None, user, thread_ts=event.get("thread_ts"))
+        answer = in_thread(client, event["channel"], event.get("thread_ts"))
+        front.later(direct_work(event, user, answer), answer)
 
-        async def answer(text: str, blocks: list[dict[str, Any]]) -> None:
-            await client.chat_postMessage(
-                channel=channel, thread_ts=event.get("thread_ts"), text=text, blocks=blocks
-            )
-
+    async def direct_work(event: dict[str, Any], user: str, answer: Answer) -> None:
+        where = Where(event["channel"], None, user, thread_ts=event.get("thread_ts"))
         await front.run_command(
             await front.actor(user), plain(event.get("text") or "help"), where, answer
         )

@@ -47,10 +47,11 @@ def register(app: AsyncApp, front: SlackFront) -> None:
             return
         await ack()
         line = f"reject {meta['approval_id']} {shlex.quote(reason)}"
-        front.later(carry_out(body, meta, line, quiet=True))
+        carry_out(body, meta, line, quiet=True)
 
-    async def carry_out(body: dict[str, Any], meta: dict[str, Any], line: str, **kw: Any) -> None:
-        """A form's command, as its submitter, answered where the form was opened."""
+    def carry_out(body: dict[str, Any], meta: dict[str, Any], line: str, **kw: Any) -> None:
+        """A form's command, as its submitter, answered where the form was opened (a
+        failure too)."""
         source = meta.get("where") or {}
         user = body["user"]
         where = Where(
@@ -59,12 +60,13 @@ def register(app: AsyncApp, front: SlackFront) -> None:
             user=user["id"],
             thread_ts=source.get("thread_ts"),
         )
-        actor = await front.actor(user["id"], user.get("username") or user.get("name", ""))
+        answer = front.teller(where)
 
-        async def answer(text: str, body_: list[dict[str, Any]]) -> None:
-            await front.tell(where, text, body_)
+        async def work() -> None:
+            actor = await front.actor(user["id"], user.get("username") or user.get("name", ""))
+            await front.run_command(actor, line, where, answer, **kw)
 
-        await front.run_command(actor, line, where, answer, **kw)
+        front.later(work(), answer)
 
     @app.view(blocks.RUN_FORM)
     async def submitted(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
@@ -85,4 +87,4 @@ def register(app: AsyncApp, front: SlackFront) -> None:
                 return
         await ack()
         line = shlex.join(["run", name, *(f"{k}={v}" for k, v in values.items())])
-        front.later(carry_out(body, meta, line))
+        carry_out(body, meta, line)
