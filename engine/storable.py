@@ -82,3 +82,27 @@ def problem(value: Any) -> str | None:
             if found:
                 return found
     return None
+
+
+def find(value: Any, path: str = "") -> tuple[str, str] | None:
+    """Where in a JSON-like ``value`` (from a person or a sender) the first thing no
+    database stores is, and why: ``("labels.instance", "it holds a NUL ...")``; ``path``
+    names ``value`` itself ("" for the top). None when all of it is storable."""
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            where = f"{path}.{k}" if path else str(k)
+            key_problem = problem(k)
+            if key_problem is not None:
+                return (f"{path or 'the top'}: a key", key_problem)
+            found = find(v, where)
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, list | tuple):
+        for index, v in enumerate(value):
+            found = find(v, f"{path}[{index}]")
+            if found is not None:
+                return found
+        return None
+    bad = problem(value)
+    return None if bad is None else (path or "the value", bad)
