@@ -21,6 +21,7 @@ Callers check what the headers alone prove (a bearer token, an encoding) before 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import zlib
 from collections.abc import Collection
@@ -145,7 +146,7 @@ async def read(
             "%s %s from %s: the body did not arrive within %gs (BATON_READ_TIMEOUT, %d bytes "
             "read): answered 408 and closed",
             request.method,
-            request.path,
+            request.rel_url.raw_path,  # as sent (%-encoded): one line whatever it holds
             request.remote,
             seconds,
             raw,
@@ -153,15 +154,16 @@ async def read(
         answer = refusal(408, f"the body did not arrive within {seconds:g} s: send it whole")
         # answered now and the connection closed: the server would otherwise linger,
         # waiting for the rest of a body that is not coming
-        await answer.prepare(request)
-        await answer.write_eof()
+        with contextlib.suppress(ConnectionError):  # gone meanwhile: nobody to tell
+            await answer.prepare(request)
+            await answer.write_eof()
         request.protocol.force_close()
         return answer
     except ConnectionError as exc:  # the sender went away half-way: nobody to answer
         log.warning(
             "%s %s from %s: the sender went away after %d bytes of the body (%s)",
             request.method,
-            request.path,
+            request.rel_url.raw_path,  # as sent (%-encoded): one line whatever it holds
             request.remote,
             raw,
             exc or type(exc).__name__,
