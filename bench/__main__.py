@@ -1,4 +1,4 @@
-"""``python -m bench [all|engine|process|durability|slack|alerts|nodes|profile|history]``:
+"""``python -m bench [all|engine|process|durability|slack|alerts|edge|nodes|profile|history]``:
 figures beside targets."""
 
 from __future__ import annotations
@@ -8,7 +8,17 @@ import platform
 import sys
 import time
 
-SUITES = ("engine", "process", "durability", "slack", "alerts", "nodes", "profile", "history")
+SUITES = (
+    "engine",
+    "process",
+    "durability",
+    "slack",
+    "alerts",
+    "edge",
+    "nodes",
+    "profile",
+    "history",
+)
 
 
 def main() -> int:
@@ -19,26 +29,27 @@ def main() -> int:
     parser.add_argument(
         "suites",
         nargs="*",
-        metavar="{all,engine,process,durability,slack,alerts,nodes,profile,history}",
+        metavar="{all,engine,process,durability,slack,alerts,edge,nodes,profile,history}",
         help="engine: in-process engine throughput and memory; process: the baton command "
         "(start-up, one-step run, serve idle RSS); durability: timer lateness, memory and "
         "idle CPU of 10,000 parked runs, resuming them after a restart; slack: signed "
         "/baton run slash commands at POST /slack/events (ack latency, time to the run "
         "card), one at a time and 200 at once; alerts: 1,000 Alertmanager webhooks at "
         "POST /alerts/alertmanager in a burst (10%% distinct fingerprints: latency, routing "
-        "time, runs started, repeats attached, alerts held); nodes: decision latency from "
+        "time, runs started, repeats attached, alerts held); edge: the worst /healthz "
+        "latency while gzip bombs and heavy bodies are in flight; nodes: decision latency from "
         "another node, takeover after kill -9, two replicas on PostgreSQL; profile: cProfile of "
         "the "
         "sequential chain and of parking and resuming runs; history: serve start, GET "
         "/api/runs, a 10-step run and bytes per run, with 200,000 finished runs in the "
         "database against none (python -m bench.history --help for its options). Default: "
-        "engine, process, durability, slack, alerts and nodes.",
+        "engine, process, durability, slack, alerts, edge and nodes.",
     )
     args = parser.parse_args()
     unknown = [s for s in args.suites if s not in ("all", *SUITES)]
     if unknown:
         parser.error(f"unknown suite(s) {', '.join(unknown)}; choose from all, {', '.join(SUITES)}")
-    chosen = args.suites or ["engine", "process", "durability", "slack", "alerts", "nodes"]
+    chosen = args.suites or ["engine", "process", "durability", "slack", "alerts", "edge", "nodes"]
     if "all" in chosen:
         chosen = list(SUITES)
     print(
@@ -71,6 +82,10 @@ def main() -> int:
             from bench import alerts
 
             alerts.main()
+        elif suite == "edge":
+            from bench import edge
+
+            edge.main()
         elif suite == "nodes":
             from bench import nodes
 

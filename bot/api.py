@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from bot import edge
 from engine import paging, queries, runlogs, storable
 from engine.alerts import OUTCOMES
 from engine.errors import (
@@ -115,14 +116,35 @@ def json_or_error(raw: bytes) -> Any:
 
 
 async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        return error(413, f"body over {MAX_BODY} bytes")
-    body = json_or_error(await request.read())
+    """The JSON object of a write, read by ``bot.edge`` (1 MiB at most, uncompressed,
+    within BATON_READ_TIMEOUT); a value no database stores is a 400 naming its field."""
+    raw = await edge.read(
+        request,
+        limit=MAX_BODY,
+        seconds=_baton(request).settings.read_timeout,
+        limit_name="the API's limit",
+    )
+    if isinstance(raw, web.Response):
+        return raw
+    body = json_or_error(raw)
     if isinstance(body, web.Response):
         return body
     if not isinstance(body, dict):
         return error(400, 'body must be a JSON object: {"playbook": ..., "params": {...}}')
+    found = storable.find(body)
+    if found is not None:
+        return error(400, f"{found[0]}: {found[1]}")
     return body
+
+
+def _typed(body: dict[str, Any], **kinds: type) -> web.Response | None:
+    """400 naming the first field of ``body`` that is there with another JSON type."""
+    names = {str: "a string", bool: "true or false"}
+    for name, kind in kinds.items():
+        value = body.get(name)
+        if value is not None and not isinstance(value, kind):
+            return error(400, f'"{name}" must be {names[kind]}, not {json.dumps(value)[:80]}')
+    return None
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -176,11 +198,13 @@ async def create_run(request: web.Request) -> web.Response:
         return error(400, 'missing "playbook": the name of the playbook to run')
     if not isinstance(params, dict):
         return error(400, '"params" must be a JSON object of name: value')
-    requested_by = body.get("requested_by") or "api"
+    wrong = _typed(body, requested_by=str, dry_run=bool)
+    if wrong is not None:
+        return wrong
     run_request = RunRequest(
         playbook=playbook,
         params=params,
-        requested_by=str(requested_by),
+        requested_by=body.get("requested_by") or "api",
         trigger="api",
         source={"remote": request.remote or ""},
     )
@@ -325,6 +349,9 @@ async def decide(request: web.Request) -> web.Response:
         return error(400, 'missing "user": who decides')
     if decision not in ("approve", "reject"):
         return error(400, '"decision" must be "approve" or "reject"')
+    wrong = _typed(body, comment=str)
+    if wrong is not None:
+        return wrong
     try:
         result = await baton.engine.decide(
             request.match_info["approval_id"], user, decision, str(body.get("comment") or "")
@@ -379,7 +406,13 @@ async def storable_words(request: web.Request, handler: Handler) -> web.StreamRe
 def create_app(
     settings: Settings, baton: Baton, slack: SlackFront | None = None
 ) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[storable_words])
+    # bodies are inflated by bot.edge, bounded, on the routes that take compression;
+    # aiohttp's own inflating would run on any body, even one refused or left unread
+    app = web.Application(
+        client_max_size=MAX_BODY,
+        middlewares=[storable_words],
+        handler_args={"auto_decompress": False},
+    )
     app[BATON] = baton
     if slack is not None and slack.http_enabled:
         app.router.add_post("/slack/events", slack.handle_http)

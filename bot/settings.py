@@ -56,6 +56,18 @@ class Settings(BaseSettings):
     alert_max_body: int = Field(
         default=1024 * 1024, ge=1024, description="Largest alert webhook body in bytes (413)."
     )
+    alerts_max_per_request: int = Field(
+        default=1000,
+        ge=1,
+        description="Most alerts one webhook body may carry; more: 413 naming the cap, "
+        "nothing stored (Alertmanager's max_alerts keeps a receiver under it).",
+    )
+    read_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a request's body may take to arrive (webhooks, Slack, API "
+        "writes); slower: 408 and the connection closed.",
+    )
     alert_generic_map: str | None = Field(
         default=None,
         description="JSON field mapping for POST /alerts/generic (where status, labels, "

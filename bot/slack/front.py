@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl
 
 import aiohttp
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.request.async_internals import build_async_context
@@ -40,6 +40,7 @@ from bot.approvers import ApproverCheck
 from bot.commands import Commands, Reply
 from bot.settings import Settings
 from bot.slack import blocks, middleware
+from bot.slack import http as slack_http
 from bot.slack.cards import CardOptions, Cards
 from bot.slack.client import make_client
 from bot.slack.people import Directory
@@ -256,10 +257,14 @@ class SlackFront:
             await self._session.close()
 
     async def handle_http(self, request: web.Request) -> web.Response:
-        """``POST /slack/events``: bolt verifies the signature (401 when it is bad or
-        stale) and dispatches; the response leaves as soon as the listener acks."""
+        """``POST /slack/events``: the signature is verified before the body is parsed
+        (``bot.slack.http``: 401 when it is bad or stale, 400 for a body that does not
+        parse), then bolt dispatches; the response leaves as soon as the listener acks."""
         assert self.app is not None
-        bolt_request = _form_fixed(await to_bolt_request(request))
+        verified = await slack_http.bolt_request(request, self.settings)
+        if isinstance(verified, web.Response):
+            return verified
+        bolt_request = _form_fixed(verified)
         bolt_response = await self.app.async_dispatch(bolt_request)
         return await to_aiohttp_response(bolt_response)
 
@@ -276,7 +281,9 @@ class SlackFront:
                 str(a.get("fallback") or a.get("text") or "") for a in event["attachments"]
             )
         name = await self.directory.channel_name(channel)
-        parsed = parsers.chat(plain(text), channel, self.chat_rules, channel_name=name)
+        parsed = parsers.storable_only(
+            parsers.chat(plain(text), channel, self.chat_rules, channel_name=name)
+        )
         if parsed.alerts or parsed.rejected:
             await self.alerts.receive(parsed.alerts, parsed.rejected)
 

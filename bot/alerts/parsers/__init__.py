@@ -16,6 +16,9 @@ Decisions:
 - Severity: the source's own notion where it has one (PagerDuty urgency, then priority),
   else the ``severity`` label.
 - Links to silence an alert are only offered while it fires.
+- Values no database stores (a NUL, a lone surrogate, JSON's ``NaN``/``Infinity``) reject
+  the entry holding them, with the field's path; a rejected entry is kept repaired
+  (``storable_only``, the last step before anything is stored).
 - PagerDuty: the incident id is the fingerprint, so the resolve finds the run the trigger
   started. ``incident.triggered``/``reopened`` fire, ``incident.resolved`` resolves; any
   other incident event (acknowledged, escalated, priority_updated...) follows the
@@ -24,6 +27,8 @@ Decisions:
 
 from __future__ import annotations
 
+from typing import Any
+
 from bot.alerts.parsers._chat import CHAT, ChatRule, chat
 from bot.alerts.parsers._common import (
     FIRING_VALUES,
@@ -31,8 +36,14 @@ from bot.alerts.parsers._common import (
     Parsed,
     parse_time,
     stable_fingerprint,
+    storable_only,
 )
-from bot.alerts.parsers._generic import GenericMapping, generic, mapping_from_setting
+from bot.alerts.parsers._generic import (
+    GenericMapping,
+    generic,
+    generic_entries,
+    mapping_from_setting,
+)
 from bot.alerts.parsers._pagerduty import PAGERDUTY, pagerduty, verify_pagerduty
 from bot.alerts.parsers._prometheus import ALERTMANAGER, GRAFANA, LinkMaker, alertmanager, grafana
 
@@ -49,11 +60,24 @@ __all__ = [
     "Parsed",
     "alertmanager",
     "chat",
+    "entries",
     "generic",
     "grafana",
     "mapping_from_setting",
     "pagerduty",
     "parse_time",
     "stable_fingerprint",
+    "storable_only",
     "verify_pagerduty",
 ]
+
+
+def entries(source: str, body: Any, mapping: GenericMapping) -> int:
+    """How many alerts ``body`` carries, counted before any is read (the per-request cap
+    is checked on it): the entries of its alerts array, else one."""
+    if source in (ALERTMANAGER, GRAFANA):
+        found = body.get("alerts") if isinstance(body, dict) else None
+        return len(found) if isinstance(found, list) else 1
+    if source == "generic":
+        return generic_entries(body, mapping)
+    return 1

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from engine import storable
 from engine.alerts import Alert, Rejected, Status
 
 FIRING_VALUES: tuple[str, ...] = ("firing", "alerting", "triggered", "open", "problem")
@@ -167,6 +168,45 @@ def _rejected(source: str, reason: str, raw: Any) -> Parsed:
     return Parsed(rejected=[Rejected(source=source, reason=reason, raw=raw)])
 
 
+def _storable(entry: Any, where: str) -> None:
+    """``_Bad`` naming the field of ``entry`` no database stores (a NUL, a lone
+    surrogate, NaN or Infinity), so the entry is rejected and its body's others go on."""
+    found = storable.find(entry)
+    if found is not None:
+        path, why = found
+        raise _Bad(f"{path}: {why}" if path != "the value" else why)
+
+
+def storable_only(parsed: Parsed) -> Parsed:
+    """``parsed`` with every value storable: an alert holding anything no database
+    stores (from its envelope, say) becomes a rejected entry with the reason, and what a
+    rejected entry keeps (its raw record, its reason) is repaired (``storable.clean``).
+    The parsers' last word before anything is stored."""
+    alerts: list[Alert] = []
+    rejected: list[Rejected] = []
+    for alert in parsed.alerts:
+        record = {
+            "fingerprint": alert.fingerprint,
+            "labels": alert.labels,
+            "annotations": alert.annotations,
+            "severity": alert.severity,
+            "links": [[link.title, link.url] for link in alert.links],
+            "raw": alert.raw,
+        }
+        found = storable.find(record)
+        if found is None:
+            alerts.append(alert)
+            continue
+        why = f"{alert.name}: {found[0]}: {found[1]}"
+        rejected.append(Rejected(source=alert.source, reason=why, raw=alert.raw))
+    rejected = [
+        Rejected(source=r.source, reason=storable.clean_text(r.reason), raw=storable.clean(r.raw))
+        for r in [*parsed.rejected, *rejected]
+    ]
+    note = storable.clean_text(parsed.note) if parsed.note is not None else None
+    return Parsed(alerts=alerts, rejected=rejected, note=note, truncated=parsed.truncated)
+
+
 def _collect(
     source: str, entries: Sequence[tuple[str, Any]], read: Callable[[Any], Alert]
 ) -> Parsed:
@@ -175,6 +215,7 @@ def _collect(
     rejected: list[Rejected] = []
     for where, entry in entries:
         try:
+            _storable(entry, where)
             alerts.append(read(entry))
         except _Bad as bad:
             rejected.append(Rejected(source=source, reason=f"{where}: {bad}", raw=entry))

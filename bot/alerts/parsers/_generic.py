@@ -107,6 +107,14 @@ def generic(body: Any, mapping: GenericMapping) -> Parsed:
     return _collect(mapping.source, entries, lambda entry: _generic_alert(entry, mapping))
 
 
+def generic_entries(body: Any, mapping: GenericMapping) -> int:
+    """How many entries ``generic`` would read from ``body`` (one for a body it refuses)."""
+    try:
+        return len(_generic_entries(body, mapping))
+    except _Bad:
+        return 1
+
+
 def _generic_entries(body: Any, mapping: GenericMapping) -> list[tuple[str, Any]]:
     if mapping.alerts is not None:
         found = _get(body, mapping.alerts)
