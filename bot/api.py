@@ -427,6 +427,9 @@ def create_app(
     app.router.add_post("/api/runs/{run_id}/{action:cancel|retry}", run_action)
     app.router.add_post("/api/approvals/{approval_id}", decide)
     app.router.add_get("/api/alerts", reader(list_alerts, settings))
+    from bot import api_catalog  # its handlers use this module's helpers
+
+    api_catalog.add_routes(app, settings)
     if baton.alerts is not None:
         from bot.alerts import http as alert_http
 

@@ -65,9 +65,45 @@ async def get_run(store: Store, run_id: str) -> dict[str, Any]:
         if row is None:
             raise RunNotFound(run_id)
         steps = conn.execute(sa.select(t.steps).where(t.steps.c.run_id == run_id)).all()
-        return _run_json(row, list(steps))
+        run = _run_json(row, list(steps))
+        run["approvals"] = _gates(conn, run_id)
+        return run
 
     return await store.read(read)
+
+
+def _gates(conn: sa.Connection, run_id: str) -> list[dict[str, Any]]:
+    """A run's approval gates, oldest first: which step, its status, who may decide,
+    the approvals it needs and has, its deadline."""
+    gates = conn.execute(
+        sa.select(t.approvals)
+        .where(t.approvals.c.run_id == run_id)
+        .order_by(t.approvals.c.created_at, t.approvals.c.id)
+    ).all()
+    if not gates:
+        return []
+    approved: dict[str, int] = dict(
+        conn.execute(
+            sa.select(t.decisions.c.approval_id, sa.func.count())
+            .where(
+                t.decisions.c.approval_id.in_([g.id for g in gates]),
+                t.decisions.c.decision == "approve",
+            )
+            .group_by(t.decisions.c.approval_id)
+        ).all()
+    )
+    return [
+        {
+            "id": g.id,
+            "step": g.step_id,
+            "status": g.status,
+            "approvers": describe_approvers(g.spec or {}, g.requested_by),
+            "min_approvals": (g.spec or {}).get("min_approvals", 1),
+            "approvals": approved.get(g.id, 0),
+            "deadline_at": _iso(g.deadline_at),
+        }
+        for g in gates
+    ]
 
 
 RUN_FILTERS = ("playbook", "status", "trigger", "requested_by")

@@ -1,0 +1,224 @@
+"""The API's view of what the console knows besides runs: playbooks (with their params),
+the approval gates waiting for decisions, and schedules (list, add, remove).
+
+Reads follow ``BATON_API_READ_TOKEN`` like every ``GET /api/*``; writes need the API token.
+A schedule made or removed here goes through the same access rules as chat, on behalf of
+the ``user`` the body names (the API token vouches for it, as for decisions)."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from aiohttp import web
+
+from bot import api, grammar
+from engine import params as paramlib
+from engine import queries
+from engine.access import Actor
+from engine.errors import BatonError, NotAllowed, PlaybookNotFound
+from engine.playbook import Playbook
+from storage import tables as t
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
+
+
+def _param_json(pb: Playbook, name: str) -> dict[str, Any]:
+    spec = pb.params[name]
+    secret = name in paramlib.secret_names(pb)
+    return {
+        "name": name,
+        "type": spec.type.value,
+        "required": spec.required,
+        "default": paramlib.MASK if secret and spec.default is not None else spec.default,
+        "choices": spec.choices,
+        "pattern": spec.pattern,
+        "min": spec.min,
+        "max": spec.max,
+        "help": spec.help,
+    }
+
+
+def playbook_json(pb: Playbook, *, full: bool) -> dict[str, Any]:
+    """A playbook as the API shows it: its params always; with ``full`` its steps and
+    triggers too."""
+    out: dict[str, Any] = {
+        "name": pb.name,
+        "description": pb.description,
+        "params": [_param_json(pb, name) for name in pb.params],
+    }
+    if full:
+        out["steps"] = [
+            {"id": s.id, "action": s.action, "needs": list(s.needs), "phase": phase.value}
+            for phase, s in pb.all_steps()
+        ]
+        out["triggers"] = [  # the params they give are left out: one may be a secret
+            {kind: spec.model_dump(mode="json", exclude={"params"})}
+            for trig in pb.triggers
+            for kind, spec in (("schedule", trig.schedule), ("alert", trig.alert))
+            if spec is not None
+        ]
+    return out
+
+
+async def list_playbooks(request: web.Request) -> web.Response:
+    catalog = api._baton(request).engine.catalog
+    return web.json_response([playbook_json(pb, full=False) for pb in catalog])
+
+
+async def get_playbook(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    try:
+        pb = api._baton(request).engine.catalog.get(name)
+    except PlaybookNotFound as exc:
+        return api.error(404, str(exc), suggestions=exc.suggestions)
+    return web.json_response(playbook_json(pb, full=True))
+
+
+async def list_approvals(request: web.Request) -> web.Response:
+    """The gates waiting for decisions, oldest first: id, run, playbook, step, message,
+    who may decide, how many approvals it needs and has, and its deadline."""
+    store = api._baton(request).store
+
+    def read(conn: sa.Connection) -> list[dict[str, Any]]:
+        a = t.approvals.c
+        rows = conn.execute(
+            sa.select(t.approvals, t.runs.c.playbook)
+            .join(t.runs, t.runs.c.id == a.run_id)
+            .where(a.status == "pending")
+            .order_by(a.created_at, a.id)
+        ).all()
+        approvals = {r.id: 0 for r in rows}
+        if approvals:
+            counted = conn.execute(
+                sa.select(t.decisions.c.approval_id, sa.func.count())
+                .where(
+                    t.decisions.c.approval_id.in_(list(approvals)),
+                    t.decisions.c.decision == "approve",
+                )
+                .group_by(t.decisions.c.approval_id)
+            )
+            approvals.update({approval_id: n for approval_id, n in counted})
+        return [
+            {
+                "id": r.id,
+                "run_id": r.run_id,
+                "playbook": r.playbook,
+                "step": r.step_id,
+                "message": (r.spec or {}).get("message") or "approval needed",
+                "approvers": queries.describe_approvers(r.spec or {}, r.requested_by),
+                "min_approvals": (r.spec or {}).get("min_approvals", 1),
+                "approvals": approvals[r.id],
+                "requested_by": r.requested_by,
+                "created_at": _iso(r.created_at),
+                "deadline_at": _iso(r.deadline_at),
+            }
+            for r in rows
+        ]
+
+    return web.json_response(await store.read(read))
+
+
+def _iso(at: datetime | None) -> str | None:
+    return at.isoformat() if at is not None else None
+
+
+def _schedule_json(view: Any) -> dict[str, Any]:
+    out = dataclasses.asdict(view)
+    for key, value in out.items():
+        if isinstance(value, datetime):
+            out[key] = value.isoformat()
+    return out
+
+
+async def list_schedules(request: web.Request) -> web.Response:
+    book = api._baton(request).schedules
+    views = await book.list(request.query.get("playbook"))
+    return web.json_response([_schedule_json(v) for v in views])
+
+
+async def _authorized(request: web.Request, user: str, command: grammar.Command) -> None:
+    baton = api._baton(request)
+    where = {"front_end": "api", "user": user, "remote": request.remote or ""}
+    try:
+        await baton.commands().authorize(Actor(id=user, via="api"), command, where)
+    except NotAllowed:
+        target = getattr(command, "playbook", "") or getattr(command, "schedule_id", "")
+        await baton.engine.audit(user, f"api:{grammar.verb_of(command)}", target, {}, "refused")
+        raise
+
+
+async def add_schedule(request: web.Request) -> web.Response:
+    """``{"user", "playbook", "cron": "0 9 * * 1-5"` or `"when": "in 30m" | "at 18:00",
+    "params": {...}, "timezone": "Europe/Paris"}`` -> 201 with the schedule."""
+    baton = api._baton(request)
+    denied = api._check_token(request, baton.settings)
+    if denied is not None:
+        return denied
+    body = await api._json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    wrong = api._typed(body, user=str, playbook=str, cron=str, when=str, timezone=str)
+    if wrong is not None:
+        return wrong
+    user, playbook = body.get("user"), body.get("playbook")
+    if not user:
+        return api.error(400, 'missing "user": on whose behalf the schedule is made')
+    if not playbook:
+        return api.error(400, 'missing "playbook": the playbook to run')
+    params = body.get("params") or {}
+    if not isinstance(params, dict):
+        return api.error(400, '"params" must be a JSON object of name: value')
+    cron, when = body.get("cron"), body.get("when")
+    if bool(cron) == bool(when):
+        return api.error(400, 'give exactly one of "cron" ("0 9 * * 1-5") and "when" ("in 30m")')
+    command = grammar.Schedule(playbook, cron=cron, when=when, params=params)
+    try:
+        await _authorized(request, str(user), command)
+        made = await baton.schedules.add(
+            playbook,
+            params,
+            str(user),
+            cron_expression=cron,
+            when=when,
+            timezone=body.get("timezone") or baton.settings.timezone,
+            origin="api",
+        )
+    except NotAllowed as exc:
+        return api.error(403, str(exc))
+    except BatonError as exc:
+        return api._maperror(exc)
+    return web.json_response(_schedule_json(made), status=201)
+
+
+async def remove_schedule(request: web.Request) -> web.Response:
+    """``DELETE /api/schedules/{id}?user=NAME``: removed on behalf of ``user``."""
+    baton = api._baton(request)
+    denied = api._check_token(request, baton.settings)
+    if denied is not None:
+        return denied
+    user = request.query.get("user")
+    if not user:
+        return api.error(400, "missing ?user=NAME: on whose behalf the schedule is removed")
+    schedule_id = request.match_info["schedule_id"]
+    try:
+        await _authorized(request, user, grammar.Unschedule(schedule_id))
+        gone = await baton.schedules.remove(schedule_id, user)
+    except NotAllowed as exc:
+        return api.error(403, str(exc))
+    except BatonError as exc:
+        return api.error(404 if "No schedule" in str(exc) else 400, str(exc))
+    return web.json_response(_schedule_json(gone))
+
+
+def add_routes(app: web.Application, settings: Settings) -> None:
+    read = api.reader
+    app.router.add_get("/api/playbooks", read(list_playbooks, settings))
+    app.router.add_get("/api/playbooks/{name}", read(get_playbook, settings))
+    app.router.add_get("/api/approvals", read(list_approvals, settings))
+    app.router.add_get("/api/schedules", read(list_schedules, settings))
+    app.router.add_post("/api/schedules", add_schedule)
+    app.router.add_delete("/api/schedules/{schedule_id}", remove_schedule)
