@@ -1,0 +1,241 @@
+"""Retention (``storage.prune``) on real runs, on SQLite and PostgreSQL: a prune deletes
+finished families of runs with everything that hangs off them, never an active run or a
+run of an active family, clears links to what it deleted, keeps the audit for its own
+age, and a dry run counts the same rows without deleting one."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from engine import retention
+from storage import prune
+from storage import tables as t
+from tests.conftest import HarnessFactory
+from tests.harness import Harness
+from tests.integration.support import approval_id, children
+
+PLAYBOOKS = {
+    "quick": """
+        name: quick
+        steps:
+          - {id: hello, action: log, with: {message: hello}}
+          - {id: bye, action: log, needs: hello, with: {message: bye}}
+    """,
+    "gate": """
+        name: gate
+        steps:
+          - id: ask
+            action: approval
+            with: {message: "Go?", approvers: {users: [bob]}}
+          - {id: after, action: log, needs: ask, with: {message: done}}
+    """,
+    "family": """
+        name: family
+        steps:
+          - {id: call, action: playbook, with: {name: quick}}
+    """,
+    "family-gate": """
+        name: family-gate
+        steps:
+          - {id: call, action: playbook, with: {name: gate}}
+    """,
+    "then-ask": """
+        name: then-ask
+        steps:
+          - {id: call, action: playbook, with: {name: quick}}
+          - id: ask
+            action: approval
+            needs: call
+            with: {message: "Go on?", approvers: {users: [bob]}}
+    """,
+}
+
+# The tables that hang off a run by ``run_id`` (decisions hang off its approvals).
+BY_RUN = ("steps", "attempts", "run_logs", "approvals", "run_commands", "chat_posts", "alert_runs")
+AGE = timedelta(days=90)
+LATER = timedelta(days=100)
+
+
+async def table_counts(h: Harness) -> dict[str, int]:
+    out = {}
+    for name in prune.TABLES:
+        table = t.SQLModel.metadata.tables[name]
+        out[name] = int(await h.store.scalar(sa.select(sa.func.count()).select_from(table)))
+    return out
+
+
+async def rows_of(h: Harness, run_ids: set[str]) -> dict[str, int]:
+    """How many rows of each table belong to ``run_ids`` (what pruning them deletes)."""
+    out = {"runs": len(run_ids)}
+    for name in BY_RUN:
+        table = t.SQLModel.metadata.tables[name]
+        query = sa.select(sa.func.count()).where(table.c.run_id.in_(run_ids))
+        out[name] = int(await h.store.scalar(query))
+    approvals = sa.select(t.approvals.c.id).where(t.approvals.c.run_id.in_(run_ids))
+    out["decisions"] = int(
+        await h.store.scalar(
+            sa.select(sa.func.count()).where(t.decisions.c.approval_id.in_(approvals))
+        )
+    )
+    return out
+
+
+async def run_ids(h: Harness) -> set[str]:
+    return set(await h.store.read(lambda c: list(c.execute(sa.select(t.runs.c.id)).scalars())))
+
+
+def alert(id_: str, at: datetime, outcome: str, run_id: str | None = None) -> dict[str, Any]:
+    return {
+        "id": id_,
+        "source": "generic",
+        "fingerprint": f"fp-{id_}",
+        "status": "firing",
+        "name": "",
+        "labels": {},
+        "annotations": {},
+        "links": [],
+        "received_at": at,
+        "outcome": outcome,
+        "run_id": run_id,
+    }
+
+
+def chat_post(run_id: str, at: datetime, kind: str = "card") -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "step_id": "",
+        "kind": kind,
+        "channel": "C1",
+        "state": "posted",
+        "created_at": at,
+    }
+
+
+def audit_row(at: datetime, actor: str) -> dict[str, Any]:
+    return {
+        "at": at,
+        "actor": actor,
+        "action": "run",
+        "target": "quick",
+        "source": {},
+        "detail": {},
+        "outcome": "ok",
+    }
+
+
+async def test_prune_deletes_old_finished_families_and_spares_active_ones_and_the_audit(
+    harness: HarnessFactory,
+) -> None:
+    h = await harness(PLAYBOOKS)
+    t0 = h.clock.now()
+
+    done = await h.run("quick")
+    gated = await h.run("gate")
+    await h.engine.decide(await approval_id(h, gated, "ask"), "bob", "approve", "ok")
+    await h.engine.wait_idle()
+    waiting = await h.run("gate")  # active: waits on its approval
+    family = await h.run("family")  # parent and child both finished
+    (family_child,) = [r.id for r in await children(h, family)]
+    # a finished child whose parent still waits: spared with its parent
+    asking = await h.run("then-ask")
+    (asking_child,) = [r.id for r in await children(h, asking)]
+    # a parent that ended while its child still waits (as a parent that timed out
+    # leaves it): spared, child and all
+    ended = await h.run("family-gate")
+    (ended_child,) = [r.id for r in await children(h, ended)]
+    await h.store.write(
+        t.runs.update().where(t.runs.c.id == ended).values(status="failed", finished_at=t0)
+    )
+    statuses = {r: (await h.run_row(r)).status for r in (done, gated, family, family_child)}
+    assert set(statuses.values()) == {"succeeded"}
+    assert (await h.run_row(asking_child)).status == "succeeded"
+    assert (await h.run_row(ended_child)).status == "waiting"
+
+    await h.advance(LATER.total_seconds())
+    now = h.clock.now()
+    recent = await h.run("quick")  # finished, but younger than the age
+
+    await h.store.write(
+        t.alerts.insert().values(
+            [
+                alert("a-settled", t0, "unmatched"),
+                alert("a-pending", t0, "pending"),
+                alert("a-done", t0, "started", done),
+                alert("a-late", now, "resolved", done),  # younger: kept, unlinked
+                alert("a-waiting", t0, "started", waiting),
+            ]
+        ),
+        t.chat_posts.insert().values(
+            [
+                chat_post(done, t0),
+                chat_post(done, t0, "failure"),
+                chat_post("", t0, "held"),  # an alert summary: no run
+                chat_post("", now, "held-late"),
+                chat_post(waiting, t0),
+            ]
+        ),
+        t.slack_events.insert().values(
+            [{"event_id": "Ev-old", "received_at": t0}, {"event_id": "Ev-new", "received_at": now}]
+        ),
+        t.audit.insert().values(
+            [
+                audit_row(t0 - timedelta(days=500), "zed"),
+                audit_row(t0 - timedelta(days=1), "amy"),
+            ]
+        ),
+    )
+    doomed = {done, gated, family, family_child}
+    kept = await run_ids(h) - doomed
+    assert kept == {waiting, asking, asking_child, ended, ended_child, recent}
+    expected = dict.fromkeys(prune.TABLES, 0)
+    expected.update(await rows_of(h, doomed))
+    expected["alerts"] = 2  # a-settled, and a-done with its run
+    expected["chat_posts"] += 1  # the old post without a run
+    expected["slack_events"] = 1
+    expected["audit"] = 1  # older than 400 days
+    assert expected["steps"] == 7 and expected["attempts"] == 7  # 2+2+1+2 steps
+    assert expected["approvals"] == 1 and expected["decisions"] == 1
+    assert expected["run_logs"] > 0
+
+    kept_rows = await rows_of(h, kept)
+    audit_of_runs = int(await h.store.scalar(sa.select(sa.func.count()).where(t.audit.c.at >= t0)))
+    assert audit_of_runs > 0  # who ran and approved what
+    policy = retention.policy(now, AGE, timedelta(days=400), batch=2)
+
+    before = await table_counts(h)
+    dry = await asyncio.to_thread(prune.prune, h.store.engine, policy, dry_run=True)
+    assert dry.counts == expected
+    assert await table_counts(h) == before  # a dry run deletes nothing
+
+    report = await asyncio.to_thread(prune.prune, h.store.engine, policy)
+    assert report.counts == expected
+    assert report.spared == 1  # the parent that ended with a waiting child
+    after = await table_counts(h)
+    assert after == {name: before[name] - expected[name] for name in before}
+    assert await run_ids(h) == kept
+    assert await rows_of(h, kept) == kept_rows
+    assert (
+        int(await h.store.scalar(sa.select(sa.func.count()).where(t.audit.c.at >= t0)))
+        == audit_of_runs
+    )
+    left = {r.id: r.run_id for r in await h.store.all(sa.select(t.alerts.c.id, t.alerts.c.run_id))}
+    assert left == {"a-pending": None, "a-late": None, "a-waiting": waiting}
+    kinds = await h.store.all(sa.select(t.chat_posts.c.run_id, t.chat_posts.c.kind))
+    assert sorted((r.run_id, r.kind) for r in kinds) == [("", "held-late"), (waiting, "card")]
+    assert sorted(
+        await h.store.read(
+            lambda c: list(c.execute(sa.select(t.slack_events.c.event_id)).scalars())
+        )
+    ) == ["Ev-new"]
+
+    again = await asyncio.to_thread(prune.prune, h.store.engine, policy)
+    assert again.total == 0  # nothing left to prune
+
+    # the spared runs go on: the waiting gate is approved and its run finishes
+    await h.engine.decide(await approval_id(h, waiting, "ask"), "bob", "approve")
+    await h.engine.wait_idle()
+    assert (await h.run_row(waiting)).status == "succeeded"
