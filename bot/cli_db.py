@@ -126,11 +126,17 @@ def _schema(settings: Settings, command: str) -> int:
 
 
 def _open(settings: Settings) -> sa.Engine:
-    """The database, usable by this Baton (created if empty; an older schema refused
-    with what to run, as every command but serve does)."""
+    """The database, usable by this Baton (an older schema refused with what to run, as
+    every command but serve does). A SQLite file that is not there is not made: a
+    mistyped BATON_DATABASE_URL would otherwise back up or prune an empty database."""
     from storage import schema
-    from storage.db import create_engine
+    from storage.db import create_engine, normalize_url
+    from storage.errors import StorageError
 
+    url = normalize_url(settings.database_url)
+    path = url.database if url.get_backend_name() == "sqlite" else None
+    if path not in (None, "", ":memory:") and not Path(str(path)).exists():
+        raise StorageError(f"there is no database at {url.database}: check BATON_DATABASE_URL")
     engine = create_engine(settings.database_url)
     try:
         schema.prepare(engine, upgrade=False)

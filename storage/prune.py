@@ -266,8 +266,11 @@ def _lock(conn: sa.Connection, where: sa.ColumnElement[bool]) -> list[sa.Row[Any
 def _old_root(finished: frozenset[str], before: datetime) -> sa.ColumnElement[bool]:
     """A finished run, old, that no other run started (or whose parent is gone)."""
     parent = t.runs.alias("parent")
+    # status wrapped in coalesce: the walk goes by the primary key (``id > after``,
+    # ``ORDER BY id``), which reads each run once over the whole prune. Given the status
+    # index, SQLite would read every finished run and sort them again for every batch.
     return sa.and_(
-        _r.status.in_(sorted(finished)),
+        sa.func.coalesce(_r.status, "").in_(sorted(finished)),
         _r.finished_at < before,
         sa.or_(
             _r.parent_run_id.is_(None),
