@@ -181,6 +181,13 @@ def _prune(settings: Settings, age: timedelta, dry_run: bool) -> int:
             f"kept {report.spared} old finished run(s) whose parent or child run is still "
             "active or younger"
         )
+    if report.error:
+        print(
+            f"baton: the prune stopped early: {report.error} (what is counted above is "
+            "deleted; run it again to go on)",
+            file=sys.stderr,
+        )
+        return 1
     if dry_run:
         print("dry run: nothing was deleted")
     return 0

@@ -110,4 +110,6 @@ class Retention:
             report.seconds,
             " (stopped early)" if report.stopped else "",
         )
+        if report.error:
+            log.warning("retention: the prune stopped early: %s (tomorrow's goes on)", report.error)
         return report

@@ -19,12 +19,15 @@ What goes, given a cutoff (``Policy.before``):
 - **Audit rows** follow their own cutoff (``Policy.audit_before``): who ran and approved
   what outlives the runs.
 
-Every batch is its own short transaction (at most ``Policy.batch`` families), which
-re-checks what it deletes under the write lock (SQLite) or row locks (PostgreSQL's
-``FOR UPDATE`` on the runs), so a run retried between the look and the delete is kept.
-Between batches the pruner pauses as long as the batch held the database, so a running
-server's writes and reads always get their turn. Batches walk each table by its key
-(keyset), never by ``OFFSET``, so the whole prune reads each table once.
+Every batch is its own short transaction, which re-checks what it deletes under the
+write lock (SQLite) or row locks (PostgreSQL's ``FOR UPDATE`` on the runs), so a run
+retried between the look and the delete is kept. Batches are sized to hold the database
+for about ``HOLD`` (from one family up to ``Policy.batch``: the size halves after a slow
+batch and doubles after a quick one), and the pruner pauses between them for as long as a
+batch took, and at least ``PAUSE``: SQLite's busy handler retries a waiting writer every
+25 ms at most, so a server's commits always get their turn within a pause. Batches walk
+each table by its key (keyset), never by ``OFFSET``, so the whole prune reads each table
+once.
 
 ``dry_run`` counts the same rows in read-only transactions and deletes nothing.
 """
@@ -71,7 +74,9 @@ _BY_RUN = (
     t.alert_runs,
 )
 
-BATCH = 100  # families per transaction: about 10 ms on SQLite for runs of 10 steps
+BATCH = 200  # the most families (or rows of the other tables) one transaction takes
+HOLD = 0.020  # seconds a batch aims to hold the database
+PAUSE = 0.025  # seconds between two batches, at least
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,7 @@ class Report:
     batches: int = 0
     seconds: float = 0.0
     stopped: bool = False  # asked to stop before the end
+    error: str | None = None  # why the prune stopped early (the database failed)
 
     @property
     def total(self) -> int:
@@ -112,10 +118,14 @@ def prune(
     pause: Callable[[float], None] = time.sleep,
 ) -> Report:
     """Prune by ``policy``; returns the rows deleted (or, ``dry_run``, that would be)
-    per table. ``stop``: set from another thread to end after the current batch."""
+    per table. ``stop``: set from another thread to end after the current batch. A
+    database error ends it early, with the report of what was done and ``error``."""
     pruner = _Pruner(engine, policy, dry_run, stop or threading.Event(), pause)
     started = time.monotonic()
-    pruner.run()
+    try:
+        pruner.run()
+    except sa.exc.DBAPIError as exc:  # what earlier batches deleted stays deleted
+        pruner.report.error = str(exc.orig if exc.orig is not None else exc).strip()
     pruner.report.seconds = time.monotonic() - started
     return pruner.report
 
@@ -138,6 +148,8 @@ class _Pruner:
         self.stop = stop
         self.pause = pause
         self.report = Report()
+        self.size = max(1, min(policy.batch, 50))  # grows to policy.batch, or shrinks
+        self.batch = Report()  # the counts of the batch under way, until it commits
 
     def run(self) -> None:
         before = self.policy.before
@@ -157,10 +169,10 @@ class _Pruner:
     def _batches(
         self, key: sa.ColumnElement[Any], where: sa.ColumnElement[bool]
     ) -> Iterable[list[Any]]:
-        """Keys of the rows matching ``where``, ``batch`` at a time, in key order."""
+        """Keys of the rows matching ``where``, ``size`` at a time, in key order."""
         after: Any = None
         while not self.stop.is_set():
-            query = sa.select(key).where(where).order_by(key).limit(self.policy.batch)
+            query = sa.select(key).where(where).order_by(key).limit(self.size)
             if after is not None:
                 query = query.where(key > after)
             with self.engine.connect().execution_options(baton_read=True) as conn:
@@ -173,27 +185,41 @@ class _Pruner:
 
     def _batch(self, work: Callable[[sa.Connection], None]) -> None:
         """``work`` in one transaction: a write one, or a read one for a dry run; then
-        a pause as long as the transaction took."""
+        the next batch's size, and a pause (none in a dry run: it takes no lock)."""
         started = time.monotonic()
+        self.batch = Report(counts=dict.fromkeys(TABLES, 0))
         if self.dry_run:
             with self.engine.connect().execution_options(baton_read=True) as conn, conn.begin():
                 work(conn)
         else:
             with self.engine.begin() as conn:
                 work(conn)
-        self.report.batches += 1
-        self.pause(time.monotonic() - started)
+        took = time.monotonic() - started
+        self._count(self.batch)  # committed: a batch that failed counts nothing
+        if self.dry_run:
+            return
+        if took > 2 * HOLD:
+            self.size = max(1, self.size // 2)
+        elif took < HOLD / 2:
+            self.size = min(self.policy.batch, self.size * 2)
+        self.pause(max(took, PAUSE))
 
-    def _apply(self, conn: sa.Connection, table: str, stmt: sa.Delete) -> None:
+    def _count(self, batch: Report) -> None:
+        for table, n in batch.counts.items():
+            self.report.counts[table] += n
+        self.report.spared += batch.spared
+        self.report.unlinked += batch.unlinked
+        self.report.batches += 1
+
+    def _apply(
+        self, conn: sa.Connection, table: str, stmt: sa.Delete, args: dict[str, Any] | None = None
+    ) -> None:
         """Delete (or count, in a dry run) the rows of ``stmt``."""
         if self.dry_run:
-            where = stmt.whereclause
-            assert where is not None
-            query = sa.select(sa.func.count()).select_from(stmt.table).where(where)
-            n = int(conn.execute(query).scalar() or 0)
+            n = int(conn.execute(_counting(stmt), args).scalar() or 0)
         else:
-            n = conn.execute(stmt).rowcount
-        self.report.add(table, n)
+            n = conn.execute(stmt, args).rowcount
+        self.batch.add(table, n)
 
     # --- runs -----------------------------------------------------------------------
 
@@ -204,12 +230,13 @@ class _Pruner:
     def _families(self, conn: sa.Connection, roots: list[str], before: datetime) -> None:
         """Delete the families of ``roots`` whose every run is finished and old."""
         finished = self.policy.finished
-        rows = _lock(conn, _r.id.in_(roots))
+        lock = not self.dry_run
+        rows = list(conn.execute(_RUNS[lock], {"ids": roots}))
         family = {r.id: r.id for r in rows}  # run -> its root
         ok = {r.id: _gone_by(r, finished, before) for r in rows}
         frontier = list(family)
         while frontier:
-            children = _lock(conn, _r.parent_run_id.in_(frontier))
+            children = list(conn.execute(_CHILDREN[lock], {"ids": frontier}))
             frontier = []
             for child in children:
                 if child.id in family:  # a cycle of links: never follow it twice
@@ -219,28 +246,17 @@ class _Pruner:
                 ok[root] = ok[root] and _gone_by(child, finished, before)
                 frontier.append(child.id)
         doomed = [run for run, root in family.items() if ok[root]]
-        self.report.spared += sum(1 for root in roots if root in ok and not ok[root])
+        self.batch.spared += sum(1 for root in roots if root in ok and not ok[root])
         if doomed:
             self._delete_runs(conn, doomed, before)
 
     def _delete_runs(self, conn: sa.Connection, ids: Sequence[str], before: datetime) -> None:
-        approvals = sa.select(t.approvals.c.id).where(t.approvals.c.run_id.in_(ids))
-        self._apply(
-            conn, "decisions", t.decisions.delete().where(t.decisions.c.approval_id.in_(approvals))
-        )
-        for table in _BY_RUN:
-            self._apply(conn, table.name, table.delete().where(table.c.run_id.in_(ids)))
-        a = t.alerts.c
-        linked = a.run_id.in_(ids)
-        self._apply(conn, "alerts", t.alerts.delete().where(linked, a.received_at < before))
+        args = {"ids": list(ids), "before": before}
+        for name, stmt in _DELETE_RUN:
+            self._apply(conn, name, stmt, args)
         if not self.dry_run:
-            unlinked = conn.execute(t.alerts.update().where(linked).values(run_id=None)).rowcount
-            s = t.schedules.c
-            unlinked += conn.execute(
-                t.schedules.update().where(s.last_run_id.in_(ids)).values(last_run_id=None)
-            ).rowcount
-            self.report.unlinked += unlinked
-        self._apply(conn, "runs", t.runs.delete().where(_r.id.in_(ids)))
+            for stmt in _UNLINK_RUN:
+                self.batch.unlinked += conn.execute(stmt, args).rowcount
 
     # --- everything else ------------------------------------------------------------
 
@@ -257,10 +273,46 @@ def _gone_by(run: sa.Row[Any], finished: frozenset[str], before: datetime) -> bo
     return run.status in finished and run.finished_at is not None and run.finished_at < before
 
 
-def _lock(conn: sa.Connection, where: sa.ColumnElement[bool]) -> list[sa.Row[Any]]:
-    """The runs matching ``where``, locked against a retry until the batch commits."""
-    query = sa.select(_r.id, _r.status, _r.finished_at, _r.parent_run_id).where(where)
-    return list(conn.execute(query.with_for_update()))
+_IDS: sa.BindParameter[Any] = sa.bindparam("ids", expanding=True)
+_BEFORE: sa.BindParameter[datetime] = sa.bindparam("before")
+_FAMILY = sa.select(_r.id, _r.status, _r.finished_at, _r.parent_run_id)
+# The runs of a batch and their children, [False] as they are, [True] locked against a
+# retry until the batch commits (PostgreSQL; SQLite's write transaction holds it all).
+_RUNS = {False: _FAMILY.where(_r.id.in_(_IDS))}
+_RUNS[True] = _RUNS[False].with_for_update()
+_CHILDREN = {False: _FAMILY.where(_r.parent_run_id.in_(_IDS))}
+_CHILDREN[True] = _CHILDREN[False].with_for_update()
+
+# What deleting the runs ``ids`` deletes, in order (statements built once: building one
+# costs more than running it). Alerts older than ``before`` go with their run.
+_DELETE_RUN: list[tuple[str, sa.Delete]] = [
+    (
+        "decisions",
+        t.decisions.delete().where(
+            t.decisions.c.approval_id.in_(
+                sa.select(t.approvals.c.id).where(t.approvals.c.run_id.in_(_IDS))
+            )
+        ),
+    ),
+    *((table.name, table.delete().where(table.c.run_id.in_(_IDS))) for table in _BY_RUN),
+    (
+        "alerts",
+        t.alerts.delete().where(t.alerts.c.run_id.in_(_IDS), t.alerts.c.received_at < _BEFORE),
+    ),
+    ("runs", t.runs.delete().where(_r.id.in_(_IDS))),
+]
+# Links to the runs ``ids`` from rows that stay, cleared.
+_UNLINK_RUN = [
+    t.alerts.update().where(t.alerts.c.run_id.in_(_IDS)).values(run_id=None),
+    t.schedules.update().where(t.schedules.c.last_run_id.in_(_IDS)).values(last_run_id=None),
+]
+
+
+def _counting(stmt: sa.Delete) -> sa.Select[Any]:
+    """A dry run's count of the rows ``stmt`` would delete."""
+    where = stmt.whereclause
+    assert where is not None
+    return sa.select(sa.func.count()).select_from(stmt.table).where(where)
 
 
 def _old_root(finished: frozenset[str], before: datetime) -> sa.ColumnElement[bool]:
@@ -346,7 +398,9 @@ def record(
 ) -> None:
     """Write what a prune deleted to the audit (into its marker ``row`` if it has one)."""
     detail = {"deleted": {k: v for k, v in report.counts.items() if v}, "spared": report.spared}
-    outcome = "stopped" if report.stopped else "ok"
+    outcome = "failed" if report.error else "stopped" if report.stopped else "ok"
+    if report.error:
+        detail["error"] = report.error
     with engine.begin() as conn:
         if row is not None:
             conn.execute(

@@ -6,14 +6,16 @@ age, and a dry run counts the same rows without deleting one."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 from engine import retention
-from storage import prune
+from storage import prune, schema
 from storage import tables as t
+from storage.db import create_engine
 from tests.conftest import HarnessFactory
 from tests.harness import Harness
 from tests.integration.support import approval_id, children
@@ -239,3 +241,53 @@ async def test_prune_deletes_old_finished_families_and_spares_active_ones_and_th
     await h.engine.decide(await approval_id(h, waiting, "ask"), "bob", "approve")
     await h.engine.wait_idle()
     assert (await h.run_row(waiting)).status == "succeeded"
+
+
+def finished_runs(engine: sa.Engine, n: int, at: datetime) -> list[str]:
+    """``n`` succeeded runs of one step, finished at ``at``, written straight to the rows."""
+    ids = [f"run{i:04d}" for i in range(n)]
+    done = {"status": "succeeded", "started_at": at, "finished_at": at}
+    with engine.begin() as conn:
+        conn.execute(
+            t.runs.insert(),
+            [
+                {
+                    **done,
+                    "id": run,
+                    "playbook": "quick",
+                    "params": {},
+                    "trigger": "cli",
+                    "source": {},
+                    "requested_by": "amy",
+                    "definition": {},
+                    "created_at": at,
+                }
+                for run in ids
+            ],
+        )
+        conn.execute(
+            t.steps.insert(),
+            [{**done, "run_id": r, "step_id": "s", "phase": "main", "attempts": 1} for r in ids],
+        )
+        conn.execute(t.chat_posts.insert(), [chat_post(r, at) for r in ids])
+    return ids
+
+
+def test_a_prune_the_database_fails_under_reports_what_it_did_and_why(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'baton.db'}")
+    schema.prepare(engine, upgrade=True)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    ids = finished_runs(engine, 6, at)
+    policy = retention.policy(at + LATER, AGE, None, batch=2)
+
+    def pause(_: float) -> None:  # after the first batch, the database fails
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE alert_runs")
+
+    report = prune.prune(engine, policy, pause=pause)
+    assert report.error == "no such table: alert_runs"
+    assert (report.counts["runs"], report.counts["steps"], report.counts["chat_posts"]) == (2, 2, 2)
+    with engine.connect() as conn:
+        left = list(conn.execute(sa.select(t.runs.c.id).order_by(t.runs.c.id)).scalars())
+    assert left == ids[2:]  # the first batch is gone, whole; the rest is whole too
+    engine.dispose()
