@@ -180,6 +180,19 @@ async def test_prune_deletes_old_finished_families_and_spares_active_ones_and_th
                 chat_post(waiting, t0),
             ]
         ),
+        t.schedules.insert().values(
+            id="sch1",
+            playbook="quick",
+            kind="cron",
+            cron="0 2 * * *",
+            timezone="UTC",
+            params={},
+            origin="chat",
+            created_by="amy",
+            created_at=t0,
+            last_run_id=done,
+            missed=0,
+        ),
         t.slack_events.insert().values(
             [{"event_id": "Ev-old", "received_at": t0}, {"event_id": "Ev-new", "received_at": now}]
         ),
@@ -226,6 +239,8 @@ async def test_prune_deletes_old_finished_families_and_spares_active_ones_and_th
     )
     left = {r.id: r.run_id for r in await h.store.all(sa.select(t.alerts.c.id, t.alerts.c.run_id))}
     assert left == {"a-pending": None, "a-late": None, "a-waiting": waiting}
+    assert await h.store.scalar(sa.select(t.schedules.c.last_run_id)) is None
+    assert report.unlinked == 2  # a-late's run link, the schedule's last run
     kinds = await h.store.all(sa.select(t.chat_posts.c.run_id, t.chat_posts.c.kind))
     assert sorted((r.run_id, r.kind) for r in kinds) == [("", "held-late"), (waiting, "card")]
     assert sorted(
