@@ -321,27 +321,23 @@ def _old_root(finished: frozenset[str], before: datetime) -> sa.ColumnElement[bo
     # status wrapped in coalesce: the walk goes by the primary key (``id > after``,
     # ``ORDER BY id``), which reads each run once over the whole prune. Given the status
     # index, SQLite would read every finished run and sort them again for every batch.
+    # No parent: NOT EXISTS holds for a NULL parent_run_id too (no run has a NULL id);
+    # spelt without an OR, PostgreSQL plans it as an anti-join on the primary key.
     return sa.and_(
         sa.func.coalesce(_r.status, "").in_(sorted(finished)),
         _r.finished_at < before,
-        sa.or_(
-            _r.parent_run_id.is_(None),
-            ~sa.exists().where(parent.c.id == _r.parent_run_id),
-        ),
+        ~sa.exists().where(parent.c.id == _r.parent_run_id),
     )
 
 
 def _run_gone(run_id: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+    """No run ``run_id`` (also true when ``run_id`` is NULL)."""
     return ~sa.exists().where(_r.id == run_id)
 
 
 def _settled_alerts(before: datetime) -> sa.ColumnElement[bool]:
     a = t.alerts.c
-    return sa.and_(
-        a.outcome != "pending",
-        a.received_at < before,
-        sa.or_(a.run_id.is_(None), _run_gone(a.run_id)),
-    )
+    return sa.and_(a.outcome != "pending", a.received_at < before, _run_gone(a.run_id))
 
 
 def _runless(table: sa.Table, before: datetime) -> sa.ColumnElement[bool]:

@@ -306,3 +306,21 @@ def test_a_prune_the_database_fails_under_reports_what_it_did_and_why(tmp_path: 
         left = list(conn.execute(sa.select(t.runs.c.id).order_by(t.runs.c.id)).scalars())
     assert left == ids[2:]  # the first batch is gone, whole; the rest is whole too
     engine.dispose()
+
+
+def test_a_run_whose_parent_is_gone_is_its_own_family(db_url: str) -> None:
+    engine = create_engine(db_url)
+    schema.prepare(engine, upgrade=True)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    orphan, child, parent = finished_runs(engine, 3, at)
+    with engine.begin() as conn:
+        runs = t.runs.update()
+        conn.execute(runs.where(t.runs.c.id == orphan).values(parent_run_id="gone"))
+        conn.execute(runs.where(t.runs.c.id == child).values(parent_run_id=parent))
+        conn.execute(runs.where(t.runs.c.id == parent).values(status="running", finished_at=None))
+    report = prune.prune(engine, retention.policy(at + LATER, AGE, None), pause=lambda _: None)
+    assert (report.counts["runs"], report.spared, report.error) == (1, 0, None)
+    with engine.connect() as conn:
+        left = set(conn.execute(sa.select(t.runs.c.id)).scalars())
+    assert left == {child, parent}  # the child of a running parent stays with it
+    engine.dispose()
