@@ -1,6 +1,5 @@
-"""``python -m bench [all|engine|process|durability|slack|alerts|edge|nodes|profile|history|
-prune]``:
-figures beside targets."""
+"""``python -m bench [SUITE ...]`` (all, engine, process, durability, slack, alerts, edge,
+nodes, profile, history, prune): figures beside targets."""
 
 from __future__ import annotations
 
