@@ -1,5 +1,5 @@
-"""``python -m bench [all|engine|process|durability|slack|alerts|edge|nodes|profile|history]``:
-figures beside targets."""
+"""``python -m bench [SUITE ...]`` (all, engine, process, durability, slack, alerts, edge,
+nodes, profile, history, prune): figures beside targets."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ SUITES = (
     "nodes",
     "profile",
     "history",
+    "prune",
 )
 
 
@@ -29,7 +30,7 @@ def main() -> int:
     parser.add_argument(
         "suites",
         nargs="*",
-        metavar="{all,engine,process,durability,slack,alerts,edge,nodes,profile,history}",
+        metavar="{all,engine,process,durability,slack,alerts,edge,nodes,profile,history,prune}",
         help="engine: in-process engine throughput and memory; process: the baton command "
         "(start-up, one-step run, serve idle RSS); durability: timer lateness, memory and "
         "idle CPU of 10,000 parked runs, resuming them after a restart; slack: signed "
@@ -38,12 +39,15 @@ def main() -> int:
         "POST /alerts/alertmanager in a burst (10%% distinct fingerprints: latency, routing "
         "time, runs started, repeats attached, alerts held); edge: the worst /healthz "
         "latency while gzip bombs and heavy bodies are in flight; nodes: decision latency from "
-        "another node, takeover after kill -9, two replicas on PostgreSQL; profile: cProfile of "
+        "another node, takeover after kill -9, two replicas on PostgreSQL; prune: "
+        "BATON_RETENTION's prune of 100,000 finished runs in a serving Baton (time, /healthz "
+        "p99, runs meanwhile); profile: cProfile of "
         "the "
         "sequential chain and of parking and resuming runs; history: serve start, GET "
         "/api/runs, a 10-step run and bytes per run, with 200,000 finished runs in the "
         "database against none (python -m bench.history --help for its options). Default: "
-        "engine, process, durability, slack, alerts, edge and nodes.",
+        "engine, process, durability, slack, alerts, edge and nodes (history and prune fill "
+        "big databases: ask for them).",
     )
     args = parser.parse_args()
     unknown = [s for s in args.suites if s not in ("all", *SUITES)]
@@ -90,6 +94,10 @@ def main() -> int:
             from bench import nodes
 
             nodes.main()
+        elif suite == "prune":
+            from bench import prune
+
+            prune.main()
         elif suite == "profile":
             from bench import profile
 

@@ -33,6 +33,7 @@ from storage.store import Store
 if TYPE_CHECKING:
     from bot.commands import Commands
     from engine.alerting import Alerts
+    from engine.retention import Retention
 
 log = logging.getLogger("baton")
 
@@ -46,6 +47,7 @@ class Baton:
     rules: AccessRules = field(default_factory=AccessRules)
     alerts: Alerts | None = None  # routes alerts to runs; not in `baton run`
     alert_mapping: Any = None  # where POST /alerts/generic finds fields
+    retention: Retention | None = None  # the daily prune (BATON_RETENTION), serve only
 
     def commands(self) -> Commands:
         """The command language on this engine, under these access rules."""
@@ -128,7 +130,27 @@ async def open_baton(
             baton.alerts, baton.alert_mapping = alert_routing(settings, engine)
             await baton.alerts.start()
             stack.push_async_callback(baton.alerts.stop)
+            baton.retention = start_retention(settings, engine)
+            if baton.retention is not None:
+                stack.push_async_callback(baton.retention.stop)
         yield baton
+
+
+def start_retention(settings: Settings, engine: Engine) -> Retention | None:
+    """The daily prune when BATON_RETENTION is set (``engine.retention``)."""
+    age = settings.retention_age
+    if age is None:
+        return None
+    from engine.retention import Retention
+
+    retention = Retention(engine, age, settings.audit_age)
+    retention.start()
+    log.info(
+        "retention: finished runs older than %s are pruned daily, audit rows older than %s",
+        settings.retention,
+        settings.audit_retention,
+    )
+    return retention
 
 
 def step_environment(settings: Settings) -> dict[str, str]:

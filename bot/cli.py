@@ -244,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "db":
             from bot import cli_db
 
-            return cli_db.run(settings, args.db_command)
+            return cli_db.run(settings, args)
     except (BatonError, StorageError) as exc:
         print(f"baton: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, BatonError) else 1

@@ -6,6 +6,7 @@ Baton's own settings start with ``BATON_``; Slack's keep the names Slack's docs 
 from __future__ import annotations
 
 import typing
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,17 @@ class Settings(BaseSettings):
         default=True,
         description="`baton serve` upgrades an older database schema at start; false: it "
         "refuses to start and names `baton db upgrade`.",
+    )
+    retention: str | None = Field(
+        default=None,
+        description="Age after which `baton serve` deletes finished runs with everything "
+        "that hangs off them, settled alerts and chat bookkeeping, once a day across "
+        "replicas (e.g. 90d, as `baton db prune --older-than`); unset: keep everything.",
+    )
+    audit_retention: str = Field(
+        default="400d",
+        description="Age after which audit rows are deleted by a prune (daily with "
+        "BATON_RETENTION, or `baton db prune`): who ran and approved what outlives the runs.",
     )
     playbooks: Path = Field(default=Path("./playbooks"), description="Playbook folder.")
     host: str = Field(default="127.0.0.1", description="Address the HTTP server binds.")
@@ -185,6 +197,24 @@ class Settings(BaseSettings):
         description="Seconds between two edits of one run card (Slack allows about one a second).",
     )
 
+    @field_validator("retention", "audit_retention")
+    @classmethod
+    def _age(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or (not value.strip() and info.field_name == "retention"):
+            return None
+        age = parse_age(value)
+        if info.field_name == "audit_retention" and age < timedelta(days=1):
+            raise ValueError("keep the audit at least a day (1d): the daily prune is noted there")
+        return value.strip()
+
+    @property
+    def retention_age(self) -> timedelta | None:
+        return parse_age(self.retention) if self.retention is not None else None
+
+    @property
+    def audit_age(self) -> timedelta:
+        return parse_age(self.audit_retention)
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -333,6 +363,24 @@ def _password(url: str) -> str | None:
 
 def _text(value: str | SecretStr) -> str:
     return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
+def parse_age(value: str) -> timedelta:
+    """An age such as ``90d``, ``12w`` or ``36h`` (see ``engine.durations``). A bare
+    number is refused: ``90`` would be 90 seconds to a duration, and days to a reader."""
+    from engine.durations import parse_duration
+
+    if value.strip().replace(".", "", 1).isdigit():
+        raise ValueError(f"age {value!r} needs a unit: e.g. {value.strip()}d for days")
+    try:
+        age = parse_duration(value)
+    except ValueError as exc:
+        if "too long" in str(exc):
+            raise
+        raise ValueError(f"bad age {value!r}: expected e.g. 90d, 12w or 36h") from None
+    if age <= timedelta(0):
+        raise ValueError(f"age {value!r} must be more than nothing: e.g. 90d")
+    return age
 
 
 def explain(exc: Exception) -> list[str]:

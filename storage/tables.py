@@ -278,7 +278,10 @@ class RunCommand(SQLModel, table=True):
     them in order and writes the answer; the caller waits for it."""
 
     __tablename__ = "run_commands"
-    __table_args__ = (sa.Index("ix_run_commands_state_run", "state", "run_id"),)
+    __table_args__ = (
+        sa.Index("ix_run_commands_state_run", "state", "run_id"),
+        sa.Index("ix_run_commands_run", "run_id"),  # a run's deletion checks its commands
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     run_id: str = Field(foreign_key="runs.id", max_length=32)

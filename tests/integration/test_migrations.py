@@ -66,6 +66,7 @@ def _fill_0002(engine: sa.Engine) -> None:
 FILLED_AT: dict[str, Callable[[sa.Engine], None]] = {
     "0001_schema_3": schema3.fill,
     "0002_run_leases": _fill_0002,
+    "0003_paging_indexes": _fill_0002,  # indexes only: the same rows fit
 }
 
 
