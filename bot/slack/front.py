@@ -317,7 +317,8 @@ class SlackFront:
             text = blocks.refusal(decision)
             await answer(text, blocks.reply_blocks([text], ok=False, escaped=True))
             return reply
-        await answer(blocks.escape(reply.text), blocks.reply_blocks(reply.lines, reply.ok))
+        shown = blocks.reply_blocks(reply.lines, reply.ok, table_at=reply.table_at)
+        await answer(blocks.escape(reply.text), shown)
         return reply
 
     async def open_form(self, trigger_id: str, form: dict[str, Any], where: Where) -> bool:
