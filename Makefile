@@ -6,10 +6,13 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test lint types unit bench services clean compile
 
+# An editable install as one plain path in a .pth file: pyproject's `package-dir = {"" = "."}`
+# makes setuptools write that (nothing to announce), instead of an import hook that costs
+# every `baton` command start-up time (and a warning), or the deprecated compat mode.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
+	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 # Bytecode for Baton's own modules: where PYTHONDONTWRITEBYTECODE is set, nothing else

@@ -55,6 +55,7 @@ from bot.grammar import (
     verb_of,
 )
 from bot.progress import Progress
+from bot.tables import table
 from engine import access, queries, runlogs, storable
 from engine import params as paramlib
 from engine import schedules as schedlib
@@ -99,13 +100,16 @@ ACTIVE = ("queued", "running", "waiting")
 class Reply:
     """A front-end-agnostic answer. ``ok`` False marks a refusal or a mistake;
     ``run_id`` names the run the answer is about, ``follow`` asks the front end to show
-    that run's live progress; ``data`` carries structured details for richer renderers."""
+    that run's live progress; ``data`` carries structured details for richer renderers;
+    ``table_at``: the lines from that index on are a table, aligned in columns (Slack
+    shows them as code, so that they stay aligned)."""
 
     lines: list[str]
     ok: bool = True
     run_id: str | None = None
     follow: bool = False
     data: dict[str, Any] = field(default_factory=dict)
+    table_at: int | None = None
 
     @property
     def text(self) -> str:
@@ -371,6 +375,7 @@ class Commands:
         for step in run["steps"]:
             tries = f", {step['attempts']} attempts" if step["attempts"] > 1 else ""
             took = _took(step["started_at"], step["finished_at"])
+            took = f", {took}" if took else ""
             phase = f" [{step['phase']}]" if step.get("phase", "main") != "main" else ""
             lines.append(f"  {step['id']}{phase}: {step['status']}{tries}{took}")
             if step["error"]:
@@ -412,12 +417,11 @@ class Commands:
         recent = [r for r in latest if r["status"] not in ACTIVE][:room]
         if not active and not recent:
             return Reply([f"{actor.shown} has no runs yet; `history` shows everyone's"])
-        lines = [f"active runs of {actor.shown}:" if active else f"no active runs of {actor.shown}"]
-        lines += [_run_line(r) for r in active]
-        if recent:
-            lines.append("recent:")
-            lines += [_run_line(r) for r in recent]
-        return Reply(lines, data={"runs": active + recent})
+        title = f"active runs of {actor.shown}" if active else f"no active runs of {actor.shown}"
+        title += (", then recent:" if active else "; recent:") if recent else ":"
+        rows = _run_rows(active) + _run_rows(recent)  # one table: the columns line up
+        lines = [title, *table(RUN_HEADER, rows)]
+        return Reply(lines, data={"runs": active + recent}, table_at=1)
 
     async def _history(self, playbook: str | None) -> Reply:
         runs = await queries.list_runs(self.store, limit=HISTORY_LIMIT, playbook=playbook)
@@ -425,7 +429,7 @@ class Commands:
             if playbook is not None and playbook not in self.engine.catalog:
                 raise PlaybookNotFound(playbook, self.engine.catalog.names())
             return Reply([f"no runs of {playbook} yet" if playbook else "no runs yet"])
-        return Reply([_run_line(r) for r in runs], data={"runs": runs})
+        return Reply(table(RUN_HEADER, _run_rows(runs)), data={"runs": runs}, table_at=0)
 
     async def _decide(self, actor: Actor, command: Decide) -> Reply:
         result = await self.engine.decide(
@@ -449,16 +453,23 @@ class Commands:
         found = await queries.recent_alerts(self.store, limit=HISTORY_LIMIT, outcome=outcome)
         if not found:
             return Reply([f"no {outcome} alerts" if outcome else "no alerts received yet"])
-        lines = []
+        rows = []
         for a in found:
-            run = f"  run {a['run_id']}" if a["run_id"] else ""
-            lines.append(
-                f"  {a['id']}  {a['name'] or a['fingerprint']}  {a['status']}  {a['outcome']}"
-                f"{run}  from {a['source']}  {_when(a['received_at'])}"
+            why = a["reason"] if a["outcome"] in ("held", "failed", "rejected", "unmatched") else ""
+            rows.append(
+                [
+                    a["id"],
+                    a["name"] or a["fingerprint"],
+                    a["status"],
+                    a["outcome"],
+                    a["run_id"] or "",
+                    a["source"],
+                    _when(a["received_at"]),
+                    why or "",
+                ]
             )
-            if a["reason"] and a["outcome"] in ("held", "failed", "rejected", "unmatched"):
-                lines.append(f"    {a['reason']}")
-        return Reply(lines, data={"alerts": found})
+        header = ("ALERT", "NAME", "STATUS", "OUTCOME", "RUN", "FROM", "RECEIVED", "WHY")
+        return Reply(table(header, rows), data={"alerts": found}, table_at=0)
 
     # --- schedules -----------------------------------------------------------------------
 
@@ -485,15 +496,19 @@ class Commands:
         views = await self.schedules.list()
         if not views:
             return Reply(["no schedules"])
-        lines = []
-        for v in views:
-            params = _params(v.params)
-            lines.append(
-                f"{v.id}  {v.playbook}  {v.when} ({v.timezone})  "
-                f"next {_short(v.next_fire_at) or '-'}"
-                f"  by {v.created_by}" + (f"  {params}" if params else "")
-            )
-        return Reply(lines, data={"schedules": [v.id for v in views]})
+        rows = [
+            [
+                v.id,
+                v.playbook,
+                f"{v.when} ({v.timezone})",
+                _short(v.next_fire_at) or "-",
+                v.created_by,
+                _params(v.params),
+            ]
+            for v in views
+        ]
+        header = ("SCHEDULE", "PLAYBOOK", "WHEN", "NEXT", "BY", "PARAMS")
+        return Reply(table(header, rows), data={"schedules": [v.id for v in views]}, table_at=0)
 
 
 # --- formatting --------------------------------------------------------------------------
@@ -529,12 +544,22 @@ def _took(started: str | None, finished: str | None) -> str:
     if not started or not finished:
         return ""
     delta = datetime.fromisoformat(finished) - datetime.fromisoformat(started)
-    return f", {format_duration(delta.total_seconds())}"
+    return format_duration(delta.total_seconds())
 
 
-def _run_line(run: dict[str, Any]) -> str:
-    took = _took(run["started_at"], run["finished_at"])
-    return (
-        f"  {run['id']}  {run['playbook']}  {run['status']}{took}"
-        f"  by {run['requested_by']} via {run['trigger']}  {_when(run['created_at'])}"
-    )
+RUN_HEADER = ("RUN", "PLAYBOOK", "STATUS", "TOOK", "BY", "VIA", "CREATED")
+
+
+def _run_rows(runs: list[dict[str, Any]]) -> list[list[str]]:
+    return [
+        [
+            run["id"],
+            run["playbook"],
+            run["status"],
+            _took(run["started_at"], run["finished_at"]),
+            str(run["requested_by"]),
+            str(run["trigger"]),
+            _when(run["created_at"]),
+        ]
+        for run in runs
+    ]

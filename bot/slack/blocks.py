@@ -169,15 +169,27 @@ def fit(blocks: list[dict[str, Any]], limit: int, more: Callable[[int], str]) ->
 
 
 def reply_blocks(
-    lines: Sequence[str], ok: bool = True, escaped: bool = False
+    lines: Sequence[str], ok: bool = True, escaped: bool = False, table_at: int | None = None
 ) -> list[dict[str, Any]]:
     """A command's answer: lines of mrkdwn in as many sections as it takes (``escaped``:
-    the lines are mrkdwn already, with their mentions)."""
+    the lines are mrkdwn already, with their mentions; ``table_at``: the lines from there
+    on are a table, put in code blocks so that its columns stay aligned)."""
+    if table_at is not None:
+        return _table_blocks(lines[:table_at], lines[table_at:])
     text = list(lines) if escaped else [escape_keep_code(line) for line in lines]
     if not ok and text:
         text[0] = f":warning: {text[0]}"
     blocks = [section(chunk) for chunk in chunk_lines(text)]
     return fit(blocks, MAX_BLOCKS, lambda n: f"… {n} more parts cut (Slack shows 50 blocks)")
+
+
+def _table_blocks(title: Sequence[str], table: Sequence[str]) -> list[dict[str, Any]]:
+    head = [section(chunk) for chunk in chunk_lines(map(escape, title))]
+    rows = [escape(line.replace("```", "`\u200b``")) for line in table]
+    body = [section(f"```{chunk}```") for chunk in chunk_lines(rows, MAX_SECTION - 6)]
+    return fit(
+        [*head, *body], MAX_BLOCKS, lambda n: f"… {n} more parts cut (Slack shows 50 blocks)"
+    )
 
 
 def escape_keep_code(line: str) -> str:

@@ -344,7 +344,8 @@ class SlackFront:
         if logs is not None and len(logs) > LOGS_INLINE:
             await self._long_logs(reply, logs, where, answer)
             return reply
-        await answer(blocks.escape(reply.text), blocks.reply_blocks(reply.lines, reply.ok))
+        shown = blocks.reply_blocks(reply.lines, reply.ok, table_at=reply.table_at)
+        await answer(blocks.escape(reply.text), shown)
         return reply
 
     async def _long_logs(self, reply: Reply, logs: str, where: Where, answer: Any) -> None:

@@ -31,6 +31,10 @@ from tests.harness import Harness
 LIBRARY = Path(__file__).resolve().parents[2] / "playbooks"
 FILES = sorted([*LIBRARY.glob("*.yaml"), *LIBRARY.glob("*.yml")])
 EXPECTED = {
+    "certificate-expiry",
+    "deploy-canary",
+    "disk-full",
+    "restart-service",
     "disaster-recovery",
     "employee-onboarding",
     "nightly-backup",
@@ -117,9 +121,19 @@ def test_playbook_is_documented_and_harmless_by_default(path: Path) -> None:
     assert pb.description.strip()
     for name, spec in pb.params.items():
         assert spec.help.strip(), f"param {name} has no help"
-    assert pb.params["workdir"].default.startswith("/tmp/baton-demo")
+    if "workdir" in pb.params:  # files go to the demo area
+        assert pb.params["workdir"].default.startswith("/tmp/baton-demo")
+    for name in ("command", "rollback"):  # what would change a system only prints
+        if name in pb.params:
+            assert pb.params[name].default in (None, "echo", "echo rollback"), name
     for _, step in pb.all_steps():
-        if step.action == "http":  # only ever called when someone gave a URL
+        if step.action != "http":
+            continue
+        url = str(step.with_.get("url"))
+        given = re.fullmatch(r"\{\{ params\.(\w+) \}\}", url)
+        if given and pb.params[given[1]].default:  # a default URL is this machine's
+            assert re.match(r"http://(127\.0\.0\.1|localhost)[:/]", pb.params[given[1]].default)
+        else:  # only ever called when someone gave a URL
             assert step.when is not None and step.when.startswith("params."), step.id
     sample = Alert(source="alertmanager", fingerprint="f", status="firing", labels={})
     for trig in pb.triggers:  # an alert's params fit, even when its labels are few

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import sqlalchemy as sa
@@ -194,6 +195,28 @@ async def test_schedule_schedules_unschedule(harness: HarnessFactory) -> None:
     assert (run["playbook"], run["trigger"], run["status"]) == ("greet", "schedule", "succeeded")
 
 
+async def test_crontab_weekdays_from_chat(harness: HarnessFactory) -> None:
+    """`7` is Sunday as in crontab, `0-6` every day; what crontab lacks is refused with
+    the forms it has."""
+    h, cmds = await _setup(harness)
+    sunday = await say(h, cmds, 'schedule greet "0 9 * * 7"')
+    daily = await say(h, cmds, 'schedule greet "0 9 * * 0-6" who=all')
+    assert sunday.ok and daily.ok, sunday.text + daily.text
+    views = {v.id: v for v in await h.schedules.list()}
+    nxt = views[sunday.data["schedule_id"]].next_fire_at
+    assert nxt is not None and nxt.strftime("%A %H:%M") == "Sunday 09:00"
+    tomorrow = views[daily.data["schedule_id"]].next_fire_at
+    assert tomorrow is not None and (tomorrow - h.clock.now()).total_seconds() <= 86400
+    wrong = await say(h, cmds, 'schedule greet "0 9 * * 1#2"')
+    assert not wrong.ok and "0 and 7 are Sunday" in wrong.text
+    assert len(await h.schedules.list()) == 2
+
+
+def columns(line: str) -> list[int]:
+    """Where each column of a table line starts (columns are two spaces apart)."""
+    return [m.start() for m in re.finditer(r"(?:^|(?<=  ))\S", line)]
+
+
 async def test_history(harness: HarnessFactory) -> None:
     h, cmds = await _setup(harness)
     assert "no runs yet" in (await say(h, cmds, "history")).text
@@ -201,6 +224,18 @@ async def test_history(harness: HarnessFactory) -> None:
     second = (await say(h, cmds, "run fail", BOB)).run_id
     everything = await say(h, cmds, "history")
     assert str(first) in everything.text and str(second) in everything.text
+    header, *rows = everything.lines
+    assert everything.table_at == 0 and header.split() == [
+        "RUN",
+        "PLAYBOOK",
+        "STATUS",
+        "TOOK",
+        "BY",
+        "VIA",
+        "CREATED",
+    ]
+    for row in rows:  # every cell starts under its title, whatever the cells' widths
+        assert columns(row) == columns(header), f"{header}\n{row}"
     only = await say(h, cmds, "history greet")
     assert str(first) in only.text and str(second) not in only.text
     wrong = await say(h, cmds, "history gret")

@@ -274,6 +274,21 @@ async def test_a_dm_is_answered_in_the_dm(sb: SlackBaton) -> None:
     assert "hello" in texts(answer.args) and "deploy" in texts(answer.args)
 
 
+async def test_history_is_a_table_in_a_code_block(sb: SlackBaton) -> None:
+    """Slack's font is proportional: a list aligned in columns is shown as code."""
+    run = await sb.started(sb.command("run hello who=world"))
+    await sb.settle(run["id"])
+    await sb.event(fake.im_message("history", channel="D0ALICE"))
+    (answer,) = await sb.slack.wait_for(
+        "chat.postMessage", lambda c: c.args["channel"] == "D0ALICE"
+    )
+    (section,) = answer.args["blocks"]
+    text = section["text"]["text"]
+    assert text.startswith("```RUN ") and text.endswith("```") and run["id"] in text
+    header, row = text.strip("`").splitlines()
+    assert row.index("succeeded") == header.index("STATUS")
+
+
 async def test_messages_from_bots_are_not_commands(sb: SlackBaton) -> None:
     """Another bot writing in Baton's DMs (an integration echoing text) starts nothing;
     the same line from a person does."""

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from bot.alerts import chat
+from bot.alerts import chat, parsers
 from bot.settings import describe_settings
-from engine import validate
+from engine import matchers, validate
 from engine.access import AccessRules
 from engine.actions.registry import Registry
 
-README = (Path(__file__).parent.parent.parent / "README.md").read_text()
+ROOT = Path(__file__).parent.parent.parent
+README = (ROOT / "README.md").read_text()
+LIBRARY = ROOT / "playbooks"
 BLOCKS = re.findall(r"```yaml\n(.*?)```", README, flags=re.S)
 
 
@@ -49,3 +53,37 @@ def test_every_setting_is_in_the_settings_table() -> None:
         ):
             missing.append(name)
     assert missing == []
+
+
+def alertmanager_sample() -> dict[str, Any]:
+    """The body of the README's `curl ... /alerts/alertmanager` example."""
+    (body,) = re.findall(r"/alerts/alertmanager .*?<<'EOF'\n(.*?)\nEOF\n", README, flags=re.S)
+    parsed: dict[str, Any] = json.loads(body)
+    return parsed
+
+
+def test_the_alertmanager_sample_starts_the_playbook_the_readme_names() -> None:
+    """A real webhook v4 body: every alert in it parses, and among the shipped playbooks
+    the one the README names, and only that one, has a trigger that matches it."""
+    body = alertmanager_sample()
+    parsed = parsers.alertmanager(body)
+    assert parsed.rejected == [] and len(parsed.alerts) == 1
+    (alert,) = parsed.alerts
+    labels = {**alert.labels, "severity": alert.severity or ""}
+    valid, problems = validate.validate_paths([LIBRARY], Registry.from_entry_points())
+    assert problems == []
+    matched = {
+        pb.name
+        for pb, _ in valid.values()
+        for trig in pb.triggers
+        if trig.alert is not None
+        and trig.alert.source in (None, "alertmanager")
+        and matchers.all_match(trig.alert.all_matchers(), labels)
+    }
+    assert matched == {"disk-full"}
+    said = " ".join(README.split())  # the README's words, whatever its line breaks
+    name = alert.labels["alertname"]
+    assert (
+        f"the shipped `disk-full` playbook has an alert trigger for node_exporter's `{name}`"
+        in said
+    )
