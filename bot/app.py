@@ -16,6 +16,7 @@ from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from bot import logs
 from bot.approvers import ApproverCheck
 from bot.settings import Settings
 from engine import stepenv
@@ -119,6 +120,10 @@ async def open_baton(
             credentials=credentials,
         )
         schedules = Schedules(engine, grace=settings.misfire_grace, poll=settings.schedule_poll)
+        if logs.log.isEnabledFor(logging.INFO):  # one line per run started, ended, decided
+            event_log = logs.EventLog(engine.bus)
+            event_log.start()
+            stack.push_async_callback(event_log.close)  # after the engine's drain
         await engine.start()
         stack.push_async_callback(engine.stop, settings.drain_timeout)
         baton = Baton(settings, store, engine, schedules, rules)
@@ -207,12 +212,20 @@ def alert_routing(settings: Settings, engine: Engine) -> tuple[Alerts, Any]:
 
 
 async def run_console(baton: Baton, user: str) -> None:
-    """The console front end on ``baton``'s engine, as ``user``, until end of input."""
+    """The console front end on ``baton``'s engine, as ``user``, until end of input. In a
+    terminal, log lines go to ``BATON_CONSOLE_LOG`` meanwhile (the console says so)."""
     from bot.console import Console
     from engine.access import Actor
 
     actor = Actor(id=user, name=user, via="console")
-    await Console(engine=baton.engine, commands=baton.commands(), actor=actor).run()
+    console = Console(engine=baton.engine, commands=baton.commands(), actor=actor)
+    if not console.interactive:
+        await console.run()
+        return
+    path = baton.settings.console_log
+    with logs.diverted(path):
+        console.notes.append(f"Log lines go to {path} while the console is open.")
+        await console.run()
 
 
 def slack_wanted(settings: Settings) -> bool:

@@ -193,13 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in explain(exc):
             print(f"baton: bad setting {line}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if args.command != "serve":
-        logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
+    from bot import logs
+
+    logs.setup(settings.log_level, settings.log_format, quiet=args.command != "serve")
     if args.command in ("serve", "run", "console"):  # the commands that run steps
         from bot.hardening import hide_environment
 

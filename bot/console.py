@@ -91,6 +91,7 @@ class Console:
         self.progress = ConsoleProgress(out)
         self.watched: set[str] = set()
         self.where: dict[str, Any] = {"front_end": "console", "user": actor.id}
+        self.notes: list[str] = []  # said when the console opens, after the greeting
 
     def _prompt(self) -> None:
         if self.interactive:
@@ -104,6 +105,8 @@ class Console:
         ).start()
         if self.interactive:
             self.progress.say("Baton console: `help` lists commands, `quit` or Ctrl-D ends.")
+            for note in self.notes:
+                self.progress.say(note)
         with self.engine.bus.subscribe() as events:
             self._prompt()
             while True:
