@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import sys
 import threading
 from typing import Any, TextIO
@@ -58,17 +59,27 @@ class ConsoleProgress(Progress):
                 super().render(event)
 
 
-def _reader(
-    source: TextIO, loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[str | None]
-) -> None:
+class Backgrounded:
+    """The terminal refused a read: this process is no longer its foreground job."""
+
+
+Line = str | None | Backgrounded
+
+
+def _reader(source: TextIO, loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[Line]) -> None:
+    end: Line = None
     try:
         for line in source:
             loop.call_soon_threadsafe(lines.put_nowait, line)
-    except (OSError, ValueError):
+    except OSError as exc:
+        # EIO: a read of the terminal from the background, with SIGTTIN ignored
+        if exc.errno == errno.EIO and source.isatty():
+            end = Backgrounded()
+    except ValueError:  # closed
         pass
     finally:
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
-            loop.call_soon_threadsafe(lines.put_nowait, None)
+            loop.call_soon_threadsafe(lines.put_nowait, end)
 
 
 class Console:
@@ -97,9 +108,11 @@ class Console:
         if self.interactive:
             print(PROMPT, end="", file=self.out, flush=True)
 
-    async def run(self) -> None:
+    async def run(self) -> bool:
+        """Until end of input or `quit` (True), or until the terminal refuses a read
+        because this process went to the background (False: nothing is waited for)."""
         loop = asyncio.get_running_loop()
-        lines: asyncio.Queue[str | None] = asyncio.Queue()
+        lines: asyncio.Queue[Line] = asyncio.Queue()
         threading.Thread(
             target=_reader, args=(self.source, loop, lines), name="console-stdin", daemon=True
         ).start()
@@ -111,6 +124,8 @@ class Console:
             self._prompt()
             while True:
                 line = await self._next(lines, events)
+                if isinstance(line, Backgrounded):
+                    return False
                 if line is None:
                     break
                 text = line.strip()
@@ -119,19 +134,23 @@ class Console:
                     continue
                 if text.lower() in QUIT:
                     break
-                reply = await self.commands.handle(self.actor, text, self.where)
-                if reply.follow and reply.run_id:
-                    self.watched.add(reply.run_id)
-                for out in reply.lines:
-                    self.progress.say(out)
+                await self._handle(text)
                 self._show(events)
                 self._prompt()
             await self.engine.wait_idle()
             self._show(events)
         if self.interactive:
             self.progress.say("")
+        return True
 
-    async def _next(self, lines: asyncio.Queue[str | None], events: Subscription) -> str | None:
+    async def _handle(self, text: str) -> None:
+        reply = await self.commands.handle(self.actor, text, self.where)
+        if reply.follow and reply.run_id:
+            self.watched.add(reply.run_id)
+        for out in reply.lines:
+            self.progress.say(out)
+
+    async def _next(self, lines: asyncio.Queue[Line], events: Subscription) -> Line:
         """The next line of input, rendering events while waiting for it."""
         while True:
             getter = asyncio.ensure_future(lines.get())
