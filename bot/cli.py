@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         'retry RUN, approve ID [comment], reject ID [reason], schedule P "CRON" | in 30m | '
         "at 18:00 [k=v ...], schedules, unschedule ID, history [P], alerts [OUTCOME]. Runs "
         "started here show "
-        "their progress live, approval prompts included. The console drives only the runs "
+        "their progress live, approval prompts included; runs started by alerts and schedules, "
+        "and failed runs, are announced in one line each (`quiet` toggles that). The "
+        "console drives only the runs "
         "it starts; cancel, retry and decisions reach runs driven elsewhere through their "
         "inbox. Commands are read from standard input, so a script can pipe them in; at the "
         "end of input (or `quit`), the console waits until its runs have finished or wait "

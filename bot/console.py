@@ -18,6 +18,7 @@ import threading
 from typing import Any, TextIO
 
 from bot.commands import Actor, Commands
+from bot.news import News
 from bot.progress import Progress
 from engine import events as ev
 from engine import queries
@@ -103,6 +104,7 @@ class Console:
         self.watched: set[str] = set()
         self.where: dict[str, Any] = {"front_end": "console", "user": actor.id}
         self.notes: list[str] = []  # said when the console opens, after the greeting
+        self.news = News(engine.store, watched=self.watched.__contains__)
 
     def _prompt(self) -> None:
         if self.interactive:
@@ -117,28 +119,39 @@ class Console:
             target=_reader, args=(self.source, loop, lines), name="console-stdin", daemon=True
         ).start()
         if self.interactive:
-            self.progress.say("Baton console: `help` lists commands, `quit` or Ctrl-D ends.")
+            self.progress.say(
+                "Baton console: `help` lists commands, `quiet` toggles the news of runs "
+                "started elsewhere, `quit` or Ctrl-D ends."
+            )
             for note in self.notes:
                 self.progress.say(note)
-        with self.engine.bus.subscribe() as events:
-            self._prompt()
-            while True:
-                line = await self._next(lines, events)
-                if isinstance(line, Backgrounded):
-                    return False
-                if line is None:
-                    break
-                text = line.strip()
-                if not text:
-                    self._prompt()
-                    continue
-                if text.lower() in QUIT:
-                    break
-                await self._handle(text)
-                self._show(events)
+        await self.news.start()
+        news = asyncio.create_task(self.news.watch(), name="console-news")
+        try:
+            with self.engine.bus.subscribe() as events:
                 self._prompt()
-            await self.engine.wait_idle()
-            self._show(events)
+                while True:
+                    line = await self._next(lines, events)
+                    if isinstance(line, Backgrounded):
+                        return False
+                    if line is None:
+                        break
+                    text = line.strip()
+                    if not text:
+                        self._prompt()
+                        continue
+                    if text.lower() in QUIT:
+                        break
+                    if text.lower() == "quiet":
+                        self.progress.say(await self.news.toggle())
+                    else:
+                        await self._handle(text)
+                    self._show(events)
+                    self._prompt()
+                await self.engine.wait_idle()
+                self._show(events)
+        finally:
+            news.cancel()
         if self.interactive:
             self.progress.say("")
         return True
@@ -149,17 +162,27 @@ class Console:
             self.watched.add(reply.run_id)
         for out in reply.lines:
             self.progress.say(out)
+        if text.lower() == "help":
+            self.progress.say(
+                "In this console also: `quiet` (toggle the news of runs started by alerts "
+                "and schedules, and of failed runs), `quit`."
+            )
 
     async def _next(self, lines: asyncio.Queue[Line], events: Subscription) -> Line:
-        """The next line of input, rendering events while waiting for it."""
+        """The next line of input, rendering events and news while waiting for it."""
         while True:
             getter = asyncio.ensure_future(lines.get())
             event = asyncio.ensure_future(events.queue.get())
-            done, _ = await asyncio.wait({getter, event}, return_when=asyncio.FIRST_COMPLETED)
+            said = asyncio.ensure_future(self.news.lines.get())
+            done, _ = await asyncio.wait({getter, event, said}, return_when=asyncio.FIRST_COMPLETED)
             if event in done:
                 self._render(event.result())
             else:
                 event.cancel()
+            if said in done:
+                self.progress.say(said.result())
+            else:
+                said.cancel()
             if getter in done:
                 return getter.result()
             getter.cancel()

@@ -1,5 +1,5 @@
 """Baton's log set-up: libraries quiet unless DEBUG, JSON lines for shippers, the
-README's example of a log line is what Baton writes."""
+README's examples of log and console lines are what Baton writes."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from bot import logs
+from bot import logs, news
 from engine import events as ev
 
 README = (Path(__file__).parent.parent.parent / "README.md").read_text()
@@ -121,6 +122,23 @@ def test_the_readmes_json_line_is_what_baton_writes(root: logging.Logger) -> Non
     )
     written = json.loads(out.getvalue())
     assert written == {**shown, "time": written["time"]}
+
+
+def test_the_readmes_console_news_is_what_the_console_prints() -> None:
+    (block,) = re.findall(r"```text\n(» run .*?)```", README, flags=re.S)
+    started, failed = block.splitlines()
+    run_id = started.split()[2].rstrip(":")
+    row = SimpleNamespace(
+        id=run_id,
+        playbook="disk-cleanup",
+        trigger="alert",
+        requested_by="alert:alertmanager",
+        status="failed",
+        error="step clean failed: exit status 1",
+        failed_step="clean",
+    )
+    assert news.started_line(row) == started
+    assert news.failed_line(row) == failed
 
 
 def test_the_console_log_keeps_its_filters_and_comes_back(
