@@ -16,6 +16,7 @@ from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from bot import logs
 from bot.approvers import ApproverCheck
 from bot.settings import Settings
 from engine import stepenv
@@ -121,6 +122,10 @@ async def open_baton(
             credentials=credentials,
         )
         schedules = Schedules(engine, grace=settings.misfire_grace, poll=settings.schedule_poll)
+        if logs.log.isEnabledFor(logging.INFO):  # one line per run started, ended, decided
+            event_log = logs.EventLog(engine.bus)
+            event_log.start()
+            stack.push_async_callback(event_log.close)  # after the engine's drain
         await engine.start()
         stack.push_async_callback(engine.stop, settings.drain_timeout)
         baton = Baton(settings, store, engine, schedules, rules)
@@ -228,13 +233,32 @@ def alert_routing(settings: Settings, engine: Engine) -> tuple[Alerts, Any]:
     return Alerts(engine, policy), mapping
 
 
-async def run_console(baton: Baton, user: str) -> None:
-    """The console front end on ``baton``'s engine, as ``user``, until end of input."""
+async def run_console(baton: Baton, user: str) -> bool:
+    """The console front end on ``baton``'s engine, as ``user``, until end of input
+    (True), or until the process moved to the terminal's background (False). In a
+    terminal, log lines go to ``BATON_CONSOLE_LOG`` meanwhile (the console says so)."""
     from bot.console import Console
     from engine.access import Actor
 
     actor = Actor(id=user, name=user, via="console")
-    await Console(engine=baton.engine, commands=baton.commands(), actor=actor).run()
+    console = Console(engine=baton.engine, commands=baton.commands(), actor=actor)
+    if not console.interactive:
+        return await console.run()
+    path = baton.settings.console_log
+    with logs.diverted(path):
+        console.notes.append(f"Log lines go to {path} while the console is open.")
+        return await console.run()
+
+
+def in_foreground() -> bool:
+    """True when standard input is a terminal and this process is in its foreground
+    process group: only then may it read the terminal (a background read would stop the
+    process: `make run &` gave "[1]+ Stopped")."""
+    try:
+        fd = sys.stdin.fileno()
+        return os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp()
+    except (OSError, ValueError, AttributeError):  # no stdin, closed, or not a terminal
+        return False
 
 
 def slack_wanted(settings: Settings) -> bool:
@@ -255,9 +279,27 @@ def slack_wanted(settings: Settings) -> bool:
 
 
 def wants_console(settings: Settings) -> bool:
-    """``baton serve`` chats in its terminal when Slack is not set up and it has one."""
+    """``baton serve`` chats in its terminal when Slack is not set up and it has one it
+    may read: it is the terminal's foreground job (in the background it only serves)."""
     slack = (settings.slack_bot_token, settings.slack_app_token, settings.slack_signing_secret)
-    return all(v is None for v in slack) and sys.stdin.isatty()
+    if any(v is not None for v in slack):
+        return False
+    if in_foreground():
+        return True
+    if sys.stdin is not None and sys.stdin.isatty():
+        log.info(
+            "in the terminal's background: no console, serving only (stop it with "
+            "SIGTERM, or `fg` then Ctrl-C)"
+        )
+    return False
+
+
+def keep_running_in_background() -> None:
+    """A later move to the background (Ctrl-Z then `bg`) must not stop ``baton serve``:
+    with SIGTTIN and SIGTTOU ignored, a read of the terminal from the background fails
+    (the console then closes, the server goes on) and writes go through."""
+    for sig in (signal.SIGTTIN, signal.SIGTTOU):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 async def serve(settings: Settings) -> None:
@@ -342,12 +384,22 @@ async def serve(settings: Settings) -> None:
             stack.callback(loop.remove_signal_handler, sig)
         loop.add_signal_handler(signal.SIGHUP, lambda: baton.engine.spawn(baton.reload(), "reload"))
         stack.callback(loop.remove_signal_handler, signal.SIGHUP)
+        keep_running_in_background()
         if wants_console(settings):
             import getpass
 
             log.info("no Slack tokens set: chat here (`help`; Ctrl-D or `quit` stops Baton)")
             console = asyncio.create_task(run_console(baton, getpass.getuser()))
-            console.add_done_callback(lambda _: stop.set())
+            console.add_done_callback(lambda task: _console_ended(task, stop))
             stack.callback(console.cancel)
         await stop.wait()
         log.info("stopping: letting running steps finish (up to %.0fs)", settings.drain_timeout)
+
+
+def _console_ended(task: asyncio.Task[bool], stop: asyncio.Event) -> None:
+    """Ctrl-D or `quit` stop ``baton serve``; a move to the background closes only the
+    console."""
+    if not task.cancelled() and task.exception() is None and not task.result():
+        log.info("moved to the terminal's background: console closed, still serving")
+        return
+    stop.set()

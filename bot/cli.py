@@ -62,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
         'retry RUN, approve ID [comment], reject ID [reason], schedule P "CRON" | in 30m | '
         "at 18:00 [k=v ...], schedules, unschedule ID, history [P], alerts [OUTCOME]. Runs "
         "started here show "
-        "their progress live, approval prompts included. The console drives only the runs "
+        "their progress live, approval prompts included; runs started by alerts and schedules, "
+        "and failed runs, are announced in one line each (`quiet` toggles that). The "
+        "console drives only the runs "
         "it starts; cancel, retry and decisions reach runs driven elsewhere through their "
         "inbox. Commands are read from standard input, so a script can pipe them in; at the "
         "end of input (or `quit`), the console waits until its runs have finished or wait "
@@ -205,13 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in explain(exc):
             print(f"baton: bad setting {line}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if args.command != "serve":
-        logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
+    from bot import logs
+
+    logs.setup(settings.log_level, settings.log_format, quiet=args.command != "serve")
     if args.command in ("serve", "run", "console"):  # the commands that run steps
         from bot.hardening import hide_environment
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import sys
 import threading
 from typing import Any, TextIO
 
 from bot.commands import Actor, Commands
+from bot.news import News
 from bot.progress import Progress
 from engine import events as ev
 from engine import queries
@@ -58,17 +60,27 @@ class ConsoleProgress(Progress):
                 super().render(event)
 
 
-def _reader(
-    source: TextIO, loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[str | None]
-) -> None:
+class Backgrounded:
+    """The terminal refused a read: this process is no longer its foreground job."""
+
+
+Line = str | None | Backgrounded
+
+
+def _reader(source: TextIO, loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[Line]) -> None:
+    end: Line = None
     try:
         for line in source:
             loop.call_soon_threadsafe(lines.put_nowait, line)
-    except (OSError, ValueError):
+    except OSError as exc:
+        # EIO: a read of the terminal from the background, with SIGTTIN ignored
+        if exc.errno == errno.EIO and source.isatty():
+            end = Backgrounded()
+    except ValueError:  # closed
         pass
     finally:
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
-            loop.call_soon_threadsafe(lines.put_nowait, None)
+            loop.call_soon_threadsafe(lines.put_nowait, end)
 
 
 class Console:
@@ -91,53 +103,86 @@ class Console:
         self.progress = ConsoleProgress(out)
         self.watched: set[str] = set()
         self.where: dict[str, Any] = {"front_end": "console", "user": actor.id}
+        self.notes: list[str] = []  # said when the console opens, after the greeting
+        self.news = News(engine.store, watched=self.watched.__contains__)
 
     def _prompt(self) -> None:
         if self.interactive:
             print(PROMPT, end="", file=self.out, flush=True)
 
-    async def run(self) -> None:
+    async def run(self) -> bool:
+        """Until end of input or `quit` (True), or until the terminal refuses a read
+        because this process went to the background (False: nothing is waited for)."""
         loop = asyncio.get_running_loop()
-        lines: asyncio.Queue[str | None] = asyncio.Queue()
+        lines: asyncio.Queue[Line] = asyncio.Queue()
         threading.Thread(
             target=_reader, args=(self.source, loop, lines), name="console-stdin", daemon=True
         ).start()
         if self.interactive:
-            self.progress.say("Baton console: `help` lists commands, `quit` or Ctrl-D ends.")
-        with self.engine.bus.subscribe() as events:
-            self._prompt()
-            while True:
-                line = await self._next(lines, events)
-                if line is None:
-                    break
-                text = line.strip()
-                if not text:
-                    self._prompt()
-                    continue
-                if text.lower() in QUIT:
-                    break
-                reply = await self.commands.handle(self.actor, text, self.where)
-                if reply.follow and reply.run_id:
-                    self.watched.add(reply.run_id)
-                for out in reply.lines:
-                    self.progress.say(out)
-                self._show(events)
+            self.progress.say(
+                "Baton console: `help` lists commands, `quiet` toggles the news of runs "
+                "started elsewhere, `quit` or Ctrl-D ends."
+            )
+            for note in self.notes:
+                self.progress.say(note)
+        await self.news.start()
+        news = asyncio.create_task(self.news.watch(), name="console-news")
+        try:
+            with self.engine.bus.subscribe() as events:
                 self._prompt()
-            await self.engine.wait_idle()
-            self._show(events)
+                while True:
+                    line = await self._next(lines, events)
+                    if isinstance(line, Backgrounded):
+                        return False
+                    if line is None:
+                        break
+                    text = line.strip()
+                    if not text:
+                        self._prompt()
+                        continue
+                    if text.lower() in QUIT:
+                        break
+                    if text.lower() == "quiet":
+                        self.progress.say(await self.news.toggle())
+                    else:
+                        await self._handle(text)
+                    self._show(events)
+                    self._prompt()
+                await self.engine.wait_idle()
+                self._show(events)
+        finally:
+            news.cancel()
         if self.interactive:
             self.progress.say("")
+        return True
 
-    async def _next(self, lines: asyncio.Queue[str | None], events: Subscription) -> str | None:
-        """The next line of input, rendering events while waiting for it."""
+    async def _handle(self, text: str) -> None:
+        reply = await self.commands.handle(self.actor, text, self.where)
+        if reply.follow and reply.run_id:
+            self.watched.add(reply.run_id)
+        for out in reply.lines:
+            self.progress.say(out)
+        if text.lower() == "help":
+            self.progress.say(
+                "In this console also: `quiet` (toggle the news of runs started by alerts "
+                "and schedules, and of failed runs), `quit`."
+            )
+
+    async def _next(self, lines: asyncio.Queue[Line], events: Subscription) -> Line:
+        """The next line of input, rendering events and news while waiting for it."""
         while True:
             getter = asyncio.ensure_future(lines.get())
             event = asyncio.ensure_future(events.queue.get())
-            done, _ = await asyncio.wait({getter, event}, return_when=asyncio.FIRST_COMPLETED)
+            said = asyncio.ensure_future(self.news.lines.get())
+            done, _ = await asyncio.wait({getter, event, said}, return_when=asyncio.FIRST_COMPLETED)
             if event in done:
                 self._render(event.result())
             else:
                 event.cancel()
+            if said in done:
+                self.progress.say(said.result())
+            else:
+                said.cancel()
             if getter in done:
                 return getter.result()
             getter.cancel()

@@ -143,7 +143,19 @@ class Settings(BaseSettings):
         default=30.0, ge=0, description="Seconds a graceful stop lets running steps finish."
     )
     log_level: str = Field(
-        default="INFO", description="Python log level: DEBUG, INFO, WARNING, ERROR."
+        default="INFO",
+        description="Level of Baton's own log lines: DEBUG, INFO, WARNING, ERROR. Libraries "
+        "log only warnings and errors, unless DEBUG.",
+    )
+    log_format: str = Field(
+        default="text",
+        description="`text`: one readable line per event; `json`: one JSON object a line "
+        "(time, level, logger, message, run_id and playbook when known) for log shippers.",
+    )
+    console_log: Path = Field(
+        default=Path("./baton.log"),
+        description="Where log lines go while a console is open in a terminal (they would "
+        "break the line being typed); the console says so when it opens.",
     )
     timezone: str = Field(
         default="UTC",
@@ -222,6 +234,14 @@ class Settings(BaseSettings):
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ValueError(f"unknown log level {value!r}: DEBUG, INFO, WARNING or ERROR")
         return level
+
+    @field_validator("log_format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        form = value.strip().lower()
+        if form not in ("text", "json"):
+            raise ValueError("give 'text' (the default) or 'json' (one JSON object a line)")
+        return form
 
     @field_validator("api_read_token")
     @classmethod

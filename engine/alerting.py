@@ -210,7 +210,17 @@ class Alerts:
         await self.store.write(Rows("alert_new", rows))
         ids = [row["id"] for row in rows]
         for row_id, alert in zip(ids, alerts, strict=False):
+            log.info(
+                "alert %s received from %s: %s (%s, fingerprint %s)",
+                row_id,
+                alert.source,
+                alert.name,
+                alert.status,
+                alert.fingerprint,
+            )
             self._enqueue(row_id, alert)
+        for row in rows[len(alerts) :]:
+            log.warning("alert %s received and rejected: %s", row["id"], row.get("reason"))
         return Receipt(ids, len(alerts), len(rejected))
 
     # --- routing --------------------------------------------------------------------
@@ -269,6 +279,8 @@ class Alerts:
             "processed_at": self.engine.clock.now(),
         }
         await self.store.write(lambda conn: conn.execute(_SETTLE, values))
+        extra = {"run_id": run_id} if run_id else {}
+        log.info("alert %s routed: %s (%s)", row_id, outcome, reason, extra=extra)
 
     async def _fire(
         self, alert: Alert, playbook: str, index: int, trig: AlertTrigger, row_id: str

@@ -400,6 +400,14 @@ class Schedules:
         await self.store.write(
             t.schedules.update().where(t.schedules.c.id == row.id).values(last_run_id=run_id)
         )
+        log.info(
+            "schedule %s fired (due %s): run %s of %s",
+            row.id,
+            fire_time.isoformat(timespec="seconds"),
+            run_id,
+            row.playbook,
+            extra={"run_id": run_id, "playbook": row.playbook},
+        )
         return run_id
 
     async def _catch_up(self) -> None:

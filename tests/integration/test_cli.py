@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -396,3 +397,58 @@ def test_a_step_cannot_read_batons_environment_from_proc(mode: str) -> None:
     )
     expected = "unreadable" if mode == "hide" else "BATON_API_TOKEN=tok-in-baton"
     assert out.stdout.strip() == expected, out.stderr
+
+
+TICK = """
+name: tick
+triggers:
+  - schedule: {cron: "* * * * * *"}
+steps:
+  - id: say
+    action: log
+    with: {message: tick}
+"""
+
+FAILS = """
+name: fails
+params:
+  dir: {type: string}
+steps:
+  - id: boom
+    action: shell
+    with: {argv: [sh, -c, "exit 4"]}
+"""
+
+
+def test_serve_logs_one_json_object_a_line_and_no_library_chatter(tmp_path: Path) -> None:
+    """BATON_LOG_FORMAT=json: every line of `baton serve` is a JSON object; a schedule
+    firing every second and its timers make APScheduler busy, yet it writes nothing."""
+    from tests.acceptance.serve import Server, wait_until
+
+    server = Server(
+        tmp_path,
+        f"sqlite:///{tmp_path / 'baton.db'}",
+        {"tick": TICK, "fails": FAILS},
+        env={"BATON_LOG_FORMAT": "json", "BATON_SCHEDULE_POLL": "0.1"},
+    )
+    try:
+        server.start()
+        run_id = server.start_run("fails")
+        server.wait_run(run_id)
+        wait_until(lambda: len(server.runs_of("tick")) >= 2, what="two fires of the schedule")
+        assert server.terminate() == 0
+    finally:
+        server.close()
+    lines = [json.loads(line) for line in server.log if not line.startswith("--- ")]
+    assert all(set(line) >= {"time", "level", "logger", "message"} for line in lines)
+    assert not [line for line in lines if not line["logger"].startswith(("baton", "engine"))]
+    about = [line for line in lines if line.get("run_id") == run_id]
+    assert len(about) == 2, about
+    assert about[0]["message"] == f"run {run_id} of fails started: trigger api, by api"
+    assert re.fullmatch(
+        rf"run {run_id} of fails failed after \S+: step boom failed: exit status 4",
+        about[1]["message"],
+    )
+    assert about[0]["playbook"] == "fails" and about[1]["level"] == "WARNING"
+    fired = [line for line in lines if " fired (due " in line["message"]]
+    assert fired and all(line["playbook"] == "tick" and line["run_id"] for line in fired)

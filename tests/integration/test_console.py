@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,99 @@ def test_console_help(env: dict[str, str]) -> None:
     )
     assert out.returncode == 0
     assert "usage: baton console" in out.stdout and "--as" in out.stdout
+
+
+TICK = """
+name: tick
+triggers:
+  - schedule: {cron: "* * * * * *"}
+steps:
+  - id: say
+    action: log
+    with: {message: tick}
+"""
+
+FAILS = """
+name: fails
+params:
+  dir: {type: string}
+steps:
+  - id: boom
+    action: shell
+    with: {argv: [sh, -c, "echo 'no space left' >&2; exit 4"]}
+"""
+
+
+class Session:
+    """A `baton console` whose input stays open: type a line, wait for what it prints."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [BATON, "console"],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.out: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.out.append(line.rstrip("\n"))
+
+    def type(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def shown(self, pattern: str) -> list[str]:
+        return [line for line in list(self.out) if re.search(pattern, line)]
+
+    def close(self) -> int:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        rc = self.proc.wait(timeout=30)
+        self._reader.join(timeout=30)
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+        return rc
+
+
+def test_console_announces_runs_started_elsewhere_and_failures(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """A schedule fires in `baton serve`, a run fails there: another process's console
+    tells of both, one line each; `quiet` toggles it."""
+    server = Server(tmp_path, env["BATON_DATABASE_URL"], {"tick": TICK, "fails": FAILS})
+    server.start()
+    session = Session({**env, "BATON_PLAYBOOKS": str(server.playbooks)})
+    try:
+        session.type("history")  # the console is up once it answers
+        wait_until(lambda: session.shown(r"run|no runs"), what="the console's answer")
+        fired = wait_until(
+            lambda: session.shown(r"^» run \w+: tick started by a schedule \(playbook:tick\)$"),
+            what="a schedule's run announced",
+        )
+        run_id = server.start_run("fails")
+        wait_until(
+            lambda: session.shown(
+                rf"^✗ run {run_id}: fails failed: step boom failed: exit status 4"
+            ),
+            what="the failure announced",
+        )
+        session.type("quiet")
+        wait_until(lambda: session.shown("^quiet: "), what="quiet's answer")
+        session.type("quiet")
+        wait_until(lambda: session.shown("^announcing runs"), what="the news back on")
+        session.type("help")
+        wait_until(lambda: session.shown("`quiet`"), what="help naming `quiet`")
+    finally:
+        rc = session.close()
+        server.close()
+    assert rc == 0, session.out
+    assert len(set(fired)) == len(fired), "each run told once"
+    assert "Traceback" not in "\n".join(session.out)
