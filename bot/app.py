@@ -61,7 +61,8 @@ class Baton:
     async def reload(self) -> list[str]:
         """Reload the playbook folder; an invalid edit keeps the previous version.
         Declared schedules follow the playbooks' triggers."""
-        problems = self.engine.reload()
+        # files are read off the event loop: a slow disk or a big folder stalls nothing
+        problems = await asyncio.to_thread(self.engine.reload)
         for problem in problems:
             log.warning("playbook problem: %s", problem)
         await self.schedules.sync_declared()

@@ -9,7 +9,7 @@ import yaml
 
 from bot.alerts import chat
 from bot.settings import describe_settings
-from engine import validate
+from engine import validate, yamldoc
 from engine.access import AccessRules
 from engine.actions.registry import Registry
 
@@ -49,3 +49,8 @@ def test_every_setting_is_in_the_settings_table() -> None:
         ):
             missing.append(name)
     assert missing == []
+
+
+def test_the_file_limits_it_states_are_the_loaders() -> None:
+    assert yamldoc.MAX_FILE_BYTES == 1024 * 1024 and "at most 1 MiB" in README
+    assert f"at most {yamldoc.MAX_VALUES:,} values" in README
