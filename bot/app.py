@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.approvers import ApproverCheck
 from bot.settings import Settings
-from engine import stepenv
+from engine import sandbox, stepenv
 from engine.access import AccessRules
 from engine.actions.registry import Registry
 from engine.catalog import Catalog
@@ -94,6 +94,7 @@ async def open_baton(
     database schema to head (``baton serve``); without it, an older schema stops Baton
     with what to run."""
     async with AsyncExitStack() as stack:
+        sandbox.configure(settings.template_budget)
         rules = AccessRules.load(settings.config)
         registry = Registry.from_entry_points()
         catalog = build_catalog(settings, registry)

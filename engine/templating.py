@@ -32,15 +32,16 @@ import functools
 import json
 import re
 import shlex
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import jinja2
 from jinja2 import meta, nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from engine import durations, shellscan, stepids
+from engine import durations, sandbox, shellscan, stepids
 from engine.errors import TemplateError
 
 ROOTS = frozenset({"params", "steps", "secrets", "run"})
@@ -69,22 +70,25 @@ def shell_text(value: Any) -> str:
     return str(value)
 
 
-class _Environment(ImmutableSandboxedEnvironment):
-    """The sandbox, where a mapping's key wins over a method of the same name:
+class _Environment(sandbox.Sandbox):
+    """The metered sandbox, where a mapping's key wins over a method of the same name:
     ``steps.get.status`` reads the step ``get``, ``output.json.items`` the key ``items``
     (Jinja's own order would give ``dict.get`` and ``dict.items``)."""
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if isinstance(obj, Mapping) and isinstance(attribute, str):
             try:
-                return obj[attribute]
+                value = obj[attribute]
             except (KeyError, TypeError):
                 pass
+            else:
+                sandbox.charge(1)
+                return value
         return super().getattr(obj, attribute)
 
 
 @functools.cache
-def environment() -> ImmutableSandboxedEnvironment:
+def environment() -> _Environment:
     """The one sandboxed environment every template and condition is compiled in."""
     env = _Environment(
         undefined=jinja2.StrictUndefined,
@@ -93,6 +97,7 @@ def environment() -> ImmutableSandboxedEnvironment:
     )
     env.filters["quote"] = lambda value: shlex.quote(shell_text(value))
     env.filters["duration"] = lambda value: durations.format_duration(float(value))
+    env.meter_filters()
     return env
 
 
@@ -124,6 +129,10 @@ def _error(text: str, exc: BaseException) -> TemplateError:
         reason = exc.message or "undefined value"
     elif isinstance(exc, jinja2.exceptions.SecurityError):
         reason = f"not allowed in the sandbox: {exc}"
+    elif isinstance(exc, sandbox.Exhausted):
+        reason = str(exc)
+    elif isinstance(exc, RecursionError):
+        reason = "macros call each other too deeply"
     else:
         reason = f"{type(exc).__name__}: {exc}"
     return TemplateError(f"template {_shown(text)}: {reason}")
@@ -170,17 +179,30 @@ def _render_string(text: str, context: Mapping[str, Any]) -> Any:
         raise _error(text, exc) from exc
 
 
-def render(value: Any, context: Mapping[str, Any]) -> Any:
+def render(value: Any, context: Mapping[str, Any], *, step_timeout: timedelta | None = None) -> Any:
     """Render every string in ``value`` (recursing into dicts and lists; keys are left as is).
 
+    All of it shares one template budget (``engine.sandbox``); a step's ``timeout``, when
+    it comes first, stops it too (the timeout runs from the step's start, which is now).
     Raises TemplateError naming the template and the reason.
     """
+    deadline, until = None, ""
+    if step_timeout is not None:
+        deadline = time.monotonic() + step_timeout.total_seconds()
+        seconds = step_timeout.total_seconds()
+        shown = f"{seconds * 1000:g}ms" if seconds < 1 else durations.format_duration(seconds)
+        until = f"at the step's timeout ({shown})"
+    with sandbox.metered(deadline, until):
+        return _render(value, context)
+
+
+def _render(value: Any, context: Mapping[str, Any]) -> Any:
     if isinstance(value, str):
         return _render_string(value, context)
     if isinstance(value, dict):
-        return {k: render(v, context) for k, v in value.items()}
+        return {k: _render(v, context) for k, v in value.items()}
     if isinstance(value, list):
-        return [render(v, context) for v in value]
+        return [_render(v, context) for v in value]
     return value
 
 
@@ -198,10 +220,14 @@ def evaluate(condition: str, context: Mapping[str, Any]) -> bool:
     text = condition.strip()
     if not text:
         raise TemplateError("condition is empty: write an expression such as params.env == 'prod'")
-    if _has_syntax(text) and _single_expression(text) is None:
-        rendered = str(_render_string(text, context)).strip().lower()
-        return rendered not in {"", "false", "0", "no", "none", "off"}
-    return bool(_native(_condition_expression(text), condition, context))
+    with sandbox.metered():
+        if _has_syntax(text) and _single_expression(text) is None:
+            rendered = str(_render_string(text, context)).strip().lower()
+            return rendered not in {"", "false", "0", "no", "none", "off"}
+        try:
+            return bool(_native(_condition_expression(text), condition, context))
+        except sandbox.Exhausted as exc:  # bool() of what the expression made
+            raise _error(condition, exc) from exc
 
 
 def check_syntax(text: str, *, expression: bool = False) -> str | None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import yaml
 
 from bot.alerts import chat
-from bot.settings import describe_settings
-from engine import validate, yamldoc
+from bot.settings import Settings, describe_settings
+from engine import sandbox, validate, yamldoc
 from engine.access import AccessRules
 from engine.actions.registry import Registry
 
@@ -54,3 +54,12 @@ def test_every_setting_is_in_the_settings_table() -> None:
 def test_the_file_limits_it_states_are_the_loaders() -> None:
     assert yamldoc.MAX_FILE_BYTES == 1024 * 1024 and "at most 1 MiB" in README
     assert f"at most {yamldoc.MAX_VALUES:,} values" in README
+
+
+def test_the_template_budget_it_states_is_the_sandboxs() -> None:
+    assert Settings.model_fields["template_budget"].default == sandbox.DEFAULT_BUDGET
+    assert f"`BATON_TEMPLATE_BUDGET` units of work ({sandbox.DEFAULT_BUDGET:,})" in README
+    assert f"at most {sandbox.MAX_SECONDS:g} s of processor time" in README
+    assert f"`range()` up to {sandbox.MAX_RANGE:,} items" in README
+    assert f"strings of up to {sandbox.MAX_TEXT:,} characters" in README
+    assert f"lists of up to {sandbox.MAX_ITEMS:,} items" in README
