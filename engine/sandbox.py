@@ -18,7 +18,9 @@ work, counted as it goes, and fails with a message naming it once it is spent:
   characters, no list ``MAX_ITEMS`` items: ``'x' * n``, ``~`` and ``+`` concatenation,
   ``replace``, ``join``, widths in ``format``/``center``/``indent``... are checked
   before the text is built, so a few doublings cannot eat the memory;
-- a render may also have a deadline (a step's ``timeout``): it stops there.
+- a render may also have a deadline (a step's ``timeout``): it stops there;
+- a step's inputs start on the event loop with ``ON_LOOP_UNITS`` and, past them, are
+  rendered again in a worker thread (``engine.templating.render_step``).
 
 ``Exhausted`` is what a spent budget raises; ``engine.templating`` turns it into the
 template's error, so the step (or the alert, or the run request) fails with it.
@@ -46,6 +48,9 @@ DEFAULT_BUDGET = 50_000
 """Units of work one render may spend (``BATON_TEMPLATE_BUDGET``)."""
 MAX_SECONDS = 0.5
 """Processor seconds one render may take, whatever its units cost on this machine."""
+ON_LOOP_UNITS = 1_000
+"""Units a step's inputs may spend on the event loop (about a millisecond) before their
+render moves to a worker thread."""
 MAX_RANGE = 10_000
 """Items one ``range()`` may give."""
 MAX_TEXT = 1_000_000
@@ -57,6 +62,11 @@ _SETTING = "BATON_TEMPLATE_BUDGET"
 _WIDE_NUMBER = re.compile(r"\d{7,}")  # a width or precision of a million or more
 _WIDTH_FILTERS = frozenset({"center", "indent", "wordwrap", "truncate", "batch", "slice"})
 _WIDTH_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
+
+
+class Moved(Exception):
+    """A render spent its slice on the event loop (``ON_LOOP_UNITS``): render it again in a
+    worker thread, with the whole budget."""
 
 
 class Exhausted(Exception):
@@ -72,10 +82,13 @@ class _Meter:
     until: str
     output: int = 0
     clock_at: int = 0  # look at the clocks again once ``left`` is down to this
+    on_loop: bool = False  # a slice of ON_LOOP_UNITS: spent, the render moves
 
     def charge(self, units: int) -> None:
         self.left -= units
         if self.left < 0:
+            if self.on_loop:
+                raise Moved()
             raise Exhausted(
                 f"template budget exceeded: more than {self.budget:,} units of work in one "
                 "render (loop iterations, calls, lookups, filter items; "
@@ -108,16 +121,22 @@ def budget() -> int:
 
 
 @contextlib.contextmanager
-def metered(deadline: float | None = None, until: str = "") -> Iterator[None]:
+def metered(
+    deadline: float | None = None, until: str = "", *, on_loop: bool = False
+) -> Iterator[None]:
     """Count the work of the renders inside against one budget: ``BATON_TEMPLATE_BUDGET``
     units and ``MAX_SECONDS`` of processor time; ``deadline`` (a ``time.monotonic()``
-    instant, described by ``until``: "at the step's timeout (5s)") stops them too. Nested
-    uses share the outer budget."""
+    instant, described by ``until``: "at the step's timeout (5s)") stops them too.
+    ``on_loop``: only ``ON_LOOP_UNITS`` of them, then ``Moved`` is raised. Nested uses
+    share the outer budget."""
     if _meter.get() is not None:
         yield
         return
     cpu = time.thread_time() + MAX_SECONDS
-    token = _meter.set(_Meter(_budget, _budget, cpu, deadline, until, clock_at=_budget))
+    units = min(_budget, ON_LOOP_UNITS) if on_loop else _budget
+    meter = _Meter(units, _budget, cpu, deadline, until, clock_at=units, on_loop=on_loop)
+    meter.on_loop = on_loop and units < _budget
+    token = _meter.set(meter)
     try:
         yield
     finally:

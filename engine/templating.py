@@ -28,6 +28,8 @@ to run them.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import functools
 import json
 import re
@@ -162,6 +164,8 @@ def _check_defined(value: Any) -> Any:
 def _native(expr: str, text: str, context: Mapping[str, Any]) -> Any:
     try:
         value = _check_defined(_expression(expr)(**context))
+    except sandbox.Moved:
+        raise
     except Exception as exc:
         raise _error(text, exc) from exc
     return str(value) if isinstance(value, str) else value  # Markup (from tojson) -> str
@@ -175,25 +179,60 @@ def _render_string(text: str, context: Mapping[str, Any]) -> Any:
         return _native(expr, text, context)
     try:
         return _template(text).render(context)
+    except sandbox.Moved:
+        raise
     except Exception as exc:
         raise _error(text, exc) from exc
 
 
-def render(value: Any, context: Mapping[str, Any], *, step_timeout: timedelta | None = None) -> Any:
+def render(
+    value: Any,
+    context: Mapping[str, Any],
+    *,
+    step_timeout: timedelta | None = None,
+    deadline: float | None = None,
+    on_loop: bool = False,
+) -> Any:
     """Render every string in ``value`` (recursing into dicts and lists; keys are left as is).
 
     All of it shares one template budget (``engine.sandbox``); a step's ``timeout``, when
-    it comes first, stops it too (the timeout runs from the step's start, which is now).
-    Raises TemplateError naming the template and the reason.
+    it comes first, stops it too (it runs out at ``deadline``, a ``time.monotonic()``
+    instant; by default ``step_timeout`` from now). ``on_loop``: raise ``sandbox.Moved``
+    once the render spent its slice of the event loop. Raises TemplateError naming the
+    template and the reason.
     """
-    deadline, until = None, ""
+    until = ""
     if step_timeout is not None:
-        deadline = time.monotonic() + step_timeout.total_seconds()
         seconds = step_timeout.total_seconds()
+        deadline = (time.monotonic() + seconds) if deadline is None else deadline
         shown = f"{seconds * 1000:g}ms" if seconds < 1 else durations.format_duration(seconds)
         until = f"at the step's timeout ({shown})"
-    with sandbox.metered(deadline, until):
+    with sandbox.metered(deadline, until, on_loop=on_loop):
         return _render(value, context)
+
+
+async def render_step(
+    value: Any, context: Mapping[str, Any], step_timeout: timedelta | None = None
+) -> Any:
+    """A step's inputs, rendered: on the event loop while they are cheap (nearly always),
+    then, past ``sandbox.ON_LOOP_UNITS``, again from the start in a worker thread with the
+    whole budget, so that heavy renders never queue up on the loop. Rendering has no side
+    effects, so starting over is safe; the step's timeout counts from the first try."""
+    timeout = step_timeout.total_seconds() if step_timeout is not None else None
+    deadline = time.monotonic() + timeout if timeout is not None else None
+    try:
+        return render(value, context, step_timeout=step_timeout, deadline=deadline, on_loop=True)
+    except sandbox.Moved:
+        pass
+    work = functools.partial(render, value, context, step_timeout=step_timeout, deadline=deadline)
+    return await asyncio.get_running_loop().run_in_executor(_heavy_renders(), work)
+
+
+@functools.cache
+def _heavy_renders() -> concurrent.futures.ThreadPoolExecutor:
+    """The one thread heavy renders take turns in: one thread, so that the event loop
+    shares the interpreter with at most one of them (each ends within its budget)."""
+    return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="baton-render")
 
 
 def _render(value: Any, context: Mapping[str, Any]) -> Any:

@@ -63,3 +63,4 @@ def test_the_template_budget_it_states_is_the_sandboxs() -> None:
     assert f"`range()` up to {sandbox.MAX_RANGE:,} items" in README
     assert f"strings of up to {sandbox.MAX_TEXT:,} characters" in README
     assert f"lists of up to {sandbox.MAX_ITEMS:,} items" in README
+    assert f"more than {sandbox.ON_LOOP_UNITS:,} units are rendered again" in README

@@ -3,6 +3,7 @@ budget's reason instead of stalling the event loop."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -166,3 +167,24 @@ def test_real_templates_are_well_within_it(context: dict[str, Any]) -> None:
     joined = "{{ range(3)|map('string')|join('-') }} {{ '+'.join(range(3)|map('string')) }}"
     assert templating.render(joined, context) == "0-1-2 0+1+2"
     assert templating.render("{{ 'a\nb'|indent(2, first=true) }}", context) == "  a\n  b"
+
+
+async def test_heavy_step_inputs_render_off_the_event_loop(context: dict[str, Any]) -> None:
+    ticks = 0
+    rendering = True
+
+    async def tick() -> None:  # another coroutine: it runs only while the loop is free
+        nonlocal ticks
+        while rendering:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    ticker = asyncio.create_task(tick())
+    assert await templating.render_step({"m": "{{ params.s }}"}, context) == {"m": "ab"}
+    cheap = ticks
+    with pytest.raises(TemplateError, match="template budget exceeded: more than 50,000 units"):
+        await templating.render_step({"m": NESTED}, context)
+    rendering = False
+    await ticker
+    assert cheap <= 1  # a cheap render is done on the loop, at once
+    assert ticks > cheap + 1  # the loop went on while the heavy one rendered
