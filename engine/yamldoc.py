@@ -206,6 +206,8 @@ def _record_lines(node: yaml.Node, path: tuple[Any, ...], lines: Lines) -> None:
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode):
+                continue  # a list or mapping as a key: construction refuses it
             sub = (*path, key.value)
             lines[sub] = key.start_mark.line + 1
             _record_lines(value, sub, lines)
@@ -214,13 +216,27 @@ def _record_lines(node: yaml.Node, path: tuple[Any, ...], lines: Lines) -> None:
             _record_lines(item, (*path, i), lines)
 
 
+def _syntax_error(file: str, exc: yaml.YAMLError) -> PlaybookInvalid:
+    mark = getattr(exc, "problem_mark", None)
+    line = mark.line + 1 if mark is not None else None
+    problem = getattr(exc, "problem", None) or str(exc)
+    if isinstance(exc, ComposerError) and exc.context:  # a duplicate anchor
+        first = exc.context_mark
+        at = f" on line {first.line + 1}" if first is not None else ""
+        problem = f"{exc.context}{at}, {problem}"
+    return PlaybookInvalid([Problem(file, line, f"YAML syntax error: {problem}")])
+
+
 def parse(text: str, file: str) -> tuple[Any, Lines]:
     """Parse YAML text into data plus a map from key paths to line numbers.
 
     Raises PlaybookInvalid with every problem: a syntax error, an alias that expands too
     far or into itself, duplicate keys.
     """
-    loader = _Loader(text, file)
+    try:
+        loader = _Loader(text, file)  # the reader refuses control characters here
+    except yaml.YAMLError as exc:
+        raise _syntax_error(file, exc) from exc
     try:
         node = loader.get_single_node()
         if node is not None and loader.size(node) > MAX_VALUES:
@@ -235,14 +251,7 @@ def parse(text: str, file: str) -> tuple[Any, Lines]:
     except _Refused:
         raise PlaybookInvalid(loader.problems) from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        if isinstance(exc, ComposerError) and exc.context:  # a duplicate anchor
-            first = exc.context_mark
-            at = f" on line {first.line + 1}" if first is not None else ""
-            problem = f"{exc.context}{at}, {problem}"
-        raise PlaybookInvalid([Problem(file, line, f"YAML syntax error: {problem}")]) from exc
+        raise _syntax_error(file, exc) from exc
     except RecursionError:
         problem = Problem(
             file, None, "YAML nested too deeply (lists or mappings inside each other)"
