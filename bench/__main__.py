@@ -1,5 +1,5 @@
 """``python -m bench [SUITE ...]`` (all, engine, process, durability, slack, alerts, edge,
-nodes, profile, history, prune): figures beside targets."""
+nodes, templates, profile, history, prune): figures beside targets."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ SUITES = (
     "alerts",
     "edge",
     "nodes",
+    "templates",
     "profile",
     "history",
     "prune",
@@ -30,7 +31,7 @@ def main() -> int:
     parser.add_argument(
         "suites",
         nargs="*",
-        metavar="{all,engine,process,durability,slack,alerts,edge,nodes,profile,history,prune}",
+        metavar="{all,engine,process,durability,slack,alerts,edge,nodes,templates,profile,history,prune}",
         help="engine: in-process engine throughput and memory; process: the baton command "
         "(start-up, one-step run, serve idle RSS); durability: timer lateness, memory and "
         "idle CPU of 10,000 parked runs, resuming them after a restart; slack: signed "
@@ -39,21 +40,22 @@ def main() -> int:
         "POST /alerts/alertmanager in a burst (10%% distinct fingerprints: latency, routing "
         "time, runs started, repeats attached, alerts held); edge: the worst /healthz "
         "latency while gzip bombs and heavy bodies are in flight; nodes: decision latency from "
-        "another node, takeover after kill -9, two replicas on PostgreSQL; prune: "
+        "another node, takeover after kill -9, two replicas on PostgreSQL; templates: /healthz "
+        "latency while 20 runs render templates that stop at the template budget; prune: "
         "BATON_RETENTION's prune of 100,000 finished runs in a serving Baton (time, /healthz "
         "p99, runs meanwhile); profile: cProfile of "
         "the "
         "sequential chain and of parking and resuming runs; history: serve start, GET "
         "/api/runs, a 10-step run and bytes per run, with 200,000 finished runs in the "
         "database against none (python -m bench.history --help for its options). Default: "
-        "engine, process, durability, slack, alerts, edge and nodes (history and prune fill "
-        "big databases: ask for them).",
+        "engine, process, durability, slack, alerts, edge, nodes and templates (history and "
+        "prune fill big databases: ask for them).",
     )
     args = parser.parse_args()
     unknown = [s for s in args.suites if s not in ("all", *SUITES)]
     if unknown:
         parser.error(f"unknown suite(s) {', '.join(unknown)}; choose from all, {', '.join(SUITES)}")
-    chosen = args.suites or ["engine", "process", "durability", "slack", "alerts", "edge", "nodes"]
+    chosen = args.suites or [s for s in SUITES if s not in ("profile", "history", "prune")]
     if "all" in chosen:
         chosen = list(SUITES)
     print(
@@ -98,6 +100,10 @@ def main() -> int:
             from bench import prune
 
             prune.main()
+        elif suite == "templates":
+            from bench import templates
+
+            templates.main()
         elif suite == "profile":
             from bench import profile
 

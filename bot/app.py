@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from bot import logs
 from bot.approvers import ApproverCheck
 from bot.settings import Settings
-from engine import stepenv
+from engine import sandbox, stepenv
 from engine.access import AccessRules
 from engine.actions.registry import Registry
 from engine.catalog import Catalog
@@ -64,7 +64,8 @@ class Baton:
     async def reload(self) -> list[str]:
         """Reload the playbook folder; an invalid edit keeps the previous version.
         Declared schedules follow the playbooks' triggers."""
-        problems = self.engine.reload()
+        # files are read off the event loop: a slow disk or a big folder stalls nothing
+        problems = await asyncio.to_thread(self.engine.reload)
         for problem in problems:
             log.warning("playbook problem: %s", problem)
         await self.schedules.sync_declared()
@@ -96,6 +97,7 @@ async def open_baton(
     database schema to head (``baton serve``); without it, an older schema stops Baton
     with what to run."""
     async with AsyncExitStack() as stack:
+        sandbox.configure(settings.template_budget)
         rules = AccessRules.load(settings.config)
         registry = Registry.from_entry_points()
         catalog = build_catalog(settings, registry)

@@ -50,6 +50,14 @@ class Settings(BaseSettings):
         "BATON_RETENTION, or `baton db prune`): who ran and approved what outlives the runs.",
     )
     playbooks: Path = Field(default=Path("./playbooks"), description="Playbook folder.")
+    template_budget: int = Field(
+        default=50_000,  # engine.sandbox.DEFAULT_BUDGET (not imported: --help stays light)
+        ge=100,
+        description="Units of work one template render may spend (a step's with:, when:, "
+        "a concurrency key, alert params: a unit per loop iteration, call, lookup, filter "
+        "item); beyond it the render fails with the reason. Renders share the event loop; "
+        "a real template spends tens to hundreds.",
+    )
     host: str = Field(default="127.0.0.1", description="Address the HTTP server binds.")
     port: int = Field(default=8080, ge=0, le=65535, description="Port of the HTTP server.")
     api_token: SecretStr | None = Field(

@@ -58,7 +58,7 @@ from pydantic import (
     field_validator,
 )
 
-from engine import playbook
+from engine import playbook, yamldoc
 from engine.errors import BatonError, NotAllowed, PlaybookInvalid, Problem, closest
 
 ACTIONS: tuple[str, ...] = ("run", "schedule", "unschedule", "retry", "cancel")
@@ -291,16 +291,10 @@ class AccessRules:
         if not path.exists():
             raise ConfigError(f"BATON_CONFIG points at {path}, which does not exist")
         try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(
-                f"BATON_CONFIG points at {path}, which cannot be read: {exc.strerror}"
-            ) from exc
-        except UnicodeDecodeError as exc:
-            raise ConfigError(
-                f"BATON_CONFIG points at {path}, which is not UTF-8 text (a bad byte at "
-                f"{exc.start})"
-            ) from None
+            text = yamldoc.read_text(path)  # a regular file of at most 1 MiB
+        except PlaybookInvalid as exc:
+            reason = "; ".join(p.message for p in exc.problems)
+            raise ConfigError(f"BATON_CONFIG points at {path}: {reason}") from None
         return cls.parse(text, str(path))
 
     @classmethod

@@ -13,7 +13,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -25,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from engine import durations
+from engine import durations, yamldoc
 from engine.errors import PlaybookInvalid, Problem
 
 Duration = Annotated[
@@ -282,19 +281,7 @@ class Playbook(_Model):
 
 # --- loading ---------------------------------------------------------------------------
 
-Lines = dict[tuple[Any, ...], int]
-
-
-def _record_lines(node: yaml.Node, path: tuple[Any, ...], lines: Lines) -> None:
-    lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            sub = (*path, key.value)
-            lines[sub] = key.start_mark.line + 1
-            _record_lines(value, sub, lines)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _record_lines(item, (*path, i), lines)
+Lines = yamldoc.Lines
 
 
 def line_of(lines: Lines, loc: tuple[Any, ...]) -> int | None:
@@ -308,24 +295,9 @@ def line_of(lines: Lines, loc: tuple[Any, ...]) -> int | None:
 
 
 def parse_yaml(text: str, file: str) -> tuple[Any, Lines]:
-    """Parse YAML text into data plus a map from key paths to line numbers."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise PlaybookInvalid([Problem(file, line, f"YAML syntax error: {problem}")]) from exc
-    except RecursionError:  # an alias that contains itself: `x: &a [*a]`
-        raise PlaybookInvalid([Problem(file, None, "YAML alias refers to itself")]) from None
-    lines: Lines = {}
-    if node is not None:
-        try:
-            _record_lines(node, (), lines)
-        except RecursionError:
-            raise PlaybookInvalid([Problem(file, None, "YAML alias refers to itself")]) from None
-    return data, lines
+    """Parse YAML text into data plus a map from key paths to line numbers (see
+    ``engine.yamldoc``: aliases bounded, duplicate keys refused)."""
+    return yamldoc.parse(text, file)
 
 
 def _loc_text(loc: tuple[Any, ...]) -> str:
@@ -366,14 +338,8 @@ def load_text(text: str, file: str = "<playbook>") -> tuple[Playbook, Lines]:
 
 
 def load_file(path: Path) -> tuple[Playbook, Lines]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PlaybookInvalid([Problem(str(path), None, f"cannot read: {exc.strerror}")]) from exc
-    except UnicodeDecodeError as exc:
-        problem = Problem(str(path), None, f"not UTF-8 text (a bad byte at {exc.start})")
-        raise PlaybookInvalid([problem]) from None
-    return load_text(text, str(path))
+    """Load a playbook file: a regular file of at most ``yamldoc.MAX_FILE_BYTES``."""
+    return load_text(yamldoc.read_text(path), str(path))
 
 
 def from_snapshot(snapshot: dict[str, Any]) -> Playbook:
@@ -383,7 +349,9 @@ def from_snapshot(snapshot: dict[str, Any]) -> Playbook:
 
 
 def playbook_files(root: Path) -> list[Path]:
-    if root.is_file():
+    """The files of a folder, or ``root`` itself when it is not a folder (a FIFO or a
+    device named on the command line is refused by the reader, not skipped)."""
+    if not root.is_dir():
         return [root]
     return sorted([*root.glob("*.yaml"), *root.glob("*.yml")])
 

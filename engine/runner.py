@@ -1173,7 +1173,9 @@ class Engine:
             action = self.registry.get(step.spec.action)
             if step.templated:
                 refuse_splices(action, step.spec.with_)  # a definition validate never saw
-                raw = templating.render(step.spec.with_, run.context())
+                raw = await templating.render_step(
+                    step.spec.with_, run.context(), step.spec.timeout
+                )
             else:
                 raw = step.spec.with_
             try:

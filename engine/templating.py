@@ -28,19 +28,22 @@ to run them.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import functools
 import json
 import re
 import shlex
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import jinja2
 from jinja2 import meta, nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from engine import durations, shellscan, stepids
+from engine import durations, sandbox, shellscan, stepids
 from engine.errors import TemplateError
 
 ROOTS = frozenset({"params", "steps", "secrets", "run"})
@@ -69,22 +72,25 @@ def shell_text(value: Any) -> str:
     return str(value)
 
 
-class _Environment(ImmutableSandboxedEnvironment):
-    """The sandbox, where a mapping's key wins over a method of the same name:
+class _Environment(sandbox.Sandbox):
+    """The metered sandbox, where a mapping's key wins over a method of the same name:
     ``steps.get.status`` reads the step ``get``, ``output.json.items`` the key ``items``
     (Jinja's own order would give ``dict.get`` and ``dict.items``)."""
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if isinstance(obj, Mapping) and isinstance(attribute, str):
             try:
-                return obj[attribute]
+                value = obj[attribute]
             except (KeyError, TypeError):
                 pass
+            else:
+                sandbox.charge(1)
+                return value
         return super().getattr(obj, attribute)
 
 
 @functools.cache
-def environment() -> ImmutableSandboxedEnvironment:
+def environment() -> _Environment:
     """The one sandboxed environment every template and condition is compiled in."""
     env = _Environment(
         undefined=jinja2.StrictUndefined,
@@ -93,6 +99,7 @@ def environment() -> ImmutableSandboxedEnvironment:
     )
     env.filters["quote"] = lambda value: shlex.quote(shell_text(value))
     env.filters["duration"] = lambda value: durations.format_duration(float(value))
+    env.meter_filters()
     return env
 
 
@@ -124,6 +131,10 @@ def _error(text: str, exc: BaseException) -> TemplateError:
         reason = exc.message or "undefined value"
     elif isinstance(exc, jinja2.exceptions.SecurityError):
         reason = f"not allowed in the sandbox: {exc}"
+    elif isinstance(exc, sandbox.Exhausted):
+        reason = str(exc)
+    elif isinstance(exc, RecursionError):
+        reason = "macros call each other too deeply"
     else:
         reason = f"{type(exc).__name__}: {exc}"
     return TemplateError(f"template {_shown(text)}: {reason}")
@@ -153,6 +164,8 @@ def _check_defined(value: Any) -> Any:
 def _native(expr: str, text: str, context: Mapping[str, Any]) -> Any:
     try:
         value = _check_defined(_expression(expr)(**context))
+    except sandbox.Moved:
+        raise
     except Exception as exc:
         raise _error(text, exc) from exc
     return str(value) if isinstance(value, str) else value  # Markup (from tojson) -> str
@@ -166,21 +179,69 @@ def _render_string(text: str, context: Mapping[str, Any]) -> Any:
         return _native(expr, text, context)
     try:
         return _template(text).render(context)
+    except sandbox.Moved:
+        raise
     except Exception as exc:
         raise _error(text, exc) from exc
 
 
-def render(value: Any, context: Mapping[str, Any]) -> Any:
+def render(
+    value: Any,
+    context: Mapping[str, Any],
+    *,
+    step_timeout: timedelta | None = None,
+    deadline: float | None = None,
+    on_loop: bool = False,
+) -> Any:
     """Render every string in ``value`` (recursing into dicts and lists; keys are left as is).
 
-    Raises TemplateError naming the template and the reason.
+    All of it shares one template budget (``engine.sandbox``); a step's ``timeout``, when
+    it comes first, stops it too (it runs out at ``deadline``, a ``time.monotonic()``
+    instant; by default ``step_timeout`` from now). ``on_loop``: raise ``sandbox.Moved``
+    once the render spent its slice of the event loop. Raises TemplateError naming the
+    template and the reason.
     """
+    until = ""
+    if step_timeout is not None:
+        seconds = step_timeout.total_seconds()
+        deadline = (time.monotonic() + seconds) if deadline is None else deadline
+        shown = f"{seconds * 1000:g}ms" if seconds < 1 else durations.format_duration(seconds)
+        until = f"at the step's timeout ({shown})"
+    with sandbox.metered(deadline, until, on_loop=on_loop):
+        return _render(value, context)
+
+
+async def render_step(
+    value: Any, context: Mapping[str, Any], step_timeout: timedelta | None = None
+) -> Any:
+    """A step's inputs, rendered: on the event loop while they are cheap (nearly always),
+    then, past ``sandbox.ON_LOOP_UNITS``, again from the start in a worker thread with the
+    whole budget, so that heavy renders never queue up on the loop. Rendering has no side
+    effects, so starting over is safe; the step's timeout counts from the first try."""
+    timeout = step_timeout.total_seconds() if step_timeout is not None else None
+    deadline = time.monotonic() + timeout if timeout is not None else None
+    try:
+        return render(value, context, step_timeout=step_timeout, deadline=deadline, on_loop=True)
+    except sandbox.Moved:
+        pass
+    work = functools.partial(render, value, context, step_timeout=step_timeout, deadline=deadline)
+    return await asyncio.get_running_loop().run_in_executor(_heavy_renders(), work)
+
+
+@functools.cache
+def _heavy_renders() -> concurrent.futures.ThreadPoolExecutor:
+    """The one thread heavy renders take turns in: one thread, so that the event loop
+    shares the interpreter with at most one of them (each ends within its budget)."""
+    return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="baton-render")
+
+
+def _render(value: Any, context: Mapping[str, Any]) -> Any:
     if isinstance(value, str):
         return _render_string(value, context)
     if isinstance(value, dict):
-        return {k: render(v, context) for k, v in value.items()}
+        return {k: _render(v, context) for k, v in value.items()}
     if isinstance(value, list):
-        return [render(v, context) for v in value]
+        return [_render(v, context) for v in value]
     return value
 
 
@@ -198,10 +259,14 @@ def evaluate(condition: str, context: Mapping[str, Any]) -> bool:
     text = condition.strip()
     if not text:
         raise TemplateError("condition is empty: write an expression such as params.env == 'prod'")
-    if _has_syntax(text) and _single_expression(text) is None:
-        rendered = str(_render_string(text, context)).strip().lower()
-        return rendered not in {"", "false", "0", "no", "none", "off"}
-    return bool(_native(_condition_expression(text), condition, context))
+    with sandbox.metered():
+        if _has_syntax(text) and _single_expression(text) is None:
+            rendered = str(_render_string(text, context)).strip().lower()
+            return rendered not in {"", "false", "0", "no", "none", "off"}
+        try:
+            return bool(_native(_condition_expression(text), condition, context))
+        except sandbox.Exhausted as exc:  # bool() of what the expression made
+            raise _error(condition, exc) from exc
 
 
 def check_syntax(text: str, *, expression: bool = False) -> str | None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.alerts.parsers import ChatRule
-from engine import playbook
+from engine import playbook, yamldoc
 from engine.errors import BatonError, PlaybookInvalid
 
 
@@ -36,8 +36,8 @@ def load(path: Path | None) -> list[ChatRule]:
     if path is None or not path.is_file():
         return []  # AccessRules.load, which reads the file first, says what is wrong
     try:
-        data, lines = playbook.parse_yaml(path.read_text(encoding="utf-8"), str(path))
-    except (OSError, UnicodeDecodeError, PlaybookInvalid):
+        data, lines = playbook.parse_yaml(yamldoc.read_text(path), str(path))
+    except PlaybookInvalid:
         return []  # the same: AccessRules.load reported it
     section = (data or {}).get("alerts") if isinstance(data, dict) else None
     if not section:

@@ -55,5 +55,10 @@ async def bolt_request(request: web.Request, settings: Settings) -> AsyncBoltReq
             query=request.query_string,
             headers=request.headers,  # type: ignore[arg-type]
         )
-    except (ValueError, TypeError, AttributeError) as exc:  # a signed body that does not parse
+    except (
+        ValueError,
+        TypeError,
+        AttributeError,
+        RecursionError,
+    ) as exc:  # a signed body that does not parse (or nests past what Python reads)
         return edge.refusal(400, f"body is not a Slack request: {exc}")

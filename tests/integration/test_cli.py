@@ -168,6 +168,35 @@ def test_validate_reports_every_problem_with_file_and_line(
     assert any("nope" in ln for ln in lines), out.stdout
 
 
+BOMB = "name: bomb\nl0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]\n" for i in range(1, 10)
+)  # a billion values in 600 bytes
+
+
+def test_validate_refuses_hostile_files_and_checks_the_rest(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    folder = Path(env["BATON_PLAYBOOKS"])
+    (folder / "bomb.yaml").write_text(BOMB + "steps: [{id: a, action: log}]\n")
+    (folder / "twice.yaml").write_text("name: twice\nsteps: []\nsteps: [{id: a, action: log}]\n")
+    (folder / "huge.yaml").write_text("#" * (2 * 1024 * 1024))
+    (folder / "zero.yaml").symlink_to("/dev/zero")
+    os.mkfifo(folder / "pipe.yaml")
+    out = baton(env, "validate")
+    assert out.returncode == 1
+    lines = out.stdout.splitlines()
+    for needle in (
+        f"{folder / 'bomb.yaml'}:6: YAML aliases expand too far",
+        f"{folder / 'twice.yaml'}:3: duplicate key 'steps' (first on line 2)",
+        f"{folder / 'huge.yaml'}: file too large (2,097,152 bytes",
+        f"{folder / 'zero.yaml'}: not a regular file: it is a symlink to /dev/zero",
+        f"{folder / 'pipe.yaml'}: not a regular file: it is a FIFO",
+    ):
+        assert any(ln.startswith(needle) for ln in lines), (needle, out.stdout)
+    assert "greet" not in out.stdout  # the good playbook has no problem
+    assert "Traceback" not in out.stdout + out.stderr
+
+
 def test_playbooks_lists_names_and_descriptions(env: dict[str, str]) -> None:
     out = baton(env, "playbooks")
     assert out.returncode == 0
@@ -205,6 +234,50 @@ def test_serve_answers_health_and_stops_cleanly_on_sigterm(env: dict[str, str]) 
                 break
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as resp:
             assert json.load(resp)["playbooks"] == 2  # second added, greet kept as it was
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_serve_starts_and_reloads_past_hostile_files(env: dict[str, str]) -> None:
+    folder = Path(env["BATON_PLAYBOOKS"])
+    os.mkfifo(folder / "pipe.yaml")  # a plain open() would wait for a writer forever
+    (folder / "bomb.yaml").write_text(BOMB + "steps: [{id: a, action: log}]\n")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [BATON, "serve"],
+        env={**env, "BATON_PORT": str(port)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if "serving on" in line:
+                break
+        assert any("bomb.yaml:6: YAML aliases expand too far" in ln for ln in seen), seen
+        assert any("pipe.yaml: not a regular file" in ln for ln in seen), seen
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as resp:
+            assert json.load(resp)["playbooks"] == 1
+        (folder / "greet.yaml").write_text(BOMB.replace("bomb", "greet"))  # a hostile edit
+        (folder / "second.yaml").write_text(textwrap.dedent(GOOD).replace("greet", "second"))
+        proc.send_signal(signal.SIGHUP)
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if "playbooks reloaded" in line:
+                break
+        assert any("greet.yaml:6: YAML aliases expand too far" in ln for ln in seen), seen
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as resp:
+            assert json.load(resp)["playbooks"] == 2  # greet kept as it was, second added
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:

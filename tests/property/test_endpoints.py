@@ -80,6 +80,7 @@ class Server:
             alert_max_body=65536,
         )
         self.sb = await self.stack.enter_async_context(served(settings, slack))
+        RESPONSE_URL.append(slack.response_url())
         self.watchdog = asyncio.create_task(self._watch())
 
     async def _close(self) -> None:
@@ -199,13 +200,36 @@ def _form(fields: dict[str, str]) -> bytes:
     )
 
 
+RESPONSE_URL: list[str] = []
+"""The fake Slack's response_url of the server under test (answers go there, never to a
+real Slack host), set when the server opens; payloads are built during the test."""
+
+
+def _response_url() -> str:
+    return RESPONSE_URL[-1] if RESPONSE_URL else "http://127.0.0.1:9/nowhere"
+
+
 def _command(text: str, user: str, channel: str) -> bytes:
-    fields = fake.slash_command("x", user=user or "U0X", channel=channel or "C0X")
+    fields = fake.slash_command(
+        "x", user=user or "U0X", channel=channel or "C0X", response_url=_response_url()
+    )
     fields["text"] = text
     return _form(fields)
 
 
 def _interaction(payload: Any) -> bytes:
+    if isinstance(payload, dict):
+        if "response_url" in payload:
+            payload = {**payload, "response_url": _response_url()}
+        urls = payload.get("response_urls")
+        if isinstance(urls, list):
+            payload = {
+                **payload,
+                "response_urls": [
+                    {**u, "response_url": _response_url()} if isinstance(u, dict) else u
+                    for u in urls
+                ],
+            }
     return _form({"payload": json.dumps(payload, allow_nan=True)})
 
 

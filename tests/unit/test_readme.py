@@ -10,8 +10,8 @@ from typing import Any
 import yaml
 
 from bot.alerts import chat, parsers
-from bot.settings import describe_settings
-from engine import matchers, validate
+from bot.settings import Settings, describe_settings
+from engine import matchers, sandbox, validate, yamldoc
 from engine.access import AccessRules
 from engine.actions.registry import Registry
 
@@ -87,3 +87,18 @@ def test_the_alertmanager_sample_starts_the_playbook_the_readme_names() -> None:
         f"the shipped `disk-full` playbook has an alert trigger for node_exporter's `{name}`"
         in said
     )
+
+
+def test_the_file_limits_it_states_are_the_loaders() -> None:
+    assert yamldoc.MAX_FILE_BYTES == 1024 * 1024 and "at most 1 MiB" in README
+    assert f"at most {yamldoc.MAX_VALUES:,} values" in README
+
+
+def test_the_template_budget_it_states_is_the_sandboxs() -> None:
+    assert Settings.model_fields["template_budget"].default == sandbox.DEFAULT_BUDGET
+    assert f"`BATON_TEMPLATE_BUDGET` units of work ({sandbox.DEFAULT_BUDGET:,})" in README
+    assert f"at most {sandbox.MAX_SECONDS:g} s of processor time" in README
+    assert f"`range()` up to {sandbox.MAX_RANGE:,} items" in README
+    assert f"strings of up to {sandbox.MAX_TEXT:,} characters" in README
+    assert f"lists of up to {sandbox.MAX_ITEMS:,} items" in README
+    assert f"more than {sandbox.ON_LOOP_UNITS:,} units are rendered again" in README
