@@ -2,22 +2,27 @@
 
 Used by ``baton validate`` and when the catalog loads. Every problem points at a file and
 line. What is checked: actions exist and their ``with:`` blocks fit the action's inputs
-(values holding templates are only checked at run time), step ids are unique across
-``steps``, ``on_failure`` and ``finally``, ``needs`` name steps of the same list and make
-no cycle, templates compile and only use declared params, existing steps and known names,
-a main step only reads ``steps.X`` of steps it (transitively) needs, no ``{{ }}`` splices
-a value into shell code (``script``: see ``templating.shell_splices``), and param
-defaults fit their own type.
+(every literal value, durations included; a value holding a template is checked when the
+step runs, and one that is exactly ``{{ params.X }}`` is also checked now with each value
+the playbook gives X: its default and choices), an approval's quorum can be reached by
+the approvers it lists (``engine.actions.approval.quorum_problem``; Baton groups count
+when their members are known), step ids are unique across ``steps``, ``on_failure`` and
+``finally``, ``needs`` name steps of the same list and make no cycle, templates compile
+and only use declared params, existing steps, known names and the fields those have
+(``steps.X.output``, ``failure.error``, ``alert.labels``...), a main step only reads
+``steps.X`` of steps it (transitively) needs, no ``{{ }}`` splices a value into shell
+code (``script``: see ``templating.shell_splices``), and param defaults fit their own
+type.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from engine import params, playbook, templating
 from engine.actions import shell_code_inputs
@@ -30,6 +35,25 @@ FAILURE_ROOT = "failure"
 """Extra template name for on_failure and finally steps: what failed."""
 CONCURRENCY_ROOTS = frozenset({"params", "run"})
 ALERT_ROOTS = frozenset({"alert"})
+STEP_FIELDS = ("output", "status", "error")
+FAILURE_FIELDS = ("step", "error")
+ALERT_FIELDS = (
+    "source",
+    "fingerprint",
+    "status",
+    "name",
+    "summary",
+    "labels",
+    "annotations",
+    "severity",
+    "starts_at",
+    "links",
+)
+"""What templates see of ``alert`` (``engine.alerting.alert_context``)."""
+
+Groups = Mapping[str, frozenset[str]]
+"""Baton's groups (``BATON_CONFIG``) by name, with their members, when they are known."""
+
 
 _KEYS = {Phase.MAIN: "steps", Phase.ON_FAILURE: "on_failure", Phase.FINALLY: "finally"}
 
@@ -66,6 +90,22 @@ def _value_at(value: Any, loc: tuple[Any, ...]) -> Any:
     return value
 
 
+def _param_only(text: str) -> str | None:
+    """``X`` when ``text`` is exactly ``{{ params.X }}`` (the value passes with its type)."""
+    match = re.fullmatch(r"\s*\{\{-?\s*params\.([A-Za-z_][A-Za-z0-9_]*)\s*-?\}\}\s*", text)
+    return match.group(1) if match else None
+
+
+def _replaced(value: Any, path: tuple[Any, ...], new: Any) -> Any:
+    """A copy of ``value`` with the item at ``path`` replaced by ``new``."""
+    if not path:
+        return new
+    head, rest = path[0], path[1:]
+    if isinstance(value, dict):
+        return {k: _replaced(v, rest, new) if k == head else v for k, v in value.items()}
+    return [_replaced(v, rest, new) if j == head else v for j, v in enumerate(value)]
+
+
 def _label(phase: Phase, step: Step) -> str:
     return f"step {step.id!r}" if phase is Phase.MAIN else f"{_KEYS[phase]} step {step.id!r}"
 
@@ -75,8 +115,16 @@ def _dotted(path: tuple[Any, ...]) -> str:
 
 
 class _Checker:
-    def __init__(self, pb: Playbook, lines: Lines, file: str, registry: Registry) -> None:
+    def __init__(
+        self,
+        pb: Playbook,
+        lines: Lines,
+        file: str,
+        registry: Registry,
+        groups: Groups | None = None,
+    ) -> None:
         self.pb = pb
+        self.groups = groups
         self.lines = lines
         self.file = file
         self.registry = registry
@@ -225,12 +273,15 @@ class _Checker:
                 f" (known actions: {', '.join(names)})",
             )
             return
-        model = self.registry.get(step.action).Inputs
+        action = self.registry.get(step.action)
+        model = action.Inputs
         try:
-            model.model_validate(step.with_)
+            inputs = model.model_validate(step.with_)
         except ValidationError as exc:
             errors = exc.errors()
         else:
+            self.check_inputs(key, i, step, label, action, inputs)
+            self.check_param_values(key, i, step, label, model)
             return
         accepted = set()
         for name, field in model.model_fields.items():
@@ -257,6 +308,63 @@ class _Checker:
                 where = f"with.{_dotted(loc)}: " if loc else "with: "
                 msg = err["msg"].removeprefix("Value error, ")
                 self.add((key, i, "with", *loc), f"{label}: {where}{msg}")
+        self.check_param_values(key, i, step, label, model)
+
+    def check_inputs(
+        self, key: str, i: int, step: Step, label: str, action: Any, inputs: Any
+    ) -> None:
+        """What an action can say about inputs that fit its model (an approval's quorum)."""
+        if step.action != "approval" or _has_template(step.with_.get("approvers")):
+            return
+        from engine.actions import approval
+
+        if not isinstance(inputs, approval.ApprovalInputs):
+            return  # a plug-in that replaced the built-in approval action
+        if self.groups is not None:
+            for kind, stage in (("approvers", inputs.approvers), ("escalate", inputs.escalate)):
+                for group in stage.groups if isinstance(stage, approval.Approvers) else []:
+                    if group not in self.groups:
+                        known = ", ".join(self.groups) or "none"
+                        self.add(
+                            (key, i, "with", kind),
+                            f"{label}: approvers group {group!r} is not a group of "
+                            f"BATON_CONFIG{_hint(group, self.groups)} (groups: {known})",
+                        )
+        problem = approval.quorum_problem(inputs, self.groups)
+        if problem is not None:
+            self.add((key, i, "with", "min_approvals"), f"{label}: {problem}")
+
+    def check_param_values(
+        self, key: str, i: int, step: Step, label: str, model: type[BaseModel]
+    ) -> None:
+        """An input written as exactly ``{{ params.X }}`` gets X's value: each value the
+        playbook itself gives X (its default and choices) must fit the input, or the step
+        would fail at run time for the run that uses it."""
+        for path, text in _strings(step.with_, ()):
+            name = _param_only(text)
+            spec = self.pb.params.get(name) if name else None
+            if spec is None or spec.type.value == "secret":
+                continue
+            candidates = [("its default", spec.default)] if spec.default is not None else []
+            candidates += [("a choice", c) for c in spec.choices or []]
+            for what, value in candidates:
+                try:
+                    typed = params.coerce_value(name or "", spec, value)
+                except ValueError:
+                    continue  # check_params reports a default that does not fit
+                probe = _replaced(step.with_, path, typed)
+                try:
+                    model.model_validate(probe)
+                except ValidationError as exc:
+                    for err in exc.errors():
+                        if tuple(err["loc"])[: len(path)] == path and len(path) > 0:
+                            msg = err["msg"].removeprefix("Value error, ")
+                            self.add(
+                                (key, i, "with", *path),
+                                f"{label}: with.{_dotted(path)} is param {name!r}, whose value "
+                                f"{value!r} ({what}) does not fit: {msg}",
+                            )
+                            break
 
     def check_argv_words(self, key: str, i: int, step: Step, label: str) -> None:
         """An unquoted ``yes``, ``no``, ``on`` or ``off`` in ``argv`` is a YAML boolean, and
@@ -304,6 +412,7 @@ class _Checker:
                 f"{label}: unknown name {name!r}{_hint(name, roots)}"
                 f" (templates here can use {', '.join(sorted(roots))})",
             )
+        self.check_fields(path, label, text, roots, expression)
         for root, attr in sorted(templating.references(text, expression=expression)):
             if root not in roots:
                 continue  # reported above as an unknown name
@@ -329,6 +438,31 @@ class _Checker:
                     f"{label}: steps.{attr} is used by step {step.id!r} but {attr!r} is not in "
                     f"its needs, so it may not have run yet",
                 )
+
+    def check_fields(
+        self, path: tuple[Any, ...], label: str, text: str, roots: frozenset[str], expression: bool
+    ) -> None:
+        """``steps.ID.X``, ``failure.X`` and ``alert.X`` name fields that exist."""
+        for step_id, name in sorted(templating.fields(text, "steps", expression=expression)):
+            if name and step_id in self.step_ids and name not in STEP_FIELDS:
+                near = closest(name, STEP_FIELDS, n=1)
+                self.add(
+                    path,
+                    f"{label}: steps.{step_id} has no {name!r} (a step has output, status and "
+                    f"error): for what the step returned write steps.{step_id}.output.{name}"
+                    + (f", or did you mean steps.{step_id}.{near[0]}?" if near else ""),
+                )
+        for root, known in ((FAILURE_ROOT, FAILURE_FIELDS), ("alert", ALERT_FIELDS)):
+            if root not in roots:
+                continue
+            names = {name for name, _ in templating.fields(text, root, expression=expression)}
+            for name in sorted(names):
+                if name not in known:
+                    self.add(
+                        path,
+                        f"{label}: {root} has no {name!r}{_hint(name, known)}"
+                        f" (it has {', '.join(known)})",
+                    )
 
 
 def _cycles(graph: dict[str, list[str]]) -> list[list[str]]:
@@ -359,9 +493,13 @@ def _cycles(graph: dict[str, list[str]]) -> list[list[str]]:
     return found
 
 
-def validate(pb: Playbook, lines: Lines, file: str, registry: Registry) -> list[Problem]:
-    """Every semantic problem of ``pb`` (loaded from ``file`` with ``lines``), sorted by line."""
-    return _Checker(pb, lines, file, registry).run()
+def validate(
+    pb: Playbook, lines: Lines, file: str, registry: Registry, groups: Groups | None = None
+) -> list[Problem]:
+    """Every semantic problem of ``pb`` (loaded from ``file`` with ``lines``), sorted by line.
+    With ``groups``, an approval's ``groups`` must exist and their members count for its
+    quorum."""
+    return _Checker(pb, lines, file, registry, groups).run()
 
 
 def load_and_validate(path: Path, registry: Registry) -> tuple[Playbook | None, list[Problem]]:
@@ -371,16 +509,18 @@ def load_and_validate(path: Path, registry: Registry) -> tuple[Playbook | None, 
     return pb, problems
 
 
-def _load(path: Path, registry: Registry) -> tuple[Playbook | None, Lines, list[Problem]]:
+def _load(
+    path: Path, registry: Registry, groups: Groups | None = None
+) -> tuple[Playbook | None, Lines, list[Problem]]:
     try:
         pb, lines = playbook.load_file(path)
     except PlaybookInvalid as exc:
         return None, {}, exc.problems
-    return pb, lines, validate(pb, lines, str(path), registry)
+    return pb, lines, validate(pb, lines, str(path), registry, groups)
 
 
 def validate_paths(
-    paths: Sequence[Path], registry: Registry
+    paths: Sequence[Path], registry: Registry, groups: Groups | None = None
 ) -> tuple[dict[str, tuple[Playbook, Path]], list[Problem]]:
     """Check files and every ``*.yaml``/``*.yml`` in directories.
 
@@ -392,7 +532,7 @@ def validate_paths(
     problems: list[Problem] = []
     seen: set[Path] = set()
     for path in _files(paths, seen, problems):
-        pb, lines, found = _load(path, registry)
+        pb, lines, found = _load(path, registry, groups)
         if pb is not None and pb.name in owner:
             found.append(
                 Problem(
