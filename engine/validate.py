@@ -18,16 +18,14 @@ type.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
-
-from engine import params, playbook, templating
-from engine.actions import shell_code_inputs
+from engine import inputchecks, params, playbook, templating
 from engine.actions.registry import Registry
 from engine.errors import ParamError, PlaybookInvalid, Problem, closest
+from engine.inputchecks import Groups
 from engine.playbook import AlertTrigger, Lines, Phase, Playbook, Step
 
 RUN_FIELDS = ("id", "trigger", "requested_by", "playbook", "attempt", "source")
@@ -51,67 +49,13 @@ ALERT_FIELDS = (
 )
 """What templates see of ``alert`` (``engine.alerting.alert_context``)."""
 
-Groups = Mapping[str, frozenset[str]]
-"""Baton's groups (``BATON_CONFIG``) by name, with their members, when they are known."""
-
+_hint, _strings, _dotted = inputchecks.hint, inputchecks.strings, inputchecks.dotted
 
 _KEYS = {Phase.MAIN: "steps", Phase.ON_FAILURE: "on_failure", Phase.FINALLY: "finally"}
 
 
-def _hint(name: str, candidates: Iterable[str]) -> str:
-    found = closest(name, candidates, n=1)
-    return f" (did you mean {found[0]!r}?)" if found else ""
-
-
-def _strings(value: Any, path: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], str]]:
-    if isinstance(value, str):
-        yield path, value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _strings(item, (*path, key))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _strings(item, (*path, i))
-
-
-def _has_template(value: Any) -> bool:
-    return any("{{" in text or "{%" in text for _, text in _strings(value, ()))
-
-
-def _value_at(value: Any, loc: tuple[Any, ...]) -> Any:
-    """The value an error's location points at (its deepest part present in ``value``):
-    ``argv.1`` is the second argv item, so a template in another item does not hide it."""
-    for part in loc:
-        in_dict = isinstance(value, dict) and part in value
-        in_list = isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value)
-        if not (in_dict or in_list):
-            break
-        value = value[part]
-    return value
-
-
-def _param_only(text: str) -> str | None:
-    """``X`` when ``text`` is exactly ``{{ params.X }}`` (the value passes with its type)."""
-    match = re.fullmatch(r"\s*\{\{-?\s*params\.([A-Za-z_][A-Za-z0-9_]*)\s*-?\}\}\s*", text)
-    return match.group(1) if match else None
-
-
-def _replaced(value: Any, path: tuple[Any, ...], new: Any) -> Any:
-    """A copy of ``value`` with the item at ``path`` replaced by ``new``."""
-    if not path:
-        return new
-    head, rest = path[0], path[1:]
-    if isinstance(value, dict):
-        return {k: _replaced(v, rest, new) if k == head else v for k, v in value.items()}
-    return [_replaced(v, rest, new) if j == head else v for j, v in enumerate(value)]
-
-
 def _label(phase: Phase, step: Step) -> str:
     return f"step {step.id!r}" if phase is Phase.MAIN else f"{_KEYS[phase]} step {step.id!r}"
-
-
-def _dotted(path: tuple[Any, ...]) -> str:
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
 
 
 class _Checker:
@@ -252,9 +196,8 @@ class _Checker:
         key = _KEYS[phase]
         label = _label(phase, step)
         roots = templating.ROOTS if phase is Phase.MAIN else templating.ROOTS | {FAILURE_ROOT}
-        self.check_action(key, i, step, label)
-        self.check_shell_code(key, i, step, label)
-        self.check_argv_words(key, i, step, label)
+        for path, message in inputchecks.problems(step, self.registry, self.pb.params, self.groups):
+            self.add((key, i, *path), f"{label}: {message}")
         for path, text in _strings(step.with_, ()):
             self.check_template(
                 (key, i, "with", *path), f"{label}: with.{_dotted(path)}", text, roots, step, phase
@@ -263,131 +206,6 @@ class _Checker:
             self.check_template(
                 (key, i, "when"), f"{label}: when", step.when, roots, step, phase, expression=True
             )
-
-    def check_action(self, key: str, i: int, step: Step, label: str) -> None:
-        if step.action not in self.registry:
-            names = self.registry.names()
-            self.add(
-                (key, i, "action"),
-                f"{label}: unknown action {step.action!r}{_hint(step.action, names)}"
-                f" (known actions: {', '.join(names)})",
-            )
-            return
-        action = self.registry.get(step.action)
-        model = action.Inputs
-        try:
-            inputs = model.model_validate(step.with_)
-        except ValidationError as exc:
-            errors = exc.errors()
-        else:
-            self.check_inputs(key, i, step, label, action, inputs)
-            self.check_param_values(key, i, step, label, model)
-            return
-        accepted = set()
-        for name, field in model.model_fields.items():
-            accepted.add(name)
-            if field.alias:
-                accepted.add(field.alias)
-        for err in errors:
-            loc = tuple(err["loc"])
-            top = loc[0] if loc else None
-            if err["type"] == "extra_forbidden" and isinstance(top, str):
-                self.add(
-                    (key, i, "with", top),
-                    f"{label}: unknown input {top!r} for action {step.action!r}"
-                    f"{_hint(top, accepted)}",
-                )
-            elif err["type"] == "missing":
-                self.add(
-                    (key, i, "with"),
-                    f"{label}: action {step.action!r} needs input {_dotted(loc)!r}",
-                )
-            elif _has_template(_value_at(step.with_, loc)):
-                continue  # templated values are checked when the step runs
-            else:
-                where = f"with.{_dotted(loc)}: " if loc else "with: "
-                msg = err["msg"].removeprefix("Value error, ")
-                self.add((key, i, "with", *loc), f"{label}: {where}{msg}")
-        self.check_param_values(key, i, step, label, model)
-
-    def check_inputs(
-        self, key: str, i: int, step: Step, label: str, action: Any, inputs: Any
-    ) -> None:
-        """What an action can say about inputs that fit its model (an approval's quorum)."""
-        if step.action != "approval" or _has_template(step.with_.get("approvers")):
-            return
-        from engine.actions import approval
-
-        if not isinstance(inputs, approval.ApprovalInputs):
-            return  # a plug-in that replaced the built-in approval action
-        if self.groups is not None:
-            for kind, stage in (("approvers", inputs.approvers), ("escalate", inputs.escalate)):
-                for group in stage.groups if isinstance(stage, approval.Approvers) else []:
-                    if group not in self.groups:
-                        known = ", ".join(self.groups) or "none"
-                        self.add(
-                            (key, i, "with", kind),
-                            f"{label}: approvers group {group!r} is not a group of "
-                            f"BATON_CONFIG{_hint(group, self.groups)} (groups: {known})",
-                        )
-        problem = approval.quorum_problem(inputs, self.groups)
-        if problem is not None:
-            self.add((key, i, "with", "min_approvals"), f"{label}: {problem}")
-
-    def check_param_values(
-        self, key: str, i: int, step: Step, label: str, model: type[BaseModel]
-    ) -> None:
-        """An input written as exactly ``{{ params.X }}`` gets X's value: each value the
-        playbook itself gives X (its default and choices) must fit the input, or the step
-        would fail at run time for the run that uses it."""
-        for path, text in _strings(step.with_, ()):
-            name = _param_only(text)
-            spec = self.pb.params.get(name) if name else None
-            if spec is None or spec.type.value == "secret":
-                continue
-            candidates = [("its default", spec.default)] if spec.default is not None else []
-            candidates += [("a choice", c) for c in spec.choices or []]
-            for what, value in candidates:
-                try:
-                    typed = params.coerce_value(name or "", spec, value)
-                except ValueError:
-                    continue  # check_params reports a default that does not fit
-                probe = _replaced(step.with_, path, typed)
-                try:
-                    model.model_validate(probe)
-                except ValidationError as exc:
-                    for err in exc.errors():
-                        if tuple(err["loc"])[: len(path)] == path and len(path) > 0:
-                            msg = err["msg"].removeprefix("Value error, ")
-                            self.add(
-                                (key, i, "with", *path),
-                                f"{label}: with.{_dotted(path)} is param {name!r}, whose value "
-                                f"{value!r} ({what}) does not fit: {msg}",
-                            )
-                            break
-
-    def check_argv_words(self, key: str, i: int, step: Step, label: str) -> None:
-        """An unquoted ``yes``, ``no``, ``on`` or ``off`` in ``argv`` is a YAML boolean, and
-        would run as ``true``/``false``: a literal boolean item must be quoted."""
-        argv = step.with_.get("argv")
-        for j, item in enumerate(argv if isinstance(argv, list) else []):
-            if isinstance(item, bool):
-                self.add(
-                    (key, i, "with", "argv", j),
-                    f"{label}: with.argv[{j}] is the YAML boolean {str(item).lower()} (YAML "
-                    "reads unquoted yes, no, on, off, true and false so): quote the word "
-                    "you mean, e.g. 'yes'",
-                )
-
-    def check_shell_code(self, key: str, i: int, step: Step, label: str) -> None:
-        """No ``{{ }}`` may splice a value into a shell code input (``script``)."""
-        if step.action not in self.registry:
-            return
-        for name in shell_code_inputs(self.registry.get(step.action)):
-            text = step.with_.get(name)
-            if isinstance(text, str):
-                for splice in templating.shell_splices(text):
-                    self.add((key, i, "with", name), f"{label}: with.{name}, {splice.problem()}")
 
     # --- templates --------------------------------------------------------------------
 
