@@ -321,10 +321,16 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
 
 def _validate(settings: Settings, paths: list[Path]) -> int:
     from engine import validate
+    from engine.access import AccessRules, ConfigError
     from engine.actions.registry import Registry
 
     targets = paths or [settings.playbooks]
-    playbooks, problems = validate.validate_paths(targets, Registry.from_entry_points())
+    try:  # with the config's groups, an approval's groups are checked and counted
+        groups = AccessRules.load(settings.config).groups if settings.config else None
+    except ConfigError as exc:
+        print(f"{exc} (approval groups are not checked)", file=sys.stderr)
+        groups = None
+    playbooks, problems = validate.validate_paths(targets, Registry.from_entry_points(), groups)
     for problem in problems:
         print(problem)
     if problems:

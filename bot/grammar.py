@@ -275,10 +275,14 @@ def _parse_schedule(args: list[str]) -> Schedule:
         raise CommandError(f"say which playbook and when: {_usage('schedule')}")
     playbook, first = args[0], args[1]
     if first.lower() in ("in", "at"):
-        if len(args) < 3 or "=" in args[2]:
+        # the time is every word up to the first k=v: `in 1h 30m`, `in 10 minutes`
+        end = next((i for i, arg in enumerate(args[2:], 2) if "=" in arg), len(args))
+        if end == 2:
             raise CommandError(f"say when after {first!r}: e.g. `in 30m` or `at 18:00`")
-        when = f"{first.lower()} {args[2]}"
-        return Schedule(playbook, when=when, params=paramlib.parse_assignments(args[3:], playbook))
+        when = " ".join([first.lower(), *args[2:end]])
+        return Schedule(
+            playbook, when=when, params=paramlib.parse_assignments(args[end:], playbook)
+        )
     if "=" in first:
         raise CommandError(f"say when before the params: {_usage('schedule')}")
     return Schedule(playbook, cron=first, params=paramlib.parse_assignments(args[2:], playbook))

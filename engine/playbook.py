@@ -11,14 +11,12 @@ import json
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
-    PlainSerializer,
     ValidationError,
     field_validator,
     model_validator,
@@ -27,11 +25,7 @@ from pydantic import (
 from engine import durations, yamldoc
 from engine.errors import PlaybookInvalid, Problem
 
-Duration = Annotated[
-    timedelta,
-    BeforeValidator(durations.parse_duration),
-    PlainSerializer(lambda d: d.total_seconds(), return_type=float),
-]
+Duration = durations.Duration
 
 STEP_ID = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 PLAYBOOK_NAME = r"^[a-z0-9][a-z0-9_.-]*$"
@@ -102,7 +96,7 @@ class Step(_Model):
     needs: list[str] = Field(default_factory=list)
     when: str | None = None
     retry: Retry = Retry()
-    timeout: Duration | None = None
+    timeout: durations.Timeout | None = None
     idempotent: bool = False
     continue_on_error: bool = False
 
@@ -258,7 +252,7 @@ class Playbook(_Model):
     steps: list[Step] = Field(min_length=1)
     on_failure: list[Step] = Field(default_factory=list)
     finally_: list[Step] = Field(default_factory=list, alias="finally")
-    timeout: Duration | None = None
+    timeout: durations.Timeout | None = None
     concurrency: Concurrency | None = None
     triggers: list[Trigger] = Field(default_factory=list)
     notify: Notify = Notify()

@@ -320,6 +320,36 @@ def references(text: str, *, expression: bool = False) -> set[tuple[str, str]]:
     return found
 
 
+def fields(text: str, root: str, *, expression: bool = False) -> set[tuple[str, str]]:
+    """What ``text`` reads under ``root``, one and two levels down: for root ``steps``,
+    ``steps.check.output.rc`` gives ``("check", "")`` and ``("check", "output")``, and
+    ``steps['check'].status`` gives ``("check", "")`` and ``("check", "status")``."""
+    ast = _parse(text, expression)
+    if ast is None:
+        return set()
+    found: set[tuple[str, str]] = set()
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        assert isinstance(node, nodes.Getattr | nodes.Getitem)
+        key, inner = _key(node), node.node
+        if key is None:
+            continue
+        if isinstance(inner, nodes.Name) and inner.name == root:
+            found.add((key, ""))
+        elif isinstance(inner, nodes.Getattr | nodes.Getitem):
+            name, base = _key(inner), inner.node
+            if name is not None and isinstance(base, nodes.Name) and base.name == root:
+                found.add((name, key))
+    return found
+
+
+def _key(node: nodes.Getattr | nodes.Getitem) -> str | None:
+    if isinstance(node, nodes.Getattr):
+        return node.attr
+    if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+        return node.arg.value
+    return None
+
+
 def unknown_names(text: str, known: Iterable[str] = ROOTS, *, expression: bool = False) -> set[str]:
     """Top-level names ``text`` reads that are neither in ``known`` nor Jinja globals.
 

@@ -2,27 +2,30 @@
 
 Used by ``baton validate`` and when the catalog loads. Every problem points at a file and
 line. What is checked: actions exist and their ``with:`` blocks fit the action's inputs
-(values holding templates are only checked at run time), step ids are unique across
-``steps``, ``on_failure`` and ``finally``, ``needs`` name steps of the same list and make
-no cycle, templates compile and only use declared params, existing steps and known names,
-a main step only reads ``steps.X`` of steps it (transitively) needs, no ``{{ }}`` splices
-a value into shell code (``script``: see ``templating.shell_splices``), and param
-defaults fit their own type.
+(every literal value, durations included; a value holding a template is checked when the
+step runs, and one that is exactly ``{{ params.X }}`` is also checked now with each value
+the playbook gives X: its default and choices), an approval's quorum can be reached by
+the approvers it lists (``engine.actions.approval.quorum_problem``; Baton groups count
+when their members are known), step ids are unique across ``steps``, ``on_failure`` and
+``finally``, ``needs`` name steps of the same list and make no cycle, templates compile
+and only use declared params, existing steps, known names and the fields those have
+(``steps.X.output``, ``failure.error``, ``alert.labels``...), a main step only reads
+``steps.X`` of steps it (transitively) needs, no ``{{ }}`` splices a value into shell
+code (``script``: see ``templating.shell_splices``), and param defaults fit their own
+type.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from engine import params, playbook, templating
-from engine.actions import shell_code_inputs
+from engine import inputchecks, params, playbook, templating
 from engine.actions.registry import Registry
 from engine.errors import ParamError, PlaybookInvalid, Problem, closest
+from engine.inputchecks import Groups
 from engine.playbook import AlertTrigger, Lines, Phase, Playbook, Step
 
 RUN_FIELDS = ("id", "trigger", "requested_by", "playbook", "attempt", "source")
@@ -30,53 +33,42 @@ FAILURE_ROOT = "failure"
 """Extra template name for on_failure and finally steps: what failed."""
 CONCURRENCY_ROOTS = frozenset({"params", "run"})
 ALERT_ROOTS = frozenset({"alert"})
+STEP_FIELDS = ("output", "status", "error")
+FAILURE_FIELDS = ("step", "error")
+ALERT_FIELDS = (
+    "source",
+    "fingerprint",
+    "status",
+    "name",
+    "summary",
+    "labels",
+    "annotations",
+    "severity",
+    "starts_at",
+    "links",
+)
+"""What templates see of ``alert`` (``engine.alerting.alert_context``)."""
+
+_hint, _strings, _dotted = inputchecks.hint, inputchecks.strings, inputchecks.dotted
 
 _KEYS = {Phase.MAIN: "steps", Phase.ON_FAILURE: "on_failure", Phase.FINALLY: "finally"}
-
-
-def _hint(name: str, candidates: Iterable[str]) -> str:
-    found = closest(name, candidates, n=1)
-    return f" (did you mean {found[0]!r}?)" if found else ""
-
-
-def _strings(value: Any, path: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], str]]:
-    if isinstance(value, str):
-        yield path, value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _strings(item, (*path, key))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _strings(item, (*path, i))
-
-
-def _has_template(value: Any) -> bool:
-    return any("{{" in text or "{%" in text for _, text in _strings(value, ()))
-
-
-def _value_at(value: Any, loc: tuple[Any, ...]) -> Any:
-    """The value an error's location points at (its deepest part present in ``value``):
-    ``argv.1`` is the second argv item, so a template in another item does not hide it."""
-    for part in loc:
-        in_dict = isinstance(value, dict) and part in value
-        in_list = isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value)
-        if not (in_dict or in_list):
-            break
-        value = value[part]
-    return value
 
 
 def _label(phase: Phase, step: Step) -> str:
     return f"step {step.id!r}" if phase is Phase.MAIN else f"{_KEYS[phase]} step {step.id!r}"
 
 
-def _dotted(path: tuple[Any, ...]) -> str:
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
-
-
 class _Checker:
-    def __init__(self, pb: Playbook, lines: Lines, file: str, registry: Registry) -> None:
+    def __init__(
+        self,
+        pb: Playbook,
+        lines: Lines,
+        file: str,
+        registry: Registry,
+        groups: Groups | None = None,
+    ) -> None:
         self.pb = pb
+        self.groups = groups
         self.lines = lines
         self.file = file
         self.registry = registry
@@ -204,9 +196,8 @@ class _Checker:
         key = _KEYS[phase]
         label = _label(phase, step)
         roots = templating.ROOTS if phase is Phase.MAIN else templating.ROOTS | {FAILURE_ROOT}
-        self.check_action(key, i, step, label)
-        self.check_shell_code(key, i, step, label)
-        self.check_argv_words(key, i, step, label)
+        for path, message in inputchecks.problems(step, self.registry, self.pb.params, self.groups):
+            self.add((key, i, *path), f"{label}: {message}")
         for path, text in _strings(step.with_, ()):
             self.check_template(
                 (key, i, "with", *path), f"{label}: with.{_dotted(path)}", text, roots, step, phase
@@ -215,71 +206,6 @@ class _Checker:
             self.check_template(
                 (key, i, "when"), f"{label}: when", step.when, roots, step, phase, expression=True
             )
-
-    def check_action(self, key: str, i: int, step: Step, label: str) -> None:
-        if step.action not in self.registry:
-            names = self.registry.names()
-            self.add(
-                (key, i, "action"),
-                f"{label}: unknown action {step.action!r}{_hint(step.action, names)}"
-                f" (known actions: {', '.join(names)})",
-            )
-            return
-        model = self.registry.get(step.action).Inputs
-        try:
-            model.model_validate(step.with_)
-        except ValidationError as exc:
-            errors = exc.errors()
-        else:
-            return
-        accepted = set()
-        for name, field in model.model_fields.items():
-            accepted.add(name)
-            if field.alias:
-                accepted.add(field.alias)
-        for err in errors:
-            loc = tuple(err["loc"])
-            top = loc[0] if loc else None
-            if err["type"] == "extra_forbidden" and isinstance(top, str):
-                self.add(
-                    (key, i, "with", top),
-                    f"{label}: unknown input {top!r} for action {step.action!r}"
-                    f"{_hint(top, accepted)}",
-                )
-            elif err["type"] == "missing":
-                self.add(
-                    (key, i, "with"),
-                    f"{label}: action {step.action!r} needs input {_dotted(loc)!r}",
-                )
-            elif _has_template(_value_at(step.with_, loc)):
-                continue  # templated values are checked when the step runs
-            else:
-                where = f"with.{_dotted(loc)}: " if loc else "with: "
-                msg = err["msg"].removeprefix("Value error, ")
-                self.add((key, i, "with", *loc), f"{label}: {where}{msg}")
-
-    def check_argv_words(self, key: str, i: int, step: Step, label: str) -> None:
-        """An unquoted ``yes``, ``no``, ``on`` or ``off`` in ``argv`` is a YAML boolean, and
-        would run as ``true``/``false``: a literal boolean item must be quoted."""
-        argv = step.with_.get("argv")
-        for j, item in enumerate(argv if isinstance(argv, list) else []):
-            if isinstance(item, bool):
-                self.add(
-                    (key, i, "with", "argv", j),
-                    f"{label}: with.argv[{j}] is the YAML boolean {str(item).lower()} (YAML "
-                    "reads unquoted yes, no, on, off, true and false so): quote the word "
-                    "you mean, e.g. 'yes'",
-                )
-
-    def check_shell_code(self, key: str, i: int, step: Step, label: str) -> None:
-        """No ``{{ }}`` may splice a value into a shell code input (``script``)."""
-        if step.action not in self.registry:
-            return
-        for name in shell_code_inputs(self.registry.get(step.action)):
-            text = step.with_.get(name)
-            if isinstance(text, str):
-                for splice in templating.shell_splices(text):
-                    self.add((key, i, "with", name), f"{label}: with.{name}, {splice.problem()}")
 
     # --- templates --------------------------------------------------------------------
 
@@ -304,6 +230,7 @@ class _Checker:
                 f"{label}: unknown name {name!r}{_hint(name, roots)}"
                 f" (templates here can use {', '.join(sorted(roots))})",
             )
+        self.check_fields(path, label, text, roots, expression)
         for root, attr in sorted(templating.references(text, expression=expression)):
             if root not in roots:
                 continue  # reported above as an unknown name
@@ -329,6 +256,31 @@ class _Checker:
                     f"{label}: steps.{attr} is used by step {step.id!r} but {attr!r} is not in "
                     f"its needs, so it may not have run yet",
                 )
+
+    def check_fields(
+        self, path: tuple[Any, ...], label: str, text: str, roots: frozenset[str], expression: bool
+    ) -> None:
+        """``steps.ID.X``, ``failure.X`` and ``alert.X`` name fields that exist."""
+        for step_id, name in sorted(templating.fields(text, "steps", expression=expression)):
+            if name and step_id in self.step_ids and name not in STEP_FIELDS:
+                near = closest(name, STEP_FIELDS, n=1)
+                self.add(
+                    path,
+                    f"{label}: steps.{step_id} has no {name!r} (a step has output, status and "
+                    f"error): for what the step returned write steps.{step_id}.output.{name}"
+                    + (f", or did you mean steps.{step_id}.{near[0]}?" if near else ""),
+                )
+        for root, known in ((FAILURE_ROOT, FAILURE_FIELDS), ("alert", ALERT_FIELDS)):
+            if root not in roots:
+                continue
+            names = {name for name, _ in templating.fields(text, root, expression=expression)}
+            for name in sorted(names):
+                if name not in known:
+                    self.add(
+                        path,
+                        f"{label}: {root} has no {name!r}{_hint(name, known)}"
+                        f" (it has {', '.join(known)})",
+                    )
 
 
 def _cycles(graph: dict[str, list[str]]) -> list[list[str]]:
@@ -359,9 +311,13 @@ def _cycles(graph: dict[str, list[str]]) -> list[list[str]]:
     return found
 
 
-def validate(pb: Playbook, lines: Lines, file: str, registry: Registry) -> list[Problem]:
-    """Every semantic problem of ``pb`` (loaded from ``file`` with ``lines``), sorted by line."""
-    return _Checker(pb, lines, file, registry).run()
+def validate(
+    pb: Playbook, lines: Lines, file: str, registry: Registry, groups: Groups | None = None
+) -> list[Problem]:
+    """Every semantic problem of ``pb`` (loaded from ``file`` with ``lines``), sorted by line.
+    With ``groups``, an approval's ``groups`` must exist and their members count for its
+    quorum."""
+    return _Checker(pb, lines, file, registry, groups).run()
 
 
 def load_and_validate(path: Path, registry: Registry) -> tuple[Playbook | None, list[Problem]]:
@@ -371,16 +327,18 @@ def load_and_validate(path: Path, registry: Registry) -> tuple[Playbook | None, 
     return pb, problems
 
 
-def _load(path: Path, registry: Registry) -> tuple[Playbook | None, Lines, list[Problem]]:
+def _load(
+    path: Path, registry: Registry, groups: Groups | None = None
+) -> tuple[Playbook | None, Lines, list[Problem]]:
     try:
         pb, lines = playbook.load_file(path)
     except PlaybookInvalid as exc:
         return None, {}, exc.problems
-    return pb, lines, validate(pb, lines, str(path), registry)
+    return pb, lines, validate(pb, lines, str(path), registry, groups)
 
 
 def validate_paths(
-    paths: Sequence[Path], registry: Registry
+    paths: Sequence[Path], registry: Registry, groups: Groups | None = None
 ) -> tuple[dict[str, tuple[Playbook, Path]], list[Problem]]:
     """Check files and every ``*.yaml``/``*.yml`` in directories.
 
@@ -392,7 +350,7 @@ def validate_paths(
     problems: list[Problem] = []
     seen: set[Path] = set()
     for path in _files(paths, seen, problems):
-        pb, lines, found = _load(path, registry)
+        pb, lines, found = _load(path, registry, groups)
         if pb is not None and pb.name in owner:
             found.append(
                 Problem(

@@ -7,7 +7,7 @@ Inputs (``with:``)::
     headers: {Authorization: "Bearer {{ secrets.deploy_token }}"}
     json: {service: "{{ params.service }}"}   # or body: "raw text" (not both)
     expect: [200, 201]               # default: any 2xx
-    timeout: 10                      # seconds for the whole request; default: none
+    timeout: 10s                     # the whole request (any duration); default: none
 
 Output: ``{"status": int, "headers": {name: value}, "json": parsed body or None,
 "text": str}``. The body is parsed as JSON when the response says it is JSON, or when it
@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from engine import durations
 from engine.actions import ActionContext, shell
 from engine.errors import ActionError
 
@@ -49,7 +50,7 @@ class HttpInputs(BaseModel):
     json_: Any = Field(default=None, alias="json")
     body: str | None = None
     expect: list[int] | None = None
-    timeout: float | None = Field(default=None, gt=0)
+    timeout: durations.Timeout | None = None
 
     @field_validator("method")
     @classmethod
@@ -74,7 +75,8 @@ class HttpAction:
         import aiohttp  # imported on first use: the CLI starts faster without it
 
         method, url = inputs.method, inputs.url
-        timeout = aiohttp.ClientTimeout(total=inputs.timeout) if inputs.timeout else None
+        seconds = inputs.timeout.total_seconds() if inputs.timeout else None
+        timeout = aiohttp.ClientTimeout(total=seconds) if seconds else None
         kwargs: dict[str, Any] = {"headers": inputs.headers}
         if timeout is not None:
             kwargs["timeout"] = timeout
@@ -92,7 +94,7 @@ class HttpAction:
                     "+json"
                 )
         except TimeoutError:
-            after = f" after {inputs.timeout:g}s" if inputs.timeout else ""
+            after = f" after {durations.format_duration(seconds)}" if seconds else ""
             raise ActionError(f"{method} {url} timed out{after}") from None
         except aiohttp.InvalidURL:
             raise ActionError(f"invalid URL for {method}: {url!r}") from None

@@ -7,15 +7,14 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from engine import durations
 from engine.actions import ActionContext, Suspend
-from engine.durations import parse_duration
-from engine.errors import ActionError
 
 
 class WaitInputs(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    for_: str | float | None = Field(default=None, alias="for")
+    for_: durations.Duration | None = Field(default=None, alias="for")
     until: datetime | None = None
 
     @model_validator(mode="after")
@@ -35,8 +34,5 @@ class WaitAction:
             if until.tzinfo is None:
                 until = until.replace(tzinfo=UTC)
             return Suspend(until=until)
-        try:
-            delta: timedelta = parse_duration(inputs.for_)
-        except ValueError as exc:
-            raise ActionError(str(exc)) from None
+        delta: timedelta = inputs.for_
         return Suspend(until=ctx.now() + delta)

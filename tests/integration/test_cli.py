@@ -525,3 +525,34 @@ def test_serve_logs_one_json_object_a_line_and_no_library_chatter(tmp_path: Path
     assert about[0]["playbook"] == "fails" and about[1]["level"] == "WARNING"
     fired = [line for line in lines if " fired (due " in line["message"]]
     assert fired and all(line["playbook"] == "tick" and line["run_id"] for line in fired)
+
+
+QUORUM = """\
+name: quorum
+steps:
+  - id: gate
+    action: approval
+    with: {approvers: {groups: [sre]}, min_approvals: 3}
+  - id: pause
+    action: wait
+    needs: gate
+    with: {for: 10 minutes}
+"""
+
+
+def test_validate_counts_config_groups_for_a_quorum(env: dict[str, str], tmp_path: Path) -> None:
+    """`baton validate` reads BATON_CONFIG's groups: two members cannot give three
+    approvals; with a third member the playbook (and its `10 minutes`) is valid."""
+    path = tmp_path / "quorum.yaml"
+    path.write_text(QUORUM)
+    config = tmp_path / "baton.yaml"
+    config.write_text("groups:\n  sre: [alice, bob]\n")
+    out = baton({**env, "BATON_CONFIG": str(config)}, "validate", str(path))
+    assert out.returncode == 1
+    assert out.stdout.splitlines() == [
+        f"{path}:5: step 'gate': min_approvals is 3 but the gate lists only 2 approvers "
+        "(alice, bob): list more approvers or lower min_approvals"
+    ]
+    config.write_text("groups:\n  sre: [alice, bob, carol]\n")
+    out = baton({**env, "BATON_CONFIG": str(config)}, "validate", str(path))
+    assert (out.returncode, out.stdout) == (0, "1 playbook(s) valid\n"), out

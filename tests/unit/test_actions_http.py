@@ -208,10 +208,21 @@ async def test_connection_refused(ctx: ActionContext) -> None:
         await call(ctx, url=url)
 
 
-async def test_timeout(server: TestServer, ctx: ActionContext) -> None:
+@pytest.mark.parametrize("limit", [0.2, "200ms", "0.2s"], ids=["seconds", "ms", "text-seconds"])
+async def test_timeout(server: TestServer, ctx: ActionContext, limit: float | str) -> None:
+    """``timeout`` takes every duration form, like every other duration (not only numbers)."""
     url = str(server.make_url("/hang"))
     with pytest.raises(ActionError, match=rf"^GET {url} timed out after 0.2s$"):
-        await call(ctx, url=url, timeout=0.2)
+        await call(ctx, url=url, timeout=limit)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("5s", 5), ("1m30s", 90), ("1h 30m", 5400), ("10 minutes", 600), (10, 10), ("2.5", 2.5)],
+)
+def test_timeout_takes_every_duration_form(text: str | int, seconds: float) -> None:
+    inputs = http.HttpInputs.model_validate({"url": "http://x", "timeout": text})
+    assert inputs.timeout is not None and inputs.timeout.total_seconds() == seconds
 
 
 async def test_invalid_url(ctx: ActionContext) -> None:
@@ -237,7 +248,8 @@ async def test_cancel_while_waiting_for_the_server(
         pytest.param({}, "url", id="no-url"),
         pytest.param({"url": "http://x", "data": "b"}, "Extra inputs", id="unknown-key"),
         pytest.param({"url": "http://x", "method": "GE T"}, "not an HTTP method", id="bad-method"),
-        pytest.param({"url": "http://x", "timeout": 0}, "greater than 0", id="zero-timeout"),
+        pytest.param({"url": "http://x", "timeout": 0}, "more than 0", id="zero-timeout"),
+        pytest.param({"url": "http://x", "timeout": "soon"}, "bad duration", id="bad-timeout"),
     ],
 )
 def test_inputs_are_validated(inputs: dict[str, Any], fragment: str) -> None:

@@ -38,6 +38,10 @@ from engine.errors import BatonError, ParamError
         ),
         ("schedule backup in 30m", c.Schedule("backup", when="in 30m")),
         (
+            "schedule backup in 1 hour 30 minutes keep=7",
+            c.Schedule("backup", when="in 1 hour 30 minutes", params={"keep": "7"}),
+        ),
+        (
             "schedule backup at 18:00 keep=1",
             c.Schedule("backup", when="at 18:00", params={"keep": "1"}),
         ),
