@@ -378,7 +378,10 @@ class Decision:
 def may_approve(rules: AccessRules, actor: Actor, approvers: Mapping[str, Any]) -> bool:
     """Whether ``actor`` is one of an approval step's ``approvers`` (``users``,
     ``usergroups``, Baton ``groups``); a step that names nobody lets anyone decide
-    (the self-approval rule is the engine's)."""
+    (the self-approval rule is the engine's). A viewer decides nothing."""
+    person = rules.people.find(actor.id)
+    if person is not None and person.role == "viewer":
+        return False
     users = approvers.get("users") or []
     usergroups = approvers.get("usergroups") or []
     groups = approvers.get("groups") or []

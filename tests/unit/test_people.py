@@ -103,6 +103,7 @@ def test_a_persons_groups_and_ids_count_for_approvers(team: AccessRules) -> None
     assert access.may_approve(team, Actor("alice"), {"users": ["U01AAA"]})
     assert not access.may_approve(team, Actor("dave"), {"groups": ["sre"]})
     assert access.may_approve(team, Actor("dave"), {"groups": ["dba"]})
+    assert not access.may_approve(team, Actor("vera"), {})  # a viewer, even at an open gate
 
 
 @pytest.mark.parametrize(
