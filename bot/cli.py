@@ -424,13 +424,13 @@ async def acting_as(baton: Baton, asked: str | None) -> str:
     refusal names the setting and is audited."""
     import getpass
 
-    from engine import access
+    from engine import people
     from engine.errors import NotAllowed
 
     me = getpass.getuser()
     if asked is None:
         return me
-    why = access.may_act_as(baton.rules, me, asked)
+    why = people.may_act_as(baton.rules, me, asked)
     if why is not None:
         where = {"front_end": "cli", "user": me}
         await baton.engine.audit(me, "cli:as", asked, {}, "refused", where)

@@ -433,30 +433,6 @@ def authorize(
     return Decision(rules.default == "allow", action, playbook, None)
 
 
-def may_act_as(rules: AccessRules, me: str, other: str) -> str | None:
-    """Why login ``me`` may not use ``--as other`` (None: they may). Acting as oneself
-    is always fine; so is anything when the file has neither rules nor people. Else
-    ``me`` must be named in ``console_as`` (directly, by a group, or by their person's
-    name or Slack id), or be an admin."""
-    if other == me or (rules.open and not rules.people):
-        return None
-    actor = Actor(me, via="cli")
-    person = rules.people.find(me)
-    allowed = rules.people.console_as or ()
-    if person is not None and person.role == "admin":
-        return None
-    if not rules.ids_of(actor).isdisjoint(allowed) or not rules.groups_of(actor).isdisjoint(
-        allowed
-    ):
-        return None
-    named = ", ".join(allowed) if allowed else "nobody: the key is not there"
-    return (
-        f"--as {other} is refused: {me} may not act as someone else. BATON_CONFIG "
-        f"({rules.source}) allows --as only for the users and groups in `console_as:` "
-        f"(now {named}); add {me} or one of their groups there, or leave --as out"
-    )
-
-
 # --- the file format -------------------------------------------------------------------
 
 _EMPTY = {

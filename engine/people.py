@@ -38,10 +38,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from engine import playbook
 from engine.errors import Problem, closest
+
+if TYPE_CHECKING:
+    from engine.access import AccessRules
 
 Role = Literal["viewer", "operator", "admin"]
 ROLES: tuple[str, ...] = get_args(Role)
@@ -109,6 +112,32 @@ class People:
     def same(self, a: str, b: str) -> bool:
         """Whether two ids name one person (or are equal)."""
         return a == b or b in self.ids_of(a)
+
+
+def may_act_as(rules: AccessRules, me: str, other: str) -> str | None:
+    """Why login ``me`` may not use ``--as other`` (None: they may). Acting as oneself
+    is always fine; so is anything when the file has neither rules nor people. Else
+    ``me`` must be named in ``console_as`` (directly, by a group, or by their person's
+    name or Slack id), or be an admin."""
+    if other == me or (rules.open and not rules.people):
+        return None
+    from engine.access import Actor
+
+    actor = Actor(me, via="cli")
+    person = rules.people.find(me)
+    allowed = rules.people.console_as or ()
+    if person is not None and person.role == "admin":
+        return None
+    if not rules.ids_of(actor).isdisjoint(allowed) or not rules.groups_of(actor).isdisjoint(
+        allowed
+    ):
+        return None
+    named = ", ".join(allowed) if allowed else "nobody: the key is not there"
+    return (
+        f"--as {other} is refused: {me} may not act as someone else. BATON_CONFIG "
+        f"({rules.source}) allows --as only for the users and groups in `console_as:` "
+        f"(now {named}); add {me} or one of their groups there, or leave --as out"
+    )
 
 
 def build(

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from engine import access
+from engine import access, people
 from engine.access import CONSOLE, AccessRules, Actor, ConfigError, Place
 
 OPS_ROOM = Place("C0OPS", "ops")
@@ -150,7 +150,7 @@ def test_a_persons_groups_and_ids_count_for_approvers(team: AccessRules) -> None
 )
 def test_who_may_use_as(config: str, me: str, other: str, allowed: bool) -> None:
     rules = AccessRules.parse(config, "baton.yaml")
-    why = access.may_act_as(rules, me, other)
+    why = people.may_act_as(rules, me, other)
     assert (why is None) is allowed, why
     if not allowed:
         assert why is not None
