@@ -1,8 +1,10 @@
 """The HTTP API (aiohttp): health, metrics and the run API (README, "HTTP API").
 
-Writes need ``Authorization: Bearer $BATON_API_TOKEN``; reads (``GET /api/*`` and the ``/``
-page) need it too when ``BATON_API_READ_TOKEN=required``. ``/healthz`` and ``/metrics``
-are always open: they give status and counts, no names, params or outputs.
+Writes need ``Authorization: Bearer $BATON_API_TOKEN`` (the service token) or a person's
+own token (``bot.api_auth``: the request then acts as that person); reads (``GET /api/*``
+and the ``/`` page) need one of them too when ``BATON_API_READ_TOKEN=required``.
+``/healthz`` and ``/metrics`` are always open: they give status and counts, no names,
+params or outputs.
 
 Adapters convert, the engine decides: handlers parse JSON into a ``RunRequest`` and map
 Baton's errors to status codes with the same message the CLI prints.
@@ -10,7 +12,6 @@ Baton's errors to status codes with the same message the CLI prints.
 
 from __future__ import annotations
 
-import hmac
 import html
 import json
 from collections.abc import Awaitable, Callable
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from bot import edge
+from bot import api_auth, edge, grammar
 from engine import paging, queries, runlogs, storable
 from engine.alerts import OUTCOMES
 from engine.errors import (
@@ -58,19 +59,18 @@ def bearer(request: web.Request) -> str | None:
 
 
 def token_matches(sent: str, expected: SecretStr) -> bool:
-    return hmac.compare_digest(sent.encode(), expected.get_secret_value().encode())
+    return api_auth.token_matches(sent, expected)
 
 
-def _check_token(request: web.Request, settings: Settings) -> web.Response | None:
-    expected = settings.api_token
-    if expected is None:
-        return error(403, "the HTTP API's writes are disabled: set BATON_API_TOKEN to enable them")
-    token = bearer(request)
-    if token is None:
-        return error(401, "missing bearer token: send Authorization: Bearer $BATON_API_TOKEN")
-    if not token_matches(token, expected):
-        return error(401, "wrong bearer token")
-    return None
+def caller(request: web.Request) -> api_auth.Caller | web.Response:
+    """Who the request's bearer token speaks for, or the 401/403 answer."""
+    baton = _baton(request)
+    found = api_auth.identify(bearer(request), baton.settings.api_token, baton.rules.people)
+    return denied(found) if isinstance(found, api_auth.Denied) else found
+
+
+def denied(refusal: api_auth.Denied) -> web.Response:
+    return error(refusal.status, refusal.message)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -82,8 +82,8 @@ def reader(handler: Handler, settings: Settings) -> Handler:
         return handler
 
     async def guarded(request: web.Request) -> web.StreamResponse:
-        denied = _check_token(request, settings)
-        return denied if denied is not None else await handler(request)
+        who = caller(request)
+        return who if isinstance(who, web.Response) else await handler(request)
 
     return guarded
 
@@ -186,9 +186,9 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def create_run(request: web.Request) -> web.Response:
     baton = _baton(request)
-    denied = _check_token(request, baton.settings)
-    if denied is not None:
-        return denied
+    who = caller(request)
+    if isinstance(who, web.Response):
+        return who
     body = await _json_body(request)
     if isinstance(body, web.Response):
         return body
@@ -201,10 +201,18 @@ async def create_run(request: web.Request) -> web.Response:
     wrong = _typed(body, requested_by=str, dry_run=bool)
     if wrong is not None:
         return wrong
+    by = api_auth.on_behalf(who, body.get("requested_by"), "requested_by", "api")
+    if isinstance(by, api_auth.Denied):
+        return denied(by)
+    if who.person is not None:  # the service token is trusted; a person is checked
+        command = grammar.Run(playbook, params, dry_run=bool(body.get("dry_run")))
+        refused = await api_auth.permitted(baton, request.remote or "", by, command)
+        if refused is not None:
+            return denied(refused)
     run_request = RunRequest(
         playbook=playbook,
         params=params,
-        requested_by=body.get("requested_by") or "api",
+        requested_by=by,
         trigger="api",
         source={"remote": request.remote or ""},
     )
@@ -311,15 +319,24 @@ async def get_logs(request: web.Request) -> web.Response:
 
 
 async def run_action(request: web.Request) -> web.Response:
+    """Cancel or retry a run, ``?by=NAME`` (the service token's word; a person's token
+    is that person, checked against the access rules)."""
     baton = _baton(request)
-    denied = _check_token(request, baton.settings)
-    if denied is not None:
-        return denied
+    who = caller(request)
+    if isinstance(who, web.Response):
+        return who
     run_id = request.match_info["run_id"]
     action = request.match_info["action"]
-    by = request.query.get("by", "api")
+    by = api_auth.on_behalf(who, request.query.get("by"), "by", "api")
+    if isinstance(by, api_auth.Denied):
+        return denied(by)
     message = f"retrying run {run_id}"
     try:
+        if who.person is not None:
+            command = grammar.Cancel(run_id) if action == "cancel" else grammar.Retry(run_id)
+            refused = await api_auth.permitted(baton, request.remote or "", by, command)
+            if refused is not None:
+                return denied(refused)
         if action == "cancel":
             answer = await baton.engine.cancel(run_id, by)
             if answer.state == "refused":
@@ -336,22 +353,33 @@ async def run_action(request: web.Request) -> web.Response:
 async def decide(request: web.Request) -> web.Response:
     """``POST /api/approvals/{id}`` ``{"user": ..., "decision": "approve"|"reject",
     "comment": ...}``: a decision made elsewhere (a web form, a script) by ``user``, whom
-    the API token vouches for. The same checks as in chat apply."""
+    the service token vouches for; with a person's token ``user`` is that person (it may
+    be left out). The same checks as in chat apply."""
     baton = _baton(request)
-    denied = _check_token(request, baton.settings)
-    if denied is not None:
-        return denied
+    who = caller(request)
+    if isinstance(who, web.Response):
+        return who
     body = await _json_body(request)
     if isinstance(body, web.Response):
         return body
-    user, decision = body.get("user"), body.get("decision")
-    if not isinstance(user, str) or not user:
+    given, decision = body.get("user"), body.get("decision")
+    if given is not None and not isinstance(given, str):
+        return error(400, f'"user" must be a string, not {json.dumps(given)[:80]}')
+    if who.person is None and not given:
         return error(400, 'missing "user": who decides')
     if decision not in ("approve", "reject"):
         return error(400, '"decision" must be "approve" or "reject"')
     wrong = _typed(body, comment=str)
     if wrong is not None:
         return wrong
+    user = api_auth.on_behalf(who, given, "user", "")
+    if isinstance(user, api_auth.Denied):
+        return denied(user)
+    if who.person is not None:
+        command = grammar.Decide(request.match_info["approval_id"], decision, "")
+        refused = await api_auth.permitted(baton, request.remote or "", user, command)
+        if refused is not None:
+            return denied(refused)
     try:
         result = await baton.engine.decide(
             request.match_info["approval_id"], user, decision, str(body.get("comment") or "")

@@ -1,9 +1,10 @@
 """The API's view of what the console knows besides runs: playbooks (with their params),
 the approval gates waiting for decisions, and schedules (list, add, remove).
 
-Reads follow ``BATON_API_READ_TOKEN`` like every ``GET /api/*``; writes need the API token.
+Reads follow ``BATON_API_READ_TOKEN`` like every ``GET /api/*``; writes need a token.
 A schedule made or removed here goes through the same access rules as chat, on behalf of
-the ``user`` the body names (the API token vouches for it, as for decisions)."""
+the ``user`` the body names (the service token vouches for it, as for decisions) or of
+the person whose token it is (``bot.api_auth``)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,10 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from aiohttp import web
 
-from bot import api, grammar
+from bot import api, api_auth, grammar
 from engine import params as paramlib
 from engine import queries
-from engine.access import Actor
-from engine.errors import BatonError, NotAllowed, PlaybookNotFound
+from engine.errors import BatonError, PlaybookNotFound
 from engine.playbook import Playbook
 from storage import tables as t
 
@@ -140,31 +140,22 @@ async def list_schedules(request: web.Request) -> web.Response:
     return web.json_response([_schedule_json(v) for v in views])
 
 
-async def _authorized(request: web.Request, user: str, command: grammar.Command) -> None:
-    baton = api._baton(request)
-    where = {"front_end": "api", "user": user, "remote": request.remote or ""}
-    try:
-        await baton.commands().authorize(Actor(id=user, via="api"), command, where)
-    except NotAllowed:
-        target = getattr(command, "playbook", "") or getattr(command, "schedule_id", "")
-        await baton.engine.audit(user, f"api:{grammar.verb_of(command)}", target, {}, "refused")
-        raise
-
-
 async def add_schedule(request: web.Request) -> web.Response:
     """``{"user", "playbook", "cron": "0 9 * * 1-5"` or `"when": "in 30m" | "at 18:00",
     "params": {...}, "timezone": "Europe/Paris"}`` -> 201 with the schedule."""
     baton = api._baton(request)
-    denied = api._check_token(request, baton.settings)
-    if denied is not None:
-        return denied
+    who = api.caller(request)
+    if isinstance(who, web.Response):
+        return who
     body = await api._json_body(request)
     if isinstance(body, web.Response):
         return body
     wrong = api._typed(body, user=str, playbook=str, cron=str, when=str, timezone=str)
     if wrong is not None:
         return wrong
-    user, playbook = body.get("user"), body.get("playbook")
+    user, playbook = api_auth.on_behalf(who, body.get("user"), "user", ""), body.get("playbook")
+    if isinstance(user, api_auth.Denied):
+        return api.denied(user)
     if not user:
         return api.error(400, 'missing "user": on whose behalf the schedule is made')
     if not playbook:
@@ -176,39 +167,44 @@ async def add_schedule(request: web.Request) -> web.Response:
     if bool(cron) == bool(when):
         return api.error(400, 'give exactly one of "cron" ("0 9 * * 1-5") and "when" ("in 30m")')
     command = grammar.Schedule(playbook, cron=cron, when=when, params=params)
+    refused = await api_auth.permitted(baton, request.remote or "", user, command)
+    if refused is not None:
+        return api.denied(refused)
     try:
-        await _authorized(request, str(user), command)
         made = await baton.schedules.add(
             playbook,
             params,
-            str(user),
+            user,
             cron_expression=cron,
             when=when,
             timezone=body.get("timezone") or baton.settings.timezone,
             origin="api",
         )
-    except NotAllowed as exc:
-        return api.error(403, str(exc))
     except BatonError as exc:
         return api._maperror(exc)
     return web.json_response(_schedule_json(made), status=201)
 
 
 async def remove_schedule(request: web.Request) -> web.Response:
-    """``DELETE /api/schedules/{id}?user=NAME``: removed on behalf of ``user``."""
+    """``DELETE /api/schedules/{id}?user=NAME``: removed on behalf of ``user`` (with a
+    person's token: that person; ``user`` may be left out)."""
     baton = api._baton(request)
-    denied = api._check_token(request, baton.settings)
-    if denied is not None:
-        return denied
-    user = request.query.get("user")
+    who = api.caller(request)
+    if isinstance(who, web.Response):
+        return who
+    user = api_auth.on_behalf(who, request.query.get("user"), "user", "")
+    if isinstance(user, api_auth.Denied):
+        return api.denied(user)
     if not user:
         return api.error(400, "missing ?user=NAME: on whose behalf the schedule is removed")
     schedule_id = request.match_info["schedule_id"]
+    refused = await api_auth.permitted(
+        baton, request.remote or "", user, grammar.Unschedule(schedule_id)
+    )
+    if refused is not None:
+        return api.denied(refused)
     try:
-        await _authorized(request, user, grammar.Unschedule(schedule_id))
         gone = await baton.schedules.remove(schedule_id, user)
-    except NotAllowed as exc:
-        return api.error(403, str(exc))
     except BatonError as exc:
         return api.error(404 if "No schedule" in str(exc) else 400, str(exc))
     return web.json_response(_schedule_json(gone))

@@ -89,16 +89,18 @@ async def open_baton(
     upgrade: bool = False,
     clock: Clock | None = None,
     timers: Timers | None = None,
+    rules: AccessRules | None = None,
 ) -> AsyncIterator[Baton]:
     """Open the store and start the engine as a node of ``kind``: ``serve`` adopts runs
     nobody drives, fires schedules and routes alerts; ``run`` and ``console`` drive only
     the runs they start. On exit stop the engine (draining running steps, giving up the
     leases of runs still in progress) and close the store. ``upgrade``: bring an older
     database schema to head (``baton serve``); without it, an older schema stops Baton
-    with what to run."""
+    with what to run. ``rules``: the access rules when the caller read them already
+    (else they are read from ``BATON_CONFIG``)."""
     async with AsyncExitStack() as stack:
         sandbox.configure(settings.template_budget)
-        rules = AccessRules.load(settings.config)
+        rules = rules or AccessRules.load(settings.config)
         registry = Registry.from_entry_points()
         catalog = build_catalog(settings, registry)
         secret_key = settings.secret_key.get_secret_value() if settings.secret_key else None
@@ -120,6 +122,7 @@ async def open_baton(
             lease=settings.lease,
             renew=settings.renew_every,
             approver_check=ApproverCheck(rules),
+            same_person=rules.people.same,
             step_env=step_environment(settings),
             credentials=credentials,
         )
@@ -317,16 +320,19 @@ async def serve(settings: Settings) -> None:
 
     for name in settings.blank_secrets:
         log.warning("%s is set but empty, so it counts as unset: give it a value", name)
-    if settings.api_read_token == "required" and settings.api_token is None:
+    rules = AccessRules.load(settings.config)
+    tokens = settings.api_token is not None or rules.people.tokens
+    if settings.api_read_token == "required" and not tokens:
         raise BatonError(
-            "BATON_API_READ_TOKEN=required but BATON_API_TOKEN is not set: set the token "
-            "(reads and writes of the API then need it as a bearer token)"
+            "BATON_API_READ_TOKEN=required but BATON_API_TOKEN is not set (and nobody under "
+            "`users:` in BATON_CONFIG has a token): set the token (reads and writes of the "
+            "API then need it, or a person's own token, as a bearer token)"
         )
     async with AsyncExitStack() as stack:
         slack_on = slack_wanted(settings)
         try:
             baton = await stack.enter_async_context(
-                open_baton(settings, upgrade=settings.auto_upgrade)
+                open_baton(settings, upgrade=settings.auto_upgrade, rules=rules)
             )
         except SchemaOutdated as exc:  # only when BATON_AUTO_UPGRADE is false
             raise SchemaOutdated(
@@ -367,7 +373,7 @@ async def serve(settings: Settings) -> None:
             len(baton.engine.catalog),
             baton.store.engine.url.render_as_string(hide_password=True),
         )
-        if settings.api_token is None:
+        if not tokens:
             log.warning("BATON_API_TOKEN is not set: POST /api/runs is refused (403)")
         if settings.api_read_token == "open" and not is_loopback(settings.host):
             log.warning(

@@ -70,7 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         "end of input (or `quit`), the console waits until its runs have finished or wait "
         "for a person, then exits 0, leaving those still in progress to `baton serve`.",
     )
-    console.add_argument("--as", dest="user", default=None, help="who is chatting (default: $USER)")
+    console.add_argument(
+        "--as",
+        dest="user",
+        default=None,
+        help="who is chatting (default: $USER; only where `console_as:` in BATON_CONFIG allows it)",
+    )
 
     run = sub.add_parser(
         "run",
@@ -92,7 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="start the run and return at once, printing its id; a `baton serve` carries it "
         "out (the next one to start, if none runs now)",
     )
-    run.add_argument("--as", dest="user", default=None, help="who is asking (default: $USER)")
+    run.add_argument(
+        "--as",
+        dest="user",
+        default=None,
+        help="who is asking (default: $USER; only where `console_as:` in BATON_CONFIG allows it)",
+    )
 
     val = sub.add_parser(
         "validate",
@@ -144,7 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="time zone of the cron or the time of day (default BATON_TIMEZONE)",
     )
-    sched.add_argument("--as", dest="user", default=None, help="who asks (default: $USER)")
+    sched.add_argument(
+        "--as",
+        dest="user",
+        default=None,
+        help="who asks (default: $USER; only where `console_as:` in BATON_CONFIG allows it)",
+    )
 
     sub.add_parser(
         "schedules",
@@ -159,7 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Schedules declared in a playbook go away with their trigger.",
     )
     unsched.add_argument("id", help="schedule id")
-    unsched.add_argument("--as", dest="user", default=None, help="who asks (default: $USER)")
+    unsched.add_argument(
+        "--as",
+        dest="user",
+        default=None,
+        help="who asks (default: $USER; only where `console_as:` in BATON_CONFIG allows it)",
+    )
 
     from bot import cli_db, cli_logs
 
@@ -254,12 +274,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _console(settings: Settings, user: str | None) -> int:
-    import getpass
-
     from bot.app import open_baton, run_console
 
     async with open_baton(settings, kind="console") as baton:
-        chat = asyncio.ensure_future(run_console(baton, user or getpass.getuser()))
+        chat = asyncio.ensure_future(run_console(baton, await acting_as(baton, user)))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGHUP):  # a closed terminal: stop the steps
             loop.add_signal_handler(sig, chat.cancel)
@@ -278,6 +296,7 @@ async def _console(settings: Settings, user: str | None) -> int:
 
 
 async def _run(settings: Settings, args: argparse.Namespace) -> int:
+    import dataclasses
     import getpass
 
     from bot.progress import Progress
@@ -285,7 +304,7 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
     from engine.requests import RunRequest
 
     raw = paramlib.parse_assignments(args.params, args.playbook)
-    user = args.user or getpass.getuser()
+    user = args.user or getpass.getuser()  # a dry run only reads: any name will do
     request = RunRequest(playbook=args.playbook, params=raw, requested_by=user, trigger="cli")
     progress = Progress()
     if args.dry_run:
@@ -302,6 +321,8 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
     async with open_baton(settings, kind="run") as baton:
         from bot import commands
 
+        user = await acting_as(baton, args.user)
+        request = dataclasses.replace(request, requested_by=user)
         await check(baton, user, commands.Run(args.playbook, raw))
         if args.detach:
             run_id = await baton.engine.start_run(request, detach=True)
@@ -399,6 +420,26 @@ async def _runs(settings: Settings, args: argparse.Namespace) -> int:
         more = [f"--{k}={v}" for k, v in (("limit", args.limit), *filters.items()) if v]
         print(f"older runs: baton runs {' '.join(more)} --cursor={page.next}")
     return 0
+
+
+async def acting_as(baton: Baton, asked: str | None) -> str:
+    """Who the command line acts as: the login user, or ``--as USER`` where BATON_CONFIG
+    allows it (``console_as``; anyone when the file has neither rules nor people). A
+    refusal names the setting and is audited."""
+    import getpass
+
+    from engine import people
+    from engine.errors import NotAllowed
+
+    me = getpass.getuser()
+    if asked is None:
+        return me
+    why = people.may_act_as(baton.rules, me, asked)
+    if why is not None:
+        where = {"front_end": "cli", "user": me}
+        await baton.engine.audit(me, "cli:as", asked, {}, "refused", where)
+        raise NotAllowed(why)
+    return asked
 
 
 async def check(baton: Baton, user: str, command: Command) -> None:

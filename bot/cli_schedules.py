@@ -11,20 +11,19 @@ if TYPE_CHECKING:
 
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
-    import getpass
     import shlex
 
     from bot import commands
     from bot.app import open_baton
-    from bot.cli import check
+    from bot.cli import acting_as, check
 
     async with open_baton(settings, kind="cli") as baton:
         book = baton.schedules
         if args.command == "schedules":
             _print_schedules(await book.list())
             return 0
-        user = args.user or getpass.getuser()
         if args.command == "unschedule":
+            user = await acting_as(baton, args.user)
             await check(baton, user, commands.Unschedule(args.id))
             gone = await book.remove(args.id, user)
             print(f"removed schedule {gone.id} ({gone.playbook}, {gone.when})")
@@ -33,7 +32,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         extra.add_argument("--timezone", default=args.timezone)
         extra.add_argument("--as", dest="user", default=args.user)
         more, words = extra.parse_known_args(args.when)
-        user = more.user or user
+        user = await acting_as(baton, more.user)
         zone = more.timezone or settings.timezone
         # the chat grammar reads the words: one meaning of `schedule` everywhere
         wanted = commands.parse(shlex.join(["schedule", args.playbook, *words]))

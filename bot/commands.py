@@ -17,6 +17,8 @@ Decisions:
   every command passes through it (the CLI's ``baton run --as`` too). Commands that
   change something (run, schedule, unschedule, retry, cancel) are checked against the
   playbook they touch; the rest only read. Whoever started a run may always cancel it.
+  A person's role (``users:`` in ``BATON_CONFIG``) comes first: a viewer may only read
+  (no approve or reject either), an admin passes every rule.
 - ``run P`` without a required param answers with what is missing and, in
   ``data["form"]``, what a front end needs to ask for it (Slack opens a form).
 """
@@ -187,7 +189,7 @@ class Commands:
 
     async def authorize(self, actor: Actor, command: Command, where: dict[str, Any]) -> None:
         """The one place access is checked: raises NotAllowed saying who may."""
-        action, playbook = verb_of(command), ""
+        action, playbook, own = verb_of(command), "", False
         match command:
             case Run(dry_run=True):
                 return
@@ -195,17 +197,19 @@ class Commands:
                 playbook = command.playbook
             case Cancel() | Retry():
                 run = await queries.run_origin(self.store, command.run_id)
-                if isinstance(command, Cancel) and run["requested_by"] == actor.id:
-                    return
+                own = self.rules.people.same(actor.id, run["requested_by"])
                 playbook = run["playbook"]
             case Unschedule():
                 views = {v.id: v for v in await self.schedules.list()}
                 if command.schedule_id not in views:
                     return  # the schedules module says it does not exist
                 playbook = views[command.schedule_id].playbook
+            case Decide():
+                pass  # a viewer may not decide; the engine checks the gate's approvers
             case _:
                 return
-        decision = access.authorize(self.rules, actor, action, playbook, place_of(actor, where))
+        place = place_of(actor, where)
+        decision = access.authorize(self.rules, actor, action, playbook, place, own=own)
         if not decision.allowed:
             raise access.Refused(decision)
 

@@ -36,6 +36,9 @@ How the rules read:
 - ``channels`` entries are channel ids (``C0OPS``, exact) or names (``#ops`` or ``ops``,
   case-insensitive; quote ``"#ops"`` in YAML). The bare words ``console`` and ``cli``
   name Baton's own front ends; a Slack channel called #console is ``"#console"``.
+- ``users`` and ``console_as`` name people, their tokens and roles (``engine.people``):
+  a rule, group or approver list that names a person's name or Slack id names them by
+  either, and a person's ``groups`` count like membership under ``groups:``.
 - Other top-level sections are refused as typos, except ``approvals``, ``alerts`` and
   ``slack``, which are kept for features to come.
 """
@@ -58,6 +61,7 @@ from pydantic import (
     field_validator,
 )
 
+from engine import people as peoplelib
 from engine import playbook, yamldoc
 from engine.errors import BatonError, NotAllowed, PlaybookInvalid, Problem, closest
 
@@ -159,11 +163,12 @@ def _in_usergroup(actor: Actor, entry: str) -> bool:
     return entry in _usergroup_ids(actor) or entry.lower() in _usergroup_handles(actor)
 
 
-def _is_member(actor: Actor, member: str) -> bool:
-    """``member`` of a Baton group: an @handle, or else a user id or user group id."""
+def _is_member(actor: Actor, ids: frozenset[str], member: str) -> bool:
+    """``member`` of a Baton group: an @handle, or else one of the actor's ``ids`` or a
+    user group id."""
     if member.startswith("@"):
         return member[1:].lower() in _usergroup_handles(actor)
-    return member == actor.id or member in _usergroup_ids(actor)
+    return member in ids or member in _usergroup_ids(actor)
 
 
 def _at(place: Place, entry: str) -> bool:
@@ -204,12 +209,15 @@ class Rule:
     def names_principals(self) -> bool:
         return any(p is not None for p in (self.users, self.usergroups, self.groups))
 
-    def admits(self, actor: Actor, actor_groups: frozenset[str]) -> bool:
-        """Whether the rule lets ``actor`` (in Baton groups ``actor_groups``) through."""
+    def admits(
+        self, actor: Actor, actor_groups: frozenset[str], ids: frozenset[str] = frozenset()
+    ) -> bool:
+        """Whether the rule lets ``actor`` (in Baton groups ``actor_groups``, also known
+        by ``ids``) through."""
         if not self.names_principals:
             return True
         return (
-            actor.id in (self.users or ())
+            not (ids | {actor.id}).isdisjoint(self.users or ())
             or any(_in_usergroup(actor, g) for g in self.usergroups or ())
             or not actor_groups.isdisjoint(self.groups or ())
         )
@@ -253,19 +261,27 @@ class AccessRules:
     groups: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
     default: Default = "allow"
     source: str | None = None
+    people: peoplelib.People = field(default_factory=peoplelib.People)
 
     @property
     def open(self) -> bool:
         """True when there are no rules: everyone may do everything."""
         return not self.rules and self.default == "allow"
 
+    def ids_of(self, actor: Actor) -> frozenset[str]:
+        """Every id ``actor`` goes by: theirs, and their person's name and Slack id."""
+        return self.people.ids_of(actor.id)
+
     def groups_of(self, actor: Actor) -> frozenset[str]:
-        """The Baton groups ``actor`` is in, by id or through a Slack user group."""
+        """The Baton groups ``actor`` is in: by id or through a Slack user group under
+        ``groups:``, and their person's own ``groups``."""
+        ids = self.ids_of(actor)
+        person = self.people.find(actor.id)
         return frozenset(
             name
             for name, members in self.groups.items()
-            if any(_is_member(actor, m) for m in members)
-        )
+            if any(_is_member(actor, ids, m) for m in members)
+        ) | (person.groups if person is not None else frozenset())
 
     def names_usergroups(self, groups: Iterable[str] | None = None) -> bool:
         """Whether deciding needs an asker's Slack user groups: a rule names one, or one
@@ -325,11 +341,21 @@ class Decision:
     action: str
     playbook: str
     rule: Rule | None
+    person: peoplelib.Person | None = None
+    """Set when the person's role decided (a viewer refused, an admin let through)."""
 
     def refusal(self, mention: Callable[[str], str] = plain) -> str:
         """Who may do this and from where, for the person who was refused. ``mention``
         renders one user, user group or channel token for the front end."""
         action, name = self.action, f"`{self.playbook}`"
+        if self.person is not None:
+            person = self.person.name
+            if self.allowed:
+                return f"{person} is an admin and may {action} {name}"
+            return (
+                f"{person} is a viewer (users.{person}.role at {self.person.origin}) and may "
+                f"only read, not {action}: an operator or admin role lets them act"
+            )
         if self.rule is None:
             if self.allowed:
                 return f"anyone may {action} {name}"
@@ -346,13 +372,18 @@ class Decision:
 def may_approve(rules: AccessRules, actor: Actor, approvers: Mapping[str, Any]) -> bool:
     """Whether ``actor`` is one of an approval step's ``approvers`` (``users``,
     ``usergroups``, Baton ``groups``); a step that names nobody lets anyone decide
-    (the self-approval rule is the engine's)."""
+    (the self-approval rule is the engine's). A viewer decides nothing."""
+    person = rules.people.find(actor.id)
+    if person is not None and person.role == "viewer":
+        return False
     users = approvers.get("users") or []
     usergroups = approvers.get("usergroups") or []
     groups = approvers.get("groups") or []
     if not (users or usergroups or groups):
         return True
-    if actor.id in users or any(_in_usergroup(actor, g) for g in usergroups):
+    if not rules.ids_of(actor).isdisjoint(users) or any(
+        _in_usergroup(actor, g) for g in usergroups
+    ):
         return True
     return bool(set(groups) & rules.groups_of(actor))
 
@@ -367,17 +398,32 @@ class Refused(NotAllowed):
 
 
 def authorize(
-    rules: AccessRules, actor: Actor, action: str, playbook: str, place: Place
+    rules: AccessRules,
+    actor: Actor,
+    action: str,
+    playbook: str,
+    place: Place,
+    *,
+    own: bool = False,
 ) -> Decision:
-    """Whether ``actor`` may do ``action`` to ``playbook`` from ``place``: the first rule
-    covering the playbook and action decides, else the default. Actions outside
-    ``ACTIONS`` only read and are always allowed."""
-    if action not in ACTIONS:
+    """Whether ``actor`` may do ``action`` to ``playbook`` from ``place``.
+
+    A person's role comes first: a viewer may only read, an admin may do everything.
+    Then actions outside ``ACTIONS`` (reads; approve and reject, whose approvers the
+    engine checks) are allowed, and so is cancelling one's ``own`` run. Otherwise the
+    first rule covering the playbook and action decides, else the default."""
+    person = rules.people.find(actor.id)
+    if person is not None and action in (*ACTIONS, *peoplelib.DECISIONS):
+        if person.role == "viewer":
+            return Decision(False, action, playbook, None, person)
+        if person.role == "admin":
+            return Decision(True, action, playbook, None, person)
+    if action not in ACTIONS or (own and action == "cancel"):
         return Decision(True, action, playbook, None)
     for rule in rules.rules:
         if rule.covers(action, playbook):
-            allowed = rule.admits(actor, rules.groups_of(actor)) and rule.admits_place(place)
-            return Decision(allowed, action, playbook, rule)
+            admitted = rule.admits(actor, rules.groups_of(actor), rules.ids_of(actor))
+            return Decision(admitted and rule.admits_place(place), action, playbook, rule)
     return Decision(rules.default == "allow", action, playbook, None)
 
 
@@ -435,6 +481,8 @@ class _AccessSpec(_Model):
 class _FileSpec(_Model):
     groups: dict[str, tuple[str, ...]] = {}
     access: _AccessSpec | None = None
+    users: Any = None  # engine.people reads these two
+    console_as: Any = None
     approvals: Any = None
     alerts: Any = None
     slack: Any = None
@@ -449,7 +497,7 @@ class _FileSpec(_Model):
         return value
 
 
-_SECTIONS = ("groups", "access")
+_SECTIONS = ("groups", "access", "users", "console_as")
 
 
 _SHAPES: dict[tuple[Any, ...], str] = {
@@ -512,7 +560,8 @@ def _build(spec: _FileSpec, lines: playbook.Lines, source: str) -> AccessRules:
     """Turn a valid file into rules, checking what the schema cannot: names across keys."""
     groups = {name: frozenset(members) for name, members in spec.groups.items()}
     access = spec.access or _AccessSpec()
-    problems: list[Problem] = []
+    people, problems = peoplelib.build(spec.users, spec.console_as, lines, source)
+    known_groups = set(groups).union(*(p.groups for p in people.people.values()))
 
     def problem(loc: tuple[Any, ...], message: str) -> None:
         problems.append(
@@ -528,8 +577,8 @@ def _build(spec: _FileSpec, lines: playbook.Lines, source: str) -> AccessRules:
                     (*at, "users", j), f"{user!r} is a Slack user group; list it under `usergroups`"
                 )
         for j, group in enumerate(rs.groups or ()):
-            if group not in groups:
-                near = closest(group, groups, n=1)
+            if group not in known_groups:
+                near = closest(group, known_groups, n=1)
                 hint = f"did you mean {near[0]!r}?" if near else "define it under `groups:`"
                 problem((*at, "groups", j), f"group {group!r} is not defined; {hint}")
         line = playbook.line_of(lines, at)
@@ -547,4 +596,4 @@ def _build(spec: _FileSpec, lines: playbook.Lines, source: str) -> AccessRules:
     if problems:
         raise ConfigError.of(sorted(problems, key=lambda p: p.line or 0))
     default: Default = access.default or ("deny" if rules else "allow")
-    return AccessRules(tuple(rules), MappingProxyType(groups), default, source)
+    return AccessRules(tuple(rules), MappingProxyType(groups), default, source, people)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import os
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from contextlib import suppress
@@ -98,6 +99,7 @@ class Engine:
         renew: float = 5.0,
         inbox_poll: float = 0.25,
         approver_check: ApproverCheck = _users_only,
+        same_person: Callable[[str, str], bool] = operator.eq,
         step_env: Mapping[str, str] | None = None,
         credentials: Iterable[str] = (),
     ) -> None:
@@ -124,6 +126,7 @@ class Engine:
         self.keeper = Keeper(self, renew=renew, inbox_poll=inbox_poll)
         self.released = 0  # runs still in progress whose leases ``stop`` gave up
         self.approver_check = approver_check
+        self.same_person = same_person  # one person under two ids (a name, a Slack id)
         self.records = RunRecords(
             store=store,
             secret_box=secret_box,
@@ -566,7 +569,7 @@ class Engine:
 
     async def _decider_problem(self, row: sa.Row[Any], user: str) -> str | None:
         spec = row.spec
-        if user == row.requested_by and not spec.get("allow_self_approval", False):
+        if self.same_person(user, row.requested_by) and not spec.get("allow_self_approval"):
             return (
                 f"{user} started run {row.run_id} and cannot approve it: another approver "
                 f"must decide ({queries.describe_approvers(spec, row.requested_by)})"

@@ -405,6 +405,7 @@ def test_access_rules_hold_for_the_command_line_and_the_console(
 ) -> None:
     config = tmp_path / "baton.yaml"
     config.write_text(
+        "console_as: [carol]\n"  # the login user here may act as alice and bob
         "access:\n  rules:\n    - playbooks: greet\n      users: [alice]\n"
         "      channels: [console]\n"
     )
@@ -441,6 +442,118 @@ def test_access_rules_hold_for_the_command_line_and_the_console(
     bad = baton({**env, "BATON_CONFIG": str(broken)}, "run", "greet")
     assert bad.returncode != 0 and "broken.yaml:4" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_as_is_allowed_only_where_console_as_says(env: dict[str, str], tmp_path: Path) -> None:
+    env = {**env, "LOGNAME": "carol"}  # getpass reads LOGNAME before USER
+    open_run = baton(env, "run", "greet", "--as", "alice")  # no BATON_CONFIG: as before
+    assert open_run.returncode == 0, open_run.stderr
+    config = tmp_path / "baton.yaml"
+    config.write_text("access:\n  rules:\n    - playbooks: '*'\n")
+    env = {**env, "BATON_CONFIG": str(config)}
+    refusal = (
+        f"baton: --as alice is refused: carol may not act as someone else. BATON_CONFIG "
+        f"({config}) allows --as only for the users and groups in `console_as:` (now nobody: "
+        "the key is not there); add carol or one of their groups there, or leave --as out\n"
+    )
+    for args in (
+        ["run", "greet", "--as", "alice"],
+        ["console", "--as", "alice"],
+        ["schedule", "greet", "in", "30m", "--as", "alice"],
+        ["unschedule", "nope", "--as", "alice"],
+    ):
+        out = subprocess.run(
+            [BATON, *args],
+            input="run greet\n",
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert (out.returncode, out.stderr) == (2, refusal), args
+    assert baton(env, "schedules").stdout == "no schedules\n"
+    assert baton(env, "run", "greet", "--as", "carol").returncode == 0  # oneself: fine
+    assert baton(env, "run", "greet").returncode == 0
+
+    config.write_text(
+        "console_as: [admins]\nusers:\n  carol: {groups: [admins]}\n"
+        "access:\n  rules:\n    - playbooks: '*'\n"
+    )
+    allowed = baton(env, "run", "greet", "--as", "alice")
+    assert allowed.returncode == 0, allowed.stderr
+    runs = baton(env, "runs").stdout.splitlines()[1:]
+    assert sorted(line.split()[3] for line in runs) == ["alice", "alice", "carol", "carol"]
+
+
+def test_serve_takes_peoples_tokens_without_a_service_token(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    import hashlib
+
+    digest = hashlib.sha256(b"alice-token").hexdigest()
+    config = tmp_path / "baton.yaml"
+    config.write_text(f"users:\n  alice: {{token_sha256: {digest}}}\n")
+    env = {k: v for k, v in env.items() if k != "BATON_API_TOKEN"}
+    port = _free_port()
+    proc = subprocess.Popen(
+        [BATON, "serve"],
+        env={
+            **env,
+            "BATON_PORT": str(port),
+            "BATON_CONFIG": str(config),
+            "BATON_API_READ_TOKEN": "required",
+        },
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def call(path: str, token: str | None, body: bytes | None = None) -> int:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        request = urllib.request.Request(base + path, data=body, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            return exc.code
+
+    try:
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:  # wait for the "serving" log line, not for a clock
+            seen.append(line)
+            if "serving on" in line:
+                break
+        assert "serving on" in seen[-1], "".join(seen)
+        assert call("/api/runs", None) == 401
+        assert call("/api/runs", "alice-token") == 200
+        started = call("/api/runs", "alice-token", b'{"playbook": "greet", "dry_run": true}')
+        assert started == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_a_bad_person_stops_every_command_with_the_line_and_the_fix(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    config = tmp_path / "baton.yaml"
+    config.write_text("users:\n  alice:\n    token_sha256: s3cret\n    role: boss\n")
+    out = baton({**env, "BATON_CONFIG": str(config)}, "run", "greet")
+    assert out.returncode == 2
+    assert f"{config}:3: users.alice.token_sha256: not a SHA-256 hash" in out.stderr
+    assert 'printf %s "$TOKEN" | sha256sum' in out.stderr
+    assert f"{config}:4: users.alice.role: unknown role 'boss'" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 PROBE = """

@@ -353,8 +353,9 @@ def test_errors_in_a_file_name_the_file(tmp_path: Path) -> None:
         ),
         pytest.param(
             "groups: {}\nplugins: [x]\n",
-            [(2, "plugins: unknown section. Known sections: groups, access (and approvals, "
-                 "alerts, slack, read elsewhere: `alerts.chat` holds the chat alert rules)")],
+            [(2, "plugins: unknown section. Known sections: groups, access, users, console_as "
+                 "(and approvals, alerts, slack, read elsewhere: `alerts.chat` holds the chat "
+                 "alert rules)")],
             id="unknown-section",
         ),
         pytest.param(
