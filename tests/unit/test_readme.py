@@ -12,6 +12,7 @@ from bot.settings import describe_settings
 from engine import validate
 from engine.access import AccessRules
 from engine.actions.registry import Registry
+from engine.playbook import ParamType
 
 README = (Path(__file__).parent.parent.parent / "README.md").read_text()
 BLOCKS = re.findall(r"```yaml\n(.*?)```", README, flags=re.S)
@@ -48,4 +49,10 @@ def test_every_setting_is_in_the_settings_table() -> None:
             and f"/ `{name}`" not in table
         ):
             missing.append(name)
+    assert missing == []
+
+
+def test_every_param_type_is_in_the_params_table() -> None:
+    table = README.split("### Params", 1)[1].split("\n### ", 1)[0]
+    missing = [kind.value for kind in ParamType if f"| `{kind.value}` |" not in table]
     assert missing == []
