@@ -459,7 +459,7 @@ def _element(spec: paramlib.Param, given: Any) -> dict[str, Any]:
             element["initial_value"] = str(initial)
         return element
     element = {"type": "plain_text_input"}
-    if initial is not None and spec.type is not ParamType.SECRET:
+    if initial not in (None, []) and spec.type is not ParamType.SECRET:
         element["initial_value"] = paramlib.text(initial)[:3000]
     return element
 
