@@ -66,12 +66,22 @@ SWEEP = """
         with: {message: "{{ params.hosts | join(',') }} in {{ params.zones | sum }}"}
 """
 
+WHOLE = """
+    name: whole
+    params:
+      hosts: {type: list, default: [a, b]}
+    steps:
+      - id: echo
+        action: shell
+        with: {argv: [echo, "{{ params.hosts }}"]}
+"""
+
 ALICE = Actor(id="alice", name="Alice", via="console")
 WHERE: dict[str, Any] = {"front_end": "console"}
 
 
 async def _chat(harness: HarnessFactory) -> tuple[Harness, Commands]:
-    h = await harness({"fanout": FANOUT, "sweep": SWEEP})
+    h = await harness({"fanout": FANOUT, "sweep": SWEEP, "whole": WHOLE})
     return h, Commands(engine=h.engine, schedules=h.schedules, timezone="UTC")
 
 
@@ -98,6 +108,15 @@ async def test_a_list_reaches_templates_and_shell_steps_as_a_list(
     assert steps["env"]["output"]["stdout"] == '["web-1", "web-2"]|[22]'
     assert steps["each"]["output"]["stdout"] == "web-1 web-2 23\n"
     assert steps["said"]["output"]["message"] == "2 hosts: web-1,web-2"
+
+
+async def test_a_whole_list_is_not_one_argument(harness: HarnessFactory) -> None:
+    h, cmds = await _chat(harness)
+    reply = await say(h, cmds, "run whole")
+    run = await queries.get_run(h.store, str(reply.run_id))
+    assert run["status"] == "failed"
+    (step,) = run["steps"]
+    assert "join" in step["error"], step["error"]
 
 
 async def test_an_item_holding_a_comma_is_given_as_a_json_list(harness: HarnessFactory) -> None:
@@ -156,6 +175,31 @@ async def test_a_schedule_keeps_a_list_and_its_fire_gets_it(harness: HarnessFact
     (run,) = await queries.list_runs(h.store)
     assert run["trigger"] == "schedule" and run["status"] == "succeeded"
     assert run["params"]["hosts"] == ["db-1", "db-2"]
+
+
+NIGHTLY = """
+    name: nightly
+    params:
+      hosts: {type: list, required: true}
+    triggers:
+      - schedule: {cron: "0 1 * * *", timezone: UTC, params: {hosts: [n1, n2]}}
+    steps:
+      - id: say
+        action: log
+        with: {message: "{{ params.hosts | join(' and ') }}"}
+"""
+
+
+async def test_a_declared_schedule_gives_its_yaml_list(harness: HarnessFactory) -> None:
+    h = await harness({"nightly": NIGHTLY})
+    cmds = Commands(engine=h.engine, schedules=h.schedules, timezone="UTC")
+    listed = await say(h, cmds, "schedules")
+    assert "0 1 * * *" in listed.text and "hosts=n1,n2" in listed.text
+    await h.advance(3600)  # the harness's clock starts at midnight UTC
+    (run,) = await queries.list_runs(h.store)
+    assert run["trigger"] == "schedule" and run["params"] == {"hosts": ["n1", "n2"]}
+    (step,) = await h.store.all(sa.select(t.steps))
+    assert step.output["message"] == "n1 and n2"
 
 
 async def test_an_alert_trigger_gives_a_list_from_a_comma_string_or_a_template(
