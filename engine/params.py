@@ -271,7 +271,7 @@ def coerce_value(name: str, spec: Param, value: Any) -> Any:
 
 def _missing(name: str, spec: Param) -> str:
     what = f"{spec.kind}: {spec.help}" if spec.help else spec.kind
-    if spec.choices:
+    if spec.choices and spec.type in (ParamType.CHOICE, ParamType.LIST):
         what += f"; one of {', '.join(str(c) for c in spec.choices)}"
     shown = example(spec) if spec.type is ParamType.LIST else "..."
     return f"missing required param {name} ({what}), e.g. {name}={shown}"
