@@ -348,8 +348,8 @@ class Commands:
             lines = [f"`{playbook.name}` needs {', '.join(missing)}:"]
             lines += [f"  {described[name]}" for name in missing]
             shown = paramlib.typed_masked(playbook, command.params)
-            example = " ".join(f"{k}={v}" for k, v in shown.items())
-            wanted = " ".join(f"{name}=..." for name in missing)
+            example = " ".join(shlex.quote(f"{k}={v}") for k, v in shown.items())
+            wanted = " ".join(f"{name}={_example(playbook.params[name])}" for name in missing)
             lines.append(f"say `run {playbook.name} {example} {wanted}`".replace("  ", " "))
             # a secret (or what may be one) typed in chat is not carried into a form or a
             # button: asked again
@@ -532,8 +532,12 @@ def _first_line(text: str | None) -> str:
     return text.strip().splitlines()[0] if text and text.strip() else ""
 
 
+def _example(spec: paramlib.Param) -> str:
+    return paramlib.example(spec) if spec.type is paramlib.ParamType.LIST else "..."
+
+
 def _params(params: dict[str, Any] | None) -> str:
-    return " ".join(f"{k}={v}" for k, v in (params or {}).items() if v is not None)
+    return " ".join(f"{k}={paramlib.text(v)}" for k, v in (params or {}).items() if v is not None)
 
 
 def _when(iso: str | None) -> str:

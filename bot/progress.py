@@ -6,6 +6,7 @@ import sys
 from typing import Any, TextIO
 
 from engine import events as ev
+from engine import params as paramlib
 from engine.durations import format_duration
 from engine.requests import Plan
 
@@ -101,7 +102,7 @@ class Progress:
 
 
 def _params(params: dict[str, Any]) -> str:
-    return " ".join(f"{k}={v}" for k, v in params.items() if v is not None)
+    return " ".join(f"{k}={paramlib.text(v)}" for k, v in params.items() if v is not None)
 
 
 def _first_line(text: str) -> str:

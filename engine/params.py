@@ -7,11 +7,19 @@ repeated in a message.
 
 Decisions: a declared param that is neither given nor defaulted (and not required) is
 set to None, so templates can test it (``{% if params.tag %}``). ``None`` counts as not
-given; an empty string counts as not given only for a required param.
+given; an empty string (or an empty list) counts as not given only for a required param.
+
+A ``list`` param is typed as ``hosts=a,b,c``: items separated by commas, blanks around
+them trimmed, an empty item refused (``a,,b`` is a typo, not three hosts). An item that
+holds a comma is written in a JSON list instead: ``hosts='["a,b", "c"]'`` (any value
+starting with ``[`` is read as JSON). The HTTP API and playbook YAML give a real list. A
+list's ``choices`` and ``pattern`` apply to each item, its ``min``/``max`` count items.
+``text`` writes a value back the way it is typed, so what Baton shows can be pasted.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -151,6 +159,86 @@ def _as_choice(name: str, spec: Param, value: Any) -> Any:
     raise _Bad(f"{value!r} is not one of {listed}{extra}")
 
 
+def _as_item(name: str, spec: Param, value: Any) -> Any:
+    if spec.choices:
+        return _as_choice(name, spec, value)
+    kind = spec.item_type
+    if kind is ParamType.INT:
+        return _as_int(name, spec, value)
+    if kind is ParamType.FLOAT:
+        return _as_float(name, spec, value)
+    if kind is ParamType.BOOL:
+        return _as_bool(name, spec, value)
+    return _as_text(name, spec, value)
+
+
+def _split(name: str, spec: Param, typed: str) -> list[Any]:
+    """``a, b,c`` -> ``["a", "b", "c"]``; a text starting with ``[`` is a JSON list."""
+    stripped = typed.strip()
+    if stripped.startswith("["):
+        try:
+            parsed = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise _Bad(
+                f"{typed!r} is not a JSON list ({exc.msg} at character {exc.pos + 1}); "
+                f'write {name}={example(spec)}, or {name}=\'["a,b", "c"]\' for items '
+                "holding commas"
+            ) from None
+        if not isinstance(parsed, list):
+            raise _Bad(f"{typed!r} is not a JSON list")
+        return parsed
+    return [] if not stripped else stripped.split(",")
+
+
+def _as_list(name: str, spec: Param, value: Any) -> list[Any]:
+    if isinstance(value, str):
+        raw = _split(name, spec, value)
+    elif isinstance(value, list | tuple):
+        raw = list(value)
+    else:
+        raise _Bad(
+            f"{value!r} is not a list (expected items separated by commas, "
+            f"e.g. {name}={example(spec)}, or a JSON list)"
+        )
+    items: list[Any] = []
+    problems: list[str] = []
+    for i, item in enumerate(raw, 1):
+        if isinstance(item, str):
+            item = item.strip()
+        if item is None or item == "":
+            hint = f"separate items with one comma: {name}={example(spec)}"
+            problems.append(f"item {i} is empty ({hint})")
+        elif isinstance(item, list | tuple | dict):
+            problems.append(f"item {i} is not a single value (a list holds plain values)")
+        else:
+            try:
+                items.append(_as_item(name, spec, item))
+            except _Bad as exc:
+                problems.append(f"item {i}: {exc}")
+    if problems:
+        raise _Bad("; ".join(problems))
+    count = len(items)
+    if spec.min is not None and count < spec.min:
+        raise _Bad(f"{_items(count)} given, fewer than the minimum {_items(int(spec.min))}")
+    if spec.max is not None and count > spec.max:
+        raise _Bad(f"{_items(count)} given, more than the maximum {_items(int(spec.max))}")
+    return items
+
+
+_ITEM_EXAMPLES = {ParamType.INT: "1,2,3", ParamType.FLOAT: "0.5,1.5", ParamType.BOOL: "true,false"}
+
+
+def example(spec: Param) -> str:
+    """A list param's value as typed, for messages: ``a,b,c``, ``1,2,3``, or two of its choices."""
+    if spec.choices:
+        return text(spec.choices[:2])
+    return _ITEM_EXAMPLES.get(spec.item_type, "a,b,c")
+
+
+def _items(n: int) -> str:
+    return f"{n} item" if n == 1 else f"{n} items"
+
+
 def _check_range(spec: Param, value: float) -> None:
     if spec.min is not None and value < spec.min:
         raise _Bad(f"{_num(value)} is below the minimum {_num(spec.min)}")
@@ -172,6 +260,8 @@ def coerce_value(name: str, spec: Param, value: Any) -> Any:
             _check_range(spec, result)
         elif spec.type is ParamType.BOOL:
             result = _as_bool(name, spec, value)
+        elif spec.type is ParamType.LIST:
+            result = _as_list(name, spec, value)
         else:
             result = _as_choice(name, spec, value)
     except _Bad as exc:
@@ -180,10 +270,15 @@ def coerce_value(name: str, spec: Param, value: Any) -> Any:
 
 
 def _missing(name: str, spec: Param) -> str:
-    what = f"{spec.type.value}: {spec.help}" if spec.help else spec.type.value
-    if spec.type is ParamType.CHOICE:
-        what += f"; one of {', '.join(str(c) for c in spec.choices or [])}"
-    return f"missing required param {name} ({what}), e.g. {name}=..."
+    what = f"{spec.kind}: {spec.help}" if spec.help else spec.kind
+    if spec.choices and spec.type in (ParamType.CHOICE, ParamType.LIST):
+        what += f"; one of {', '.join(str(c) for c in spec.choices)}"
+    shown = example(spec) if spec.type is ParamType.LIST else "..."
+    return f"missing required param {name} ({what}), e.g. {name}={shown}"
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str | list | tuple) and len(value) == 0)
 
 
 def coerce(playbook: Playbook, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -207,7 +302,7 @@ def coerce(playbook: Playbook, raw: Mapping[str, Any]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name, spec in declared.items():
         value = raw.get(name)
-        given = value is not None and not (spec.required and value == "")
+        given = value is not None and not (spec.required and _blank(value))
         if not given:
             value = spec.default
         if value is None:
@@ -234,7 +329,7 @@ def missing(playbook: Playbook, raw: Mapping[str, Any]) -> list[str]:
     return [
         name
         for name, spec in playbook.params.items()
-        if spec.required and spec.default is None and raw.get(name) in (None, "")
+        if spec.required and spec.default is None and _blank(raw.get(name))
     ]
 
 
@@ -285,26 +380,42 @@ def stored_definition(playbook: Playbook) -> dict[str, Any]:
     return snapshot
 
 
+def text(value: Any) -> str:
+    """A value as it is typed after ``name=``: a list as ``a,b,c`` (as a JSON list when
+    that would not read back the same, e.g. an item holds a comma), a bool as ``true``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | tuple):
+        words = [text(v) for v in value]
+        plain = all(w and w == w.strip() and "," not in w for w in words)
+        if words and plain and not words[0].startswith("["):
+            return ",".join(words)
+        return json.dumps(list(value), ensure_ascii=False)
+    return str(value)
+
+
 def describe(playbook: Playbook) -> list[str]:
     """One line per param, e.g. ``env (choice: prod, staging; default staging) - where to run``."""
     lines = []
     for name, spec in playbook.params.items():
-        parts = [spec.type.value]
+        parts = [spec.kind]
+        listed = ", ".join(text(c) for c in spec.choices or [])
         if spec.type is ParamType.CHOICE:
-            parts[0] += ": " + ", ".join(str(c) for c in spec.choices or [])
+            parts[0] += f": {listed}"
+        elif spec.type is ParamType.LIST and spec.choices:
+            parts[0] += f", each one of {listed}"
         if spec.required:
             parts.append("required")
         elif spec.default is not None:
-            shown = MASK if spec.type is ParamType.SECRET else spec.default
-            if isinstance(shown, bool):
-                shown = str(shown).lower()
+            shown = MASK if spec.type is ParamType.SECRET else text(spec.default)
             parts.append(f"default {shown}")
         else:
             parts.append("optional")
         if spec.min is not None or spec.max is not None:
             low = _num(spec.min) if spec.min is not None else ""
             high = _num(spec.max) if spec.max is not None else ""
-            parts.append(f"{low}..{high}")
+            count = " items" if spec.type is ParamType.LIST else ""
+            parts.append(f"{low}..{high}{count}")
         if spec.pattern is not None:
             parts.append(f"pattern {spec.pattern}")
         line = f"{name} ({'; '.join(parts)})"

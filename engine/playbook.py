@@ -47,9 +47,18 @@ class ParamType(StrEnum):
     BOOL = "bool"
     CHOICE = "choice"
     SECRET = "secret"
+    LIST = "list"
+
+
+ITEM_TYPES = (ParamType.STRING, ParamType.INT, ParamType.FLOAT, ParamType.BOOL)
+"""What a list param's ``items`` may be."""
 
 
 class Param(_Model):
+    """One param. A ``list`` param holds ``items`` (string by default, or int, float,
+    bool); ``choices`` and ``pattern`` then apply to every item, and ``min``/``max`` bound
+    how many items it holds."""
+
     type: ParamType = ParamType.STRING
     required: bool = False
     default: Any = None
@@ -57,13 +66,40 @@ class Param(_Model):
     pattern: str | None = None
     min: float | None = None
     max: float | None = None
+    items: ParamType | None = None
     help: str = ""
 
     @model_validator(mode="after")
-    def _choices_for_choice(self) -> Param:
+    def _fits_its_type(self) -> Param:
         if self.type is ParamType.CHOICE and not self.choices:
             raise ValueError("a choice param needs a non-empty `choices` list")
+        if self.items is not None and self.type is not ParamType.LIST:
+            raise ValueError("`items` is for list params (type: list)")
+        if self.items is not None and self.items not in ITEM_TYPES:
+            kinds = ", ".join(t.value for t in ITEM_TYPES)
+            raise ValueError(
+                f"a list's `items` is one of {kinds} (for a fixed set of values, give `choices`)"
+            )
+        if self.type is ParamType.LIST:
+            for key in ("min", "max"):
+                bound = getattr(self, key)
+                if bound is not None and (bound < 0 or not float(bound).is_integer()):
+                    raise ValueError(
+                        f"a list's `{key}` counts its items: give a whole number such as 1"
+                    )
         return self
+
+    @property
+    def item_type(self) -> ParamType:
+        """The type of a list param's items (string unless ``items`` says otherwise)."""
+        return self.items or ParamType.STRING
+
+    @property
+    def kind(self) -> str:
+        """The type as people read it: ``int``, ``list``, ``list of int``."""
+        if self.type is ParamType.LIST and self.items not in (None, ParamType.STRING):
+            return f"list of {self.item_type.value}"
+        return self.type.value
 
 
 class Backoff(StrEnum):
@@ -350,4 +386,4 @@ def playbook_files(root: Path) -> list[Path]:
     return sorted([*root.glob("*.yaml"), *root.glob("*.yml")])
 
 
-ParamKind = Literal["string", "int", "float", "bool", "choice", "secret"]
+ParamKind = Literal["string", "int", "float", "bool", "choice", "secret", "list"]

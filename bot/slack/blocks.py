@@ -211,7 +211,9 @@ def _duration(started: str | None, finished: str | None, now: datetime) -> str:
 
 
 def _params_text(params: dict[str, Any]) -> str:
-    shown = [f"`{escape(k)}={escape(str(v))}`" for k, v in params.items() if v is not None]
+    shown = [
+        f"`{escape(k)}={escape(paramlib.text(v))}`" for k, v in params.items() if v is not None
+    ]
     return " ".join(shown)
 
 
@@ -429,11 +431,26 @@ def _option(value: Any) -> dict[str, Any]:
     return {"text": {"type": "plain_text", "text": clip(text, MAX_BUTTON)}, "value": text[:150]}
 
 
+def _initial_items(spec: paramlib.Param, initial: Any) -> list[Any]:
+    try:
+        return list(paramlib.coerce_value("value", spec, initial)) if initial is not None else []
+    except ValueError:
+        return []
+
+
 def _element(spec: paramlib.Param, given: Any) -> dict[str, Any]:
     initial = given if given not in (None, "") else spec.default
+    if spec.type is ParamType.LIST and spec.choices:
+        options = [_option(c) for c in spec.choices][:MAX_OPTIONS]
+        element: dict[str, Any] = {"type": "multi_static_select", "options": options}
+        picked = {_option(c)["value"] for c in _initial_items(spec, initial)}
+        chosen = [o for o in options if o["value"] in picked]
+        if chosen:
+            element["initial_options"] = chosen
+        return element
     if spec.type is ParamType.CHOICE:
         options = [_option(c) for c in (spec.choices or [])][:MAX_OPTIONS]
-        element: dict[str, Any] = {"type": "static_select", "options": options}
+        element = {"type": "static_select", "options": options}
         chosen = [o for o in options if initial is not None and o["value"] == str(initial)]
         if chosen:
             element["initial_option"] = chosen[0]
@@ -454,8 +471,8 @@ def _element(spec: paramlib.Param, given: Any) -> dict[str, Any]:
             element["initial_value"] = str(initial)
         return element
     element = {"type": "plain_text_input"}
-    if initial is not None and spec.type is not ParamType.SECRET:
-        element["initial_value"] = str(initial)[:3000]
+    if initial not in (None, []) and spec.type is not ParamType.SECRET:
+        element["initial_value"] = paramlib.text(initial)[:3000]
     return element
 
 
@@ -466,7 +483,8 @@ def param_block_id(name: str) -> str:
 def run_form(playbook: Playbook, given: dict[str, str], metadata: dict[str, Any]) -> dict:
     """The modal that asks for a playbook's params: choices as selects, booleans as
     checkboxes, numbers as number inputs, secrets as text never shown back (Slack has no
-    masked input; the value is stored encrypted and shown as ***)."""
+    masked input; the value is stored encrypted and shown as ***), lists as text with
+    commas between items (a list with choices as a multi-select)."""
     blocks: list[dict[str, Any]] = []
     if playbook.description:
         blocks.append(section(escape(playbook.description.strip())))
@@ -481,6 +499,8 @@ def run_form(playbook: Playbook, given: dict[str, str], metadata: dict[str, Any]
         hint = spec.help
         if spec.type is ParamType.SECRET:
             hint = (hint + " " if hint else "") + "(secret: stored encrypted, shown as ***)"
+        if spec.type is ParamType.LIST and not spec.choices:
+            hint = (hint + " " if hint else "") + "(separate items with commas: a,b,c)"
         if spec.pattern:
             hint = (hint + " " if hint else "") + f"(pattern {spec.pattern})"
         if hint:
@@ -513,6 +533,10 @@ def form_values(playbook: Playbook, state: dict[str, Any]) -> dict[str, str]:
             option = field.get("selected_option")
             if option:
                 out[name] = str(option["value"])
+        elif kind == "multi_static_select":
+            picked = [str(o["value"]) for o in field.get("selected_options") or []]
+            if picked:
+                out[name] = paramlib.text(picked)
         else:
             value = field.get("value")
             if value not in (None, ""):

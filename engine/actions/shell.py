@@ -150,11 +150,12 @@ def _argument(item: Any) -> Any:
     if isinstance(item, bool | int | float):
         return templating.shell_text(item)
     kind = "empty (null)" if item is None else f"a {type(item).__name__}"
-    fix = (
-        "give a default, or leave the item out with a condition"
-        if item is None
-        else "pick one value from it, or turn it into text with | tojson"
-    )
+    if item is None:
+        fix = "give a default, or leave the item out with a condition"
+    elif isinstance(item, list | tuple):
+        fix = "pick one value from it ([0]), join its items into one (| join(',')), or | tojson"
+    else:
+        fix = "pick one value from it, or turn it into text with | tojson"
     raise ValueError(
         f"the item is {kind}; each argv item is one argument, text or a number: {fix} "
         "(in YAML, quote an item that holds ': ' or braces)"

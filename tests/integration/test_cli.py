@@ -154,6 +154,32 @@ def test_dry_run_prints_the_plan_and_runs_nothing(env: dict[str, str]) -> None:
     assert "no runs yet" in baton(env, "runs").stdout
 
 
+FANOUT = """
+name: fanout
+params:
+  hosts: {type: list, required: true}
+  out: {type: string, required: true}
+steps:
+  - id: note
+    action: shell
+    with: {script: 'printf "%s" "$PARAM_HOSTS" > "$PARAM_OUT"'}
+"""
+
+
+def test_run_takes_a_list_param_as_commas(env: dict[str, str], tmp_path: Path) -> None:
+    (Path(env["BATON_PLAYBOOKS"]) / "fanout.yaml").write_text(FANOUT)
+    out = tmp_path / "hosts.json"
+    done = baton(env, "run", "fanout", "hosts=web-1, web-2", f"out={out}")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(out.read_text()) == ["web-1", "web-2"]
+    assert "hosts=web-1,web-2" in done.stdout
+    plan = baton(env, "run", "fanout", 'hosts=["a,b"]', f"out={out}", "--dry-run")
+    assert plan.returncode == 0 and 'hosts=["a,b"]' in plan.stdout
+    bad = baton(env, "run", "fanout", "hosts=a,,b", f"out={out}")
+    assert bad.returncode == 2
+    assert "hosts: item 2 is empty" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_validate_reports_every_problem_with_file_and_line(
     env: dict[str, str], tmp_path: Path
 ) -> None:

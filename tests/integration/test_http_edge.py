@@ -273,6 +273,7 @@ FORM = "application/x-www-form-urlencoded"
         (b"\xff\xfe", (FORM,), 400),
         (b"[1, 2]", ("application/json",), 400),
         (b"[" * 100_000 + b"]" * 100_000, ("application/json",), 400),
+        (b'{"authorizations": {"a": 1}}', ("application/json",), 400),
     ],
     ids=[
         "unsigned-json",
@@ -283,6 +284,7 @@ FORM = "application/x-www-form-urlencoded"
         "signed-not-utf8",
         "signed-array",
         "signed-too-deep",
+        "signed-odd-shape",
     ],
 )
 async def test_slack_requests_are_verified_before_they_are_parsed(

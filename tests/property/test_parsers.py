@@ -25,7 +25,7 @@ from engine import params as paramlib
 from engine import playbook, validate
 from engine.actions.registry import Registry
 from engine.errors import BatonError
-from engine.playbook import Param, ParamType, Playbook
+from engine.playbook import ITEM_TYPES, Param, ParamType, Playbook
 
 FIXTURES = Path(__file__).parent.parent / "fakes" / "alerts"
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -295,16 +295,30 @@ def test_random_yaml_loads_or_explains(text: str) -> None:
     _load(text)
 
 
-SPEC = st.builds(
-    Param,
-    type=st.sampled_from(list(ParamType)),
-    required=st.booleans(),
-    choices=st.just(["a", "b", 1, 2.5, True]),
-    pattern=st.sampled_from([None, "v[0-9]+", "[a-z]*"]),
-    min=st.sampled_from([None, 0.0, -1e308]),
-    max=st.sampled_from([None, 10.0, math.inf]),
+CHOICES: list[Any] = ["a", "b", 1, 2.5, True]
+
+
+def _spec(kind: ParamType) -> st.SearchStrategy[Param]:
+    """A param of ``kind``; a list's ``min``/``max`` count items (whole, not negative)."""
+    listed = kind is ParamType.LIST
+    return st.builds(
+        Param,
+        type=st.just(kind),
+        required=st.booleans(),
+        choices=st.sampled_from([None, CHOICES]) if listed else st.just(CHOICES),
+        pattern=st.sampled_from([None, "v[0-9]+", "[a-z]*"]),
+        min=st.sampled_from([None, 0.0, 2.0] if listed else [None, 0.0, -1e308]),
+        max=st.sampled_from([None, 3.0, 1e308] if listed else [None, 10.0, math.inf]),
+        items=st.sampled_from([None, *ITEM_TYPES]) if listed else st.none(),
+    )
+
+
+SPEC = st.sampled_from(list(ParamType)).flatmap(_spec)
+RAW = st.one_of(
+    JSON,
+    st.sampled_from(["1", "1.5", "nan", "inf", "-0", "true", "no", "", "v1"]),
+    st.sampled_from(["a,b", " a , 1", "a,,b", "a,", "[1,", '["x", 2]', "[]", "[[1]]"]),
 )
-RAW = st.one_of(JSON, st.sampled_from(["1", "1.5", "nan", "inf", "-0", "true", "no", "", "v1"]))
 
 
 @SETTINGS

@@ -275,3 +275,149 @@ def test_the_stored_definition_holds_no_secret_default() -> None:
     assert stored["triggers"][1]["alert"]["params"] == {"token": "***"}
     assert "dflt-secret" not in repr(stored) and "cron-secret" not in repr(stored)
     assert pb.params["token"].default == "dflt-secret"  # the playbook itself is untouched
+
+
+# --- list params -----------------------------------------------------------------------
+
+LISTS: dict[str, Any] = {
+    "hosts": {"type": "list", "required": True, "pattern": "[a-z0-9,.-]+"},
+    "ports": {"type": "list", "items": "int", "default": [80, 443], "min": 1, "max": 3},
+    "ratios": {"type": "list", "items": "float"},
+    "flags": {"type": "list", "items": "bool"},
+    "envs": {"type": "list", "choices": ["prod", "staging"], "default": "staging"},
+}
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        pytest.param({"hosts": "a,b,c"}, {"hosts": ["a", "b", "c"]}, id="commas"),
+        pytest.param({"hosts": " a , b,c "}, {"hosts": ["a", "b", "c"]}, id="blanks-trimmed"),
+        pytest.param({"hosts": "web-1"}, {"hosts": ["web-1"]}, id="one"),
+        pytest.param({"hosts": '["a,b", "c"]'}, {"hosts": ["a,b", "c"]}, id="json-text"),
+        pytest.param({"hosts": ["a", " b "]}, {"hosts": ["a", "b"]}, id="json-list"),
+        pytest.param({"hosts": "h", "ports": "22, 8080"}, {"ports": [22, 8080]}, id="int-items"),
+        pytest.param({"hosts": "h", "ports": [22.0]}, {"ports": [22]}, id="int-whole-float"),
+        pytest.param({"hosts": "h", "ratios": "0.5,1"}, {"ratios": [0.5, 1.0]}, id="float-items"),
+        pytest.param({"hosts": "h", "flags": "yes,off"}, {"flags": [True, False]}, id="bools"),
+        pytest.param(
+            {"hosts": "h", "envs": "PROD,staging"}, {"envs": ["prod", "staging"]}, id="ch"
+        ),
+        pytest.param({"hosts": "h", "ratios": ""}, {"ratios": []}, id="empty-optional"),
+        pytest.param({"hosts": "h", "ratios": "[]"}, {"ratios": []}, id="empty-json"),
+        pytest.param({"hosts": "h"}, {"ports": [80, 443], "envs": ["staging"]}, id="defaults"),
+    ],
+)
+def test_coerce_lists(raw: dict[str, Any], expected: dict[str, Any]) -> None:
+    result = params.coerce(make(LISTS), raw)
+    for key, value in expected.items():
+        assert result[key] == value
+        assert [type(v) for v in result[key]] == [type(v) for v in value]
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        pytest.param({}, "missing required param hosts (list), e.g. hosts=a,b", id="missing"),
+        pytest.param({"hosts": ""}, "missing required param hosts", id="empty-required"),
+        pytest.param({"hosts": []}, "missing required param hosts", id="empty-list-required"),
+        pytest.param(
+            {"hosts": "a,,b"},
+            "hosts: item 2 is empty (separate items with one comma: hosts=a,b,c)",
+            id="empty-item",
+        ),
+        pytest.param({"hosts": "a,"}, "hosts: item 2 is empty", id="trailing-comma"),
+        pytest.param({"hosts": ["a", None]}, "hosts: item 2 is empty", id="null-item"),
+        pytest.param({"hosts": [["a"]]}, "hosts: item 1 is not a single value", id="nested-list"),
+        pytest.param(
+            {"hosts": '["a", "b"'},
+            "hosts: '[\"a\", \"b\"' is not a JSON list (Expecting ',' delimiter",
+            id="bad-json",
+        ),
+        pytest.param(
+            {"hosts": 5},
+            "hosts: 5 is not a list (expected items separated by commas, e.g. hosts=a,b,c",
+            id="not-a-list",
+        ),
+        pytest.param(
+            {"hosts": "a,B c"},
+            "hosts: item 2: 'B c' does not match the pattern",
+            id="pattern-per-item",
+        ),
+        pytest.param(
+            {"hosts": "h", "ports": "80,http"},
+            "ports: item 2: 'http' is not an int",
+            id="int-item",
+        ),
+        pytest.param(
+            {"hosts": "h", "envs": "prod,qa"},
+            "envs: item 2: 'qa' is not one of prod, staging",
+            id="choice-per-item",
+        ),
+        pytest.param(
+            {"hosts": "h", "ports": []},
+            "ports: 0 items given, fewer than the minimum 1 item",
+            id="min-items",
+        ),
+        pytest.param(
+            {"hosts": "h", "ports": "1,2,3,4"},
+            "ports: 4 items given, more than the maximum 3 items",
+            id="max-items",
+        ),
+    ],
+)
+def test_coerce_list_errors(raw: dict[str, Any], message: str) -> None:
+    with pytest.raises(ParamError) as excinfo:
+        params.coerce(make(LISTS), raw)
+    [error] = excinfo.value.errors
+    assert error.startswith(message)
+
+
+def test_every_bad_item_is_named_at_once() -> None:
+    with pytest.raises(ParamError) as excinfo:
+        params.coerce(make(LISTS), {"hosts": "h", "ports": "x,80,,y"})
+    [error] = excinfo.value.errors
+    assert "item 1: 'x'" in error and "item 3 is empty" in error and "item 4: 'y'" in error
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        pytest.param({"type": "list", "items": "choice"}, "a list's `items` is one of", id="items"),
+        pytest.param({"type": "string", "items": "int"}, "`items` is for list params", id="str"),
+        pytest.param({"type": "list", "min": 1.5}, "a list's `min` counts its items", id="min"),
+        pytest.param({"type": "list", "max": -1}, "a list's `max` counts its items", id="max"),
+    ],
+)
+def test_a_list_param_is_declared_sensibly(spec: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make({"p": spec})
+
+
+@pytest.mark.parametrize(
+    ("value", "typed"),
+    [
+        pytest.param(["a", "b"], "a,b", id="plain"),
+        pytest.param(["a,b", "c"], '["a,b", "c"]', id="comma-in-item"),
+        pytest.param(["[x]", "c"], '["[x]", "c"]', id="bracket-first"),
+        pytest.param([" a"], '[" a"]', id="blank-kept"),
+        pytest.param([], "[]", id="empty"),
+        pytest.param([80, True], "80,true", id="typed-items"),
+        pytest.param("a b", "a b", id="not-a-list"),
+    ],
+)
+def test_text_reads_back_the_same(value: Any, typed: str) -> None:
+    assert params.text(value) == typed
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        spec = make({"p": {"type": "list"}}).params["p"]
+        assert params.coerce_value("p", spec, typed) == [v.strip() for v in value]
+
+
+def test_describe_lists() -> None:
+    assert params.describe(make(LISTS)) == [
+        "hosts (list; required; pattern [a-z0-9,.-]+)",
+        "ports (list of int; default 80,443; 1..3 items)",
+        "ratios (list of float; optional)",
+        "flags (list of bool; optional)",
+        "envs (list, each one of prod, staging; default staging)",
+    ]

@@ -14,6 +14,7 @@ from bot.settings import Settings, describe_settings
 from engine import matchers, sandbox, validate, yamldoc
 from engine.access import AccessRules
 from engine.actions.registry import Registry
+from engine.playbook import ParamType
 
 ROOT = Path(__file__).parent.parent.parent
 README = (ROOT / "README.md").read_text()
@@ -102,3 +103,9 @@ def test_the_template_budget_it_states_is_the_sandboxs() -> None:
     assert f"strings of up to {sandbox.MAX_TEXT:,} characters" in README
     assert f"lists of up to {sandbox.MAX_ITEMS:,} items" in README
     assert f"more than {sandbox.ON_LOOP_UNITS:,} units are rendered again" in README
+
+
+def test_every_param_type_is_in_the_params_table() -> None:
+    table = README.split("### Params", 1)[1].split("\n### ", 1)[0]
+    missing = [kind.value for kind in ParamType if f"| `{kind.value}` |" not in table]
+    assert missing == []

@@ -444,6 +444,22 @@ def test_concurrency_key(registry: Registry) -> None:
         ),
         pytest.param("{type: int, min: 5, max: 1}", "param p: min is greater than max", id="range"),
         pytest.param(
+            "{type: list, default: [a, '']}",
+            "param default does not fit: p: item 2 is empty",
+            id="list-empty-item",
+        ),
+        pytest.param(
+            "{type: list, items: int, default: '1,x'}",
+            "param default does not fit: p: item 2: 'x' is not an int",
+            id="list-item-type",
+        ),
+        pytest.param(
+            "{type: list, min: 2, default: [a]}",
+            "param default does not fit: p: 1 item given, fewer than the minimum 2 items",
+            id="list-count",
+        ),
+        pytest.param("{type: list, min: 2, max: 1}", "param p: min is greater than max", id="lr"),
+        pytest.param(
             "{type: secret, default: k1x}",
             "param default does not fit: p: the given value is 3 characters long; a secret "
             "needs at least 4",
@@ -671,4 +687,23 @@ def test_validate_checks_each_argv_item(tmp_path: Path) -> None:
         ),
         (14, "step 'bad': with.argv[2]: the item is a dict"),
         (14, "step 'bad': with.argv[3]: the item is empty (null)"),
+    ]
+
+
+def test_list_params_validate_with_defaults_and_schedule_params(registry: Registry) -> None:
+    text = """\
+        name: demo
+        params:
+          hosts: {type: list, default: [web-1, web-2], help: where}
+          ports: {type: list, items: int, default: "80, 443"}
+        triggers:
+          - schedule: {cron: "0 3 * * *", params: {hosts: [db-1], ports: "22"}}
+          - schedule: {cron: "0 4 * * *", params: {ports: "22,,23"}}
+        steps:
+          - id: a
+            action: log
+            with: {message: "{{ params.hosts | join(',') }} {{ params.ports | sum }}"}
+        """
+    assert check(text, registry) == [
+        (7, "schedule params: ports: item 2 is empty (separate items with one comma: ports=1,2,3)")
     ]
