@@ -69,7 +69,7 @@ SWEEP = """
 WHOLE = """
     name: whole
     params:
-      hosts: {type: list, default: [a, b]}
+      hosts: {type: list, required: true}  # no default: validate has no value to check
     steps:
       - id: echo
         action: shell
@@ -112,7 +112,7 @@ async def test_a_list_reaches_templates_and_shell_steps_as_a_list(
 
 async def test_a_whole_list_is_not_one_argument(harness: HarnessFactory) -> None:
     h, cmds = await _chat(harness)
-    reply = await say(h, cmds, "run whole")
+    reply = await say(h, cmds, "run whole hosts=a,b")
     run = await queries.get_run(h.store, str(reply.run_id))
     assert run["status"] == "failed"
     (step,) = run["steps"]
