@@ -44,6 +44,10 @@ def sqlite_path(engine: sa.Engine) -> Path | None:
     return Path(engine.url.database)
 
 
+SIDECARS = ("-wal", "-shm", "-journal")
+"""Files SQLite keeps beside a live database: writing a backup over one destroys it."""
+
+
 def backup(engine: sa.Engine, target: Path) -> Copy:
     source = sqlite_path(engine)
     if source is None:
@@ -55,6 +59,16 @@ def backup(engine: sa.Engine, target: Path) -> Copy:
         raise BackupRefused(f"{target} is a folder: give the backup's file name")
     if target.exists() and target.resolve() == source.resolve():
         raise BackupRefused(f"{target} is the database itself: give another file")
+    live = {source.resolve().with_name(source.resolve().name + end) for end in SIDECARS}
+    if target.resolve() in live:
+        raise BackupRefused(
+            f"{target} is a file of the live database (its write-ahead log, shared memory or "
+            "journal): give another file"
+        )
+    if target.exists() and not target.is_file():
+        raise BackupRefused(
+            f"{target} is not a regular file (a device, a FIFO or a socket): give a file name"
+        )
     if not target.parent.is_dir():
         raise BackupRefused(f"folder {target.parent} does not exist")
     partial = target.with_name(f".{target.name}.partial")
@@ -90,7 +104,7 @@ def _copy(source: sqlite3.Connection, partial: Path) -> None:
 def pg_dump_command(engine: sa.Engine, target: Path) -> str:
     """The ``pg_dump`` line for this database (its password left out: PGPASSWORD or
     ~/.pgpass give it)."""
-    url = engine.url.set(drivername="postgresql", password=None)
+    url = engine.url.set(drivername="postgresql")._replace(password=None)  # set() keeps it
     return f"pg_dump --format=custom --file={target} '{url.render_as_string(hide_password=False)}'"
 
 

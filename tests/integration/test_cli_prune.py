@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -198,6 +199,35 @@ def test_backup_refuses_to_overwrite_the_database_itself(env: dict[str, str]) ->
     assert out.stderr == f"baton: {path} is the database itself: give another file\n"
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+@pytest.mark.parametrize("end", ["-wal", "-shm", "-journal"])
+def test_backup_refuses_the_live_databases_own_files(env: dict[str, str], end: str) -> None:
+    path = env["BATON_DATABASE_URL"].removeprefix("sqlite:///")
+    assert baton(env, "db", "upgrade").returncode == 0
+    out = baton(env, "db", "backup", path + end)
+    assert out.returncode == 1 and "a file of the live database" in out.stderr, out.stderr
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_backup_refuses_a_file_that_is_not_a_regular_one(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    assert baton(env, "db", "upgrade").returncode == 0
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    out = baton(env, "db", "backup", str(fifo))
+    assert out.returncode == 1 and "is not a regular file" in out.stderr, out.stderr
+    assert stat.S_ISFIFO(fifo.stat().st_mode)  # left as it was
+
+
+def test_the_pg_dump_hint_never_shows_the_password() -> None:
+    from storage import backup as backuplib
+
+    engine = sa.create_engine("postgresql+psycopg://baton:hunter2secret@db.example:5432/baton")
+    hint = backuplib.pg_dump_hint(engine, Path("/tmp/b.dump"))
+    assert "hunter2secret" not in hint and "'postgresql://baton@db.example:5432/baton'" in hint
 
 
 @pytest.mark.parametrize(
