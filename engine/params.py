@@ -178,19 +178,30 @@ def _split(name: str, spec: Param, typed: str) -> list[Any]:
     if stripped.startswith("["):
         try:
             parsed = json.loads(stripped)
+        except RecursionError:
+            raise _Bad("the JSON list is nested too deep (a list holds plain values)") from None
         except json.JSONDecodeError as exc:
             raise _Bad(
                 f"{typed!r} is not a JSON list ({exc.msg} at character {exc.pos + 1}); "
                 f'write {name}={example(spec)}, or {name}=\'["a,b", "c"]\' for items '
                 "holding commas"
             ) from None
+        except ValueError:  # a number of thousands of digits, say
+            raise _Bad("the JSON list holds a value too long to read") from None
         if not isinstance(parsed, list):
             raise _Bad(f"{typed!r} is not a JSON list")
         return parsed
-    return [] if not stripped else stripped.split(",")
+    return [] if not stripped else stripped.split(",", MAX_LIST_ITEMS)
+
+
+MAX_LIST_ITEMS = 1000
+"""Items a list param holds at most (its ``max`` may be lower): a fan-out over more
+belongs in an inventory, and a bigger list costs the server to read."""
 
 
 def _as_list(name: str, spec: Param, value: Any) -> list[Any]:
+    if isinstance(value, list | tuple) and len(value) > MAX_LIST_ITEMS:
+        raise _Bad(f"more than {MAX_LIST_ITEMS:,} items: a list param holds at most that many")
     if isinstance(value, str):
         raw = _split(name, spec, value)
     elif isinstance(value, list | tuple):
@@ -210,14 +221,21 @@ def _as_list(name: str, spec: Param, value: Any) -> list[Any]:
             problems.append(f"item {i} is empty ({hint})")
         elif isinstance(item, list | tuple | dict):
             problems.append(f"item {i} is not a single value (a list holds plain values)")
+        elif isinstance(item, str) and storable.problem(item) is not None:
+            problems.append(f"item {i}: {storable.problem(item)}; send valid text")
         else:
             try:
                 items.append(_as_item(name, spec, item))
             except _Bad as exc:
                 problems.append(f"item {i}: {exc}")
+        if len(problems) >= 10:
+            problems.append("...")
+            break
     if problems:
         raise _Bad("; ".join(problems))
     count = len(items)
+    if count > MAX_LIST_ITEMS:
+        raise _Bad(f"more than {MAX_LIST_ITEMS:,} items: a list param holds at most that many")
     if spec.min is not None and count < spec.min:
         raise _Bad(f"{_items(count)} given, fewer than the minimum {_items(int(spec.min))}")
     if spec.max is not None and count > spec.max:
@@ -319,6 +337,9 @@ def coerce(playbook: Playbook, raw: Mapping[str, Any]) -> dict[str, Any]:
             values[name] = coerce_value(name, spec, value)
         except ValueError as exc:
             errors.append(str(exc) if given else f"{exc} (the playbook's default)")
+            continue
+        if spec.required and values[name] == [] and spec.type is ParamType.LIST:
+            errors.append(_missing(name, spec))  # `hosts=[]` is no more given than `hosts=`
     if errors:
         raise ParamError(playbook.name, errors)
     return values

@@ -421,3 +421,29 @@ def test_describe_lists() -> None:
         "flags (list of bool; optional)",
         "envs (list, each one of prod, staging; default staging)",
     ]
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        ("[" * 100_000, "nested too deep"),
+        ('["a\\u0000b"]', "NUL"),
+        ('["\\ud800x"]', "surrogate"),
+        ("[]", "missing required param hosts"),
+        (",".join(["h"] * 5000), "more than 1,000 items"),
+        (["h"] * 2000, "more than 1,000 items"),
+        ("[" + "9" * 5000 + "]", "too long to read"),
+    ],
+    ids=["deep", "nul", "surrogate", "empty-json", "long-text", "long-list", "huge-number"],
+)
+def test_a_list_param_refuses_what_it_cannot_hold(value: Any, needle: str) -> None:
+    pb = Playbook.model_validate(
+        {
+            "name": "p",
+            "params": {"hosts": {"type": "list", "required": True}},
+            "steps": [{"id": "a", "action": "log"}],
+        }
+    )
+    with pytest.raises(ParamError, match="hosts") as caught:
+        params.coerce(pb, {"hosts": value})
+    assert needle in str(caught.value), str(caught.value)
