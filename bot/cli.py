@@ -434,6 +434,8 @@ async def acting_as(baton: Baton, asked: str | None) -> str:
     me = getpass.getuser()
     if asked is None:
         return me
+    if not asked.strip():
+        raise NotAllowed("--as needs a name: leave it out to act as yourself")
     why = people.may_act_as(baton.rules, me, asked)
     if why is not None:
         where = {"front_end": "cli", "user": me}
