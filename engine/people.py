@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 Role = Literal["viewer", "operator", "admin"]
 ROLES: tuple[str, ...] = get_args(Role)
 KEYS: tuple[str, ...] = ("token_sha256", "slack", "groups", "role")
+SLACK_ID = re.compile(r"[UW][A-Z0-9]{2,}")
+"""A Slack user id (``U01AAA``; ``W...`` on Enterprise Grid)."""
 DECISIONS: tuple[str, ...] = ("approve", "reject")
 MAKE_HASH = 'printf %s "$TOKEN" | sha256sum'
 _HEX = re.compile(r"[0-9a-fA-F]{64}")
@@ -160,6 +162,9 @@ def build(
     for name, spec in (users or {}).items():
         name = str(name)
         at = ("users", name)
+        if not name.strip() or name in ("None", "null"):
+            problem(at, "a person needs a name (the key of their entry)")
+            continue
         if spec is None:
             spec = {}
         if not isinstance(spec, dict):
@@ -179,8 +184,9 @@ def build(
                 )
             tokens.setdefault(digest, name)
         slack = spec.get("slack")
-        if slack is not None and (not isinstance(slack, str) or not slack):
-            problem((*at, "slack"), "a Slack user id such as U01AAA")
+        if slack is not None and (not isinstance(slack, str) or not SLACK_ID.fullmatch(slack)):
+            # a name here would make this person the one so named, everywhere
+            problem((*at, "slack"), f"{slack!r} is not a Slack user id (such as U01AAA)")
             slack = None
         if slack is not None:
             if slack in slack_ids:

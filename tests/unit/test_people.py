@@ -206,6 +206,16 @@ HASH = sha("t")
             id="duplicate-slack-id",
         ),
         pytest.param(
+            "users:\n  alice: {}\n  carl: {slack: alice}\n",
+            [(3, "users.carl.slack: 'alice' is not a Slack user id (such as U01AAA)")],
+            id="slack-not-an-id",
+        ),
+        pytest.param(
+            "users:\n  '': {role: admin}\n",
+            [(2, "users.: a person needs a name")],
+            id="no-name",
+        ),
+        pytest.param(
             "users:\n  alice:\n    tokn_sha256: x\n",
             [(3, "users.alice.tokn_sha256: unknown key; did you mean `token_sha256`?")],
             id="key-typo",
