@@ -36,6 +36,20 @@ TEXT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 log = logging.getLogger("baton.events")
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F) if c != 0x09}
+_CONTROL.update({0x0A: "\\n", 0x0D: "\\r"})
+
+
+class TextFormatter(logging.Formatter):
+    """One record, one line: line breaks and control characters in a message (a name
+    someone typed, a step's output) are written as escapes, so no input can forge a log
+    line or send the terminal escape codes. Tracebacks keep their lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = record.message.translate(_CONTROL)
+        return super().formatMessage(record)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: time (UTC, ISO 8601), level, logger, message, and the
     ``run_id`` / ``playbook`` of the line when it has them (``extra=``)."""
@@ -65,7 +79,7 @@ def setup(level: str, form: str = "text", *, quiet: bool = False) -> None:
         old.close()
     handler = logging.StreamHandler(sys.stderr)
     handler.name = HANDLER
-    handler.setFormatter(JsonFormatter() if form == "json" else logging.Formatter(TEXT))
+    handler.setFormatter(JsonFormatter() if form == "json" else TextFormatter(TEXT))
     root.addHandler(handler)
     number = logging.getLevelName(level.upper())
     own = max(number, logging.WARNING) if quiet else number

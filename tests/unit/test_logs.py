@@ -156,3 +156,14 @@ def test_the_console_log_keeps_its_filters_and_comes_back(
     logging.getLogger("baton").info("back on the terminal")
     assert "to the file" in path.read_text() and "to the file" not in out.getvalue()
     assert "back on the terminal" in out.getvalue()
+
+
+def test_a_text_line_cannot_be_forged_from_what_someone_typed() -> None:
+    """A name with a line break (or terminal escapes) stays on its own line, escaped."""
+    record = logging.LogRecord(
+        "baton.events", logging.INFO, __file__, 1, "run started: by %s",
+        ("ci\n2026-12-01 07:00:00,000 WARNING baton: forged\x1b[31m",), None,
+    )  # fmt: skip
+    line = logs.TextFormatter(logs.TEXT).format(record)
+    assert "\n" not in line and "\x1b" not in line
+    assert line.endswith("by ci\\n2026-12-01 07:00:00,000 WARNING baton: forged\\x1b[31m")
