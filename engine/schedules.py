@@ -157,6 +157,11 @@ class Schedules:
             nxt = cron.next_fire(expression, timezone, self.clock.now())
         except ValueError as exc:
             raise ScheduleError(str(exc)) from None
+        if nxt is None:
+            raise ScheduleError(
+                f"cron {expression!r} never fires (a day that no month has, such as 30 "
+                "February?): check the day and month fields"
+            )
         return await self._add(playbook, "cron", expression, timezone, nxt, params, by, origin)
 
     async def add_once(

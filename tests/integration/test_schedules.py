@@ -119,8 +119,17 @@ async def test_schedules_made_at_run_time(harness: HarnessFactory) -> None:
             "past",
         ),
         (lambda s: s.remove("nope", "a"), schedlib.ScheduleError, "nope"),
+        (lambda s: s.add_cron("hello", "0 0 30 2 *", {}, "a"), schedlib.ScheduleError, "never"),
     ],
-    ids=["bad-cron", "bad-zone", "unknown-playbook", "bad-param", "in-the-past", "unknown-id"],
+    ids=[
+        "bad-cron",
+        "bad-zone",
+        "unknown-playbook",
+        "bad-param",
+        "in-the-past",
+        "unknown-id",
+        "never-fires",
+    ],
 )
 async def test_bad_schedules_are_refused_and_nothing_is_stored(
     harness: HarnessFactory,
