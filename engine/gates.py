@@ -7,6 +7,7 @@ racing cannot close it twice.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,8 +37,11 @@ def record(
     at: datetime,
     quorum: int,
     outcome: Outcome,
+    same_person: Callable[[str, str], bool] = operator.eq,
 ) -> Callable[[sa.Connection], None]:
-    """The op that records ``user``'s decision and closes the gate when it decides it."""
+    """The op that records ``user``'s decision and closes the gate when it decides it.
+    One decision per person: ``same_person`` says when two ids (a name, a Slack id) are
+    one person, who neither decides twice nor counts twice towards the quorum."""
 
     def op(conn: sa.Connection) -> None:
         # the gate's row first, locked on PostgreSQL: two decisions racing take turns,
@@ -50,11 +54,12 @@ def record(
         if status != "pending":
             outcome.late = status or "gone"
             return
-        seen = conn.execute(
-            sa.select(t.decisions.c.decision).where(
-                t.decisions.c.approval_id == approval_id, t.decisions.c.user == user
+        earlier = conn.execute(
+            sa.select(t.decisions.c.user, t.decisions.c.decision).where(
+                t.decisions.c.approval_id == approval_id
             )
-        ).first()
+        ).all()
+        seen = next((d for d in earlier if same_person(d.user, user)), None)
         conn.execute(  # the audit row says whether this click changed anything
             t.audit.insert().values(
                 at=at,
@@ -84,8 +89,12 @@ def record(
                 .order_by(t.decisions.c.id)
             )
         ]
+        people: list[str] = []
+        for who in approvers:
+            if not any(same_person(who, one) for one in people):
+                people.append(who)
         closing = "rejected" if decision == "reject" else None
-        if closing is None and len(approvers) >= quorum:
+        if closing is None and len(people) >= quorum:
             closing = "approved"
         if closing is None:
             return

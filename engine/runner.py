@@ -520,7 +520,10 @@ class Engine:
             put(conn)
 
         await self.store.write(
-            gates.record(approval_id, user, decision, comment, now, quorum, outcome), tell_driver
+            gates.record(
+                approval_id, user, decision, comment, now, quorum, outcome, self.same_person
+            ),
+            tell_driver,
         )
         if outcome.late is not None:
             return DecisionResult(

@@ -52,6 +52,14 @@ steps:
     with: {approvers: {users: [U01AAA, bob]}, message: "go?"}
 """
 
+QUORUM = """
+name: quorum
+steps:
+  - id: ok
+    action: approval
+    with: {approvers: {users: [alice, bob, carol]}, min_approvals: 2, message: "go?"}
+"""
+
 Client = TestClient[Any, Any]
 
 
@@ -60,6 +68,7 @@ async def served(tmp_path: Path, db_url: str) -> AsyncIterator[tuple[Client, Bat
     folder = tmp_path / "playbooks"
     folder.mkdir()
     (folder / "gate.yaml").write_text(textwrap.dedent(GATE))
+    (folder / "quorum.yaml").write_text(textwrap.dedent(QUORUM))
     config = tmp_path / "baton.yaml"
     config.write_text(textwrap.dedent(CONFIG))
     settings = Settings(
@@ -219,3 +228,26 @@ async def test_schedules_are_made_and_removed_as_the_tokens_person(
     assert (await client.delete(url, params={"user": "bob"}, headers=ALICE)).status == 403
     gone = await client.delete(url, headers=ALICE)
     assert gone.status == 200, await gone.text()
+
+
+async def test_one_person_under_two_ids_counts_once_towards_a_quorum(
+    served: tuple[Client, Baton],
+) -> None:
+    """alice approves with her token, then the service token sends her Slack id: the
+    same person has decided already, and a gate that needs two people stays open."""
+    client, baton = served
+    _, body = await _start(client, SERVICE, playbook="quorum", requested_by="carol")
+    run_id = body["id"]
+    await baton.engine.wait_idle()
+    approval = await baton.store.scalar(
+        sa.select(t.approvals.c.id).where(t.approvals.c.run_id == run_id)
+    )
+    url = f"/api/approvals/{approval}"
+    first = await client.post(url, json={"decision": "approve"}, headers=ALICE)
+    assert (await first.json())["status"] == "pending"
+    again = await client.post(url, json={"decision": "approve", "user": "U01AAA"}, headers=SERVICE)
+    answer = await again.json()
+    assert answer["recorded"] is False and "already decided" in answer["message"], answer
+    assert answer["status"] == "pending"
+    bob = await client.post(url, json={"decision": "approve"}, headers=BOB)
+    assert (await bob.json())["status"] == "approved"
