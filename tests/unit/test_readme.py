@@ -109,3 +109,9 @@ def test_every_param_type_is_in_the_params_table() -> None:
     table = README.split("### Params", 1)[1].split("\n### ", 1)[0]
     missing = [kind.value for kind in ParamType if f"| `{kind.value}` |" not in table]
     assert missing == []
+
+
+def test_the_schema_revision_it_shows_is_the_head() -> None:
+    from storage import schema
+
+    assert f"`{schema.HEAD} (head)`" in README
