@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -30,6 +30,12 @@ STARTERS = ("alert", "schedule")
 FAILED = ("failed", "timed_out")
 
 
+LOOKBACK = timedelta(seconds=30)
+"""How far before the newest instant seen each look reads again: a run is stamped when it
+is made and committed a moment later (by another process, perhaps), so one made before
+the last look may appear only after it."""
+
+
 class News:
     def __init__(self, store: Store, *, watched: Callable[[str], bool] = lambda _: False) -> None:
         self.store = store
@@ -38,7 +44,8 @@ class News:
         self.quiet = False
         self._created: datetime | None = None
         self._finished: datetime | None = None
-        self._told: set[tuple[str, str]] = set()  # (run, what) told at the last instants
+        # (run, what) -> its instant, for the runs within LOOKBACK of the cursors
+        self._told: dict[tuple[str, str], datetime] = {}
         self._generation = 0  # moves on at every `quiet`: a look begun before is dropped
 
     async def start(self) -> None:
@@ -46,7 +53,7 @@ class News:
         runs = t.runs.c
         self._created = await self.store.scalar(sa.select(sa.func.max(runs.created_at)))
         self._finished = await self.store.scalar(sa.select(sa.func.max(runs.finished_at)))
-        self._told = set()
+        self._told = {}
         await self.look(tell=False)  # the runs at those very instants are not news either
 
     async def toggle(self) -> str:
@@ -89,30 +96,33 @@ class News:
         )
         started_q = sa.select(*columns).where(runs.trigger.in_(STARTERS))
         if self._created is not None:
-            started_q = started_q.where(runs.created_at >= self._created)
+            started_q = started_q.where(runs.created_at >= self._created - LOOKBACK)
         # along the index on finished_at; the status is checked here (an index on status
         # would read every failed run there ever was)
         finished_q = sa.select(*columns).where(runs.finished_at.is_not(None))
         if self._finished is not None:
-            finished_q = finished_q.where(runs.finished_at >= self._finished)
+            finished_q = finished_q.where(runs.finished_at >= self._finished - LOOKBACK)
         started = await self.store.all(started_q)
         finished = await self.store.all(finished_q)
         if generation != self._generation or (self.quiet and tell):
             return []
         said: list[str] = []
-        told: set[tuple[str, str]] = set()
         for row in sorted(started, key=lambda r: (r.created_at, r.id)):
             self._created = max(self._created or row.created_at, row.created_at)
-            told.add((row.id, "started"))
-            if (row.id, "started") not in self._told and not self.watched(row.id):
+            new = (row.id, "started") not in self._told
+            self._told[(row.id, "started")] = row.created_at
+            if new and not self.watched(row.id):
                 said.append(started_line(row))
         for row in sorted(finished, key=lambda r: (r.finished_at, r.id)):
             self._finished = max(self._finished or row.finished_at, row.finished_at)
-            told.add((row.id, "finished"))
             new = (row.id, "finished") not in self._told
+            self._told[(row.id, "finished")] = row.finished_at
             if new and row.status in FAILED and not self.watched(row.id):
                 said.append(failed_line(row))
-        self._told = told
+        cursors = [x for x in (self._created, self._finished) if x is not None]
+        if cursors:
+            oldest = min(cursors) - LOOKBACK
+            self._told = {key: at for key, at in self._told.items() if at >= oldest}
         if not tell:
             return []
         for text in said:

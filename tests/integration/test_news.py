@@ -74,3 +74,20 @@ async def test_quiet_silences_the_news_until_toggled_again(harness: HarnessFacto
     assert await news.look() == [
         f"✗ run {failed}: bad failed: step boom failed: exit status 3: disk full"
     ]
+
+
+async def test_a_run_committed_after_a_look_it_predates_is_still_news(
+    harness: HarnessFactory,
+) -> None:
+    """Another process stamps its run, the console looks (seeing a newer run), and only
+    then that run's commit lands: the next look still tells of it."""
+    h = await harness({"ok": OK})
+    news = News(h.store)
+    await news.start()
+    h.clock.advance(timedelta(seconds=10))
+    newer = await h.run("ok", trigger="schedule", requested_by="playbook:ok")
+    assert len(await news.look()) == 1
+    h.clock.advance(timedelta(seconds=-3))  # stamped before the run the look saw
+    older = await h.run("ok", trigger="alert", requested_by="alert:alertmanager")
+    assert await news.look() == [f"» run {older}: ok started by an alert (alert:alertmanager)"]
+    assert newer != older and await news.look() == []
