@@ -38,9 +38,11 @@ SETTINGS = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-# The loop may be late by this much at worst: far above a busy 2-core machine's jitter,
-# far below what parsing a hostile body on the loop costs.
-STALL = 1.0
+# The loop may be late by this much at worst: above what this 2-core machine's own pauses
+# reach (the test's thread generating examples holds the GIL too; 1.3 s was seen once on
+# PostgreSQL in CI), below what a hostile body parsed on the loop costs (the bombs and
+# deep JSON of issue 11 cost 2.5 s and more). Finer figures live in `python -m bench edge`.
+STALL = 2.0
 
 
 class Server:
