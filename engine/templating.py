@@ -310,13 +310,9 @@ def references(text: str, *, expression: bool = False) -> set[tuple[str, str]]:
     found: set[tuple[str, str]] = set()
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
         assert isinstance(node, nodes.Getattr | nodes.Getitem)
-        target = node.node
-        if not (isinstance(target, nodes.Name) and target.name in ROOTS):
-            continue
-        if isinstance(node, nodes.Getattr):
-            found.add((target.name, node.attr))
-        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-            found.add((target.name, node.arg.value))
+        target, key = node.node, _key(node)
+        if key is not None and isinstance(target, nodes.Name) and target.name in ROOTS:
+            found.add((target.name, key))
     return found
 
 
