@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel
 
+from engine.fleet.hosts import HostLookup, no_hosts
+
 if TYPE_CHECKING:
     import aiohttp
 
@@ -80,6 +82,8 @@ class ActionContext:
     env: Mapping[str, str] = field(default_factory=dict)
     """The environment a process the action starts begins with (``engine.stepenv``):
     computed once by whoever builds the engine, never Baton's whole environment."""
+    hosts: HostLookup = no_hosts
+    """The inventory's hosts by name (``engine.fleet``): an ``ssh`` step's ``host`` may name one."""
     partial: dict[str, Any] | None = None
     """What the action had produced when it was cancelled or timed out (a shell step's
     output so far), set by the action before the cancellation propagates: the attempt
