@@ -44,6 +44,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from storage import locks
 from storage import tables as t
 
 # The tables a prune touches, in the order its report lists them.
@@ -348,7 +349,6 @@ def _runless(table: sa.Table, before: datetime) -> sa.ColumnElement[bool]:
 
 # --- the daily prune of ``baton serve`` ------------------------------------------------
 
-LOCK_KEY = 0x626174_6F6E_7072  # pg_advisory_xact_lock key: one claim of a day at a time
 DAILY = "db.prune"  # the audit action of every prune, the day's marker among them
 
 
@@ -360,7 +360,7 @@ def claim_day(engine: sa.Engine, day: datetime, *, node: str, at: datetime) -> i
     target = f"retention {day.date().isoformat()}"
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
-            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(LOCK_KEY)))
+            locks.hold(conn, "prune")
         taken = conn.execute(
             sa.select(a.id).where(a.at >= day, a.action == DAILY, a.target == target)
         ).first()

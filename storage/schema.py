@@ -29,9 +29,9 @@ row ``FENCE`` (4) in it, and a Baton of schema 3 refuses a database whose versio
 its own ("upgrade Baton"), so an old replica cannot write into an upgraded database.
 Alembic's ``alembic_version`` is the truth from schema 4 on; ``FENCE`` never changes.
 
-Every change happens in one transaction, which on PostgreSQL first takes an advisory lock
-(``pg_advisory_xact_lock(LOCK_KEY)``) and on SQLite the write lock (``BEGIN IMMEDIATE``):
-two servers starting at once on one database take turns, and the second, reading the
+Every change happens in one transaction, which on PostgreSQL first takes the advisory
+lock "upgrade" of its schema (``storage.locks``) and on SQLite the write lock (``BEGIN
+IMMEDIATE``): two servers starting at once on one database take turns, and the second, reading the
 state again under the lock, finds the database at head. PostgreSQL's DDL is
 transactional, and so is SQLite's: an upgrade that fails leaves the database as it was.
 """
@@ -46,7 +46,7 @@ from typing import Literal
 
 import sqlalchemy as sa
 
-from storage import tables
+from storage import locks, tables
 from storage.errors import DatabaseUnavailable, StorageError
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,6 @@ HEAD = "0004_run_commands_run"  # the newest revision in storage/migrations/vers
 FIRST = "0001_schema_3"  # what a database of Baton schema 3 is stamped at
 LEGACY = 3  # the last schema_version of Batons before Alembic
 FENCE = 4  # written by every upgrade: Batons of schema <= 3 then refuse the database
-LOCK_KEY = 0x626174_6F6E_7363  # pg_advisory_xact_lock key: one upgrade at a time
 
 # The tables and columns of schema 3 (revision 0001): what a legacy database must have.
 SCHEMA_3: dict[str, str] = {
@@ -320,7 +319,7 @@ def _changing(engine: sa.Engine) -> Iterator[sa.Connection]:
         try:
             with conn.begin():
                 if not sqlite:
-                    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(LOCK_KEY)))
+                    locks.hold(conn, "upgrade")
                 yield conn
                 if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first():
                     raise StorageError(

@@ -14,9 +14,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from storage import locks
 from storage import tables as t
 
-LOCK_CLASS = 0x6261  # pg_advisory_xact_lock(class, key): the class of concurrency-key locks
 HOLDING = ("running", "waiting")
 
 
@@ -49,9 +49,7 @@ def place(key: str, run_id: str, limit: int, *, queued: bool, postgres: bool) ->
 
     def op(conn: sa.Connection) -> int:
         if postgres:
-            conn.execute(
-                sa.select(sa.func.pg_advisory_xact_lock(LOCK_CLASS, sa.func.hashtext(key)))
-            )
+            locks.hold(conn, f"concurrency:{key}")
         taken = int(conn.execute(holders(key, run_id, queued=queued)).scalar_one())
         if taken >= limit:
             raise KeyFull(key, taken)

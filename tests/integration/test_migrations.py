@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from storage import migrations, schema
+from storage import locks, migrations, schema
 from storage.db import create_engine
 from storage.store import Store
 from tests import schema3
@@ -292,7 +292,7 @@ def test_an_upgrade_waits_for_the_advisory_lock(pg_database: str) -> None:
     result: list[Any] = []
     try:
         with first.connect() as holder, holder.begin():
-            holder.execute(sa.select(sa.func.pg_advisory_xact_lock(schema.LOCK_KEY)))
+            locks.hold(holder, "upgrade")
             schema._apply(holder, schema.inspect(holder))  # creates it, under the lock
             waiter = threading.Thread(target=lambda: result.append(schema.upgrade(second)))
             waiter.start()
@@ -312,3 +312,26 @@ def test_an_upgrade_waits_for_the_advisory_lock(pg_database: str) -> None:
     finally:
         first.dispose()
         second.dispose()
+
+
+@pytest.mark.postgres
+def test_batons_in_two_schemas_of_one_database_do_not_wait_on_each_other(
+    pg_database: str,
+) -> None:
+    """Advisory locks belong to the database; Baton names its own by its schema, so an
+    upgrade held open in one schema does not hold up an upgrade in another."""
+    admin = create_engine(pg_database)
+    with admin.begin() as conn:
+        conn.exec_driver_sql("CREATE SCHEMA one")
+        conn.exec_driver_sql("CREATE SCHEMA two")
+    first = create_engine(f"{pg_database}?options=-csearch_path%3Done")
+    second = create_engine(f"{pg_database}?options=-csearch_path%3Dtwo")
+    try:
+        with first.connect() as holder, holder.begin():
+            locks.hold(holder, "upgrade")
+            change = schema.upgrade(second)  # would wait forever on a database-wide key
+            assert change.before.kind == "empty"
+            assert schema.current(second) == schema.State("head", schema.HEAD)
+    finally:
+        for engine in (first, second, admin):
+            engine.dispose()
