@@ -192,7 +192,7 @@ async def test_the_hosts_key_file_is_used_without_baton_ssh_key(
 
 async def test_an_unreadable_key_file_is_named(sshd: Sshd, known_hosts: Path) -> None:
     ssh = SshAction(known_hosts=known_hosts, key_file=known_hosts.parent / "no_such_key")
-    with pytest.raises(ActionError, match="cannot read the ssh key .*no_such_key"):
+    with pytest.raises(ActionError, match=r"cannot read the ssh key .*no_such_key"):
         await run(ssh, sshd, argv=["true"])
     await ssh.close()
 
