@@ -4,16 +4,21 @@ quoting, host keys, client keys, killing remote commands, pooling, errors."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from engine import validate
 from engine.actions import ActionContext
+from engine.actions import ssh as ssh_action
+from engine.actions.registry import Registry
+from engine.actions.shell import KILL_GRACE
 from engine.actions.ssh import SshAction, SshInputs
 from engine.errors import ActionError
-from engine.fleet import remote
+from engine.fleet import remote, sshpool
 from engine.fleet.hosts import Host
 from tests.fakes.actx import RecordingLog, make_ctx
 from tests.fakes.processes import alive, wait_until
@@ -276,3 +281,25 @@ async def test_an_idle_connection_is_closed(known_hosts: Path, sshd: Sshd) -> No
     await run(ssh, sshd, make_ctx(run_id="run-idle"), argv=["true"])
     await wait_until(lambda: ssh.pool.open_connections("run-idle") == 0)
     await ssh.close()
+
+
+# --- the README -----------------------------------------------------------------------
+
+README = (Path(__file__).parent.parent.parent / "README.md").read_text()
+
+
+def test_the_readme_ssh_example_validates(tmp_path: Path) -> None:
+    (example,) = re.findall(r"```yaml\n(name: restart-web\n.*?)```", README, flags=re.S)
+    path = tmp_path / "restart-web.yaml"
+    path.write_text(example)
+    playbooks, problems = validate.validate_paths([path], Registry.from_entry_points())
+    assert problems == [] and len(playbooks) == 1
+
+
+def test_the_readme_states_the_ssh_limits_in_force() -> None:
+    section = README.split("### The ssh action", 1)[1].split("\n## ", 1)[0]
+    assert f"KILL {KILL_GRACE:g} s later" in section
+    assert f"at most {sshpool.SESSIONS} commands at a time" in section
+    assert sshpool.IDLE_CLOSE == 60 and "after a minute unused" in section
+    assert f"The first {ssh_action.STREAM_LINES} lines" in section
+    assert f"`BATON_SSH_KNOWN_HOSTS`\n  (`{ssh_action.DEFAULT_KNOWN_HOSTS}`)" in section
