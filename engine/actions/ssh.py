@@ -39,6 +39,7 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar
 
+import asyncssh
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from engine import durations
@@ -135,7 +136,12 @@ class SshAction:
         try:
             async with self.pool.session(ctx.run_id, target) as conn:
                 command = remote.Remote(conn, inputs.sudo)
-                await command.start(line, stream.emit)
+                try:
+                    await command.start(line, stream.emit)
+                except (asyncssh.Error, OSError) as exc:
+                    raise ActionError(
+                        f"cannot start the command on ssh host {target.where()}: {exc}"
+                    ) from None
                 try:
                     finished = await command.wait(seconds)
                 except asyncio.CancelledError:

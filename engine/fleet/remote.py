@@ -8,11 +8,12 @@ step asks for it. The values are visible in the host's process list while ``env`
 the command, as with any command-line argument.
 
 **Killing it.** Closing the channel does not stop a remote command (sshd only closes its
-pipes), so the line starts with ``echo $$; exec ...``: the login shell that sshd started
-as a session leader reports its pid, which is the process group of the command and of
-everything it starts, then becomes the command. To stop it Baton runs
+pipes), so the line starts with ``echo baton-pgid=$$; exec ...``: the login shell that
+sshd started as a session leader reports its pid, which is the process group of the
+command and of everything it starts, then becomes the command. To stop it Baton runs
 ``kill -s TERM -- -PGID`` over a second channel (``sudo -n kill`` for a sudo step), then
-``KILL`` after ``KILL_GRACE`` seconds. That first stdout line is Baton's, never output.
+``KILL`` after ``KILL_GRACE`` seconds. That marker line is Baton's, never output; what a
+login script prints before it (a ``.bashrc`` that echoes) is output as usual.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import asyncssh
 from engine.actions.shell import DRAIN_GRACE, KILL_GRACE, OutputBuffer
 
 STREAMS = ("stdout", "stderr")
+MARKER = b"baton-pgid="
+_MARKER_LOOKOUT = 64 * 1024  # stdout bytes searched for the marker before giving up
 Emit = Callable[[str, str], None]
 """Called with (stream, line) for each complete line, as it arrives."""
 
@@ -45,7 +48,7 @@ def command_line(
         words += ["sh", "-c", shlex.quote(script)]
     else:
         words += [shlex.quote(arg) for arg in argv or ()]
-    return "echo $$; exec " + " ".join(words)
+    return f"echo {MARKER.decode()}$$; exec " + " ".join(words)
 
 
 class _Session(asyncssh.SSHClientSession[bytes]):
@@ -65,13 +68,31 @@ class _Session(asyncssh.SSHClientSession[bytes]):
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
         stream = "stderr" if datatype == asyncssh.EXTENDED_DATA_STDERR else "stdout"
         if stream == "stdout" and not self.pgid.done():
-            self._first += data
-            head, newline, data = self._first.partition(b"\n")
+            data = self._look_for_marker(data)
+        if data:
+            self.buffers[stream].feed(data)
+            self._lines(stream, data)
+
+    def _look_for_marker(self, data: bytes) -> bytes:
+        """Take the marker line out of stdout and return what is output: the lines before
+        the marker, and everything after it once it is found."""
+        self._first += data
+        out = b""
+        while not self.pgid.done():
+            line, newline, rest = self._first.partition(b"\n")
             if not newline:
-                return
-            self.pgid.set_result(int(head) if head.strip().isdigit() else None)
-        self.buffers[stream].feed(data)
-        self._lines(stream, data)
+                if len(self._first) > _MARKER_LOOKOUT:  # no marker: not a POSIX shell
+                    self.pgid.set_result(None)
+                    out, self._first = out + self._first, b""
+                return out
+            self._first = rest
+            number = line.removeprefix(MARKER)
+            if line.startswith(MARKER) and number.isdigit():
+                self.pgid.set_result(int(number))
+            else:
+                out += line + newline
+        out, self._first = out + self._first, b""
+        return out
 
     def _lines(self, stream: str, data: bytes) -> None:
         *lines, self._pending[stream] = (self._pending[stream] + data).split(b"\n")
@@ -85,6 +106,10 @@ class _Session(asyncssh.SSHClientSession[bytes]):
         _settle(self.exited)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._first:  # the command ended (or died) before the marker line was complete
+            self.buffers["stdout"].feed(self._first)
+            self._lines("stdout", self._first)
+            self._first = b""
         for stream in STREAMS:
             if self._pending[stream]:
                 self._lines(stream, b"\n")

@@ -78,18 +78,24 @@ def _keys(target: Target) -> list[asyncssh.SSHKey] | tuple[()]:
     path = Path(target.key_file).expanduser()
     try:
         return [asyncssh.read_private_key(str(path))]
-    except asyncssh.KeyEncryptionError:
+    except asyncssh.KeyImportError as exc:
+        if "passphrase" not in str(exc).lower():
+            raise ActionError(_unreadable(path, exc)) from None
         raise ActionError(
             f"the ssh key {path} is protected by a passphrase, which Baton cannot type: "
             "load it into an ssh agent (SSH_AUTH_SOCK) and unset BATON_SSH_KEY, or use a "
             "key without a passphrase"
         ) from None
-    except (OSError, asyncssh.KeyImportError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        raise ActionError(
-            f"cannot read the ssh key {path} (BATON_SSH_KEY or the host's "
-            f"ansible_ssh_private_key_file): {reason}"
-        ) from None
+    except (OSError, asyncssh.KeyEncryptionError) as exc:
+        raise ActionError(_unreadable(path, exc)) from None
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+    return (
+        f"cannot read the ssh key {path} (BATON_SSH_KEY or the host's "
+        f"ansible_ssh_private_key_file): {reason}"
+    )
 
 
 async def connect(target: Target, known_hosts: Path) -> asyncssh.SSHClientConnection:
@@ -169,7 +175,10 @@ def _refused(target: Target) -> str:
 def _reason(exc: BaseException) -> str:
     """A short cause for a failed connection, with what to check."""
     if isinstance(exc, socket.gaierror):
-        return f"unknown host name ({exc.strerror}); check the address (with: host, ansible_host)"
+        return (
+            f"unknown host name ({exc.strerror}): it is neither an inventory host nor a name "
+            "DNS knows; check the spelling, the inventory (ansible_host) or with: host"
+        )
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused; check the port (with: port, ansible_port) and that sshd runs"
     if isinstance(exc, TimeoutError):

@@ -4,8 +4,11 @@ quoting, host keys, client keys, killing remote commands, pooling, errors."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
-from collections.abc import AsyncIterator
+import signal
+import subprocess
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -110,8 +113,10 @@ async def test_argv_mode_gets_the_variables_too(action: SshAction, sshd: Sshd) -
 
 def test_the_command_line_puts_sudo_then_env_then_the_command() -> None:
     line = remote.command_line(None, "id -u", {"A": "x y"}, sudo=True)
-    assert line == "echo $$; exec sudo -n env A='x y' sh -c 'id -u'"
-    assert remote.command_line(["ls", "a b"], None, {}, sudo=False) == "echo $$; exec ls 'a b'"
+    assert line == "echo baton-pgid=$$; exec sudo -n env A='x y' sh -c 'id -u'"
+    assert remote.command_line(["ls", "a b"], None, {}, sudo=False) == (
+        "echo baton-pgid=$$; exec ls 'a b'"
+    )
 
 
 @pytest.mark.parametrize(
@@ -202,6 +207,79 @@ async def test_an_unreadable_key_file_is_named(sshd: Sshd, known_hosts: Path) ->
     await ssh.close()
 
 
+@pytest.fixture
+def agent(tmp_path: Path, sshd: Sshd) -> Iterator[Path]:
+    """A real ssh-agent holding the authorized client key; its socket."""
+    sock = tmp_path / "agent.sock"
+    # the agent binds its socket before it forks, so it is ready once this returns
+    out = subprocess.run(
+        ["ssh-agent", "-s", "-a", str(sock)], check=True, capture_output=True, text=True
+    ).stdout
+    pid = int(re.search(r"SSH_AGENT_PID=(\d+)", out)[1])  # type: ignore[index]
+    try:
+        env = {**os.environ, "SSH_AUTH_SOCK": str(sock)}
+        subprocess.run(["ssh-add", "-q", str(sshd.client_key)], check=True, env=env)
+        yield sock
+    finally:
+        os.kill(pid, signal.SIGTERM)
+
+
+@pytest.fixture
+def locked_key(tmp_path: Path) -> Path:
+    key = tmp_path / "locked_key"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "pass phrase", "-f", str(key)], check=True
+    )
+    return key
+
+
+async def test_without_a_key_file_the_agent_logs_in(
+    sshd: Sshd, known_hosts: Path, tmp_path: Path, agent: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No BATON_SSH_KEY, no key file in the inventory: the agent's key (HOME has no
+    ~/.ssh keys here, so the agent is the only way in)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    ssh = SshAction(known_hosts=known_hosts)
+    with pytest.raises(ActionError) as err:
+        await run(ssh, sshd, argv=["true"])
+    assert "refused the ssh agent's keys and the default keys in ~/.ssh" in str(err.value)
+    monkeypatch.setenv("SSH_AUTH_SOCK", str(agent))
+    out = await run(ssh, sshd, make_ctx(run_id="run-2"), argv=["echo", "agent"])
+    assert out["stdout"] == "agent\n"
+    await ssh.close()
+
+
+async def test_a_key_with_a_passphrase_says_to_use_the_agent(
+    sshd: Sshd, known_hosts: Path, locked_key: Path
+) -> None:
+    ssh = SshAction(known_hosts=known_hosts, key_file=locked_key)
+    with pytest.raises(ActionError, match=r"protected by a passphrase.*ssh agent"):
+        await run(ssh, sshd, argv=["true"])
+    await ssh.close()
+
+
+async def test_a_name_that_is_neither_in_the_inventory_nor_in_dns(
+    sshd: Sshd, known_hosts: Path
+) -> None:
+    ssh = SshAction(known_hosts=known_hosts, key_file=sshd.client_key)
+    ctx = make_ctx(hosts=inventory(sshd, None))
+    with pytest.raises(ActionError) as err:
+        await ssh.run(ctx, SshInputs.model_validate({"host": "web2.invalid", "argv": ["true"]}))
+    assert str(err.value).startswith("cannot connect to ssh host web2.invalid:22: unknown host")
+    assert "neither an inventory host nor a name DNS knows" in str(err.value)
+    await ssh.close()
+
+
+def test_the_registry_builds_the_action_with_its_settings(tmp_path: Path) -> None:
+    registry = Registry.from_entry_points()
+    registry.configure("ssh", known_hosts=tmp_path / "kh", key_file=tmp_path / "id")
+    action = registry.get("ssh")
+    assert isinstance(action, SshAction)
+    assert action.pool.known_hosts == tmp_path / "kh" and action.key_file == str(tmp_path / "id")
+    assert action in registry.loaded()
+
+
 async def test_an_unreachable_host_gives_a_clean_message(known_hosts: Path, sshd: Sshd) -> None:
     ssh = SshAction(known_hosts=known_hosts, key_file=sshd.client_key)
     port = free_port()
@@ -215,6 +293,19 @@ async def test_an_unreachable_host_gives_a_clean_message(known_hosts: Path, sshd
         "(with: port, ansible_port) and that sshd runs"
     )
     await ssh.close()
+
+
+async def test_the_marker_line_is_found_after_login_chatter_and_never_output() -> None:
+    """A login script that prints (a chatty .bashrc) comes before Baton's marker line;
+    the chatter is output, the marker is not, however the bytes are split."""
+    lines: list[tuple[str, str]] = []
+    session = remote._Session(lambda stream, line: lines.append((stream, line)))
+    data = b"Welcome!\nbaton-pgid=4242\nreal output\n"
+    for i in range(len(data)):
+        session.data_received(data[i : i + 1], None)
+    assert session.pgid.result() == 4242
+    assert session.buffers["stdout"].full_text() == "Welcome!\nreal output\n"
+    assert lines == [("stdout", "Welcome!"), ("stdout", "real output")]
 
 
 # --- killing remote commands ----------------------------------------------------------
