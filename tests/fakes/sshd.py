@@ -69,6 +69,11 @@ class Sshd:
         """How many logins the server accepted so far."""
         return self.log.read_text(errors="replace").count(_ACCEPTED)
 
+    def sessions(self) -> list[int]:
+        """The pids of the server's per-connection processes (children of the listener)."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [int(pid) for pid in children.read_text().split()]
+
     def stop(self) -> None:
         self.process.terminate()
         try:

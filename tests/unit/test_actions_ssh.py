@@ -348,6 +348,26 @@ async def test_a_cancelled_step_kills_the_remote_command_and_keeps_its_output(
     await wait_until(lambda: not any(alive(pid) for pid in pids(tmp_path)))
 
 
+async def test_a_lost_connection_fails_the_step_and_says_the_command_may_run_on(
+    action: SshAction, sshd: Sshd, tmp_path: Path
+) -> None:
+    step = asyncio.create_task(run(action, sshd, script=sleeper(tmp_path)))
+    await wait_until(lambda: len(pids(tmp_path)) == 2)
+    for pid in sshd.sessions():  # the server side of the connection dies
+        os.kill(pid, signal.SIGKILL)
+    with pytest.raises(ActionError) as err:
+        await step
+    assert str(err.value) == (
+        f"the connection to ssh host 127.0.0.1:{sshd.port} was lost before the command "
+        "ended; it may still be running there"
+    )
+    assert err.value.output["stdout"] == "started\n"
+    for pid in pids(tmp_path):  # it did run on: clean up
+        os.kill(pid, signal.SIGKILL)
+    out = await run(action, sshd, argv=["echo", "again"])  # a new connection
+    assert out["stdout"] == "again\n"
+
+
 # --- pooling --------------------------------------------------------------------------
 
 
