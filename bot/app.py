@@ -21,6 +21,7 @@ from bot.approvers import ApproverCheck
 from bot.settings import Settings
 from engine import sandbox, stepenv
 from engine.access import AccessRules
+from engine.actions.lifecycle import ActionLifecycle
 from engine.actions.registry import Registry
 from engine.catalog import Catalog
 from engine.errors import BatonError
@@ -102,6 +103,7 @@ async def open_baton(
         sandbox.configure(settings.template_budget)
         rules = rules or AccessRules.load(settings.config)
         registry = Registry.from_entry_points()
+        registry.configure("ssh", known_hosts=settings.ssh_known_hosts, key_file=settings.ssh_key)
         catalog = build_catalog(settings, registry)
         secret_key = settings.secret_key.get_secret_value() if settings.secret_key else None
         box = SecretBox.from_settings(secret_key, settings.key_file)
@@ -131,6 +133,9 @@ async def open_baton(
             event_log = logs.EventLog(engine.bus)
             event_log.start()
             stack.push_async_callback(event_log.close)  # after the engine's drain
+        lifecycle = ActionLifecycle(engine.bus, registry)  # e.g. ssh connections per run
+        lifecycle.start()
+        stack.push_async_callback(lifecycle.close)  # after the engine's drain
         await engine.start()
         stack.push_async_callback(engine.stop, settings.drain_timeout)
         baton = Baton(settings, store, engine, schedules, rules)

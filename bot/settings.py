@@ -22,6 +22,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from engine.durations import parse_age
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -122,6 +124,13 @@ class Settings(BaseSettings):
         "HOME, LANG, LANGUAGE, TZ and LC_*: names and globs, comma-separated "
         "(KUBECONFIG,AWS_*). Baton's credentials never pass; a glob never matches "
         "BATON_*, SLACK_* or SECRET_*.",
+    )
+    ssh_known_hosts: Path = Field(
+        default=Path("~/.ssh/known_hosts"),
+        description="known_hosts file ssh steps check host keys against, strictly (see Fleets).",
+    )
+    ssh_key: Path | None = Field(
+        default=None, description="Private key file ssh steps log in with (see Fleets)."
     )
     secret_key: SecretStr | None = Field(
         default=None, description="Fernet key encrypting secret params at rest."
@@ -391,24 +400,6 @@ def _password(url: str) -> str | None:
 
 def _text(value: str | SecretStr) -> str:
     return value.get_secret_value() if isinstance(value, SecretStr) else value
-
-
-def parse_age(value: str) -> timedelta:
-    """An age such as ``90d``, ``12w`` or ``36h`` (see ``engine.durations``). A bare
-    number is refused: ``90`` would be 90 seconds to a duration, and days to a reader."""
-    from engine.durations import parse_duration
-
-    if value.strip().replace(".", "", 1).isdigit():
-        raise ValueError(f"age {value!r} needs a unit: e.g. {value.strip()}d for days")
-    try:
-        age = parse_duration(value)
-    except ValueError as exc:
-        if "too long" in str(exc):
-            raise
-        raise ValueError(f"bad age {value!r}: expected e.g. 90d, 12w or 36h") from None
-    if age <= timedelta(0):
-        raise ValueError(f"age {value!r} must be more than nothing: e.g. 90d")
-    return age
 
 
 def explain(exc: Exception) -> list[str]:

@@ -113,3 +113,19 @@ def format_duration(seconds: float) -> str:
         return f"{m}m{s:02d}s"
     h, m = divmod(m, 60)
     return f"{h}h{m:02d}m"
+
+
+def parse_age(value: str) -> timedelta:
+    """An age such as ``90d``, ``12w`` or ``36h`` (``parse_duration``). A bare
+    number is refused: ``90`` would be 90 seconds to a duration, and days to a reader."""
+    if value.strip().replace(".", "", 1).isdigit():
+        raise ValueError(f"age {value!r} needs a unit: e.g. {value.strip()}d for days")
+    try:
+        age = parse_duration(value)
+    except ValueError as exc:
+        if "too long" in str(exc):
+            raise
+        raise ValueError(f"bad age {value!r}: expected e.g. 90d, 12w or 36h") from None
+    if age <= timedelta(0):
+        raise ValueError(f"age {value!r} must be more than nothing: e.g. 90d")
+    return age

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from tests.fakes.sshd import Sshd, start_sshd
 from tests.harness import Harness, open_harness
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -51,3 +52,11 @@ async def harness(tmp_path: Path, db_url: str) -> AsyncIterator[HarnessFactory]:
         await h.engine.stop(drain=0)
         h.events.close()
         await h.store.close()
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    """A real sshd on 127.0.0.1 for the whole session (``tests.fakes.sshd``)."""
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()

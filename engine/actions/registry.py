@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from importlib.metadata import EntryPoint, entry_points
+from typing import Any
 
 from engine.actions import Action
 from engine.errors import BatonError, closest
@@ -17,6 +18,7 @@ class Registry:
     def __init__(self, actions: dict[str, Action], points: dict[str, EntryPoint] | None = None):
         self._actions = dict(actions)
         self._points = dict(points or {})
+        self._options: dict[str, dict[str, Any]] = {}
 
     @classmethod
     def from_entry_points(cls) -> Registry:
@@ -40,7 +42,7 @@ class Registry:
                 f"Unknown action {name!r}.{extra} Known actions: {', '.join(self.names())}."
             )
         try:
-            action = ep.load()()
+            action = ep.load()(**self._options.get(name, {}))
         except Exception as exc:  # a broken plug-in must say so, not take Baton down
             raise BatonError(
                 f"action plug-in {ep.name!r} ({ep.value}) failed to load: {exc}"
@@ -50,3 +52,12 @@ class Registry:
 
     def add(self, name: str, action: Action) -> None:
         self._actions[name] = action
+
+    def configure(self, name: str, **options: Any) -> None:
+        """Keyword arguments for the constructor of action ``name`` when it is loaded: its
+        settings (the ``ssh`` action's known_hosts file), given by the composition root."""
+        self._options[name] = options
+
+    def loaded(self) -> list[Action]:
+        """The actions in use so far (only they can hold resources to release)."""
+        return list(self._actions.values())

@@ -222,7 +222,7 @@ class ShellAction:
         assert rc is not None
         output = _output(ctx, proto, rc)
         if rc != 0:
-            raise ActionError(_failure_message(rc, output["stderr"]), output=output)
+            raise ActionError(failure_message(rc, output["stderr"]), output=output)
         return output
 
 
@@ -326,7 +326,7 @@ def _close(transport: asyncio.SubprocessTransport) -> None:
     transport.close()
 
 
-def _failure_message(rc: int, stderr: str) -> str:
+def failure_message(rc: int, stderr: str) -> str:
     if rc < 0:
         try:
             message = f"exit status {rc} (killed by {signal.Signals(-rc).name})"
