@@ -362,7 +362,13 @@ async def serve(settings: Settings) -> None:
             from bot.slack.front import SlackFront
 
             front = await stack.enter_async_context(
-                SlackFront(settings, baton.commands(), baton.alerts, chat_rules)
+                SlackFront(
+                    settings,
+                    baton.commands(),
+                    baton.alerts,
+                    chat_rules,
+                    on_api_error=baton.metrics.slack_error if baton.metrics else None,
+                )
             )
             # on the way out, drain the engine while the cards still listen: the runs that
             # end during the drain get their last edit and their failure notice
