@@ -135,7 +135,7 @@ async def compute(
         found = _summaries(conn, since, now, days, playbook)
         if playbook is not None:
             found = [_detailed(conn, since, summary) for summary in found]
-        repairs = [float(r.seconds) for r in sq.alert_repair_times(conn, since, playbook)]
+        repairs = [_seconds(r.seconds) for r in sq.alert_repair_times(conn, since, playbook)]
         return Stats(since, now, days, found, Spread.of(repairs))
 
     return await store.read(read)
@@ -184,8 +184,14 @@ def _grouped(rows: Iterable[sa.Row[Any]]) -> dict[str, list[float]]:
     found: dict[str, list[float]] = defaultdict(list)
     for row in rows:
         if row.seconds is not None:
-            found[row.playbook].append(max(float(row.seconds), 0.0))
+            found[row.playbook].append(_seconds(row.seconds))
     return found
+
+
+def _seconds(value: Any) -> float:
+    """A duration the database computed, to the millisecond: SQLite's ``julianday``
+    differences carry ~50 microseconds of float noise, PostgreSQL answers a Decimal."""
+    return max(round(float(value), 3), 0.0)
 
 
 def _every_day(counted: dict[str, int], now: datetime, days: int) -> dict[str, int]:
@@ -202,7 +208,7 @@ def _detailed(conn: sa.Connection, since: datetime, summary: PlaybookStats) -> P
     took: dict[str, list[float]] = defaultdict(list)
     for row in sq.step_durations(conn, since, name):
         if row.seconds is not None:
-            took[row.step_id].append(max(float(row.seconds), 0.0))
+            took[row.step_id].append(_seconds(row.seconds))
     steps = [
         StepStats(
             step=row.step_id,

@@ -41,20 +41,31 @@ def _window(since: datetime, playbook: str | None) -> list[sa.ColumnElement[bool
     return found
 
 
+def _window_rows(
+    since: datetime, playbook: str | None, columns: dict[str, sa.ColumnElement[Any]]
+) -> sa.CTE:
+    """The window's runs (``columns`` of them) as a MATERIALIZED common table: read first
+    along the window's index, grouped after. Grouping the runs table itself by playbook
+    tempts SQLite (which keeps no statistics) to walk all of ``ix_runs_playbook_created``,
+    the whole history, to save a sort. (SQLite 3.35+, PostgreSQL 12+.)"""
+    rows = sa.select(*(col.label(name) for name, col in columns.items()))
+    return rows.where(*_window(since, playbook)).cte("window").prefix_with("MATERIALIZED")
+
+
 def run_counts(conn: sa.Connection, since: datetime, playbook: str | None) -> list[sa.Row[Any]]:
     """(playbook, status, n) of the runs created since ``since``."""
     c = t.runs.c
-    n = sa.func.count().label("n")
-    q = sa.select(c.playbook, c.status, n).where(*_window(since, playbook))
-    return list(conn.execute(q.group_by(c.playbook, c.status)).all())
+    w = _window_rows(since, playbook, {"playbook": c.playbook, "status": c.status})
+    q = sa.select(w.c.playbook, w.c.status, sa.func.count().label("n"))
+    return list(conn.execute(q.group_by(w.c.playbook, w.c.status)).all())
 
 
 def runs_per_day(conn: sa.Connection, since: datetime, playbook: str | None) -> list[sa.Row[Any]]:
     """(playbook, day, n): runs created per UTC day."""
     c = t.runs.c
-    on = day(conn, c.created_at).label("day")
-    q = sa.select(c.playbook, on, sa.func.count().label("n")).where(*_window(since, playbook))
-    return list(conn.execute(q.group_by(c.playbook, on)).all())
+    w = _window_rows(since, playbook, {"playbook": c.playbook, "day": day(conn, c.created_at)})
+    q = sa.select(w.c.playbook, w.c.day, sa.func.count().label("n"))
+    return list(conn.execute(q.group_by(w.c.playbook, w.c.day)).all())
 
 
 def run_durations(conn: sa.Connection, since: datetime, playbook: str | None) -> list[sa.Row[Any]]:
