@@ -4,6 +4,8 @@ SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import json
+import re
 import textwrap
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -59,6 +61,7 @@ PLAYBOOKS = {
 }
 LABELS = {"playbook", "trigger", "status", "action", "source", "outcome", "method", "version"}
 LABELS |= {"le"}  # histogram buckets
+DASHBOARD = Path(__file__).parents[2] / "deploy" / "grafana" / "baton.json"
 Served = tuple[TestClient[Any, Any], Baton, ManualTimers]
 
 
@@ -185,6 +188,12 @@ async def test_the_families_count_what_happened(served: Served, tmp_path: Path) 
     assert value(m["baton_store_commits"], "baton_store_commits_total") > 0
     (build,) = m["baton_build_info"]
     assert build.name == "baton_build_info" and set(build.labels) == {"version"}
+
+    # the Grafana dashboard asks only for series Baton serves
+    served_names = {sample.name for samples in m.values() for sample in samples}
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    asked = {n for p in panels for q in p["targets"] for n in re.findall(r"baton_\w+", q["expr"])}
+    assert len(asked) >= 10 and asked <= served_names, asked - served_names
 
     # no label of unbounded cardinality: no run id, no user, only the fixed names
     runs = {r.id for r in await baton.store.all(sa.select(t.runs.c.id))}
