@@ -52,6 +52,7 @@ SLACK_METHODS = frozenset(
         "views.update",
     }
 )
+OPEN_GATES = 10_000  # gates remembered until they close, the oldest forgotten first
 ACTIVE_STATUSES = (RunStatus.QUEUED, *sorted(ACTIVE_RUN))
 RUN_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 STEP_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 15, 30, 60, 300, 900, 3600)
@@ -209,6 +210,8 @@ class Metrics:
         match event:
             case ev.ApprovalRequested():
                 self._asked.setdefault(event.approval_id, event.at)
+                if len(self._asked) > OPEN_GATES:  # closed elsewhere (another replica)
+                    del self._asked[next(iter(self._asked))]
             case ev.ApprovalClosed():
                 opened = self._asked.pop(event.approval_id, None)
                 if opened is not None:

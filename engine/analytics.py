@@ -3,17 +3,18 @@ durations per playbook; per step of one playbook its durations, failures, retrie
 flaky steps (succeeded only after retries) and the critical path; and for runs started
 by alerts, the time from the alert to the run's end (MTTR as Baton sees it).
 
-Counts and durations come from SQL (``engine.stats_queries``); percentiles and the
-critical path (``engine.critical_path``) are computed here. The whole window is counted;
-what needs every row (step percentiles, critical paths) reads the newest runs of the
-window only, so a busy month costs no more than a sample.
+The rows come from ``engine.stats_queries`` (one pass over the window's runs, durations
+computed by the database); percentiles, counts and the critical path
+(``engine.critical_path``) are computed here. Every run of the window is counted; the
+per-step figures read the playbook's newest 1,000 runs of the window and the critical path
+its newest 200, so a busy month costs no more than a sample.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -132,26 +133,32 @@ async def compute(
     since = now - timedelta(days=days)
 
     def read(conn: sa.Connection) -> Stats:
-        found = _summaries(conn, since, now, days, playbook)
+        repairs = _grouped(sq.alert_repair_times(conn, since, playbook))
+        found = _summaries(conn, since, now, days, playbook, repairs)
         if playbook is not None:
             found = [_detailed(conn, since, summary) for summary in found]
-        repairs = [_seconds(r.seconds) for r in sq.alert_repair_times(conn, since, playbook)]
-        return Stats(since, now, days, found, Spread.of(repairs))
+        every = [seconds for times in repairs.values() for seconds in times]
+        return Stats(since, now, days, found, Spread.of(every))
 
     return await store.read(read)
 
 
 def _summaries(
-    conn: sa.Connection, since: datetime, now: datetime, days: int, playbook: str | None
+    conn: sa.Connection,
+    since: datetime,
+    now: datetime,
+    days: int,
+    playbook: str | None,
+    repairs: dict[str, list[float]],
 ) -> list[PlaybookStats]:
-    counts: dict[str, dict[str, int]] = defaultdict(dict)
-    for row in sq.run_counts(conn, since, playbook):
-        counts[row.playbook][row.status] = int(row.n)
-    daily: dict[str, dict[str, int]] = defaultdict(dict)
-    for row in sq.runs_per_day(conn, since, playbook):
-        daily[row.playbook][str(row.day)] = int(row.n)
-    durations = _grouped(sq.run_durations(conn, since, playbook))
-    repairs = _grouped(sq.alert_repair_times(conn, since, playbook))
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    daily: dict[str, Counter[str]] = defaultdict(Counter)
+    durations: dict[str, list[float]] = defaultdict(list)
+    for row in sq.window_runs(conn, since, playbook):
+        counts[row.playbook][row.status] += 1
+        daily[row.playbook][str(row.day)] += 1
+        if row.seconds is not None:
+            durations[row.playbook].append(_seconds(row.seconds))
     names = sorted(counts) or ([playbook] if playbook else [])
     return [
         _summary(name, counts[name], _every_day(daily[name], now, days), durations, repairs)
@@ -161,7 +168,7 @@ def _summaries(
 
 def _summary(
     name: str,
-    counts: dict[str, int],
+    counts: Counter[str],
     per_day: dict[str, int],
     durations: dict[str, list[float]],
     repairs: dict[str, list[float]],
@@ -194,7 +201,7 @@ def _seconds(value: Any) -> float:
     return max(round(float(value), 3), 0.0)
 
 
-def _every_day(counted: dict[str, int], now: datetime, days: int) -> dict[str, int]:
+def _every_day(counted: Counter[str], now: datetime, days: int) -> dict[str, int]:
     """Runs per UTC day over the whole window, the days without runs as 0 (a chart's
     x axis has no holes)."""
     first = (now - timedelta(days=days)).date()
@@ -204,27 +211,32 @@ def _every_day(counted: dict[str, int], now: datetime, days: int) -> dict[str, i
 
 
 def _detailed(conn: sa.Connection, since: datetime, summary: PlaybookStats) -> PlaybookStats:
+    """``summary`` with its steps (from its newest runs), flaky steps and critical path."""
     name = summary.playbook
-    took: dict[str, list[float]] = defaultdict(list)
-    for row in sq.step_durations(conn, since, name):
-        if row.seconds is not None:
-            took[row.step_id].append(_seconds(row.seconds))
-    steps = [
-        StepStats(
-            step=row.step_id,
-            started=int(row.started),
-            duration=Spread.of(took.get(row.step_id, [])),
-            failure_rate=int(row.failed) / int(row.started),
-            retry_rate=int(row.retried) / int(row.started),
-            flaky=int(row.flaky),
-        )
-        for row in sorted(sq.step_counts(conn, since, name), key=lambda r: r.step_id)
-    ]
+    rows: dict[str, list[sa.Row[Any]]] = defaultdict(list)
+    for row in sq.recent_steps(conn, since, name):
+        rows[row.step_id].append(row)
+    steps = [_step(step, rows[step]) for step in sorted(rows)]
     return dataclasses.replace(
         summary,
         steps=steps,
         flaky=[s.step for s in steps if s.flaky],
         critical_path=_critical_path(conn, since, name),
+    )
+
+
+def _step(step: str, rows: Sequence[sa.Row[Any]]) -> StepStats:
+    """One step's executions: a retry is a second attempt; flaky, a success after one."""
+    retried = [r for r in rows if r.attempts > 1]
+    failed = sum(r.status in ("failed", "interrupted") for r in rows)
+    took = [_seconds(r.seconds) for r in rows if r.seconds is not None]
+    return StepStats(
+        step=step,
+        started=len(rows),
+        duration=Spread.of(took),
+        failure_rate=failed / len(rows),
+        retry_rate=len(retried) / len(rows),
+        flaky=sum(r.status == "succeeded" for r in retried),
     )
 
 

@@ -2,8 +2,10 @@
 an index that begins with what it filters by (``ix_runs_created``,
 ``ix_runs_playbook_created``, ``ix_runs_trigger_created``), then their steps and alerts by
 the run id their keys begin with; no statement reads ``runs`` or ``steps`` end to end
-(``tests/integration/test_query_plans.py`` checks the plans). Counts are SQL's; the
-durations come back as seconds, computed by the database, for percentiles in Python.
+(``tests/integration/test_stats_plans.py`` checks the plans). Durations come back as
+seconds, computed by the database; percentiles and counts over the rows of one pass are
+Python's. What costs more than the window (steps, critical paths) reads a sample: the
+newest runs of the window.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sqlalchemy as sa
 
 from storage import tables as t
 
-STEP_SAMPLE = 20_000  # step durations read at most, the newest runs' first
+STEP_RUNS = 1_000  # the newest runs of a playbook whose steps are looked at
 PATH_SAMPLE = 200  # the newest finished runs whose critical path is looked at
 RECENT_ALERT_RUNS = 10_000  # alert-started runs read at most for their times
 
@@ -41,79 +43,36 @@ def _window(since: datetime, playbook: str | None) -> list[sa.ColumnElement[bool
     return found
 
 
-def _window_rows(
-    since: datetime, playbook: str | None, columns: dict[str, sa.ColumnElement[Any]]
-) -> sa.CTE:
-    """The window's runs (``columns`` of them) as a MATERIALIZED common table: read first
-    along the window's index, grouped after. Grouping the runs table itself by playbook
-    tempts SQLite (which keeps no statistics) to walk all of ``ix_runs_playbook_created``,
-    the whole history, to save a sort. (SQLite 3.35+, PostgreSQL 12+.)"""
-    rows = sa.select(*(col.label(name) for name, col in columns.items()))
-    return rows.where(*_window(since, playbook)).cte("window").prefix_with("MATERIALIZED")
-
-
-def run_counts(conn: sa.Connection, since: datetime, playbook: str | None) -> list[sa.Row[Any]]:
-    """(playbook, status, n) of the runs created since ``since``."""
+def window_runs(conn: sa.Connection, since: datetime, playbook: str | None) -> list[sa.Row[Any]]:
+    """(playbook, status, day, seconds) of every run created since ``since``, along the
+    window's index: one pass gives the counts, the runs per day and the durations
+    (``seconds`` is None while a run is in progress). Counting with GROUP BY would read
+    the same rows again for each grouping, and tempts SQLite (which keeps no statistics)
+    to walk all of ``ix_runs_playbook_created``, the whole history, to save a sort."""
     c = t.runs.c
-    w = _window_rows(since, playbook, {"playbook": c.playbook, "status": c.status})
-    q = sa.select(w.c.playbook, w.c.status, sa.func.count().label("n"))
-    return list(conn.execute(q.group_by(w.c.playbook, w.c.status)).all())
-
-
-def runs_per_day(conn: sa.Connection, since: datetime, playbook: str | None) -> list[sa.Row[Any]]:
-    """(playbook, day, n): runs created per UTC day."""
-    c = t.runs.c
-    w = _window_rows(since, playbook, {"playbook": c.playbook, "day": day(conn, c.created_at)})
-    q = sa.select(w.c.playbook, w.c.day, sa.func.count().label("n"))
-    return list(conn.execute(q.group_by(w.c.playbook, w.c.day)).all())
-
-
-def run_durations(conn: sa.Connection, since: datetime, playbook: str | None) -> list[sa.Row[Any]]:
-    """(playbook, seconds) of the finished runs, start to end."""
-    c = t.runs.c
-    took = seconds(conn, c.finished_at, c.started_at).label("seconds")
-    q = sa.select(c.playbook, took).where(
-        *_window(since, playbook), c.finished_at.is_not(None), c.started_at.is_not(None)
-    )
+    q = sa.select(
+        c.playbook,
+        c.status,
+        day(conn, c.created_at).label("day"),
+        seconds(conn, c.finished_at, c.started_at).label("seconds"),
+    ).where(*_window(since, playbook))
     return list(conn.execute(q).all())
 
 
-def step_counts(conn: sa.Connection, since: datetime, playbook: str) -> list[sa.Row[Any]]:
-    """Per step of ``playbook``'s runs: how many started, failed, needed more than one
-    attempt, and succeeded only after retries (flaky)."""
-    s = t.steps.c
-    retried = s.attempts > 1
-    q = (
-        sa.select(
-            s.step_id,
-            sa.func.count().label("started"),
-            sa.func.sum(sa.case((s.status.in_(["failed", "interrupted"]), 1), else_=0)).label(
-                "failed"
-            ),
-            sa.func.sum(sa.case((retried, 1), else_=0)).label("retried"),
-            sa.func.sum(sa.case((sa.and_(retried, s.status == "succeeded"), 1), else_=0)).label(
-                "flaky"
-            ),
-        )
-        .select_from(t.runs.join(t.steps, s.run_id == t.runs.c.id))
-        .where(*_window(since, playbook), s.started_at.is_not(None))
-        .group_by(s.step_id)
-    )
-    return list(conn.execute(q).all())
-
-
-def step_durations(conn: sa.Connection, since: datetime, playbook: str) -> list[sa.Row[Any]]:
-    """(step_id, seconds) of the finished steps of ``playbook``'s newest runs (at most
-    STEP_SAMPLE rows: percentiles need a sample, not every row of a busy month)."""
+def recent_steps(conn: sa.Connection, since: datetime, playbook: str) -> list[sa.Row[Any]]:
+    """(step_id, status, attempts, seconds) of the steps that started in ``playbook``'s
+    newest STEP_RUNS runs of the window: per-step figures cost a sample, not a month."""
     s, r = t.steps.c, t.runs.c
-    took = seconds(conn, s.finished_at, s.started_at).label("seconds")
-    q = (
-        sa.select(s.step_id, took)
-        .select_from(t.runs.join(t.steps, s.run_id == r.id))
-        .where(*_window(since, playbook), s.finished_at.is_not(None), s.started_at.is_not(None))
+    newest = (
+        sa.select(r.id)
+        .where(*_window(since, playbook))
         .order_by(r.created_at.desc())
-        .limit(STEP_SAMPLE)
+        .limit(STEP_RUNS)
+        .scalar_subquery()
     )
+    q = sa.select(
+        s.step_id, s.status, s.attempts, seconds(conn, s.finished_at, s.started_at).label("seconds")
+    ).where(s.run_id.in_(newest), s.started_at.is_not(None))
     return list(conn.execute(q).all())
 
 
