@@ -289,7 +289,7 @@ class Alerts:
     def _settled(self, source: str, outcome: str, run_id: str | None = None) -> None:
         """Tell the bus what became of an alert (``bot.metrics`` counts them)."""
         at = self.engine.clock.now()
-        self.engine.bus.publish(
+        self.engine.bus.tally(
             ev.AlertSettled(run_id=run_id or "", playbook="", at=at, source=source, outcome=outcome)
         )
 

@@ -62,10 +62,16 @@ class EventBus:
         return lambda: self._watchers.remove(watcher)
 
     def publish(self, event: Event) -> None:
+        self.tally(event)
+        for sub in tuple(self._subs):
+            sub.offer(event)
+
+    def tally(self, event: Event) -> None:
+        """Tell ``event`` to the watchers only: bookkeeping (what became of an alert or a
+        schedule's fire) that no subscriber shows; cards and progress take every event
+        they get for news of a run."""
         for watcher in tuple(self._watchers):
             try:
                 watcher(event)
             except Exception:
                 log.exception("an event watcher failed on %s", type(event).__name__)
-        for sub in tuple(self._subs):
-            sub.offer(event)

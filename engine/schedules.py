@@ -363,7 +363,7 @@ class Schedules:
     def _fired(self, row: sa.Row[Any], outcome: str, count: int = 1, run_id: str = "") -> None:
         """Tell the bus what a fire came to (``bot.metrics`` counts them)."""
         at = self.clock.now()
-        self.engine.bus.publish(
+        self.engine.bus.tally(
             ScheduleFired(
                 run_id=run_id,
                 playbook=row.playbook,
