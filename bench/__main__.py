@@ -1,5 +1,5 @@
 """``python -m bench [SUITE ...]`` (all, engine, process, durability, slack, alerts, edge,
-nodes, templates, profile, history, prune): figures beside targets."""
+nodes, templates, profile, history, prune, metrics): figures beside targets."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ SUITES = (
     "profile",
     "history",
     "prune",
+    "metrics",
 )
 
 
@@ -31,7 +32,8 @@ def main() -> int:
     parser.add_argument(
         "suites",
         nargs="*",
-        metavar="{all,engine,process,durability,slack,alerts,edge,nodes,templates,profile,history,prune}",
+        metavar="{all,engine,process,durability,slack,alerts,edge,nodes,templates,profile,history,"
+        "prune,metrics}",
         help="engine: in-process engine throughput and memory; process: the baton command "
         "(start-up, one-step run, serve idle RSS); durability: timer lateness, memory and "
         "idle CPU of 10,000 parked runs, resuming them after a restart; slack: signed "
@@ -43,19 +45,22 @@ def main() -> int:
         "another node, takeover after kill -9, two replicas on PostgreSQL; templates: /healthz "
         "latency while 20 runs render templates that stop at the template budget; prune: "
         "BATON_RETENTION's prune of 100,000 finished runs in a serving Baton (time, /healthz "
-        "p99, runs meanwhile); profile: cProfile of "
+        "p99, runs meanwhile); metrics: GET /metrics with 50 playbooks, and the analytics "
+        "beside 100,000 finished runs; profile: cProfile of "
         "the "
         "sequential chain and of parking and resuming runs; history: serve start, GET "
         "/api/runs, a 10-step run and bytes per run, with 200,000 finished runs in the "
         "database against none (python -m bench.history --help for its options). Default: "
-        "engine, process, durability, slack, alerts, edge, nodes and templates (history and "
-        "prune fill big databases: ask for them).",
+        "engine, process, durability, slack, alerts, edge, nodes and templates (history, "
+        "prune and metrics fill big databases: ask for them).",
     )
     args = parser.parse_args()
     unknown = [s for s in args.suites if s not in ("all", *SUITES)]
     if unknown:
         parser.error(f"unknown suite(s) {', '.join(unknown)}; choose from all, {', '.join(SUITES)}")
-    chosen = args.suites or [s for s in SUITES if s not in ("profile", "history", "prune")]
+    chosen = args.suites or [
+        s for s in SUITES if s not in ("profile", "history", "prune", "metrics")
+    ]
     if "all" in chosen:
         chosen = list(SUITES)
     print(
@@ -108,6 +113,10 @@ def main() -> int:
             from bench import profile
 
             profile.main()
+        elif suite == "metrics":
+            from bench import metrics
+
+            metrics.main()
         elif suite == "history":
             from bench import history
 

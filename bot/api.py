@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from bot import api_auth, edge, grammar
+from bot import api_auth, api_stats, edge, grammar
 from engine import paging, queries, runlogs, storable
 from engine.alerts import OUTCOMES
 from engine.errors import (
@@ -162,26 +162,6 @@ async def healthz(request: web.Request) -> web.Response:
             "playbooks": len(baton.engine.catalog),
         }
     )
-
-
-async def metrics(request: web.Request) -> web.Response:
-    baton = _baton(request)
-    counts = await queries.run_counts(baton.store)
-    lines = [
-        "# HELP baton_runs Runs in the database by status.",
-        "# TYPE baton_runs gauge",
-        *(f'baton_runs{{status="{s}"}} {n}' for s, n in sorted(counts.items())),
-        "# HELP baton_active_runs Runs driven by this process.",
-        "# TYPE baton_active_runs gauge",
-        f"baton_active_runs {len(baton.engine.active_runs)}",
-        "# HELP baton_playbooks Playbooks loaded.",
-        "# TYPE baton_playbooks gauge",
-        f"baton_playbooks {len(baton.engine.catalog)}",
-        "# HELP baton_store_commits_total Commits made by the store's writer.",
-        "# TYPE baton_store_commits_total counter",
-        f"baton_store_commits_total {baton.store.commits}",
-    ]
-    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
 
 async def create_run(request: web.Request) -> web.Response:
@@ -447,7 +427,8 @@ def create_app(
     # /healthz and /metrics stay open (status and counts: no names, params or outputs)
     app.router.add_get("/", reader(index, settings))
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/metrics", api_stats.metrics(baton))
+    app.router.add_get("/api/stats", reader(api_stats.stats(baton), settings))
     app.router.add_post("/api/runs", create_run)
     app.router.add_get("/api/runs", reader(list_runs, settings))
     app.router.add_get("/api/runs/{run_id}", reader(get_run, settings))

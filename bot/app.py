@@ -34,6 +34,7 @@ from storage.store import Store
 
 if TYPE_CHECKING:
     from bot.commands import Commands
+    from bot.metrics import Metrics
     from engine.alerting import Alerts
     from engine.retention import Retention
 
@@ -50,6 +51,7 @@ class Baton:
     alerts: Alerts | None = None  # routes alerts to runs; not in `baton run`
     alert_mapping: Any = None  # where POST /alerts/generic finds fields
     retention: Retention | None = None  # the daily prune (BATON_RETENTION), serve only
+    metrics: Metrics | None = None  # what GET /metrics serves; serve only
 
     def commands(self) -> Commands:
         """The command language on this engine, under these access rules."""
@@ -136,9 +138,12 @@ async def open_baton(
         lifecycle = ActionLifecycle(engine.bus, registry)  # e.g. ssh connections per run
         lifecycle.start()
         stack.push_async_callback(lifecycle.close)  # after the engine's drain
+        metrics = start_metrics(engine) if kind == "serve" else None
+        if metrics is not None:
+            stack.callback(metrics.close)
         await engine.start()
         stack.push_async_callback(engine.stop, settings.drain_timeout)
-        baton = Baton(settings, store, engine, schedules, rules)
+        baton = Baton(settings, store, engine, schedules, rules, metrics=metrics)
         if kind == "serve":  # other nodes neither adopt runs, fire schedules nor route alerts
             await schedules.start()
             stack.callback(schedules.stop)
@@ -149,6 +154,15 @@ async def open_baton(
             if baton.retention is not None:
                 stack.push_async_callback(baton.retention.stop)
         yield baton
+
+
+def start_metrics(engine: Engine) -> Metrics:
+    """The metrics of a ``baton serve`` node, counting from its engine's first event.
+    Imported here: prometheus-client costs ~100 ms of import that `baton run` and
+    `baton console` (which serve no /metrics) should not pay."""
+    from bot.metrics import Metrics
+
+    return Metrics(engine)
 
 
 def start_retention(settings: Settings, engine: Engine) -> Retention | None:
@@ -353,7 +367,13 @@ async def serve(settings: Settings) -> None:
             from bot.slack.front import SlackFront
 
             front = await stack.enter_async_context(
-                SlackFront(settings, baton.commands(), baton.alerts, chat_rules)
+                SlackFront(
+                    settings,
+                    baton.commands(),
+                    baton.alerts,
+                    chat_rules,
+                    on_api_error=baton.metrics.slack_error if baton.metrics else None,
+                )
             )
             # on the way out, drain the engine while the cards still listen: the runs that
             # end during the drain get their last edit and their failure notice

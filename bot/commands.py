@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from bot import stats_chat
 from bot.grammar import (
     USAGE,
     VERBS,
@@ -49,6 +50,7 @@ from bot.grammar import (
     Retry,
     Run,
     Schedule,
+    Stats,
     Status,
     Unschedule,
     parse,
@@ -58,7 +60,7 @@ from bot.grammar import (
 )
 from bot.progress import Progress
 from bot.tables import table
-from engine import access, queries, runlogs, storable
+from engine import access, analytics, queries, runlogs, storable
 from engine import params as paramlib
 from engine import schedules as schedlib
 from engine.access import Actor
@@ -270,6 +272,8 @@ class Commands:
                 return await self._history(command.playbook)
             case Alerts():
                 return await self._alerts(command.outcome)
+            case Stats():
+                return await self._stats(command)
             case Logs():
                 text = await runlogs.text(self.store, command.run_id, command.step_id)
                 lines = text.rstrip("\n").split("\n")
@@ -434,6 +438,12 @@ class Commands:
                 raise PlaybookNotFound(playbook, self.engine.catalog.names())
             return Reply([f"no runs of {playbook} yet" if playbook else "no runs yet"])
         return Reply(table(RUN_HEADER, _run_rows(runs)), data={"runs": runs}, table_at=0)
+
+    async def _stats(self, command: Stats) -> Reply:
+        days = command.days or analytics.DEFAULT_DAYS
+        found = await analytics.of_engine(self.engine, days=days, playbook=command.playbook)
+        lines, at = (stats_chat.detail if command.playbook else stats_chat.overview)(found)
+        return Reply(lines, data={"stats": found.to_json()}, table_at=at)
 
     async def _decide(self, actor: Actor, command: Decide) -> Reply:
         result = await self.engine.decide(

@@ -17,6 +17,7 @@ from typing import Literal
 
 from engine import alerts
 from engine import params as paramlib
+from engine.analytics import MAX_DAYS
 from engine.errors import BatonError, closest
 
 SMART_QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'"})
@@ -99,6 +100,14 @@ class History:
 
 
 @dataclass(frozen=True)
+class Stats:
+    """``stats [PLAYBOOK] [days=N]``: how playbooks did (``engine.analytics``)."""
+
+    playbook: str | None = None
+    days: int | None = None
+
+
+@dataclass(frozen=True)
 class Logs:
     """``logs RUN [STEP]``: every attempt's full output and the run's log lines."""
 
@@ -128,6 +137,7 @@ Command = (
     | History
     | Alerts
     | Logs
+    | Stats
 )
 
 USAGE: dict[str, tuple[str, str]] = {
@@ -155,6 +165,10 @@ USAGE: dict[str, tuple[str, str]] = {
         "recent alerts and what became of each (held, started, attached, ...)",
     ),
     "logs": ("logs RUN [STEP]", "a run's full output and log lines, of every step or one"),
+    "stats": (
+        "stats [PLAYBOOK] [days=N]",
+        "runs, success rate and durations over 30 days; one playbook: its steps too",
+    ),
 }
 VERBS = tuple(USAGE)
 
@@ -230,6 +244,8 @@ def parse(text: str) -> Command:
         case "logs":
             _arity(verb, args, 1, 2)
             return Logs(args[0], args[1] if len(args) > 1 else None)
+        case "stats":
+            return _parse_stats(args)
     hint = closest(verb, VERBS, n=1)
     extra = f" Did you mean `{hint[0]}`?" if hint else ""
     raise CommandError(f"Unknown command {verb!r}.{extra} `help` lists the commands.")
@@ -288,6 +304,18 @@ def _parse_schedule(args: list[str]) -> Schedule:
     return Schedule(playbook, cron=first, params=paramlib.parse_assignments(args[2:], playbook))
 
 
+def _parse_stats(args: Sequence[str]) -> Stats:
+    _arity("stats", args, 0, 2)
+    days = [a for a in args if a.lower().startswith("days=")]
+    names = [a for a in args if a not in days]
+    if len(days) > 1 or len(names) > 1:
+        raise CommandError(_usage("stats"))
+    number = days[0].split("=", 1)[1] if days else None
+    if number is not None and not (number.isdigit() and 1 <= int(number) <= MAX_DAYS):
+        raise CommandError(f"days must be a whole number from 1 to {MAX_DAYS}: `stats days=7`")
+    return Stats(names[0] if names else None, int(number) if number else None)
+
+
 OUTCOMES = alerts.OUTCOMES
 
 
@@ -312,7 +340,7 @@ def target_of(command: Command) -> str:
             return command.approval_id
         case Unschedule():
             return command.schedule_id
-        case History():
+        case History() | Stats():
             return command.playbook or ""
         case Alerts():
             return command.outcome or ""
@@ -338,6 +366,7 @@ def verb_of(command: Command) -> str:
         History: "history",
         Alerts: "alerts",
         Logs: "logs",
+        Stats: "stats",
     }
     return names[type(command)]
 

@@ -221,6 +221,7 @@ class Alerts:
             self._enqueue(row_id, alert)
         for row in rows[len(alerts) :]:
             log.warning("alert %s received and rejected: %s", row["id"], row.get("reason"))
+            self._settled(row["source"], "rejected")
         return Receipt(ids, len(alerts), len(rejected))
 
     # --- routing --------------------------------------------------------------------
@@ -233,7 +234,7 @@ class Alerts:
             except Exception:
                 log.exception("could not route alert %s (%s)", row_id, alert.fingerprint)
                 with contextlib.suppress(Exception):
-                    await self._settle(row_id, "failed", "internal error; see the log", None)
+                    await self._settle(alert, row_id, "failed", "internal error; see the log", None)
             finally:
                 self._busy -= 1
                 if self._busy == 0:
@@ -260,7 +261,7 @@ class Alerts:
             return
         matched = self.triggers(alert)
         if not matched:
-            await self._settle(row_id, "unmatched", "no playbook trigger matches", None)
+            await self._settle(alert, row_id, "unmatched", "no playbook trigger matches", None)
             return
         results = [await self._fire(alert, pb, i, trig, row_id) for pb, i, trig in matched]
         outcome, reason, run_id = max(results, key=lambda r: RANK.get(r[0], 0))
@@ -268,9 +269,11 @@ class Alerts:
             reason = "; ".join(
                 f"{pb}: {o}" for (pb, _, _), (o, _, _) in zip(matched, results, strict=True)
             )
-        await self._settle(row_id, outcome, reason, run_id)
+        await self._settle(alert, row_id, outcome, reason, run_id)
 
-    async def _settle(self, row_id: str, outcome: str, reason: str, run_id: str | None) -> None:
+    async def _settle(
+        self, alert: Alert, row_id: str, outcome: str, reason: str, run_id: str | None
+    ) -> None:
         values = {
             "row_id": row_id,
             "outcome": outcome,
@@ -281,6 +284,14 @@ class Alerts:
         await self.store.write(lambda conn: conn.execute(_SETTLE, values))
         extra = {"run_id": run_id} if run_id else {}
         log.info("alert %s routed: %s (%s)", row_id, outcome, reason, extra=extra)
+        self._settled(alert.source, outcome, run_id)
+
+    def _settled(self, source: str, outcome: str, run_id: str | None = None) -> None:
+        """Tell the bus what became of an alert (``bot.metrics`` counts them)."""
+        at = self.engine.clock.now()
+        self.engine.bus.tally(
+            ev.AlertSettled(run_id=run_id or "", playbook="", at=at, source=source, outcome=outcome)
+        )
 
     async def _fire(
         self, alert: Alert, playbook: str, index: int, trig: AlertTrigger, row_id: str
@@ -409,7 +420,7 @@ class Alerts:
             .order_by(ar.id)
         )
         if not links:
-            await self._settle(row_id, "resolved", "no run was started for it", None)
+            await self._settle(alert, row_id, "resolved", "no run was started for it", None)
             return
         await self.store.write(
             t.alert_runs.update()
@@ -444,7 +455,7 @@ class Alerts:
             if trig is not None and trig.on_resolved is not None:
                 notes.append(await self._on_resolved(alert, trig, link.run_id))
         reason = "; ".join([f"resolved run {links[0].run_id}", *notes])
-        await self._settle(row_id, "resolved", reason, links[0].run_id)
+        await self._settle(alert, row_id, "resolved", reason, links[0].run_id)
 
     def _trigger_of(self, playbook: str, index: int) -> AlertTrigger | None:
         if playbook not in self.engine.catalog:

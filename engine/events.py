@@ -197,3 +197,24 @@ class RunLogged(Event):
     step_id: str | None
     message: str
     level: str = "info"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlertSettled(Event):
+    """An alert received from ``source`` ended with ``outcome`` (``engine.alerts.OUTCOMES``).
+    ``run_id`` is the run it started or attached to, or empty. Told to the bus's watchers
+    only (``EventBus.tally``)."""
+
+    source: str
+    outcome: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScheduleFired(Event):
+    """A schedule's fire: ``started`` a run, ``failed`` to start one (the reason is in the
+    schedule's ``last_error``), or ``missed`` (Baton was down; ``count`` fires). Told to
+    the bus's watchers only (``EventBus.tally``)."""
+
+    schedule_id: str
+    outcome: str
+    count: int = 1

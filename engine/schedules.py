@@ -34,6 +34,7 @@ from engine import audit, cron
 from engine import params as paramlib
 from engine.durations import parse_duration
 from engine.errors import BatonError, ShuttingDown
+from engine.events import ScheduleFired
 from engine.requests import RunRequest
 from engine.state import new_id
 from storage import tables as t
@@ -353,10 +354,25 @@ class Schedules:
                     outcome="missed",
                 )
             )
+            self._fired(row, "missed", len(skipped))
         run_id = await self._run(row, fire_time, nxt, missed=len(skipped), also=note)
         if nxt is not None and self._running:
             self._arm(schedule_id, nxt)
         return run_id
+
+    def _fired(self, row: sa.Row[Any], outcome: str, count: int = 1, run_id: str = "") -> None:
+        """Tell the bus what a fire came to (``bot.metrics`` counts them)."""
+        at = self.clock.now()
+        self.engine.bus.tally(
+            ScheduleFired(
+                run_id=run_id,
+                playbook=row.playbook,
+                at=at,
+                schedule_id=row.id,
+                outcome=outcome,
+                count=count,
+            )
+        )
 
     def _after(self, row: sa.Row[Any], fire_time: datetime, now: datetime) -> datetime | None:
         if row.kind != "cron":
@@ -401,7 +417,9 @@ class Schedules:
                     outcome="error",
                 ),
             )
+            self._fired(row, "failed")
             return None
+        self._fired(row, "started", run_id=run_id)
         await self.store.write(
             t.schedules.update().where(t.schedules.c.id == row.id).values(last_run_id=run_id)
         )
@@ -451,6 +469,7 @@ class Schedules:
                         outcome="missed",
                     )
                 )
+                self._fired(row, "missed", missed)
             if runnable:
                 await self._run(row, latest, nxt, missed=missed)
             else:

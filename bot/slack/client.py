@@ -14,6 +14,7 @@ caller then handles it like any refused call, and the log says what came back.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -31,13 +32,19 @@ log = logging.getLogger(__name__)
 SHOWN = 200  # characters of a foreign body kept for the log
 
 
-def make_client(settings: Settings, session: aiohttp.ClientSession | None) -> AsyncWebClient:
+def make_client(
+    settings: Settings,
+    session: aiohttp.ClientSession | None,
+    on_error: Callable[[str], None] | None = None,
+) -> AsyncWebClient:
+    """The Web API client; ``on_error(method)`` hears of every call Slack did not answer
+    with ``ok`` (``bot.metrics`` counts them)."""
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
     kwargs: dict[str, Any] = {}
     if settings.slack_api_url:
         url = settings.slack_api_url
         kwargs["base_url"] = url if url.endswith("/") else url + "/"
-    return WebClient(
+    client = WebClient(
         token=token,
         session=session,
         retry_handlers=[
@@ -46,6 +53,8 @@ def make_client(settings: Settings, session: aiohttp.ClientSession | None) -> As
         ],
         **kwargs,
     )
+    client.on_error = on_error
+    return client
 
 
 def not_slack(api_url: str, status: int | None, body: object) -> dict[str, Any]:
@@ -73,9 +82,21 @@ def reason(exc: BaseException) -> str:
 
 
 class WebClient(AsyncWebClient):
-    """``AsyncWebClient`` whose failed calls always carry Slack's JSON shape."""
+    """``AsyncWebClient`` whose failed calls always carry Slack's JSON shape, and are
+    told to ``on_error`` by method name."""
+
+    on_error: Callable[[str], None] | None = None
 
     async def _request(  # type: ignore[no-untyped-def]
+        self, *, http_verb, api_url, req_args
+    ) -> dict[str, Any]:
+        res = await self._answer(http_verb=http_verb, api_url=api_url, req_args=req_args)
+        data = res.get("data")
+        if self.on_error is not None and isinstance(data, dict) and not data.get("ok", True):
+            self.on_error(api_url.rsplit("/", 1)[-1])
+        return res
+
+    async def _answer(  # type: ignore[no-untyped-def]
         self, *, http_verb, api_url, req_args
     ) -> dict[str, Any]:
         try:

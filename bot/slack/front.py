@@ -115,8 +115,10 @@ class SlackFront:
         commands: Commands,
         alerts: Alerts | None = None,
         chat_rules: Sequence[ChatRule] = (),
+        on_api_error: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.on_api_error = on_api_error  # told the method of every failed Web API call
         self.commands = commands
         self.alerts = alerts
         self.chat_rules = list(chat_rules) if alerts is not None else []
@@ -207,7 +209,7 @@ class SlackFront:
 
     async def _open(self) -> SlackFront:
         self._session = aiohttp.ClientSession()
-        self.client = make_client(self.settings, self._session)
+        self.client = make_client(self.settings, self._session, self.on_api_error)
         self.directory = Directory(self.client)
         check = self.engine.approver_check
         if isinstance(check, ApproverCheck):  # approvers named by Slack user group
