@@ -24,6 +24,8 @@ from engine.access import AccessRules
 from engine.actions.registry import Registry
 from engine.catalog import Catalog
 from engine.errors import BatonError
+from engine.fleet import inventory
+from engine.fleet.draft import InventoryError
 from engine.runner import Engine
 from engine.schedules import Schedules
 from engine.secrets import Masker, SecretBox, load_secrets
@@ -62,8 +64,8 @@ class Baton:
         )
 
     async def reload(self) -> list[str]:
-        """Reload the playbook folder; an invalid edit keeps the previous version.
-        Declared schedules follow the playbooks' triggers."""
+        """Reload the playbook folder and the inventory; an invalid edit keeps the
+        previous version. Declared schedules follow the playbooks' triggers."""
         # files are read off the event loop: a slow disk or a big folder stalls nothing
         problems = await asyncio.to_thread(self.engine.reload)
         for problem in problems:
@@ -71,7 +73,22 @@ class Baton:
         await self.schedules.sync_declared()
         await self.schedules.refresh()
         log.info("playbooks reloaded: %d loaded", len(self.engine.catalog))
-        return [str(p) for p in problems]
+        fleet = await asyncio.to_thread(reload_inventory, self.settings)
+        return [str(p) for p in problems] + fleet
+
+
+def reload_inventory(settings: Settings) -> list[str]:
+    """Read the inventory again and make it the active one; one that does not read
+    leaves the previous one active, and its problems are logged and returned."""
+    try:
+        fresh = inventory.from_config(settings.config)
+    except InventoryError as exc:
+        for problem in exc.problems:
+            log.warning("inventory problem (the previous inventory stays): %s", problem)
+        return [str(p) for p in exc.problems]
+    inventory.activate(fresh)
+    log.info("%s", fresh.summary())
+    return []
 
 
 def build_catalog(settings: Settings, registry: Registry) -> Catalog:
@@ -101,6 +118,9 @@ async def open_baton(
     async with AsyncExitStack() as stack:
         sandbox.configure(settings.template_budget)
         rules = rules or AccessRules.load(settings.config)
+        fleet = inventory.from_config(settings.config)  # a bad one stops Baton, with lines
+        inventory.activate(fleet)
+        log.info("%s", fleet.summary())
         registry = Registry.from_entry_points()
         catalog = build_catalog(settings, registry)
         secret_key = settings.secret_key.get_secret_value() if settings.secret_key else None

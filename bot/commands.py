@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from bot import hosts
 from bot.grammar import (
     USAGE,
     VERBS,
@@ -43,6 +44,7 @@ from bot.grammar import (
     Describe,
     Help,
     History,
+    Hosts,
     ListPlaybooks,
     ListSchedules,
     Logs,
@@ -64,6 +66,7 @@ from engine import schedules as schedlib
 from engine.access import Actor
 from engine.durations import format_duration
 from engine.errors import BatonError, InvalidTransition, NotAllowed, PlaybookNotFound, closest
+from engine.fleet import inventory
 from engine.requests import RunRequest
 from engine.runner import Engine
 
@@ -270,6 +273,9 @@ class Commands:
                 return await self._history(command.playbook)
             case Alerts():
                 return await self._alerts(command.outcome)
+            case Hosts():
+                found = hosts.listing(inventory.active(), command.pattern)
+                return Reply(found.lines, ok=found.found, table_at=0 if found.found else None)
             case Logs():
                 text = await runlogs.text(self.store, command.run_id, command.step_id)
                 lines = text.rstrip("\n").split("\n")

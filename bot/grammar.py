@@ -113,6 +113,13 @@ class Alerts:
     outcome: str | None = None
 
 
+@dataclass(frozen=True)
+class Hosts:
+    """``hosts [PATTERN]``: the inventory's hosts an Ansible pattern names (default all)."""
+
+    pattern: str | None = None
+
+
 Command = (
     Help
     | ListPlaybooks
@@ -128,6 +135,7 @@ Command = (
     | History
     | Alerts
     | Logs
+    | Hosts
 )
 
 USAGE: dict[str, tuple[str, str]] = {
@@ -155,6 +163,7 @@ USAGE: dict[str, tuple[str, str]] = {
         "recent alerts and what became of each (held, started, attached, ...)",
     ),
     "logs": ("logs RUN [STEP]", "a run's full output and log lines, of every step or one"),
+    "hosts": ("hosts [PATTERN]", "the inventory's hosts a pattern names (web, web:&prod, db*)"),
 }
 VERBS = tuple(USAGE)
 
@@ -230,6 +239,9 @@ def parse(text: str) -> Command:
         case "logs":
             _arity(verb, args, 1, 2)
             return Logs(args[0], args[1] if len(args) > 1 else None)
+        case "hosts":
+            _arity(verb, args, 0, 1)
+            return Hosts(args[0] if args else None)
     hint = closest(verb, VERBS, n=1)
     extra = f" Did you mean `{hint[0]}`?" if hint else ""
     raise CommandError(f"Unknown command {verb!r}.{extra} `help` lists the commands.")
@@ -316,6 +328,8 @@ def target_of(command: Command) -> str:
             return command.playbook or ""
         case Alerts():
             return command.outcome or ""
+        case Hosts():
+            return command.pattern or ""
         case Help():
             return command.topic or ""
     return ""
@@ -338,6 +352,7 @@ def verb_of(command: Command) -> str:
         History: "history",
         Alerts: "alerts",
         Logs: "logs",
+        Hosts: "hosts",
     }
     return names[type(command)]
 

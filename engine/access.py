@@ -483,6 +483,7 @@ class _FileSpec(_Model):
     access: _AccessSpec | None = None
     users: Any = None  # engine.people reads these two
     console_as: Any = None
+    inventory: Any = None  # engine.fleet.sources reads it
     approvals: Any = None
     alerts: Any = None
     slack: Any = None
@@ -497,7 +498,7 @@ class _FileSpec(_Model):
         return value
 
 
-_SECTIONS = ("groups", "access", "users", "console_as")
+_SECTIONS = ("groups", "access", "users", "console_as", "inventory")
 
 
 _SHAPES: dict[tuple[Any, ...], str] = {

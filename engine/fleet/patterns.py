@@ -1,0 +1,106 @@
+"""Ansible's host patterns: which hosts ``web:&prod:!web03`` names.
+
+A pattern is terms joined by ``:`` (or ``,``; a pattern holding a comma is split on
+commas only, so names with ``:`` can be written). Each term is:
+
+- a group (``web``, ``all``) or a host name: exactly that;
+- a glob (``web*``, ``db-?``, ``web[12]``): every group and host whose name fits
+  (``fnmatch``, case-sensitive);
+- any of these with a subscript: ``web[0]``, ``web[-1]``, ``web[0:2]`` (both ends
+  included, as Ansible's), counted in inventory order.
+
+A term prefixed ``&`` intersects, ``!`` excludes. As in Ansible the plain terms are
+joined first, then the intersections apply, then the exclusions, whatever their order in
+the text; a pattern of only ``&``/``!`` terms starts from ``all``. The result is in
+inventory order. Ansible's ``~regex`` terms are refused (a regex can take exponential
+time on a crafted name, and patterns render inside budgeted templates): use a glob.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Collection, Mapping
+
+from engine.errors import BatonError
+
+_GLOB_CHARS = frozenset("*?[")
+_SUBSCRIPT = re.compile(r"^(.+)\[(-?\d+)(?:(:)(-?\d*))?\]$")
+
+
+class PatternError(BatonError):
+    """A pattern that cannot be read; the message says how to write it."""
+
+
+def split(pattern: str) -> list[str]:
+    """The terms of ``pattern``: split on commas if it has any, else on colons outside
+    brackets (``web[0:2]`` is one term)."""
+    if "," in pattern:
+        parts = pattern.split(",")
+    else:
+        parts, depth, current = [], 0, ""
+        for char in pattern:
+            depth += (char == "[") - (char == "]")
+            if char == ":" and depth <= 0:
+                parts.append(current)
+                current = ""
+            else:
+                current += char
+        parts.append(current)
+    return [part.strip() for part in parts if part.strip()]
+
+
+def match(pattern: str, hosts: Collection[str], groups: Mapping[str, Collection[str]]) -> list[str]:
+    """The hosts ``pattern`` names, in the order of ``hosts`` (every host, in inventory
+    order; a dict's keys look up fastest); ``groups`` maps each group to all its hosts
+    (its children's too)."""
+    terms = split(pattern)
+    if not terms:
+        raise PatternError(
+            f"{pattern!r} is an empty pattern: name a group, a host, `all` or a glob (web*)"
+        )
+    plain = [t for t in terms if t[0] not in "&!"] or ["all"]
+    chosen: set[str] = set()
+    for term in plain:
+        chosen |= _term(term, hosts, groups)
+    for term in (t[1:] for t in terms if t[0] == "&"):
+        chosen &= _term(term, hosts, groups)
+    for term in (t[1:] for t in terms if t[0] == "!"):
+        chosen -= _term(term, hosts, groups)
+    return [name for name in hosts if name in chosen]
+
+
+def _term(term: str, hosts: Collection[str], groups: Mapping[str, Collection[str]]) -> set[str]:
+    term = term.strip()
+    if not term:
+        raise PatternError("`&` and `!` need a group, host or glob after them (web:&prod)")
+    if term.startswith("~"):
+        raise PatternError(
+            f"{term!r}: regular expressions (~...) are not supported in host patterns; "
+            "use a glob (web*) or a group"
+        )
+    found = _named(term, hosts, groups)
+    subscript = _SUBSCRIPT.match(term)
+    if found or subscript is None:
+        return found
+    base = _named(subscript.group(1), hosts, groups)
+    ordered = [name for name in hosts if name in base]
+    first = int(subscript.group(2))
+    if subscript.group(3) is None:
+        return {ordered[first]} if -len(ordered) <= first < len(ordered) else set()
+    last = int(subscript.group(4)) if subscript.group(4) else len(ordered) - 1
+    return set(ordered[first : last + 1 if last != -1 else None])
+
+
+def _named(term: str, hosts: Collection[str], groups: Mapping[str, Collection[str]]) -> set[str]:
+    """Hosts of the group or the host named ``term``, or of every one a glob fits."""
+    if term in groups:
+        return set(groups[term])
+    if not _GLOB_CHARS.intersection(term):
+        return {term} if term in hosts else set()
+    found: set[str] = set()
+    for group in groups:
+        if fnmatch.fnmatchcase(group, term):
+            found.update(groups[group])
+    found.update(name for name in hosts if fnmatch.fnmatchcase(name, term))
+    return found
