@@ -386,6 +386,15 @@ async def serve(settings: Settings) -> None:
                 f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}; "
                 "set BATON_HOST / BATON_PORT"
             ) from None
+        # signals are handled before "serving on" is logged: whoever waits for that line
+        # may send SIGHUP at once (its default action would stop the process)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+            stack.callback(loop.remove_signal_handler, sig)
+        loop.add_signal_handler(signal.SIGHUP, lambda: baton.engine.spawn(baton.reload(), "reload"))
+        stack.callback(loop.remove_signal_handler, signal.SIGHUP)
         log.info(
             "Baton serving on http://%s:%d (%d playbooks, database %s)",
             settings.host,
@@ -405,13 +414,6 @@ async def serve(settings: Settings) -> None:
             )
         if settings.alert_token is None and settings.pagerduty_secret is None:
             log.warning("BATON_ALERT_TOKEN is not set: alert webhooks are refused (401)")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-            stack.callback(loop.remove_signal_handler, sig)
-        loop.add_signal_handler(signal.SIGHUP, lambda: baton.engine.spawn(baton.reload(), "reload"))
-        stack.callback(loop.remove_signal_handler, signal.SIGHUP)
         keep_running_in_background()
         if wants_console(settings):
             import getpass

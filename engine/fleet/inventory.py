@@ -99,7 +99,8 @@ class Inventory:
                 f"no host matches {pattern!r}: no inventory is loaded "
                 "(set `inventory:` in BATON_CONFIG)"
             )
-        names = [g for g in self.groups if g not in (ALL, UNGROUPED) or self.groups[g]]
+        names = [g for g in self.groups if g not in (ALL, UNGROUPED)] + [ALL]
+        names += [UNGROUPED] if self.groups.get(UNGROUPED) else []
         shown = ", ".join(names[:_SHOWN_GROUPS]) + (", ..." if len(names) > _SHOWN_GROUPS else "")
         near = difflib.get_close_matches(pattern, [*self.groups, *self.hosts], 1, _NEAR)
         hint = f"; did you mean {near[0]!r}?" if near else ""

@@ -4,10 +4,11 @@ A pattern is terms joined by ``:`` (or ``,``; a pattern holding a comma is split
 commas only, so names with ``:`` can be written). Each term is:
 
 - a group (``web``, ``all``) or a host name: exactly that;
-- a glob (``web*``, ``db-?``, ``web[12]``): every group and host whose name fits
+- a glob (``web*``, ``db-?``, ``web[a-c]``): every group and host whose name fits
   (``fnmatch``, case-sensitive);
-- any of these with a subscript: ``web[0]``, ``web[-1]``, ``web[0:2]`` (both ends
-  included, as Ansible's), counted in inventory order.
+- any of these with a subscript: ``web[0]``, ``web[-1]``, ``web[0:2]``, ``web[1:]``
+  (both ends included, as Ansible's), counted in inventory order. As in Ansible, digits
+  in brackets are a subscript, never a glob's character class.
 
 A term prefixed ``&`` intersects, ``!`` excludes. As in Ansible the plain terms are
 joined first, then the intersections apply, then the exclusions, whatever their order in
@@ -25,7 +26,7 @@ from collections.abc import Collection, Mapping
 from engine.errors import BatonError
 
 _GLOB_CHARS = frozenset("*?[")
-_SUBSCRIPT = re.compile(r"^(.+)\[(-?\d+)(?:(:)(-?\d*))?\]$")
+_SUBSCRIPT = re.compile(r"^(.+)\[(?:(-?\d+)|(\d*):(\d*))\]$")
 
 
 class PatternError(BatonError):
@@ -79,17 +80,17 @@ def _term(term: str, hosts: Collection[str], groups: Mapping[str, Collection[str
             f"{term!r}: regular expressions (~...) are not supported in host patterns; "
             "use a glob (web*) or a group"
         )
-    found = _named(term, hosts, groups)
     subscript = _SUBSCRIPT.match(term)
-    if found or subscript is None:
-        return found
+    if subscript is None:
+        return _named(term, hosts, groups)
     base = _named(subscript.group(1), hosts, groups)
     ordered = [name for name in hosts if name in base]
-    first = int(subscript.group(2))
-    if subscript.group(3) is None:
-        return {ordered[first]} if -len(ordered) <= first < len(ordered) else set()
+    if subscript.group(2) is not None:
+        index = int(subscript.group(2))
+        return {ordered[index]} if -len(ordered) <= index < len(ordered) else set()
+    first = int(subscript.group(3) or 0)
     last = int(subscript.group(4)) if subscript.group(4) else len(ordered) - 1
-    return set(ordered[first : last + 1 if last != -1 else None])
+    return set(ordered[first : last + 1])
 
 
 def _named(term: str, hosts: Collection[str], groups: Mapping[str, Collection[str]]) -> set[str]:

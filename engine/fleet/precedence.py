@@ -55,6 +55,7 @@ class Layout:
                 grouped |= inside
         ungrouped = members[ALL] - grouped
         members[UNGROUPED] = members.get(UNGROUPED, frozenset()) | ungrouped
+        members = {name: members[name] for name in (*draft.groups, UNGROUPED)}  # file order
         depth.setdefault(UNGROUPED, 1)
         found: dict[str, set[str]] = {name: set() for name in draft.hosts}
         for name, inside in members.items():
@@ -99,20 +100,35 @@ def _depths(
             waiting[child] -= 1
             if waiting[child] == 0:
                 ready.append(child)
-    looped = [name for name, count in waiting.items() if count > 0]
-    for parent, child in draft.edges:
-        if parent in looped and child in looped:
-            where = draft.edges[(parent, child)]
-            problems.append(
-                where.problem(
-                    f"group {child} is a child of {parent}, which is already under "
-                    f"{child}: children may not loop; remove one of the two"
-                )
+    looped = {name for name, count in waiting.items() if count > 0}
+    closing = [edge for edge in draft.edges if _on_loop(edge, children, looped)]
+    if closing:  # the last edge said closes the loop
+        parent, child = closing[-1]
+        problems.append(
+            draft.edges[closing[-1]].problem(
+                f"group {child} is a child of {parent}, which is already under "
+                f"{child}: children may not loop; remove one of the two"
             )
-            break
+        )
     for name in looped:
         depth.setdefault(name, 1)
     return depth
+
+
+def _on_loop(edge: tuple[str, str], children: Mapping[str, list[str]], looped: set[str]) -> bool:
+    """Whether ``parent -> child`` closes a loop: the parent is under the child."""
+    parent, child = edge
+    if parent not in looped or child not in looped:
+        return False
+    seen, todo = {child}, [child]
+    while todo:
+        for below in children[todo.pop()]:
+            if below == parent:
+                return True
+            if below not in seen:
+                seen.add(below)
+                todo.append(below)
+    return False
 
 
 def _members(draft: Draft, depth: Mapping[str, int]) -> dict[str, frozenset[str]]:
