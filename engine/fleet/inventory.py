@@ -138,6 +138,9 @@ class Inventory:
         )
 
 
+_MAPPING_METHODS = frozenset({"get", "keys", "items", "values"})
+
+
 class HostVars(Mapping[str, dict[str, Any]]):
     """``hostvars`` in templates: host name -> its vars, from the active inventory; an
     unknown name fails the render naming it (never an empty value)."""
@@ -146,7 +149,10 @@ class HostVars(Mapping[str, dict[str, Any]]):
         self._inventory = inventory
 
     def __getitem__(self, name: str) -> dict[str, Any]:
-        return self._inventory().vars_of(name)
+        fleet = self._inventory()
+        if name in _MAPPING_METHODS and name not in fleet.hosts:
+            raise KeyError(name)  # not a host: ``hostvars.get(...)`` is the method
+        return fleet.vars_of(name)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name in self._inventory().hosts
