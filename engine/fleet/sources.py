@@ -5,7 +5,9 @@ Relative paths are relative to the config file's folder (the config and its inve
 travel together). A folder stands for every file in it, sorted by name, as Ansible reads
 one: hidden files, backups and notes (``~``, ``.bak``, ``.swp``, ``.orig``, ``.retry``,
 ``.md``, ``.txt``, ``.rst``) and subfolders are left out. Files ending ``.yml``,
-``.yaml`` or ``.json`` are YAML; any other is INI, as Ansible decides.
+``.yaml`` or ``.json`` are YAML; any other is INI, as Ansible decides. The
+``group_vars/`` and ``host_vars/`` folders beside them are read too
+(``engine.fleet.varsdirs``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from engine import playbook, yamldoc
 from engine.errors import PlaybookInvalid, Problem
-from engine.fleet import inifile, yamlfile
+from engine.fleet import inifile, varsdirs, yamlfile
 from engine.fleet.draft import Draft, InventoryError
 
 YAML_SUFFIXES = (".yml", ".yaml", ".json")
@@ -61,6 +63,7 @@ def read(paths: Sequence[Path]) -> tuple[Draft, list[str]]:
             continue
         reader = yamlfile if file.suffix.lower() in YAML_SUFFIXES else inifile
         reader.read(text, str(file), draft)
+    varsdirs.apply(draft, [path if path.is_dir() else path.parent for path in paths])
     return draft, [str(file) for file in files]
 
 

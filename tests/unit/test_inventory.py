@@ -368,3 +368,31 @@ def test_a_loop_is_named_by_its_closing_edge_not_a_group_below_it(tmp_path: Path
             "remove one of the two",
         )
     ]
+
+
+def test_group_vars_and_host_vars_folders_beside_the_inventory(tmp_path: Path) -> None:
+    hosts = write(tmp_path, "hosts.ini", "[web]\nweb1 color=inline\nweb2\n[web:vars]\nport=80\n")
+    (tmp_path / "group_vars" / "web").mkdir(parents=True)
+    (tmp_path / "host_vars").mkdir()
+    write(tmp_path / "group_vars", "all.yml", "region: eu\ncolor: all\n")
+    write(tmp_path / "group_vars" / "web", "10-main.yml", "port: 8080\nteam: web\n")
+    write(tmp_path / "group_vars" / "web", "20-more.yaml", "team: platform\n")
+    write(tmp_path / "group_vars", "nosuchgroup.yml", "{broken\n")  # not read: no such group
+    write(tmp_path / "host_vars", "web1", "color: host-file\nansible_port: 2201\n")
+    write(tmp_path / "host_vars", "web2.yml.bak", "color: backup\n")
+    inv = inventory.load([hosts])
+    assert dict(inv.hosts["web1"].vars) == {
+        "region": "eu",
+        "color": "host-file",
+        "port": 8080,
+        "team": "platform",
+        "ansible_port": 2201,
+    }
+    assert inv.hosts["web1"].port == 2201
+    assert inv.hosts["web2"].vars["color"] == "all"
+    write(tmp_path / "host_vars", "web2.yml", "- a list\n")
+    write(tmp_path / "host_vars", "web1", "ansible_port: none\n")
+    assert problems_of([hosts]) == [
+        ("web1", 1, "host web1: ansible_port is 'none'; give a number from 1 to 65535"),
+        ("web2.yml", 1, "a vars file holds a mapping of var names to values"),
+    ]
