@@ -31,6 +31,7 @@ from engine.fleet.precedence import Layout, merged_vars
 MAX_HOSTS = 100_000
 """The most hosts an inventory may hold."""
 _MATCH_CACHE = 256
+_CACHED_CHARS = 200  # longer patterns are matched each time, not kept
 _SHOWN_GROUPS = 20
 _NEAR = 0.75  # a suggestion closer than difflib's usual 0.6: `nosuchgroup` is not `ungrouped`
 
@@ -87,9 +88,10 @@ class Inventory:
         found = self._matches.get(pattern)
         if found is None:
             found = patterns.match(pattern, self.hosts, self.groups)
-            if len(self._matches) >= _MATCH_CACHE:
-                self._matches.clear()
-            self._matches[pattern] = found
+            if len(pattern) <= _CACHED_CHARS:
+                if len(self._matches) >= _MATCH_CACHE:
+                    self._matches.clear()
+                self._matches[pattern] = found
         return list(found)
 
     def no_match(self, pattern: str) -> str:
@@ -224,10 +226,12 @@ def _hosts(pattern: str) -> list[str]:
     naming no host fails the render (a loop over nothing would hide a typo)."""
     if not isinstance(pattern, str):
         raise NoHosts(f"hosts() takes a pattern as text (hosts('web')), not {pattern!r}")
-    found = _active.match(pattern)
+    fleet = _active  # one inventory for the whole call, even across a reload
+    sandbox.charge(patterns.work(pattern, len(fleet)))  # charged before the work is done
+    found = fleet.match(pattern)
     sandbox.charge(len(found))  # the list is as much work as its hosts
     if not found:
-        raise NoHosts(_active.no_match(pattern))
+        raise NoHosts(fleet.no_match(pattern))
     return found
 
 

@@ -29,8 +29,36 @@ _GLOB_CHARS = frozenset("*?[")
 _SUBSCRIPT = re.compile(r"^(.+)\[(?:(-?\d+)|(\d*):(\d*))\]$")
 
 
+MAX_PATTERN = 10_000
+MAX_TERMS = 100
+"""The longest pattern read, in characters (names and groups are short; a longer one is
+a template gone wrong)."""
+
+
 class PatternError(BatonError):
     """A pattern that cannot be read; the message says how to write it."""
+
+
+def work(pattern: str, hosts: int) -> int:
+    """Units of template budget a match costs on an inventory of ``hosts`` hosts: a glob
+    or subscript term looks at every host (a unit per ten), and so does putting the
+    result in inventory order; a plain name costs one."""
+    terms = split(_bounded(pattern))
+    scans = 1 + sum(1 for term in terms if _GLOB_CHARS.intersection(term))
+    return len(terms) + scans * (hosts // 10)
+
+
+def _bounded(pattern: str) -> str:
+    if len(pattern) > MAX_PATTERN:
+        raise PatternError(
+            f"a host pattern of {len(pattern):,} characters, more than the {MAX_PATTERN:,} "
+            "one may have: name groups instead of listing hosts"
+        )
+    if pattern.count(":") + pattern.count(",") >= MAX_TERMS:
+        raise PatternError(
+            f"a host pattern of more than {MAX_TERMS} terms: name groups instead of listing hosts"
+        )
+    return pattern
 
 
 def split(pattern: str) -> list[str]:
@@ -55,7 +83,7 @@ def match(pattern: str, hosts: Collection[str], groups: Mapping[str, Collection[
     """The hosts ``pattern`` names, in the order of ``hosts`` (every host, in inventory
     order; a dict's keys look up fastest); ``groups`` maps each group to all its hosts
     (its children's too)."""
-    terms = split(pattern)
+    terms = split(_bounded(pattern))
     if not terms:
         raise PatternError(
             f"{pattern!r} is an empty pattern: name a group, a host, `all` or a glob (web*)"

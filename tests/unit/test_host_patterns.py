@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.fleet.patterns import PatternError, match, split
+from engine.fleet.patterns import PatternError, match, split, work
 
 HOSTS = ["bastion", "web1", "web2", "web3", "db1", "db2", "lab-a"]
 GROUPS = {
@@ -112,3 +112,15 @@ def test_union_intersection_exclusion_are_set_algebra_in_inventory_order(
     assert set(names(f"{a}:&{b}")) == first & second
     assert set(names(f"{a}:!{b}")) == first - second
     assert set(names(f"!{b}")) | second == set(hosts)
+
+
+def test_a_pattern_too_long_is_refused_and_work_grows_with_globs_and_hosts() -> None:
+    with pytest.raises(PatternError) as caught:
+        match("web:" * 5000, HOSTS, GROUPS)
+    assert "a host pattern of 20,000 characters, more than the 10,000" in str(caught.value)
+    with pytest.raises(PatternError) as caught:
+        match(",".join(["web*"] * 101), HOSTS, GROUPS)
+    assert "a host pattern of more than 100 terms" in str(caught.value)
+    assert len(match(",".join(["web*"] * 100), HOSTS, GROUPS)) == 3
+    assert work("web", 100_000) == 1 + 10_000
+    assert work("web*:db?:!x", 100_000) == 3 + 3 * 10_000
