@@ -95,6 +95,7 @@ __all__ = [  # the grammar's names, for callers that know this module only
 log = logging.getLogger(__name__)
 
 HISTORY_LIMIT = 10
+HOSTS_LIMIT = 100
 STATUS_LIMIT = 10
 ACTIVE = ("queued", "running", "waiting")
 
@@ -276,7 +277,8 @@ class Commands:
                 return await self._alerts(command.outcome)
             case Hosts():
                 # a glob looks at every host: off the loop for a big inventory
-                found = await asyncio.to_thread(hosts.listing, inventory.active(), command.pattern)
+                fleet, pattern = inventory.active(), command.pattern
+                found = await asyncio.to_thread(hosts.listing, fleet, pattern, HOSTS_LIMIT)
                 return Reply(found.lines, ok=found.found, table_at=0 if found.found else None)
             case Logs():
                 text = await runlogs.text(self.store, command.run_id, command.step_id)

@@ -25,8 +25,10 @@ class Listing:
     names no host (``lines`` says which)."""
 
 
-def listing(fleet: Inventory, pattern: str | None) -> Listing:
-    """The hosts ``pattern`` (default ``all``) names, one row each, in inventory order."""
+def listing(fleet: Inventory, pattern: str | None, limit: int | None = None) -> Listing:
+    """The hosts ``pattern`` (default ``all``) names, one row each, in inventory order;
+    past ``limit`` rows (chat: a message holds a few screens), a last line says how many
+    more there are."""
     if not fleet.sources:
         return Listing([NO_INVENTORY], False)
     pattern = pattern or "all"
@@ -37,8 +39,11 @@ def listing(fleet: Inventory, pattern: str | None) -> Listing:
     if not names:
         return Listing([fleet.no_match(pattern)], False)
     rows = []
-    for name in names:
+    for name in names[:limit]:
         host = fleet.hosts[name]
         groups = ",".join(fleet.groups_of(name))
         rows.append([name, host.address, str(host.port or SSH_PORT), host.user or "-", groups])
-    return Listing(table(HEADER, rows), True)
+    lines = table(HEADER, rows)
+    if limit is not None and len(names) > limit:
+        lines.append(f"... and {len(names) - limit:,} more: narrow the pattern (web:&prod)")
+    return Listing(lines, True)

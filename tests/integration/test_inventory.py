@@ -165,3 +165,14 @@ async def test_reload_picks_up_an_edited_inventory_and_keeps_it_past_a_broken_ed
     ]
     kept = await commands.handle(ALICE, "hosts db", WHERE)
     assert [line.split()[0] for line in kept.lines[1:]] == ["db1", "db2"]
+
+
+async def test_chat_lists_at_most_a_hundred_hosts_and_says_how_many_more(
+    baton: Baton, tmp_path: Path
+) -> None:
+    (tmp_path / "hosts.yml").write_text("all:\n  hosts:\n    node[001:250]:\n")
+    assert await baton.reload() == []
+    reply = await baton.commands().handle(ALICE, "hosts node*", WHERE)
+    assert len(reply.lines) == 1 + 100 + 1
+    assert reply.lines[100].startswith("node100 ")
+    assert reply.lines[-1] == "... and 150 more: narrow the pattern (web:&prod)"
