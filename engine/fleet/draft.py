@@ -42,6 +42,7 @@ class GroupDraft:
     hosts: list[str] = field(default_factory=list)
     children: list[str] = field(default_factory=list)
     vars: dict[str, Any] = field(default_factory=dict)
+    var_lines: dict[str, Where] = field(default_factory=dict)
     declared: bool = False
     """Defined by a section or a YAML group, not only named by an INI ``[g:vars]``."""
 
@@ -100,5 +101,13 @@ class Draft:
             children.append(child)
         self.edges.setdefault((parent, child), where)
 
-    def set_vars(self, group: str, where: Where, variables: Mapping[str, Any]) -> None:
-        self.group(group, where, declared=False).vars.update(variables)
+    def set_vars(
+        self,
+        group: str,
+        where: Where,
+        variables: Mapping[str, Any],
+        var_lines: Mapping[str, Where] | None = None,
+    ) -> None:
+        found = self.group(group, where, declared=False)
+        found.vars.update(variables)
+        found.var_lines.update(var_lines or dict.fromkeys(variables, where))

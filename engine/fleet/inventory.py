@@ -186,8 +186,9 @@ def build(draft: Draft, files: Sequence[str]) -> Inventory:
         made = merged_vars(draft, layout, spec, problems)
         if made is not None:
             hosts[name] = made
-    if problems:
-        raise InventoryError(sorted(problems, key=lambda p: (p.file, p.line or 0)))
+    if problems:  # a group's bad var is one problem, however many hosts it reaches
+        unique = list(dict.fromkeys(problems))
+        raise InventoryError(sorted(unique, key=lambda p: (p.file, p.line or 0)))
     return Inventory(hosts, layout.members, layout.group_names, files)
 
 

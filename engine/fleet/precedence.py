@@ -154,32 +154,24 @@ def merged_vars(
     draft: Draft, layout: Layout, spec: HostDraft, problems: list[Problem]
 ) -> Host | None:
     """``spec`` as a ``Host``, its groups' vars merged under its own; None (and a
-    problem) when a connection var does not read."""
+    problem at the line that set the var) when a connection var does not read."""
     groups = sorted((ALL, *layout.group_names[spec.name]), key=lambda g: layout.order[g])
     merged: dict[str, Any] = {}
-    origin: dict[str, Where] = {}
+    origin: dict[str, tuple[str, Where]] = {}  # var -> (whose: "group web", where)
     for name in groups:
         group = draft.groups.get(name)
         if group is not None:
             merged.update(group.vars)
-            origin.update(dict.fromkeys(group.vars, group.where))
+            origin.update({k: (f"group {name}", group.var_lines[k]) for k in group.vars})
     merged.update(spec.vars)
-    origin.update(spec.var_lines)
-    port = merged.get(_PORT)
-    if port is not None and not _is_port(port):
-        where = origin.get(_PORT, spec.where)
-        problems.append(
-            where.problem(
-                f"host {spec.name}: ansible_port is {port!r}; give a number from 1 to 65535"
-            )
-        )
+    origin.update({k: (f"host {spec.name}", spec.var_lines[k]) for k in spec.vars})
+    bad = _bad_connection_var(merged)
+    if bad is not None:
+        key, fix = bad
+        whose, where = origin[key]
+        problems.append(where.problem(f"{whose}: {key} is {merged[key]!r}; {fix}"))
         return None
-    for key in (*_ADDRESS, *_USER, _KEY):
-        value = merged.get(key)
-        if value is not None and not isinstance(value, str | int):
-            where = origin.get(key, spec.where)
-            problems.append(where.problem(f"host {spec.name}: {key} is {value!r}; give it as text"))
-            return None
+    port = merged.get(_PORT)
     return Host(
         name=spec.name,
         address=_first(merged, _ADDRESS) or spec.name,
@@ -188,6 +180,18 @@ def merged_vars(
         key_file=str(merged[_KEY]) if merged.get(_KEY) is not None else None,
         vars=MappingProxyType(merged),
     )
+
+
+def _bad_connection_var(merged: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The first var saying how to connect that does not read, and what to write."""
+    port = merged.get(_PORT)
+    if port is not None and not _is_port(port):
+        return _PORT, "give a number from 1 to 65535"
+    for key in (*_ADDRESS, *_USER, _KEY):
+        value = merged.get(key)
+        if value is not None and not isinstance(value, str | int):
+            return key, "give it as text"
+    return None
 
 
 def _is_port(value: Any) -> bool:

@@ -30,7 +30,9 @@ def apply(draft: Draft, bases: Sequence[Path]) -> None:
             if name in draft.groups or name == ALL:
                 found = _read(file, draft.problems)
                 if found is not None:
-                    draft.set_vars(name, Where(str(file), 1), found[0])
+                    variables, lines = found
+                    at = {k: Where(str(file), lines.get((k,))) for k in variables}
+                    draft.set_vars(name, Where(str(file), 1), variables, at)
         for name, file in _files(base / "host_vars"):
             host = draft.hosts.get(name)
             if host is not None:

@@ -80,7 +80,8 @@ class _Reader:
                 )
         self.hosts(name, body.get("hosts"), (*path, "hosts"))
         variables = self.variables(body.get("vars"), (*path, "vars"), f"group {name}")
-        self.draft.set_vars(name, where, variables)
+        lines = {key: self.where((*path, "vars", key)) for key in variables}
+        self.draft.set_vars(name, where, variables, lines)
         children = body.get("children")
         if children is None:
             return

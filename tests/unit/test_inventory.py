@@ -396,3 +396,17 @@ def test_group_vars_and_host_vars_folders_beside_the_inventory(tmp_path: Path) -
         ("web1", 1, "host web1: ansible_port is 'none'; give a number from 1 to 65535"),
         ("web2.yml", 1, "a vars file holds a mapping of var names to values"),
     ]
+
+
+def test_a_groups_bad_var_is_one_problem_at_its_own_line(tmp_path: Path) -> None:
+    ini = write(tmp_path, "hosts.ini", "[web]\nweb[1:50]\n\n[web:vars]\nx=1\nansible_port=http\n")
+    yml = write(
+        tmp_path,
+        "hosts.yml",
+        "all:\n  children:\n    db:\n      hosts: {db1: }\n"
+        "      vars:\n        ansible_user: [a]\n",
+    )
+    assert problems_of([ini, yml]) == [
+        ("hosts.ini", 6, "group web: ansible_port is 'http'; give a number from 1 to 65535"),
+        ("hosts.yml", 6, "group db: ansible_user is ['a']; give it as text"),
+    ]
