@@ -25,6 +25,8 @@ from engine.actions.lifecycle import ActionLifecycle
 from engine.actions.registry import Registry
 from engine.catalog import Catalog
 from engine.errors import BatonError
+from engine.fleet import inventory
+from engine.fleet.draft import InventoryError
 from engine.runner import Engine
 from engine.schedules import Schedules
 from engine.secrets import Masker, SecretBox, load_secrets
@@ -65,8 +67,8 @@ class Baton:
         )
 
     async def reload(self) -> list[str]:
-        """Reload the playbook folder; an invalid edit keeps the previous version.
-        Declared schedules follow the playbooks' triggers."""
+        """Reload the playbook folder and the inventory; an invalid edit keeps the
+        previous version. Declared schedules follow the playbooks' triggers."""
         # files are read off the event loop: a slow disk or a big folder stalls nothing
         problems = await asyncio.to_thread(self.engine.reload)
         for problem in problems:
@@ -74,7 +76,22 @@ class Baton:
         await self.schedules.sync_declared()
         await self.schedules.refresh()
         log.info("playbooks reloaded: %d loaded", len(self.engine.catalog))
-        return [str(p) for p in problems]
+        fleet = await asyncio.to_thread(reload_inventory, self.settings)
+        return [str(p) for p in problems] + fleet
+
+
+def reload_inventory(settings: Settings) -> list[str]:
+    """Read the inventory again and make it the active one; one that does not read
+    leaves the previous one active, and its problems are logged and returned."""
+    try:
+        fresh = inventory.from_config(settings.config)
+    except InventoryError as exc:
+        for problem in exc.problems:
+            log.warning("inventory problem (the previous inventory stays): %s", problem)
+        return [str(p) for p in exc.problems]
+    inventory.activate(fresh)
+    log.info("%s", fresh.summary())
+    return []
 
 
 def build_catalog(settings: Settings, registry: Registry) -> Catalog:
@@ -104,6 +121,9 @@ async def open_baton(
     async with AsyncExitStack() as stack:
         sandbox.configure(settings.template_budget)
         rules = rules or AccessRules.load(settings.config)
+        fleet = inventory.from_config(settings.config)  # a bad one stops Baton, with lines
+        inventory.activate(fleet)
+        log.info("%s", fleet.summary())
         registry = Registry.from_entry_points()
         registry.configure("ssh", known_hosts=settings.ssh_known_hosts, key_file=settings.ssh_key)
         catalog = build_catalog(settings, registry)
@@ -391,6 +411,15 @@ async def serve(settings: Settings) -> None:
                 f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}; "
                 "set BATON_HOST / BATON_PORT"
             ) from None
+        # signals are handled before "serving on" is logged: whoever waits for that line
+        # may send SIGHUP at once (its default action would stop the process)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+            stack.callback(loop.remove_signal_handler, sig)
+        loop.add_signal_handler(signal.SIGHUP, lambda: baton.engine.spawn(baton.reload(), "reload"))
+        stack.callback(loop.remove_signal_handler, signal.SIGHUP)
         log.info(
             "Baton serving on http://%s:%d (%d playbooks, database %s)",
             settings.host,
@@ -410,13 +439,6 @@ async def serve(settings: Settings) -> None:
             )
         if settings.alert_token is None and settings.pagerduty_secret is None:
             log.warning("BATON_ALERT_TOKEN is not set: alert webhooks are refused (401)")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-            stack.callback(loop.remove_signal_handler, sig)
-        loop.add_signal_handler(signal.SIGHUP, lambda: baton.engine.spawn(baton.reload(), "reload"))
-        stack.callback(loop.remove_signal_handler, signal.SIGHUP)
         keep_running_in_background()
         if wants_console(settings):
             import getpass

@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Chat with Baton in this terminal, with the grammar of Slack and DMs: "
         "help, playbooks, describe P, run P [k=v ...] [--dry-run], status [RUN], cancel RUN, "
         'retry RUN, approve ID [comment], reject ID [reason], schedule P "CRON" | in 30m | '
-        "at 18:00 [k=v ...], schedules, unschedule ID, history [P], alerts [OUTCOME]. Runs "
+        "at 18:00 [k=v ...], schedules, unschedule ID, history [P], alerts [OUTCOME], "
+        "hosts [PATTERN]. Runs "
         "started here show "
         "their progress live, approval prompts included; runs started by alerts and schedules, "
         "and failed runs, are announced in one line each (`quiet` toggles that). The "
@@ -108,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
         "validate",
         help="check playbook files; exit 1 on any problem",
         description="Check playbook files: YAML syntax, schema, actions and their inputs, "
-        "needs (unknown, cyclic), duplicate ids, templates and the names they use. Every "
-        "problem is printed with file and line.",
+        "needs (unknown, cyclic), duplicate ids, templates and the names they use; and the "
+        "inventory BATON_CONFIG names. Every problem is printed with file and line.",
     )
     val.add_argument(
         "paths", nargs="*", type=Path, help="files or folders (default: BATON_PLAYBOOKS)"
@@ -181,10 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="who asks (default: $USER; only where `console_as:` in BATON_CONFIG allows it)",
     )
 
-    from bot import cli_db, cli_logs
+    from bot import cli_db, cli_hosts, cli_logs
 
     cli_db.add_parser(sub)
     cli_logs.add_parser(sub)
+    cli_hosts.add_parser(sub)
     return parser
 
 
@@ -259,6 +261,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bot import cli_logs
 
             return asyncio.run(cli_logs.run(settings, args))
+        if args.command == "hosts":
+            from bot import cli_hosts
+
+            return cli_hosts.run(settings, args)
         if args.command == "db":
             from bot import cli_db
 
@@ -341,6 +347,7 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _validate(settings: Settings, paths: list[Path]) -> int:
+    from bot import cli_hosts
     from engine import validate
     from engine.access import AccessRules, ConfigError
     from engine.actions.registry import Registry
@@ -352,6 +359,7 @@ def _validate(settings: Settings, paths: list[Path]) -> int:
         print(f"{exc} (approval groups are not checked)", file=sys.stderr)
         groups = None
     playbooks, problems = validate.validate_paths(targets, Registry.from_entry_points(), groups)
+    problems += cli_hosts.inventory_problems(settings.config)
     for problem in problems:
         print(problem)
     if problems:

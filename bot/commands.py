@@ -25,6 +25,7 @@ Decisions:
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import shlex
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from bot import stats_chat
+from bot import hosts, stats_chat
 from bot.grammar import (
     USAGE,
     VERBS,
@@ -44,6 +45,7 @@ from bot.grammar import (
     Describe,
     Help,
     History,
+    Hosts,
     ListPlaybooks,
     ListSchedules,
     Logs,
@@ -66,6 +68,7 @@ from engine import schedules as schedlib
 from engine.access import Actor
 from engine.durations import format_duration
 from engine.errors import BatonError, InvalidTransition, NotAllowed, PlaybookNotFound, closest
+from engine.fleet import inventory
 from engine.requests import RunRequest
 from engine.runner import Engine
 
@@ -93,6 +96,7 @@ __all__ = [  # the grammar's names, for callers that know this module only
 log = logging.getLogger(__name__)
 
 HISTORY_LIMIT = 10
+HOSTS_LIMIT = 100
 STATUS_LIMIT = 10
 ACTIVE = ("queued", "running", "waiting")
 
@@ -274,6 +278,11 @@ class Commands:
                 return await self._alerts(command.outcome)
             case Stats():
                 return await self._stats(command)
+            case Hosts():
+                # a glob looks at every host: off the loop for a big inventory
+                fleet, pattern = inventory.active(), command.pattern
+                found = await asyncio.to_thread(hosts.listing, fleet, pattern, HOSTS_LIMIT)
+                return Reply(found.lines, ok=found.found, table_at=0 if found.found else None)
             case Logs():
                 text = await runlogs.text(self.store, command.run_id, command.step_id)
                 lines = text.rstrip("\n").split("\n")

@@ -122,6 +122,13 @@ class Alerts:
     outcome: str | None = None
 
 
+@dataclass(frozen=True)
+class Hosts:
+    """``hosts [PATTERN]``: the inventory's hosts an Ansible pattern names (default all)."""
+
+    pattern: str | None = None
+
+
 Command = (
     Help
     | ListPlaybooks
@@ -138,6 +145,7 @@ Command = (
     | Alerts
     | Logs
     | Stats
+    | Hosts
 )
 
 USAGE: dict[str, tuple[str, str]] = {
@@ -169,6 +177,7 @@ USAGE: dict[str, tuple[str, str]] = {
         "stats [PLAYBOOK] [days=N]",
         "runs, success rate and durations over 30 days; one playbook: its steps too",
     ),
+    "hosts": ("hosts [PATTERN]", "the inventory's hosts a pattern names (web, web:&prod, db*)"),
 }
 VERBS = tuple(USAGE)
 
@@ -246,6 +255,9 @@ def parse(text: str) -> Command:
             return Logs(args[0], args[1] if len(args) > 1 else None)
         case "stats":
             return _parse_stats(args)
+        case "hosts":
+            _arity(verb, args, 0, 1)
+            return Hosts(args[0] if args else None)
     hint = closest(verb, VERBS, n=1)
     extra = f" Did you mean `{hint[0]}`?" if hint else ""
     raise CommandError(f"Unknown command {verb!r}.{extra} `help` lists the commands.")
@@ -344,6 +356,8 @@ def target_of(command: Command) -> str:
             return command.playbook or ""
         case Alerts():
             return command.outcome or ""
+        case Hosts():
+            return command.pattern or ""
         case Help():
             return command.topic or ""
     return ""
@@ -367,6 +381,7 @@ def verb_of(command: Command) -> str:
         Alerts: "alerts",
         Logs: "logs",
         Stats: "stats",
+        Hosts: "hosts",
     }
     return names[type(command)]
 

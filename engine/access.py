@@ -39,8 +39,8 @@ How the rules read:
 - ``users`` and ``console_as`` name people, their tokens and roles (``engine.people``):
   a rule, group or approver list that names a person's name or Slack id names them by
   either, and a person's ``groups`` count like membership under ``groups:``.
-- Other top-level sections are refused as typos, except ``approvals``, ``alerts`` and
-  ``slack``, which are kept for features to come.
+- Other top-level sections are refused as typos, except ``inventory`` (read by
+  ``engine.fleet.sources``), ``approvals``, ``alerts`` and ``slack``.
 """
 
 from __future__ import annotations
@@ -483,6 +483,7 @@ class _FileSpec(_Model):
     access: _AccessSpec | None = None
     users: Any = None  # engine.people reads these two
     console_as: Any = None
+    inventory: Any = None  # engine.fleet.sources reads it
     approvals: Any = None
     alerts: Any = None
     slack: Any = None
@@ -497,7 +498,7 @@ class _FileSpec(_Model):
         return value
 
 
-_SECTIONS = ("groups", "access", "users", "console_as")
+_SECTIONS = ("groups", "access", "users", "console_as", "inventory")
 
 
 _SHAPES: dict[tuple[Any, ...], str] = {

@@ -41,6 +41,7 @@ from engine.errors import (
     RunNotFound,
     ShuttingDown,
 )
+from engine.fleet import inventory
 from engine.loading import RunRecords
 from engine.playbook import Phase, Playbook, from_snapshot
 from engine.requests import DecisionResult, Plan, RunRequest
@@ -1173,6 +1174,7 @@ class Engine:
             http=self.http,
             log=lambda text, level="info": self._log(run, step, text, level),
             env=self.step_env,
+            hosts=inventory.host,
         )
         result: Any
         try:

@@ -16,9 +16,10 @@ Step ids are read as written: ``steps.patch-web1`` is rewritten to ``steps['patc
 before parsing (``engine.stepids``), and a mapping's key wins over a method of the same
 name (``steps.get``, ``params.items``, ``output.json.items``).
 
-Extra filters: ``quote`` (``shlex.quote`` of the value as a shell step's ``PARAM_*``
-variable would hold it: booleans ``true``/``false``, None empty, lists and dicts as JSON)
-and ``duration`` (seconds as ``3m05s``).
+Globals ``hosts('PATTERN')`` and ``hostvars[NAME]`` read the inventory
+(``engine.fleet.inventory``). Extra filters: ``quote`` (``shlex.quote`` of the value as a
+shell step's ``PARAM_*`` variable would hold it: booleans ``true``/``false``, None empty,
+lists and dicts as JSON) and ``duration`` (seconds as ``3m05s``).
 
 Shell code is not a place for values: ``shell_splices`` finds the ``{{ }}`` outputs of a
 template that would put a value into shell code as is (every one but a constant and one
@@ -44,7 +45,8 @@ import jinja2
 from jinja2 import meta, nodes
 
 from engine import durations, sandbox, shellscan, stepids
-from engine.errors import TemplateError
+from engine.errors import BatonError, TemplateError
+from engine.fleet import inventory
 
 ROOTS = frozenset({"params", "steps", "secrets", "run"})
 """Names the engine puts in every template context."""
@@ -99,6 +101,7 @@ def environment() -> _Environment:
     )
     env.filters["quote"] = lambda value: shlex.quote(shell_text(value))
     env.filters["duration"] = lambda value: durations.format_duration(float(value))
+    env.globals.update(inventory.template_globals())  # hosts('web'), hostvars['web1']
     env.meter_filters()
     return env
 
@@ -131,7 +134,7 @@ def _error(text: str, exc: BaseException) -> TemplateError:
         reason = exc.message or "undefined value"
     elif isinstance(exc, jinja2.exceptions.SecurityError):
         reason = f"not allowed in the sandbox: {exc}"
-    elif isinstance(exc, sandbox.Exhausted):
+    elif isinstance(exc, sandbox.Exhausted | BatonError):  # a spent budget, hosts('nosuch')
         reason = str(exc)
     elif isinstance(exc, RecursionError):
         reason = "macros call each other too deeply"

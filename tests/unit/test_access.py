@@ -353,7 +353,8 @@ def test_errors_in_a_file_name_the_file(tmp_path: Path) -> None:
         ),
         pytest.param(
             "groups: {}\nplugins: [x]\n",
-            [(2, "plugins: unknown section. Known sections: groups, access, users, console_as "
+            [(2, "plugins: unknown section. Known sections: groups, access, users, console_as, "
+                 "inventory "
                  "(and approvals, alerts, slack, read elsewhere: `alerts.chat` holds the chat "
                  "alert rules)")],
             id="unknown-section",
