@@ -218,6 +218,18 @@ def is_loopback(host: str) -> bool:
         return False  # a name: it may resolve to any address
 
 
+def refuse_an_open_dashboard(settings: Settings, rules: AccessRules) -> None:
+    """With nobody under ``users:`` the dashboard acts as the local person, for whoever
+    reaches it: that is only safe on a loopback address (``bot.dashboard.auth``)."""
+    if settings.dashboard and not rules.people and not is_loopback(settings.host):
+        raise BatonError(
+            f"BATON_HOST={settings.host} is not a loopback address and nobody is under "
+            "`users:` in BATON_CONFIG: the dashboard would be open to whoever reaches port "
+            f"{settings.port}. Add people (with token_sha256 and role) under `users:`, "
+            "bind BATON_HOST=127.0.0.1, or set BATON_DASHBOARD=false"
+        )
+
+
 def alert_routing(settings: Settings, engine: Engine) -> tuple[Alerts, Any]:
     """The alert router under the settings' policy, and the generic webhook's mapping;
     a setting that does not read stops Baton with what to write."""
@@ -328,6 +340,7 @@ async def serve(settings: Settings) -> None:
             "`users:` in BATON_CONFIG has a token): set the token (reads and writes of the "
             "API then need it, or a person's own token, as a bearer token)"
         )
+    refuse_an_open_dashboard(settings, rules)
     async with AsyncExitStack() as stack:
         slack_on = slack_wanted(settings)
         try:

@@ -181,8 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="who asks (default: $USER; only where `console_as:` in BATON_CONFIG allows it)",
     )
 
-    from bot import cli_db, cli_logs
+    from bot import cli_db, cli_logs, cli_runs
 
+    cli_runs.add_retry_parser(sub)
     cli_db.add_parser(sub)
     cli_logs.add_parser(sub)
     return parser
@@ -255,6 +256,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bot import cli_schedules
 
             return asyncio.run(cli_schedules.run(settings, args))
+        if args.command == "retry":
+            from bot import cli_runs
+
+            return asyncio.run(cli_runs.retry(settings, args))
         if args.command == "logs":
             from bot import cli_logs
 
