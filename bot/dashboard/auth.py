@@ -14,8 +14,10 @@ Three ways to be somebody, checked in this order on every dashboard request:
   address, the dashboard is open to this machine and acts as the login user who started
   Baton (``getpass.getuser()``) with the role ``operator``: the same person, with the same
   powers, as ``baton console`` started in the same terminal (the access rules apply to
-  them as there). Not ``admin``: an open page should not pass every access rule. ``baton
-  serve`` refuses a non-loopback ``BATON_HOST`` without ``users:`` (``bot.app``).
+  them as there). Not ``admin``: an open page should not pass every access rule. Not
+  with ``BATON_API_READ_TOKEN=required`` either (the pages show what the API's reads
+  show). ``baton serve`` refuses a non-loopback ``BATON_HOST`` without ``users:``
+  (``bot.app``).
 
 Anybody else is sent to ``/login?next=PATH`` (a local path only). Every form POST must
 carry the session's CSRF token (``<input name="csrf">`` or an ``X-CSRF-Token`` header,
@@ -49,10 +51,6 @@ if TYPE_CHECKING:
     from bot.app import Baton
     from bot.settings import Settings
 
-WHO = "baton.who"
-"""Request key: the ``Who`` of a dashboard request (set by the middleware)."""
-SESSION = "baton.session"
-"""Request key: the request's ``engine.sessions.Session`` (for its CSRF token)."""
 COOKIE = "baton_session"
 LOGIN_COOKIE = "baton_login"
 """The login form's own CSRF token (double submit): there is no session yet to bind to."""
@@ -83,15 +81,23 @@ class Who:
         return self.role != "viewer"
 
 
+WHO = web.RequestKey("baton.who", Who)
+"""Request key: the ``Who`` of a dashboard request (set by the middleware). A
+``RequestKey`` named ``baton.who`` rather than the bare string: aiohttp warns about
+string keys on a request, and the test suite turns warnings into errors."""
+SESSION = web.RequestKey("baton.session", sessions.Session)
+"""Request key: the request's ``engine.sessions.Session`` (for its CSRF token)."""
+_NEXT = web.RequestKey("baton.login_next", str)
+
+
 def who(request: web.Request) -> Who:
     """The logged-in person of a dashboard request."""
-    found: Who = request[WHO]
-    return found
+    return request[WHO]
 
 
 def csrf_token(request: web.Request) -> str:
     """The token every dashboard form carries as ``<input name="csrf">``."""
-    session: sessions.Session | None = request.get(SESSION)
+    session = request.get(SESSION)
     return session.csrf if session is not None else ""
 
 
@@ -131,7 +137,8 @@ class Gate:
         self.settings = settings
         self.baton = baton
         self.proxies = settings.proxies
-        self.local = is_loopback(settings.host)
+        # no local person where API reads need a token: the page shows what they show
+        self.local = is_loopback(settings.host) and settings.api_read_token == "open"
 
     @property
     def people(self) -> Any:
@@ -318,7 +325,7 @@ class Login:
         self.limiter = limiter
 
     async def form(self, request: web.Request, message: str = "", status: int = 200) -> Any:
-        target = local_path(request.query.get("next") or request.get("next"))
+        target = local_path(request.query.get("next") or request.get(_NEXT))
         if WHO in request and not message:
             raise web.HTTPSeeOther(target)
         token = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(24)
@@ -345,7 +352,7 @@ class Login:
                 429,
             )
         data = await request.post()
-        request["next"] = str(data.get("next") or "")
+        request[_NEXT] = str(data.get("next") or "")
         sent, expected = str(data.get("csrf") or ""), request.cookies.get(LOGIN_COOKIE, "")
         if not expected or not hmac.compare_digest(sent, expected):
             return await self.form(request, "The form was stale: log in again.", 403)
@@ -366,13 +373,13 @@ class Login:
             gate.settings.session_seconds,
         )
         await gate.audit(request, person.name, "login", "ok")
-        response = web.HTTPSeeOther(local_path(request["next"]))
+        response = web.HTTPSeeOther(local_path(request[_NEXT]))
         gate.set_cookie(request, response, opened)
         response.del_cookie(LOGIN_COOKIE, path="/login")
         raise response
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
-        session: sessions.Session = request[SESSION]
+        session = request[SESSION]
         await sessions.close(self.gate.baton.store, session.id)
         await self.gate.audit(request, session.person, "logout", "ok")
         response = web.HTTPSeeOther("/login")
