@@ -35,10 +35,10 @@ def _retry_form(run_id: str, csrf: str) -> str:
 def _who_bar(request: web.Request) -> str:
     e, me = html.escape, auth.who(request)
     return (
-        f"<p class='who'>{e(me.name)} ({e(me.role)}) "
+        f"<div class='who'>{e(me.name)} ({e(me.role)}) "
         "<form method='post' action='/logout' class='logout'>"
         f"<input type='hidden' name='csrf' value='{e(auth.csrf_token(request))}'>"
-        "<button type='submit'>Log out</button></form></p>"
+        "<button type='submit'>Log out</button></form></div>"
     )
 
 
