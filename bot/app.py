@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import ipaddress
 import logging
 import os
 import signal
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from bot import logs
 from bot.approvers import ApproverCheck
 from bot.settings import Settings
+from bot.settings_dashboard import is_loopback
 from engine import sandbox, stepenv
 from engine.access import AccessRules
 from engine.actions.registry import Registry
@@ -206,16 +206,6 @@ def masked_logs(masker: Masker) -> Iterator[None]:
     finally:
         for handler in handlers:
             handler.removeFilter(mask)
-
-
-def is_loopback(host: str) -> bool:
-    """True when ``host`` (BATON_HOST) only takes connections from this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a name: it may resolve to any address
 
 
 def refuse_an_open_dashboard(settings: Settings, rules: AccessRules) -> None:

@@ -85,3 +85,13 @@ def proxy_networks(text: str) -> tuple[Network, ...]:
                 f"{entry!r} is not an address or a CIDR (10.0.0.0/8, 192.168.1.5, ::1)"
             ) from None
     return tuple(networks)
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` (BATON_HOST) only takes connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to any address

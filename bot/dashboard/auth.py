@@ -43,8 +43,9 @@ from urllib.parse import quote, urlsplit
 import jinja2
 from aiohttp import web
 
+from bot.settings_dashboard import is_loopback
 from engine import sessions
-from engine.people import Person
+from engine.people import People, Person
 from engine.playbook import parse_rate
 
 if TYPE_CHECKING:
@@ -132,8 +133,6 @@ class Gate:
     """The dashboard middleware's state: the settings and the people it checks against."""
 
     def __init__(self, settings: Settings, baton: Baton) -> None:
-        from bot.app import is_loopback
-
         self.settings = settings
         self.baton = baton
         self.proxies = settings.proxies
@@ -141,7 +140,7 @@ class Gate:
         self.local = is_loopback(settings.host) and settings.api_read_token == "open"
 
     @property
-    def people(self) -> Any:
+    def people(self) -> People:
         return self.baton.rules.people
 
     def trusted(self, request: web.Request) -> bool:
@@ -247,19 +246,23 @@ class Gate:
                 "your role.",
                 403,
             )
-        found: Person = person
-        return found
+        return person
 
-    async def session(self, request: web.Request, proxied: Person | None) -> Any:
-        """The request's live session: its cookie's, or a new one for a person the proxy
-        names or for the local person (a GET only: a form needs the session it came from)."""
+    async def session(
+        self, request: web.Request, proxied: Person | None
+    ) -> sessions.Session | None:
+        """The request's live session: its cookie's (while its person is still one of
+        ``users:``, or the local person while there are none), or a new one for a person
+        the proxy names or for the local person (a GET only: a form needs the session it
+        came from). A client that keeps no cookie gets a new session per page; they end
+        with ``BATON_SESSION_TTL`` and are cleared as new ones open."""
         now = self.baton.engine.clock.now()
         found = await sessions.find(self.baton.store, request.cookies.get(COOKIE, ""), now)
         if proxied is not None:
             if found is not None and found.person == proxied.name:
                 return found
             return await self.open(request, proxied.name, "proxy_login")
-        if found is not None and (self.people.find(found.person) or not self.people):
+        if found is not None and (self.people.find(found.person) if self.people else self.local):
             return found
         if not self.people and self.local and request.method in ("GET", "HEAD"):
             return await self.open(request, getpass.getuser(), "local_login")

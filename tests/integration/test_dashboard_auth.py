@@ -11,6 +11,7 @@ import html
 import re
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,20 @@ async def test_logout_needs_the_csrf_token_and_ends_the_session(serve: Serve) ->
     assert out.status == 303 and out.headers["Location"] == "/login"
     assert await baton.store.all(sa.select(t.dashboard_sessions)) == []
     assert (await client.get("/", allow_redirects=False)).status == 303
+    assert (await audit_rows(baton))[-1] == ("alice", "dashboard:logout", "ok")
+
+
+async def test_a_session_ends_after_its_time(serve: Serve) -> None:
+    client, baton = await serve(session_ttl="1h")
+    await login(client, ALICE)
+    clock = baton.engine.clock
+    assert isinstance(clock, ManualClock)
+    clock.advance(timedelta(minutes=59))
+    assert (await client.get("/", allow_redirects=False)).status == 200
+    clock.advance(timedelta(minutes=1))
+    assert (await client.get("/", allow_redirects=False)).status == 303
+    await login(client, ALICE)  # a new session clears the ended one from the table
+    assert len(await baton.store.all(sa.select(t.dashboard_sessions))) == 1
 
 
 async def test_a_viewer_sees_no_action_an_operator_retries(serve: Serve) -> None:
