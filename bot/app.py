@@ -386,6 +386,12 @@ async def serve(settings: Settings) -> None:
                 settings.host,
                 settings.port,
             )
+        if settings.proxy_user_header and not settings.proxies:
+            log.warning(
+                "BATON_PROXY_USER_HEADER=%s is ignored: BATON_TRUSTED_PROXIES names no proxy "
+                "address to take it from",
+                settings.proxy_user_header,
+            )
         if settings.alert_token is None and settings.pagerduty_secret is None:
             log.warning("BATON_ALERT_TOKEN is not set: alert webhooks are refused (401)")
         stop = asyncio.Event()

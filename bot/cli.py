@@ -59,8 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="chat with Baton in the terminal (the chat grammar; `help` inside lists it)",
         description="Chat with Baton in this terminal, with the grammar of Slack and DMs: "
         "help, playbooks, describe P, run P [k=v ...] [--dry-run], status [RUN], cancel RUN, "
-        'retry RUN, approve ID [comment], reject ID [reason], schedule P "CRON" | in 30m | '
-        "at 18:00 [k=v ...], schedules, unschedule ID, history [P], alerts [OUTCOME]. Runs "
+        "retry RUN [--from-failed], approve ID [comment], reject ID [reason], "
+        'schedule P "CRON" | in 30m | at 18:00 [k=v ...], schedules, unschedule ID, '
+        "history [P], alerts [OUTCOME]. Runs "
         "started here show "
         "their progress live, approval prompts included; runs started by alerts and schedules, "
         "and failed runs, are announced in one line each (`quiet` toggles that). The "

@@ -8,7 +8,9 @@ from __future__ import annotations
 import getpass
 import hashlib
 import html
+import os
 import re
+import subprocess
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
@@ -29,6 +31,7 @@ from engine.access import AccessRules
 from engine.errors import BatonError
 from engine.timing import ManualClock, ManualTimers
 from storage import tables as t
+from tests.acceptance.serve import BATON
 
 ALICE, VIC = "alice-token-0123456789", "vic-token-0123456789"
 FAIL = """
@@ -275,3 +278,29 @@ def test_serve_refuses_an_open_dashboard_beyond_loopback(tmp_path: Path) -> None
 )
 def test_next_is_a_local_path(given: str | None, kept: str) -> None:
     assert auth.local_path(given) == kept
+
+
+def test_baton_serve_refuses_to_start_open_beyond_loopback(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BATON_", "SLACK_"))}
+    env.update(
+        BATON_HOST="0.0.0.0",
+        BATON_PORT="0",
+        BATON_DATABASE_URL=f"sqlite:///{tmp_path / 'baton.db'}",
+        BATON_PLAYBOOKS=str(tmp_path),
+        BATON_KEY_FILE=str(tmp_path / "key"),
+    )
+    done = subprocess.run(
+        [BATON, "serve"],
+        env=env,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "BATON_HOST=0.0.0.0 is not a loopback address and nobody is under `users:`" in (
+        done.stderr
+    )
+    assert "set BATON_DASHBOARD=false" in done.stderr and "Traceback" not in done.stderr
