@@ -222,6 +222,20 @@ async def test_logins_are_rate_limited_per_address(serve: Serve) -> None:
     assert [o for _, _, o in await audit_rows(baton)] == ["refused", "refused", "limited"]
 
 
+async def test_behind_a_trusted_proxy_the_rate_counts_the_client_address(serve: Serve) -> None:
+    client, baton = await serve(trusted_proxies="127.0.0.0/8", login_rate="1/1h")
+    one, two = {"X-Forwarded-For": "203.0.113.7"}, {"X-Forwarded-For": "198.51.100.9"}
+    for sender in (one, two):
+        sent = await client.post("/login", data={"token": "x"}, headers=sender)
+        assert sent.status == 403  # no login form cookie: counted all the same
+    again = await client.post("/login", data={"token": "x"}, headers=one)
+    assert again.status == 429 and "Too many logins from 203.0.113.7" in await again.text()
+    remotes = await baton.store.all(
+        sa.select(t.audit.c.source).where(t.audit.c.outcome == "limited")
+    )
+    assert [r.source["remote"] for r in remotes] == ["203.0.113.7"]
+
+
 async def test_a_trusted_proxy_names_the_person(serve: Serve) -> None:
     header = {"X-Forwarded-User": "vic", "X-Forwarded-Proto": "https"}
     client, baton = await serve(trusted_proxies="127.0.0.0/8", proxy_user_header="X-Forwarded-User")
