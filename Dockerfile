@@ -1,7 +1,9 @@
 # Baton: `docker build -t baton .` then
 #   docker run -p 8080:8080 -v baton-data:/data -v ./playbooks:/app/playbooks baton
 #   Reachable by others: set BATON_API_TOKEN and BATON_API_READ_TOKEN=required, or every
-#   run's params and outputs are readable by anyone who reaches the port.
+#   run's params and outputs are readable by anyone who reaches the port. The dashboard
+#   needs people (`users:` in BATON_CONFIG) here, or -e BATON_DASHBOARD=false: on 0.0.0.0
+#   `baton serve` refuses to start without either.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -12,14 +12,14 @@ Baton's errors to status codes with the same message the CLI prints.
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from bot import api_auth, api_stats, edge, grammar
+from bot import api_auth, api_stats, edge, grammar, home
+from bot.dashboard import auth
 from engine import paging, queries, runlogs, storable
 from engine.alerts import OUTCOMES
 from engine.errors import (
@@ -310,10 +310,14 @@ async def run_action(request: web.Request) -> web.Response:
     by = api_auth.on_behalf(who, request.query.get("by"), "by", "api")
     if isinstance(by, api_auth.Denied):
         return denied(by)
-    message = f"retrying run {run_id}"
+    from_failed = await _from_failed(request) if action == "retry" else False
+    if isinstance(from_failed, web.Response):
+        return from_failed
+    message = f"retrying run {run_id}" + (" from its failed steps" if from_failed else "")
     try:
         if who.person is not None:
-            command = grammar.Cancel(run_id) if action == "cancel" else grammar.Retry(run_id)
+            retry = grammar.Retry(run_id, from_failed=from_failed)
+            command = grammar.Cancel(run_id) if action == "cancel" else retry
             refused = await api_auth.permitted(baton, request.remote or "", by, command)
             if refused is not None:
                 return denied(refused)
@@ -323,11 +327,21 @@ async def run_action(request: web.Request) -> web.Response:
                 return error(409, answer.message)
             message = answer.message
         else:
-            await baton.engine.retry(run_id, by)
+            await baton.engine.retry(run_id, by, from_failed=from_failed)
     except BatonError as exc:
         return _maperror(exc)
     run = await queries.get_run(baton.store, run_id)
     return web.json_response({**run, "message": message}, status=202)
+
+
+async def _from_failed(request: web.Request) -> bool | web.Response:
+    """A retry's ``{"from_failed": true}`` (no body: a plain retry)."""
+    if not request.body_exists:
+        return False
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    return _typed(body, from_failed=bool) or bool(body.get("from_failed", False))
 
 
 async def decide(request: web.Request) -> web.Response:
@@ -380,26 +394,6 @@ async def decide(request: web.Request) -> web.Response:
     )
 
 
-async def index(request: web.Request) -> web.Response:
-    runs = await queries.list_runs(_baton(request).store, limit=50)
-    e = html.escape
-    rows = "".join(
-        f"<tr><td><a href='/api/runs/{e(r['id'])}'>{e(r['id'])}</a></td>"
-        f"<td>{e(r['playbook'])}</td><td class='{e(r['status'])}'>{e(r['status'])}</td>"
-        f"<td>{e(r['requested_by'])}</td><td>{e(str(r['created_at']))}</td></tr>"
-        for r in runs
-    )
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>Baton</title>"
-        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:.3em .8em;text-align:left}"
-        ".failed,.timed_out{color:#b00}.succeeded{color:#070}</style></head><body>"
-        "<h1>Baton</h1><p>Recent runs (JSON at <a href='/api/runs'>/api/runs</a>)</p>"
-        "<table><tr><th>run</th><th>playbook</th><th>status</th><th>by</th><th>created</th></tr>"
-        f"{rows}</table></body></html>"
-    )
-    return web.Response(text=page, content_type="text/html")
-
-
 @web.middleware
 async def storable_words(request: web.Request, handler: Handler) -> web.StreamResponse:
     """A path or query value no database stores (a NUL, a lone surrogate) is a 400 with
@@ -418,14 +412,15 @@ def create_app(
     # aiohttp's own inflating would run on any body, even one refused or left unread
     app = web.Application(
         client_max_size=MAX_BODY,
-        middlewares=[storable_words],
+        middlewares=[storable_words, *auth.middlewares(settings, baton)],
         handler_args={"auto_decompress": False},
     )
     app[BATON] = baton
     if slack is not None and slack.http_enabled:
         app.router.add_post("/slack/events", slack.handle_http)
     # /healthz and /metrics stay open (status and counts: no names, params or outputs)
-    app.router.add_get("/", reader(index, settings))
+    auth.add_routes(app, settings, baton)
+    home.add_routes(app, baton)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", api_stats.metrics(baton))
     app.router.add_get("/api/stats", reader(api_stats.stats(baton), settings))

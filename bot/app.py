@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import ipaddress
 import logging
 import os
 import signal
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from bot import logs
 from bot.approvers import ApproverCheck
 from bot.settings import Settings
+from bot.settings_dashboard import is_loopback
 from engine import sandbox, stepenv
 from engine.access import AccessRules
 from engine.actions.lifecycle import ActionLifecycle
@@ -247,14 +247,16 @@ def masked_logs(masker: Masker) -> Iterator[None]:
             handler.removeFilter(mask)
 
 
-def is_loopback(host: str) -> bool:
-    """True when ``host`` (BATON_HOST) only takes connections from this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a name: it may resolve to any address
+def refuse_an_open_dashboard(settings: Settings, rules: AccessRules) -> None:
+    """With nobody under ``users:`` the dashboard acts as the local person, for whoever
+    reaches it: that is only safe on a loopback address (``bot.dashboard.auth``)."""
+    if settings.dashboard and not rules.people and not is_loopback(settings.host):
+        raise BatonError(
+            f"BATON_HOST={settings.host} is not a loopback address and nobody is under "
+            "`users:` in BATON_CONFIG: the dashboard would be open to whoever reaches port "
+            f"{settings.port}. Add people (with token_sha256 and role) under `users:`, "
+            "bind BATON_HOST=127.0.0.1, or set BATON_DASHBOARD=false"
+        )
 
 
 def alert_routing(settings: Settings, engine: Engine) -> tuple[Alerts, Any]:
@@ -367,6 +369,7 @@ async def serve(settings: Settings) -> None:
             "`users:` in BATON_CONFIG has a token): set the token (reads and writes of the "
             "API then need it, or a person's own token, as a bearer token)"
         )
+    refuse_an_open_dashboard(settings, rules)
     async with AsyncExitStack() as stack:
         slack_on = slack_wanted(settings)
         try:
@@ -436,6 +439,12 @@ async def serve(settings: Settings) -> None:
                 "Set BATON_API_READ_TOKEN=required (reads then need BATON_API_TOKEN)",
                 settings.host,
                 settings.port,
+            )
+        if settings.proxy_user_header and not settings.proxies:
+            log.warning(
+                "BATON_PROXY_USER_HEADER=%s is ignored: BATON_TRUSTED_PROXIES names no proxy "
+                "address to take it from",
+                settings.proxy_user_header,
             )
         if settings.alert_token is None and settings.pagerduty_secret is None:
             log.warning("BATON_ALERT_TOKEN is not set: alert webhooks are refused (401)")

@@ -59,9 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="chat with Baton in the terminal (the chat grammar; `help` inside lists it)",
         description="Chat with Baton in this terminal, with the grammar of Slack and DMs: "
         "help, playbooks, describe P, run P [k=v ...] [--dry-run], status [RUN], cancel RUN, "
-        'retry RUN, approve ID [comment], reject ID [reason], schedule P "CRON" | in 30m | '
-        "at 18:00 [k=v ...], schedules, unschedule ID, history [P], alerts [OUTCOME], "
-        "hosts [PATTERN]. Runs "
+        "retry RUN [--from-failed], approve ID [comment], reject ID [reason], "
+        'schedule P "CRON" | in 30m | at 18:00 [k=v ...], schedules, unschedule ID, '
+        "history [P], alerts [OUTCOME], hosts [PATTERN], stats [P]. Runs "
         "started here show "
         "their progress live, approval prompts included; runs started by alerts and schedules, "
         "and failed runs, are announced in one line each (`quiet` toggles that). The "
@@ -182,8 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="who asks (default: $USER; only where `console_as:` in BATON_CONFIG allows it)",
     )
 
-    from bot import cli_db, cli_hosts, cli_logs
+    from bot import cli_db, cli_hosts, cli_logs, cli_runs
 
+    cli_runs.add_retry_parser(sub)
     cli_db.add_parser(sub)
     cli_logs.add_parser(sub)
     cli_hosts.add_parser(sub)
@@ -257,6 +258,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bot import cli_schedules
 
             return asyncio.run(cli_schedules.run(settings, args))
+        if args.command == "retry":
+            from bot import cli_runs
+
+            return asyncio.run(cli_runs.retry(settings, args))
         if args.command == "logs":
             from bot import cli_logs
 

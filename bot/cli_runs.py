@@ -4,10 +4,11 @@ says about the runs it leaves in progress."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import signal
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine import events as ev
 from engine import queries
@@ -17,6 +18,7 @@ from engine.state import RunStatus
 if TYPE_CHECKING:
     from bot.app import Baton
     from bot.progress import Progress
+    from bot.settings import Settings
     from engine.requests import RunRequest
 
 
@@ -125,3 +127,56 @@ async def left_behind(baton: Baton) -> None:
         print(f"{runs} still active; a server ({servers[0]}) carries them on", file=sys.stderr)
     else:
         print(f"{runs} still active; `baton serve` will carry them on", file=sys.stderr)
+
+
+def add_retry_parser(sub: Any) -> None:
+    retry = sub.add_parser(
+        "retry",
+        help="run a failed, cancelled or timed-out run again, here, with live progress",
+        description="Start a new attempt of a finished run and drive it here with live "
+        "progress: succeeded steps keep their outputs, the rest run again. --from-failed: "
+        "only the failed steps and what depends on them run again. Exit status: 0 "
+        "succeeded, 1 failed again, 2 refused (the run is active or succeeded).",
+    )
+    retry.add_argument("run_id", metavar="RUN")
+    retry.add_argument(
+        "--from-failed",
+        action="store_true",
+        help="restart at the failed steps (and their dependents); other steps keep results",
+    )
+    retry.add_argument(
+        "--as",
+        dest="user",
+        default=None,
+        help="who asks (default: $USER; only where `console_as:` in BATON_CONFIG allows it)",
+    )
+
+
+async def retry(settings: Settings, args: argparse.Namespace) -> int:
+    """``baton retry RUN [--from-failed]``: the retry goes through the access rules like
+    chat's, then this process drives the new attempt until it ends."""
+    from bot import grammar
+    from bot.app import open_baton
+    from bot.cli import acting_as, check
+    from bot.progress import Progress
+
+    progress = Progress()
+    async with open_baton(settings, kind="run") as baton:
+        user = await acting_as(baton, args.user)
+        await check(baton, user, grammar.Retry(args.run_id, from_failed=args.from_failed))
+        with baton.engine.bus.subscribe() as events:
+            await baton.engine.retry(args.run_id, user, from_failed=args.from_failed)
+            waiter = asyncio.ensure_future(baton.engine.wait_for(args.run_id))
+            while not waiter.done():
+                getter = asyncio.ensure_future(events.queue.get())
+                await asyncio.wait({waiter, getter}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done() and getter.result().run_id == args.run_id:
+                    progress.render(getter.result())
+                getter.cancel()
+            for event in events.drain():
+                if event.run_id == args.run_id:
+                    progress.render(event)
+        if waiter.result() != RunStatus.SUCCEEDED:
+            progress.failures(await queries.step_tails(baton.store, args.run_id))
+            return 1
+    return 0

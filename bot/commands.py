@@ -261,8 +261,10 @@ class Commands:
                     raise InvalidTransition(answer.message)
                 return Reply([answer.message], run_id=command.run_id, follow=True)
             case Retry():
-                await self.engine.retry(command.run_id, actor.id)
-                return Reply([f"retrying run {command.run_id}"], run_id=command.run_id, follow=True)
+                await self.engine.retry(command.run_id, actor.id, from_failed=command.from_failed)
+                steps = " from its failed steps" if command.from_failed else ""
+                said = [f"retrying run {command.run_id}{steps}"]
+                return Reply(said, run_id=command.run_id, follow=True)
             case Decide():
                 return await self._decide(actor, command)
             case Schedule():

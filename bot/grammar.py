@@ -65,6 +65,7 @@ class Cancel:
 @dataclass(frozen=True)
 class Retry:
     run_id: str
+    from_failed: bool = False
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,11 @@ USAGE: dict[str, tuple[str, str]] = {
     ),
     "status": ("status [RUN]", "a run's steps, errors and approvals; no RUN: your runs"),
     "cancel": ("cancel RUN", "cancel an active or queued run"),
-    "retry": ("retry RUN", "run a failed, cancelled or timed-out run again"),
+    "retry": (
+        "retry RUN [--from-failed]",
+        "run a failed, cancelled or timed-out run again; --from-failed: only its failed "
+        "steps and what depends on them",
+    ),
     "approve": ("approve ID [comment]", "approve a waiting approval"),
     "reject": ("reject ID [reason]", "reject a waiting approval"),
     "schedule": (
@@ -234,8 +239,12 @@ def parse(text: str) -> Command:
             _arity(verb, args, 1, 1)
             return Cancel(args[0])
         case "retry":
-            _arity(verb, args, 1, 1)
-            return Retry(args[0])
+            flag = "--from-failed"
+            rest = [a for a in args if a != flag]
+            if any(a.startswith("-") for a in rest):
+                raise CommandError(f"retry knows one option, {flag}: {_usage(verb)}")
+            _arity(verb, rest, 1, 1)
+            return Retry(rest[0], from_failed=flag in args)
         case "schedule":
             return _parse_schedule(args)
         case "schedules":

@@ -20,12 +20,13 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from bot.settings_dashboard import DashboardSettings
 from engine.durations import parse_age
 
 
-class Settings(BaseSettings):
+class Settings(DashboardSettings):
     model_config = SettingsConfigDict(
         env_prefix="BATON_", env_file=".env", extra="ignore", populate_by_name=True
     )
@@ -388,7 +389,6 @@ class Settings(BaseSettings):
 
 
 def _password(url: str) -> str | None:
-    """The password in a database URL, if any."""
     from sqlalchemy.engine import make_url
 
     try:

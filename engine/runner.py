@@ -45,7 +45,7 @@ from engine.fleet import inventory
 from engine.loading import RunRecords
 from engine.playbook import Phase, Playbook, from_snapshot
 from engine.requests import DecisionResult, Plan, RunRequest
-from engine.runs import admission, commands, inbox, leases
+from engine.runs import admission, commands, fromfailed, inbox, leases
 from engine.runs.keeper import Keeper
 from engine.secrets import SecretBox
 from engine.state import (
@@ -396,13 +396,14 @@ class Engine:
     def _postgres(self) -> bool:
         return self.store.dialect == "postgresql"
 
-    async def retry(self, run_id: str, by: str) -> None:
+    async def retry(self, run_id: str, by: str, *, from_failed: bool = False) -> None:
         """Start a new attempt of a finished run: succeeded steps keep their outputs,
-        the rest run again."""
+        the rest run again; ``from_failed``: only the failed steps and what depends on
+        them run again (``engine.runs.fromfailed``)."""
         async with self._lock(f"retry:{run_id}"):  # two clicks on Retry: one new attempt
-            await self._retry(run_id, by)
+            await self._retry(run_id, by, from_failed)
 
-    async def _retry(self, run_id: str, by: str) -> None:
+    async def _retry(self, run_id: str, by: str, from_failed: bool = False) -> None:
         if run_id in self._runs:
             raise InvalidTransition(f"run {run_id} is still active; cancel it or let it end")
         row = await self.records.row(run_id)
@@ -417,13 +418,13 @@ class Engine:
             taken = await self._holders(key, run_id)
             if taken >= conc.limit:  # refuse before touching the run's rows
                 raise _limit_reached(playbook, key, taken)
+        which = sa.or_(t.steps.c.phase != Phase.MAIN.value, t.steps.c.status != "succeeded")
+        if from_failed:
+            which = await fromfailed.reset_condition(run_id, playbook, self.store)
         now = self.clock.now()
         reset = (
             t.steps.update()
-            .where(
-                t.steps.c.run_id == run_id,
-                sa.or_(t.steps.c.phase != Phase.MAIN.value, t.steps.c.status != "succeeded"),
-            )
+            .where(t.steps.c.run_id == run_id, which)
             .values(
                 status="pending",
                 attempts=0,
@@ -462,7 +463,8 @@ class Engine:
                 raise InvalidTransition(f"run {run_id} is being retried already")
             conn.execute(reset)
 
-        await self.store.write(claim, self._audit(by, "retry", run_id, {}))
+        detail = {"from_failed": True} if from_failed else {}
+        await self.store.write(claim, self._audit(by, "retry", run_id, detail))
         run = await self.records.load(run_id)
         run.status = RunStatus.QUEUED
         run.announced = False

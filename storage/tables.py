@@ -309,6 +309,20 @@ class Node(SQLModel, table=True):
     heartbeat_at: datetime = _ts(nullable=False)
 
 
+class DashboardSession(SQLModel, table=True):
+    """A dashboard login (``bot.dashboard.auth``), kept here so every replica knows it:
+    the SHA-256 of the session id (the cookie alone opens nothing stored here), whose it
+    is, the CSRF token its forms carry, and when it ends."""
+
+    __tablename__ = "dashboard_sessions"
+
+    id_sha256: str = Field(primary_key=True, max_length=64)
+    person: str = Field(max_length=200)
+    csrf: str = Field(max_length=64)
+    created_at: datetime = _ts(nullable=False)
+    expires_at: datetime = _ts(index=True, nullable=False)
+
+
 class SchemaVersion(SQLModel, table=True):
     """Batons from before Alembic kept their schema's number here and refuse a database
     whose number is above their own; Alembic-era Batons leave 4 (see ``storage.schema``)."""
@@ -333,6 +347,7 @@ alert_runs = AlertRun.__table__  # type: ignore[attr-defined]
 schema_version = SchemaVersion.__table__  # type: ignore[attr-defined]
 run_commands = RunCommand.__table__  # type: ignore[attr-defined]
 nodes = Node.__table__  # type: ignore[attr-defined]
+dashboard_sessions = DashboardSession.__table__  # type: ignore[attr-defined]
 
 
 def now() -> datetime:

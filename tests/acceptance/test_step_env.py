@@ -51,6 +51,7 @@ def server(tmp_path: Path, db_url: str) -> Iterator[Server]:
         db_url = db_url.replace("postgres@", f"postgres:{DB_PASSWORD}@", 1)
     env = {
         "BATON_HOST": "0.0.0.0",
+        "BATON_DASHBOARD": "false",  # no `users:` here: only the API is served
         "BATON_ALERT_TOKEN": ALERT_TOKEN,
         "BATON_SECRET_KEY": SECRET_KEY,
         "BATON_PAGERDUTY_SECRET": PAGERDUTY,

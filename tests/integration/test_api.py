@@ -277,7 +277,10 @@ async def test_reads_need_the_token_when_required(tmp_path: Path, db_url: str) -
             "/api/runs", json={"playbook": "hello", "params": {"who": "ops"}}, headers=AUTH
         )
         run_id = (await resp.json())["id"]
-        reads = ["/", "/api/runs", f"/api/runs/{run_id}", "/api/alerts"]
+        # the / page is the dashboard's: a login, not a bearer token (test_dashboard_auth)
+        home = await client.get("/", headers=AUTH, allow_redirects=False)
+        assert (home.status, home.headers["Location"]) == (303, "/login?next=/")
+        reads = ["/api/runs", f"/api/runs/{run_id}", "/api/alerts"]
         for path in reads:
             resp = await client.get(path)
             assert resp.status == 401, path

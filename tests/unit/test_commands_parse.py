@@ -98,3 +98,13 @@ def test_later_assignment_wins_and_value_keeps_equals() -> None:
 
 def test_reply_text_joins_lines() -> None:
     assert c.Reply(["a", "b"]).text == "a\nb"
+
+
+def test_retry_from_the_failed_step() -> None:
+    assert c.parse("retry abc") == c.Retry("abc")
+    assert c.parse("retry abc --from-failed") == c.Retry("abc", from_failed=True)
+    assert c.parse("retry --from-failed abc") == c.Retry("abc", from_failed=True)
+    with pytest.raises(c.CommandError, match="retry knows one option, --from-failed"):
+        c.parse("retry abc --from")
+    with pytest.raises(c.CommandError, match=r"usage: retry RUN \[--from-failed\]"):
+        c.parse("retry --from-failed")
