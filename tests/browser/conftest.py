@@ -1,8 +1,10 @@
 """Browser tests: Debian's Chromium driven by Playwright, against a real ``baton serve``.
 
-- ``browser``: one Chromium for the whole session (``/usr/bin/chromium``, installed by
-  ``.ci/services``; Playwright downloads no browser), launched without the services that
-  would call home.
+- ``browser``: a Chromium per test (``/usr/bin/chromium``, installed by ``.ci/services``;
+  Playwright downloads no browser), launched without the services that would call home.
+  Playwright's async API, on the test's own event loop: its sync API would keep a loop
+  running in the main thread for as long as the browser lives, and every asyncio test
+  after it in the same process (pytest-xdist mixes them) would fail to start its own.
 - ``page``: a fresh context (no cookies) and page per test. Every request it sends to a
   host other than 127.0.0.1 or localhost is recorded, and the test fails if there was
   one: the dashboard loads nothing from elsewhere. A screenshot of the last page is saved
@@ -15,12 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.async_api import Browser, Page, async_playwright
 
 from tests.acceptance.serve import Server
 
@@ -51,19 +53,19 @@ def _sha(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             yield chromium
         finally:
-            chromium.close()
+            await chromium.close()
 
 
 @pytest.fixture
-def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
-    context = browser.new_context()
+async def page(browser: Browser, request: pytest.FixtureRequest) -> AsyncIterator[Page]:
+    context = await browser.new_context()
     elsewhere: list[str] = []
 
     def note(sent: object) -> None:
@@ -73,15 +75,15 @@ def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
             elsewhere.append(url)
 
     context.on("request", note)
-    opened = context.new_page()
+    opened = await context.new_page()
     try:
         yield opened
     finally:
         ARTIFACTS.mkdir(exist_ok=True)
         name = re.sub(r"[^\w.-]+", "_", request.node.name)
         if not opened.is_closed():
-            opened.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-        context.close()
+            await opened.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+        await context.close()
     assert elsewhere == [], f"requests left this machine: {elsewhere}"
 
 

@@ -3,7 +3,7 @@ a viewer and an operator see on ``/``, and the Content-Security-Policy holding."
 
 from __future__ import annotations
 
-from playwright.sync_api import Page, expect
+from playwright.async_api import Page, expect
 
 from bot.dashboard import auth
 from tests.acceptance.serve import Server
@@ -12,55 +12,55 @@ from tests.browser.conftest import ALICE, VIC, url
 RETRY = "Retry from the failed step"
 
 
-def log_in(page: Page, baton: Server, token: str) -> None:
-    page.goto(url(baton, "/"))  # no session: sent to the login page, next=/
-    expect(page).to_have_url(url(baton, "/login?next=/"))
-    page.fill("#token", token)
-    page.click("button[type=submit]")
+async def log_in(page: Page, baton: Server, token: str) -> None:
+    await page.goto(url(baton, "/"))  # no session: sent to the login page, next=/
+    await expect(page).to_have_url(url(baton, "/login?next=/"))
+    await page.fill("#token", token)
+    await page.click("button[type=submit]")
 
 
-def test_a_good_token_logs_in_and_logout_ends_it(page: Page, baton: Server) -> None:
-    log_in(page, baton, ALICE)
-    expect(page).to_have_url(url(baton, "/"))
-    expect(page.locator(".who")).to_contain_text("alice (operator)")
-    cookie = next(c for c in page.context.cookies() if c["name"] == auth.COOKIE)
+async def test_a_good_token_logs_in_and_logout_ends_it(page: Page, baton: Server) -> None:
+    await log_in(page, baton, ALICE)
+    await expect(page).to_have_url(url(baton, "/"))
+    await expect(page.locator(".who")).to_contain_text("alice (operator)")
+    cookie = next(c for c in await page.context.cookies() if c["name"] == auth.COOKIE)
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
 
-    page.click("text=Log out")
+    await page.click("text=Log out")
 
-    expect(page).to_have_url(url(baton, "/login"))
-    page.goto(url(baton, "/"))
-    expect(page).to_have_url(url(baton, "/login?next=/"))  # the session is gone
-
-
-def test_a_bad_token_stays_on_the_login_page(page: Page, baton: Server) -> None:
-    log_in(page, baton, "not-anybody's-token")
-    expect(page.locator(".message")).to_contain_text("That token is nobody's here")
-    assert not [c for c in page.context.cookies() if c["name"] == auth.COOKIE]
+    await expect(page).to_have_url(url(baton, "/login"))
+    await page.goto(url(baton, "/"))
+    await expect(page).to_have_url(url(baton, "/login?next=/"))  # the session is gone
 
 
-def test_a_viewer_sees_no_action_an_operator_does(page: Page, baton: Server) -> None:
-    log_in(page, baton, VIC)
-    expect(page.locator(".who")).to_contain_text("vic (viewer)")
-    expect(page.locator("td.failed")).to_have_count(1)
-    expect(page.get_by_role("button", name=RETRY)).to_have_count(0)
-    page.click("text=Log out")
-
-    log_in(page, baton, ALICE)
-    expect(page.get_by_role("button", name=RETRY)).to_have_count(1)
+async def test_a_bad_token_stays_on_the_login_page(page: Page, baton: Server) -> None:
+    await log_in(page, baton, "not-anybody's-token")
+    await expect(page.locator(".message")).to_contain_text("That token is nobody's here")
+    assert not [c for c in await page.context.cookies() if c["name"] == auth.COOKIE]
 
 
-def test_the_csp_is_sent_and_holds(page: Page, baton: Server) -> None:
+async def test_a_viewer_sees_no_action_an_operator_does(page: Page, baton: Server) -> None:
+    await log_in(page, baton, VIC)
+    await expect(page.locator(".who")).to_contain_text("vic (viewer)")
+    await expect(page.locator("td.failed")).to_have_count(1)
+    await expect(page.get_by_role("button", name=RETRY)).to_have_count(0)
+    await page.click("text=Log out")
+
+    await log_in(page, baton, ALICE)
+    await expect(page.get_by_role("button", name=RETRY)).to_have_count(1)
+
+
+async def test_the_csp_is_sent_and_holds(page: Page, baton: Server) -> None:
     violations: list[str] = []
     page.on("console", lambda message: violations.append(message.text))
-    response = page.goto(url(baton, "/login"))
+    response = await page.goto(url(baton, "/login"))
     assert response is not None
     for name, value in auth.HEADERS.items():
         assert response.headers[name.lower()] == value
     # an inline script is what the policy forbids: the browser refuses to run it
-    page.evaluate(
+    await page.evaluate(
         """() => { const s = document.createElement('script');
                    s.textContent = 'window.ran = true'; document.body.appendChild(s); }"""
     )
-    assert page.evaluate("() => window.ran === true") is False
+    assert await page.evaluate("() => window.ran === true") is False
     assert any("Content Security Policy" in text for text in violations), violations
