@@ -2,7 +2,8 @@
 
 Writes need ``Authorization: Bearer $BATON_API_TOKEN`` (the service token) or a person's
 own token (``bot.api_auth``: the request then acts as that person); reads (``GET /api/*``
-and the ``/`` page) need one of them too when ``BATON_API_READ_TOKEN=required``.
+and the dashboard's pages, ``bot.dashboard``) need one of them too when
+``BATON_API_READ_TOKEN=required``.
 ``/healthz`` and ``/metrics`` are always open: they give status and counts, no names,
 params or outputs.
 
@@ -12,14 +13,14 @@ Baton's errors to status codes with the same message the CLI prints.
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from bot import api_auth, edge, grammar
+from bot import api_auth, dashboard, edge, grammar
+from bot.dashboard import auth as dashboard_auth
 from engine import paging, queries, runlogs, storable
 from engine.alerts import OUTCOMES
 from engine.errors import (
@@ -400,26 +401,6 @@ async def decide(request: web.Request) -> web.Response:
     )
 
 
-async def index(request: web.Request) -> web.Response:
-    runs = await queries.list_runs(_baton(request).store, limit=50)
-    e = html.escape
-    rows = "".join(
-        f"<tr><td><a href='/api/runs/{e(r['id'])}'>{e(r['id'])}</a></td>"
-        f"<td>{e(r['playbook'])}</td><td class='{e(r['status'])}'>{e(r['status'])}</td>"
-        f"<td>{e(r['requested_by'])}</td><td>{e(str(r['created_at']))}</td></tr>"
-        for r in runs
-    )
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>Baton</title>"
-        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:.3em .8em;text-align:left}"
-        ".failed,.timed_out{color:#b00}.succeeded{color:#070}</style></head><body>"
-        "<h1>Baton</h1><p>Recent runs (JSON at <a href='/api/runs'>/api/runs</a>)</p>"
-        "<table><tr><th>run</th><th>playbook</th><th>status</th><th>by</th><th>created</th></tr>"
-        f"{rows}</table></body></html>"
-    )
-    return web.Response(text=page, content_type="text/html")
-
-
 @web.middleware
 async def storable_words(request: web.Request, handler: Handler) -> web.StreamResponse:
     """A path or query value no database stores (a NUL, a lone surrogate) is a 400 with
@@ -438,14 +419,13 @@ def create_app(
     # aiohttp's own inflating would run on any body, even one refused or left unread
     app = web.Application(
         client_max_size=MAX_BODY,
-        middlewares=[storable_words],
+        middlewares=[storable_words, *dashboard_auth.middlewares(settings, baton)],
         handler_args={"auto_decompress": False},
     )
     app[BATON] = baton
     if slack is not None and slack.http_enabled:
         app.router.add_post("/slack/events", slack.handle_http)
     # /healthz and /metrics stay open (status and counts: no names, params or outputs)
-    app.router.add_get("/", reader(index, settings))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/api/runs", create_run)
@@ -458,6 +438,7 @@ def create_app(
     from bot import api_catalog  # its handlers use this module's helpers
 
     api_catalog.add_routes(app, settings)
+    dashboard.add_routes(app, settings, baton)  # "/" and the other pages (README, "Dashboard")
     if baton.alerts is not None:
         from bot.alerts import http as alert_http
 
