@@ -54,7 +54,7 @@ async def alerts(request: web.Request) -> web.Response:
             cursor=request.query.get("cursor") or None,
         )
     except (forms.FormError, BadCursor) as exc:
-        context["error"] = str(exc) if isinstance(exc, forms.FormError) else f"cursor: {exc}"
+        context["error"] = str(exc)
         return page(request, "alerts.html", status=400, **context)
     context.update(alerts=found.items, next_url=forms.next_url(request, found.next))
     return page(request, "alerts.html", **context)
@@ -86,7 +86,7 @@ async def audit(request: web.Request) -> web.Response:
             until=until,
         )
     except (forms.FormError, BadCursor) as exc:
-        context["error"] = str(exc) if isinstance(exc, forms.FormError) else f"cursor: {exc}"
+        context["error"] = str(exc)
         return page(request, "audit.html", status=400, **context)
     context.update(rows=found.items, next_url=forms.next_url(request, found.next))
     return page(request, "audit.html", **context)

@@ -56,7 +56,9 @@ def _cards(request: web.Request) -> list[dict[str, Any]]:
 
 
 async def playbooks(request: web.Request) -> web.Response:
-    return page(request, "playbooks.html", cards=_cards(request), given={}, chosen="", plan=None)
+    return page(
+        request, "playbooks.html", cards=_cards(request), given={}, chosen="", plan=None, said=None
+    )
 
 
 def _given(form: Any) -> dict[str, str]:
@@ -94,5 +96,5 @@ async def start(request: web.Request) -> web.StreamResponse:
         given=kept,
         chosen=name,
         plan=reply.text if reply.ok else None,
-        error=None if reply.ok else reply.text,
+        said=None if reply.ok else reply.text,  # shown by the playbook's form
     )

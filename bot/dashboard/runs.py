@@ -44,7 +44,7 @@ async def runs(request: web.Request) -> web.Response:
             until=until,
         )
     except (forms.FormError, BadCursor) as exc:
-        context["error"] = f"{exc}" if isinstance(exc, forms.FormError) else f"cursor: {exc}"
+        context["error"] = str(exc)
         return page(request, "runs.html", status=400, **context)
     context["runs"] = found.items
     context["next_url"] = forms.next_url(request, found.next)
