@@ -290,3 +290,28 @@ async def test_every_page_renders_and_links_nowhere_outside(tmp_path: Path) -> N
         alerts = await text_of(client, "/alerts?outcome=held")
         assert 'id="no-alerts"' in alerts
         assert "outcome must be one of" in await text_of(client, "/alerts?outcome=x", status=400)
+
+
+async def test_schedule_buttons_pause_resume_and_trigger(tmp_path: Path) -> None:
+    async with dashboard(tmp_path) as (client, baton):
+        made = await baton.schedules.add_cron("hello", "0 9 * * *", {"who": "ops"}, "alice")
+        resp = await client.post(f"/schedules/{made.id}/pause", allow_redirects=False)
+        assert resp.status == 303 and resp.headers["Location"] == "/schedules"
+        page = await text_of(client, "/schedules")
+        row = page.split(f'data-schedule="{made.id}"', 1)[1].split("</tr>", 1)[0]
+        assert "status-paused" in row and f"/schedules/{made.id}/resume" in row
+
+        resp = await client.post(f"/schedules/{made.id}/pause")
+        assert resp.status == 400 and "is already paused" in await resp.text()
+        resp = await client.post(f"/schedules/{made.id}/resume", allow_redirects=False)
+        assert resp.status == 303
+        assert not (await baton.schedules.list("hello"))[0].paused
+
+        resp = await client.post(f"/schedules/{made.id}/trigger", allow_redirects=False)
+        assert resp.status == 303
+        run_id = resp.headers["Location"].rsplit("/", 1)[1]
+        await baton.engine.wait_for(run_id)
+        run = await baton.store.one(sa.select(t.runs).where(t.runs.c.id == run_id))
+        assert run is not None and (run.requested_by, run.params["who"]) == ("local", "ops")
+        viewer = await client.post(f"/schedules/{made.id}/trigger", headers=as_("vera", "viewer"))
+        assert viewer.status == 403 and await runs_count(baton) == 1
