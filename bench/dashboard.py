@@ -31,6 +31,10 @@ REQUESTS = 40
 PLAYBOOKS = {"three": chain("three", "log", 3), "wide": chain("wide", "log", 200)}
 
 
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000
+
+
 async def _times(client: TestClient[Any, Any], path: str, count: int = REQUESTS) -> list[float]:
     """``count`` GETs of ``path`` (after 3 to warm up), in ms."""
     out = []
@@ -76,12 +80,16 @@ async def _suite(root: Path) -> None:
             ms = await _times(client, path)
             latencies(label, f"{RUNS:,} runs", ms, "")
             figure(f"{label} p95 vs target", pct(ms, 95), "ms", "< 150 ms")
-        assert client.app[DRAWINGS].drawn == 0  # cold: this app has drawn nothing yet
+        t0 = time.perf_counter()  # the first run page compiles the templates
+        await (await client.get(f"/runs/{template}")).read()
+        figure("the first run page after start (templates compiled)", _ms(t0), "ms")
+        drawn = client.app[DRAWINGS].drawn
         t0 = time.perf_counter()
         page = await (await client.get(f"/runs/{wide}")).text()
-        cold = (time.perf_counter() - t0) * 1000
+        cold = _ms(t0)
         assert page.count('class="node step status-succeeded"') == 200
-        figure("GET /runs/ID of a 200-step run, SVG drawn (cold)", cold, "ms", "< 300 ms")
+        assert client.app[DRAWINGS].drawn == drawn + 1  # drawn by dot, not from the cache
+        figure("GET /runs/ID of a 200-step run, SVG drawn by dot", cold, "ms", "< 300 ms")
         warm = await _times(client, f"/runs/{wide}", 20)
         figure("the same page, SVG from the cache: median", sorted(warm)[len(warm) // 2], "ms")
         figure("the same page p95", pct(warm, 95), "ms", "< 300 ms")

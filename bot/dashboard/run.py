@@ -6,6 +6,7 @@ is the part that changes with the run's state, re-read when the live stream says
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -58,9 +59,10 @@ async def run_page(
     """The run page; the action handlers render it too, with what their action said
     (``notice``) or why it was refused (``error``, with its HTTP ``status``)."""
     run_id = request.match_info["run_id"]
-    try:
-        context = await panel_context(request, run_id)
-        logs = await runlogs.read(baton_of(request).store, run_id)
+    try:  # the logs are read while dot draws the graph
+        context, logs = await asyncio.gather(
+            panel_context(request, run_id), runlogs.read(baton_of(request).store, run_id)
+        )
     except RunNotFound:
         return _missing(request, run_id)
     return page(
