@@ -57,6 +57,8 @@ def nodes_of(definition: dict[str, Any]) -> list[Node]:
                     needs=tuple([needs] if isinstance(needs, str) else needs),
                     action=str(step.get("action", "")),
                     title=str(step.get("name") or step["id"]),
+                    # a for_each step (planned) is one node: its items' counts by status
+                    # go in `counts` here, read from its item rows
                 )
             )
     return out

@@ -1,4 +1,4 @@
-"""Who is logged in to the dashboard. STAND-IN: replaced at merge by the real module
+"""Who is logged in to the dashboard. stand-in: replaced at merge by the real module
 (login page, session cookie, CSRF, SSO proxy header, roles, security headers).
 
 The rest of ``bot.dashboard`` codes against this interface only: ``WHO`` (the request
