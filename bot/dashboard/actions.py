@@ -49,11 +49,14 @@ def status_of(reply: Reply) -> int:
     return 403 if reply.data.get("refused") else 400
 
 
-def viewer_refused(request: web.Request) -> web.Response | None:
-    """The 403 page for a viewer's POST (the page shows them no button either)."""
+async def viewer_refused(request: web.Request) -> web.Response | None:
+    """The 403 page for a viewer's POST (the page shows them no button either); the
+    refusal is audited as ``web:POST`` with the path, as the API audits its refusals."""
     person = auth.who(request)
     if person.can_act:
         return None
+    engine = baton_of(request).engine
+    await engine.audit(person.name, "web:POST", request.path, {}, "refused", where_of(request))
     return page(
         request,
         "result.html",
@@ -72,7 +75,7 @@ def back_of(raw: Any, default: str) -> str:
 
 async def run_action(request: web.Request) -> web.StreamResponse:
     """``POST /runs/{id}/{cancel|retry|retry-failed}``."""
-    refused = viewer_refused(request)
+    refused = await viewer_refused(request)
     if refused is not None:
         return refused
     run_id = request.match_info["run_id"]
@@ -85,7 +88,7 @@ async def run_action(request: web.Request) -> web.StreamResponse:
 
 async def decide(request: web.Request) -> web.StreamResponse:
     """``POST /approvals/{id}/{approve|reject}`` with ``reason`` (required to reject)."""
-    refused = viewer_refused(request)
+    refused = await viewer_refused(request)
     if refused is not None:
         return refused
     form = await request.post()
@@ -110,7 +113,7 @@ async def decide(request: web.Request) -> web.StreamResponse:
 async def schedule_action(request: web.Request) -> web.StreamResponse:
     """``POST /schedules/{id}/{pause|resume|trigger}``: the chat commands ``pause ID``,
     ``resume ID`` and ``trigger ID``."""
-    refused = viewer_refused(request)
+    refused = await viewer_refused(request)
     if refused is not None:
         return refused
     words = [request.match_info["action"], request.match_info["schedule_id"]]

@@ -72,7 +72,7 @@ def _given(form: Any) -> dict[str, str]:
 
 
 async def start(request: web.Request) -> web.StreamResponse:
-    refused = actions.viewer_refused(request)
+    refused = await actions.viewer_refused(request)
     if refused is not None:
         return refused
     name = request.match_info["name"]

@@ -315,3 +315,20 @@ async def test_schedule_buttons_pause_resume_and_trigger(tmp_path: Path) -> None
         assert run is not None and (run.requested_by, run.params["who"]) == ("local", "ops")
         viewer = await client.post(f"/schedules/{made.id}/trigger", headers=as_("vera", "viewer"))
         assert viewer.status == 403 and await runs_count(baton) == 1
+
+
+async def test_the_audit_trail_is_filtered_by_who_action_target_and_time(tmp_path: Path) -> None:
+    async with dashboard(tmp_path) as (client, baton):
+        napping = await start(baton, "nap")
+        await client.post(f"/runs/{napping}/cancel", headers=as_("bob"))
+        await client.post(f"/runs/{napping}/cancel", headers=as_("vera", "viewer"))
+        page = await text_of(client, "/audit", params={"who": "bob", "action": "command:"})
+        rows = re.findall(r"<tr data-audit=\"\d+\">(.*?)</tr>", page, re.S)
+        assert len(rows) == 1 and "command:cancel" in rows[0] and f"cancel {napping}" in rows[0]
+        page = await text_of(client, "/audit", params={"target": napping})
+        assert f'<a href="/runs/{napping}">' in page
+        refused = await text_of(client, "/audit", params={"who": "vera"})
+        assert "web:POST" in refused and f"/runs/{napping}/cancel" in refused
+        assert 'id="no-audit"' in await text_of(client, "/audit", params={"until": "2020-01-01"})
+        first = await text_of(client, "/audit", params={"limit": "1"})
+        assert first.count("<tr data-audit=") == 1 and 'id="page-next"' in first
