@@ -17,6 +17,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
+# Graphviz draws the dashboard's run graphs (`dot -Tsvg`, bot/dashboard/dag.py).
+RUN apt-get update && apt-get install -y --no-install-recommends graphviz && \
+    rm -rf /var/lib/apt/lists/*
+
 # Dependencies first, read from pyproject.toml alone, so code edits reuse this layer.
 COPY pyproject.toml ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt && \

@@ -1,5 +1,5 @@
 """``python -m bench [SUITE ...]`` (all, engine, process, durability, slack, alerts, edge,
-nodes, templates, profile, history, prune, metrics): figures beside targets."""
+nodes, templates, profile, history, prune, metrics, dashboard): figures beside targets."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ SUITES = (
     "history",
     "prune",
     "metrics",
+    "dashboard",
 )
 
 
@@ -33,7 +34,7 @@ def main() -> int:
         "suites",
         nargs="*",
         metavar="{all,engine,process,durability,slack,alerts,edge,nodes,templates,profile,history,"
-        "prune,metrics}",
+        "prune,metrics,dashboard}",
         help="engine: in-process engine throughput and memory; process: the baton command "
         "(start-up, one-step run, serve idle RSS); durability: timer lateness, memory and "
         "idle CPU of 10,000 parked runs, resuming them after a restart; slack: signed "
@@ -50,16 +51,17 @@ def main() -> int:
         "the "
         "sequential chain and of parking and resuming runs; history: serve start, GET "
         "/api/runs, a 10-step run and bytes per run, with 200,000 finished runs in the "
-        "database against none (python -m bench.history --help for its options). Default: "
+        "database against none (python -m bench.history --help for its options); dashboard: "
+        "GET / over 100,000 runs and a 200-step run's page with its Graphviz SVG. Default: "
         "engine, process, durability, slack, alerts, edge, nodes and templates (history, "
-        "prune and metrics fill big databases: ask for them).",
+        "prune, metrics and dashboard fill big databases: ask for them).",
     )
     args = parser.parse_args()
     unknown = [s for s in args.suites if s not in ("all", *SUITES)]
     if unknown:
         parser.error(f"unknown suite(s) {', '.join(unknown)}; choose from all, {', '.join(SUITES)}")
     chosen = args.suites or [
-        s for s in SUITES if s not in ("profile", "history", "prune", "metrics")
+        s for s in SUITES if s not in ("profile", "history", "prune", "metrics", "dashboard")
     ]
     if "all" in chosen:
         chosen = list(SUITES)
@@ -121,6 +123,10 @@ def main() -> int:
             from bench import history
 
             history.main([])
+        elif suite == "dashboard":
+            from bench import dashboard
+
+            dashboard.main()
     print(f"\nbench done in {time.perf_counter() - t0:.0f}s")
     return 0
 

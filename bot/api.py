@@ -2,7 +2,8 @@
 
 Writes need ``Authorization: Bearer $BATON_API_TOKEN`` (the service token) or a person's
 own token (``bot.api_auth``: the request then acts as that person); reads (``GET /api/*``
-and the ``/`` page) need one of them too when ``BATON_API_READ_TOKEN=required``.
+and the dashboard's pages, ``bot.dashboard``) need one of them too when
+``BATON_API_READ_TOKEN=required``.
 ``/healthz`` and ``/metrics`` are always open: they give status and counts, no names,
 params or outputs.
 
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from bot import api_auth, api_stats, edge, grammar, home
+from bot import api_auth, api_stats, dashboard, edge, grammar
 from bot.dashboard import auth
 from engine import paging, queries, runlogs, storable
 from engine.alerts import OUTCOMES
@@ -419,8 +420,6 @@ def create_app(
     if slack is not None and slack.http_enabled:
         app.router.add_post("/slack/events", slack.handle_http)
     # /healthz and /metrics stay open (status and counts: no names, params or outputs)
-    auth.add_routes(app, settings, baton)
-    home.add_routes(app, baton)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", api_stats.metrics(baton))
     app.router.add_get("/api/stats", reader(api_stats.stats(baton), settings))
@@ -434,6 +433,7 @@ def create_app(
     from bot import api_catalog  # its handlers use this module's helpers
 
     api_catalog.add_routes(app, settings)
+    dashboard.add_routes(app, settings, baton)  # "/" and the other pages (README, "Dashboard")
     if baton.alerts is not None:
         from bot.alerts import http as alert_http
 

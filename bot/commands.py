@@ -49,11 +49,14 @@ from bot.grammar import (
     ListPlaybooks,
     ListSchedules,
     Logs,
+    Pause,
+    Resume,
     Retry,
     Run,
     Schedule,
     Stats,
     Status,
+    Trigger,
     Unschedule,
     parse,
     shown_as_text,
@@ -62,7 +65,7 @@ from bot.grammar import (
 )
 from bot.progress import Progress
 from bot.tables import table
-from engine import access, analytics, queries, runlogs, storable
+from engine import access, analytics, queries, runlogs, schedule_ops, storable
 from engine import params as paramlib
 from engine import schedules as schedlib
 from engine.access import Actor
@@ -167,6 +170,7 @@ class Commands:
                 outcome = "invalid"
         except NotAllowed as exc:
             outcome, reply = "refused", _fail(str(exc))
+            reply.data["refused"] = True  # a refusal, not a mistake (the web answers 403)
             if isinstance(exc, access.Refused):  # front ends may word it their way
                 reply.data["refusal"] = exc.decision
         except PlaybookNotFound as exc:
@@ -205,11 +209,12 @@ class Commands:
                 run = await queries.run_origin(self.store, command.run_id)
                 own = self.rules.people.same(actor.id, run["requested_by"])
                 playbook = run["playbook"]
-            case Unschedule():
+            case Unschedule() | Pause() | Resume() | Trigger():
                 views = {v.id: v for v in await self.schedules.list()}
                 if command.schedule_id not in views:
                     return  # the schedules module says it does not exist
                 playbook = views[command.schedule_id].playbook
+                action = SCHEDULE_ACCESS.get(action, action)
             case Decide():
                 pass  # a viewer may not decide; the engine checks the gate's approvers
             case _:
@@ -274,6 +279,8 @@ class Commands:
             case Unschedule():
                 gone = await self.schedules.remove(command.schedule_id, actor.id)
                 return Reply([f"removed schedule {gone.id} ({gone.playbook}, {gone.when})"])
+            case Pause() | Resume() | Trigger():
+                return await self._schedule_op(actor, command)
             case History():
                 return await self._history(command.playbook)
             case Alerts():
@@ -517,6 +524,19 @@ class Commands:
             data={"schedule_id": made.id},
         )
 
+    async def _schedule_op(self, actor: Actor, command: Pause | Resume | Trigger) -> Reply:
+        sid = command.schedule_id
+        if isinstance(command, Trigger):
+            run_id = await schedule_ops.trigger(self.schedules, sid, actor.id)
+            line = f"triggered schedule {sid}: run {run_id}"
+            return Reply([line], run_id=run_id, follow=True, data={"started": run_id})
+        if isinstance(command, Pause):
+            view = await schedule_ops.pause(self.schedules, sid, actor.id)
+            return Reply([f"paused schedule {sid} ({view.playbook}); `resume {sid}` to go on"])
+        view = await schedule_ops.resume(self.schedules, sid, actor.id)
+        nxt = _short(view.next_fire_at)
+        return Reply([f"resumed schedule {sid} ({view.playbook}); next run {nxt}"])
+
     async def _schedules(self) -> Reply:
         views = await self.schedules.list()
         if not views:
@@ -539,7 +559,10 @@ class Commands:
 # --- formatting --------------------------------------------------------------------------
 
 
-CHANGING = ("run", "schedule", "unschedule", "retry", "cancel")
+CHANGING = ("run", "schedule", "unschedule", "retry", "cancel", "pause", "resume", "trigger")
+SCHEDULE_ACCESS = {"pause": "schedule", "resume": "schedule", "trigger": "run"}
+"""The access rules' action a schedule command is checked as: pausing and resuming change
+a schedule, triggering starts a run."""
 
 
 def place_of(actor: Actor, where: dict[str, Any]) -> access.Place:

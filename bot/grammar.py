@@ -96,6 +96,25 @@ class Unschedule:
 
 
 @dataclass(frozen=True)
+class Pause:
+    """``pause ID``: a cron schedule stops firing until ``resume ID``."""
+
+    schedule_id: str
+
+
+@dataclass(frozen=True)
+class Resume:
+    schedule_id: str
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """``trigger ID``: run a schedule's playbook with its params now."""
+
+    schedule_id: str
+
+
+@dataclass(frozen=True)
 class History:
     playbook: str | None = None
 
@@ -142,6 +161,9 @@ Command = (
     | Schedule
     | ListSchedules
     | Unschedule
+    | Pause
+    | Resume
+    | Trigger
     | History
     | Alerts
     | Logs
@@ -172,6 +194,9 @@ USAGE: dict[str, tuple[str, str]] = {
     ),
     "schedules": ("schedules", "list schedules with their next fire"),
     "unschedule": ("unschedule ID", "remove a schedule"),
+    "pause": ("pause ID", "stop a cron schedule firing until `resume ID`"),
+    "resume": ("resume ID", "let a paused schedule fire again, from its next time"),
+    "trigger": ("trigger ID", "run a schedule's playbook with its params now"),
     "history": ("history [PLAYBOOK]", "recent runs, of one playbook or of all"),
     "alerts": (
         "alerts [OUTCOME]",
@@ -185,6 +210,11 @@ USAGE: dict[str, tuple[str, str]] = {
     "hosts": ("hosts [PATTERN]", "the inventory's hosts a pattern names (web, web:&prod, db*)"),
 }
 VERBS = tuple(USAGE)
+SCHEDULE_VERBS: dict[str, type[Pause | Resume | Trigger]] = {
+    "pause": Pause,
+    "resume": Resume,
+    "trigger": Trigger,
+}
 
 
 def _usage(verb: str) -> str:
@@ -253,6 +283,9 @@ def parse(text: str) -> Command:
         case "unschedule":
             _arity(verb, args, 1, 1)
             return Unschedule(args[0])
+        case "pause" | "resume" | "trigger":
+            _arity(verb, args, 1, 1)
+            return SCHEDULE_VERBS[verb](args[0])
         case "history":
             _arity(verb, args, 0, 1)
             return History(args[0] if args else None)
@@ -359,7 +392,7 @@ def target_of(command: Command) -> str:
             return command.run_id or ""
         case Decide():
             return command.approval_id
-        case Unschedule():
+        case Unschedule() | Pause() | Resume() | Trigger():
             return command.schedule_id
         case History() | Stats():
             return command.playbook or ""
@@ -386,6 +419,9 @@ def verb_of(command: Command) -> str:
         Schedule: "schedule",
         ListSchedules: "schedules",
         Unschedule: "unschedule",
+        Pause: "pause",
+        Resume: "resume",
+        Trigger: "trigger",
         History: "history",
         Alerts: "alerts",
         Logs: "logs",

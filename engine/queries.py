@@ -114,14 +114,24 @@ Filter = str | None
 
 
 def runs_query(
-    *, limit: int, before: tuple[datetime, str] | None = None, **filters: Filter
+    *,
+    limit: int,
+    before: tuple[datetime, str] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    **filters: Filter,
 ) -> sa.Select[Any]:
-    """The runs newest first, narrowed by ``filters`` (RUN_FILTERS), after the row
-    ``before`` (its created_at and id): one range of one index, whatever the history.
-    With two filters SQLite walks the index of one and checks the other (status when
-    status is one: the runs in progress are few)."""
+    """The runs newest first, narrowed by ``filters`` (RUN_FILTERS) and created in
+    [``since``, ``until``), after the row ``before`` (its created_at and id): one range of
+    one index, whatever the history (every index ends in created_at, so the time range
+    narrows that range). With two filters SQLite walks the index of one and checks the
+    other (status when status is one: the runs in progress are few)."""
     c = t.runs.c
     q = sa.select(*_RUN_COLUMNS).order_by(c.created_at.desc(), c.id.desc()).limit(limit)
+    if since is not None:
+        q = q.where(c.created_at >= since)
+    if until is not None:
+        q = q.where(c.created_at < until)
     for name, value in filters.items():
         if name not in RUN_FILTERS:
             raise TypeError(f"runs cannot be filtered by {name!r}")
@@ -158,15 +168,17 @@ async def runs_page(
     limit: int = 50,
     cursor: str | None = None,
     filters: Mapping[str, Filter] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> paging.Page[dict[str, Any]]:
-    """A page of runs narrowed by ``filters`` (as ``runs_query``), newest first (see
-    ``engine.paging``); ``cursor`` from the page before. BadCursor for a cursor this
-    list did not give out."""
+    """A page of runs narrowed by ``filters`` and the time range (as ``runs_query``),
+    newest first (see ``engine.paging``); ``cursor`` from the page before. BadCursor for
+    a cursor this list did not give out."""
     before = None
     if cursor:
         at, run_id = paging.decode("runs", cursor, 2)
         before = (paging.timestamp(at), run_id)
-    q = runs_query(limit=limit + 1, before=before, **(filters or {}))
+    q = runs_query(limit=limit + 1, before=before, since=since, until=until, **(filters or {}))
 
     def read(conn: sa.Connection) -> tuple[list[dict[str, Any]], bool]:
         rows = conn.execute(q).all()

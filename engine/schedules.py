@@ -71,6 +71,11 @@ class ScheduleView:
     missed: int
     last_error: str | None
 
+    @property
+    def paused(self) -> bool:
+        """A cron schedule with no next fire is paused (``engine.schedule_ops``)."""
+        return self.kind == "cron" and self.next_fire_at is None
+
 
 def parse_when(text: str, now: datetime, timezone: str = "UTC") -> datetime:
     """``in 30m`` / ``30m`` (from now) or ``at 18:00`` / ``18:00`` (the next such time in

@@ -347,3 +347,30 @@ def test_api_paths_never_fail(server: Server, template: str, value: str) -> None
         Authorization=f"Bearer {API_TOKEN}",
         **({"Content-Type": "application/json"} if body else {}),
     )
+
+
+@SETTINGS
+@given(
+    st.sampled_from(
+        [
+            "/?playbook={}",
+            "/?status={}",
+            "/?who={}&trigger={}",
+            "/?since={}",
+            "/?until={}",
+            "/?limit={}",
+            "/?cursor={}",
+            "/runs/{}",
+            "/runs/{}/panel",
+            "/alerts?outcome={}",
+            "/alerts?cursor={}",
+            "/audit?action={}&since={}",
+            "/audit?cursor={}",
+        ]
+    ),
+    st.one_of(
+        PATH_TEXT, st.sampled_from(["%00", "%ED%A0%80", "-1", "1e9", "99999999999999999999"])
+    ),
+)
+def test_dashboard_pages_never_fail(server: Server, template: str, value: str) -> None:
+    server.send("GET", template.format(value, value))
