@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint types unit bench services clean compile
+.PHONY: run test lint types unit bench services clean compile mutate
 
 # An editable install as one plain path in a .pth file: pyproject's `package-dir = {"" = "."}`
 # makes setuptools write that (nothing to announce), instead of an import hook that costs
@@ -44,5 +44,27 @@ test: $(STAMP) services lint types
 bench: $(STAMP) compile
 	$(BIN)/python -m bench
 
+# Mutation testing ([tool.mutmut] in pyproject.toml): mutmut changes engine/params.py and
+# engine/durations.py one small edit at a time and runs their unit tests against each
+# change; a change no test notices is a rule no test pins (docs/mutation.md). It starts
+# from a fresh mutants/ (mutmut would reuse a stale copy), then prints the share of
+# changes killed per module and fails below MUTATE_MIN percent.
+MUTATE_JOBS ?= 2
+MUTATE_MIN  ?= 90
+
+mutate: $(STAMP)
+	rm -rf mutants && mkdir mutants
+	$(BIN)/mutmut run --max-children $(MUTATE_JOBS) > mutants/run.log 2>&1 \
+	  || { tail -n 40 mutants/run.log; exit 1; }
+	$(BIN)/mutmut results
+	@$(BIN)/mutmut results --all true | awk -v min=$(MUTATE_MIN) ' \
+	  { name = $$1; sub(/:$$/, "", name); n = split(name, part, "."); module = part[1]; \
+	    for (i = 2; i < n; i++) module = module "." part[i]; \
+	    total[module]++; if ($$2 == "killed" || $$2 == "timeout") killed[module]++ } \
+	  END { low = 0; for (m in total) { score = 100 * killed[m] / total[m]; \
+	          printf "%-18s %5.1f%% killed (%d of %d)\n", m, score, killed[m], total[m]; \
+	          if (score < min) low = 1 } \
+	        if (low) { printf "below %d%%: see docs/mutation.md\n", min; exit 1 } }'
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache mutants

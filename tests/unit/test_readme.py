@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,18 @@ def test_the_template_budget_it_states_is_the_sandboxs() -> None:
     assert f"strings of up to {sandbox.MAX_TEXT:,} characters" in README
     assert f"lists of up to {sandbox.MAX_ITEMS:,} items" in README
     assert f"more than {sandbox.ON_LOOP_UNITS:,} units are rendered again" in README
+
+
+def test_the_mutation_run_it_describes_is_the_configured_one() -> None:
+    """``make mutate``: the modules the README names are the ones mutmut changes, and every
+    test file it runs them against exists (mutmut would stop on a missing one)."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
+    section = README.split("## Development", 1)[1]
+    assert [m for m in config["only_mutate"] if f"`{m}`" not in section] == []
+    tests = config["pytest_add_cli_args_test_selection"]
+    assert [t for t in tests if not (ROOT / t).is_file()] == []
+    assert "fails below 90% (`MUTATE_MIN=90`)" in section
+    assert "MUTATE_MIN  ?= 90" in (ROOT / "Makefile").read_text()
 
 
 def test_every_param_type_is_in_the_params_table() -> None:
