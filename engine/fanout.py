@@ -122,7 +122,12 @@ async def stored(store: Store, run_id: str, step_id: str, run_attempt: int) -> l
 
 async def tallies(store: Store, run_id: str, run_attempt: int) -> dict[str, Tally]:
     """How each fan-out of a run stands, by step id (for ``status`` and the API)."""
-    rows = await store.all(
+    return await store.read(partial(tallies_in, run_id=run_id, run_attempt=run_attempt))
+
+
+def tallies_in(conn: sa.Connection, run_id: str, run_attempt: int) -> dict[str, Tally]:
+    """``tallies``, read on a connection already open."""
+    rows = conn.execute(
         sa.select(t.step_items.c.step_id, t.step_items.c.status, t.step_items.c.item)
         .where(t.step_items.c.run_id == run_id, t.step_items.c.run_attempt == run_attempt)
         .order_by(t.step_items.c.step_id, t.step_items.c.idx)
