@@ -254,7 +254,7 @@ class FanOut:
         if not isinstance(values, list):
             raise _BadList(
                 f"for_each.items must give a list, but gave {type(values).__name__} "
-                f"{str(values)[:80]!r}: write a YAML list or a template of a list "
+                f"{repr(values)[:80]}: write a YAML list or a template of a list "
                 '(e.g. "{{ params.hosts }}")'
             )
         if len(values) > MAX_ITEMS:

@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine import events as ev
+from engine import queries
 from storage import tables as t
 from tests.conftest import HarnessFactory
 from tests.fakes.processes import wait_until
@@ -179,3 +180,52 @@ async def test_retries_and_timeouts_apply_per_item(harness: HarnessFactory, tmp_
     assert [r.status for r in rows] == ["timed_out", "succeeded"], [r.error for r in rows]
     assert rows[0].error == "timed out after 0:00:00.200000"
     assert (await h.run_row(slow)).status == "succeeded"  # 1 of 2 is within 50%
+
+
+BLOCKING = {
+    "hold": """
+        name: hold
+        params: {dir: {required: true}}
+        steps:
+          - id: each
+            action: shell
+            for_each: {items: [a, b, c, d, e], parallel: 2}
+            with:
+              env: {ITEM: "{{ item }}"}
+              script: 'mkdir "$PARAM_DIR/$ITEM"; echo $$ > "$PARAM_DIR/$ITEM/pid"; exec sleep 30'
+        finally:
+          - id: tidy
+            action: log
+            with: {message: "{{ steps.each.items | length }} items"}
+    """
+}
+
+
+async def test_cancel_mid_fan_out_kills_running_items_and_starts_no_more(
+    harness: HarnessFactory, tmp_path: Path
+) -> None:
+    h = await harness(BLOCKING)
+    run_id = await s.start(h, "hold", {"dir": str(tmp_path)})
+    pids = [await s.started_pid(tmp_path / item) for item in "ab"]
+    assert (await queries.get_run(h.store, run_id))["steps"][0]["items"] == {
+        "total": 5,
+        "done": 0,
+        "failed": 0,
+        "running": 2,
+        "failed_items": [],
+    }
+
+    await h.engine.cancel(run_id, "bob")
+    await h.engine.wait_for(run_id)
+    for pid in pids:
+        await s.gone(pid)
+
+    assert (await h.run_row(run_id)).status == "cancelled"
+    rows = await items(h, run_id, "each")
+    assert [r.status for r in rows] == ["cancelled", "cancelled", "skipped", "skipped", "skipped"]
+    assert rows[0].error == "cancelled by bob"
+    assert rows[2].error == "not started: the run was cancelled"
+    assert not (tmp_path / "c").exists()  # no new item started
+    steps = await h.steps(run_id)
+    assert steps["each"].status == "cancelled"
+    assert steps["tidy"].output["message"] == "5 items"
