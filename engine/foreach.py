@@ -204,6 +204,22 @@ class Tally:
         """The failed items by name: the first few, then "and N more"."""
         return names(self.failed_names, shown, self.failed)
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Tally:
+        """From the run JSON's ``items`` (``json`` plus ``failed_items``)."""
+        return cls(
+            total=data["total"],
+            done=data["done"],
+            failed=data["failed"],
+            running=data["running"],
+            failed_names=tuple(data.get("failed_items") or ()),
+        )
+
+    def summary(self) -> str:
+        """``12/40 done, 1 failed, 5 running; failed: web3``."""
+        failed = self.failures()
+        return self.text() + (f"; failed: {failed}" if failed else "")
+
     def json(self) -> dict[str, int]:
         return {
             "total": self.total,
