@@ -16,7 +16,7 @@ import asyncio
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -24,10 +24,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine import events as ev
+from engine import foreach, storable, templating
 from engine import messages as msg
-from engine import storable, templating
 from engine.errors import TemplateError
-from engine.foreach import KEPT_NAMES, MAX_ITEMS, ForEach, Item, Tally, label, outcome, output
+from engine.foreach import ForEach, Item, Tally, label, outcome, output
 from engine.state import RunState, StepState
 from engine.timing import Timers
 from storage import tables as t
@@ -180,11 +180,12 @@ class _Counts:
 
     def move(self, item: Item, before: str) -> None:
         """``item`` went from status ``before`` to its status now."""
-        was = replace(item, status=before)
-        self.done += int(item.done) - int(was.done)
-        self.failed += int(item.failed) - int(was.failed)
-        self.running += int(item.status in _BUSY) - int(before in _BUSY)
-        if item.failed and not was.failed and len(self.names) < KEPT_NAMES:
+        now = item.status
+        self.done += (now in foreach.FINISHED) - (before in foreach.FINISHED)
+        self.failed += (now in foreach.FAILED) - (before in foreach.FAILED)
+        self.running += (now in _BUSY) - (before in _BUSY)
+        newly_failed = now in foreach.FAILED and before not in foreach.FAILED
+        if newly_failed and len(self.names) < foreach.KEPT_NAMES:
             self.names.append(label(item.value))
 
     def tally(self) -> Tally:
@@ -257,9 +258,9 @@ class FanOut:
                 f"{repr(values)[:80]}: write a YAML list or a template of a list "
                 '(e.g. "{{ params.hosts }}")'
             )
-        if len(values) > MAX_ITEMS:
+        if len(values) > foreach.MAX_ITEMS:
             raise _BadList(
-                f"for_each.items gave {len(values)} items, more than {MAX_ITEMS}: "
+                f"for_each.items gave {len(values)} items, more than {foreach.MAX_ITEMS}: "
                 "split the list over several steps or runs"
             )
         return values
@@ -425,7 +426,7 @@ class FanOut:
 
     def _news(self, items: list[Item], kind: str, *, commit: bool = False) -> ItemNews:
         done = asyncio.get_running_loop().create_future() if commit else None
-        snapshot = tuple(replace(i) for i in items)
+        snapshot = tuple(i.copy() for i in items)
         return ItemNews(self.step.id, kind, snapshot, self.counts.tally(), done)
 
     def _stopped(self, attempt: int) -> msg.Finished:
