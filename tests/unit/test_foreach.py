@@ -6,9 +6,11 @@ items are in flight, on manual time."""
 from __future__ import annotations
 
 import asyncio
+import re
 import textwrap
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -392,3 +394,15 @@ async def test_a_list_that_is_not_one_fails_the_step_with_what_to_write(
     result = await made.run()
     assert result.outcome == "failed"
     assert result.error is not None and result.error.startswith(error)
+
+
+def test_the_readmes_for_each_example_validates(tmp_path: Path) -> None:
+    readme = (Path(__file__).parent.parent.parent / "README.md").read_text()
+    (example,) = re.findall(r"```yaml\n(name: rolling-restart\n.*?)```", readme, flags=re.S)
+    path = tmp_path / "rolling-restart.yaml"
+    path.write_text(example)
+    playbooks, problems = validate.validate_paths([path], Registry.from_entry_points())
+    assert problems == [] and len(playbooks) == 1
+    (loaded, _) = playbooks["rolling-restart"]
+    spec = loaded.steps[0].for_each
+    assert spec is not None and (spec.name, spec.parallel, spec.limit(40)) == ("host", 5, 2)
