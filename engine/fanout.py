@@ -21,122 +21,17 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-import sqlalchemy as sa
-
-from engine import events as ev
-from engine import foreach, storable, templating
+from engine import foreach, templating
 from engine import messages as msg
 from engine.errors import TemplateError
 from engine.foreach import ForEach, Item, Tally, label, outcome, output
+from engine.items import ItemNews, settle
 from engine.state import RunState, StepState
 from engine.timing import Timers
-from storage import tables as t
-from storage.rows import Rows
-from storage.store import Op, Store
 
 Act = Callable[[dict[str, Any], int, Callable[[], str | None]], Awaitable[Any]]
 """Run the step's action once: (template context, attempt, why it was cancelled)."""
 Post = Callable[[Any], None]
-
-
-@dataclass(frozen=True)
-class ItemNews:
-    """Items of a fan-out moved (``kind`` ``item_new``: they were planned; ``item``:
-    one changed). ``committed`` is resolved once the driver committed the news."""
-
-    step_id: str
-    kind: str
-    items: tuple[Item, ...]
-    tally: Tally
-    committed: asyncio.Future[None] | None = None
-
-
-def settle(committed: asyncio.Future[None]) -> None:
-    """The news a fan-out waits on is committed: it may go on."""
-    if not committed.done():
-        committed.set_result(None)
-
-
-def record(run: RunState, news: ItemNews, now: datetime) -> tuple[list[Op], ev.ItemsProgressed]:
-    """What the driver commits for ``news`` and the progress event it publishes."""
-    rows = [_row(run, news.step_id, item, news.kind) for item in news.items]
-    tally = news.tally
-    event = ev.ItemsProgressed(
-        run_id=run.id,
-        playbook=run.playbook.name,
-        at=now,
-        step_id=news.step_id,
-        total=tally.total,
-        done=tally.done,
-        failed=tally.failed,
-        running=tally.running,
-        failed_names=tally.failed_names,
-        text=tally.text(),
-        failures=tally.failures(),
-    )
-    return [Rows(news.kind, rows)], event
-
-
-def _row(run: RunState, step_id: str, item: Item, kind: str) -> dict[str, Any]:
-    key = {"run_id": run.id, "step_id": step_id, "run_attempt": run.attempt, "idx": item.index}
-    if kind == "item_new":
-        return {**key, "item": storable.clean(item.value), "status": item.status, "attempts": 0}
-    out = storable.clean(run.masker.mask(item.output)) if item.output else item.output
-    error = storable.clean_text(run.masker.mask_text(item.error)) if item.error else None
-    return {
-        **key,
-        "status": item.status,
-        "attempts": item.attempts,
-        "output": out,
-        "error": error,
-        "started_at": item.started_at,
-        "finished_at": item.finished_at,
-    }
-
-
-async def stored(store: Store, run_id: str, step_id: str, run_attempt: int) -> list[Item]:
-    """The items of a fan-out as committed, in order (none before it planned them)."""
-    rows = await store.all(
-        sa.select(t.step_items)
-        .where(
-            t.step_items.c.run_id == run_id,
-            t.step_items.c.step_id == step_id,
-            t.step_items.c.run_attempt == run_attempt,
-        )
-        .order_by(t.step_items.c.idx)
-    )
-    return [
-        Item(
-            index=r.idx,
-            value=r.item,
-            status=r.status,
-            attempts=r.attempts,
-            output=r.output,
-            error=r.error,
-            started_at=r.started_at,
-            finished_at=r.finished_at,
-        )
-        for r in rows
-    ]
-
-
-async def tallies(store: Store, run_id: str, run_attempt: int) -> dict[str, Tally]:
-    """How each fan-out of a run stands, by step id (for ``status`` and the API)."""
-    return await store.read(partial(tallies_in, run_id=run_id, run_attempt=run_attempt))
-
-
-def tallies_in(conn: sa.Connection, run_id: str, run_attempt: int) -> dict[str, Tally]:
-    """``tallies``, read on a connection already open."""
-    rows = conn.execute(
-        sa.select(t.step_items.c.step_id, t.step_items.c.status, t.step_items.c.item)
-        .where(t.step_items.c.run_id == run_id, t.step_items.c.run_attempt == run_attempt)
-        .order_by(t.step_items.c.step_id, t.step_items.c.idx)
-    )
-    by_step: dict[str, list[Item]] = {}
-    for r in rows:
-        items = by_step.setdefault(r.step_id, [])
-        items.append(Item(index=len(items), value=r.item, status=r.status))
-    return {step_id: Tally.of(items) for step_id, items in by_step.items()}
 
 
 def resume(items: list[Item], idempotent: bool, attempts: int) -> list[Item]:
@@ -204,6 +99,7 @@ class FanOut:
         now: Callable[[], datetime],
         timers: Timers,
         busy: Callable[[int], None] = lambda n: None,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         """``busy(+1)``/``busy(-1)``: the engine's count of work in progress (its
         ``wait_idle``) while an item acts; an item waiting for its retry does not count."""
@@ -217,6 +113,7 @@ class FanOut:
         self._now = now
         self.timers = timers
         self._busy = busy
+        self._stopping = stopping
         self.items: list[Item] = []
         self.counts = _Counts()
         self.reasons: dict[int, str] = {}
@@ -238,6 +135,8 @@ class FanOut:
                 if changed:
                     await self._tell(changed)
             await self._drive()
+            if self.stop == "shutdown":
+                return self._stopped(attempt)
         except TemplateError as exc:
             return msg.Finished(self.step.id, attempt, "failed", error=f"for_each.items: {exc}")
         except _BadList as exc:
@@ -276,7 +175,7 @@ class FanOut:
         running: set[asyncio.Task[None]] = set()
         try:
             while queue or running:
-                while queue and len(running) < self.spec.parallel and not self._too_many():
+                while queue and len(running) < self.spec.parallel and not self._held():
                     item = queue.popleft()
                     self._busy(+1)
                     running.add(asyncio.create_task(self._item(item)))
@@ -296,7 +195,14 @@ class FanOut:
             if self.stop != "shutdown":  # a restart runs them; a cancel never will
                 self._skip(queue, f"not started: the run was {self.stop}")
             raise
+        if queue and self._stopping():  # Baton stops: the next start runs the rest
+            self.stop = "shutdown"
+            return
         self._skip(queue, self._skip_reason())
+
+    def _held(self) -> bool:
+        """No new item may start: too many failed, or Baton is stopping."""
+        return self._too_many() or self._stopping()
 
     def _too_many(self) -> bool:
         return self.counts.failed > self.spec.limit(self.counts.total)
@@ -341,6 +247,7 @@ class FanOut:
                     result.outcome in ("failed", "timed_out")
                     and item.attempts < retry.attempts
                     and self.stop is None
+                    and not self._stopping()
                 )
                 if not retrying:
                     self._finish(item, result.outcome)

@@ -10,9 +10,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine import fanout, paging
+from engine import paging
 from engine.errors import ApprovalNotFound, RunNotFound
 from engine.foreach import Tally
+from engine.items import tallies_in
 from storage import tables as t
 from storage.store import Store
 
@@ -67,7 +68,7 @@ async def get_run(store: Store, run_id: str) -> dict[str, Any]:
             raise RunNotFound(run_id)
         steps = conn.execute(sa.select(t.steps).where(t.steps.c.run_id == run_id)).all()
         run = _run_json(row, list(steps))
-        _add_items(run, fanout.tallies_in(conn, run_id, row.attempt))
+        _add_items(run, tallies_in(conn, run_id, row.attempt))
         run["approvals"] = _gates(conn, run_id)
         return run
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 import sqlalchemy as sa
 
-from engine import audit, fanout, gates, planning, queries, stepenv, storable, templating
+from engine import audit, fanout, gates, items, planning, queries, stepenv, storable, templating
 from engine import events as ev
 from engine import messages as msg
 from engine.actions import ActionContext, ChildRunSpec, Suspend, refuse_splices
@@ -1183,10 +1183,11 @@ class Engine:
             step,
             post=lambda m: self._post(run, m),
             act=partial(self._act, run, step),
-            load=partial(fanout.stored, self.store, run.id, step.id, run.attempt),
+            load=partial(items.stored, self.store, run.id, step.id, run.attempt),
             now=self.clock.now,
             timers=self.timers,
             busy=self._busy_add,
+            stopping=lambda: self._stopping,
         )
         result = await fan.run()
         step.task = None

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from engine import audit, fanout, storable, templating
+from engine import audit, items, storable, templating
 from engine import events as ev
 from engine import messages as msg
 from engine.actions import ApprovalSpec, ChildRunSpec, Suspend
@@ -124,7 +124,7 @@ class RunMachine:
                 )
             )
             return
-        if isinstance(m, fanout.ItemNews):
+        if isinstance(m, items.ItemNews):
             self._apply_items(run, m, batch)
             return
         step = run.steps.get(getattr(m, "step_id", ""))
@@ -171,9 +171,9 @@ class RunMachine:
                     + (f": {m.error}" if m.error else ""),
                 )
 
-    def _apply_items(self, run: RunState, news: fanout.ItemNews, batch: Batch) -> None:
+    def _apply_items(self, run: RunState, news: items.ItemNews, batch: Batch) -> None:
         """Items of a fan-out moved: their rows, one progress event per step and turn."""
-        ops, event = fanout.record(run, news, self.clock.now())
+        ops, event = items.record(run, news, self.clock.now())
         batch.ops += ops
         last = batch.events[-1] if batch.events else None
         if isinstance(last, ev.ItemsProgressed) and last.step_id == event.step_id:
@@ -181,7 +181,7 @@ class RunMachine:
         else:
             batch.events.append(event)
         if news.committed is not None:
-            batch.after.append(partial(fanout.settle, news.committed))
+            batch.after.append(partial(items.settle, news.committed))
 
     def _apply_finished(
         self, run: RunState, step: StepState, m: msg.Finished, batch: Batch

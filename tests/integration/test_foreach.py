@@ -229,3 +229,47 @@ async def test_cancel_mid_fan_out_kills_running_items_and_starts_no_more(
     steps = await h.steps(run_id)
     assert steps["each"].status == "cancelled"
     assert steps["tidy"].output["message"] == "5 items"
+
+
+RESTARTED = {
+    "again": """
+        name: again
+        params: {dir: {required: true}}
+        steps:
+          - id: each
+            action: shell
+            idempotent: true
+            for_each: {items: [a, b, c, d], parallel: 2}
+            with:
+              env: {ITEM: "{{ item }}"}
+              script: |
+                echo run >> "$PARAM_DIR/$ITEM.log"
+                case "$ITEM" in c|d) exit 0;; esac
+                [ -d "$PARAM_DIR/$ITEM" ] && exit 0
+                mkdir "$PARAM_DIR/$ITEM"; echo $$ > "$PARAM_DIR/$ITEM/pid"; exec sleep 30
+    """
+}
+
+
+async def test_a_stop_mid_fan_out_leaves_the_rest_to_the_next_start(
+    harness: HarnessFactory, tmp_path: Path
+) -> None:
+    h = await harness(RESTARTED)
+    run_id = await s.start(h, "again", {"dir": str(tmp_path)})
+    for item in "ab":
+        await s.started_pid(tmp_path / item)
+
+    await h.restart()  # a graceful stop: running items interrupted, none started
+    await h.engine.wait_for(run_id)
+    await h.engine.wait_idle()
+
+    assert (await h.run_row(run_id)).status == "succeeded"
+    rows = await items(h, run_id, "each")
+    assert [(r.item, r.status, r.attempts) for r in rows] == [
+        ("a", "succeeded", 2),
+        ("b", "succeeded", 2),
+        ("c", "succeeded", 1),
+        ("d", "succeeded", 1),
+    ]
+    assert s.lines(tmp_path / "c.log") == ["run"]
+    assert s.lines(tmp_path / "a.log") == ["run", "run"]

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from engine import fanout, playbook, validate
+from engine import fanout, items, playbook, validate
 from engine import messages as msg
 from engine.actions.registry import Registry
 from engine.errors import PlaybookInvalid
@@ -222,8 +222,8 @@ class Driver:
 
     def post(self, news: Any) -> None:
         self.posted.append(news)
-        if isinstance(news, fanout.ItemNews) and news.committed is not None:
-            fanout.settle(news.committed)
+        if isinstance(news, items.ItemNews) and news.committed is not None:
+            items.settle(news.committed)
         self.moved.set()
 
     async def until(self, condition: Callable[[], bool]) -> None:
@@ -233,7 +233,7 @@ class Driver:
                 await self.moved.wait()
 
     def moves(self, status: str) -> list[Item]:
-        news = [n for n in self.posted if isinstance(n, fanout.ItemNews)]
+        news = [n for n in self.posted if isinstance(n, items.ItemNews)]
         return [i for n in news for i in n.items if i.status == status]
 
 
@@ -286,7 +286,7 @@ async def test_no_more_than_parallel_items_are_ever_in_flight(parallel: int) -> 
         "item": "h5", "status": "succeeded", "output": {"host": "h5", "i": 4}, "error": None,
         "attempts": 1,
     }  # fmt: skip
-    news = [n for n in driver.posted if isinstance(n, fanout.ItemNews)]
+    news = [n for n in driver.posted if isinstance(n, items.ItemNews)]
     assert news[0].kind == "item_new" and len(news[0].items) == len(HOSTS)
     assert news[-1].tally.text() == "20/20 done"
 
