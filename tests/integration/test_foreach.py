@@ -10,6 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from bot.commands import Actor, Commands
 from engine import events as ev
 from engine import queries
 from storage import tables as t
@@ -18,6 +19,8 @@ from tests.fakes.processes import wait_until
 from tests.harness import Harness
 from tests.integration import support as s
 from tests.integration.foreach_probe import PROBE
+
+ALICE = Actor(id="alice", name="Alice", via="console")
 
 PROBED = {
     "fleet": """
@@ -273,3 +276,19 @@ async def test_a_stop_mid_fan_out_leaves_the_rest_to_the_next_start(
     ]
     assert s.lines(tmp_path / "c.log") == ["run"]
     assert s.lines(tmp_path / "a.log") == ["run", "run"]
+
+
+async def test_status_in_chat_shows_the_fan_outs_progress_and_failed_items(
+    harness: HarnessFactory,
+) -> None:
+    h = await harness(PROBED)
+    PROBE.reset()
+    cmds = Commands(engine=h.engine, schedules=h.schedules, timezone="UTC")
+    run_id = await h.run("fleet", {"bad": ["web2", "web3", "web6"]})
+
+    reply = await cmds.handle(ALICE, f"status {run_id}", {"front_end": "console"})
+
+    assert "  restart: failed" in reply.text
+    # web2 and web3 fail among the first 3: over max_failures 1, nothing more starts
+    assert "    items: 7/7 done, 2 failed; failed: web2, web3" in reply.text
+    assert "    2 of 7 items failed: web2, web3" in reply.text
