@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from bot.commands import Actor, Commands
+from bot.slack import blocks
 from engine import events as ev
 from engine import queries
 from storage import tables as t
@@ -292,3 +293,41 @@ async def test_status_in_chat_shows_the_fan_outs_progress_and_failed_items(
     # web2 and web3 fail among the first 3: over max_failures 1, nothing more starts
     assert "    items: 7/7 done, 2 failed; failed: web2, web3" in reply.text
     assert "    2 of 7 items failed: web2, web3" in reply.text
+
+
+THOUSAND = {
+    "wide": """
+        name: wide
+        steps:
+          - id: each
+            action: python
+            for_each: {items: "{{ range(1000) | list }}", parallel: 50, max_failures: "50%"}
+            with:
+              call: tests.integration.foreach_probe:visit
+              args:
+                item: "{{ 'web-host-with-a-rather-long-name-' ~ item }}"
+                index: "{{ index }}"
+                fail: "{{ item % 3 == 0 }}"
+    """
+}
+
+
+async def test_the_card_of_a_1000_item_fan_out_stays_within_slacks_limits(
+    harness: HarnessFactory,
+) -> None:
+    h = await harness(THOUSAND)
+    PROBE.reset()
+    run_id = await h.run("wide")
+    assert (await h.run_row(run_id)).status == "succeeded"  # 334 failed: within 50%
+    run = await queries.get_run(h.store, run_id)
+    assert run["steps"][0]["items"]["total"] == 1000
+    assert len(run["steps"][0]["output"]["items"]) == 1000
+
+    _, card = blocks.run_card(run, h.clock.now())
+    assert len(card) <= blocks.MAX_BLOCKS
+    assert all(len(b["text"]["text"]) <= blocks.MAX_SECTION for b in card if "text" in b)
+    assert "1000/1000 done, 334 failed; failed: 0, 3, 6 and 331 more" in str(card)
+    # the step's output in a thread: its end in a code block, the whole as a file
+    _, thread, cut = blocks.step_failure(run_id, "each", "x", run["steps"][0]["output"], 1)
+    assert cut and len(thread) <= blocks.MAX_BLOCKS
+    assert all(len(b["text"]["text"]) <= blocks.MAX_SECTION for b in thread)
