@@ -69,11 +69,29 @@ def fan(name: str, action: str, width: int = FAN_OUT) -> str:
     return "\n".join(lines) + "\n"
 
 
+FOREACH_ITEMS = 1000
+FOREACH_PARALLEL = 50
+
+
+def for_each(name: str, action: str, items: int, parallel: int) -> str:
+    """One ``for_each`` step over ``range(items)``, ``parallel`` items at a time."""
+    return textwrap.dedent(f"""\
+        name: {name}
+        steps:
+          - id: each
+            action: {action}
+            for_each: {{items: "{{{{ range({items}) | list }}}}", parallel: {parallel}}}
+            with: {{message: "item {{{{ item }}}} of {{{{ index }}}}"}}
+        """)
+
+
 PLAYBOOKS = {
     "chain-noop": chain("chain-noop", "noop"),
     "chain-log": chain("chain-log", "log"),
     "fan-noop": fan("fan-noop", "noop"),
     "one-noop": chain("one-noop", "noop", 1),
+    "one-log": chain("one-log", "log", 1),
+    "foreach-log": for_each("foreach-log", "log", FOREACH_ITEMS, FOREACH_PARALLEL),
 }
 
 ONE_STEP_LOG = textwrap.dedent(

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.common import FAN_OUT, STEPS, Bench, Timer, figure, heading, open_bench
+from bench.foreach import bench_for_each
 from storage.store import Store
 
 SEQ_RUNS = 20
@@ -200,6 +201,7 @@ async def run_all() -> None:
         await bench_concurrent(bench, meter, "chain-noop", "noop")
         await bench_concurrent(bench, meter, "chain-log", "log")
         await bench_fan(bench, meter)
+        await bench_for_each(bench, lambda: meter.snapshot()[1])
     rss_peak = rss_mb()
     total, runs = await bench_tracemalloc()
     heading("memory")

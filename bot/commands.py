@@ -72,6 +72,7 @@ from engine.access import Actor
 from engine.durations import format_duration
 from engine.errors import BatonError, InvalidTransition, NotAllowed, PlaybookNotFound, closest
 from engine.fleet import inventory
+from engine.foreach import Tally
 from engine.requests import RunRequest
 from engine.runner import Engine
 
@@ -404,6 +405,8 @@ class Commands:
             took = f", {took}" if took else ""
             phase = f" [{step['phase']}]" if step.get("phase", "main") != "main" else ""
             lines.append(f"  {step['id']}{phase}: {step['status']}{tries}{took}")
+            if step.get("items"):
+                lines.append(f"    items: {Tally.from_json(step['items']).summary()}")
             if step["error"]:
                 lines.append(f"    {_first_line(step['error'])}")
         approvals = await queries.pending_approvals(self.store, run_id)

@@ -16,6 +16,7 @@ TAIL_LINES = 20
 class Progress:
     def __init__(self, out: TextIO = sys.stdout) -> None:
         self.out = out
+        self._items: dict[tuple[str, str], ev.ItemsProgressed] = {}
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -59,6 +60,10 @@ class Progress:
             case ev.StepInterrupted():
                 what = "re-running" if event.rerun else "not re-run"
                 self.say(f"  ! {event.step_id} was interrupted by a restart; {what}")
+            case ev.ItemsProgressed():
+                if self._worth_a_line(event):
+                    failed = f"; failed: {event.failures}" if event.failures else ""
+                    self.say(f"  … {event.step_id}: {event.text}{failed}")
             case ev.RunLogged():
                 self.say(f"    {event.message}")
             case ev.RunFinished():
@@ -69,6 +74,22 @@ class Progress:
                 )
             case _:
                 pass
+
+    def _worth_a_line(self, event: ev.ItemsProgressed) -> bool:
+        """A fan-out's progress, at most about every tenth of its items: always when an
+        item failed or the last one ended, never twice the same."""
+        key = (event.run_id, event.step_id)
+        last = self._items.get(key)
+        step = max(1, event.total // 10)
+        worth = (
+            last is None
+            or event.failed != last.failed
+            or event.done == event.total != last.done
+            or event.done >= last.done + step
+        )
+        if worth:
+            self._items[key] = event
+        return worth
 
     def failures(self, steps: list[dict[str, Any]]) -> None:
         for step in steps:

@@ -120,6 +120,20 @@ class StepInterrupted(StepEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ItemsProgressed(StepEvent):
+    """A ``for_each`` step's items moved: ``text`` reads "12/40 done, 1 failed, 5
+    running"; ``failed_names`` are the first failed items (``failed`` counts them all)."""
+
+    total: int
+    done: int
+    failed: int
+    running: int
+    failed_names: tuple[str, ...] = ()
+    text: str = ""
+    failures: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class ApprovalRequested(StepEvent):
     approval_id: str
     approvers: dict[str, list[str]]

@@ -24,6 +24,7 @@ from pydantic import (
 
 from engine import durations, yamldoc
 from engine.errors import PlaybookInvalid, Problem
+from engine.foreach import ForEach
 
 Duration = durations.Duration
 
@@ -135,6 +136,7 @@ class Step(_Model):
     timeout: durations.Timeout | None = None
     idempotent: bool = False
     continue_on_error: bool = False
+    for_each: ForEach | None = None
 
     _one_or_many = field_validator("needs", mode="before")(_listed)
 

@@ -12,6 +12,8 @@ import sqlalchemy as sa
 
 from engine import paging
 from engine.errors import ApprovalNotFound, RunNotFound
+from engine.foreach import Tally
+from engine.items import tallies_in
 from storage import tables as t
 from storage.store import Store
 
@@ -66,10 +68,20 @@ async def get_run(store: Store, run_id: str) -> dict[str, Any]:
             raise RunNotFound(run_id)
         steps = conn.execute(sa.select(t.steps).where(t.steps.c.run_id == run_id)).all()
         run = _run_json(row, list(steps))
+        _add_items(run, tallies_in(conn, run_id, row.attempt))
         run["approvals"] = _gates(conn, run_id)
         return run
 
     return await store.read(read)
+
+
+def _add_items(run: dict[str, Any], tallies: dict[str, Tally]) -> None:
+    """A ``for_each`` step's ``items``: total, done, failed, running and the first
+    ``failed_items`` by name (its ``output.items`` lists them all once it ended)."""
+    for step in run["steps"]:
+        tally = tallies.get(step["id"])
+        if tally is not None:
+            step["items"] = {**tally.json(), "failed_items": list(tally.failed_names)}
 
 
 def _gates(conn: sa.Connection, run_id: str) -> list[dict[str, Any]]:

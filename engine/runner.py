@@ -18,12 +18,13 @@ import os
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from contextlib import suppress
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import pydantic
 import sqlalchemy as sa
 
-from engine import audit, gates, planning, queries, stepenv, storable, templating
+from engine import audit, fanout, gates, items, planning, queries, stepenv, storable, templating
 from engine import events as ev
 from engine import messages as msg
 from engine.actions import ActionContext, ChildRunSpec, Suspend, refuse_splices
@@ -226,6 +227,9 @@ class Engine:
     def _busy_inc(self) -> None:
         self._busy += 1
         self._idle.clear()
+
+    def _busy_add(self, n: int) -> None:
+        self._busy_inc() if n > 0 else self._busy_dec()
 
     def _busy_dec(self) -> None:
         self._busy -= 1
@@ -1157,6 +1161,11 @@ class Engine:
 
     def _launch(self, run: RunState, step: StepState) -> None:
         self._busy_inc()
+        if step.spec.for_each is not None:  # its timeout applies to each item
+            step.task = asyncio.create_task(
+                self._fan_out(run, step), name=f"step-{run.id}-{step.id}"
+            )
+            return
         step.task = asyncio.create_task(
             self._execute(run, step, step.attempts), name=f"step-{run.id}-{step.id}"
         )
@@ -1165,6 +1174,39 @@ class Engine:
             self.machine.set_timer(run, step, at, "timeout")
 
     async def _execute(self, run: RunState, step: StepState, attempt: int) -> None:
+        result = await self._act(run, step, run.context(), attempt, lambda: step.cancel_reason)
+        step.task = None
+        self._post(run, result)
+        self._busy_dec()
+
+    async def _fan_out(self, run: RunState, step: StepState) -> None:
+        """A ``for_each`` step: its items, each through ``_act`` (``engine.fanout``)."""
+        fan = fanout.FanOut(
+            run,
+            step,
+            post=lambda m: self._post(run, m),
+            act=partial(self._act, run, step),
+            load=partial(items.stored, self.store, run.id, step.id, run.attempt),
+            now=self.clock.now,
+            timers=self.timers,
+            busy=self._busy_add,
+            stopping=lambda: self._stopping,
+        )
+        result = await fan.run()
+        step.task = None
+        self._post(run, result)
+        self._busy_dec()
+
+    async def _act(
+        self,
+        run: RunState,
+        step: StepState,
+        context: dict[str, Any],
+        attempt: int,
+        why: Callable[[], str | None],
+    ) -> msg.Finished | msg.Suspended:
+        """One attempt of ``step``'s action with its inputs rendered from ``context``;
+        cancelled, it ends as ``why()`` says (timeout, shutdown, else cancelled)."""
         ctx = ActionContext(
             run_id=run.id,
             step_id=step.id,
@@ -1183,9 +1225,7 @@ class Engine:
             action = self.registry.get(step.spec.action)
             if step.templated:
                 refuse_splices(action, step.spec.with_)  # a definition validate never saw
-                raw = await templating.render_step(
-                    step.spec.with_, run.context(), step.spec.timeout
-                )
+                raw = await templating.render_step(step.spec.with_, context, step.spec.timeout)
             else:
                 raw = step.spec.with_
             try:
@@ -1204,7 +1244,7 @@ class Engine:
                     attachments=ctx.attachments,
                 )
         except asyncio.CancelledError:
-            reason = step.cancel_reason or "cancelled"
+            reason = why() or "cancelled"
             outcome, error = {
                 "timeout": ("timed_out", f"timed out after {step.spec.timeout}"),
                 "shutdown": ("interrupted", "interrupted by shutdown"),
@@ -1231,9 +1271,7 @@ class Engine:
         except Exception as exc:
             log.exception("step %s of run %s raised", step.id, run.id)
             result = msg.Finished(step.id, attempt, "failed", error=f"{type(exc).__name__}: {exc}")
-        step.task = None
-        self._post(run, result)
-        self._busy_dec()
+        return result
 
     async def _log(self, run: RunState, step: StepState, text: str, level: str) -> None:
         """Queue a log line for the run's next commit (a ``log`` step's line commits

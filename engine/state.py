@@ -191,10 +191,7 @@ class RunState:
         """What templates see: params, steps, run, secrets (and the failure, once failing)."""
         ctx: dict[str, Any] = {
             "params": self.params,
-            "steps": {
-                s.id: {"output": s.output or {}, "status": s.status.value, "error": s.error}
-                for s in self.steps.values()
-            },
+            "steps": {s.id: _step_context(s) for s in self.steps.values()},
             "run": {
                 "id": self.id,
                 "playbook": self.playbook.name,
@@ -207,6 +204,15 @@ class RunState:
         }
         ctx["failure"] = {"step": self.failed_step, "error": self.error}
         return ctx
+
+
+def _step_context(step: StepState) -> dict[str, Any]:
+    """What templates see of a step; a ``for_each`` step's ``items`` are its output's."""
+    output = step.output or {}
+    seen = {"output": output, "status": step.status.value, "error": step.error}
+    if step.spec.for_each is not None:
+        seen["items"] = output.get("items", [])
+    return seen
 
 
 def new_steps(playbook: Playbook) -> dict[str, StepState]:

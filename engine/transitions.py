@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from engine import audit, storable, templating
+from engine import audit, items, storable, templating
 from engine import events as ev
 from engine import messages as msg
 from engine.actions import ApprovalSpec, ChildRunSpec, Suspend
@@ -124,6 +124,9 @@ class RunMachine:
                 )
             )
             return
+        if isinstance(m, items.ItemNews):
+            self._apply_items(run, m, batch)
+            return
         step = run.steps.get(getattr(m, "step_id", ""))
         if step is None:
             return
@@ -168,6 +171,18 @@ class RunMachine:
                     + (f": {m.error}" if m.error else ""),
                 )
 
+    def _apply_items(self, run: RunState, news: items.ItemNews, batch: Batch) -> None:
+        """Items of a fan-out moved: their rows, one progress event per step and turn."""
+        ops, event = items.record(run, news, self.clock.now())
+        batch.ops += ops
+        last = batch.events[-1] if batch.events else None
+        if isinstance(last, ev.ItemsProgressed) and last.step_id == event.step_id:
+            batch.events[-1] = event
+        else:
+            batch.events.append(event)
+        if news.committed is not None:
+            batch.after.append(partial(items.settle, news.committed))
+
     def _apply_finished(
         self, run: RunState, step: StepState, m: msg.Finished, batch: Batch
     ) -> None:
@@ -204,8 +219,9 @@ class RunMachine:
             if event_cls is not None:
                 batch.events.append(event_cls(**self._event_base(run, step)))
             return
+        again = step.spec.for_each is None  # a fan-out retries each item, not itself
         self._fail(
-            run, step, batch, error=error, output=output, attachments=attachments, retryable=True
+            run, step, batch, error=error, output=output, attachments=attachments, retryable=again
         )
 
     def _complete(
@@ -603,9 +619,9 @@ class RunMachine:
                         error="Baton stopped during this attempt",
                     )
                 )
-            rerun = (step.spec.idempotent or step.attempts < step.spec.retry.attempts) and (
-                not run.stop_reason or step.phase is Phase.FINALLY
-            )
+            again = step.spec.idempotent or step.attempts < step.spec.retry.attempts
+            again = again or step.spec.for_each is not None  # its items decide (fanout.resume)
+            rerun = again and (not run.stop_reason or step.phase is Phase.FINALLY)
             batch.events.append(
                 ev.StepInterrupted(
                     **self._event_base(run, step), attempt=step.attempts, rerun=rerun

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from engine import inputchecks, params, playbook, templating
+from engine import foreach, inputchecks, params, playbook, templating
 from engine.actions.registry import Registry
 from engine.errors import ParamError, PlaybookInvalid, Problem, closest
 from engine.inputchecks import Groups
@@ -75,6 +75,7 @@ class _Checker:
         self.problems: list[Problem] = []
         self.step_ids = {s.id for _, s in pb.all_steps()}
         self.needs = {s.id: s.needs for s in pb.steps}
+        self.fanouts = {s.id for _, s in pb.all_steps() if s.for_each is not None}
 
     def add(self, path: tuple[Any, ...], message: str) -> None:
         self.problems.append(Problem(self.file, playbook.line_of(self.lines, path), message))
@@ -198,14 +199,35 @@ class _Checker:
         roots = templating.ROOTS if phase is Phase.MAIN else templating.ROOTS | {FAILURE_ROOT}
         for path, message in inputchecks.problems(step, self.registry, self.pb.params, self.groups):
             self.add((key, i, *path), f"{label}: {message}")
+        if step.for_each is not None:
+            self.check_for_each(key, i, step, phase, roots)
+        item_roots = roots | foreach.names_of(step.for_each)
         for path, text in _strings(step.with_, ()):
             self.check_template(
-                (key, i, "with", *path), f"{label}: with.{_dotted(path)}", text, roots, step, phase
+                (key, i, "with", *path),
+                f"{label}: with.{_dotted(path)}",
+                text,
+                item_roots,
+                step,
+                phase,
             )
         if step.when is not None:
             self.check_template(
                 (key, i, "when"), f"{label}: when", step.when, roots, step, phase, expression=True
             )
+
+    def check_for_each(
+        self, key: str, i: int, step: Step, phase: Phase, roots: frozenset[str]
+    ) -> None:
+        """A fan-out's action can run per item, and its list's templates are sound."""
+        assert step.for_each is not None
+        label = _label(phase, step)
+        problem = foreach.action_problem(step.action)
+        if problem is not None:
+            self.add((key, i, "for_each"), f"{label}: {problem}")
+        for path, text in _strings(step.for_each.items, ()):
+            where = f"{label}: for_each.items" + (f".{_dotted(path)}" if path else "")
+            self.check_template((key, i, "for_each"), where, text, roots, step, phase)
 
     # --- templates --------------------------------------------------------------------
 
@@ -262,6 +284,8 @@ class _Checker:
     ) -> None:
         """``steps.ID.X``, ``failure.X`` and ``alert.X`` name fields that exist."""
         for step_id, name in sorted(templating.fields(text, "steps", expression=expression)):
+            if name == "items" and step_id in self.fanouts:
+                continue
             if name and step_id in self.step_ids and name not in STEP_FIELDS:
                 near = closest(name, STEP_FIELDS, n=1)
                 self.add(

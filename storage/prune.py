@@ -52,6 +52,7 @@ TABLES = (
     "runs",
     "steps",
     "attempts",
+    "step_items",
     "run_logs",
     "approvals",
     "decisions",
@@ -68,6 +69,7 @@ TABLES = (
 _BY_RUN = (
     t.approvals,
     t.attempts,
+    t.step_items,
     t.steps,
     t.run_logs,
     t.run_commands,

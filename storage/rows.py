@@ -42,6 +42,9 @@ STEP_STATE = (
 )
 ATTEMPT_NEW = ("run_id", "step_id", "number", "run_attempt", "status", "started_at")
 STEP_NEW = ("run_id", "step_id", "phase", "position", "status", "attempts")
+ITEM_NEW = ("run_id", "step_id", "run_attempt", "idx", "item", "status", "attempts")
+ITEM_STATE = ("status", "attempts", "output", "error", "started_at", "finished_at")
+ITEM_KEY = ("run_id", "step_id", "run_attempt", "idx")
 LOG_NEW = ("run_id", "step_id", "at", "level", "message")
 ATTEMPT_END = ("status", "finished_at", "output", "error", "attachments")
 RUN_NEW = (
@@ -95,7 +98,9 @@ class Rows:
     starts: status, started_at, deadline_at, owner and epoch, keyed by id), ``step_new``
     (a run's steps are created), ``step`` (a step's whole state, keyed by run_id and
     step_id), ``attempt_new`` (an attempt begins), ``attempt_end`` (an attempt's outcome,
-    keyed by run_id, step_id, run_attempt, number), ``log_new`` (a run log line),
+    keyed by run_id, step_id, run_attempt, number), ``item_new`` (a ``for_each`` step's
+    items are created), ``item`` (an item's state, keyed by run_id, step_id, run_attempt,
+    idx), ``log_new`` (a run log line),
     ``audit_new`` (an audit row), ``alert_new`` (a received alert)."""
 
     kind: str
@@ -106,11 +111,13 @@ _UPDATES = {
     "step": ("steps", STEP_STATE, ("run_id", "step_id")),
     "attempt_end": ("attempts", ATTEMPT_END, ("run_id", "step_id", "run_attempt", "number")),
     "run_begin": ("runs", RUN_BEGIN, ("id",)),
+    "item": ("step_items", ITEM_STATE, ITEM_KEY),
 }
 _INSERTS = {
     "run_new": ("runs", RUN_NEW),
     "attempt_new": ("attempts", ATTEMPT_NEW),
     "step_new": ("steps", STEP_NEW),
+    "item_new": ("step_items", ITEM_NEW),
     "log_new": ("run_logs", LOG_NEW),
     "audit_new": ("audit", AUDIT_NEW),
     "alert_new": ("alerts", ALERT_NEW),
@@ -245,6 +252,8 @@ _MERGED = (
     "step",
     "attempt_new",
     "attempt_end",
+    "item_new",
+    "item",
     "log_new",
     "audit_new",
     "alert_new",
@@ -255,19 +264,26 @@ def coalesce(ops: Sequence[Any]) -> list[Any]:
     """One unit's ops with its row writes merged: other ops first, in order, then one
     ``Rows`` per kind, runs created before they begin and before their steps, steps
     created before they change and attempts begun before they end; a step written twice
-    keeps its last state; audit rows keep their order."""
+    keeps its last state (and so does an item); audit rows keep their order."""
     plain: list[Any] = []
     rows: dict[str, list[dict[str, Any]]] = {kind: [] for kind in _MERGED}
-    steps: dict[tuple[str, str], dict[str, Any]] = {}
+    latest: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = {"step": {}, "item": {}}
     for op in ops:
         if not isinstance(op, Rows):
             plain.append(op)
-        elif op.kind == "step":
+        elif op.kind in latest:
+            keyed = latest[op.kind]
             for row in op.rows:
-                key = (row["run_id"], row["step_id"])
-                steps.pop(key, None)
-                steps[key] = row
+                key = _key(op.kind, row)
+                keyed.pop(key, None)
+                keyed[key] = row
         else:
             rows[op.kind].extend(op.rows)
-    rows["step"] = list(steps.values())
+    for kind, keyed in latest.items():
+        rows[kind] = list(keyed.values())
     return plain + [Rows(kind, rows[kind]) for kind in _MERGED if rows[kind]]
+
+
+def _key(kind: str, row: dict[str, Any]) -> tuple[Any, ...]:
+    """What identifies the row an update of ``kind`` changes."""
+    return operator.itemgetter(*_UPDATES[kind][2])(row)

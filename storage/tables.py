@@ -120,6 +120,26 @@ class Attempt(SQLModel, table=True):
     attachments: dict[str, Any] | None = _json()
 
 
+class StepItem(SQLModel, table=True):
+    """One item of a ``for_each`` step (``engine.foreach``): its own status, attempts,
+    output and error, per run attempt. A row per item, written as the item moves, so a
+    fan-out of 1,000 items never rewrites one big document per item."""
+
+    __tablename__ = "step_items"
+
+    run_id: str = Field(primary_key=True, foreign_key="runs.id", max_length=32)
+    step_id: str = Field(primary_key=True, max_length=200)
+    run_attempt: int = Field(primary_key=True)
+    idx: int = Field(primary_key=True)
+    item: Any = _json()
+    status: str = Field(max_length=16)
+    attempts: int = 0
+    output: dict[str, Any] | None = _json()
+    error: str | None = None
+    started_at: datetime | None = _ts()
+    finished_at: datetime | None = _ts()
+
+
 class Approval(SQLModel, table=True):
     __tablename__ = "approvals"
 
@@ -335,6 +355,7 @@ class SchemaVersion(SQLModel, table=True):
 runs = Run.__table__  # type: ignore[attr-defined]
 steps = Step.__table__  # type: ignore[attr-defined]
 attempts = Attempt.__table__  # type: ignore[attr-defined]
+step_items = StepItem.__table__  # type: ignore[attr-defined]
 approvals = Approval.__table__  # type: ignore[attr-defined]
 decisions = Decision.__table__  # type: ignore[attr-defined]
 run_logs = RunLog.__table__  # type: ignore[attr-defined]

@@ -16,6 +16,7 @@ from typing import Any
 from engine import access
 from engine import params as paramlib
 from engine.durations import format_duration
+from engine.foreach import Tally
 from engine.playbook import ParamType, Playbook
 
 MAX_BLOCKS = 50
@@ -235,6 +236,8 @@ def step_line(step: dict[str, Any], now: datetime) -> str:
     phase = step.get("phase", "main")
     if phase != "main":
         parts.append(f"_{phase.replace('_', ' ')}_")
+    if step.get("items"):
+        parts.append(escape(Tally.from_json(step["items"]).summary()))
     return " · ".join(parts)
 
 
