@@ -30,7 +30,10 @@ examples:
   baton validate playbooks/
   baton runs --status failed
   baton db upgrade
+  baton worker --labels dc1
 """
+SERVICES = ("serve", "worker")
+"""The commands that log what they do at INFO (the others only warnings)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,10 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="who asks (default: $USER; only where `console_as:` in BATON_CONFIG allows it)",
     )
 
-    from bot import cli_db, cli_logs
+    from bot import cli_db, cli_logs, cli_worker
 
     cli_db.add_parser(sub)
     cli_logs.add_parser(sub)
+    cli_worker.add_parser(sub)
     return parser
 
 
@@ -229,8 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from bot import logs
 
-    logs.setup(settings.log_level, settings.log_format, quiet=args.command != "serve")
-    if args.command in ("serve", "run", "console"):  # the commands that run steps
+    logs.setup(settings.log_level, settings.log_format, quiet=args.command not in SERVICES)
+    if args.command in ("serve", "run", "console", "worker"):  # the commands that run steps
         from bot.hardening import hide_environment
 
         if not hide_environment():
@@ -263,6 +267,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bot import cli_db
 
             return cli_db.run(settings, args)
+        if args.command == "worker":
+            from bot import cli_worker
+
+            return cli_worker.run(settings, args)
     except (BatonError, StorageError) as exc:
         print(f"baton: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, BatonError) else 1

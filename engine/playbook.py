@@ -29,6 +29,8 @@ Duration = durations.Duration
 
 STEP_ID = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 PLAYBOOK_NAME = r"^[a-z0-9][a-z0-9_.-]*$"
+WORKER_LABEL = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+"""A worker label (``runs_on``, ``baton worker --labels``): it names a job queue."""
 
 
 def _listed(v: Any) -> Any:
@@ -135,6 +137,9 @@ class Step(_Model):
     timeout: durations.Timeout | None = None
     idempotent: bool = False
     continue_on_error: bool = False
+    runs_on: str | None = Field(default=None, pattern=WORKER_LABEL)
+    """A worker label: the step runs in a ``baton worker --labels`` process that has it
+    (``engine.runs.remote``), not in the process driving the run."""
 
     _one_or_many = field_validator("needs", mode="before")(_listed)
 
