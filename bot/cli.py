@@ -319,9 +319,11 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
         from engine import planning
         from engine.actions.registry import Registry
         from engine.catalog import Catalog
+        from storage.db import is_postgres
 
         registry = Registry.from_entry_points()
-        catalog = Catalog.load(settings.playbooks, registry)
+        workers = is_postgres(settings.database_url)
+        catalog = Catalog.load(settings.playbooks, registry, workers=workers)
         progress.plan(planning.plan(catalog, request))
         return 0
     from bot.app import open_baton
@@ -352,6 +354,7 @@ def _validate(settings: Settings, paths: list[Path]) -> int:
     from engine import validate
     from engine.access import AccessRules, ConfigError
     from engine.actions.registry import Registry
+    from storage.db import is_postgres
 
     targets = paths or [settings.playbooks]
     try:  # with the config's groups, an approval's groups are checked and counted
@@ -359,7 +362,9 @@ def _validate(settings: Settings, paths: list[Path]) -> int:
     except ConfigError as exc:
         print(f"{exc} (approval groups are not checked)", file=sys.stderr)
         groups = None
-    playbooks, problems = validate.validate_paths(targets, Registry.from_entry_points(), groups)
+    playbooks, problems = validate.validate_paths(
+        targets, Registry.from_entry_points(), groups, workers=is_postgres(settings.database_url)
+    )
     for problem in problems:
         print(problem)
     if problems:
@@ -373,8 +378,11 @@ def _validate(settings: Settings, paths: list[Path]) -> int:
 def _playbooks(settings: Settings) -> int:
     from engine.actions.registry import Registry
     from engine.catalog import Catalog
+    from storage.db import is_postgres
 
-    catalog = Catalog.load(settings.playbooks, Registry.from_entry_points())
+    registry = Registry.from_entry_points()
+    workers = is_postgres(settings.database_url)
+    catalog = Catalog.load(settings.playbooks, registry, workers=workers)
     if not len(catalog):
         print(f"no playbooks in {settings.playbooks}")
     width = max((len(n) for n in catalog.names()), default=0)

@@ -19,13 +19,16 @@ treats as a worker's death (re-delivered when idempotent, else interrupted).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import procrastinate
 import pydantic
 from procrastinate import JobContext
 from procrastinate.job_context import AbortReason
@@ -81,27 +84,49 @@ class StepWorker:
         self._http: aiohttp.ClientSession | None = None
 
     async def run(self) -> None:
-        """Take and run jobs until SIGTERM or SIGINT (procrastinate's graceful stop)."""
+        """Take and run jobs until SIGTERM or SIGINT: then no more jobs are taken, and
+        running steps get the drain time to finish (procrastinate's graceful stop)."""
         o = self.options
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # before anything: a stop is never lost
+            loop.add_signal_handler(sig, stop.set)
         queue = jobqueue.app(self.database_url, max_size=o.concurrency + 2)
         queue.task(name=jobqueue.TASK, pass_context=True)(self.job)
-        log.info("worker %s takes steps labelled %s", o.name, ", ".join(o.labels))
         try:
             async with queue.open_async():
-                await queue.run_worker_async(
-                    queues=list(o.labels),
-                    name=o.name,
-                    concurrency=o.concurrency,
-                    shutdown_graceful_timeout=o.drain,
-                    update_heartbeat_interval=o.heartbeat,
-                    stalled_worker_timeout=jobqueue.STALLED_BEATS * o.heartbeat,
-                    delete_jobs="successful",
-                    install_signal_handlers=True,
-                )
+                await self._work(queue, stop)
         finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
             if self._http is not None:
                 await self._http.close()
         log.info("worker %s stopped", o.name)
+
+    async def _work(self, queue: procrastinate.App, stop: asyncio.Event) -> None:
+        o = self.options
+        work = asyncio.create_task(
+            queue.run_worker_async(
+                queues=list(o.labels),
+                name=o.name,
+                concurrency=o.concurrency,
+                shutdown_graceful_timeout=o.drain,
+                update_heartbeat_interval=o.heartbeat,
+                stalled_worker_timeout=jobqueue.STALLED_BEATS * o.heartbeat,
+                delete_jobs="successful",
+                install_signal_handlers=False,
+            ),
+            name="baton-worker",
+        )
+        log.info("worker %s takes steps labelled %s", o.name, ", ".join(o.labels))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not work.done():
+            log.info("worker %s: stopping; running steps get %s s to finish", o.name, o.drain)
+            work.cancel()  # procrastinate's graceful stop: it waits for the running jobs
+        with contextlib.suppress(asyncio.CancelledError):
+            await work
 
     async def job(self, context: JobContext, spec: dict[str, Any]) -> None:
         """One job: run the step, report its end (see the module for a cancelled one)."""
