@@ -48,17 +48,14 @@ def _labels(text: str) -> list[str]:
     """Labels as a step's ``runs_on`` names them, or argparse's own clear error."""
     import re
 
-    from engine.playbook import WORKER_LABEL
+    from engine.playbook import LABEL_RULE, WORKER_LABEL
 
     labels = [part.strip() for part in text.split(",") if part.strip()]
     if not labels:
         raise argparse.ArgumentTypeError("give at least one label, e.g. --labels dc1")
     bad = [label for label in labels if not re.fullmatch(WORKER_LABEL, label)]
     if bad:
-        raise argparse.ArgumentTypeError(
-            f"{', '.join(map(repr, bad))}: a label is letters, digits, '-', '_' and '.' "
-            "(at most 63, starting with a letter or digit), as in `runs_on: dc1`"
-        )
+        raise argparse.ArgumentTypeError(f"{', '.join(map(repr, bad))}: {LABEL_RULE}")
     return list(dict.fromkeys(labels))
 
 

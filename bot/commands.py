@@ -382,6 +382,9 @@ class Commands:
             took = f", {took}" if took else ""
             phase = f" [{step['phase']}]" if step.get("phase", "main") != "main" else ""
             lines.append(f"  {step['id']}{phase}: {step['status']}{tries}{took}")
+            waiting_for = queries.waiting_for(step)
+            if waiting_for:
+                lines.append(f"    waiting for {waiting_for}")
             if step["error"]:
                 lines.append(f"    {_first_line(step['error'])}")
         approvals = await queries.pending_approvals(self.store, run_id)

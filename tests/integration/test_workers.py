@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from bot.commands import Actor, Commands
+from bot.slack import blocks
 from engine import events as ev
 from engine import queries
 from engine.requests import RunRequest
@@ -251,6 +253,14 @@ async def test_with_no_worker_for_its_label_a_step_says_so_then_times_out(
     assert (row.status, row.output) == ("running", {"waiting_for": "a worker labelled dc9"})
     run = await queries.get_run(h.store, run_id)
     assert run["steps"][0]["output"] == {"waiting_for": "a worker labelled dc9"}
+    commands = Commands(engine=h.engine, schedules=h.schedules, timezone="UTC")
+    status = await commands.handle(Actor(id="alice", via="console"), f"status {run_id}", {})
+    assert "  far: running\n    waiting for a worker labelled dc9" in status.text
+    line = blocks.step_line(run["steps"][0], h.clock.now())
+    assert line.startswith(":arrows_counterclockwise: `far` running")
+    assert line.endswith(" · waiting for a worker labelled dc9")
+    _, card = blocks.run_card(run, h.clock.now())
+    assert line in json.dumps(card, ensure_ascii=False)
     waiting = [e for e in h.seen() if isinstance(e, ev.StepWaiting)]
     assert [(e.step_id, e.reason) for e in waiting] == [("far", "a worker labelled dc9")]
 
