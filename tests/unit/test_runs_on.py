@@ -124,3 +124,14 @@ def test_baton_worker_needs_postgresql_and_labels(tmp_path: Path) -> None:
     assert bad.returncode == 2
     assert f"'dc 1': {LABEL_RULE}" in bad.stderr
     assert "Traceback" not in done.stderr + bad.stderr
+
+
+def test_the_readme_workers_example_validates_on_postgresql_only(tmp_path: Path) -> None:
+    readme = (Path(__file__).parent.parent.parent / "README.md").read_text()
+    section = readme.split("## Workers", 1)[1].split("\n## ", 1)[0]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = _write(tmp_path / "pb", example, "patch-dc1.yaml")
+    valid, problems = validate.validate_paths([path], REGISTRY, workers=True)
+    assert (list(valid), problems) == (["patch-dc1"], [])
+    _, problems = validate.validate_paths([path], REGISTRY, workers=False)
+    assert [p.message.split(":")[1].strip() for p in problems] == ["runs_on needs PostgreSQL"]
