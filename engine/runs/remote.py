@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -186,8 +187,8 @@ class Remote:
         label = step.spec.runs_on
         assert label is not None
         body: dict[str, Any] = {
-            "with": inputs,
-            "params": dict(run.params),
+            "with": _plain(inputs),
+            "params": _plain(run.params),
             "requested_by": run.requested_by,
         }
         if step.spec.action not in NO_SECRETS_NEEDED:
@@ -357,6 +358,12 @@ class Remote:
         if self._queue is not None:
             await self._queue.close_async()
             self._queue = None
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON carries it (a YAML date in ``with:`` becomes its ISO text), as
+    the worker will read it."""
+    return json.loads(json.dumps(value, default=str))
 
 
 def _jobqueue() -> Any:

@@ -10,6 +10,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -468,3 +469,29 @@ async def test_secrets_travel_sealed_and_come_back_masked(
         )
     )
     assert len(reports) == 2 and all("hunter22" not in json.dumps(r.payload) for r in reports)
+
+
+async def test_a_worker_stopped_past_its_drain_gives_its_step_up(
+    opened: Callable[..., Any], workers: Workers, tmp_path: Path
+) -> None:
+    flag, pidfile = tmp_path / "flag", tmp_path / "pid"
+    h = await opened({"slow": _slow_step(flag, pidfile, idempotent=False, label="k3")})
+    worker = workers.start("k3", BATON_DRAIN_TIMEOUT="0")
+    run_id = await start(h, "slow")
+    try:
+        await wait_until(pidfile.exists, WITHIN)
+        pid = int(pidfile.read_text())
+        worker.send_signal(signal.SIGTERM)  # no time to finish: the step is given up
+        assert worker.wait(timeout=WITHIN) == 0
+        row = await until_run(h, run_id, "succeeded", "failed")
+        await wait_until(lambda: not alive(pid), WITHIN)  # and its process killed
+    finally:
+        _kill_step_process(pidfile)
+    long = await step_row(h, run_id, "long")
+    assert long.status == "interrupted"
+    assert long.error.startswith(
+        f"interrupted: worker {socket.gethostname()}:{worker.pid} stopped before the step "
+        "ended, and the step is not idempotent"
+    )
+    assert (row.status, row.failed_step) == ("failed", "long")
+    assert "stopping; running steps get 0.0 s to finish" in workers.log(worker)

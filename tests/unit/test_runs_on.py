@@ -10,6 +10,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from engine import validate
 from engine.actions.registry import Registry
 from engine.catalog import Catalog
@@ -135,3 +137,21 @@ def test_the_readme_workers_example_validates_on_postgresql_only(tmp_path: Path)
     assert (list(valid), problems) == (["patch-dc1"], [])
     _, problems = validate.validate_paths([path], REGISTRY, workers=False)
     assert [p.message.split(":")[1].strip() for p in problems] == ["runs_on needs PostgreSQL"]
+
+
+def test_a_jobs_secrets_are_found_sealed_and_opened_only_with_the_key() -> None:
+    from cryptography.fernet import Fernet
+
+    from engine.errors import BatonError
+    from engine.secrets import Masker, SecretBox
+
+    masker = Masker(["hunter22", "s3cret-token"])
+    body = {"with": {"argv": ["login", "--password=hunter22"]}, "params": {"n": 1}}
+    assert masker.present_in(body) == ["hunter22"]
+    assert masker.present_in({"with": {"argv": ["echo", "hi"]}}) == []
+    box = SecretBox(Fernet(Fernet.generate_key()))
+    sealed = box.seal(body)
+    assert "hunter22" not in sealed and box.unseal(sealed) == body
+    other = SecretBox(Fernet(Fernet.generate_key()))
+    with pytest.raises(BatonError, match="sealed with another key"):
+        other.unseal(sealed)
