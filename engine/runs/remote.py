@@ -120,7 +120,7 @@ class _Waiting:
         """A new job for the same attempt: a new report to wait for."""
         self.future = asyncio.get_running_loop().create_future()
         self.step.remote = self.future
-        self.note, self.gone = None, 0
+        self.gone = 0
 
 
 class Remote:

@@ -6,6 +6,7 @@ is taken for dead after a second."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -171,8 +172,7 @@ async def until_run(h: Harness, run_id: str, *statuses: str) -> sa.Row[Any]:
 
 
 async def _until(check: Callable[[], Any], within: float = WITHIN) -> None:
-    import asyncio
-
+    """Await ``check()`` every 50 ms until it is true, failing after ``within`` s."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     while not await check():
