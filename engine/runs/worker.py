@@ -132,7 +132,8 @@ class StepWorker:
         """One job: run the step, report its end (see the module for a cancelled one)."""
         where = f"run {spec.get('run_id')} step {spec.get('step_id')}"
         where += f" (attempt {spec.get('attempt')})"
-        log.info("%s: started (job %s)", where, context.job.id)
+        about = {"run_id": spec.get("run_id"), "playbook": spec.get("playbook")}  # JSON logs
+        log.info("%s: started (job %s)", where, context.job.id, extra=about)
         began = time.monotonic()
         logs: list[list[str]] = []
         mask = Masker()
@@ -144,7 +145,7 @@ class StepWorker:
             report = await self._run(spec, body, ctx)
         except asyncio.CancelledError:
             if context.abort_reason() != AbortReason.SHUTDOWN:
-                log.info("%s: cancelled by its run", where)
+                log.info("%s: cancelled by its run", where, extra=about)
                 raise
             report = {
                 "outcome": LOST,
@@ -156,7 +157,7 @@ class StepWorker:
         except BatonError as exc:  # the job cannot run here (sealed without the key...)
             report = {"outcome": FAILED, "error": str(exc)}
         took = time.monotonic() - began
-        log.info("%s: %s in %.1f s", where, report["outcome"], took)
+        log.info("%s: %s in %.1f s", where, report["outcome"], took, extra=about)
         await self._report(spec, report, logs, mask, ctx)
 
     def _body(self, spec: Mapping[str, Any]) -> dict[str, Any]:
