@@ -26,7 +26,8 @@ The sweeper (one loop per process while it has steps on workers) looks at their 
 - a job that ended without a report: the step fails saying so.
 
 Cancelling the step (the run's cancel, its timeout) takes the job back: a job not yet
-taken is cancelled, a running one aborted (its worker cancels the action).
+taken is cancelled, a running one aborted (its worker cancels the action and reports
+what it had printed, which the attempt keeps, as a local step's).
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ their jobs carry none. Others (``python``, plug-ins) get the run's secrets, seal
 GONE_SWEEPS = 3
 """Sweeps a job may look ended before its report arrives; after that the step fails."""
 SUCCEEDED, FAILED, LOST = "succeeded", "failed", "lost"
+LAST_WORDS = 2.0
+"""Seconds a step taken back from its worker (cancel, timeout) waits for the worker's
+report of what it had printed."""
 
 
 class Ended(BatonError):
@@ -173,6 +177,9 @@ class Remote:
                 ctx.partial = {"waiting_for": waiting.note}
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._take_back(waiting))
+                kept = await self._last_words(waiting)
+                if kept is not None:
+                    ctx.partial = kept
             raise
         finally:
             step.remote = None
@@ -227,8 +234,8 @@ class Remote:
     async def _outcome(self, queue: procrastinate.App, waiting: _Waiting) -> dict[str, Any]:
         """Wait for the worker's report; a lost worker's step is re-delivered when it is
         idempotent, else it ends interrupted."""
-        while True:
-            report = await waiting.future
+        while True:  # shielded: a cancel of the step leaves the report to wait for
+            report = await asyncio.shield(waiting.future)
             if report.get("outcome") != LOST:
                 return report
             why = str(report.get("error") or "its worker is gone")
@@ -276,6 +283,20 @@ class Remote:
                 waiting.step.id,
                 waiting.job,
             )
+
+    async def _last_words(self, waiting: _Waiting) -> dict[str, Any] | None:
+        """What a step taken back from a worker had printed: its worker reports it as it
+        kills the step, awaited ``LAST_WORDS`` seconds (None: nobody ran it, or too late)."""
+        if self._queue is None or waiting.future.done():
+            return None
+        states = await _jobqueue().states(self._queue, [waiting.job])
+        if states.get(waiting.job) in (None, "todo", "cancelled"):
+            return None  # no worker had it: nothing was printed
+        try:
+            report = await asyncio.wait_for(asyncio.shield(waiting.future), LAST_WORDS)
+        except TimeoutError:
+            return None
+        return dict(report.get("output") or {})
 
     def _say(self, waiting: _Waiting, text: str, level: str = "info") -> None:
         """A line in the run's log (and the process's)."""

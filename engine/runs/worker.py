@@ -3,14 +3,15 @@
 A ``baton worker --labels dc1,dc2`` process takes jobs from the queues of its labels
 (``engine.runs.jobqueue``), runs each job's action with the inputs its driver rendered,
 and writes the step's end (output, error, attachments, log lines) into the run's command
-inbox as a ``result`` command, fenced there by the run's epoch and the step's attempt
+inbox as a ``result`` command while the run is in progress (a report for a run that ended
+is dropped), fenced there by the run's epoch and the step's attempt
 (``engine.runs.remote.deliver``). It reads no playbook and drives no run: it needs the
 database, its labels, and, for steps whose inputs hold secrets, the key they are sealed
 with (``BATON_SECRET_KEY``, or the servers' key file as ``BATON_KEY_FILE``).
 
 What the worker reports is masked with the secrets the job carried, so no secret reaches
 the inbox table in clear. A job cancelled by its driver (the run's cancel, the step's
-timeout) cancels the action and reports nothing: the driver already ended the attempt.
+timeout) cancels the action and reports what it had printed, which the attempt keeps.
 On SIGTERM the worker takes no more jobs and lets running steps finish for its drain
 time; a step still running then is cancelled and reported ``lost``, which its driver
 treats as a worker's death (re-delivered when idempotent, else interrupted).
@@ -36,7 +37,7 @@ from procrastinate.job_context import AbortReason
 from engine import storable
 from engine.actions import ActionContext, Suspend
 from engine.actions.registry import Registry
-from engine.errors import ActionError, BatonError
+from engine.errors import ActionError, BatonError, InvalidTransition, RunNotFound
 from engine.runs import inbox, jobqueue
 from engine.runs.remote import FAILED, LOST, SUCCEEDED
 from engine.secrets import Masker, SecretBox
@@ -144,14 +145,13 @@ class StepWorker:
             ctx = self._context(spec, body, logs)
             report = await self._run(spec, body, ctx)
         except asyncio.CancelledError:
-            if context.abort_reason() != AbortReason.SHUTDOWN:
+            partial = (ctx.partial if ctx else None) or {}
+            if context.abort_reason() == AbortReason.SHUTDOWN:
+                error = f"worker {self.options.name} stopped before the step ended"
+                report = {"outcome": LOST, "error": error, "output": partial}
+            else:  # its run took it back: what it printed goes with the attempt
                 log.info("%s: cancelled by its run", where, extra=about)
-                raise
-            report = {
-                "outcome": LOST,
-                "error": f"worker {self.options.name} stopped before the step ended",
-                "output": (ctx.partial if ctx else None) or {},
-            }
+                report = {"outcome": "cancelled", "error": "cancelled", "output": partial}
             await self._report(spec, report, logs, mask, ctx)
             raise
         except BatonError as exc:  # the job cannot run here (sealed without the key...)
@@ -252,18 +252,23 @@ class StepWorker:
             "logs": logs,
         }
         payload = storable.clean(mask.mask(payload))
-        put = inbox.put(
-            str(spec["run_id"]),
+        run_id = str(spec["run_id"])
+        send = inbox.send(  # only while the run is in progress: an ended run needs none
+            run_id,
             inbox.RESULT,
             payload,
             self.options.name,
             datetime.now(UTC),
+            what="report",
             postgres=True,
         )
         delay = 0.5
         for attempt in range(1, REPORT_TRIES + 1):
             try:
-                await self.store.write(put)
+                await self.store.write(send)
+                return
+            except (InvalidTransition, RunNotFound) as exc:
+                log.info("run %s step %s: report dropped: %s", run_id, spec.get("step_id"), exc)
                 return
             except Exception as exc:
                 if not transient(exc) or attempt == REPORT_TRIES:

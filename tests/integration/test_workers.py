@@ -279,8 +279,8 @@ def _slow_step(flag: Path, pidfile: Path, *, idempotent: bool, label: str) -> st
     """A step that, the first time, leaves a flag and its pid and waits (for the test to
     kill its worker); run again, it ends at once."""
     script = (
-        f"if [ -e {flag} ]; then echo again; else touch {flag}; echo $$ > {pidfile}; "
-        "exec sleep 60; fi"
+        f"if [ -e {flag} ]; then echo again; else touch {flag}; echo waiting; "
+        f"echo $$ > {pidfile}; exec sleep 60; fi"
     )
     return f"""
             name: slow
@@ -424,7 +424,9 @@ async def test_cancelling_the_run_kills_its_step_on_the_worker(
         await wait_until(lambda: not alive(pid), WITHIN)  # the worker killed the step
     finally:
         _kill_step_process(pidfile)
-    assert (await step_row(h, run_id, "long")).status == "cancelled"
+    long = await step_row(h, run_id, "long")
+    assert long.status == "cancelled"
+    assert long.output["stdout"] == "waiting\n"  # what it printed, from its worker
     assert row.error == "cancelled by alice"
     assert worker.poll() is None  # the worker goes on, ready for the next step
     assert f"run {run_id} step long (attempt 1): cancelled by its run" in shared.log(worker)
