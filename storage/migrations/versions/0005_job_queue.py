@@ -1,7 +1,7 @@
 """The job queue of workers (``runs_on``): procrastinate's tables, types and functions,
 on PostgreSQL only (SQLite has no workers: ``runs_on`` is refused there). Installed
-from the procrastinate that Baton pins (pyproject: 3.10), which owns that SQL; a newer
-procrastinate brings its own migrations, to be added as a revision of their own.
+from the procrastinate that Baton pins (pyproject: 3.10.x), which owns that SQL; moving
+to a newer procrastinate means adding its SQL migrations as a revision of their own.
 Downgrade drops them, with the jobs in them.
 
 Revision ID: 0005_job_queue
