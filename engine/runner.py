@@ -870,6 +870,8 @@ class Engine:
             run.resuming = True
             await self._rearm(run, gate_rows, approvers)
             self._spawn_driver(run)
+            if self.remote.sends_steps(run):  # its steps on workers belong to the old driver
+                self.spawn(self.remote.take_back_older(run), name=f"take-back-{run.id}")
 
     async def _fail_unresumable(self, row: sa.Row[Any], exc: Exception) -> None:
         now = self.clock.now()

@@ -82,6 +82,20 @@ async def states(queue: procrastinate.App, ids: Iterable[int]) -> dict[int, str]
     return {int(r["id"]): str(r["status"]) for r in rows}
 
 
+async def older(queue: procrastinate.App, run_id: str, epoch: int) -> list[int]:
+    """The jobs of ``run_id`` not yet ended that were sent under an epoch before
+    ``epoch`` (by a driver that has since lost the run)."""
+    rows = await queue.connector.execute_query_all_async(
+        "SELECT id FROM procrastinate_jobs WHERE status IN ('todo', 'doing') "
+        "AND task_name = %(task)s AND args->'spec'->>'run_id' = %(run)s "
+        "AND (args->'spec'->>'epoch')::int < %(epoch)s",
+        task=TASK,
+        run=run_id,
+        epoch=epoch,
+    )
+    return [int(r["id"]) for r in rows]
+
+
 async def stalled(queue: procrastinate.App, heartbeat: float) -> set[int]:
     """The jobs in progress whose worker has not beaten for ``STALLED_BEATS`` heartbeats
     (or whose worker row is gone)."""

@@ -25,6 +25,9 @@ The sweeper (one loop per process while it has steps on workers) looks at their 
   ``interrupted`` and the run follows its failure rules;
 - a job that ended without a report: the step fails saying so.
 
+A run adopted from a driver that died takes back the jobs that driver sent (an older
+epoch): the crash rules re-ran those steps or marked them interrupted.
+
 Cancelling the step (the run's cancel, its timeout) takes the job back: a job not yet
 taken is cancelled, a running one aborted (its worker cancels the action and reports
 what it had printed, which the attempt keeps, as a local step's).
@@ -297,6 +300,20 @@ class Remote:
         except TimeoutError:
             return None
         return dict(report.get("output") or {})
+
+    def sends_steps(self, run: RunState) -> bool:
+        """Whether ``run`` has steps on workers (on PostgreSQL, where they can be)."""
+        return self.postgres and any(s.spec.runs_on for s in run.steps.values())
+
+    async def take_back_older(self, run: RunState) -> None:
+        """A run adopted from a driver that died: the jobs it sent under an older epoch
+        are taken back (their steps were re-run or marked interrupted by the crash rules),
+        so a step marked interrupted does not run on, on a worker, unseen."""
+        queue = await self.queue()
+        for job in await _jobqueue().older(queue, run.id, run.epoch):
+            await _jobqueue().abort(queue, job)
+            log.info("run %s: job %d of its previous driver taken back from the workers", run.id,
+                     job)  # fmt: skip
 
     def _say(self, waiting: _Waiting, text: str, level: str = "info") -> None:
         """A line in the run's log (and the process's)."""

@@ -497,3 +497,50 @@ async def test_a_worker_stopped_past_its_drain_gives_its_step_up(
     )
     assert (row.status, row.failed_step) == ("failed", "long")
     assert "stopping; running steps get 0.0 s to finish" in workers.log(worker)
+
+
+def _baton_run(playbook: str, env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+    """`baton run PLAYBOOK` in a process of its own (its driver)."""
+    quiet = subprocess.DEVNULL
+    return subprocess.Popen([BATON, "run", playbook], env=env, cwd=cwd, stdout=quiet, stderr=quiet)
+
+
+async def test_a_run_adopted_from_a_dead_driver_takes_its_step_back_from_the_worker(
+    opened: Callable[..., Any], shared: Workers, tmp_path: Path
+) -> None:
+    """`baton run` drives the run in its own process and dies (kill -9) while its step
+    runs on a worker: this process's engine adopts the run, marks the step interrupted
+    (the crash rules), and takes its job back, so it does not run on unseen."""
+    flag, pidfile = tmp_path / "flag", tmp_path / "pid"
+    h = await opened({"slow": _slow_step(flag, pidfile, idempotent=False, label="dc1")})
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "BATON_DATABASE_URL": h.db_url,
+        "BATON_PLAYBOOKS": str(h.root / "playbooks"),
+        "BATON_KEY_FILE": str(h.root / "key"),
+    }
+    driver = _baton_run("slow", env, tmp_path)
+    try:
+        await wait_until(pidfile.exists, WITHIN)
+        pid = int(pidfile.read_text())
+        owned = sa.select(t.runs.c.id).where(t.runs.c.owner.like(f"%:{driver.pid}:%"))
+        run_id = (await h.store.one(owned)).id
+        driver.kill()
+        driver.wait()
+        row = await until_run(h, run_id, "failed", "succeeded")
+        await wait_until(lambda: not alive(pid), WITHIN)  # the worker killed the step
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+        _kill_step_process(pidfile)
+    long = await step_row(h, run_id, "long")
+    assert long.status == "interrupted"
+    assert long.error.startswith("interrupted: Baton stopped while this step ran")
+    assert row.failed_step == "long"
+
+    async def aborted() -> bool:  # its worker marks it so once the step is killed
+        return [j.status for j in await jobs_of(h, run_id)] == ["aborted"]
+
+    await _until(aborted)
