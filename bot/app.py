@@ -31,6 +31,7 @@ from engine.runner import Engine
 from engine.schedules import Schedules
 from engine.secrets import Masker, SecretBox, load_secrets
 from engine.timing import Clock, SchedulerTimers, Timers
+from storage.db import is_postgres
 from storage.schema import SchemaOutdated
 from storage.store import Store
 
@@ -95,7 +96,8 @@ def reload_inventory(settings: Settings) -> list[str]:
 
 
 def build_catalog(settings: Settings, registry: Registry) -> Catalog:
-    catalog = Catalog.load(settings.playbooks, registry)
+    workers = is_postgres(settings.database_url)  # SQLite has no job queue: no runs_on
+    catalog = Catalog.load(settings.playbooks, registry, workers=workers)
     for problem in catalog.problems:
         log.warning("playbook problem: %s", problem)
     return catalog
@@ -149,6 +151,7 @@ async def open_baton(
             same_person=rules.people.same,
             step_env=step_environment(settings),
             credentials=credentials,
+            worker_heartbeat=settings.worker_heartbeat,
         )
         schedules = Schedules(engine, grace=settings.misfire_grace, poll=settings.schedule_poll)
         if logs.log.isEnabledFor(logging.INFO):  # one line per run started, ended, decided

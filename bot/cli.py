@@ -30,7 +30,10 @@ examples:
   baton validate playbooks/
   baton runs --status failed
   baton db upgrade
+  baton worker --labels dc1
 """
+SERVICES = ("serve", "worker")
+"""The commands that log what they do at INFO (the others only warnings)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,12 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="who asks (default: $USER; only where `console_as:` in BATON_CONFIG allows it)",
     )
 
-    from bot import cli_db, cli_hosts, cli_logs, cli_runs
+    from bot import cli_db, cli_hosts, cli_logs, cli_runs, cli_worker
 
     cli_runs.add_retry_parser(sub)
     cli_db.add_parser(sub)
     cli_logs.add_parser(sub)
     cli_hosts.add_parser(sub)
+    cli_worker.add_parser(sub)
     return parser
 
 
@@ -232,8 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from bot import logs
 
-    logs.setup(settings.log_level, settings.log_format, quiet=args.command != "serve")
-    if args.command in ("serve", "run", "console"):  # the commands that run steps
+    logs.setup(settings.log_level, settings.log_format, quiet=args.command not in SERVICES)
+    if args.command in ("serve", "run", "console", "worker"):  # the commands that run steps
         from bot.hardening import hide_environment
 
         if not hide_environment():
@@ -274,6 +278,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bot import cli_db
 
             return cli_db.run(settings, args)
+        if args.command == "worker":
+            from bot import cli_worker
+
+            return cli_worker.run(settings, args)
     except (BatonError, StorageError) as exc:
         print(f"baton: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, BatonError) else 1
@@ -322,9 +330,11 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
         from engine import planning
         from engine.actions.registry import Registry
         from engine.catalog import Catalog
+        from storage.db import is_postgres
 
         registry = Registry.from_entry_points()
-        catalog = Catalog.load(settings.playbooks, registry)
+        workers = is_postgres(settings.database_url)
+        catalog = Catalog.load(settings.playbooks, registry, workers=workers)
         progress.plan(planning.plan(catalog, request))
         return 0
     from bot.app import open_baton
@@ -356,6 +366,7 @@ def _validate(settings: Settings, paths: list[Path]) -> int:
     from engine import validate
     from engine.access import AccessRules, ConfigError
     from engine.actions.registry import Registry
+    from storage.db import is_postgres
 
     targets = paths or [settings.playbooks]
     try:  # with the config's groups, an approval's groups are checked and counted
@@ -363,7 +374,9 @@ def _validate(settings: Settings, paths: list[Path]) -> int:
     except ConfigError as exc:
         print(f"{exc} (approval groups are not checked)", file=sys.stderr)
         groups = None
-    playbooks, problems = validate.validate_paths(targets, Registry.from_entry_points(), groups)
+    playbooks, problems = validate.validate_paths(
+        targets, Registry.from_entry_points(), groups, workers=is_postgres(settings.database_url)
+    )
     problems += cli_hosts.inventory_problems(settings.config)
     for problem in problems:
         print(problem)
@@ -378,8 +391,11 @@ def _validate(settings: Settings, paths: list[Path]) -> int:
 def _playbooks(settings: Settings) -> int:
     from engine.actions.registry import Registry
     from engine.catalog import Catalog
+    from storage.db import is_postgres
 
-    catalog = Catalog.load(settings.playbooks, Registry.from_entry_points())
+    registry = Registry.from_entry_points()
+    workers = is_postgres(settings.database_url)
+    catalog = Catalog.load(settings.playbooks, registry, workers=workers)
     if not len(catalog):
         print(f"no playbooks in {settings.playbooks}")
     width = max((len(n) for n in catalog.names()), default=0)

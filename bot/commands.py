@@ -407,6 +407,9 @@ class Commands:
             lines.append(f"  {step['id']}{phase}: {step['status']}{tries}{took}")
             if step.get("items"):
                 lines.append(f"    items: {Tally.from_json(step['items']).summary()}")
+            waiting_for = queries.waiting_for(step)
+            if waiting_for:
+                lines.append(f"    waiting for {waiting_for}")
             if step["error"]:
                 lines.append(f"    {_first_line(step['error'])}")
         approvals = await queries.pending_approvals(self.store, run_id)

@@ -151,15 +151,16 @@ class Settings(DashboardSettings):
         "adopted by a `baton serve` node this long after the last renewal.",
     )
     lease_renew: float | None = Field(
-        default=None,
-        gt=0,
-        le=1200,
-        description="Seconds between two renewals of a node's leases; unset: a third of "
-        "BATON_LEASE.",
-    )
+        default=None, gt=0, le=1200, description="Seconds between two renewals of a node's "
+        "leases; unset: a third of BATON_LEASE.",
+    )  # fmt: skip
     drain_timeout: float = Field(
         default=30.0, ge=0, description="Seconds a graceful stop lets running steps finish."
     )
+    worker_heartbeat: float = Field(
+        default=2.0, gt=0, le=60, description="Seconds between two heartbeats of a `baton "
+        "worker`; one silent for five is dead: its step is re-delivered or interrupted.",
+    )  # fmt: skip
     log_level: str = Field(
         default="INFO",
         description="Level of Baton's own log lines: DEBUG, INFO, WARNING, ERROR. Libraries "

@@ -27,8 +27,12 @@ class Catalog:
         playbooks: Mapping[str, tuple[Playbook, Path]],
         problems: list[Problem],
         kept: list[str] | None = None,
+        *,
+        workers: bool = True,
     ) -> None:
         self.root = root
+        self.workers = workers
+        """Whether steps may run on workers (``runs_on``): the database is PostgreSQL."""
         self.registry = registry
         self._playbooks = dict(sorted(playbooks.items()))
         self.problems = problems
@@ -36,9 +40,10 @@ class Catalog:
         """Names whose new file was invalid on reload, so the previous version was kept."""
 
     @classmethod
-    def load(cls, root: Path, registry: Registry) -> Catalog:
-        playbooks, problems = validate.validate_paths([root], registry)
-        return cls(root, registry, playbooks, problems)
+    def load(cls, root: Path, registry: Registry, *, workers: bool = True) -> Catalog:
+        """``workers``: False on SQLite, where a step's ``runs_on`` is refused."""
+        playbooks, problems = validate.validate_paths([root], registry, workers=workers)
+        return cls(root, registry, playbooks, problems, workers=workers)
 
     def reload(self) -> Catalog:
         """A new catalog from the files as they are now.
@@ -46,7 +51,9 @@ class Catalog:
         A playbook whose file still exists but is now invalid (or now clashes with another
         file's name) keeps its previous version; a playbook whose file is gone is dropped.
         """
-        playbooks, problems = validate.validate_paths([self.root], self.registry)
+        playbooks, problems = validate.validate_paths(
+            [self.root], self.registry, workers=self.workers
+        )
         broken = {p.file for p in problems}
         kept = []
         for name, (pb, path) in self._playbooks.items():
@@ -57,7 +64,7 @@ class Catalog:
             problems.append(
                 Problem(str(path), None, f"edit rejected: keeping the previous version of {name!r}")
             )
-        return Catalog(self.root, self.registry, playbooks, problems, kept)
+        return Catalog(self.root, self.registry, playbooks, problems, kept, workers=self.workers)
 
     def get(self, name: str) -> Playbook:
         try:

@@ -209,3 +209,23 @@ def _replaced(value: Any, path: tuple[Any, ...], new: Any) -> Any:
     if isinstance(value, dict):
         return {k: _replaced(v, rest, new) if k == head else v for k, v in value.items()}
     return [_replaced(v, rest, new) if j == head else v for j, v in enumerate(value)]
+
+
+IN_THE_ENGINE = ("approval", "log", "playbook", "wait")
+"""Actions that work on the run itself (timers, gates, child runs, its log): they run
+where the run is driven, never on a worker."""
+NEEDS_POSTGRES = "runs_on needs PostgreSQL: workers take steps from its job queue"
+
+
+def runs_on_problems(step: Step, workers: bool) -> Iterator[str]:
+    """Why ``step``'s ``runs_on`` cannot be honoured: the database has no job queue
+    (``workers`` False: SQLite), or its action works on the run itself."""
+    if step.runs_on is None:
+        return
+    if not workers:
+        yield f"{NEEDS_POSTGRES} (BATON_DATABASE_URL is SQLite; remove runs_on or use PostgreSQL)"
+    if step.action in IN_THE_ENGINE:
+        yield (
+            f"runs_on: a {step.action} step works on the run itself and runs where the run "
+            "is driven; runs_on is for shell, ssh, http, python and plug-in actions"
+        )

@@ -39,6 +39,16 @@ class Suspended:
 
 
 @dataclass(frozen=True)
+class WorkerNote:
+    """What a step sent to a worker waits for (``a worker labelled dc1``), shown on the
+    step while it lasts; None: a worker took it (``engine.runs.remote``)."""
+
+    step_id: str
+    attempt: int
+    waiting_for: str | None
+
+
+@dataclass(frozen=True)
 class Wake:
     """A timer fired: ``reason`` is retry, wait, timeout or approval."""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -30,6 +31,12 @@ Duration = durations.Duration
 
 STEP_ID = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 PLAYBOOK_NAME = r"^[a-z0-9][a-z0-9_.-]*$"
+WORKER_LABEL = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+"""A worker label (``runs_on``, ``baton worker --labels``): it names a job queue."""
+LABEL_RULE = (
+    "a worker label is letters, digits, '-', '_' and '.' (at most 63, starting with a "
+    "letter or digit), as in `runs_on: dc1` and `baton worker --labels dc1`"
+)
 
 
 def _listed(v: Any) -> Any:
@@ -137,8 +144,18 @@ class Step(_Model):
     idempotent: bool = False
     continue_on_error: bool = False
     for_each: ForEach | None = None
+    runs_on: str | None = None
+    """A worker label: the step runs in a ``baton worker --labels`` process that has it
+    (``engine.runs.remote``), not in the process driving the run."""
 
     _one_or_many = field_validator("needs", mode="before")(_listed)
+
+    @field_validator("runs_on")
+    @classmethod
+    def _a_label(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(WORKER_LABEL, v):
+            raise ValueError(LABEL_RULE)
+        return v
 
     @field_validator("when", mode="before")
     @classmethod

@@ -35,6 +35,16 @@ def _step_json(row: sa.Row[Any]) -> dict[str, Any]:
     }
 
 
+def waiting_for(step: dict[str, Any]) -> str | None:
+    """What a running step sent to workers waits for (``a worker labelled dc1``), kept in
+    its output while no worker took it (``engine.runs.remote``); None otherwise."""
+    output = step.get("output")
+    if step.get("status") != "running" or not isinstance(output, dict):
+        return None
+    found = output.get("waiting_for")
+    return found if isinstance(found, str) else None
+
+
 def _run_json(row: sa.Row[Any], steps: list[sa.Row[Any]]) -> dict[str, Any]:
     return {
         "id": row.id,

@@ -46,7 +46,7 @@ from engine.fleet import inventory
 from engine.loading import RunRecords
 from engine.playbook import Phase, Playbook, from_snapshot
 from engine.requests import DecisionResult, Plan, RunRequest
-from engine.runs import admission, commands, fromfailed, inbox, leases
+from engine.runs import admission, commands, fromfailed, inbox, leases, remote
 from engine.runs.keeper import Keeper
 from engine.secrets import SecretBox
 from engine.state import (
@@ -104,6 +104,7 @@ class Engine:
         same_person: Callable[[str, str], bool] = operator.eq,
         step_env: Mapping[str, str] | None = None,
         credentials: Iterable[str] = (),
+        worker_heartbeat: float = 2.0,
     ) -> None:
         """``step_env``: the environment steps' processes start from (default: the basic
         variables of this process, see ``engine.stepenv``); ``credentials``: values of
@@ -111,7 +112,9 @@ class Engine:
         ``kind``: what this node is (serve, run, console); only ``serve`` nodes adopt
         runs whose driver is gone. ``lease``/``renew``: seconds a lease lasts and
         between two renewals; ``inbox_poll``: seconds between looks at the inbox on
-        SQLite while this node drives runs (PostgreSQL wakes it with NOTIFY)."""
+        SQLite while this node drives runs (PostgreSQL wakes it with NOTIFY).
+        ``worker_heartbeat``: seconds between two heartbeats of a ``baton worker``; a
+        worker silent for five is dead (``engine.runs.remote``)."""
         self.store = store
         self.catalog = catalog
         self.registry = registry
@@ -148,6 +151,14 @@ class Engine:
         self._stopping = False
         self._stopped = False
         self._http: aiohttp.ClientSession | None = None
+        self.remote = remote.Remote(  # steps with `runs_on`, sent to workers
+            database_url=store.engine.url.render_as_string(hide_password=False),
+            postgres=store.dialect == "postgresql",
+            secret_box=secret_box,
+            post=self._post,
+            now=self.clock.now,
+            heartbeat=worker_heartbeat,
+        )
         self.machine = RunMachine(
             clock=self.clock,
             timers=self.timers,
@@ -190,6 +201,7 @@ class Engine:
             with suppress(asyncio.CancelledError):
                 await task
         await self.keeper.stop()
+        await self.remote.close()
         self.timers.shutdown()
         await self._leave()
         if self._http is not None:
@@ -865,6 +877,8 @@ class Engine:
             run.resuming = True
             await self._rearm(run, gate_rows, approvers)
             self._spawn_driver(run)
+            if self.remote.sends_steps(run):  # its steps on workers belong to the old driver
+                self.spawn(self.remote.take_back_older(run), name=f"take-back-{run.id}")
 
     async def _fail_unresumable(self, row: sa.Row[Any], exc: Exception) -> None:
         now = self.clock.now()
@@ -1232,7 +1246,11 @@ class Engine:
                 inputs = action.Inputs.model_validate(raw)
             except pydantic.ValidationError as exc:
                 raise ActionError(_input_errors(step.spec.action, exc)) from None
-            out = await action.run(ctx, inputs)
+            out: dict[str, Any] | Suspend
+            if step.spec.runs_on is not None:  # on a worker, which reports back
+                out = await self.remote.run(run, step, attempt, raw, ctx)
+            else:
+                out = await action.run(ctx, inputs)
             if isinstance(out, Suspend):
                 result = msg.Suspended(step.id, attempt, out)
             else:
@@ -1255,6 +1273,15 @@ class Engine:
                 outcome,
                 output=dict(ctx.partial or {}),
                 error=error,
+                attachments=ctx.attachments,
+            )
+        except remote.Ended as exc:  # on a worker: timed out there, or interrupted
+            result = msg.Finished(
+                step.id,
+                attempt,
+                exc.outcome,
+                output=exc.output,
+                error=str(exc),
                 attachments=ctx.attachments,
             )
         except ActionError as exc:

@@ -64,6 +64,16 @@ class Masker:
             return text
         return self._pattern.sub(MASK, text)
 
+    def present_in(self, obj: Any) -> list[str]:
+        """The secret values that occur in the strings of ``obj`` (dict keys included):
+        what whoever receives ``obj`` must mask in turn."""
+        if self._pattern is None:
+            return []
+        found: set[str] = set()
+        for text in _texts(obj):
+            found.update(self._pattern.findall(text))
+        return sorted(found)
+
     def mask(self, obj: Any) -> Any:
         """A copy of ``obj`` with secrets masked in every string (dict keys included).
 
@@ -83,6 +93,16 @@ class Masker:
         if isinstance(obj, tuple):
             return tuple(self._mask(v) for v in obj)
         return obj
+
+
+def _texts(obj: Any) -> list[str]:
+    if isinstance(obj, str):
+        return [obj]
+    if isinstance(obj, Mapping):
+        return [t for k, v in obj.items() for t in (*_texts(k), *_texts(v))]
+    if isinstance(obj, list | tuple):
+        return [t for v in obj for t in _texts(v)]
+    return []
 
 
 class SecretBox:
@@ -113,6 +133,21 @@ class SecretBox:
     def encrypt(self, values: Mapping[str, str]) -> str:
         data = json.dumps(dict(values), sort_keys=True, separators=(",", ":"))
         return self._fernet.encrypt(data.encode("utf-8")).decode("ascii")
+
+    def seal(self, obj: Any) -> str:
+        """Any JSON-able value, encrypted (a step's inputs on their way to a worker)."""
+        data = json.dumps(obj, separators=(",", ":"))
+        return self._fernet.encrypt(data.encode("utf-8")).decode("ascii")
+
+    def unseal(self, token: str) -> Any:
+        """What ``seal`` encrypted; ``BatonError`` when this key did not seal it."""
+        try:
+            return json.loads(self._fernet.decrypt(token.encode("ascii")))
+        except (InvalidToken, UnicodeEncodeError):
+            raise BatonError(
+                "cannot decrypt this step's inputs: they were sealed with another key than "
+                "this process's BATON_SECRET_KEY (or key file); give it the servers' key"
+            ) from None
 
     def decrypt(self, token: str) -> dict[str, str]:
         try:

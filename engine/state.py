@@ -86,6 +86,8 @@ class StepState:
     on_timeout: str = "reject"
     gate: dict[str, Any] | None = None  # the open approval's spec, as stored
     templated: bool = True
+    remote: asyncio.Future[dict[str, Any]] | None = None
+    """The report a step running on a worker waits for (``engine.runs.remote``)."""
     _live: set[str] | None = field(default=None, repr=False)
 
     @property

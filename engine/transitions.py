@@ -138,6 +138,9 @@ class RunMachine:
                 self._apply_suspend(run, step, m.suspend, batch)
         elif isinstance(m, msg.Wake):
             self._apply_wake(run, step, m, batch)
+        elif isinstance(m, msg.WorkerNote):
+            if step.status is StepStatus.RUNNING and m.attempt == step.attempts:
+                self._note_worker_wait(run, step, m.waiting_for, batch)
         elif isinstance(m, msg.GateClosed):
             if step.status is StepStatus.WAITING and step.approval_id == m.approval_id:
                 self.timers.cancel(self.timer_key(run, step, "approval"))
@@ -201,8 +204,15 @@ class RunMachine:
             step.error = error
             step.output = output
             step.finished_at = now
-            if m.outcome == "interrupted":
-                step.wake_reason = "shutdown"
+            if m.outcome == "interrupted" and step.cancel_reason == "shutdown":
+                step.wake_reason = "shutdown"  # this node stopped: the resume decides
+            elif m.outcome == "interrupted":  # its worker died: final, as after a crash
+                self._interrupted_fails_run(run, step)
+                batch.events.append(
+                    ev.StepInterrupted(
+                        **self._event_base(run, step), attempt=step.attempts, rerun=False
+                    )
+                )
             batch.ops += [
                 self._step_op(run, step),
                 self._attempt_op(
@@ -640,9 +650,23 @@ class RunMachine:
                     "idempotent and has no attempts left"
                 )
                 batch.ops.append(self._step_op(run, step))
-                if step.phase is Phase.MAIN and not step.spec.continue_on_error and not run.failing:
-                    run.failed_step = step.id
-                    run.error = f"step {step.id} {step.error}"
+                self._interrupted_fails_run(run, step)
+
+    def _interrupted_fails_run(self, run: RunState, step: StepState) -> None:
+        """An interrupted main step fails the run (unless it may fail), as a failed one."""
+        if step.phase is Phase.MAIN and not step.spec.continue_on_error and not run.failing:
+            run.failed_step = step.id
+            run.error = f"step {step.id} {step.error}"
+
+    def _note_worker_wait(
+        self, run: RunState, step: StepState, waiting_for: str | None, batch: Batch
+    ) -> None:
+        """A step sent to a worker waits for one (``a worker labelled dc1``; None: a
+        worker took it): shown in its output while it runs, and on its card."""
+        step.output = {"waiting_for": waiting_for} if waiting_for else None
+        batch.ops.append(self._step_op(run, step))
+        if waiting_for:
+            batch.events.append(ev.StepWaiting(**self._event_base(run, step), reason=waiting_for))
 
     # --- deciding what runs next -----------------------------------------------------
 

@@ -66,9 +66,11 @@ class _Checker:
         file: str,
         registry: Registry,
         groups: Groups | None = None,
+        workers: bool = True,
     ) -> None:
         self.pb = pb
         self.groups = groups
+        self.workers = workers
         self.lines = lines
         self.file = file
         self.registry = registry
@@ -202,6 +204,8 @@ class _Checker:
         if step.for_each is not None:
             self.check_for_each(key, i, step, phase, roots)
         item_roots = roots | foreach.names_of(step.for_each)
+        for message in inputchecks.runs_on_problems(step, self.workers):
+            self.add((key, i, "runs_on"), f"{label}: {message}")
         for path, text in _strings(step.with_, ()):
             self.check_template(
                 (key, i, "with", *path),
@@ -336,12 +340,19 @@ def _cycles(graph: dict[str, list[str]]) -> list[list[str]]:
 
 
 def validate(
-    pb: Playbook, lines: Lines, file: str, registry: Registry, groups: Groups | None = None
+    pb: Playbook,
+    lines: Lines,
+    file: str,
+    registry: Registry,
+    groups: Groups | None = None,
+    *,
+    workers: bool = True,
 ) -> list[Problem]:
     """Every semantic problem of ``pb`` (loaded from ``file`` with ``lines``), sorted by line.
     With ``groups``, an approval's ``groups`` must exist and their members count for its
-    quorum."""
-    return _Checker(pb, lines, file, registry, groups).run()
+    quorum. ``workers``: whether the database can hand steps to workers (PostgreSQL);
+    without, a step's ``runs_on`` is a problem."""
+    return _Checker(pb, lines, file, registry, groups, workers).run()
 
 
 def load_and_validate(path: Path, registry: Registry) -> tuple[Playbook | None, list[Problem]]:
@@ -352,19 +363,24 @@ def load_and_validate(path: Path, registry: Registry) -> tuple[Playbook | None, 
 
 
 def _load(
-    path: Path, registry: Registry, groups: Groups | None = None
+    path: Path, registry: Registry, groups: Groups | None = None, workers: bool = True
 ) -> tuple[Playbook | None, Lines, list[Problem]]:
     try:
         pb, lines = playbook.load_file(path)
     except PlaybookInvalid as exc:
         return None, {}, exc.problems
-    return pb, lines, validate(pb, lines, str(path), registry, groups)
+    return pb, lines, validate(pb, lines, str(path), registry, groups, workers=workers)
 
 
 def validate_paths(
-    paths: Sequence[Path], registry: Registry, groups: Groups | None = None
+    paths: Sequence[Path],
+    registry: Registry,
+    groups: Groups | None = None,
+    *,
+    workers: bool = True,
 ) -> tuple[dict[str, tuple[Playbook, Path]], list[Problem]]:
-    """Check files and every ``*.yaml``/``*.yml`` in directories.
+    """Check files and every ``*.yaml``/``*.yml`` in directories (``workers``: see
+    ``validate``).
 
     Returns the valid playbooks by name (with their file) and every problem. Two files
     declaring the same name is a problem of the later file (in path order), which is left out.
@@ -374,7 +390,7 @@ def validate_paths(
     problems: list[Problem] = []
     seen: set[Path] = set()
     for path in _files(paths, seen, problems):
-        pb, lines, found = _load(path, registry, groups)
+        pb, lines, found = _load(path, registry, groups, workers)
         if pb is not None and pb.name in owner:
             found.append(
                 Problem(

@@ -36,6 +36,12 @@ def normalize_url(url: str) -> URL:
     )
 
 
+def is_postgres(url: str) -> bool:
+    """Whether ``url`` names a PostgreSQL database (read without checking the rest of it:
+    ``baton validate`` asks, and must not fail on a URL it never connects to)."""
+    return url.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres")
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from engine import access
+from engine import access, queries
 from engine import params as paramlib
 from engine.durations import format_duration
 from engine.foreach import Tally
@@ -238,6 +238,9 @@ def step_line(step: dict[str, Any], now: datetime) -> str:
         parts.append(f"_{phase.replace('_', ' ')}_")
     if step.get("items"):
         parts.append(escape(Tally.from_json(step["items"]).summary()))
+    waiting_for = queries.waiting_for(step)
+    if waiting_for:
+        parts.append(f"waiting for {escape(waiting_for)}")
     return " · ".join(parts)
 
 

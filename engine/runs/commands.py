@@ -7,7 +7,7 @@ from datetime import datetime
 
 from engine import audit
 from engine import messages as msg
-from engine.runs import inbox
+from engine.runs import inbox, remote
 from engine.state import RunState, RunStatus
 from engine.transitions import Batch, RunMachine
 
@@ -43,6 +43,8 @@ def apply(
         )
         machine.apply(run, ended, batch)
         text = f"child run {p['child_run_id']} {p['status']}"
+    elif m.kind == inbox.RESULT:
+        state, text = remote.deliver(run, p)
     else:
         state, text = inbox.REFUSED, f"unknown command {m.kind!r}"
     batch.ops.append(inbox.answer(m.id, state, text, now))

@@ -34,6 +34,8 @@ ADMIT = "admit"
 
 PENDING, APPLIED, REFUSED = "pending", "applied", "refused"
 CANCEL, GATE, CHILD = "cancel", "gate", "child"
+RESULT = "result"
+"""A worker's report of a step it ran (``engine.runs.remote``), fenced by epoch and attempt."""
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,12 @@ from sqlmodel import SQLModel
 HERE = Path(__file__).parent
 
 
+def baton_owns(name: str | None, type_: str, parent_names: object) -> bool:
+    """Autogenerate's filter: the job queue's tables (``procrastinate_*``, revision
+    0005) are procrastinate's, not in ``storage.tables``, and stay as they are."""
+    return not (type_ == "table" and (name or "").startswith("procrastinate_"))
+
+
 def config(connection: sa.Connection | None = None) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(HERE))
@@ -61,5 +67,7 @@ def differences(connection: sa.Connection) -> list[object]:
     empty when the migrations and the metadata agree."""
     from storage import tables  # noqa: F401  (the tables register on SQLModel.metadata)
 
-    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    context = MigrationContext.configure(
+        connection, opts={"compare_type": True, "include_name": baton_owns}
+    )
     return list(compare_metadata(context, SQLModel.metadata))

@@ -15,6 +15,7 @@ from alembic import context
 from sqlmodel import SQLModel
 
 from storage import tables  # noqa: F401  (the tables register on SQLModel.metadata)
+from storage.migrations import baton_owns
 
 
 def run(connection: object) -> None:
@@ -23,6 +24,7 @@ def run(connection: object) -> None:
         target_metadata=SQLModel.metadata,
         render_as_batch=True,
         compare_type=True,
+        include_name=baton_owns,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -69,6 +69,7 @@ FILLED_AT: dict[str, Callable[[sa.Engine], None]] = {
     "0003_paging_indexes": _fill_0002,  # indexes only: the same rows fit
     "0004_run_commands_run": _fill_0002,  # an index only: the same rows fit
     "0005_dashboard_sessions": _fill_0002,  # 0006 adds a table: the same rows fit
+    "0006_step_items": _fill_0002,  # 0007 adds the job queue (PostgreSQL): the same rows fit
 }
 
 
