@@ -35,6 +35,7 @@ EXPECTED = {
     "deploy-canary",
     "disk-full",
     "restart-service",
+    "restart-service-fleet",
     "disaster-recovery",
     "employee-onboarding",
     "nightly-backup",
