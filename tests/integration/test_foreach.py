@@ -322,6 +322,12 @@ async def test_the_card_of_a_1000_item_fan_out_stays_within_slacks_limits(
     run = await queries.get_run(h.store, run_id)
     assert run["steps"][0]["items"]["total"] == 1000
     assert len(run["steps"][0]["output"]["items"]) == 1000
+    unexpected = [
+        (i, item["status"], item["error"])
+        for i, item in enumerate(run["steps"][0]["output"]["items"])
+        if (item["status"] == "failed") != (i % 3 == 0)
+    ]
+    assert unexpected == []
 
     _, card = blocks.run_card(run, h.clock.now())
     assert len(card) <= blocks.MAX_BLOCKS
