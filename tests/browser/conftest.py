@@ -44,6 +44,7 @@ ARTIFACTS = Path(__file__).parent.parent / "artifacts"
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost"})
 ALICE, VIC = "alice-browser-token-0123456789", "vic-browser-token-0123456789"
 BOB = "bob-browser-token-0123456789"
+ALERT_TOKEN = "alert-browser-token-0123456789"
 REPO = Path(__file__).parent.parent.parent
 DIR = "  dir: {type: string, required: false}\n"  # every run started by Server.start_run has it
 FAIL = """
@@ -183,7 +184,12 @@ def baton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         f"  vic: {{token_sha256: {_sha(VIC)}, role: viewer}}\n"
         f"  bob: {{token_sha256: {_sha(BOB)}, role: operator}}\n"
     )
-    env = {"BATON_CONFIG": str(config), "PYTHONPATH": str(REPO)}  # for tests.fakes.pyfuncs
+    env = {
+        "BATON_CONFIG": str(config),
+        "BATON_ALERT_TOKEN": ALERT_TOKEN,
+        "BATON_LOGIN_RATE": "1000/1m",  # every test logs in, from the same address
+        "PYTHONPATH": str(REPO),  # for tests.fakes.pyfuncs
+    }
     server = Server(root, f"sqlite:///{root / 'baton.db'}", PLAYBOOKS, env=env)
     try:
         server.start()

@@ -9,7 +9,17 @@ from __future__ import annotations
 from playwright.async_api import Page, expect
 
 from tests.acceptance.serve import Server, wait_until
-from tests.browser.conftest import ALICE, ARTIFACTS, BOB, LOOP, VIC, log_in, log_out, url
+from tests.browser.conftest import (
+    ALERT_TOKEN,
+    ALICE,
+    ARTIFACTS,
+    BOB,
+    LOOP,
+    VIC,
+    log_in,
+    log_out,
+    url,
+)
 
 pytestmark = LOOP
 RED, GREEN = "#fca5a5", "#86efac"  # bot.dashboard.dag.COLOURS of failed and succeeded
@@ -145,12 +155,40 @@ async def test_a_running_steps_log_lines_appear_without_a_reload(page: Page, bat
     assert await page.evaluate("() => window.kept") == "the same page"  # no reload
 
 
+def an_alert(baton: Server) -> None:
+    """An Alertmanager webhook with an alert no playbook's trigger matches."""
+    alert = {
+        "status": "firing",
+        "labels": {"alertname": "DiskFull", "severity": "warning", "host": "db-1"},
+        "annotations": {"summary": "disk 97% full"},
+        "startsAt": "2026-12-01T10:00:00Z",
+        "fingerprint": "f00d",
+    }
+    body = {"version": "4", "status": "firing", "receiver": "baton", "alerts": [alert]}
+    status, answer = baton.request("POST", "/alerts/alertmanager", body, token=ALERT_TOKEN)
+    assert status == 202, answer
+
+
 async def test_screenshots_of_the_other_pages(page: Page, baton: Server) -> None:
     await log_in(page, baton, ALICE, "/schedules")
     await expect(page.locator('tr[data-schedule] a[href="/?playbook=nap"]')).to_be_visible()
     await shot(page, "schedules")
-    for name in ("alerts", "audit"):
+    an_alert(baton)
+    for name in ("alerts", "audit", "stats"):
         await page.goto(url(baton, f"/{name}"))
         await expect(page.locator("main h1")).to_be_visible()
         await expect(page.locator("#error")).to_have_count(0)
         await shot(page, name)
+    await expect(page.locator("#nav a.current")).to_have_text("Stats")
+    await expect(page.locator("#stats-charts svg")).to_have_count(3)
+
+
+async def test_one_playbooks_stats_with_the_picker(page: Page, baton: Server) -> None:
+    baton.wait_run(baton.start_run("chain"))
+    await log_in(page, baton, VIC, "/stats")
+    await page.locator("#stats-filters select[name=playbook]").select_option("chain")
+    await page.locator("#stats-filters button").click()
+    await expect(page).to_have_url(url(baton, "/stats?playbook=chain&days=30"))
+    await expect(page.locator('#stats-steps tr[data-step="second"]')).to_be_visible()
+    await expect(page.locator("#chart-step_p95 svg")).to_contain_text("Step duration, p95")
+    await shot(page, "stats-chain")

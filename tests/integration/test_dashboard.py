@@ -15,22 +15,8 @@ import sqlalchemy as sa
 
 from bot.app import Baton
 from bot.dashboard.run import DRAWINGS
-from engine.requests import RunRequest
-from engine.timing import ManualClock
 from storage import tables as t
-from tests.integration.dashboard_support import LOCAL, dashboard, ids_in
-
-
-async def start(baton: Baton, playbook: str, by: str = "alice", **params: Any) -> str:
-    """A run through the engine, a second after the one before (so they sort by time)."""
-    clock = baton.engine.clock
-    assert isinstance(clock, ManualClock)
-    clock.advance(timedelta(seconds=1))
-    run_id = await baton.engine.start_run(
-        RunRequest(playbook=playbook, params=params, requested_by=by, trigger="api")
-    )
-    await baton.engine.wait_idle()
-    return run_id
+from tests.integration.dashboard_support import LOCAL, dashboard, ids_in, start
 
 
 async def runs_count(baton: Baton) -> int:
@@ -255,6 +241,8 @@ async def test_decisions_go_through_commands_and_self_approval_is_refused(
         rows = [tuple(a) for a in audit]
         assert ("alice", "command:approve", "refused") in rows
         assert ("bob", "command:approve", "ok") in rows
+        trail = await bob.text("/audit", params={"target": gate.id})  # an approval, no run
+        assert f'<a href="/audit?target={gate.id}">' in trail and f"/runs/{gate.id}" not in trail
 
 
 async def attempts_of(baton: Baton, run_id: str) -> dict[str, int]:
@@ -384,6 +372,8 @@ async def test_the_audit_trail_is_filtered_by_who_action_target_and_time(tmp_pat
         assert len(rows) == 1 and "command:cancel" in rows[0] and f"cancel {napping}" in rows[0]
         page = await bob.text("/audit", params={"target": napping})
         assert f'<a href="/runs/{napping}">' in page
+        started = await bob.text("/audit", params={"action": "run"})  # its target: nap
+        assert f'<a href="/runs/{napping}">nap</a>' in started
         refused = await bob.text("/audit", params={"who": "vera"})
         assert "web:POST" in refused and f"/runs/{napping}/cancel" in refused
         assert 'id="no-audit"' in await bob.text("/audit", params={"until": "2020-01-01"})
