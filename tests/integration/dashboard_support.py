@@ -193,8 +193,8 @@ async def dashboard(
     if people:
         (tmp_path / "baton.yaml").write_text(config_text())
         given.setdefault("config", tmp_path / "baton.yaml")
+    given.setdefault("database_url", f"sqlite:///{tmp_path / 'baton.db'}")
     settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'baton.db'}",
         playbooks=folder,
         key_file=tmp_path / "key",
         **given,
