@@ -145,6 +145,7 @@ async def test_a_running_steps_log_lines_appear_without_a_reload(page: Page, bat
     logs = page.locator("#run-logs")
     await expect(logs).to_contain_text("waiting for go")
     await expect(logs).not_to_contain_text("go appeared")
+    await expect(page.locator("#run-logs-section .live")).to_have_text("live")
     await page.evaluate("() => { window.kept = 'the same page' }")
 
     (baton.work / "go").touch()
@@ -152,6 +153,7 @@ async def test_a_running_steps_log_lines_appear_without_a_reload(page: Page, bat
     await expect(logs).to_contain_text("go appeared")
     await expect(logs).to_contain_text("all done")
     await expect(page.locator("#run-status")).to_have_attribute("data-status", "succeeded")
+    await expect(page.locator("#run-logs-section .live")).to_have_count(0)  # it ended
     assert await page.evaluate("() => window.kept") == "the same page"  # no reload
 
 
