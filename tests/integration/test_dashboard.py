@@ -158,8 +158,12 @@ async def test_a_bad_param_in_the_start_form_shows_the_message_and_starts_nothin
         assert 'value="pass-word"' not in page
         assert await runs_count(baton) == 0
 
+        assert ids_in(page, "data-playbook") == ["hello"]  # its form alone, the message in sight
         resp = await alice.submit("/playbooks", "/playbooks/hello/run", **{"param-times": "2"})
         assert resp.status == 400 and "`hello` needs who" in await resp.text()
+        gone = await alice.post("/playbooks/hallo/run", {"param-who": "x"})  # a stale form
+        said = await gone.text()
+        assert gone.status == 400 and 'id="error"' in said and "Did you mean `hello`?" in said
 
         asked = {**typed, "param-times": "2", "dry_run": "1"}
         dry = await alice.submit("/playbooks", "/playbooks/hello/run", **asked)
