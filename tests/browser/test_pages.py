@@ -65,6 +65,7 @@ async def test_approve_as_another_person_and_self_approval_is_refused(
         f"alice started run {run_id} and cannot approve it"
     )
     assert baton.approvals(run_id)[0].status == "pending"
+    await shot(page, "refused")
     await log_out(page)
 
     await log_in(page, baton, BOB, "/approvals")
