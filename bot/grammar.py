@@ -441,6 +441,8 @@ def shown_as_text(command: Command) -> str:
             return shlex.join(
                 [verb, command.run_id, *([command.step_id] if command.step_id else [])]
             )
+        case Retry(from_failed=True):  # the audit trail tells the two retries apart
+            return shlex.join([verb, command.run_id, "--from-failed"])
         case _:
             target = target_of(command)
             return f"{verb} {shlex.quote(target)}" if target else verb

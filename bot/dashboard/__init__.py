@@ -3,7 +3,7 @@ autoescaped), live updates over server-sent events (htmx and its SSE extension, 
 in ``static/``: every asset is served by Baton, nothing from a CDN).
 
 Pages: ``/`` runs, ``/runs/{id}`` one run, ``/playbooks``, ``/approvals``, ``/schedules``,
-``/alerts``, ``/audit``. ``bot.dashboard.auth`` decides who is looking (a login, an SSO
+``/alerts``, ``/audit``, ``/stats``. ``bot.dashboard.auth`` decides who is looking (a login, an SSO
 proxy's header, or the local person); buttons post chat commands through
 ``bot.commands.Commands`` as that person (``bot.dashboard.actions``), so chat's checks
 apply."""
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from bot.dashboard import actions, auth, dag, lists, live, playbooks, render, run, runs
+from bot.dashboard import actions, auth, dag, lists, live, playbooks, render, run, runs, stats
 
 if TYPE_CHECKING:
     from bot.app import Baton
@@ -43,5 +43,6 @@ def add_routes(app: web.Application, settings: Settings, baton: Baton) -> None:
     post("/schedules/{schedule_id}/{action:pause|resume|trigger}", actions.schedule_action)
     get("/alerts", lists.alerts)
     get("/audit", lists.audit)
+    get("/stats", stats.stats)
     app.router.add_static("/static/", STATIC, name="static")
     auth.add_routes(app, settings, baton)

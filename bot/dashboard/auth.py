@@ -76,6 +76,9 @@ class Who:
 
     name: str
     role: str  # "viewer" | "operator" | "admin"
+    local: bool = False
+    """The local person (no ``users:``): nobody logged in, so there is no logging out
+    (a new session would open at once); the page shows no *Log out* button."""
 
     @property
     def can_act(self) -> bool:
@@ -203,7 +206,9 @@ class Gate:
             return page("Log in first", "This needs a login: log in, then try again.", 401)
         request[SESSION] = session
         found = self.people.find(session.person)
-        request[WHO] = Who(found.name, found.role) if found else Who(session.person, "operator")
+        # a session's person is one of ``users:``, or (with nobody there) the local person
+        local = Who(session.person, "operator", local=True)
+        request[WHO] = Who(found.name, found.role) if found else local
         if request.method in UNSAFE and request.path != "/login":
             sent = request.headers.get("X-CSRF-Token") or (await request.post()).get("csrf")
             if not isinstance(sent, str) or not hmac.compare_digest(sent, session.csrf):

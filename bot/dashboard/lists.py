@@ -6,6 +6,7 @@ keyset, as the runs are."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -14,6 +15,9 @@ from bot.dashboard.render import baton_of, page
 from engine import queries, runview
 from engine.alerts import OUTCOMES
 from engine.errors import BadCursor
+
+RUN_VERBS = frozenset({"cancel", "retry", "status", "logs"})
+"""Audit actions (``cancel``, ``command:cancel``, ``api:cancel``...) whose target is a run."""
 
 
 async def approvals(request: web.Request) -> web.Response:
@@ -88,5 +92,23 @@ async def audit(request: web.Request) -> web.Response:
     except (forms.FormError, BadCursor) as exc:
         context["error"] = str(exc)
         return page(request, "audit.html", status=400, **context)
-    context.update(rows=found.items, next_url=forms.next_url(request, found.next))
+    rows = [{**row, "link": target_link(row)} for row in found.items]
+    context.update(rows=rows, next_url=forms.next_url(request, found.next))
     return page(request, "audit.html", **context)
+
+
+def target_link(row: dict[str, Any]) -> str | None:
+    """Where an audit row's target leads: the run's page for what was done to a run (and
+    for a ``run`` row, the run it started); for anything else named (an approval, a
+    schedule, a playbook), its own trail. Approval and run ids look alike, so the action
+    decides, not the id's shape."""
+    verb = row["action"].rsplit(":", 1)[-1]
+    target = row["target"]
+    if verb in RUN_VERBS and target:
+        return f"/runs/{target}"
+    started = row["detail"].get("run_id")
+    if verb == "run" and isinstance(started, str) and started:
+        return f"/runs/{started}"
+    if target and not target.startswith("/"):  # a path: a refused POST's, no page
+        return f"/audit?target={quote(target, safe='')}"
+    return None

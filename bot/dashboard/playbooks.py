@@ -2,7 +2,8 @@
 run; ``POST /playbooks/{name}/run`` starts it (or, with the "Dry run" button, shows the
 plan ``run P --dry-run`` prints) through the chat command ``run P k=v ...``, so the params
 are checked exactly as in chat and the API. A bad param re-renders the form with the
-message and the values given (secrets are asked again), and starts nothing."""
+message and the values given (secrets are asked again), and starts nothing; that answer
+shows the one playbook's form, so the message is in sight, not below the others."""
 
 from __future__ import annotations
 
@@ -88,13 +89,16 @@ async def start(request: web.Request) -> web.StreamResponse:
         raise web.HTTPSeeOther(f"/runs/{started}")
     secrets = paramlib.secret_names(playbook) if playbook is not None else set()
     kept = {k: v for k, v in given.items() if k not in secrets}  # a secret is asked again
+    cards = [card for card in _cards(request) if card["name"] == name]  # its form alone
     return page(
         request,
         "playbooks.html",
         status=actions.status_of(reply),
-        cards=_cards(request),
+        cards=cards or _cards(request),
         given=kept,
         chosen=name,
         plan=reply.text if reply.ok else None,
         said=None if reply.ok else reply.text,  # shown by the playbook's form
+        # a playbook gone since the form was drawn (a reload): the message goes on top
+        error=None if cards or reply.ok else reply.text,
     )

@@ -27,6 +27,7 @@ NAV = (
     ("/schedules", "Schedules"),
     ("/alerts", "Alerts"),
     ("/audit", "Audit"),
+    ("/stats", "Stats"),
 )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 from typing import Any
 
 from engine.actions import ActionContext
@@ -57,3 +59,18 @@ async def unstorable(ctx: ActionContext) -> dict[str, Any]:
         "numbers": [float("nan"), float("inf"), -float("inf"), 1.5],
         "\udcffkey": "value",
     }
+
+
+async def wait_for_file(ctx: ActionContext, path: str, within: float = 30.0) -> dict[str, Any]:
+    """A running step that logs as it goes: a line, then (once a test creates ``path``)
+    another. It looks for the file every 20 ms, up to ``within`` seconds."""
+    name = os.path.basename(path)
+    await ctx.log(f"waiting for {name}")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await asyncio.to_thread(os.path.exists, path):
+        if loop.time() > deadline:
+            raise TimeoutError(f"{path} did not appear within {within:g} s")
+        await asyncio.sleep(0.02)
+    await ctx.log(f"{name} appeared")
+    return {"waited_for": name}

@@ -187,19 +187,21 @@ async def test_a_viewer_sees_no_action_an_operator_retries(serve: Serve) -> None
     await baton.engine.wait_idle()
 
     await login(client, VIC)
-    seen = await (await client.get("/")).text()
-    assert "vic (viewer)" in seen and run_id in seen and "Retry from the failed step" not in seen
+    seen = await (await client.get(f"/runs/{run_id}")).text()
+    assert "vic (viewer)" in seen and 'data-status="failed"' in seen
+    assert 'id="action-retry-failed"' not in seen and 'id="run-actions"' not in seen
     forged = await client.post(
-        f"/runs/{run_id}/retry", data={"csrf": csrf_of(seen)}, allow_redirects=False
+        f"/runs/{run_id}/retry-failed", data={"csrf": csrf_of(seen)}, allow_redirects=False
     )
     assert forged.status == 403 and (await baton.engine.records.row(run_id)).attempt == 1
 
     client.session.cookie_jar.clear()
     await login(client, ALICE)
-    page = await (await client.get("/")).text()
-    assert f"action='/runs/{run_id}/retry'" in page
+    page = await (await client.get(f"/runs/{run_id}")).text()
+    assert 'id="action-retry-failed"' in page
+    assert f'action="/runs/{run_id}/retry-failed"' in page
     done = await client.post(
-        f"/runs/{run_id}/retry", data={"csrf": csrf_of(page)}, allow_redirects=False
+        f"/runs/{run_id}/retry-failed", data={"csrf": csrf_of(page)}, allow_redirects=False
     )
     assert done.status == 303
     await baton.engine.wait_idle()

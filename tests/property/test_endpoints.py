@@ -366,6 +366,8 @@ def test_api_paths_never_fail(server: Server, template: str, value: str) -> None
             "/alerts?cursor={}",
             "/audit?action={}&since={}",
             "/audit?cursor={}",
+            "/stats?playbook={}",
+            "/stats?days={}",
         ]
     ),
     st.one_of(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bot import commands as c
+from bot.grammar import shown_as_text
 from engine.errors import BatonError, ParamError
 
 
@@ -108,3 +109,6 @@ def test_retry_from_the_failed_step() -> None:
         c.parse("retry abc --from")
     with pytest.raises(c.CommandError, match=r"usage: retry RUN \[--from-failed\]"):
         c.parse("retry --from-failed")
+    # the audit trail's text of each (which retry it was)
+    assert shown_as_text(c.parse("retry abc")) == "retry abc"
+    assert shown_as_text(c.parse("retry --from-failed abc")) == "retry abc --from-failed"

@@ -1,0 +1,199 @@
+"""The dashboard's pages in a real browser against a real ``baton serve``: the runs list
+and a run's graph, approving (as somebody else; one's own run is refused), what a viewer
+cannot do, cancel, retry from the failed step, the start form's bad param, and a running
+step's log lines arriving without a reload. Every page is also saved as a screenshot
+(``tests/artifacts/page-*.png``) for people to look at."""
+
+from __future__ import annotations
+
+from playwright.async_api import Page, expect
+
+from tests.acceptance.serve import Server, wait_until
+from tests.browser.conftest import (
+    ALERT_TOKEN,
+    ALICE,
+    ARTIFACTS,
+    BOB,
+    LOOP,
+    VIC,
+    log_in,
+    log_out,
+    url,
+)
+
+pytestmark = LOOP
+RED, GREEN = "#fca5a5", "#86efac"  # bot.dashboard.dag.COLOURS of failed and succeeded
+
+
+async def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / f"page-{name}.png"), full_page=True)
+
+
+async def test_the_runs_list_and_a_runs_graph_coloured_by_status(page: Page, baton: Server) -> None:
+    run_id = baton.start_run("chain")
+    baton.wait_run(run_id)
+    await log_in(page, baton, ALICE)
+    row = page.locator(f'tr[data-run="{run_id}"]')
+    await expect(row.locator(".badge")).to_have_text("failed")
+    await shot(page, "runs")
+
+    await row.locator("a").click()
+    await expect(page).to_have_url(url(baton, f"/runs/{run_id}"))
+    nodes = page.locator("#run-dag svg g.node")
+    await expect(nodes).to_have_count(3)
+    for step, status, colour in (("first", "succeeded", GREEN), ("second", "failed", RED)):
+        node = page.locator(f"#run-dag g#step-{step}")
+        await expect(node).to_have_class(f"node step status-{status}")
+        await expect(node.locator("path, polygon").first).to_have_attribute("fill", colour)
+    await expect(page.locator("#step-third")).to_have_class("node step status-skipped")
+    await expect(page.locator('#run-timeline rect[data-step="second"]')).to_have_count(1)
+    await shot(page, "run")
+
+
+async def test_approve_as_another_person_and_self_approval_is_refused(
+    page: Page, baton: Server
+) -> None:
+    await log_in(page, baton, ALICE, "/playbooks")
+    await page.locator("#playbook-gated button.start-run").click()
+    await expect(page.locator("#run-status")).to_have_attribute("data-status", "waiting")
+    run_id = page.url.rsplit("/", 1)[1]
+    (gate,) = baton.approvals(run_id)
+
+    await page.locator(f'button.approve[data-approval="{gate.id}"]').click()
+    await expect(page.locator("#error")).to_contain_text(
+        f"alice started run {run_id} and cannot approve it"
+    )
+    assert baton.approvals(run_id)[0].status == "pending"
+    await shot(page, "refused")
+    await log_out(page)
+
+    await log_in(page, baton, BOB, "/approvals")
+    await shot(page, "approvals")
+    await page.locator(f'#approvals-mine button.approve[data-approval="{gate.id}"]').click()
+    await expect(page).to_have_url(url(baton, "/approvals"))
+    assert baton.wait_run(run_id).status == "succeeded"
+    assert baton.approvals(run_id)[0].status == "approved"
+    await page.goto(url(baton, f"/runs/{run_id}"))
+    await expect(page.locator("#run-status")).to_have_attribute("data-status", "succeeded")
+
+
+async def test_a_viewer_sees_no_button_and_a_forged_post_is_refused(
+    page: Page, baton: Server, failed_run: str
+) -> None:
+    await log_in(page, baton, VIC, f"/runs/{failed_run}")
+    await expect(page.locator("#run-status")).to_have_attribute("data-status", "failed")
+    await expect(page.locator("main button")).to_have_count(0)
+    for path in ("/playbooks", "/approvals", "/schedules"):
+        await page.goto(url(baton, path))
+        await expect(page.locator("main h1")).to_be_visible()
+        await expect(page.locator("main button")).to_have_count(0)
+    await expect(page.locator("form.start")).to_have_count(0)
+    csrf = await page.locator("input[name=csrf]").first.get_attribute("value")
+    forged = await page.request.post(
+        url(baton, f"/runs/{failed_run}/retry-failed"), form={"csrf": csrf or ""}
+    )
+    assert forged.status == 403 and "vic is a viewer" in await forged.text()
+    assert baton.run(failed_run).attempt == 1
+
+
+async def test_cancel_a_waiting_run(page: Page, baton: Server) -> None:
+    run_id = baton.start_run("nap")
+    baton.wait_step(run_id, "sleep", "waiting")
+    await log_in(page, baton, ALICE, f"/runs/{run_id}")
+    await page.locator("#action-cancel").click()
+    await expect(page.locator("#run-status")).to_have_attribute("data-status", "cancelled")
+    await expect(page.locator("#action-cancel")).to_have_count(0)
+    assert baton.run(run_id).status == "cancelled"
+
+
+async def test_retry_from_the_failed_step(page: Page, baton: Server) -> None:
+    run_id = baton.start_run("chain")
+    baton.wait_run(run_id)
+    await log_in(page, baton, ALICE, f"/runs/{run_id}")
+    await page.locator("#action-retry-failed").click()
+    await expect(page).to_have_url(url(baton, f"/runs/{run_id}"))
+    row = wait_until(
+        lambda: (r := baton.run(run_id)).attempt == 2 and r.status == "failed" and r,
+        what="the retried run failed again",
+    )
+    assert row.error.startswith("step second failed")
+    await page.reload()
+    await expect(page.locator("#run-head .meta")).to_contain_text("attempt 2")
+    first = [a.run_attempt for a in baton.attempts(run_id, "first")]
+    assert first == [1]  # the step that succeeded did not run again
+
+
+async def test_a_bad_param_in_the_start_form_is_shown_and_starts_nothing(
+    page: Page, baton: Server
+) -> None:
+    await log_in(page, baton, ALICE, "/playbooks")
+    form = page.locator("#playbook-hello form.start")
+    await form.locator("input[name=param-who]").fill("ops")
+    await form.locator("input[name=param-times]").fill("9")
+    await form.locator("button.start-run").click()
+    error = page.locator("#playbook-hello #form-error")
+    await expect(error).to_contain_text("above the maximum 3")
+    await expect(error).to_be_in_viewport()  # the answer shows hello's form alone
+    await expect(page.locator("#playbook-hello input[name=param-who]")).to_have_value("ops")
+    await shot(page, "playbooks")
+    assert baton.runs_of("hello") == []
+
+
+async def test_a_running_steps_log_lines_appear_without_a_reload(page: Page, baton: Server) -> None:
+    (baton.work / "go").unlink(missing_ok=True)
+    run_id = baton.start_run("follow")
+    baton.wait_step(run_id, "hold", "running")
+    await log_in(page, baton, ALICE, f"/runs/{run_id}")
+    logs = page.locator("#run-logs")
+    await expect(logs).to_contain_text("waiting for go")
+    await expect(logs).not_to_contain_text("go appeared")
+    await expect(page.locator("#run-logs-section .live")).to_have_text("live")
+    await page.evaluate("() => { window.kept = 'the same page' }")
+
+    (baton.work / "go").touch()
+
+    await expect(logs).to_contain_text("go appeared")
+    await expect(logs).to_contain_text("all done")
+    await expect(page.locator("#run-status")).to_have_attribute("data-status", "succeeded")
+    await expect(page.locator("#run-logs-section .live")).to_have_count(0)  # it ended
+    assert await page.evaluate("() => window.kept") == "the same page"  # no reload
+
+
+def an_alert(baton: Server) -> None:
+    """An Alertmanager webhook with an alert no playbook's trigger matches."""
+    alert = {
+        "status": "firing",
+        "labels": {"alertname": "DiskFull", "severity": "warning", "host": "db-1"},
+        "annotations": {"summary": "disk 97% full"},
+        "startsAt": "2026-12-01T10:00:00Z",
+        "fingerprint": "f00d",
+    }
+    body = {"version": "4", "status": "firing", "receiver": "baton", "alerts": [alert]}
+    status, answer = baton.request("POST", "/alerts/alertmanager", body, token=ALERT_TOKEN)
+    assert status == 202, answer
+
+
+async def test_screenshots_of_the_other_pages(page: Page, baton: Server) -> None:
+    await log_in(page, baton, ALICE, "/schedules")
+    await expect(page.locator('tr[data-schedule] a[href="/?playbook=nap"]')).to_be_visible()
+    await shot(page, "schedules")
+    an_alert(baton)
+    for name in ("alerts", "audit", "stats"):
+        await page.goto(url(baton, f"/{name}"))
+        await expect(page.locator("main h1")).to_be_visible()
+        await expect(page.locator("#error")).to_have_count(0)
+        await shot(page, name)
+    await expect(page.locator("#nav a.current")).to_have_text("Stats")
+    await expect(page.locator("#stats-charts svg")).to_have_count(3)
+
+
+async def test_one_playbooks_stats_with_the_picker(page: Page, baton: Server) -> None:
+    baton.wait_run(baton.start_run("chain"))
+    await log_in(page, baton, VIC, "/stats")
+    await page.locator("#stats-filters select[name=playbook]").select_option("chain")
+    await page.locator("#stats-filters button").click()
+    await expect(page).to_have_url(url(baton, "/stats?playbook=chain&days=30"))
+    await expect(page.locator('#stats-steps tr[data-step="second"]')).to_be_visible()
+    await expect(page.locator("#chart-step_p95 svg")).to_contain_text("Step duration, p95")
+    await shot(page, "stats-chain")
