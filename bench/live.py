@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 import statistics
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -68,19 +70,29 @@ async def _clients(url: str) -> asyncio.subprocess.Process:
 
 
 async def _follow(baton: Baton, server: TestServer) -> dict[str, Any]:
-    """Start the run, connect the clients, let the step log; the clients' answer."""
+    """Start the run, connect the clients, let the step log; the clients' answer, with
+    ``run_s`` (from the first line to the run's end), ``server_cpu_s`` (this process: engine
+    and server, all threads) and ``clients_cpu_s``."""
     run_id = await baton.engine.start_run(
         RunRequest(playbook="live", params={}, requested_by="bench", trigger="cli")
     )
     process = await _clients(str(server.make_url(f"/runs/{run_id}/live")))
+    cpu, wall = time.process_time(), time.perf_counter()
     live_step.GO.set()
     status = await asyncio.wait_for(baton.engine.wait_for(run_id), WITHIN)
     if status.value != "succeeded":
         raise RuntimeError(f"run {run_id} ended {status.value}")
+    server_cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     assert process.stdout is not None
     answer: dict[str, Any] = json.loads(await asyncio.wait_for(process.stdout.readline(), WITHIN))
     await process.wait()
-    return answer
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the client process, ended
+    return {
+        **answer,
+        "server_cpu_s": server_cpu,
+        "run_s": wall,
+        "clients_cpu_s": children.ru_utime + children.ru_stime,
+    }
 
 
 async def _suite(root: Path) -> None:
@@ -106,6 +118,13 @@ async def _suite(root: Path) -> None:
     ms: list[float] = answer["delays_ms"]
     latencies("line -> client", f"{len(ms):,} deliveries", ms, "< 500 ms")
     figure("  mean", statistics.fmean(ms), "ms")
+    figure(
+        f"the run, first line to end ({LINES * EVERY_MS / 1000:.0f} s unloaded)",
+        answer["run_s"],
+        "s",
+    )
+    figure("  CPU meanwhile: this process (engine, server)", answer["server_cpu_s"], "s")
+    figure("  the clients' process (its whole life)", answer["clients_cpu_s"], "s")
 
 
 def main() -> None:
