@@ -1,5 +1,6 @@
 """``python -m bench [SUITE ...]`` (all, engine, process, durability, slack, alerts, edge,
-nodes, templates, profile, history, prune, metrics, dashboard): figures beside targets."""
+nodes, templates, profile, history, prune, metrics, dashboard, fleet, live):
+figures beside targets."""
 
 from __future__ import annotations
 
@@ -22,7 +23,10 @@ SUITES = (
     "prune",
     "metrics",
     "dashboard",
+    "fleet",
+    "live",
 )
+ON_REQUEST = ("profile", "history", "prune", "metrics", "dashboard", "fleet", "live")
 
 
 def main() -> int:
@@ -34,7 +38,7 @@ def main() -> int:
         "suites",
         nargs="*",
         metavar="{all,engine,process,durability,slack,alerts,edge,nodes,templates,profile,history,"
-        "prune,metrics,dashboard}",
+        "prune,metrics,dashboard,fleet,live}",
         help="engine: in-process engine throughput and memory; process: the baton command "
         "(start-up, one-step run, serve idle RSS); durability: timer lateness, memory and "
         "idle CPU of 10,000 parked runs, resuming them after a restart; slack: signed "
@@ -52,17 +56,18 @@ def main() -> int:
         "sequential chain and of parking and resuming runs; history: serve start, GET "
         "/api/runs, a 10-step run and bytes per run, with 200,000 finished runs in the "
         "database against none (python -m bench.history --help for its options); dashboard: "
-        "GET / over 100,000 runs and a 200-step run's page with its Graphviz SVG. Default: "
+        "GET / over 100,000 runs and a 200-step run's page with its Graphviz SVG; fleet: a "
+        "command on 50 inventory hosts over SSH, 20 at a time, Baton against xargs -P 20 ssh; "
+        "live: 100 SSE clients of a run's live logs (delivery delay p50/p95/p99). Default: "
         "engine, process, durability, slack, alerts, edge, nodes and templates (history, "
-        "prune, metrics and dashboard fill big databases: ask for them).",
+        "prune, metrics and dashboard fill big databases, fleet and live start an sshd and "
+        "100 clients: ask for them).",
     )
     args = parser.parse_args()
     unknown = [s for s in args.suites if s not in ("all", *SUITES)]
     if unknown:
         parser.error(f"unknown suite(s) {', '.join(unknown)}; choose from all, {', '.join(SUITES)}")
-    chosen = args.suites or [
-        s for s in SUITES if s not in ("profile", "history", "prune", "metrics", "dashboard")
-    ]
+    chosen = args.suites or [s for s in SUITES if s not in ON_REQUEST]
     if "all" in chosen:
         chosen = list(SUITES)
     print(
@@ -127,6 +132,14 @@ def main() -> int:
             from bench import dashboard
 
             dashboard.main()
+        elif suite == "fleet":
+            from bench import fleet
+
+            fleet.main()
+        elif suite == "live":
+            from bench import live
+
+            live.main()
     print(f"\nbench done in {time.perf_counter() - t0:.0f}s")
     return 0
 

@@ -83,7 +83,9 @@ class Sshd:
             self.process.wait()
 
 
-def _config(folder: Path, port: int, host_key: Path, authorized: Path) -> str:
+def _config(
+    folder: Path, port: int, host_key: Path, authorized: Path, extra: tuple[str, ...] = ()
+) -> str:
     return "\n".join(
         [
             f"Port {port}",
@@ -99,6 +101,7 @@ def _config(folder: Path, port: int, host_key: Path, authorized: Path) -> str:
             "PubkeyAuthentication yes",
             "LogLevel VERBOSE",
             "MaxSessions 20",
+            *extra,
             "",
         ]
     )
@@ -123,7 +126,9 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes], log: Path) -> N
             time.sleep(0.05)  # the poll interval between two connection attempts
 
 
-def start_sshd(folder: Path) -> Sshd:
+def start_sshd(folder: Path, extra_config: tuple[str, ...] = ()) -> Sshd:
+    """sshd on a free port of 127.0.0.1, listening when this returns; ``extra_config``:
+    more sshd_config lines (the fleet bench's ``MaxStartups 100``)."""
     PRIVSEP.mkdir(mode=0o755, exist_ok=True)  # no systemd here to make it at boot
     folder.mkdir(parents=True, exist_ok=True)
     host_key = keygen(folder / "host_key", "baton-test-host")
@@ -133,7 +138,7 @@ def start_sshd(folder: Path) -> Sshd:
     authorized.write_text(client_key.with_suffix(".pub").read_text())
     port = free_port()
     config = folder / "sshd_config"
-    config.write_text(_config(folder, port, host_key, authorized))
+    config.write_text(_config(folder, port, host_key, authorized, extra_config))
     log = folder / "sshd.log"
     process = subprocess.Popen(
         [SSHD, "-D", "-e", "-f", str(config), "-E", str(log)],
