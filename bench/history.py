@@ -98,7 +98,7 @@ def fill(url: str, template: str, runs: int) -> dict[str, int]:
         "owner": "NULL",
         "lease_expires_at": "NULL",
     }
-    children = [tb for tb in t.SQLModel.metadata.sorted_tables if "run_id" in tb.c]
+    children = [tb for tb in t.metadata.sorted_tables if "run_id" in tb.c]
     statements = [_copy(t.runs, run_swap, "tpl.id = :tpl")]
     statements += [
         _copy(tb, {"run_id": sql["id"]}, "tpl.run_id = :tpl")
@@ -132,7 +132,7 @@ def _counts(engine: sa.Engine) -> dict[str, int]:
     with engine.connect() as conn:
         return {
             tb.name: int(conn.execute(sa.select(sa.func.count()).select_from(tb)).scalar() or 0)
-            for tb in t.SQLModel.metadata.sorted_tables
+            for tb in t.metadata.sorted_tables
         }
 
 
@@ -222,7 +222,7 @@ def bytes_per_run(db: Path, runs: int) -> tuple[dict[str, float], dict[str, floa
                 key = table if name == table else f"{table} (indexes)"
                 tables[key] = tables.get(key, 0) + size / runs
             columns: dict[str, float] = {}
-            for tb in t.SQLModel.metadata.sorted_tables:
+            for tb in t.metadata.sorted_tables:
                 for col in tb.c:
                     total = conn.exec_driver_sql(
                         f'SELECT sum(length(CAST("{col.name}" AS BLOB))) FROM {tb.name}'

@@ -185,14 +185,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="who asks (default: $USER; only where `console_as:` in BATON_CONFIG allows it)",
     )
 
-    from bot import cli_db, cli_hosts, cli_logs, cli_runs, cli_worker
+    from bot import cli_db, cli_hosts, cli_logs, cli_worker
 
-    cli_runs.add_retry_parser(sub)
+    add_retry_parser(sub)
     cli_db.add_parser(sub)
     cli_logs.add_parser(sub)
     cli_hosts.add_parser(sub)
     cli_worker.add_parser(sub)
     return parser
+
+
+def add_retry_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    retry = sub.add_parser(
+        "retry",
+        help="run a failed, cancelled or timed-out run again, here, with live progress",
+        description="Start a new attempt of a finished run and drive it here with live "
+        "progress: succeeded steps keep their outputs, the rest run again. --from-failed: "
+        "only the failed steps and what depends on them run again. Exit status: 0 "
+        "succeeded, 1 failed again, 2 refused (the run is active or succeeded).",
+    )
+    retry.add_argument("run_id", metavar="RUN")
+    retry.add_argument(
+        "--from-failed",
+        action="store_true",
+        help="restart at the failed steps (and their dependents); other steps keep results",
+    )
+    retry.add_argument(
+        "--as",
+        dest="user",
+        default=None,
+        help="who asks (default: $USER; only where `console_as:` in BATON_CONFIG allows it)",
+    )
 
 
 def _count(text: str) -> int:

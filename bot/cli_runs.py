@@ -8,7 +8,7 @@ import argparse
 import asyncio
 import signal
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from engine import events as ev
 from engine import queries
@@ -127,29 +127,6 @@ async def left_behind(baton: Baton) -> None:
         print(f"{runs} still active; a server ({servers[0]}) carries them on", file=sys.stderr)
     else:
         print(f"{runs} still active; `baton serve` will carry them on", file=sys.stderr)
-
-
-def add_retry_parser(sub: Any) -> None:
-    retry = sub.add_parser(
-        "retry",
-        help="run a failed, cancelled or timed-out run again, here, with live progress",
-        description="Start a new attempt of a finished run and drive it here with live "
-        "progress: succeeded steps keep their outputs, the rest run again. --from-failed: "
-        "only the failed steps and what depends on them run again. Exit status: 0 "
-        "succeeded, 1 failed again, 2 refused (the run is active or succeeded).",
-    )
-    retry.add_argument("run_id", metavar="RUN")
-    retry.add_argument(
-        "--from-failed",
-        action="store_true",
-        help="restart at the failed steps (and their dependents); other steps keep results",
-    )
-    retry.add_argument(
-        "--as",
-        dest="user",
-        default=None,
-        help="who asks (default: $USER; only where `console_as:` in BATON_CONFIG allows it)",
-    )
 
 
 async def retry(settings: Settings, args: argparse.Namespace) -> int:

@@ -393,7 +393,7 @@ class Alerts:
 
     async def _active_link(
         self, alert: Alert, playbook: str, index: int, trig: AlertTrigger
-    ) -> sa.Row[Any] | None:
+    ) -> t.AnyRow | None:
         window = trig.dedup.total_seconds() if trig.dedup is not None else self.policy.dedup_window
         values = {
             "fingerprint": alert.fingerprint,
@@ -573,7 +573,7 @@ def _rejected_row(rejected: Rejected, now: datetime) -> dict[str, Any]:
     }
 
 
-def _from_row(row: sa.Row[Any]) -> Alert:
+def _from_row(row: t.AnyRow) -> Alert:
     from engine.alerts import Link
 
     return Alert(

@@ -43,7 +43,7 @@ def _window(since: datetime, playbook: str | None) -> list[sa.ColumnElement[bool
     return found
 
 
-def window_runs(conn: sa.Connection, since: datetime, playbook: str | None) -> list[sa.Row[Any]]:
+def window_runs(conn: sa.Connection, since: datetime, playbook: str | None) -> list[t.AnyRow]:
     """(playbook, status, day, seconds) of every run created since ``since``, along the
     window's index: one pass gives the counts, the runs per day and the durations
     (``seconds`` is None while a run is in progress). Counting with GROUP BY would read
@@ -59,7 +59,7 @@ def window_runs(conn: sa.Connection, since: datetime, playbook: str | None) -> l
     return list(conn.execute(q).all())
 
 
-def recent_steps(conn: sa.Connection, since: datetime, playbook: str) -> list[sa.Row[Any]]:
+def recent_steps(conn: sa.Connection, since: datetime, playbook: str) -> list[t.AnyRow]:
     """(step_id, status, attempts, seconds) of the steps that started in ``playbook``'s
     newest STEP_RUNS runs of the window: per-step figures cost a sample, not a month."""
     s, r = t.steps.c, t.runs.c
@@ -76,7 +76,7 @@ def recent_steps(conn: sa.Connection, since: datetime, playbook: str) -> list[sa
     return list(conn.execute(q).all())
 
 
-def recent_finished(conn: sa.Connection, since: datetime, playbook: str) -> list[sa.Row[Any]]:
+def recent_finished(conn: sa.Connection, since: datetime, playbook: str) -> list[t.AnyRow]:
     """The newest finished runs of ``playbook`` (PATH_SAMPLE), with their definitions."""
     r = t.runs.c
     q = (
@@ -88,7 +88,7 @@ def recent_finished(conn: sa.Connection, since: datetime, playbook: str) -> list
     return [row for row in conn.execute(q).all() if row.finished_at and row.started_at]
 
 
-def step_spans(conn: sa.Connection, run_ids: list[str]) -> list[sa.Row[Any]]:
+def step_spans(conn: sa.Connection, run_ids: list[str]) -> list[t.AnyRow]:
     """(run_id, step_id, started_at, finished_at) of the main steps that ran."""
     s = t.steps.c
     q = sa.select(s.run_id, s.step_id, s.started_at, s.finished_at).where(
@@ -102,7 +102,7 @@ def step_spans(conn: sa.Connection, run_ids: list[str]) -> list[sa.Row[Any]]:
 
 def alert_repair_times(
     conn: sa.Connection, since: datetime, playbook: str | None
-) -> list[sa.Row[Any]]:
+) -> list[t.AnyRow]:
     """(playbook, seconds) of finished alert-started runs: from the first alert that
     names the run (when it began firing, else when Baton received it) to the run's end."""
     r, a = t.runs.c, t.alerts.c

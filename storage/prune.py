@@ -258,8 +258,8 @@ class _Pruner:
         for name, stmt in _DELETE_RUN:
             self._apply(conn, name, stmt, args)
         if not self.dry_run:
-            for stmt in _UNLINK_RUN:
-                self.batch.unlinked += conn.execute(stmt, args).rowcount
+            for unlink in _UNLINK_RUN:
+                self.batch.unlinked += conn.execute(unlink, args).rowcount
 
     # --- everything else ------------------------------------------------------------
 
@@ -271,7 +271,7 @@ class _Pruner:
             self._batch(functools.partial(self._apply, table=table.name, stmt=stmt))
 
 
-def _gone_by(run: sa.Row[Any], finished: frozenset[str], before: datetime) -> bool:
+def _gone_by(run: t.AnyRow, finished: frozenset[str], before: datetime) -> bool:
     """True when ``run`` is finished, and was before ``before``."""
     return run.status in finished and run.finished_at is not None and run.finished_at < before
 

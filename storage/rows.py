@@ -125,7 +125,7 @@ _INSERTS = {
 
 
 def _column(table: str, col: str) -> sa.Column[Any]:
-    return tables.SQLModel.metadata.tables[table].c[col]
+    return tables.metadata.tables[table].c[col]
 
 
 def _conversion(table: str, col: str, sqlite: bool) -> tuple[Callable[[Any], Any], bool] | None:

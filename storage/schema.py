@@ -217,7 +217,7 @@ def inspect(conn: sa.Connection) -> State:
         return State("empty")
     legacy = None
     if "schema_version" in names:
-        legacy = conn.execute(sa.select(sa.func.max(tables.SchemaVersion.version))).scalar()
+        legacy = conn.execute(sa.select(sa.func.max(tables.schema_version.c.version))).scalar()
     if legacy is None:
         return State(
             "broken",
@@ -283,7 +283,7 @@ def _apply(conn: sa.Connection, state: State) -> Change:
 
 
 def _fence(conn: sa.Connection) -> None:
-    have = conn.execute(sa.select(sa.func.max(tables.SchemaVersion.version))).scalar()
+    have = conn.execute(sa.select(sa.func.max(tables.schema_version.c.version))).scalar()
     if have is None or have < FENCE:
         conn.execute(sa.insert(tables.schema_version).values(version=FENCE))
 

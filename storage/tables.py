@@ -1,14 +1,18 @@
 """Baton's tables. The database is the source of truth for runs, steps, attempts,
-approvals and the audit trail; the engine rebuilds everything else from these rows."""
+approvals and the audit trail; the engine rebuilds everything else from these rows.
+
+Plain SQLAlchemy Core tables: Baton reads and writes them with Core statements only, and
+declaring them as SQLModel classes cost every `baton` command about 0.5 s of start-up
+(importing SQLModel and building its pydantic models). Every schema change is an Alembic
+revision in ``storage/migrations/versions`` that brings a database to these tables."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
-from sqlmodel import Field, SQLModel
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -31,344 +35,328 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _ts(*, index: bool = False, nullable: bool = True) -> Any:
-    return Field(default=None, sa_type=UTCDateTime, index=index, nullable=nullable)
-
-
-def _json(default: Any = None) -> Any:
-    if default is None:
-        return Field(default=None, sa_type=sa.JSON, nullable=True)
-    return Field(default_factory=default, sa_type=sa.JSON)
-
-
-class Run(SQLModel, table=True):
-    """A run. Every list of runs reads newest first along one index ending in
-    (created_at, id), whatever it is narrowed by (``engine.queries.RUN_FILTERS``); the
-    runs in progress are found by status, so nothing that starts or drives runs reads the
-    finished ones."""
-
-    __tablename__ = "runs"
-    __table_args__ = (
-        sa.Index("ix_runs_created", "created_at", "id"),
-        sa.Index("ix_runs_playbook_created", "playbook", "created_at", "id"),
-        sa.Index("ix_runs_status_created", "status", "created_at", "id"),
-        sa.Index("ix_runs_trigger_created", "trigger", "created_at", "id"),
-        sa.Index("ix_runs_requested_by_created", "requested_by", "created_at", "id"),
-    )
-
-    id: str = Field(primary_key=True, max_length=32)
-    playbook: str = Field(max_length=200)
-    status: str = Field(max_length=16)
-    attempt: int = 1
-    params: dict[str, Any] = _json(dict)
-    secret_params: str | None = None
-    trigger: str = Field(max_length=32)
-    source: dict[str, Any] = _json(dict)
-    requested_by: str = Field(max_length=200)
-    parent_run_id: str | None = Field(default=None, index=True, max_length=32)
-    parent_step_id: str | None = Field(default=None, max_length=200)
-    concurrency_key: str | None = Field(default=None, index=True, max_length=500)
-    definition: dict[str, Any] = _json(dict)
-    error: str | None = None
-    failed_step: str | None = None
-    stop_reason: str | None = Field(default=None, max_length=16)
-    stopped_by: str | None = Field(default=None, max_length=200)
-    created_at: datetime = _ts(nullable=False)
-    queued_at: datetime | None = _ts()
-    started_at: datetime | None = _ts()
-    finished_at: datetime | None = _ts(index=True)
-    deadline_at: datetime | None = _ts()
-    owner: str | None = Field(default=None, max_length=200)
-    epoch: int = 0
-    lease_expires_at: datetime | None = _ts()
-    drive_failures: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
-
-
-class Step(SQLModel, table=True):
-    __tablename__ = "steps"
-
-    run_id: str = Field(primary_key=True, foreign_key="runs.id", max_length=32)
-    step_id: str = Field(primary_key=True, max_length=200)
-    phase: str = Field(max_length=16)
-    position: int = 0
-    status: str = Field(max_length=16)
-    attempts: int = 0
-    output: dict[str, Any] | None = _json()
-    error: str | None = None
-    started_at: datetime | None = _ts()
-    finished_at: datetime | None = _ts()
-    wake_at: datetime | None = _ts()  # read with the run's steps, never searched by
-    wake_reason: str | None = Field(default=None, max_length=16)
-    approval_id: str | None = Field(default=None, max_length=32)
-    child_run_id: str | None = Field(default=None, max_length=32)
-
-
-class Attempt(SQLModel, table=True):
-    __tablename__ = "attempts"
-    __table_args__ = (sa.UniqueConstraint("run_id", "step_id", "run_attempt", "number"),)
-
-    id: int | None = Field(default=None, primary_key=True)
-    run_id: str = Field(foreign_key="runs.id", max_length=32)
-    step_id: str = Field(max_length=200)
-    number: int
-    run_attempt: int = 1
-    status: str = Field(max_length=16)
-    started_at: datetime = _ts(nullable=False)
-    finished_at: datetime | None = _ts()
-    output: dict[str, Any] | None = _json()
-    error: str | None = None
-    attachments: dict[str, Any] | None = _json()
-
-
-class StepItem(SQLModel, table=True):
-    """One item of a ``for_each`` step (``engine.foreach``): its own status, attempts,
-    output and error, per run attempt. A row per item, written as the item moves, so a
-    fan-out of 1,000 items never rewrites one big document per item."""
-
-    __tablename__ = "step_items"
-
-    run_id: str = Field(primary_key=True, foreign_key="runs.id", max_length=32)
-    step_id: str = Field(primary_key=True, max_length=200)
-    run_attempt: int = Field(primary_key=True)
-    idx: int = Field(primary_key=True)
-    item: Any = _json()
-    status: str = Field(max_length=16)
-    attempts: int = 0
-    output: dict[str, Any] | None = _json()
-    error: str | None = None
-    started_at: datetime | None = _ts()
-    finished_at: datetime | None = _ts()
-
-
-class Approval(SQLModel, table=True):
-    __tablename__ = "approvals"
-
-    id: str = Field(primary_key=True, max_length=32)
-    run_id: str = Field(index=True, foreign_key="runs.id", max_length=32)
-    step_id: str = Field(max_length=200)
-    status: str = Field(index=True, max_length=16)
-    spec: dict[str, Any] = _json(dict)
-    requested_by: str = Field(max_length=200)
-    created_at: datetime = _ts(nullable=False)
-    deadline_at: datetime | None = _ts()
-    closed_at: datetime | None = _ts()
-    outcome_reason: str | None = None
-
-
-class Decision(SQLModel, table=True):
-    __tablename__ = "decisions"
-    __table_args__ = (sa.UniqueConstraint("approval_id", "user"),)
-
-    id: int | None = Field(default=None, primary_key=True)
-    approval_id: str = Field(index=True, foreign_key="approvals.id", max_length=32)
-    user: str = Field(max_length=200)
-    decision: str = Field(max_length=16)
-    comment: str = ""
-    at: datetime = _ts(nullable=False)
-
-
-class Schedule(SQLModel, table=True):
-    """A playbook run that comes back: a cron (``kind`` cron) or one time (``kind`` once).
-    ``next_fire_at`` is the truth; timers are re-armed from it at start."""
-
-    __tablename__ = "schedules"
-
-    id: str = Field(primary_key=True, max_length=32)
-    playbook: str = Field(index=True, max_length=200)
-    kind: str = Field(max_length=8)
-    cron: str | None = Field(default=None, max_length=200)
-    timezone: str = Field(default="UTC", max_length=64)
-    params: dict[str, Any] = _json(dict)
-    secret_params: str | None = None
-    origin: str = Field(max_length=16)
-    created_by: str = Field(max_length=200)
-    created_at: datetime = _ts(nullable=False)
-    next_fire_at: datetime | None = _ts(index=True)
-    last_fire_at: datetime | None = _ts()
-    last_run_id: str | None = Field(default=None, max_length=32)
-    missed: int = 0
-    last_error: str | None = None
-
-
-class RunLog(SQLModel, table=True):
-    __tablename__ = "run_logs"
-
-    id: int | None = Field(default=None, primary_key=True)
-    run_id: str = Field(index=True, foreign_key="runs.id", max_length=32)
-    step_id: str | None = Field(default=None, max_length=200)
-    at: datetime = _ts(nullable=False)
-    level: str = Field(default="info", max_length=16)
-    message: str = ""
-
-
-class Audit(SQLModel, table=True):
-    __tablename__ = "audit"
-
-    id: int | None = Field(default=None, primary_key=True)
-    at: datetime = _ts(index=True, nullable=False)
-    actor: str = Field(max_length=200)
-    action: str = Field(max_length=64)
-    target: str = Field(default="", max_length=500)
-    source: dict[str, Any] = _json(dict)
-    detail: dict[str, Any] = _json(dict)
-    outcome: str = Field(default="ok", max_length=32)
-
-
-class ChatPost(SQLModel, table=True):
-    """The outbox of chat messages: one row per message Baton posts about a run, keyed
-    by (run, step, kind). A sender claims the key before posting, so a restart or a
-    takeover edits the message it finds here instead of posting a second one."""
-
-    __tablename__ = "chat_posts"
-    __table_args__ = (sa.UniqueConstraint("run_id", "step_id", "kind"),)
-
-    id: int | None = Field(default=None, primary_key=True)
-    run_id: str = Field(max_length=32)  # the unique key's index begins with it
-    step_id: str = Field(default="", max_length=200)
-    kind: str = Field(max_length=64)
-    channel: str = Field(max_length=200)
-    thread_ts: str | None = Field(default=None, max_length=32)
-    ts: str | None = Field(default=None, max_length=32)
-    state: str = Field(default="claimed", max_length=16)
-    error: str | None = None
-    created_at: datetime = _ts(nullable=False)
-    updated_at: datetime | None = _ts()
-
-
-class SlackEvent(SQLModel, table=True):
-    """Slack event ids already handled: Slack retries an event it thinks was lost, and
-    the retry must change nothing (kept a day)."""
-
-    __tablename__ = "slack_events"
-
-    event_id: str = Field(primary_key=True, max_length=64)
-    received_at: datetime = _ts(index=True, nullable=False)
-
-
-class AlertRecord(SQLModel, table=True):
-    """Every alert Baton received, as normalized, with what became of it (``outcome``:
-    pending, started, attached, held, unmatched, resolved, rejected, failed)."""
-
-    __tablename__ = "alerts"
-    __table_args__ = (sa.Index("ix_alerts_outcome_id", "outcome", "id"),)
-
-    id: str = Field(primary_key=True, max_length=32)
-    source: str = Field(max_length=32)
-    fingerprint: str = Field(index=True, max_length=200)
-    status: str = Field(max_length=16)
-    name: str = Field(default="", max_length=500)
-    labels: dict[str, Any] = _json(dict)
-    annotations: dict[str, Any] = _json(dict)
-    severity: str | None = Field(default=None, max_length=64)
-    starts_at: datetime | None = _ts()
-    ends_at: datetime | None = _ts()
-    links: list[dict[str, Any]] = _json(list)
-    raw: dict[str, Any] | None = _json()
-    received_at: datetime = _ts(index=True, nullable=False)
-    outcome: str = Field(default="pending", max_length=16)
-    reason: str | None = None
-    run_id: str | None = Field(default=None, index=True, max_length=32)
-    processed_at: datetime | None = _ts()
-
-
-class AlertRun(SQLModel, table=True):
-    """Which run handles an alert (by fingerprint) for one playbook's trigger: repeats
-    attach to it, the resolution finds it."""
-
-    __tablename__ = "alert_runs"
-
-    id: int | None = Field(default=None, primary_key=True)
-    run_id: str = Field(index=True, max_length=32)
-    fingerprint: str = Field(index=True, max_length=200)
-    source: str = Field(max_length=32)
-    playbook: str = Field(max_length=200)
-    trigger: int = 0
-    name: str = Field(default="", max_length=500)
-    summary: str = ""
-    links: list[dict[str, Any]] = _json(list)
-    repeats: int = 0
-    first_at: datetime = _ts(nullable=False)
-    last_at: datetime = _ts(nullable=False)
-    resolved_at: datetime | None = _ts()
-
-
-class RunCommand(SQLModel, table=True):
-    """A run's command inbox: a change asked from outside the run's driver (cancel, a
-    closed approval gate, a child run that ended). The node that owns the run applies
-    them in order and writes the answer; the caller waits for it."""
-
-    __tablename__ = "run_commands"
-    __table_args__ = (
-        sa.Index("ix_run_commands_state_run", "state", "run_id"),
-        sa.Index("ix_run_commands_run", "run_id"),  # a run's deletion checks its commands
-    )
-
-    id: int | None = Field(default=None, primary_key=True)
-    run_id: str = Field(foreign_key="runs.id", max_length=32)
-    attempt: int = 1
-    kind: str = Field(max_length=16)
-    payload: dict[str, Any] = _json(dict)
-    by: str = Field(default="", max_length=200)
-    created_at: datetime = _ts(nullable=False)
-    state: str = Field(default="pending", max_length=16)
-    answer: str | None = None
-    answered_at: datetime | None = _ts()
-
-
-class Node(SQLModel, table=True):
-    """A process that has the database open (``baton serve``, ``run``, ``console``),
-    with its heartbeat: a node is alive while its heartbeat is younger than a lease."""
-
-    __tablename__ = "nodes"
-
-    id: str = Field(primary_key=True, max_length=200)
-    kind: str = Field(max_length=16)
-    host: str = Field(default="", max_length=200)
-    pid: int = 0
-    started_at: datetime = _ts(nullable=False)
-    heartbeat_at: datetime = _ts(nullable=False)
-
-
-class DashboardSession(SQLModel, table=True):
-    """A dashboard login (``bot.dashboard.auth``), kept here so every replica knows it:
-    the SHA-256 of the session id (the cookie alone opens nothing stored here), whose it
-    is, the CSRF token its forms carry, and when it ends."""
-
-    __tablename__ = "dashboard_sessions"
-
-    id_sha256: str = Field(primary_key=True, max_length=64)
-    person: str = Field(max_length=200)
-    csrf: str = Field(max_length=64)
-    created_at: datetime = _ts(nullable=False)
-    expires_at: datetime = _ts(index=True, nullable=False)
-
-
-class SchemaVersion(SQLModel, table=True):
-    """Batons from before Alembic kept their schema's number here and refuse a database
-    whose number is above their own; Alembic-era Batons leave 4 (see ``storage.schema``)."""
-
-    __tablename__ = "schema_version"
-
-    version: int = Field(primary_key=True)
-
-
-runs = Run.__table__  # type: ignore[attr-defined]
-steps = Step.__table__  # type: ignore[attr-defined]
-attempts = Attempt.__table__  # type: ignore[attr-defined]
-step_items = StepItem.__table__  # type: ignore[attr-defined]
-approvals = Approval.__table__  # type: ignore[attr-defined]
-decisions = Decision.__table__  # type: ignore[attr-defined]
-run_logs = RunLog.__table__  # type: ignore[attr-defined]
-audit = Audit.__table__  # type: ignore[attr-defined]
-schedules = Schedule.__table__  # type: ignore[attr-defined]
-chat_posts = ChatPost.__table__  # type: ignore[attr-defined]
-slack_events = SlackEvent.__table__  # type: ignore[attr-defined]
-alerts = AlertRecord.__table__  # type: ignore[attr-defined]
-alert_runs = AlertRun.__table__  # type: ignore[attr-defined]
-schema_version = SchemaVersion.__table__  # type: ignore[attr-defined]
-run_commands = RunCommand.__table__  # type: ignore[attr-defined]
-nodes = Node.__table__  # type: ignore[attr-defined]
-dashboard_sessions = DashboardSession.__table__  # type: ignore[attr-defined]
+# Every table of Baton's (Alembic compares the migrations' result with it).
+metadata = sa.MetaData()
+
+AnyRow: TypeAlias = "sa.Row[*tuple[Any, ...]]"
+"""A row of any select (``sa.Row[Any]`` is a row of one column to SQLAlchemy 2.1's types)."""
+
+
+# A run. Every list of runs reads newest first along one index ending in
+# (created_at, id), whatever it is narrowed by (``engine.queries.RUN_FILTERS``); the
+# runs in progress are found by status, so nothing that starts or drives runs reads the
+# finished ones.
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("playbook", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempt", sa.Integer(), nullable=False, default=1),
+    sa.Column("params", sa.JSON(), nullable=False, default=dict),
+    sa.Column("secret_params", sa.String(), nullable=True),
+    sa.Column("trigger", sa.String(32), nullable=False),
+    sa.Column("source", sa.JSON(), nullable=False, default=dict),
+    sa.Column("requested_by", sa.String(200), nullable=False),
+    sa.Column("parent_run_id", sa.String(32), nullable=True, index=True),
+    sa.Column("parent_step_id", sa.String(200), nullable=True),
+    sa.Column("concurrency_key", sa.String(500), nullable=True, index=True),
+    sa.Column("definition", sa.JSON(), nullable=False, default=dict),
+    sa.Column("error", sa.String(), nullable=True),
+    sa.Column("failed_step", sa.String(), nullable=True),
+    sa.Column("stop_reason", sa.String(16), nullable=True),
+    sa.Column("stopped_by", sa.String(200), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("queued_at", UTCDateTime(), nullable=True),
+    sa.Column("started_at", UTCDateTime(), nullable=True),
+    sa.Column("finished_at", UTCDateTime(), nullable=True, index=True),
+    sa.Column("deadline_at", UTCDateTime(), nullable=True),
+    sa.Column("owner", sa.String(200), nullable=True),
+    sa.Column("epoch", sa.Integer(), nullable=False, default=0),
+    sa.Column("lease_expires_at", UTCDateTime(), nullable=True),
+    sa.Column("drive_failures", sa.Integer(), nullable=False, default=0, server_default="0"),
+    sa.Index("ix_runs_created", "created_at", "id"),
+    sa.Index("ix_runs_playbook_created", "playbook", "created_at", "id"),
+    sa.Index("ix_runs_status_created", "status", "created_at", "id"),
+    sa.Index("ix_runs_trigger_created", "trigger", "created_at", "id"),
+    sa.Index("ix_runs_requested_by_created", "requested_by", "created_at", "id"),
+)
+
+
+steps = sa.Table(
+    "steps",
+    metadata,
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id"), primary_key=True),
+    sa.Column("step_id", sa.String(200), primary_key=True),
+    sa.Column("phase", sa.String(16), nullable=False),
+    sa.Column("position", sa.Integer(), nullable=False, default=0),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False, default=0),
+    sa.Column("output", sa.JSON(), nullable=True),
+    sa.Column("error", sa.String(), nullable=True),
+    sa.Column("started_at", UTCDateTime(), nullable=True),
+    sa.Column("finished_at", UTCDateTime(), nullable=True),
+    sa.Column(
+        "wake_at", UTCDateTime(), nullable=True
+    ),  # read with the run's steps, never searched by
+    sa.Column("wake_reason", sa.String(16), nullable=True),
+    sa.Column("approval_id", sa.String(32), nullable=True),
+    sa.Column("child_run_id", sa.String(32), nullable=True),
+)
+
+
+attempts = sa.Table(
+    "attempts",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True),
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id"), nullable=False),
+    sa.Column("step_id", sa.String(200), nullable=False),
+    sa.Column("number", sa.Integer(), nullable=False),
+    sa.Column("run_attempt", sa.Integer(), nullable=False, default=1),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("finished_at", UTCDateTime(), nullable=True),
+    sa.Column("output", sa.JSON(), nullable=True),
+    sa.Column("error", sa.String(), nullable=True),
+    sa.Column("attachments", sa.JSON(), nullable=True),
+    sa.UniqueConstraint("run_id", "step_id", "run_attempt", "number"),
+)
+
+
+# One item of a ``for_each`` step (``engine.foreach``): its own status, attempts,
+# output and error, per run attempt. A row per item, written as the item moves, so a
+# fan-out of 1,000 items never rewrites one big document per item.
+step_items = sa.Table(
+    "step_items",
+    metadata,
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id"), primary_key=True),
+    sa.Column("step_id", sa.String(200), primary_key=True),
+    sa.Column("run_attempt", sa.Integer(), primary_key=True),
+    sa.Column("idx", sa.Integer(), primary_key=True),
+    sa.Column("item", sa.JSON(), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False, default=0),
+    sa.Column("output", sa.JSON(), nullable=True),
+    sa.Column("error", sa.String(), nullable=True),
+    sa.Column("started_at", UTCDateTime(), nullable=True),
+    sa.Column("finished_at", UTCDateTime(), nullable=True),
+)
+
+
+approvals = sa.Table(
+    "approvals",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id"), nullable=False, index=True),
+    sa.Column("step_id", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("spec", sa.JSON(), nullable=False, default=dict),
+    sa.Column("requested_by", sa.String(200), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("deadline_at", UTCDateTime(), nullable=True),
+    sa.Column("closed_at", UTCDateTime(), nullable=True),
+    sa.Column("outcome_reason", sa.String(), nullable=True),
+)
+
+
+decisions = sa.Table(
+    "decisions",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True),
+    sa.Column(
+        "approval_id", sa.String(32), sa.ForeignKey("approvals.id"), nullable=False, index=True
+    ),
+    sa.Column("user", sa.String(200), nullable=False),
+    sa.Column("decision", sa.String(16), nullable=False),
+    sa.Column("comment", sa.String(), nullable=False, default=""),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("approval_id", "user"),
+)
+
+
+# A playbook run that comes back: a cron (``kind`` cron) or one time (``kind`` once).
+# ``next_fire_at`` is the truth; timers are re-armed from it at start.
+schedules = sa.Table(
+    "schedules",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("playbook", sa.String(200), nullable=False, index=True),
+    sa.Column("kind", sa.String(8), nullable=False),
+    sa.Column("cron", sa.String(200), nullable=True),
+    sa.Column("timezone", sa.String(64), nullable=False, default="UTC"),
+    sa.Column("params", sa.JSON(), nullable=False, default=dict),
+    sa.Column("secret_params", sa.String(), nullable=True),
+    sa.Column("origin", sa.String(16), nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("next_fire_at", UTCDateTime(), nullable=True, index=True),
+    sa.Column("last_fire_at", UTCDateTime(), nullable=True),
+    sa.Column("last_run_id", sa.String(32), nullable=True),
+    sa.Column("missed", sa.Integer(), nullable=False, default=0),
+    sa.Column("last_error", sa.String(), nullable=True),
+)
+
+
+run_logs = sa.Table(
+    "run_logs",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True),
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id"), nullable=False, index=True),
+    sa.Column("step_id", sa.String(200), nullable=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("level", sa.String(16), nullable=False, default="info"),
+    sa.Column("message", sa.String(), nullable=False, default=""),
+)
+
+
+audit = sa.Table(
+    "audit",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True),
+    sa.Column("at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("target", sa.String(500), nullable=False, default=""),
+    sa.Column("source", sa.JSON(), nullable=False, default=dict),
+    sa.Column("detail", sa.JSON(), nullable=False, default=dict),
+    sa.Column("outcome", sa.String(32), nullable=False, default="ok"),
+)
+
+
+# The outbox of chat messages: one row per message Baton posts about a run, keyed
+# by (run, step, kind). A sender claims the key before posting, so a restart or a
+# takeover edits the message it finds here instead of posting a second one.
+chat_posts = sa.Table(
+    "chat_posts",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True),
+    sa.Column("run_id", sa.String(32), nullable=False),  # the unique key's index begins with it
+    sa.Column("step_id", sa.String(200), nullable=False, default=""),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("channel", sa.String(200), nullable=False),
+    sa.Column("thread_ts", sa.String(32), nullable=True),
+    sa.Column("ts", sa.String(32), nullable=True),
+    sa.Column("state", sa.String(16), nullable=False, default="claimed"),
+    sa.Column("error", sa.String(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=True),
+    sa.UniqueConstraint("run_id", "step_id", "kind"),
+)
+
+
+# Slack event ids already handled: Slack retries an event it thinks was lost, and
+# the retry must change nothing (kept a day).
+slack_events = sa.Table(
+    "slack_events",
+    metadata,
+    sa.Column("event_id", sa.String(64), primary_key=True),
+    sa.Column("received_at", UTCDateTime(), nullable=False, index=True),
+)
+
+
+# Every alert Baton received, as normalized, with what became of it (``outcome``:
+# pending, started, attached, held, unmatched, resolved, rejected, failed).
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("fingerprint", sa.String(200), nullable=False, index=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("name", sa.String(500), nullable=False, default=""),
+    sa.Column("labels", sa.JSON(), nullable=False, default=dict),
+    sa.Column("annotations", sa.JSON(), nullable=False, default=dict),
+    sa.Column("severity", sa.String(64), nullable=True),
+    sa.Column("starts_at", UTCDateTime(), nullable=True),
+    sa.Column("ends_at", UTCDateTime(), nullable=True),
+    sa.Column("links", sa.JSON(), nullable=False, default=list),
+    sa.Column("raw", sa.JSON(), nullable=True),
+    sa.Column("received_at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("outcome", sa.String(16), nullable=False, default="pending"),
+    sa.Column("reason", sa.String(), nullable=True),
+    sa.Column("run_id", sa.String(32), nullable=True, index=True),
+    sa.Column("processed_at", UTCDateTime(), nullable=True),
+    sa.Index("ix_alerts_outcome_id", "outcome", "id"),
+)
+
+
+# Which run handles an alert (by fingerprint) for one playbook's trigger: repeats
+# attach to it, the resolution finds it.
+alert_runs = sa.Table(
+    "alert_runs",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True),
+    sa.Column("run_id", sa.String(32), nullable=False, index=True),
+    sa.Column("fingerprint", sa.String(200), nullable=False, index=True),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("playbook", sa.String(200), nullable=False),
+    sa.Column("trigger", sa.Integer(), nullable=False, default=0),
+    sa.Column("name", sa.String(500), nullable=False, default=""),
+    sa.Column("summary", sa.String(), nullable=False, default=""),
+    sa.Column("links", sa.JSON(), nullable=False, default=list),
+    sa.Column("repeats", sa.Integer(), nullable=False, default=0),
+    sa.Column("first_at", UTCDateTime(), nullable=False),
+    sa.Column("last_at", UTCDateTime(), nullable=False),
+    sa.Column("resolved_at", UTCDateTime(), nullable=True),
+)
+
+
+# A run's command inbox: a change asked from outside the run's driver (cancel, a
+# closed approval gate, a child run that ended). The node that owns the run applies
+# them in order and writes the answer; the caller waits for it.
+run_commands = sa.Table(
+    "run_commands",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True),
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id"), nullable=False),
+    sa.Column("attempt", sa.Integer(), nullable=False, default=1),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("payload", sa.JSON(), nullable=False, default=dict),
+    sa.Column("by", sa.String(200), nullable=False, default=""),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False, default="pending"),
+    sa.Column("answer", sa.String(), nullable=True),
+    sa.Column("answered_at", UTCDateTime(), nullable=True),
+    sa.Index("ix_run_commands_state_run", "state", "run_id"),
+    sa.Index("ix_run_commands_run", "run_id"),  # a run's deletion checks its commands
+)
+
+
+# A process that has the database open (``baton serve``, ``run``, ``console``),
+# with its heartbeat: a node is alive while its heartbeat is younger than a lease.
+nodes = sa.Table(
+    "nodes",
+    metadata,
+    sa.Column("id", sa.String(200), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("host", sa.String(200), nullable=False, default=""),
+    sa.Column("pid", sa.Integer(), nullable=False, default=0),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("heartbeat_at", UTCDateTime(), nullable=False),
+)
+
+
+# A dashboard login (``bot.dashboard.auth``), kept here so every replica knows it:
+# the SHA-256 of the session id (the cookie alone opens nothing stored here), whose it
+# is, the CSRF token its forms carry, and when it ends.
+dashboard_sessions = sa.Table(
+    "dashboard_sessions",
+    metadata,
+    sa.Column("id_sha256", sa.String(64), primary_key=True),
+    sa.Column("person", sa.String(200), nullable=False),
+    sa.Column("csrf", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False, index=True),
+)
+
+
+# Batons from before Alembic kept their schema's number here and refuse a database
+# whose number is above their own; Alembic-era Batons leave 4 (see ``storage.schema``).
+schema_version = sa.Table(
+    "schema_version",
+    metadata,
+    sa.Column("version", sa.Integer(), primary_key=True),
+)
 
 
 def now() -> datetime:

@@ -18,7 +18,6 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlmodel import SQLModel
 
 HERE = Path(__file__).parent
 
@@ -65,9 +64,9 @@ def stamp(connection: sa.Connection, revision: str) -> None:
 def differences(connection: sa.Connection) -> list[object]:
     """What autogenerate would write to bring the database to ``storage.tables``' metadata:
     empty when the migrations and the metadata agree."""
-    from storage import tables  # noqa: F401  (the tables register on SQLModel.metadata)
+    from storage import tables
 
     context = MigrationContext.configure(
         connection, opts={"compare_type": True, "include_name": baton_owns}
     )
-    return list(compare_metadata(context, SQLModel.metadata))
+    return list(compare_metadata(context, tables.metadata))

@@ -12,16 +12,15 @@ from __future__ import annotations
 import os
 
 from alembic import context
-from sqlmodel import SQLModel
 
-from storage import tables  # noqa: F401  (the tables register on SQLModel.metadata)
+from storage import tables
 from storage.migrations import baton_owns
 
 
 def run(connection: object) -> None:
     context.configure(
         connection=connection,  # type: ignore[arg-type]
-        target_metadata=SQLModel.metadata,
+        target_metadata=tables.metadata,
         render_as_batch=True,
         compare_type=True,
         include_name=baton_owns,

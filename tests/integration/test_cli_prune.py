@@ -61,7 +61,7 @@ def owned_rows(engine: sa.Engine, run_ids: list[str]) -> dict[str, int]:
     with engine.connect() as conn:
         out = {}
         for name in ("runs", *BY_RUN):
-            table = t.SQLModel.metadata.tables[name]
+            table = t.metadata.tables[name]
             key = table.c.id if name == "runs" else table.c.run_id
             query = sa.select(sa.func.count()).where(key.in_(run_ids))
             out[name] = int(conn.execute(query).scalar() or 0)
@@ -160,7 +160,7 @@ def test_stats_shows_rows_and_bytes_per_table_and_the_oldest_run(
     rows = {
         line.split()[0]: line.split()[1:]
         for line in lines[1:]
-        if line.split()[0] in t.SQLModel.metadata.tables
+        if line.split()[0] in t.metadata.tables
     }
     assert rows["runs"][0] == "9" and rows["steps"][0] == str(len(schema3.ROWS["steps"]))
     assert rows["runs"][2] in ("kB", "MB") and float(rows["runs"][1]) > 0

@@ -65,7 +65,7 @@ LATER = timedelta(days=100)
 async def table_counts(h: Harness) -> dict[str, int]:
     out = {}
     for name in prune.TABLES:
-        table = t.SQLModel.metadata.tables[name]
+        table = t.metadata.tables[name]
         out[name] = int(await h.store.scalar(sa.select(sa.func.count()).select_from(table)))
     return out
 
@@ -74,7 +74,7 @@ async def rows_of(h: Harness, run_ids: set[str]) -> dict[str, int]:
     """How many rows of each table belong to ``run_ids`` (what pruning them deletes)."""
     out = {"runs": len(run_ids)}
     for name in BY_RUN:
-        table = t.SQLModel.metadata.tables[name]
+        table = t.metadata.tables[name]
         query = sa.select(sa.func.count()).where(table.c.run_id.in_(run_ids))
         out[name] = int(await h.store.scalar(query))
     approvals = sa.select(t.approvals.c.id).where(t.approvals.c.run_id.in_(run_ids))
