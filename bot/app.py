@@ -5,6 +5,7 @@ server. Nothing is built at import time."""
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import gc
 import logging
 import os
@@ -374,6 +375,7 @@ async def serve(settings: Settings) -> None:
         )
     refuse_an_open_dashboard(settings, rules)
     async with AsyncExitStack() as stack:
+        stack.callback(faulthandler.cancel_dump_traceback_later)  # the last to run: stopped
         slack_on = slack_wanted(settings)
         try:
             baton = await stack.enter_async_context(
@@ -461,6 +463,35 @@ async def serve(settings: Settings) -> None:
             stack.callback(console.cancel)
         await stop.wait()
         log.info("stopping: letting running steps finish (up to %.0fs)", settings.drain_timeout)
+        watch_the_stop(settings.drain_timeout + STOP_GRACE)
+
+
+STOP_GRACE = 10.0
+"""Seconds a stop may take beyond the drain timeout (closing connections, giving up the
+leases, the store's last writes) before Baton says what it is still waiting on."""
+
+
+def watch_the_stop(after: float) -> None:
+    """A stop that takes longer than ``after`` seconds says why, instead of hanging
+    silently until someone sends SIGKILL: a warning naming the tasks still pending (if the
+    loop runs), and every thread's stack on stderr (even if the loop is blocked)."""
+    faulthandler.dump_traceback_later(after, exit=False)
+    asyncio.get_running_loop().call_later(after, _log_pending)
+
+
+def _log_pending() -> None:
+    pending = []
+    for task in asyncio.all_tasks():  # serve's own task among them: where its stop waits
+        if task.done():
+            continue
+        frames = task.get_stack(limit=1)
+        where = f"{frames[0].f_code.co_filename}:{frames[0].f_lineno}" if frames else "?"
+        pending.append(f"{task.get_name()} at {where}")
+    log.warning(
+        "stopping takes longer than expected; still waiting on: %s (thread stacks follow "
+        "on stderr)",
+        "; ".join(sorted(pending)) or "no task (a blocking call?)",
+    )
 
 
 def _console_ended(task: asyncio.Task[bool], stop: asyncio.Event) -> None:
