@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
+from bot.app import STOP_GRACE
 from storage import tables as t
 from storage.db import normalize_url
 
@@ -174,7 +175,7 @@ class Server:
             proc.kill()
             proc.wait()
             raise AssertionError(
-                "baton serve did not exit in time:\n" + "\n".join(self.log[-30:])
+                "baton serve did not exit in time:\n" + "\n".join(self.log[-80:])
             ) from None
         finally:
             if self._reader is not None:
@@ -191,9 +192,11 @@ class Server:
         assert rc == -signal.SIGKILL, rc
         self.kill_steps()
 
-    def terminate(self, within: float = WITHIN) -> int:
-        """SIGTERM (graceful stop); returns the exit status."""
-        return self._reap(signal.SIGTERM, within)
+    def terminate(self, within: float | None = None) -> int:
+        """SIGTERM (graceful stop); returns the exit status. By default it may take the
+        drain timeout plus the grace after which a slow stop logs what it waits on, and a
+        little more: a stop that hangs shows why in the failure."""
+        return self._reap(signal.SIGTERM, within or self.drain_timeout + STOP_GRACE + 5)
 
     @property
     def running(self) -> bool:
