@@ -12,7 +12,9 @@ work, counted as it goes, and fails with a message naming it once it is spent:
   milliseconds; a real template uses tens to hundreds). Units are counted, not timed, so
   a template that renders today renders tomorrow on a busier machine; as a backstop for
   work a unit does not capture, a render also stops after ``MAX_SECONDS`` of processor
-  time (its own thread's: time spent waiting for a busy processor does not count);
+  time (its own thread's: time spent waiting for a busy processor does not count, nor
+  does a garbage collection that happened to run during the render: its cost is the
+  whole process's heap, not the template's);
 - ``range()`` gives at most ``MAX_RANGE`` items;
 - no string a template makes, nor the text a render outputs, may pass ``MAX_TEXT``
   characters, no list ``MAX_ITEMS`` items: ``'x' * n``, ``~`` and ``+`` concatenation,
@@ -31,7 +33,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import gc
 import re
+import threading
 import time
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -64,6 +68,31 @@ _WIDTH_FILTERS = frozenset({"center", "indent", "wordwrap", "truncate", "batch",
 _WIDTH_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
 
 
+class _Collections(threading.local):
+    """Processor time this thread spent in the garbage collector (``gc.callbacks``)."""
+
+    spent = 0.0
+    began = 0.0
+
+
+_collections = _Collections()
+
+
+def _collecting(phase: str, info: dict[str, Any]) -> None:
+    if phase == "start":
+        _collections.began = time.thread_time()
+    else:
+        _collections.spent += time.thread_time() - _collections.began
+
+
+gc.callbacks.append(_collecting)
+
+
+def _render_time() -> float:
+    """This thread's processor time, less what its garbage collections took."""
+    return time.thread_time() - _collections.spent
+
+
 class Moved(Exception):
     """A render spent its slice on the event loop (``ON_LOOP_UNITS``): render it again in a
     worker thread, with the whole budget."""
@@ -77,7 +106,7 @@ class Exhausted(Exception):
 class _Meter:
     left: int
     budget: int
-    cpu_deadline: float  # time.thread_time(): waiting for the processor does not count
+    cpu_deadline: float  # _render_time(): waiting for the processor does not count
     deadline: float | None  # time.monotonic(): a step's timeout is wall-clock time
     until: str
     output: int = 0
@@ -97,7 +126,7 @@ class _Meter:
         if self.left > self.clock_at:
             return
         self.clock_at = self.left - 128  # clocks cost a system call: every 128 units
-        if time.thread_time() > self.cpu_deadline:
+        if _render_time() > self.cpu_deadline:
             raise Exhausted(
                 f"template budget exceeded: still rendering after {MAX_SECONDS:g} s of "
                 f"processor time ({_SETTING}); move heavy work into a step of its own"
@@ -132,7 +161,7 @@ def metered(
     if _meter.get() is not None:
         yield
         return
-    cpu = time.thread_time() + MAX_SECONDS
+    cpu = _render_time() + MAX_SECONDS
     units = min(_budget, ON_LOOP_UNITS) if on_loop else _budget
     meter = _Meter(units, _budget, cpu, deadline, until, clock_at=units, on_loop=on_loop)
     meter.on_loop = on_loop and units < _budget

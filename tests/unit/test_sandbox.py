@@ -4,6 +4,8 @@ budget's reason instead of stalling the event loop."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -136,6 +138,44 @@ def test_processor_time_is_a_backstop(
         "template budget exceeded: still rendering after 0 s of processor time "
         "(BATON_TEMPLATE_BUDGET); move heavy work into a step of its own"
     ), message
+
+
+@pytest.mark.parametrize("pause", ["collect", "burn"])
+def test_a_garbage_collection_during_a_render_is_not_the_templates_time(
+    pause: str, context: dict[str, Any], budget: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The collector walks the whole process's heap, whichever thread it runs in: in a
+    process holding much, a collection inside a render would spend its processor time
+    (a fan-out of 1,000 items failed an item so). The same time spent by the render
+    itself still stops it."""
+    sandbox.configure(10**9)
+    heap = [[[]] for _ in range(100_000)]  # objects for the collector to walk
+    for cell in heap:
+        cell[0].append(cell)  # cycles: kept for the full collections
+    spent = 0.0
+
+    def collect() -> str:
+        nonlocal spent
+        began = time.thread_time()
+        gc.collect()
+        spent = time.thread_time() - began
+        return ""
+
+    def burn() -> str:
+        until = time.thread_time() + spent
+        while time.thread_time() < until:
+            pass
+        return ""
+
+    collect()  # how long a full collection takes here: the budget is a quarter of it
+    monkeypatch.setattr(sandbox, "MAX_SECONDS", spent / 4)
+    text = "{% for i in range(400) %}{% if i == 1 %}{{ pause() }}{% endif %}{% endfor %}"
+    pauses = {"collect": collect, "burn": burn}
+    if pause == "collect":
+        assert templating.render(text, {**context, "pause": pauses[pause]}) == ""
+    else:
+        assert "still rendering after" in failure(text, {**context, "pause": pauses[pause]})
+    del heap
 
 
 def test_a_step_timeout_stops_a_render(
