@@ -69,6 +69,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ApproverCheck = Callable[[str, dict[str, Any]], Awaitable[bool]]
+SETTLE = 10.0
+"""Seconds a stop waits, after the drain, for the work it counts to settle and for the
+run drivers it cancels to end; past them it says what did not, and stops anyway."""
 MAX_DRIVE_FAILURES = 3
 DECIDED = {"approve": "approved", "reject": "rejected"}
 """A run whose driver gave up this many times (a write the database kept refusing)
@@ -194,12 +197,26 @@ class Engine:
             for step in run.steps.values():
                 if step.task is not None and not step.task.done():
                     step.cancel_reason = "shutdown"
-        await self.wait_idle()
-        for task in list(self._drivers.values()):
+        try:
+            await asyncio.wait_for(self.wait_idle(), SETTLE)
+        except TimeoutError:  # a stop must end: say what did not settle, and go on
+            log.warning(
+                "stopping: %d piece(s) of work still counted busy after %ss (runs here: %s); "
+                "stopping anyway",
+                self._busy,
+                SETTLE,
+                ", ".join(self._runs) or "none",
+            )
+        drivers = list(self._drivers.values())
+        for task in drivers:
             task.cancel()
-        for task in list(self._drivers.values()):
-            with suppress(asyncio.CancelledError):
-                await task
+        if drivers:
+            ended, stuck = await asyncio.wait(drivers, timeout=SETTLE)
+            for task in ended:  # what a driver raised was logged by the driver
+                if not task.cancelled():
+                    task.exception()
+            if stuck:
+                log.warning("stopping: %d run driver(s) did not stop; left behind", len(stuck))
         await self.keeper.stop()
         await self.remote.close()
         self.timers.shutdown()

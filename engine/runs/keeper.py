@@ -56,12 +56,17 @@ class Keeper:
             self._listener = asyncio.create_task(self._listen(), name="baton-inbox-listener")
 
     async def stop(self) -> None:
-        for task in (self._task, self._listener):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        tasks = [task for task in (self._task, self._listener) if task is not None]
         self._task = self._listener = None
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            ended, stuck = await asyncio.wait(tasks, timeout=10)
+            for task in ended:
+                if not task.cancelled() and task.exception() is not None:
+                    log.warning("%s ended with %r", task.get_name(), task.exception())
+            for task in stuck:
+                log.warning("stopping: %s did not stop within 10s; left behind", task.get_name())
 
     # --- the loop ------------------------------------------------------------------------
 
