@@ -29,6 +29,7 @@ def add_routes(app: web.Application, settings: Settings, baton: Baton) -> None:
     app[render.BATON] = baton
     app[render.TEMPLATES] = render.environment()
     app[run.DRAWINGS] = dag.Drawings()
+    app[live.FEEDS] = {}
     get, post = app.router.add_get, app.router.add_post
     get("/", runs.runs)
     get("/runs/{run_id}", run.show)

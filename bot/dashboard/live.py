@@ -4,25 +4,36 @@ extension on the run page.
 Events: ``log`` (the logs' tail as HTML, sent whenever it changes: a log line, an attempt
 that ended), ``state`` (the run's status, whenever a step or the run moves: the page then
 re-reads its panel) and ``end`` once the run is over (the page closes the stream).
-The stream wakes on the engine's events for the run (``engine.bus``); a run driven by
-another process publishes nothing here, so the stream also looks every ``POLL`` seconds
-(and writes a comment, which finds clients that went away)."""
+
+Every client of one run shares one ``Feed``: it wakes on the engine's events for the run
+(``engine.bus``), reads the run's logs once and renders the events once, whatever the
+number of pages open on the run (100 browsers used to mean 100 reads of the logs per log
+line). A run driven by another process publishes nothing here, so the feed also looks
+every ``POLL`` seconds. Each client sends the newest events it has not sent yet, so a slow
+client skips to the present instead of queueing the past, and writes a comment when
+nothing moved for ``POLL`` seconds (which finds clients that went away)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
+import logging
 
 from aiohttp import web
 
 from bot.dashboard.render import baton_of
 from engine import runlogs
-from engine.bus import Subscription
+from engine.bus import EventBus
 from engine.errors import RunNotFound
 from engine.state import RunStatus
+from storage.store import Store
+
+log = logging.getLogger(__name__)
 
 POLL = 2.0
 TAIL = 400  # lines of the logs a page shows; the whole text is at /api/runs/{id}/logs
+FEEDS = web.AppKey("dashboard.feeds", dict)
 
 
 def tail(logs: runlogs.Logs, lines: int = TAIL) -> str:
@@ -40,43 +51,125 @@ def event(name: str, data: str) -> bytes:
     return f"event: {name}\n{body}\n".encode()
 
 
+class Feed:
+    """One run's live events, read and rendered once for all of its clients. ``log`` and
+    ``state`` are the newest events (``version`` counts their changes); ``end`` is set once
+    the run is over. Clients wait on ``moved``, an event replaced at every change."""
+
+    def __init__(self, store: Store, bus: EventBus, run_id: str) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.log = b""
+        self.state = b""
+        self.end = b""
+        self.version = 0
+        self.moved = asyncio.Event()
+        self.clients = 0
+        self._text = self._status = ""
+        self._moves = bus.subscribe(lambda e: e.run_id == run_id)  # before the first read
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.ready: asyncio.Task[None] = asyncio.create_task(self._first(), name=f"live-{run_id}")
+        self.ready.add_done_callback(_retrieved)  # a run not found, with no client left
+
+    async def _first(self) -> None:
+        try:
+            self._update(await runlogs.read(self.store, self.run_id))
+        except BaseException:
+            self.close()
+            raise
+        if not self.end and not self._closed:
+            self._task = asyncio.create_task(self._follow(), name=f"live-{self.run_id}")
+
+    async def _follow(self) -> None:
+        while not self.end:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._moves.queue.get(), POLL)
+            self._moves.drain()  # one read for a burst of events
+            try:
+                logs = await runlogs.read(self.store, self.run_id)
+            except Exception as exc:  # the database away for a moment: the next look
+                log.warning("live logs of run %s: %s", self.run_id, exc)
+                continue
+            self._update(logs)
+
+    def _update(self, logs: runlogs.Logs) -> None:
+        text = html.escape(tail(logs), quote=False)
+        changed = False
+        if text != self._text:
+            self._text, self.log, changed = text, event("log", text), True
+        if logs.status != self._status:
+            self._status, self.state, changed = logs.status, event("state", logs.status), True
+        if RunStatus(logs.status).terminal:
+            self.end, changed = event("end", logs.status), True
+            self._moves.close()
+        if changed:
+            self.version += 1
+            moved, self.moved = self.moved, asyncio.Event()
+            moved.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._moves.close()
+        if self._task is not None:
+            self._task.cancel()
+
+
+def _retrieved(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def _succeeded(task: asyncio.Task[None]) -> bool:
+    return not task.cancelled() and task.exception() is None
+
+
+def _feed(request: web.Request, run_id: str) -> Feed:
+    feeds: dict[str, Feed] = request.app[FEEDS]
+    feed = feeds.get(run_id)
+    failed = feed is not None and feed.ready.done() and not _succeeded(feed.ready)
+    if feed is None or failed:
+        baton = baton_of(request)
+        feed = feeds[run_id] = Feed(baton.store, baton.engine.bus, run_id)
+    return feed
+
+
 async def stream(request: web.Request) -> web.StreamResponse:
-    baton = baton_of(request)
     run_id = request.match_info["run_id"]
+    feeds: dict[str, Feed] = request.app[FEEDS]
+    feed = _feed(request, run_id)
+    feed.clients += 1
     try:
-        logs = await runlogs.read(baton.store, run_id)
-    except RunNotFound as exc:
-        raise web.HTTPNotFound(text=str(exc)) from None
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",  # a proxy in front must not hold the events back
-        }
-    )
-    await response.prepare(request)
-    with baton.engine.bus.subscribe(lambda e: e.run_id == run_id) as moves:
-        shown, status = "", ""
+        try:
+            await asyncio.shield(feed.ready)
+        except RunNotFound as exc:
+            raise web.HTTPNotFound(text=str(exc)) from None
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",  # a proxy in front must not hold the events back
+            }
+        )
+        await response.prepare(request)
+        log_sent = state_sent = b""
         while True:
-            text = html.escape(tail(logs), quote=False)
-            if text != shown:
-                shown = text
-                await response.write(event("log", text))
-            if logs.status != status:
-                status = logs.status
-                await response.write(event("state", status))
-            if RunStatus(status).terminal:
-                await response.write(event("end", status))
+            moved = feed.moved
+            if feed.log is not log_sent:
+                log_sent = feed.log
+                await response.write(log_sent)
+            if feed.state is not state_sent:
+                state_sent = feed.state
+                await response.write(state_sent)
+            if feed.end:
+                await response.write(feed.end)
                 return response
-            await _next_move(moves, response)
-            logs = await runlogs.read(baton.store, run_id)
-
-
-async def _next_move(moves: Subscription, response: web.StreamResponse) -> None:
-    """Until the engine says the run moved, or ``POLL`` seconds (then a keep-alive
-    comment); every other event already waiting is taken too (one read for a burst)."""
-    try:
-        await asyncio.wait_for(moves.queue.get(), POLL)
-    except TimeoutError:
-        await response.write(b": still here\n\n")
-    moves.drain()
+            try:
+                await asyncio.wait_for(moved.wait(), POLL)
+            except TimeoutError:
+                await response.write(b": still here\n\n")
+    finally:
+        feed.clients -= 1
+        if feed.clients == 0 and feeds.get(run_id) is feed:
+            del feeds[run_id]
+            feed.close()

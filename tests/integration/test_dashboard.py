@@ -11,10 +11,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
+from aiohttp import ClientResponse
 
 from bot.app import Baton
 from bot.dashboard.run import DRAWINGS
+from engine import runlogs
 from storage import tables as t
 from tests.integration.dashboard_support import LOCAL, dashboard, ids_in, start
 
@@ -108,6 +111,30 @@ async def test_params_show_secrets_masked(tmp_path: Path) -> None:
         await me.text("/runs/nope", status=404)
 
 
+class Events:
+    """The server-sent events of one ``/runs/{id}/live`` response, read as they come."""
+
+    def __init__(self, resp: ClientResponse) -> None:
+        self.resp = resp
+        self.seen: list[tuple[str, str]] = []
+
+    async def until(self, wanted: str, event: str = "log") -> None:
+        """Read events until an ``event`` whose data holds ``wanted``."""
+        name, data = "", []
+        async with asyncio.timeout(10):
+            while True:
+                line = (await self.resp.content.readline()).decode().rstrip("\n")
+                if line.startswith("event: "):
+                    name = line[7:]
+                elif line.startswith("data: "):
+                    data.append(line[6:])
+                elif line == "" and name:
+                    self.seen.append((name, "\n".join(data)))
+                    if name == event and wanted in self.seen[-1][1]:
+                        return
+                    name, data = "", []
+
+
 async def test_the_live_stream_delivers_a_log_line_written_after_connecting(
     tmp_path: Path,
 ) -> None:
@@ -116,32 +143,49 @@ async def test_the_live_stream_delivers_a_log_line_written_after_connecting(
         run_id = await start(baton, "gated")
         resp = await me.client.get(f"/runs/{run_id}/live")
         assert resp.headers["Content-Type"].startswith("text/event-stream")
-        seen: list[tuple[str, str]] = []
-
-        async def until(wanted: str, event: str = "log") -> None:
-            """Read events until an ``event`` whose data holds ``wanted``."""
-            name, data = "", []
-            async with asyncio.timeout(10):
-                while True:
-                    line = (await resp.content.readline()).decode().rstrip("\n")
-                    if line.startswith("event: "):
-                        name = line[7:]
-                    elif line.startswith("data: "):
-                        data.append(line[6:])
-                    elif line == "" and name:
-                        seen.append((name, "\n".join(data)))
-                        if name == event and wanted in seen[-1][1]:
-                            return
-                        name, data = "", []
-
-        await until("prepared")
-        assert "after the gate" not in "".join(d for _, d in seen)
+        events = Events(resp)
+        await events.until("prepared")
+        assert "after the gate" not in "".join(d for _, d in events.seen)
         gate = await gate_of(baton, run_id)
         await baton.engine.decide(gate.id, "bob", "approve")
-        await until("after the gate")
-        await until("succeeded", event="end")
-        assert ("state", "succeeded") in seen
+        await events.until("after the gate")
+        await events.until("succeeded", event="end")
+        assert ("state", "succeeded") in events.seen
         resp.close()
+
+
+async def test_the_pages_open_on_one_run_share_one_reader_of_its_logs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """100 browsers on one run must not mean 100 reads of its logs at every line: every
+    read is the run's feed's, and each page still gets every event."""
+    readers: set[asyncio.Task[Any] | None] = set()
+    read = runlogs.read
+
+    async def noted(store: Any, run_id: str) -> runlogs.Logs:
+        readers.add(asyncio.current_task())
+        return await read(store, run_id)
+
+    monkeypatch.setattr(runlogs, "read", noted)
+    async with dashboard(tmp_path) as site:
+        baton, me = site.baton, await site.visitor("alice")
+        run_id = await start(baton, "gated")
+        pages = [Events(await me.client.get(f"/runs/{run_id}/live")) for _ in range(5)]
+        for page in pages:
+            await page.until("prepared")
+        gate = await gate_of(baton, run_id)
+        await baton.engine.decide(gate.id, "bob", "approve")
+        for page in pages:
+            await page.until("after the gate")
+            await page.until("succeeded", event="end")
+            page.resp.close()
+        names = sorted({task.get_name() if task else "" for task in readers})
+        assert names == [f"live-{run_id}"], names  # its first read, then its follower
+        assert len(readers) == 2
+        late = Events(await me.client.get(f"/runs/{run_id}/live"))  # a page opened after
+        await late.until("succeeded", event="end")
+        assert ("log", "") not in late.seen and late.seen[0][0] == "log"
+        await me.text("/runs/nope/live", status=404)
 
 
 async def test_a_bad_param_in_the_start_form_shows_the_message_and_starts_nothing(
