@@ -36,10 +36,12 @@ types: $(STAMP)
 # The suite runs in 4 worker processes (pytest-xdist): most tests wait on processes,
 # sockets and databases rather than the CPU, so 4 fit on 2 cores. Every test has its own
 # tmp dir, SQLite file or PostgreSQL schema, and free ports. TEST_WORKERS=0 runs it in one.
+# Work stealing: a worker that runs out takes tests queued for a busy one, so the slow
+# process tests do not leave one worker finishing alone (660 s against 705 s here).
 TEST_WORKERS ?= 4
 
 test: $(STAMP) services lint types
-	$(BIN)/pytest -n $(TEST_WORKERS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal
 
 bench: $(STAMP) compile
 	$(BIN)/python -m bench
