@@ -30,7 +30,7 @@ class Listener:
     delays_ms: list[float] = field(default_factory=list)
 
     def take(self, name: str, data: list[str], at: float) -> None:
-        if name != "log":
+        if name not in ("log", "append"):  # the whole tail, or the lines added to it
             return
         for line in data:
             match = SENT.search(line)

@@ -74,3 +74,24 @@ async def wait_for_file(ctx: ActionContext, path: str, within: float = 30.0) -> 
         await asyncio.sleep(0.02)
     await ctx.log(f"{name} appeared")
     return {"waited_for": name}
+
+
+async def _appears(path: str, within: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await asyncio.to_thread(os.path.exists, path):
+        if loop.time() > deadline:
+            raise TimeoutError(f"{path} did not appear within {within:g} s")
+        await asyncio.sleep(0.02)
+
+
+async def lines_between_files(
+    ctx: ActionContext, dir: str, lines: int = 3, within: float = 30.0
+) -> dict[str, Any]:
+    """Once a test creates ``dir``/go, log ``lines`` lines; then end once it creates
+    ``dir``/stop (the lines are logged while the step still runs)."""
+    await _appears(os.path.join(dir, "go"), within)
+    for n in range(1, lines + 1):
+        await ctx.log(f"line {n} of {lines}")
+    await _appears(os.path.join(dir, "stop"), within)
+    return {"lines": lines}

@@ -6,6 +6,7 @@ as them; the local person (no ``users:``) is the OS user, an operator."""
 from __future__ import annotations
 
 import asyncio
+import html
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -16,10 +17,12 @@ import sqlalchemy as sa
 from aiohttp import ClientResponse
 
 from bot.app import Baton
+from bot.dashboard import live
 from bot.dashboard.run import DRAWINGS
 from engine import runlogs
+from engine.requests import RunRequest
 from storage import tables as t
-from tests.integration.dashboard_support import LOCAL, dashboard, ids_in, start
+from tests.integration.dashboard_support import LOCAL, PLAYBOOKS, dashboard, ids_in, start
 
 
 async def runs_count(baton: Baton) -> int:
@@ -112,25 +115,44 @@ async def test_params_show_secrets_masked(tmp_path: Path) -> None:
 
 
 class Events:
-    """The server-sent events of one ``/runs/{id}/live`` response, read as they come."""
+    """The server-sent events of one ``/runs/{id}/live`` response, read as they come, and
+    the logs a page shows from them (``log`` replaces them, ``append`` adds to them)."""
 
     def __init__(self, resp: ClientResponse) -> None:
         self.resp = resp
         self.seen: list[tuple[str, str]] = []
+        self.body = self.footer = ""
+
+    @property
+    def logs(self) -> str:
+        return f"{self.body}\n{self.footer}"
 
     async def until(self, wanted: str, event: str = "log") -> None:
-        """Read events until an ``event`` whose data holds ``wanted``."""
+        """Read events until the page's logs hold ``wanted`` (``event`` log), or until an
+        ``event`` whose data holds ``wanted``."""
         name, data = "", []
         async with asyncio.timeout(10):
             while True:
-                line = (await self.resp.content.readline()).decode().rstrip("\n")
+                raw = await self.resp.content.readline()
+                if not raw:
+                    raise AssertionError(f"the stream ended; events: {self.seen}")
+                line = raw.decode().rstrip("\n")
                 if line.startswith("event: "):
                     name = line[7:]
                 elif line.startswith("data: "):
                     data.append(line[6:])
                 elif line == "" and name:
-                    self.seen.append((name, "\n".join(data)))
-                    if name == event and wanted in self.seen[-1][1]:
+                    text = "\n".join(data)
+                    self.seen.append((name, text))
+                    if name == "log":
+                        self.body = text
+                    elif name == "append":
+                        self.body += text
+                    elif name == "footer":
+                        self.footer = text
+                    if event == "log" and wanted in self.logs:
+                        return
+                    if name == event and wanted in text:
                         return
                     name, data = "", []
 
@@ -154,11 +176,25 @@ async def test_the_live_stream_delivers_a_log_line_written_after_connecting(
         resp.close()
 
 
+LINES = """
+name: lines
+steps:
+  - id: talk
+    action: python
+    with:
+      call: "tests.fakes.pyfuncs:lines_between_files"
+      args: {dir: "{{ params.dir }}", lines: 3}
+params:
+  dir: {type: string}
+"""
+
+
 async def test_the_pages_open_on_one_run_share_one_reader_of_its_logs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """100 browsers on one run must not mean 100 reads of its logs at every line: every
-    read is the run's feed's, and each page still gets every event."""
+    read is the run's feed's, each page still gets every event, and a line logged while
+    a step runs goes out alone (``append``), not with the whole tail again."""
     readers: set[asyncio.Task[Any] | None] = set()
     read = runlogs.read
 
@@ -167,24 +203,38 @@ async def test_the_pages_open_on_one_run_share_one_reader_of_its_logs(
         return await read(store, run_id)
 
     monkeypatch.setattr(runlogs, "read", noted)
-    async with dashboard(tmp_path) as site:
+    async with dashboard(tmp_path, {**PLAYBOOKS, "lines": LINES}) as site:
         baton, me = site.baton, await site.visitor("alice")
-        run_id = await start(baton, "gated")
+        run_id = await baton.engine.start_run(  # not `start`: it waits for the step to end
+            RunRequest(playbook="lines", params={"dir": str(tmp_path)}, requested_by="alice")
+        )
         pages = [Events(await me.client.get(f"/runs/{run_id}/live")) for _ in range(5)]
         for page in pages:
-            await page.until("prepared")
-        gate = await gate_of(baton, run_id)
-        await baton.engine.decide(gate.id, "bob", "approve")
+            await page.until("== talk . attempt 1")
+        (tmp_path / "go").touch()
         for page in pages:
-            await page.until("after the gate")
+            await page.until("line 3 of 3")
+        for page in pages:  # the lines logged meanwhile came alone
+            assert [name for name, _ in page.seen[3:]] == ["append"] * (len(page.seen) - 3), (
+                page.seen
+            )
+        (tmp_path / "stop").touch()
+        for page in pages:
             await page.until("succeeded", event="end")
             page.resp.close()
         names = sorted({task.get_name() if task else "" for task in readers})
         assert names == [f"live-{run_id}"], names  # its first read, then its follower
         assert len(readers) == 2
+        final = html.escape(live.tail(await runlogs.read(baton.store, run_id)), quote=False)
+        for page in pages:
+            assert page.logs == final
+            appended = "".join(text for name, text in page.seen if name == "append")
+            assert appended.splitlines()[-3:] == [
+                f"[log 00:00:00 info] line {n} of 3" for n in (1, 2, 3)
+            ], appended
         late = Events(await me.client.get(f"/runs/{run_id}/live"))  # a page opened after
         await late.until("succeeded", event="end")
-        assert ("log", "") not in late.seen and late.seen[0][0] == "log"
+        assert late.logs == final and late.seen[0][0] == "log"
         await me.text("/runs/nope/live", status=404)
 
 
