@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import html
 import logging
+import sys
 
 from aiohttp import web
 
@@ -64,8 +65,9 @@ def event(name: str, data: str) -> bytes:
 
 class Feed:
     """One run's live events, read and rendered once for all of its clients: ``log`` the
-    newest whole tail, ``appends`` the lines added to it since, ``state`` the newest
-    status; ``end`` is set once the run is over. Clients wait on ``moved``, an event
+    newest tail (cut at ``TAIL`` lines), ``appends`` the lines added to it since (until the
+    page would show twice ``TAIL``: then a new cut ``log``), ``state`` the newest status;
+    ``end`` is set once the run is over. Clients wait on ``moved``, an event
     replaced at every change. (Sending only the new lines matters: with the whole tail at
     every line, 100 pages on a run of 400 lines meant 40,000 lines to send and parse per
     line.)"""
@@ -81,7 +83,8 @@ class Feed:
         self.version = 0
         self.moved = asyncio.Event()
         self.clients = 0
-        self._body = self._footer = self._status = ""
+        self._body = self._footer = self._status = ""  # the body uncut
+        self._shown = 0  # lines of the body a page shows: a cut tail and the appends since
         self._moves = bus.subscribe(lambda e: e.run_id == run_id)  # before the first read
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -104,19 +107,28 @@ class Feed:
             self._moves.drain()  # one read for a burst of events
             try:
                 logs = await runlogs.read(self.store, self.run_id)
+            except RunNotFound:  # pruned meanwhile: the pages stop following it
+                self.end = event("end", "deleted")
+                self._publish()
+                return
             except Exception as exc:  # the database away for a moment: the next look
                 log.warning("live logs of run %s: %s", self.run_id, exc)
                 continue
             self._update(logs)
 
     def _update(self, logs: runlogs.Logs) -> None:
-        body, footer = split(html.escape(tail(logs), quote=False))
+        body, footer = split(html.escape(tail(logs, sys.maxsize), quote=False))  # uncut
         changed = False
         if body != self._body:
-            if self._body and body.startswith(self._body + "\n"):
-                self.appends.append(event("append", body[len(self._body) :]))
-            else:
-                self.log, self.appends = event("log", body), []
+            grown = bool(self._body) and body.startswith(self._body + "\n")
+            added = body[len(self._body) :] if grown else ""
+            if grown and self._shown + added.count("\n") <= 2 * TAIL:
+                self.appends.append(event("append", added))
+                self._shown += added.count("\n")
+            else:  # changed inside, or the page would hold too much: the tail, cut again
+                shown, _ = split(html.escape(tail(logs), quote=False))
+                self.log, self.appends = event("log", shown), []
+                self._shown = shown.count("\n") + 1
             self._body, changed = body, True
         if footer != self._footer:
             self._footer, self.footer, changed = footer, event("footer", footer), True
@@ -126,9 +138,12 @@ class Feed:
             self.end, changed = event("end", logs.status), True
             self._moves.close()
         if changed:
-            self.version += 1
-            moved, self.moved = self.moved, asyncio.Event()
-            moved.set()
+            self._publish()
+
+    def _publish(self) -> None:
+        self.version += 1
+        moved, self.moved = self.moved, asyncio.Event()
+        moved.set()
 
     def close(self) -> None:
         self._closed = True

@@ -238,6 +238,34 @@ async def test_the_pages_open_on_one_run_share_one_reader_of_its_logs(
         await me.text("/runs/nope/live", status=404)
 
 
+async def test_a_run_deleted_while_followed_ends_its_stream(tmp_path: Path) -> None:
+    async with dashboard(tmp_path) as site:
+        baton, me = site.baton, await site.visitor("alice")
+        run_id = await start(baton, "gated")  # waits for its gate: nothing else moves
+        page = Events(await me.client.get(f"/runs/{run_id}/live"))
+        await page.until("prepared")
+        gone = [
+            t.decisions.delete().where(
+                t.decisions.c.approval_id.in_(
+                    sa.select(t.approvals.c.id).where(t.approvals.c.run_id == run_id)
+                )
+            )
+        ]
+        gone += [
+            table.delete().where(table.c.run_id == run_id)
+            for table in (
+                t.approvals,
+                t.attempts,
+                t.steps,
+                t.run_logs,
+                t.run_commands,
+                t.chat_posts,
+            )
+        ]
+        await baton.store.write(*gone, t.runs.delete().where(t.runs.c.id == run_id))
+        await page.until("deleted", event="end")  # at the feed's next look (POLL)
+
+
 async def test_a_bad_param_in_the_start_form_shows_the_message_and_starts_nothing(
     tmp_path: Path,
 ) -> None:
