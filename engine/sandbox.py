@@ -88,8 +88,9 @@ def _collecting(phase: str, info: dict[str, Any]) -> None:
 gc.callbacks.append(_collecting)
 
 
-def _render_time() -> float:
-    """This thread's processor time, less what its garbage collections took."""
+def work_time() -> float:
+    """This thread's processor time, less what its garbage collections took (the
+    collector walks the whole heap, whichever thread it happens to run in)."""
     return time.thread_time() - _collections.spent
 
 
@@ -106,7 +107,7 @@ class Exhausted(Exception):
 class _Meter:
     left: int
     budget: int
-    cpu_deadline: float  # _render_time(): waiting for the processor does not count
+    cpu_deadline: float  # work_time(): waiting for the processor does not count
     deadline: float | None  # time.monotonic(): a step's timeout is wall-clock time
     until: str
     output: int = 0
@@ -126,7 +127,7 @@ class _Meter:
         if self.left > self.clock_at:
             return
         self.clock_at = self.left - 128  # clocks cost a system call: every 128 units
-        if _render_time() > self.cpu_deadline:
+        if work_time() > self.cpu_deadline:
             raise Exhausted(
                 f"template budget exceeded: still rendering after {MAX_SECONDS:g} s of "
                 f"processor time ({_SETTING}); move heavy work into a step of its own"
@@ -161,7 +162,7 @@ def metered(
     if _meter.get() is not None:
         yield
         return
-    cpu = _render_time() + MAX_SECONDS
+    cpu = work_time() + MAX_SECONDS
     units = min(_budget, ON_LOOP_UNITS) if on_loop else _budget
     meter = _Meter(units, _budget, cpu, deadline, until, clock_at=units, on_loop=on_loop)
     meter.on_loop = on_loop and units < _budget

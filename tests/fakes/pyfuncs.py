@@ -61,28 +61,24 @@ async def unstorable(ctx: ActionContext) -> dict[str, Any]:
     }
 
 
+async def _appears(path: str, within: float) -> None:
+    """Until ``path`` exists (looked for every 20 ms), up to ``within`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await asyncio.to_thread(os.path.exists, path):
+        if loop.time() > deadline:
+            raise TimeoutError(f"{path} did not appear within {within:g} s")
+        await asyncio.sleep(0.02)
+
+
 async def wait_for_file(ctx: ActionContext, path: str, within: float = 30.0) -> dict[str, Any]:
     """A running step that logs as it goes: a line, then (once a test creates ``path``)
     another. It looks for the file every 20 ms, up to ``within`` seconds."""
     name = os.path.basename(path)
     await ctx.log(f"waiting for {name}")
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not await asyncio.to_thread(os.path.exists, path):
-        if loop.time() > deadline:
-            raise TimeoutError(f"{path} did not appear within {within:g} s")
-        await asyncio.sleep(0.02)
+    await _appears(path, within)
     await ctx.log(f"{name} appeared")
     return {"waited_for": name}
-
-
-async def _appears(path: str, within: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not await asyncio.to_thread(os.path.exists, path):
-        if loop.time() > deadline:
-            raise TimeoutError(f"{path} did not appear within {within:g} s")
-        await asyncio.sleep(0.02)
 
 
 async def lines_between_files(
