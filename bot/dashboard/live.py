@@ -4,10 +4,10 @@ extension on the run page.
 Events: ``log`` (the logs' tail but its last line, as HTML, sent when it changes other
 than at its end: an attempt that ended, the tail's cut), ``append`` (the lines added at
 its end, each after a newline: a log line of the running step), ``footer`` (the tail's
-last line, the run's own: ``run ID STATUS``), ``state`` (the run's status, whenever a step
-or the run moves: the page then re-reads its panel) and ``end`` once the run is over (the
-page closes the stream). A page shows ``log`` and every ``append`` after it, then
-``footer``: the run's tail.
+last line, the run's own: ``run ID STATUS``, or its error once it failed), ``state`` (the
+run's status, whenever a step or the run moves: the page then re-reads its panel) and
+``end`` once the run is over (the page closes the stream). A page shows ``log`` and
+every ``append`` after it, then ``footer``: the run's tail.
 
 Every client of one run shares one ``Feed``: it wakes on the engine's events for the run
 (``engine.bus``), reads the run's logs once and renders the events once, whatever the
@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import html
 import logging
+import re
 import sys
 
 from aiohttp import web
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 POLL = 2.0
 TAIL = 400  # lines of the logs a page shows; the whole text is at /api/runs/{id}/logs
 FEEDS = web.AppKey("dashboard.feeds", dict)
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 def tail(logs: runlogs.Logs, lines: int = TAIL) -> str:
@@ -58,8 +60,11 @@ def split(text: str) -> tuple[str, str]:
 
 
 def event(name: str, data: str) -> bytes:
-    """One server-sent event; a multi-line ``data`` becomes several ``data:`` lines."""
-    body = "".join(f"data: {line}\n" for line in data.split("\n"))
+    """One server-sent event; a multi-line ``data`` becomes several ``data:`` lines. A
+    carriage return ends a line too (an event stream ends lines at CR, LF or CRLF): left
+    in, a progress bar's ``\r`` in a step's output would cut the event short, and text
+    after it could pose as events of its own."""
+    body = "".join(f"data: {line}\n" for line in _LINE_BREAK.split(data))
     return f"event: {name}\n{body}\n".encode()
 
 
@@ -188,32 +193,39 @@ async def stream(request: web.Request) -> web.StreamResponse:
                 "X-Accel-Buffering": "no",  # a proxy in front must not hold the events back
             }
         )
-        await response.prepare(request)
-        log_sent = footer_sent = state_sent = b""
-        appended = 0  # of feed.appends, sent
-        while True:
-            moved = feed.moved
-            if feed.log is not log_sent:
-                log_sent, appended = feed.log, 0
-                await response.write(log_sent)
-            if appended < len(feed.appends):
-                more, appended = feed.appends[appended:], len(feed.appends)
-                await response.write(b"".join(more))
-            if feed.footer is not footer_sent:
-                footer_sent = feed.footer
-                await response.write(footer_sent)
-            if feed.state is not state_sent:
-                state_sent = feed.state
-                await response.write(state_sent)
-            if feed.end:
-                await response.write(feed.end)
-                return response
-            try:
-                await asyncio.wait_for(moved.wait(), POLL)
-            except TimeoutError:
-                await response.write(b": still here\n\n")
+        with contextlib.suppress(ConnectionResetError):  # the page went away: no one to tell
+            await response.prepare(request)
+            await _send(feed, response)
+        return response
     finally:
         feed.clients -= 1
         if feed.clients == 0 and feeds.get(run_id) is feed:
             del feeds[run_id]
             feed.close()
+
+
+async def _send(feed: Feed, response: web.StreamResponse) -> None:
+    """The feed's events to one page, the newest it has not had, until the run ends."""
+    log_sent = footer_sent = state_sent = b""
+    appended = 0  # of feed.appends, sent
+    while True:
+        moved = feed.moved
+        if feed.log is not log_sent:
+            log_sent, appended = feed.log, 0
+            await response.write(log_sent)
+        if appended < len(feed.appends):
+            more, appended = feed.appends[appended:], len(feed.appends)
+            await response.write(b"".join(more))
+        if feed.footer is not footer_sent:
+            footer_sent = feed.footer
+            await response.write(footer_sent)
+        if feed.state is not state_sent:
+            state_sent = feed.state
+            await response.write(state_sent)
+        if feed.end:
+            await response.write(feed.end)
+            return
+        try:
+            await asyncio.wait_for(moved.wait(), POLL)
+        except TimeoutError:
+            await response.write(b": still here\n\n")

@@ -63,3 +63,22 @@ async def test_lines_go_out_alone_until_the_page_holds_twice_the_tail(
         assert data(feed.footer) == "run r1 succeeded" and data(feed.end) == "succeeded"
     finally:
         feed.close()
+
+
+def test_a_carriage_return_ends_a_data_line_and_cannot_pose_as_an_event() -> None:
+    """An event stream ends lines at CR, LF or CRLF: a progress bar's ``\\r`` left inside a
+    ``data:`` line cut the event short, and what followed could read as events."""
+    sent = live.event("log", "progress 10%\r\revent: end\rdata: forged\r\n\rdone")
+    lines = sent.decode().split("\n")
+    assert lines == [
+        "event: log",
+        "data: progress 10%",
+        "data: ",
+        "data: event: end",
+        "data: data: forged",
+        "data: ",
+        "data: done",
+        "",
+        "",
+    ]
+    assert "\r" not in sent.decode()
