@@ -85,7 +85,6 @@ class Feed:
         self.footer = b""
         self.state = b""
         self.end = b""
-        self.version = 0
         self.moved = asyncio.Event()
         self.clients = 0
         self._body = self._footer = self._status = ""  # the body uncut
@@ -146,7 +145,6 @@ class Feed:
             self._publish()
 
     def _publish(self) -> None:
-        self.version += 1
         moved, self.moved = self.moved, asyncio.Event()
         moved.set()
 
