@@ -134,7 +134,7 @@ async def open_baton(
         box = SecretBox.from_settings(secret_key, settings.key_file)
         credentials = [*settings.credentials(), box.key]
         stack.enter_context(masked_logs(Masker(credentials)))
-        store = Store(settings.database_url, upgrade=upgrade)
+        store = Store(settings.database_url, upgrade=upgrade, idle_limit=settings.idle_limit)
         await store.open()
         stack.push_async_callback(store.close)
         engine = Engine(

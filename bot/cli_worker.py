@@ -100,7 +100,7 @@ async def _work(settings: Settings, labels: list[str], concurrency: int) -> int:
         heartbeat=settings.worker_heartbeat,
     )
     with masked_logs(Masker(credentials)):
-        async with Store(settings.database_url) as store:
+        async with Store(settings.database_url, idle_limit=settings.idle_limit) as store:
             worker = StepWorker(
                 database_url=settings.database_url,
                 store=store,

@@ -368,6 +368,14 @@ class Settings(DashboardSettings):
         """Seconds between two lease renewals (a third of the lease by default)."""
         return self.lease_renew if self.lease_renew is not None else self.lease / 3
 
+    @property
+    def idle_limit(self) -> float:
+        """Seconds a node's PostgreSQL session may sit idle inside a transaction before
+        the server ends it: half a lease, at least 2 s. A node frozen mid-commit loses
+        its locks with its session, and a node held up by those locks waits less than a
+        lease, so it keeps its own."""
+        return max(self.lease / 2, 2.0)
+
     @field_validator("lease_renew")
     @classmethod
     def _renew_within_lease(cls, value: float | None, info: ValidationInfo) -> float | None:

@@ -9,6 +9,7 @@ schema (created, checked, upgraded) is ``storage.schema``'s business.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -62,7 +63,23 @@ def _sqlite_begin(conn: sa.Connection) -> None:
     driver.execute("BEGIN DEFERRED" if read else "BEGIN IMMEDIATE")
 
 
-def create_engine(url: str) -> sa.Engine:
+def _idle_limit(seconds: float) -> Callable[[Any, Any], None]:
+    """A PostgreSQL session that sits idle inside a transaction longer than ``seconds``
+    is ended by the server: a node frozen mid-transaction (SIGSTOP, a VM paused) lets go
+    of its row locks instead of stalling every other node that writes those rows."""
+    statement = f"SET idle_in_transaction_session_timeout = {max(1, round(seconds * 1000))}"
+
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        with dbapi_conn.cursor() as cur:
+            cur.execute(statement)
+        dbapi_conn.commit()  # else the pool's reset would roll the setting back
+
+    return on_connect
+
+
+def create_engine(url: str, *, idle_limit: float | None = None) -> sa.Engine:
+    """An engine for ``url``. ``idle_limit`` (PostgreSQL): seconds a session may sit idle
+    within a transaction before the server ends it (see ``_idle_limit``)."""
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine = sa.create_engine(
@@ -80,4 +97,7 @@ def create_engine(url: str) -> sa.Engine:
 
         sa.event.listen(engine, "connect", _no_pysqlite_begin)
         return engine
-    return sa.create_engine(parsed, pool_size=8, max_overflow=8, pool_pre_ping=True)
+    engine = sa.create_engine(parsed, pool_size=8, max_overflow=8, pool_pre_ping=True)
+    if idle_limit is not None:
+        sa.event.listen(engine, "connect", _idle_limit(idle_limit))
+    return engine

@@ -57,13 +57,14 @@ def guard(run_id: str, epoch: int) -> Guard:
 
 
 class Store:
-    def __init__(self, url: str, *, upgrade: bool = False) -> None:
+    def __init__(self, url: str, *, upgrade: bool = False, idle_limit: float | None = None) -> None:
         """``upgrade``: bring an older schema to head at ``open`` (``baton serve``);
         without it an older schema is refused with what to run. A database with no
-        tables is created either way."""
+        tables is created either way. ``idle_limit``: seconds a PostgreSQL session may
+        idle inside a transaction (a frozen node's locks go with it)."""
         self.url = url
         self.upgrade = upgrade
-        self.engine = db.create_engine(url)
+        self.engine = db.create_engine(url, idle_limit=idle_limit)
         self._rows = RowWriter(self.engine.dialect.name)
         self._queue: queue.SimpleQueue[_Unit | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None

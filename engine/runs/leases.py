@@ -172,9 +172,11 @@ class Leases:
         """The op that adopts every adoptable run in progress (a new epoch, this node as
         owner, a fresh lease) and returns their ids. One statement, so two nodes racing
         for a run cannot both get it (the database re-checks the lease under its row
-        lock)."""
+        lock). Rows locked elsewhere are skipped, not waited for."""
         cond = sa.and_(t.runs.c.status.in_(ACTIVE), self.adoptable(now, dead))
-        claimable = self.claimable(now, dead, limit)
+        # a row another session has locked is left for a later round: its holder may be
+        # a node frozen mid-commit, and waiting on it would stall this node's writer
+        claimable = self.claimable(now, dead, limit).with_for_update(skip_locked=True)
 
         def op(conn: sa.Connection) -> list[str]:
             ids = [r.id for r in conn.execute(claimable)]

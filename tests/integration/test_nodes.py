@@ -124,6 +124,30 @@ async def test_a_live_lease_is_never_taken_and_an_expired_one_is(harness: Harnes
     }
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+async def test_a_run_locked_by_a_node_frozen_mid_commit_is_skipped_not_waited_for(
+    harness: HarnessFactory,
+) -> None:
+    """An adopter never waits on a row lock: the holder may be a frozen node, and the
+    adopter's writer (one connection, every write of that node) would wait with it."""
+    a, b = await two(harness)
+    run_id = await a.run("gate")
+    other = await b.run("gate")
+    kill(a)
+    kill(b)
+    await b.store.write(t.runs.update().where(t.runs.c.id == other).values(owner="gone"))
+    with a.store.engine.connect() as frozen:  # a, frozen inside a commit touching its run
+        frozen.execute(sa.select(t.runs.c.id).where(t.runs.c.id == run_id).with_for_update())
+        b.clock.advance(timedelta(seconds=16))
+        adopted = await asyncio.wait_for(b.engine.adopt(), timeout=10)
+        assert adopted == [other]  # the free run is adopted; the locked one is left
+        assert (await owner_of(b, run_id)) == (a.engine.owner, 1)
+        frozen.rollback()  # the frozen session ends (see test_store: idle_limit)
+    assert await b.engine.adopt() == [run_id]
+    assert (await owner_of(b, run_id)) == (b.engine.owner, 2)
+
+
 async def test_a_node_that_lost_its_lease_is_fenced_and_lets_go(harness: HarnessFactory) -> None:
     a, b = await two(harness)
     run_id = await a.run("pause")

@@ -15,10 +15,10 @@ import sqlalchemy as sa
 from engine import audit
 from storage import rows
 from storage import tables as t
-from storage.db import normalize_url
+from storage.db import create_engine, normalize_url
 from storage.errors import ClaimLost, StorageError
 from storage.rows import Rows
-from storage.store import Store, guard
+from storage.store import Store, guard, transient
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -285,3 +285,34 @@ def test_run_and_audit_kinds_cover_their_tables() -> None:
     assert set(rows.RUN_NEW) == set(t.runs.c.keys()) - set_later
     assert set(rows.AUDIT_NEW) == set(t.audit.c.keys()) - {"id"}
     assert set(rows.ALERT_NEW) == set(t.alerts.c.keys())
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_session_frozen_inside_a_transaction_is_ended_and_lets_go_of_its_locks(
+    db_url: str,
+) -> None:
+    """A node frozen mid-commit (SIGSTOP, a paused VM) must not hold its locks for ever:
+    with ``idle_limit`` the server ends its session, and a writer waiting on its lock
+    goes on."""
+    limited = create_engine(db_url, idle_limit=1)
+    plain = create_engine(db_url)
+    try:
+        with limited.connect() as frozen:
+            shown = frozen.exec_driver_sql("SHOW idle_in_transaction_session_timeout")
+            assert shown.scalar() == "1s"
+            frozen.exec_driver_sql("SELECT pg_advisory_xact_lock(4242)")  # in a transaction
+            with plain.connect() as waiting:
+                # never reached unless the frozen session goes: 30 s, not for ever, on failure
+                waiting.exec_driver_sql("SET lock_timeout = '30s'")
+                waiting.exec_driver_sql("SELECT pg_advisory_xact_lock(4242)")
+                waiting.rollback()
+            with pytest.raises(sa.exc.DBAPIError) as ended:
+                frozen.exec_driver_sql("SELECT 1")
+            # when the node wakes, its writer takes this as a lost connection and goes on
+            assert transient(ended.value), ended.value
+        with plain.connect() as other:  # the setting is the node's own, not the cluster's
+            assert other.exec_driver_sql("SHOW idle_in_transaction_session_timeout").scalar() == "0"
+    finally:
+        limited.dispose()
+        plain.dispose()
