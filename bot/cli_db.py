@@ -63,7 +63,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="copy the live SQLite database to FILE (PostgreSQL: shows the pg_dump command)",
         description="Copy the SQLite database to FILE with SQLite's online backup API: a "
         "consistent snapshot, safe while `baton serve` runs. FILE is written under a temporary "
-        "name, checked, then renamed (an existing FILE is replaced). On PostgreSQL, prints "
+        "name, checked, then renamed (an existing FILE is replaced only if it is an earlier "
+        "backup or empty). On PostgreSQL, prints "
         "the pg_dump command to use instead.",
     )
     backup.add_argument("file", metavar="FILE", type=Path, help="where to write the copy")

@@ -5,7 +5,8 @@ a snapshot that writers do not wait for (``baton serve`` goes on committing), an
 is the database as of one commit, never torn. The copy is written beside ``FILE`` under a
 temporary name, switched to a plain rollback journal (one self-contained file), checked
 with ``PRAGMA quick_check`` and only then renamed to ``FILE``: an interrupted backup never
-leaves a half-written file under that name.
+leaves a half-written file under that name. An existing ``FILE`` is replaced only if it is
+an earlier copy (a SQLite database) or empty.
 
 PostgreSQL has its own tools: ``pg_dump`` (see ``pg_dump_command``).
 """
@@ -69,6 +70,11 @@ def backup(engine: sa.Engine, target: Path) -> Copy:
         raise BackupRefused(
             f"{target} is not a regular file (a device, a FIFO or a socket): give a file name"
         )
+    if target.is_file() and not _replaceable(target):
+        raise BackupRefused(
+            f"{target} exists and is not a SQLite database: give another file (an older "
+            "backup is replaced; any other file is left alone)"
+        )
     if not target.parent.is_dir():
         raise BackupRefused(f"folder {target.parent} does not exist")
     partial = target.with_name(f".{target.name}.partial")
@@ -86,6 +92,20 @@ def backup(engine: sa.Engine, target: Path) -> Copy:
         runs = int(check.execute("SELECT count(*) FROM runs").fetchone()[0])
     check.close()
     return Copy(target, target.stat().st_size, runs, time.monotonic() - started)
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _replaceable(target: Path) -> bool:
+    """An existing file a backup may replace: an earlier copy (a SQLite database), or an
+    empty file. Anything else is someone's file given by mistake."""
+    try:
+        with target.open("rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+    except OSError:
+        return True  # unreadable: writing the copy will say why
+    return head in (b"", SQLITE_HEADER)
 
 
 def _copy(source: sqlite3.Connection, partial: Path) -> None:

@@ -241,3 +241,33 @@ def test_a_missing_sqlite_file_is_named_not_made(env: dict[str, str], args: list
     assert (out.returncode, out.stdout) == (1, "")
     assert out.stderr == f"baton: there is no database at {path}: check BATON_DATABASE_URL\n"
     assert not Path(path).exists()
+
+
+def test_backup_replaces_an_earlier_copy_but_never_another_file(tmp_path: Path) -> None:
+    from storage import backup as backuplib
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'baton.db'}")
+    t.metadata.create_all(engine)
+    try:
+        notes = tmp_path / "notes.txt"
+        notes.write_text("the on-call handover\n")
+        with pytest.raises(backuplib.BackupRefused, match="exists and is not a SQLite database"):
+            backuplib.backup(engine, notes)
+        assert notes.read_text() == "the on-call handover\n"
+        assert not list(tmp_path.glob(".*.partial"))
+
+        earlier = tmp_path / "earlier.db"
+        assert backuplib.backup(engine, earlier).runs == 0
+        with sqlite3.connect(earlier) as conn:
+            conn.execute("CREATE TABLE stale (x)")
+        conn.close()
+        backuplib.backup(engine, earlier)  # an earlier copy is replaced
+        with sqlite3.connect(earlier) as conn:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        conn.close()
+        assert "runs" in tables and "stale" not in tables
+        empty = tmp_path / "empty.db"
+        empty.touch()
+        assert backuplib.backup(engine, empty).bytes > 0
+    finally:
+        engine.dispose()
