@@ -1,13 +1,14 @@
 """``GET /runs/{id}/live``: a run's logs and state as server-sent events, for htmx's SSE
 extension on the run page.
 
-Events: ``log`` (the logs' tail but its last line, as HTML, sent when it changes other
-than at its end: an attempt that ended, the tail's cut), ``append`` (the lines added at
-its end, each after a newline: a log line of the running step), ``footer`` (the tail's
-last line, the run's own: ``run ID STATUS``, or its error once it failed), ``state`` (the
-run's status, whenever a step or the run moves: the page then re-reads its panel) and
-``end`` once the run is over (the page closes the stream). A page shows ``log`` and
-every ``append`` after it, then ``footer``: the run's tail.
+Events: ``log`` (the logs' tail but the run's own last lines, as HTML: every section, an
+attempt or a log line, in a span of its own; sent when the page must be drawn again: the
+tail's cut, a section gone), ``append`` (out-of-band swaps of the sections that grew,
+changed or came, wherever they are: parallel steps log in the middle of the body),
+``footer`` (the run's own lines: ``run ID STATUS``, its error once it failed), ``state``
+(the run's status, whenever a step or the run moves: the page then re-reads its panel)
+and ``end`` once the run is over (the page closes the stream). A page shows ``log`` with
+every ``append`` after it applied, then ``footer``: the run's tail.
 
 Every client of one run shares one ``Feed``: it wakes on the engine's events for the run
 (``engine.bus``), reads the run's logs once and renders the events once, whatever the
@@ -24,9 +25,9 @@ import contextlib
 import html
 import logging
 import re
-import sys
 
 from aiohttp import web
+from markupsafe import Markup
 
 from bot.dashboard.render import baton_of
 from engine import runlogs
@@ -43,20 +44,68 @@ FEEDS = web.AppKey("dashboard.feeds", dict)
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
-def tail(logs: runlogs.Logs, lines: int = TAIL) -> str:
-    """The last ``lines`` lines of a run's logs: what ended, and the header of what runs."""
-    shown = [line for s in logs.sections for line in (s.lines if s.done else s.lines[:1])]
-    cut = len(shown) - lines
-    if cut > 0:
-        shown = [f"... {cut} earlier lines: see the full logs", *shown[cut:]]
-    return "\n".join(shown)
+Body = list[tuple[str, list[str]]]
+"""A run's logs above their last section: (section key, lines shown) in order."""
 
 
-def split(text: str) -> tuple[str, str]:
-    """A tail as its body and its last line (the run's own, which changes with its status
-    while the body only grows as the running step logs)."""
-    body, _, footer = text.rpartition("\n")
-    return body, footer
+def _flat(section: runlogs.Section) -> list[str]:
+    """A section's lines as a page shows them: all of an attempt that ended, the header
+    of one that runs; a line holding line breaks counts as the lines it shows."""
+    shown = section.lines if section.done else section.lines[:1]
+    return [part for line in shown for part in _LINE_BREAK.split(line)]
+
+
+def body(logs: runlogs.Logs) -> Body:
+    return [(s.key, _flat(s)) for s in logs.sections if s.key != "end"]
+
+
+def footer(logs: runlogs.Logs) -> str:
+    """The run's own lines at the end (``run ID STATUS``, its error once it failed), as
+    HTML: they change with its status, where the body only grows."""
+    end = [line for s in logs.sections if s.key == "end" for line in _flat(s)]
+    return html.escape("\n".join(end), quote=False)
+
+
+def _id(key: str) -> str:
+    return "l-" + re.sub(r"[^A-Za-z0-9_-]", "-", key)
+
+
+def _text(lines: list[str]) -> str:
+    return "".join(html.escape(line, quote=False) + "\n" for line in lines)
+
+
+def _span(key: str, lines: list[str], oob: str = "") -> str:
+    """A section as the page holds it: a span of its own (``l-<key>``), which later
+    events append to or replace."""
+    return f'<span id="{_id(key)}"{oob}>{_text(lines)}</span>'
+
+
+def view(sections: Body, lines: int = TAIL) -> tuple[str, dict[str, int]]:
+    """The body a page shows, as HTML: its last ``lines`` lines (the first section kept
+    may be cut too), under a line that says how many came before. Also returns how
+    many lines of each section it shows."""
+    total = sum(len(shown) for _, shown in sections)
+    if total <= lines:
+        return "".join(_span(k, shown) for k, shown in sections), {
+            k: len(shown) for k, shown in sections
+        }
+    kept: Body = []
+    room = lines
+    for key, shown in reversed(sections):
+        if room <= 0:
+            break
+        part = shown[len(shown) - room :] if len(shown) > room else shown
+        kept.append((key, part))
+        room -= len(part)
+    kept.reverse()
+    notice = f"... {total - lines} earlier lines: see the full logs"
+    page = _span("cut", [notice]) + "".join(_span(k, part) for k, part in kept)
+    return page, {k: len(part) for k, part in kept}
+
+
+def page(logs: runlogs.Logs) -> tuple[Markup, Markup]:
+    """The run page's logs when it is served: its body and its footer, as HTML."""
+    return Markup(view(body(logs))[0]), Markup(footer(logs))
 
 
 def event(name: str, data: str) -> bytes:
@@ -70,7 +119,7 @@ def event(name: str, data: str) -> bytes:
 
 class Feed:
     """One run's live events, read and rendered once for all of its clients: ``log`` the
-    newest tail (cut at ``TAIL`` lines), ``appends`` the lines added to it since (until the
+    newest tail (cut at ``TAIL`` lines), ``appends`` the changes to it since (until the
     page would show twice ``TAIL``: then a new cut ``log``), ``state`` the newest status;
     ``end`` is set once the run is over. Clients wait on ``moved``, an event
     replaced at every change. (Sending only the new lines matters: with the whole tail at
@@ -87,8 +136,10 @@ class Feed:
         self.end = b""
         self.moved = asyncio.Event()
         self.clients = 0
-        self._body = self._footer = self._status = ""  # the body uncut
+        self._known: dict[str, list[str]] | None = None  # the body's sections, uncut
+        self._page: dict[str, int] = {}  # lines a page shows of each section it holds
         self._shown = 0  # lines of the body a page shows: a cut tail and the appends since
+        self._footer = self._status = ""
         self._moves = bus.subscribe(lambda e: e.run_id == run_id)  # before the first read
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -121,21 +172,16 @@ class Feed:
             self._update(logs)
 
     def _update(self, logs: runlogs.Logs) -> None:
-        body, footer = split(html.escape(tail(logs, sys.maxsize), quote=False))  # uncut
+        sections, foot = body(logs), footer(logs)
         changed = False
-        if body != self._body:
-            grown = bool(self._body) and body.startswith(self._body + "\n")
-            added = body[len(self._body) :] if grown else ""
-            if grown and self._shown + added.count("\n") <= 2 * TAIL:
-                self.appends.append(event("append", added))
-                self._shown += added.count("\n")
-            else:  # changed inside, or the page would hold too much: the tail, cut again
-                shown, _ = split(html.escape(tail(logs), quote=False))
+        if self._known is None or list(self._known.items()) != sections:
+            if self._known is None or not self._grow(sections):
+                shown, self._page = view(sections)
                 self.log, self.appends = event("log", shown), []
-                self._shown = shown.count("\n") + 1
-            self._body, changed = body, True
-        if footer != self._footer:
-            self._footer, self.footer, changed = footer, event("footer", footer), True
+                self._shown = shown.count("\n")
+            self._known, changed = dict(sections), True
+        if foot != self._footer:
+            self._footer, self.footer, changed = foot, event("footer", foot), True
         if logs.status != self._status:
             self._status, self.state, changed = logs.status, event("state", logs.status), True
         if RunStatus(logs.status).terminal:
@@ -143,6 +189,44 @@ class Feed:
             self._moves.close()
         if changed:
             self._publish()
+
+    def _grow(self, sections: Body) -> bool:
+        """Send what changed as an ``append`` of out-of-band swaps, one per section that
+        grew (its new lines at its end), changed (the section again) or came (after the
+        section before it: parallel steps log in the middle of the body). False when the
+        page must have the cut tail again instead: a section left or moved, one to change
+        is not on the page (or only its end is), or the page would hold over twice
+        ``TAIL`` lines."""
+        assert self._known is not None
+        old = self._known
+        if [key for key, _ in sections if key in old] != list(old):
+            return False
+        page, ops, added, before = dict(self._page), [], 0, ""
+        for key, lines in sections:
+            was = old.get(key)
+            if was is None:
+                if before not in page:
+                    return False
+                ops.append(
+                    f'<span hx-swap-oob="afterend:#{_id(before)}">{_span(key, lines)}</span>'
+                )
+                page[key], added = len(lines), added + len(lines)
+            elif lines != was:
+                if page.get(key) != len(was):
+                    return False
+                if lines[: len(was)] == was:
+                    more = _text(lines[len(was) :])
+                    ops.append(f'<span hx-swap-oob="beforeend:#{_id(key)}">{more}</span>')
+                else:
+                    ops.append(_span(key, lines, oob=' hx-swap-oob="true"'))
+                page[key], added = len(lines), added + len(lines) - len(was)
+            before = key
+        if self._shown + added > 2 * TAIL:
+            return False
+        if ops:
+            self.appends.append(event("append", "".join(ops)))
+        self._page, self._shown = page, self._shown + added
+        return True
 
     def _publish(self) -> None:
         moved, self.moved = self.moved, asyncio.Event()

@@ -69,7 +69,7 @@ async def run_page(
         request,
         "run.html",
         status=status,
-        logs=live.split(live.tail(logs)),
+        logs=live.page(logs),
         notice=notice,
         error=error or None,
         **context,

@@ -118,6 +118,22 @@ params:
     needs: hold
     with: {{message: "all done"}}
 """,
+    "pair": f"""
+name: pair
+description: Two steps side by side, each logging a line, then another once its file is there.
+params:
+{DIR}steps:
+  - id: left
+    action: python
+    with:
+      call: "tests.fakes.pyfuncs:wait_for_file"
+      args: {{path: "{{{{ params.dir }}}}/left-go"}}
+  - id: right
+    action: python
+    with:
+      call: "tests.fakes.pyfuncs:wait_for_file"
+      args: {{path: "{{{{ params.dir }}}}/right-go"}}
+""",
     "nap": f"""
 name: nap
 description: Waits an hour (every morning at nine).

@@ -160,6 +160,34 @@ async def test_a_running_steps_log_lines_appear_without_a_reload(page: Page, bat
     assert await page.evaluate("() => window.kept") == "the same page"  # no reload
 
 
+async def test_parallel_steps_log_each_in_its_place_without_redrawing_the_logs(
+    page: Page, baton: Server
+) -> None:
+    for name in ("left-go", "right-go"):
+        (baton.work / name).unlink(missing_ok=True)
+    run_id = baton.start_run("pair")
+    baton.wait_step(run_id, "right", "running")
+    await log_in(page, baton, ALICE, f"/runs/{run_id}")
+    logs = page.locator("#run-logs")
+    await expect(logs).to_contain_text("waiting for right-go")
+    await expect(logs).to_contain_text("waiting for left-go")
+    # a mark on the first line's element: a redrawn body would lose it
+    await page.evaluate("() => { document.getElementById('l-run').dataset.kept = 'yes' }")
+
+    (baton.work / "left-go").touch()  # left logs again and ends, while right still runs
+    await expect(logs).to_contain_text("left-go appeared")
+    await expect(logs).to_contain_text("waited_for")
+    text = await logs.inner_text()
+    assert text.index("left-go appeared") < text.index("== right . attempt 1")  # in its place
+    assert await page.get_attribute("#l-run", "data-kept") == "yes"
+
+    (baton.work / "right-go").touch()
+    await expect(page.locator("#run-status")).to_have_attribute("data-status", "succeeded")
+    text = await logs.inner_text()
+    assert text.index("right-go appeared") > text.index("== right . attempt 1 . succeeded")
+    assert text.count("left-go appeared") == 1 and text.count("right-go appeared") == 1
+
+
 def an_alert(baton: Server) -> None:
     """An Alertmanager webhook with an alert no playbook's trigger matches."""
     alert = {
