@@ -70,6 +70,36 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+class BadRequests(logging.Filter):
+    """aiohttp logs a request it cannot parse (a request line or a header over 8 kB,
+    broken syntax) as an error with a traceback: anyone who can reach the port can send
+    one, so each becomes one warning line without the traceback (the client already has
+    its 400)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        errors = sys.modules.get("aiohttp.http_exceptions")  # never raised unless loaded
+        exc = record.exc_info[1] if record.exc_info else None
+        if errors is None or not isinstance(exc, errors.HttpProcessingError):
+            return True
+        peer = record.getMessage().partition(" from ")[2] or "a client"
+        why = " ".join(str(exc.message).split())
+        why = why if len(why) <= 120 else why[:117] + "..."
+        record.msg, record.args = "refused a bad HTTP request from %s (%s): %s", (
+            peer,
+            exc.code,
+            why,
+        )
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def quiet_bad_requests() -> None:
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, BadRequests) for f in server.filters):
+        server.addFilter(BadRequests())
+
+
 def setup(level: str, form: str = "text", *, quiet: bool = False) -> None:
     """Install Baton's handler on the root logger (replacing one set up before).
     ``quiet``: Baton's own lines too only from WARNING (the commands other than serve)."""
@@ -81,6 +111,7 @@ def setup(level: str, form: str = "text", *, quiet: bool = False) -> None:
     handler.name = HANDLER
     handler.setFormatter(JsonFormatter() if form == "json" else TextFormatter(TEXT))
     root.addHandler(handler)
+    quiet_bad_requests()
     number = logging.getLevelName(level.upper())
     own = max(number, logging.WARNING) if quiet else number
     root.setLevel(number if number <= logging.DEBUG else max(number, logging.WARNING))

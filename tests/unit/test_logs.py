@@ -3,6 +3,7 @@ README's examples of log and console lines are what Baton writes."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -167,3 +168,38 @@ def test_a_text_line_cannot_be_forged_from_what_someone_typed() -> None:
     line = logs.TextFormatter(logs.TEXT).format(record)
     assert "\n" not in line and "\x1b" not in line
     assert line.endswith("by ci\\n2026-12-01 07:00:00,000 WARNING baton: forged\\x1b[31m")
+
+
+async def test_a_request_aiohttp_cannot_parse_is_one_warning_line(root: logging.Logger) -> None:
+    """Anyone who reaches the port can send an 9 kB request line: one line each in the
+    log, not a traceback."""
+    from aiohttp import web
+
+    logs.setup("INFO")
+    buffer = captured(root)
+    runner = web.AppRunner(web.Application())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        for request in (
+            b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n",
+        ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request)
+            assert (await reader.readline()).startswith(b"HTTP/1.0 400 Bad Request")
+            writer.close()
+            await writer.wait_closed()
+    finally:
+        await runner.cleanup()
+    lines = buffer.getvalue().splitlines()
+    assert len(lines) == 2, lines
+    assert (
+        "WARNING aiohttp.server: refused a bad HTTP request from 127.0.0.1 (400): Got more"
+        in lines[0]
+    )
+    assert lines[0].endswith("...") and len(lines[0]) < 250
+    assert "refused a bad HTTP request from 127.0.0.1 (400): Got more" in lines[1]
+    assert "Traceback" not in buffer.getvalue()
