@@ -84,11 +84,8 @@ class BadRequests(logging.Filter):
         peer = record.getMessage().partition(" from ")[2] or "a client"
         why = " ".join(str(exc.message).split())
         why = why if len(why) <= 120 else why[:117] + "..."
-        record.msg, record.args = "refused a bad HTTP request from %s (%s): %s", (
-            peer,
-            exc.code,
-            why,
-        )
+        record.msg = "refused a bad HTTP request from %s (%s): %s"
+        record.args = (peer, exc.code, why)
         record.exc_info = record.exc_text = None
         record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True

@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
+
+from storage import tables as t
 from storage.rows import Rows
 
 
@@ -32,4 +35,19 @@ def op(
                 "outcome": outcome,
             }
         ],
+    )
+
+
+def tries_from(action: str, remote: str, since: datetime) -> sa.Select[Any]:
+    """How many times ``remote`` (the ``source`` address) did ``action`` since ``since``,
+    on any node, not counting the tries refused for being too many."""
+    return (
+        sa.select(sa.func.count())
+        .select_from(t.audit)
+        .where(
+            t.audit.c.at >= since,
+            t.audit.c.action == action,
+            t.audit.c.outcome != "limited",
+            t.audit.c.source["remote"].as_string() == remote,
+        )
     )

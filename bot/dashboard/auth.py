@@ -36,6 +36,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
@@ -44,7 +45,7 @@ import jinja2
 from aiohttp import web
 
 from bot.settings_dashboard import is_loopback
-from engine import sessions
+from engine import audit, sessions
 from engine.people import People, Person
 from engine.playbook import parse_rate
 
@@ -305,8 +306,10 @@ def same_site(request: web.Request) -> bool:
 
 
 class Limiter:
-    """At most ``count`` attempts per address in any ``period`` seconds (this process's
-    count: a replica behind a balancer counts its own share)."""
+    """At most ``count`` attempts per address in any ``period`` seconds, counted by this
+    process (every attempt, before anything is read or written). ``Login`` then counts
+    the address's audited logins on every node, so replicas behind a balancer share
+    one budget."""
 
     def __init__(self, rate: str) -> None:
         self.count, self.period = parse_rate(rate)
@@ -351,7 +354,7 @@ class Login:
     async def submit(self, request: web.Request) -> web.StreamResponse:
         gate = self.gate
         address = gate.client(request)
-        if not self.limiter.allow(address):
+        if not self.limiter.allow(address) or await self.tried(address) >= self.limiter.count:
             await gate.audit(request, address, "login", "limited")
             return page(
                 "Too many attempts",
@@ -385,6 +388,12 @@ class Login:
         gate.set_cookie(request, response, opened)
         response.del_cookie(LOGIN_COOKIE, path="/login")
         raise response
+
+    async def tried(self, address: str) -> int:
+        """Logins from ``address`` within the rate's period, on every node."""
+        since = self.gate.baton.engine.clock.now() - timedelta(seconds=self.limiter.period)
+        query = audit.tries_from("dashboard:login", address, since)
+        return int(await self.gate.baton.store.scalar(query))
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
         session = request[SESSION]

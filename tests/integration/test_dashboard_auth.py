@@ -224,6 +224,19 @@ async def test_logins_are_rate_limited_per_address(serve: Serve) -> None:
     assert [o for _, _, o in await audit_rows(baton)] == ["refused", "refused", "limited"]
 
 
+async def test_replicas_share_one_login_budget_per_address(serve: Serve) -> None:
+    """Behind a balancer, each replica counting alone would multiply the tries."""
+    one, baton = await serve(login_rate="2/1h")
+    other, _ = await serve(login_rate="2/1h")  # another replica on the same database
+    assert (await login(one, "wrong")).status == 401
+    assert (await login(other, "wrong")).status == 401
+    for client in (one, other):
+        limited = await login(client, ALICE)
+        assert limited.status == 429 and "Too many logins from 127.0.0.1" in await limited.text()
+    outcomes = [o for _, _, o in await audit_rows(baton)]
+    assert outcomes == ["refused", "refused", "limited", "limited"]
+
+
 async def test_behind_a_trusted_proxy_the_rate_counts_the_client_address(serve: Serve) -> None:
     client, baton = await serve(trusted_proxies="127.0.0.0/8", login_rate="1/1h")
     one, two = {"X-Forwarded-For": "203.0.113.7"}, {"X-Forwarded-For": "198.51.100.9"}
