@@ -14,12 +14,13 @@ from collections.abc import Callable, Sequence
 from html import escape
 
 from engine.analytics import PlaybookStats, Stats
-from engine.durations import format_duration
+from engine.durations import format_measure
 
 WIDTH = 640
 BAR_AREA = 180  # height of the vertical bars' area
 ROW = 22  # height of one horizontal bar's row
-LABEL = 140  # room for the names left of horizontal bars
+LABEL = (60, 240)  # least and most room for the names left of horizontal bars
+CHAR = 7  # width of a character at 12 px, rounded up (sans-serif: 6-7 px)
 TITLE = 28  # room for the title above a chart
 COLOR = "#3b6fb6"
 FONT = "font-family='sans-serif' font-size='12'"
@@ -51,7 +52,7 @@ def step_p95(playbook: PlaybookStats | None) -> str:
     if playbook is None or not playbook.steps:
         return empty(title, "one playbook's stats show its steps")
     rows = [(s.step, s.duration.p95 or 0.0) for s in playbook.steps]
-    return bars(f"{title}: {playbook.playbook}", rows, format_duration)
+    return bars(f"{title}: {playbook.playbook}", rows, format_measure)
 
 
 def critical_path(playbook: PlaybookStats | None) -> str:
@@ -60,8 +61,15 @@ def critical_path(playbook: PlaybookStats | None) -> str:
     if playbook is None or path is None:
         return empty(title, "one playbook's finished runs show it")
     rows = sorted(path.share.items(), key=lambda kv: (-kv[1], kv[0]))
-    chain = " > ".join(path.chain)
+    chain = " \u2192 ".join(path.chain)
     return bars(f"{title}: {chain}", rows, lambda v: f"{v:.0%}", top=1.0)
+
+
+def _fit(text: str, room: float) -> str:
+    """``text`` cut to what ``room`` pixels hold, with an ellipsis when cut (the whole
+    of it is in the bar's tooltip)."""
+    most = max(int(room // CHAR), 2)
+    return text if len(text) <= most else text[: most - 1] + "\u2026"
 
 
 def _svg(height: int, body: str) -> str:
@@ -101,7 +109,7 @@ def columns(title: str, values: Sequence[tuple[str, float]]) -> str:
     parts.append(
         f"<text x='{WIDTH - 4}' y='{base + 16}' text-anchor='end'>{escape(values[-1][0])}</text>"
     )
-    parts.append(f"<text x='{WIDTH - 4}' y='{TITLE + 10}' text-anchor='end'>max {top:g}</text>")
+    parts.append(f"<text x='{WIDTH - 4}' y='18' text-anchor='end'>max {top:g}</text>")
     return _svg(height, "".join(parts))
 
 
@@ -113,15 +121,20 @@ def bars(
 ) -> str:
     """Horizontal bars, one row per value: its name, its bar, its value as ``shown``."""
     top = top or max((v for _, v in values), default=0.0) or 1.0
-    room = WIDTH - LABEL - 70
+    least, most = LABEL
+    label_room = min(max(max((len(k) for k, _ in values), default=0) * CHAR + 12, least), most)
+    room = WIDTH - label_room - 70
     parts = [_title(title)]
     for i, (label, value) in enumerate(values):
         y = TITLE + i * ROW
         w = room * min(value / top, 1.0)
-        parts.append(f"<text x='4' y='{y + 15}'>{escape(label[:22])}</text>")
+        name = escape(_fit(label, label_room - 12))
+        parts.append(f"<text x='4' y='{y + 15}'>{name}</text>")
         parts.append(
-            f"<rect x='{LABEL}' y='{y + 3}' width='{w:.1f}' height='{ROW - 6}' fill='{COLOR}'>"
-            f"<title>{escape(label)}: {escape(shown(value))}</title></rect>"
+            f"<rect x='{label_room}' y='{y + 3}' width='{w:.1f}' height='{ROW - 6}' "
+            f"fill='{COLOR}'><title>{escape(label)}: {escape(shown(value))}</title></rect>"
         )
-        parts.append(f"<text x='{LABEL + w + 6:.1f}' y='{y + 15}'>{escape(shown(value))}</text>")
+        parts.append(
+            f"<text x='{label_room + w + 6:.1f}' y='{y + 15}'>{escape(shown(value))}</text>"
+        )
     return _svg(TITLE + len(values) * ROW + 8, "".join(parts))

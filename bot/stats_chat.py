@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from bot.tables import table
 from engine.analytics import PlaybookStats, Spread, Stats
-from engine.durations import format_duration
+from engine.durations import format_measure
 
 PLAYBOOKS_HEADER = ("playbook", "runs", "succeeded", "p50", "p95", "alert->end p95")
 STEPS_HEADER = ("step", "runs", "p50", "p95", "failed", "retried", "flaky")
 
 
 def seconds(value: float | None) -> str:
-    return "-" if value is None else format_duration(value)
+    return "-" if value is None else format_measure(value)
 
 
 def percent(value: float | None) -> str:

@@ -115,6 +115,13 @@ def format_duration(seconds: float) -> str:
     return f"{h}h{m:02d}m"
 
 
+def format_measure(seconds: float) -> str:
+    """A measured time (a percentile, a chart's bar): under a second in milliseconds,
+    where ``format_duration`` would show two different quick steps both as 0.0s."""
+    ms = round(seconds * 1000)
+    return f"{ms}ms" if ms < 1000 else format_duration(seconds)
+
+
 def parse_age(value: str) -> timedelta:
     """An age such as ``90d``, ``12w`` or ``36h`` (``parse_duration``). A bare
     number is refused: ``90`` would be 90 seconds to a duration, and days to a reader."""

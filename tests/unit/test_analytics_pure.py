@@ -112,3 +112,32 @@ def test_charts_without_details_say_what_shows_them() -> None:
     for name in ("step_p95", "critical_path"):
         texts = [t.text or "" for t in ET.fromstring(svgs[name]).iter(f"{SVG}text")]
         assert any("one playbook" in t for t in texts)
+
+
+def test_chart_labels_keep_clear_of_the_bars_and_of_each_other() -> None:
+    long = "provision-the-database-replica-in-the-second-region"
+    steps = [
+        StepStats(long, 6, Spread(6, 0.1, 0.25), 0.0, 0.0, 0),
+        StepStats("b", 6, Spread(6, 0.1, 0.04), 0.0, 0.0, 0),
+    ]
+    path = cp.CriticalPath(runs=6, chain=[long, "b"], chain_runs=6, share={long: 0.9, "b": 0.1})
+    svgs = stats_svgs(found(steps, path))
+    for name in ("step_p95", "critical_path"):
+        tree = ET.fromstring(svgs[name])
+        bars_start = min(float(r.get("x", "")) for r in tree.iter(f"{SVG}rect"))
+        names = [t for t in tree.iter(f"{SVG}text") if t.get("x") == "4" and t.get("y") != "18"]
+        for text in names:  # a name's right edge, at 7 px a character, is left of the bars
+            assert float(text.get("x", "")) + len(text.text or "") * 7 < bars_start, text.text
+        assert names[0].text is not None and names[0].text.endswith("\u2026")
+        tooltips = [t.text or "" for t in tree.iter(f"{SVG}title")]
+        assert any(t.startswith(long + ": ") for t in tooltips)  # the whole name on hover
+    texts = [t.text for t in ET.fromstring(svgs["step_p95"]).iter(f"{SVG}text")]
+    assert "250ms" in texts and "40ms" in texts  # not two "0.0s" beside unequal bars
+    title = ET.fromstring(svgs["critical_path"]).find(f"{SVG}title")
+    assert title is not None and (title.text or "").endswith(f"{long} \u2192 b")
+    per_day = ET.fromstring(svgs["runs_per_day"])
+    top = [t for t in per_day.iter(f"{SVG}text") if (t.text or "").startswith("max ")]
+    assert len(top) == 1 and float(top[0].get("y", "")) <= 18  # on the title's line
+    assert float(top[0].get("y", "")) < min(
+        float(r.get("y", "")) for r in per_day.iter(f"{SVG}rect")
+    )

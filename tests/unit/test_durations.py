@@ -15,7 +15,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
-from engine.durations import LONGEST, Duration, Timeout, format_duration, parse_duration
+from engine.durations import (
+    LONGEST,
+    Duration,
+    Timeout,
+    format_duration,
+    format_measure,
+    parse_duration,
+)
 
 FAST = settings(max_examples=60, deadline=None)
 
@@ -225,3 +232,18 @@ def test_any_run_of_parts_is_the_sum_of_its_parts(parts: list[tuple[int, str]], 
     text = gap.join(f"{n}{unit}" for n, unit in parts)
     expected = sum(n * PER_UNIT[unit] for n, unit in parts)
     assert parse_duration(text) == timedelta(seconds=expected)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (0.0, "0ms"),
+        (0.0374, "37ms"),
+        (0.9994, "999ms"),
+        (0.9996, "1.0s"),
+        (1.0, "1.0s"),
+        (75, "1m15s"),
+    ],
+)
+def test_a_measure_under_a_second_is_in_milliseconds(seconds: float, shown: str) -> None:
+    assert format_measure(seconds) == shown
