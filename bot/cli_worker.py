@@ -27,7 +27,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Take the steps whose `runs_on` is one of LABELS from the job queue in "
         "BATON_DATABASE_URL (PostgreSQL only), run them here and report their ends to their "
         "runs. Needs the database and, for steps whose inputs hold secrets, the servers' key "
-        "(BATON_SECRET_KEY or BATON_KEY_FILE); reads no playbook. SIGINT/SIGTERM: no more "
+        "(BATON_SECRET_KEY or BATON_KEY_FILE); reads no playbook, but the inventory of "
+        "BATON_CONFIG and BATON_SSH_KNOWN_HOSTS / BATON_SSH_KEY for its ssh steps. "
+        "SIGINT/SIGTERM: no more "
         "steps taken, running ones get BATON_DRAIN_TIMEOUT seconds to finish.",
     )
     worker.add_argument(
@@ -86,10 +88,16 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 async def _work(settings: Settings, labels: list[str], concurrency: int) -> int:
     from bot.app import masked_logs, step_environment
     from engine.actions.registry import Registry
+    from engine.fleet import inventory
     from engine.runs.worker import StepWorker, WorkerOptions
     from engine.secrets import Masker
     from storage.store import Store
 
+    fleet = inventory.from_config(settings.config)  # what an ssh step's `host:` names
+    inventory.activate(fleet)
+    log.info("%s", fleet.summary())
+    registry = Registry.from_entry_points()
+    registry.configure("ssh", known_hosts=settings.ssh_known_hosts, key_file=settings.ssh_key)
     box = _secret_box(settings)
     credentials = [*settings.credentials(), *([box.key] if box else [])]
     options = WorkerOptions(
@@ -104,10 +112,11 @@ async def _work(settings: Settings, labels: list[str], concurrency: int) -> int:
             worker = StepWorker(
                 database_url=settings.database_url,
                 store=store,
-                registry=Registry.from_entry_points(),
+                registry=registry,
                 secret_box=box,
                 env=step_environment(settings),
                 options=options,
+                hosts=inventory.host,
             )
             await worker.run()
     return 0

@@ -3,7 +3,8 @@
 An action may define ``run_ended(run_id)`` (a run ended: the ``ssh`` action closes the
 connections its steps shared) and ``async close()`` (Baton stops). ``ActionLifecycle``
 watches the engine's events for run ends and calls them on the actions loaded so far; an
-action that was never loaded holds nothing.
+action that was never loaded holds nothing. A worker, which sees no run end, calls
+``release_run`` once it holds no step of the run, and ``close_actions`` when it stops.
 """
 
 from __future__ import annotations
@@ -33,14 +34,7 @@ class ActionLifecycle:
             self.run_ended(event.run_id)
 
     def run_ended(self, run_id: str) -> None:
-        for action in self.registry.loaded():
-            hook = getattr(action, "run_ended", None)
-            if hook is None:
-                continue
-            try:
-                hook(run_id)
-            except Exception:  # one action's cleanup must not stop the others'
-                log.exception("action %s failed to release run %s", action.name, run_id)
+        release_run(self.registry, run_id)
 
     async def close(self) -> None:
         """Stop watching, then let every loaded action release what it holds."""
@@ -49,7 +43,27 @@ class ActionLifecycle:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for action in self.registry.loaded():
-            close = getattr(action, "close", None)
-            if close is not None:
+        await close_actions(self.registry)
+
+
+def release_run(registry: Registry, run_id: str) -> None:
+    """Every loaded action lets go of what it holds for ``run_id``."""
+    for action in registry.loaded():
+        hook = getattr(action, "run_ended", None)
+        if hook is None:
+            continue
+        try:
+            hook(run_id)
+        except Exception:  # one action's cleanup must not stop the others'
+            log.exception("action %s failed to release run %s", action.name, run_id)
+
+
+async def close_actions(registry: Registry) -> None:
+    """Every loaded action lets go of everything it holds (Baton stops)."""
+    for action in registry.loaded():
+        close = getattr(action, "close", None)
+        if close is not None:
+            try:
                 await close()
+            except Exception:  # one action's cleanup must not stop the others'
+                log.exception("action %s failed to close", action.name)

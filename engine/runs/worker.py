@@ -24,6 +24,7 @@ import contextlib
 import logging
 import signal
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,8 +37,10 @@ from procrastinate.job_context import AbortReason
 
 from engine import storable
 from engine.actions import ActionContext, Suspend
+from engine.actions.lifecycle import close_actions, release_run
 from engine.actions.registry import Registry
 from engine.errors import ActionError, BatonError, InvalidTransition, RunNotFound
+from engine.fleet.hosts import HostLookup, no_hosts
 from engine.runs import inbox, jobqueue
 from engine.runs.remote import FAILED, LOST, SUCCEEDED
 from engine.secrets import Masker, SecretBox
@@ -75,6 +78,7 @@ class StepWorker:
         secret_box: SecretBox | None,
         env: Mapping[str, str],
         options: WorkerOptions,
+        hosts: HostLookup = no_hosts,
     ) -> None:
         self.database_url = database_url
         self.store = store
@@ -82,7 +86,9 @@ class StepWorker:
         self.secret_box = secret_box
         self.env = dict(env)
         self.options = options
+        self.hosts = hosts
         self._http: aiohttp.ClientSession | None = None
+        self._holding: Counter[str] = Counter()  # steps running here, per run
 
     async def run(self) -> None:
         """Take and run jobs until SIGTERM or SIGINT: then no more jobs are taken, and
@@ -102,6 +108,7 @@ class StepWorker:
                 loop.remove_signal_handler(sig)
             if self._http is not None:
                 await self._http.close()
+            await close_actions(self.registry)  # e.g. the ssh connections still open
         log.info("worker %s stopped", o.name)
 
     async def _work(self, queue: procrastinate.App, stop: asyncio.Event) -> None:
@@ -135,6 +142,19 @@ class StepWorker:
         where += f" (attempt {spec.get('attempt')})"
         about = {"run_id": spec.get("run_id"), "playbook": spec.get("playbook")}  # JSON logs
         log.info("%s: started (job %s)", where, context.job.id, extra=about)
+        run_id = str(spec.get("run_id"))
+        self._holding[run_id] += 1
+        try:
+            await self._job(context, spec, where, about)
+        finally:
+            self._holding[run_id] -= 1
+            if not self._holding[run_id]:  # the run's last step here: what it shared goes
+                del self._holding[run_id]  # (a later step of it connects again)
+                release_run(self.registry, run_id)
+
+    async def _job(
+        self, context: JobContext, spec: dict[str, Any], where: str, about: dict[str, Any]
+    ) -> None:
         began = time.monotonic()
         logs: list[list[str]] = []
         mask = Masker()
@@ -193,6 +213,7 @@ class StepWorker:
             http=self.http,
             log=keep,
             env=self.env,
+            hosts=self.hosts,
         )
 
     async def _run(

@@ -31,6 +31,7 @@ from engine.runs import inbox
 from storage import tables as t
 from tests.conftest import PG_URL, HarnessFactory
 from tests.fakes.processes import alive, wait_until
+from tests.fakes.sshd import Sshd
 from tests.harness import Harness
 
 pytestmark = pytest.mark.postgres
@@ -211,6 +212,45 @@ async def test_a_step_runs_on_a_worker_and_its_output_lands_on_the_run(
     logs = await h.store.all(sa.select(t.run_logs.c.message).where(t.run_logs.c.run_id == run_id))
     assert [r.message for r in logs] == [f"{worker.pid} hello baton\n"]
     assert f"run {run_id} step there (attempt 1): succeeded" in shared.log(worker)
+
+
+async def test_an_ssh_step_on_a_worker_finds_its_host_in_the_inventory_and_lets_go(
+    opened: Callable[..., Any], workers: Workers, sshd: Sshd, tmp_path: Path
+) -> None:
+    """The worker reads BATON_CONFIG's inventory (``web1`` is no name DNS knows) and the
+    ssh settings, and closes a run's connections once it holds no step of the run."""
+    where = f"ansible_host=127.0.0.1 ansible_port={sshd.port} ansible_user={sshd.user}"
+    (tmp_path / "hosts.ini").write_text(f"[web]\nweb1 {where}\n")
+    (tmp_path / "baton.yml").write_text("inventory: hosts.ini\n")
+    (tmp_path / "known_hosts").write_text(sshd.host_key_line)
+    workers.start(
+        "ssh1",
+        BATON_CONFIG=str(tmp_path / "baton.yml"),
+        BATON_SSH_KNOWN_HOSTS=str(tmp_path / "known_hosts"),
+        BATON_SSH_KEY=str(sshd.client_key),
+    )
+    h = await opened(
+        {
+            "remote": """
+            name: remote
+            steps:
+              - {id: one, action: ssh, runs_on: ssh1, with: {host: web1, script: echo one}}
+              - id: two
+                action: ssh
+                runs_on: ssh1
+                needs: [one]
+                with: {host: web1, script: echo two}
+            """
+        }
+    )
+    before = sshd.connections()
+    run_id = await start(h, "remote")
+    row = await until_run(h, run_id, "succeeded", "failed")
+    assert row.status == "succeeded", row.error
+    steps = await h.steps(run_id)
+    assert (steps["one"].output["stdout"], steps["two"].output["stdout"]) == ("one\n", "two\n")
+    assert sshd.connections() - before == 2  # a step of its own each: one after the other
+    await wait_until(lambda: not sshd.sessions(), within=WITHIN)  # none left open
 
 
 async def test_steps_go_to_the_workers_of_their_own_labels(
