@@ -16,6 +16,9 @@ What goes, given a cutoff (``Policy.before``):
   they link to is still there: an alert lives as long as its run.
 - **Chat posts and alert links without a run** (alert summaries post under run ``""``),
   older than the cutoff; **processed Slack event ids** older than the cutoff.
+- **Worker jobs** (PostgreSQL's job queue, ``procrastinate_jobs``) of a pruned run,
+  reported as ``jobs``: the queue deletes a job that succeeded, and keeps one that failed,
+  was cancelled or aborted until its run goes.
 - **Audit rows** follow their own cutoff (``Policy.audit_before``): who ran and approved
   what outlives the runs.
 
@@ -43,6 +46,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 
 from storage import locks
 from storage import tables as t
@@ -150,7 +154,9 @@ class _Pruner:
         self.dry_run = dry_run
         self.stop = stop
         self.pause = pause
-        self.report = Report()
+        self.jobs = engine.dialect.name == "postgresql"  # the job queue is there
+        self.tables = (*TABLES, "jobs") if self.jobs else TABLES
+        self.report = Report(counts=dict.fromkeys(self.tables, 0))
         self.size = max(1, min(policy.batch, 50))  # grows to policy.batch, or shrinks
         self.batch = Report()  # the counts of the batch under way, until it commits
 
@@ -190,7 +196,7 @@ class _Pruner:
         """``work`` in one transaction: a write one, or a read one for a dry run; then
         the next batch's size, and a pause (none in a dry run: it takes no lock)."""
         started = time.monotonic()
-        self.batch = Report(counts=dict.fromkeys(TABLES, 0))
+        self.batch = Report(counts=dict.fromkeys(self.tables, 0))
         if self.dry_run:
             with self.engine.connect().execution_options(baton_read=True) as conn, conn.begin():
                 work(conn)
@@ -257,6 +263,8 @@ class _Pruner:
         args = {"ids": list(ids), "before": before}
         for name, stmt in _DELETE_RUN:
             self._apply(conn, name, stmt, args)
+        if self.jobs:
+            self._apply(conn, "jobs", _DELETE_JOBS, args)
         if not self.dry_run:
             for unlink in _UNLINK_RUN:
                 self.batch.unlinked += conn.execute(unlink, args).rowcount
@@ -304,6 +312,13 @@ _DELETE_RUN: list[tuple[str, sa.Delete]] = [
     ),
     ("runs", t.runs.delete().where(_r.id.in_(_IDS))),
 ]
+# The worker jobs of the runs ``ids`` that are over (PostgreSQL: procrastinate's table,
+# installed by the revision 0007_job_queue; its events go with a job).
+_jobs = sa.table("procrastinate_jobs", sa.column("args", JSONB), sa.column("status"))
+_DELETE_JOBS = _jobs.delete().where(
+    _jobs.c.args["spec"]["run_id"].astext.in_(_IDS),
+    sa.cast(_jobs.c.status, sa.Text).not_in(("todo", "doing")),  # an enum of its own
+)
 # Links to the runs ``ids`` from rows that stay, cleared.
 _UNLINK_RUN = [
     t.alerts.update().where(t.alerts.c.run_id.in_(_IDS)).values(run_id=None),

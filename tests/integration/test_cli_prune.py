@@ -79,9 +79,9 @@ def statuses(engine: sa.Engine) -> dict[str, str]:
 def table(stdout: str) -> dict[str, int]:
     """The per-table lines of prune's output."""
     lines = stdout.splitlines()
+    end = next(i for i, line in enumerate(lines) if line.startswith("total "))
     return {
-        name: int(n.replace(",", ""))
-        for name, n in (line.split() for line in lines[1 : 2 + len(prune.TABLES)])
+        name: int(n.replace(",", "")) for name, n in (line.split() for line in lines[1 : end + 1])
     }
 
 
@@ -92,6 +92,8 @@ def test_prune_deletes_finished_runs_with_their_rows_spares_active_ones_and_keep
     finished = sorted(r for r, s in before.items() if s in FINISHED)
     assert len(finished) == 4 and len(before) == 9
     expected = dict.fromkeys(prune.TABLES, 0)
+    if filled.dialect.name == "postgresql":
+        expected["jobs"] = 0  # the job queue's
     expected.update(owned_rows(filled, finished))
     expected.update(alerts=1, slack_events=1)  # the alert of a finished run, the event id
     expected["total"] = sum(expected.values())

@@ -6,10 +6,12 @@ age, and a dry run counts the same rows without deleting one."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from engine import retention
@@ -207,6 +209,8 @@ async def test_prune_deletes_old_finished_families_and_spares_active_ones_and_th
     kept = await run_ids(h) - doomed
     assert kept == {waiting, asking, asking_child, ended, ended_child, recent}
     expected = dict.fromkeys(prune.TABLES, 0)
+    if h.store.dialect == "postgresql":
+        expected["jobs"] = 0  # the job queue's (no step ran on a worker here)
     expected.update(await rows_of(h, doomed))
     expected["alerts"] = 2  # a-settled, and a-done with its run
     expected["chat_posts"] += 1  # the old post without a run
@@ -323,4 +327,29 @@ def test_a_run_whose_parent_is_gone_is_its_own_family(db_url: str) -> None:
     with engine.connect() as conn:
         left = set(conn.execute(sa.select(t.runs.c.id)).scalars())
     assert left == {child, parent}  # the child of a running parent stays with it
+    engine.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_pruned_runs_worker_jobs_go_with_it_and_a_kept_runs_stay(db_url: str) -> None:
+    engine = create_engine(db_url)
+    schema.prepare(engine, upgrade=True)  # with the job queue's tables (0007_job_queue)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    old, young = finished_runs(engine, 2, at)
+    with engine.begin() as conn:
+        conn.execute(t.runs.update().where(t.runs.c.id == young).values(finished_at=at + LATER))
+        for run, status in ((old, "failed"), (old, "aborted"), (young, "failed")):
+            conn.exec_driver_sql(
+                "INSERT INTO procrastinate_jobs (queue_name, task_name, args, status) "
+                "VALUES ('dc1', 'baton.step', %(args)s::jsonb, %(status)s)",
+                {"args": json.dumps({"spec": {"run_id": run}}), "status": status},
+            )
+    policy = retention.policy(at + LATER, AGE, None)
+    dry = prune.prune(engine, policy, dry_run=True)
+    report = prune.prune(engine, policy, pause=lambda _: None)
+    assert (dry.counts["jobs"], report.counts["jobs"], report.counts["runs"]) == (2, 2, 1)
+    with engine.connect() as conn:
+        left = conn.exec_driver_sql("SELECT args->'spec'->>'run_id' FROM procrastinate_jobs")
+        assert list(left.scalars()) == [young]
     engine.dispose()
