@@ -36,12 +36,13 @@ from procrastinate import JobContext
 from procrastinate.job_context import AbortReason
 
 from engine import storable
-from engine.actions import ActionContext, Suspend
+from engine.actions import ActionContext, Logger, Suspend
 from engine.actions.lifecycle import close_actions, release_run
 from engine.actions.registry import Registry
 from engine.errors import ActionError, BatonError, InvalidTransition, RunNotFound
 from engine.fleet.hosts import HostLookup, no_hosts
 from engine.runs import inbox, jobqueue
+from engine.runs.livelog import LiveLog
 from engine.runs.remote import FAILED, LOST, SUCCEEDED
 from engine.secrets import Masker, SecretBox
 from storage.store import Store, transient
@@ -156,13 +157,14 @@ class StepWorker:
         self, context: JobContext, spec: dict[str, Any], where: str, about: dict[str, Any]
     ) -> None:
         began = time.monotonic()
-        logs: list[list[str]] = []
         mask = Masker()
         ctx: ActionContext | None = None
+        live: LiveLog | None = None
         try:
             body = self._body(spec)
             mask = Masker(body.get("mask") or [])
-            ctx = self._context(spec, body, logs)
+            live = LiveLog(self.store, spec, mask)
+            ctx = self._context(spec, body, live.add)
             report = await self._run(spec, body, ctx)
         except asyncio.CancelledError:
             partial = (ctx.partial if ctx else None) or {}
@@ -172,13 +174,13 @@ class StepWorker:
             else:  # its run took it back: what it printed goes with the attempt
                 log.info("%s: cancelled by its run", where, extra=about)
                 report = {"outcome": "cancelled", "error": "cancelled", "output": partial}
-            await self._report(spec, report, logs, mask, ctx)
+            await self._report(spec, report, await _rest(live), mask, ctx)
             raise
         except BatonError as exc:  # the job cannot run here (sealed without the key...)
             report = {"outcome": FAILED, "error": str(exc)}
         took = time.monotonic() - began
         log.info("%s: %s in %.1f s", where, report["outcome"], took, extra=about)
-        await self._report(spec, report, logs, mask, ctx)
+        await self._report(spec, report, await _rest(live), mask, ctx)
 
     def _body(self, spec: Mapping[str, Any]) -> dict[str, Any]:
         """What the step needs, unsealed when its inputs hold secrets."""
@@ -197,11 +199,8 @@ class StepWorker:
         return body
 
     def _context(
-        self, spec: Mapping[str, Any], body: Mapping[str, Any], logs: list[list[str]]
+        self, spec: Mapping[str, Any], body: Mapping[str, Any], keep: Logger
     ) -> ActionContext:
-        async def keep(message: str, level: str = "info") -> None:
-            logs.append([message, level])
-
         return ActionContext(
             run_id=str(spec["run_id"]),
             step_id=str(spec["step_id"]),
@@ -259,7 +258,7 @@ class StepWorker:
         self,
         spec: Mapping[str, Any],
         report: dict[str, Any],
-        logs: list[list[str]],
+        logs: list[list[str]],  # the lines not written while the step ran
         mask: Masker,
         ctx: ActionContext | None,
     ) -> None:
@@ -310,3 +309,8 @@ class StepWorker:
 
             self._http = aiohttp.ClientSession()
         return self._http
+
+
+async def _rest(live: LiveLog | None) -> list[list[str]]:
+    """The step's log lines still to write, which go with its report."""
+    return [] if live is None else await live.remainder()

@@ -253,6 +253,46 @@ async def test_an_ssh_step_on_a_worker_finds_its_host_in_the_inventory_and_lets_
     await wait_until(lambda: not sshd.sessions(), within=WITHIN)  # none left open
 
 
+async def test_a_steps_log_lines_reach_the_run_while_it_runs_on_a_worker(
+    opened: Callable[..., Any], shared: Workers, tmp_path: Path
+) -> None:
+    h = await opened(
+        {
+            "follow": """
+            name: follow
+            params:
+              dir: {type: string}
+            steps:
+              - id: hold
+                action: python
+                runs_on: dc1
+                with:
+                  call: "tests.fakes.pyfuncs:wait_for_file"
+                  args: {path: "{{ params.dir }}/go"}
+            """
+        }
+    )
+    run_id = await start(h, "follow", {"dir": str(tmp_path)})
+
+    async def lines() -> list[str]:
+        rows = await h.store.all(
+            sa.select(t.run_logs.c.message)
+            .where(t.run_logs.c.run_id == run_id)
+            .order_by(t.run_logs.c.id)
+        )
+        return [r.message for r in rows]
+
+    async def first_line() -> bool:
+        return await lines() == ["waiting for go"]
+
+    await _until(first_line)  # while the step still waits for its file
+    assert (await step_row(h, run_id, "hold")).status == "running"
+    (tmp_path / "go").touch()
+    row = await until_run(h, run_id, "succeeded", "failed")
+    assert row.status == "succeeded", row.error
+    assert await lines() == ["waiting for go", "go appeared"]  # each once
+
+
 async def test_steps_go_to_the_workers_of_their_own_labels(
     opened: Callable[..., Any], shared: Workers
 ) -> None:
