@@ -15,6 +15,7 @@ Batons in one process, and two Batons must not add to each other's counters).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from importlib import metadata
@@ -54,6 +55,9 @@ SLACK_METHODS = frozenset(
 )
 OPEN_GATES = 10_000  # gates remembered until they close, the oldest forgotten first
 ACTIVE_STATUSES = (RunStatus.QUEUED, *sorted(ACTIVE_RUN))
+ACTIVE_VALUES = frozenset(s.value for s in ACTIVE_STATUSES)
+TOTALS_EVERY = 60.0
+"""Seconds between two counts of every run by status (``baton_runs`` of finished ones)."""
 RUN_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 STEP_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 15, 30, 60, 300, 900, 3600)
 APPROVAL_BUCKETS = (10, 30, 60, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400)
@@ -118,6 +122,9 @@ class Metrics:
         self.registry.register(self.gauges)
         self._define()
         self._asked: dict[str, datetime] = {}  # approval id -> when its gate opened
+        self.monotonic = time.monotonic
+        self._totals: dict[str, int] = {}  # runs by status, as last counted
+        self._totals_at: float | None = None
         self._unwatch = engine.bus.watch(self.observe)
 
     def _define(self) -> None:
@@ -169,8 +176,17 @@ class Metrics:
         self.slack_errors.labels(known(method, SLACK_METHODS)).inc()
 
     async def exposition(self) -> bytes:
-        """The Prometheus text of every family, the database's gauges read now."""
-        self.gauges.counts = await queries.run_counts(self.engine.store)
+        """The Prometheus text of every family, the database's gauges read now: the runs
+        in progress at every scrape (a search of the status index), the finished ones at
+        most every ``TOTALS_EVERY`` seconds (counting them walks the whole history: 50-80
+        ms at 300,000 runs on SQLite, and a scrape every 15 s per replica)."""
+        store = self.engine.store
+        active = await queries.run_counts(store, [s.value for s in ACTIVE_STATUSES])
+        now = self.monotonic()
+        if self._totals_at is None or now - self._totals_at >= TOTALS_EVERY:
+            self._totals, self._totals_at = await queries.run_counts(store), now
+        totals = {k: v for k, v in self._totals.items() if k not in ACTIVE_VALUES}
+        self.gauges.counts = {**totals, **active}
         return generate_latest(self.registry)
 
     # --- events -> numbers -------------------------------------------------------------

@@ -220,9 +220,13 @@ async def ping(store: Store) -> None:
     await store.scalar(sa.select(sa.literal(1)))
 
 
-async def run_counts(store: Store) -> dict[str, int]:
+async def run_counts(store: Store, statuses: Sequence[str] | None = None) -> dict[str, int]:
+    """Runs by status, of every status or of ``statuses`` (a search of the index)."""
     n = sa.func.count().label("n")
-    rows = await store.all(sa.select(t.runs.c.status, n).group_by(t.runs.c.status))
+    query = sa.select(t.runs.c.status, n).group_by(t.runs.c.status)
+    if statuses is not None:
+        query = query.where(t.runs.c.status.in_(list(statuses)))
+    rows = await store.all(query)
     return {str(r.status): int(r.n) for r in rows}
 
 

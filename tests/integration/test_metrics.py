@@ -22,6 +22,7 @@ from prometheus_client.samples import Sample
 from slack_sdk.errors import SlackApiError
 
 from bot import api
+from bot import metrics as metrics_module
 from bot.app import Baton, open_baton
 from bot.settings import Settings
 from bot.slack.client import make_client
@@ -227,3 +228,37 @@ async def test_stats_over_http(served: Served) -> None:
     ):
         resp = await client.get(f"/api/stats{bad}", headers=AUTH)
         assert resp.status == status and words in (await resp.json())["error"]
+
+
+async def test_runs_in_progress_are_counted_at_every_scrape_finished_ones_each_minute(
+    served: Served,
+) -> None:
+    client, baton, _ = served
+    metrics = baton.metrics
+    assert metrics is not None
+    now = [1000.0]
+    metrics.monotonic = lambda: now[0]
+    at = baton.engine.clock.now()
+    before = await scrape(client)
+    done = value(before["baton_runs"], "baton_runs", status="succeeded")
+    row = {
+        "playbook": "quick",
+        "params": {},
+        "trigger": "cli",
+        "source": {},
+        "requested_by": "amy",
+        "definition": {},
+        "created_at": at,
+        "started_at": at,
+    }
+    await baton.store.write(
+        t.runs.insert().values(id="r-done", status="succeeded", finished_at=at, **row),
+        t.runs.insert().values(id="r-busy", status="running", **row),
+    )
+    m = await scrape(client)  # a moment later: in progress now, the history as counted
+    assert value(m["baton_runs_active"], "baton_runs_active", status="running") == 1
+    assert value(m["baton_runs"], "baton_runs", status="running") == 1
+    assert value(m["baton_runs"], "baton_runs", status="succeeded") == done
+    now[0] += metrics_module.TOTALS_EVERY
+    m = await scrape(client)
+    assert value(m["baton_runs"], "baton_runs", status="succeeded") == done + 1
