@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -352,4 +353,47 @@ def test_a_pruned_runs_worker_jobs_go_with_it_and_a_kept_runs_stay(db_url: str) 
     with engine.connect() as conn:
         left = conn.exec_driver_sql("SELECT args->'spec'->>'run_id' FROM procrastinate_jobs")
         assert list(left.scalars()) == [young]
+    engine.dispose()
+
+
+def test_a_run_retried_between_the_look_and_the_delete_is_kept(db_url: str) -> None:
+    """The batch re-reads its runs under the write lock (SQLite) or row locks
+    (PostgreSQL): a run retried after the look is no longer finished, and stays."""
+    engine = create_engine(db_url)
+    schema.prepare(engine, upgrade=True)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    kept, gone = finished_runs(engine, 2, at)
+    retried: list[str] = []
+
+    def retry_first(conn: sa.Connection, cursor: Any, statement: str, *rest: Any) -> None:
+        if retried or not statement.startswith("SELECT runs.id"):
+            return
+        retried.append(kept)  # the look has its runs; the batch has taken no lock yet
+        with engine.begin() as other:
+            again = t.runs.update().where(t.runs.c.id == kept)
+            other.execute(again.values(status="running", finished_at=None))
+
+    sa.event.listen(engine, "after_cursor_execute", retry_first)
+    report = prune.prune(engine, retention.policy(at + LATER, AGE, None), pause=lambda _: None)
+    assert retried == [kept]
+    assert (report.counts["runs"], report.spared, report.error) == (1, 1, None)
+    with engine.connect() as conn:
+        left = {r.id: r.status for r in conn.execute(sa.select(t.runs.c.id, t.runs.c.status))}
+    assert left == {kept: "running"} and gone not in left
+    engine.dispose()
+
+
+def test_a_prune_asked_to_stop_ends_after_its_current_batch(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'baton.db'}")
+    schema.prepare(engine, upgrade=True)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    ids = finished_runs(engine, 6, at)
+    stop = threading.Event()
+    policy = retention.policy(at + LATER, AGE, None, batch=2)
+    report = prune.prune(engine, policy, stop=stop, pause=lambda _: stop.set())  # shutdown
+    assert report.stopped and report.error is None
+    assert (report.counts["runs"], report.counts["steps"], report.batches) == (2, 2, 1)
+    with engine.connect() as conn:
+        left = list(conn.execute(sa.select(t.runs.c.id).order_by(t.runs.c.id)).scalars())
+    assert left == ids[2:]  # the first batch went whole; the rest waits for the next prune
     engine.dispose()
