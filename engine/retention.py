@@ -4,10 +4,12 @@ A minute after start, and every hour after that, a ``serve`` node asks the datab
 whether today's prune (the UTC date) is still to do; the first node to ask on a date
 claims it with an audit row (``storage.prune.claim_day``, under a PostgreSQL advisory
 lock) and prunes, in the background, in small batches. The others find the claim and do
-nothing until the next date. A node that stops mid-prune stops after its current batch;
-what it left is old enough for the next day's prune. The hourly look costs one indexed
-query, and means a day is not skipped because the replica that would have pruned it was
-down at midnight.
+nothing until the next date. A node that stops mid-prune stops after its current batch
+(its claim says ``stopped``); what it left is old enough for the next day's prune. The
+hourly look costs one indexed query, and means a day is not skipped because the replica
+that would have pruned it was down at midnight. A claim whose node stopped beating (it
+died mid-prune) is marked ``abandoned`` at the next look of another node, which prunes the
+day again.
 
 What a prune removes, and how links stay consistent, is ``storage.prune``'s docstring.
 """
@@ -95,7 +97,8 @@ class Retention:
         db = self.engine.store.engine
         now = self.engine.clock.now()
         day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        row = prune.claim_day(db, day, node=self.engine.owner, at=now)
+        alive_since = now - self.engine.leases.lease  # a claimer silent that long is dead
+        row = prune.claim_day(db, day, node=self.engine.owner, at=now, alive_since=alive_since)
         if row is None:
             return None
         log.info("retention: pruning runs finished before %s", (now - self.age).isoformat())

@@ -369,20 +369,40 @@ def _runless(table: sa.Table, before: datetime) -> sa.ColumnElement[bool]:
 DAILY = "db.prune"  # the audit action of every prune, the day's marker among them
 
 
-def claim_day(engine: sa.Engine, day: datetime, *, node: str, at: datetime) -> int | None:
+def claim_day(
+    engine: sa.Engine,
+    day: datetime,
+    *,
+    node: str,
+    at: datetime,
+    alive_since: datetime | None = None,
+) -> int | None:
     """Claim the daily prune of ``day`` (midnight UTC) for this node: the audit row that
     says so, or None when another node (or this one, earlier) has it. Under
-    PostgreSQL's advisory lock (SQLite: its write lock), so two replicas never both win."""
+    PostgreSQL's advisory lock (SQLite: its write lock), so two replicas never both win.
+    ``alive_since``: a claim still ``started`` whose node has not beaten since then (it
+    died mid-prune) is marked ``abandoned`` and the day claimed again."""
     a = t.audit.c
     target = f"retention {day.date().isoformat()}"
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             locks.hold(conn, "prune")
-        taken = conn.execute(
-            sa.select(a.id).where(a.at >= day, a.action == DAILY, a.target == target)
-        ).first()
-        if taken is not None:
+        claims = conn.execute(
+            sa.select(a.id, a.outcome, a.source).where(
+                a.at >= day, a.action == DAILY, a.target == target
+            )
+        ).all()
+        dead = [c.id for c in claims if _abandoned(conn, c, alive_since)]
+        if len(dead) < len(claims):
             return None
+        if dead:
+            conn.execute(
+                t.audit.update()
+                .where(a.id.in_(dead))
+                .values(outcome="abandoned", detail={"taken_over_by": node})
+            )
+        # a node that claims is alive now, whatever its last heartbeat says
+        conn.execute(t.nodes.update().where(t.nodes.c.id == node).values(heartbeat_at=at))
         row = conn.execute(
             t.audit.insert()
             .values(
@@ -397,6 +417,18 @@ def claim_day(engine: sa.Engine, day: datetime, *, node: str, at: datetime) -> i
             .returning(a.id)
         ).scalar_one()
         return int(row)
+
+
+def _abandoned(conn: sa.Connection, claim: t.AnyRow, alive_since: datetime | None) -> bool:
+    """True for a claim left ``started`` by a node that stopped beating (or that is gone
+    from the node table) before ``alive_since``."""
+    if alive_since is None or claim.outcome != "started":
+        return False
+    owner = (claim.source or {}).get("node")
+    beat = conn.execute(
+        sa.select(t.nodes.c.heartbeat_at).where(t.nodes.c.id == str(owner))
+    ).scalar()
+    return beat is None or beat < alive_since
 
 
 def record(

@@ -397,3 +397,35 @@ def test_a_prune_asked_to_stop_ends_after_its_current_batch(tmp_path: Path) -> N
         left = list(conn.execute(sa.select(t.runs.c.id).order_by(t.runs.c.id)).scalars())
     assert left == ids[2:]  # the first batch went whole; the rest waits for the next prune
     engine.dispose()
+
+
+def test_a_days_claim_left_by_a_node_that_died_mid_prune_is_taken_over(db_url: str) -> None:
+    engine = create_engine(db_url)
+    schema.prepare(engine, upgrade=True)
+    day = datetime(2026, 3, 1, tzinfo=UTC)
+    at = day + timedelta(hours=1)
+    since = at - timedelta(seconds=15)  # a lease ago
+    with engine.begin() as conn:
+        beat = {"kind": "serve", "host": "h", "pid": 1, "started_at": day}
+        conn.execute(t.nodes.insert().values(id="a", heartbeat_at=at, **beat))
+        conn.execute(t.nodes.insert().values(id="b", heartbeat_at=at, **beat))
+    first = prune.claim_day(engine, day, node="a", at=at)
+    assert first is not None
+    assert prune.claim_day(engine, day, node="b", at=at, alive_since=since) is None  # a beats
+    with engine.begin() as conn:  # a dies mid-prune: it beats no more, its claim started
+        conn.execute(t.nodes.update().where(t.nodes.c.id == "a").values(heartbeat_at=day))
+    assert prune.claim_day(engine, day, node="b", at=at) is None  # without a bound: never
+    taken = prune.claim_day(engine, day, node="b", at=at, alive_since=since)
+    assert taken is not None and taken != first
+    assert prune.claim_day(engine, day, node="c", at=at, alive_since=since) is None  # b beats
+    prune.record(engine, prune.Report(), actor="baton", target="", at=at, row=taken)
+    assert prune.claim_day(engine, day, node="c", at=at, alive_since=since) is None  # done
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(t.audit.c.outcome, t.audit.c.source, t.audit.c.detail)
+            .where(t.audit.c.action == prune.DAILY)
+            .order_by(t.audit.c.id)
+        ).all()
+    assert [(r.outcome, r.source["node"]) for r in rows] == [("abandoned", "a"), ("ok", "b")]
+    assert rows[0].detail == {"taken_over_by": "b"}
+    engine.dispose()
