@@ -34,6 +34,21 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        """On SQLite, the stored text read straight with ``datetime.fromisoformat`` (C):
+        SQLAlchemy's own reading goes through a regular expression, which was most of
+        the time of a page of runs (1,100 times per page of 50 runs of 10 steps)."""
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+
+        def process(value: str | None) -> datetime | None:
+            if value is None:
+                return None
+            read = datetime.fromisoformat(value)
+            return read.replace(tzinfo=UTC) if read.tzinfo is None else read.astimezone(UTC)
+
+        return process
+
 
 # Every table of Baton's (Alembic compares the migrations' result with it).
 metadata = sa.MetaData()

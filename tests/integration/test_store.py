@@ -138,6 +138,27 @@ async def test_times_come_back_aware_in_utc(store: Store) -> None:
 
 
 @pytest.mark.parametrize(
+    ("stored", "read"),
+    [
+        ("2026-01-01 00:00:00.000000", NOW),  # as SQLAlchemy writes it
+        ("2026-01-01 00:00:00", NOW),  # as SQLite's CURRENT_TIMESTAMP does
+        ("2026-01-01 00:00:00.250000", NOW.replace(microsecond=250000)),
+        ("2026-01-01T02:00:00+02:00", NOW),  # a zone: moved to UTC
+    ],
+)
+def test_sqlite_times_are_read_from_any_iso_text(tmp_path: Any, stored: str, read: Any) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'b.db'}")
+    t.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE times (at TEXT)")
+        conn.exec_driver_sql("INSERT INTO times VALUES (?)", (stored,))
+        times = sa.table("times", sa.column("at", t.UTCDateTime()))
+        got = conn.execute(sa.select(times.c.at)).scalar_one()
+    engine.dispose()
+    assert got == read and got.utcoffset() is not None and got.tzinfo == UTC
+
+
+@pytest.mark.parametrize(
     ("url", "driver"),
     [
         ("sqlite:///./x.db", "sqlite"),
