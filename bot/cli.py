@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger("baton").info("cannot hide Baton's environment from its steps")
     try:
         if args.command == "serve":
-            from bot.app import serve
+            from bot.serve import serve
 
             asyncio.run(serve(settings))
             return 0
