@@ -14,12 +14,25 @@ Baton's errors to status codes with the same message the CLI prints.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from bot import api_auth, api_stats, dashboard, edge, grammar
+from bot import api_auth, api_catalog, api_stats, dashboard, grammar
+from bot.alerts import http as alert_http
+from bot.api_kit import (
+    BATON,
+    MAX_BODY,
+    Handler,
+    baton_of,
+    caller,
+    denied,
+    error,
+    json_body,
+    maperror,
+    reader,
+    typed,
+)
 from bot.dashboard import auth
 from engine import paging, queries, runlogs, storable
 from engine.alerts import OUTCOMES
@@ -27,129 +40,20 @@ from engine.errors import (
     ApprovalNotFound,
     BadCursor,
     BatonError,
-    ConcurrencyLimit,
-    InvalidTransition,
     NotAllowed,
-    ParamError,
-    PlaybookNotFound,
     RunNotFound,
 )
 from engine.requests import RunRequest
 from engine.state import RunStatus
 
 if TYPE_CHECKING:
-    from pydantic import SecretStr
-
     from bot.app import Baton
     from bot.settings import Settings
     from bot.slack.front import SlackFront
 
-BATON = web.AppKey("baton", object)
-MAX_BODY = 1024 * 1024
-
-
-def error(status: int, message: str, **extra: Any) -> web.Response:
-    """An error answer of Baton's HTTP routes: ``{"error": message, ...}``."""
-    return web.json_response({"error": message, **extra}, status=status)
-
-
-def bearer(request: web.Request) -> str | None:
-    """The token sent as ``Authorization: Bearer TOKEN``, if any."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token if scheme.lower() == "bearer" and token else None
-
-
-def token_matches(sent: str, expected: SecretStr) -> bool:
-    return api_auth.token_matches(sent, expected)
-
-
-def caller(request: web.Request) -> api_auth.Caller | web.Response:
-    """Who the request's bearer token speaks for, or the 401/403 answer."""
-    baton = _baton(request)
-    found = api_auth.identify(bearer(request), baton.settings.api_token, baton.rules.people)
-    return denied(found) if isinstance(found, api_auth.Denied) else found
-
-
-def denied(refusal: api_auth.Denied) -> web.Response:
-    return error(refusal.status, refusal.message)
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def reader(handler: Handler, settings: Settings) -> Handler:
-    """``handler`` behind the API token when ``BATON_API_READ_TOKEN=required``."""
-    if settings.api_read_token != "required":
-        return handler
-
-    async def guarded(request: web.Request) -> web.StreamResponse:
-        who = caller(request)
-        return who if isinstance(who, web.Response) else await handler(request)
-
-    return guarded
-
-
-def _baton(request: web.Request) -> Baton:
-    return request.app[BATON]  # type: ignore[return-value]
-
-
-def _maperror(exc: BatonError) -> web.Response:
-    if isinstance(exc, PlaybookNotFound):
-        return error(404, str(exc), suggestions=exc.suggestions)
-    if isinstance(exc, ParamError):
-        return error(400, str(exc), details=exc.errors)
-    if isinstance(exc, RunNotFound):
-        return error(404, str(exc))
-    if isinstance(exc, ConcurrencyLimit | InvalidTransition):
-        return error(409, str(exc))
-    return error(400, str(exc))
-
-
-def json_or_error(raw: bytes) -> Any:
-    """The JSON in ``raw``, or a 400 answer saying what is wrong with it (nesting too
-    deep and numbers too long included: both are the sender's mistake)."""
-    try:
-        return json.loads(raw or b"null")
-    except RecursionError:
-        return error(400, "body is not valid JSON: nested too deep")
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, a 5,000-digit number
-        return error(400, f"body is not valid JSON: {exc}")
-
-
-async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
-    """The JSON object of a write, read by ``bot.edge`` (1 MiB at most, uncompressed,
-    within BATON_READ_TIMEOUT); a value no database stores is a 400 naming its field."""
-    raw = await edge.read(
-        request,
-        limit=MAX_BODY,
-        seconds=_baton(request).settings.read_timeout,
-        limit_name="the API's limit",
-    )
-    if isinstance(raw, web.Response):
-        return raw
-    body = json_or_error(raw)
-    if isinstance(body, web.Response):
-        return body
-    if not isinstance(body, dict):
-        return error(400, 'body must be a JSON object: {"playbook": ..., "params": {...}}')
-    found = storable.find(body)
-    if found is not None:
-        return error(400, f"{found[0]}: {found[1]}")
-    return body
-
-
-def _typed(body: dict[str, Any], **kinds: type) -> web.Response | None:
-    """400 naming the first field of ``body`` that is there with another JSON type."""
-    names = {str: "a string", bool: "true or false"}
-    for name, kind in kinds.items():
-        value = body.get(name)
-        if value is not None and not isinstance(value, kind):
-            return error(400, f'"{name}" must be {names[kind]}, not {json.dumps(value)[:80]}')
-    return None
-
 
 async def healthz(request: web.Request) -> web.Response:
-    baton = _baton(request)
+    baton = baton_of(request)
     try:
         await queries.ping(baton.store)
     except Exception as exc:
@@ -166,11 +70,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def create_run(request: web.Request) -> web.Response:
-    baton = _baton(request)
+    baton = baton_of(request)
     who = caller(request)
     if isinstance(who, web.Response):
         return who
-    body = await _json_body(request)
+    body = await json_body(request)
     if isinstance(body, web.Response):
         return body
     playbook = body.get("playbook")
@@ -179,7 +83,7 @@ async def create_run(request: web.Request) -> web.Response:
         return error(400, 'missing "playbook": the name of the playbook to run')
     if not isinstance(params, dict):
         return error(400, '"params" must be a JSON object of name: value')
-    wrong = _typed(body, requested_by=str, dry_run=bool)
+    wrong = typed(body, requested_by=str, dry_run=bool)
     if wrong is not None:
         return wrong
     by = api_auth.on_behalf(who, body.get("requested_by"), "requested_by", "api")
@@ -203,7 +107,7 @@ async def create_run(request: web.Request) -> web.Response:
             return web.json_response({"dry_run": True, **_plan_json(plan)})
         run_id = await baton.engine.start_run(run_request)
     except BatonError as exc:
-        return _maperror(exc)
+        return maperror(exc)
     run = await queries.get_run(baton.store, run_id)
     return web.json_response(
         {"id": run_id, "status": run["status"], "url": f"/api/runs/{run_id}"}, status=201
@@ -247,7 +151,7 @@ async def list_alerts(request: web.Request) -> web.Response:
     limit = _limit(request)
     if isinstance(limit, web.Response):
         return limit
-    store = _baton(request).store
+    store = baton_of(request).store
     outcome = request.query.get("outcome")
     if outcome is not None and outcome not in OUTCOMES:
         return error(400, f"outcome must be one of {', '.join(OUTCOMES)}")
@@ -263,7 +167,7 @@ async def list_alerts(request: web.Request) -> web.Response:
 async def list_runs(request: web.Request) -> web.Response:
     """Runs newest first, narrowed by ``playbook``, ``status``, ``trigger`` and
     ``requested_by``, a page at a time."""
-    baton = _baton(request)
+    baton = baton_of(request)
     limit = _limit(request)
     if isinstance(limit, web.Response):
         return limit
@@ -282,7 +186,7 @@ async def list_runs(request: web.Request) -> web.Response:
 
 async def get_run(request: web.Request) -> web.Response:
     try:
-        run = await queries.get_run(_baton(request).store, request.match_info["run_id"])
+        run = await queries.get_run(baton_of(request).store, request.match_info["run_id"])
     except RunNotFound as exc:
         return error(404, str(exc))
     return web.json_response(run)
@@ -293,7 +197,7 @@ async def get_logs(request: web.Request) -> web.Response:
     step's)."""
     run_id = request.match_info["run_id"]
     try:
-        text = await runlogs.text(_baton(request).store, run_id, request.query.get("step"))
+        text = await runlogs.text(baton_of(request).store, run_id, request.query.get("step"))
     except (RunNotFound, runlogs.StepNotFound) as exc:
         return error(404, str(exc))
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
@@ -302,7 +206,7 @@ async def get_logs(request: web.Request) -> web.Response:
 async def run_action(request: web.Request) -> web.Response:
     """Cancel or retry a run, ``?by=NAME`` (the service token's word; a person's token
     is that person, checked against the access rules)."""
-    baton = _baton(request)
+    baton = baton_of(request)
     who = caller(request)
     if isinstance(who, web.Response):
         return who
@@ -330,7 +234,7 @@ async def run_action(request: web.Request) -> web.Response:
         else:
             await baton.engine.retry(run_id, by, from_failed=from_failed)
     except BatonError as exc:
-        return _maperror(exc)
+        return maperror(exc)
     run = await queries.get_run(baton.store, run_id)
     return web.json_response({**run, "message": message}, status=202)
 
@@ -339,10 +243,10 @@ async def _from_failed(request: web.Request) -> bool | web.Response:
     """A retry's ``{"from_failed": true}`` (no body: a plain retry)."""
     if not request.body_exists:
         return False
-    body = await _json_body(request)
+    body = await json_body(request)
     if isinstance(body, web.Response):
         return body
-    return _typed(body, from_failed=bool) or bool(body.get("from_failed", False))
+    return typed(body, from_failed=bool) or bool(body.get("from_failed", False))
 
 
 async def decide(request: web.Request) -> web.Response:
@@ -350,11 +254,11 @@ async def decide(request: web.Request) -> web.Response:
     "comment": ...}``: a decision made elsewhere (a web form, a script) by ``user``, whom
     the service token vouches for; with a person's token ``user`` is that person (it may
     be left out). The same checks as in chat apply."""
-    baton = _baton(request)
+    baton = baton_of(request)
     who = caller(request)
     if isinstance(who, web.Response):
         return who
-    body = await _json_body(request)
+    body = await json_body(request)
     if isinstance(body, web.Response):
         return body
     given, decision = body.get("user"), body.get("decision")
@@ -364,7 +268,7 @@ async def decide(request: web.Request) -> web.Response:
         return error(400, 'missing "user": who decides')
     if decision not in ("approve", "reject"):
         return error(400, '"decision" must be "approve" or "reject"')
-    wrong = _typed(body, comment=str)
+    wrong = typed(body, comment=str)
     if wrong is not None:
         return wrong
     user = api_auth.on_behalf(who, given, "user", "")
@@ -384,7 +288,7 @@ async def decide(request: web.Request) -> web.Response:
     except ApprovalNotFound as exc:
         return error(404, str(exc))
     except BatonError as exc:
-        return _maperror(exc)
+        return maperror(exc)
     return web.json_response(
         {
             "approval_id": result.approval_id,
@@ -430,12 +334,8 @@ def create_app(
     app.router.add_post("/api/runs/{run_id}/{action:cancel|retry}", run_action)
     app.router.add_post("/api/approvals/{approval_id}", decide)
     app.router.add_get("/api/alerts", reader(list_alerts, settings))
-    from bot import api_catalog  # its handlers use this module's helpers
-
     api_catalog.add_routes(app, settings)
     dashboard.add_routes(app, settings, baton)  # "/" and the other pages (README, "Dashboard")
     if baton.alerts is not None:
-        from bot.alerts import http as alert_http
-
         app.router.add_post("/alerts/{source}", alert_http.make_handler(baton))
     return app

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from aiohttp import web
 
-from bot import api, api_auth, grammar
+from bot import api_auth, api_kit, grammar
 from engine import params as paramlib
 from engine import queries
 from engine.errors import BatonError, PlaybookNotFound
@@ -65,23 +65,23 @@ def playbook_json(pb: Playbook, *, full: bool) -> dict[str, Any]:
 
 
 async def list_playbooks(request: web.Request) -> web.Response:
-    catalog = api._baton(request).engine.catalog
+    catalog = api_kit.baton_of(request).engine.catalog
     return web.json_response([playbook_json(pb, full=False) for pb in catalog])
 
 
 async def get_playbook(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     try:
-        pb = api._baton(request).engine.catalog.get(name)
+        pb = api_kit.baton_of(request).engine.catalog.get(name)
     except PlaybookNotFound as exc:
-        return api.error(404, str(exc), suggestions=exc.suggestions)
+        return api_kit.error(404, str(exc), suggestions=exc.suggestions)
     return web.json_response(playbook_json(pb, full=True))
 
 
 async def list_approvals(request: web.Request) -> web.Response:
     """The gates waiting for decisions, oldest first: id, run, playbook, step, message,
     who may decide, how many approvals it needs and has, and its deadline."""
-    store = api._baton(request).store
+    store = api_kit.baton_of(request).store
 
     def read(conn: sa.Connection) -> list[dict[str, Any]]:
         a = t.approvals.c
@@ -135,7 +135,7 @@ def _schedule_json(view: Any) -> dict[str, Any]:
 
 
 async def list_schedules(request: web.Request) -> web.Response:
-    book = api._baton(request).schedules
+    book = api_kit.baton_of(request).schedules
     views = await book.list(request.query.get("playbook"))
     return web.json_response([_schedule_json(v) for v in views])
 
@@ -143,33 +143,35 @@ async def list_schedules(request: web.Request) -> web.Response:
 async def add_schedule(request: web.Request) -> web.Response:
     """``{"user", "playbook", "cron": "0 9 * * 1-5"` or `"when": "in 30m" | "at 18:00",
     "params": {...}, "timezone": "Europe/Paris"}`` -> 201 with the schedule."""
-    baton = api._baton(request)
-    who = api.caller(request)
+    baton = api_kit.baton_of(request)
+    who = api_kit.caller(request)
     if isinstance(who, web.Response):
         return who
-    body = await api._json_body(request)
+    body = await api_kit.json_body(request)
     if isinstance(body, web.Response):
         return body
-    wrong = api._typed(body, user=str, playbook=str, cron=str, when=str, timezone=str)
+    wrong = api_kit.typed(body, user=str, playbook=str, cron=str, when=str, timezone=str)
     if wrong is not None:
         return wrong
     user, playbook = api_auth.on_behalf(who, body.get("user"), "user", ""), body.get("playbook")
     if isinstance(user, api_auth.Denied):
-        return api.denied(user)
+        return api_kit.denied(user)
     if not user:
-        return api.error(400, 'missing "user": on whose behalf the schedule is made')
+        return api_kit.error(400, 'missing "user": on whose behalf the schedule is made')
     if not playbook:
-        return api.error(400, 'missing "playbook": the playbook to run')
+        return api_kit.error(400, 'missing "playbook": the playbook to run')
     params = body.get("params") or {}
     if not isinstance(params, dict):
-        return api.error(400, '"params" must be a JSON object of name: value')
+        return api_kit.error(400, '"params" must be a JSON object of name: value')
     cron, when = body.get("cron"), body.get("when")
     if bool(cron) == bool(when):
-        return api.error(400, 'give exactly one of "cron" ("0 9 * * 1-5") and "when" ("in 30m")')
+        return api_kit.error(
+            400, 'give exactly one of "cron" ("0 9 * * 1-5") and "when" ("in 30m")'
+        )
     command = grammar.Schedule(playbook, cron=cron, when=when, params=params)
     refused = await api_auth.permitted(baton, request.remote or "", user, command)
     if refused is not None:
-        return api.denied(refused)
+        return api_kit.denied(refused)
     try:
         made = await baton.schedules.add(
             playbook,
@@ -181,37 +183,37 @@ async def add_schedule(request: web.Request) -> web.Response:
             origin="api",
         )
     except BatonError as exc:
-        return api._maperror(exc)
+        return api_kit.maperror(exc)
     return web.json_response(_schedule_json(made), status=201)
 
 
 async def remove_schedule(request: web.Request) -> web.Response:
     """``DELETE /api/schedules/{id}?user=NAME``: removed on behalf of ``user`` (with a
     person's token: that person; ``user`` may be left out)."""
-    baton = api._baton(request)
-    who = api.caller(request)
+    baton = api_kit.baton_of(request)
+    who = api_kit.caller(request)
     if isinstance(who, web.Response):
         return who
     user = api_auth.on_behalf(who, request.query.get("user"), "user", "")
     if isinstance(user, api_auth.Denied):
-        return api.denied(user)
+        return api_kit.denied(user)
     if not user:
-        return api.error(400, "missing ?user=NAME: on whose behalf the schedule is removed")
+        return api_kit.error(400, "missing ?user=NAME: on whose behalf the schedule is removed")
     schedule_id = request.match_info["schedule_id"]
     refused = await api_auth.permitted(
         baton, request.remote or "", user, grammar.Unschedule(schedule_id)
     )
     if refused is not None:
-        return api.denied(refused)
+        return api_kit.denied(refused)
     try:
         gone = await baton.schedules.remove(schedule_id, user)
     except BatonError as exc:
-        return api.error(404 if "No schedule" in str(exc) else 400, str(exc))
+        return api_kit.error(404 if "No schedule" in str(exc) else 400, str(exc))
     return web.json_response(_schedule_json(gone))
 
 
 def add_routes(app: web.Application, settings: Settings) -> None:
-    read = api.reader
+    read = api_kit.reader
     app.router.add_get("/api/playbooks", read(list_playbooks, settings))
     app.router.add_get("/api/playbooks/{name}", read(get_playbook, settings))
     app.router.add_get("/api/approvals", read(list_approvals, settings))

@@ -134,7 +134,7 @@ async def retry(settings: Settings, args: argparse.Namespace) -> int:
     chat's, then this process drives the new attempt until it ends."""
     from bot import grammar
     from bot.app import open_baton
-    from bot.cli import acting_as, check
+    from bot.cli_identity import acting_as, check
     from bot.progress import Progress
 
     progress = Progress()

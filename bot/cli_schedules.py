@@ -15,7 +15,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
 
     from bot import commands
     from bot.app import open_baton
-    from bot.cli import acting_as, check
+    from bot.cli_identity import acting_as, check
 
     async with open_baton(settings, kind="cli") as baton:
         book = baton.schedules

@@ -13,6 +13,8 @@ import socket
 import sys
 from typing import TYPE_CHECKING
 
+from bot import cli_options
+
 if TYPE_CHECKING:
     from bot.settings import Settings
     from engine.secrets import SecretBox
@@ -40,7 +42,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     worker.add_argument(
         "--concurrency",
-        type=_concurrency,
+        type=cli_options.whole_number(1, 100),
         default=4,
         help="steps run at once (default 4)",
     )
@@ -59,16 +61,6 @@ def _labels(text: str) -> list[str]:
     if bad:
         raise argparse.ArgumentTypeError(f"{', '.join(map(repr, bad))}: {LABEL_RULE}")
     return list(dict.fromkeys(labels))
-
-
-def _concurrency(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 1 <= value <= 100:
-        raise argparse.ArgumentTypeError("give a number from 1 to 100")
-    return value
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from bot import api, edge
+from bot import api_kit, edge
 from bot.alerts import parsers
 
 if TYPE_CHECKING:
@@ -44,9 +44,9 @@ def _authenticated(request: web.Request, baton: Baton, source: str) -> bool | st
     PagerDuty's signature must (it covers the body, read next), else what is missing.
     A sender without a token costs no body."""
     expected = baton.settings.alert_token
-    token = api.bearer(request)
+    token = api_kit.bearer(request)
     if expected is not None and token is not None:
-        return True if api.token_matches(token, expected) else "wrong bearer token"
+        return True if api_kit.token_matches(token, expected) else "wrong bearer token"
     if source == "pagerduty" and _secrets(baton):
         if request.headers.get("X-PagerDuty-Signature"):
             return False
@@ -71,13 +71,13 @@ def _decoded(source: str, body: bytes, baton: Baton) -> parsers.Parsed | web.Res
     """The body's alerts, ready to store, or the answer instead: 400 for JSON that does
     not decode, 413 for more alerts than BATON_ALERTS_MAX_PER_REQUEST (counted before
     any is read). Pure work: it may run in a thread."""
-    data = api.json_or_error(body)
+    data = api_kit.json_or_error(body)
     if isinstance(data, web.Response):
         return data
     cap = baton.settings.alerts_max_per_request
     count = parsers.entries(source, data, baton.alert_mapping)
     if count > cap:
-        return api.error(
+        return api_kit.error(
             413,
             f"{count} alerts in one body, over the cap of {cap} "
             "(BATON_ALERTS_MAX_PER_REQUEST): send them in smaller batches "
@@ -93,7 +93,9 @@ def make_handler(baton: Baton) -> Any:
     async def receive(request: web.Request) -> web.Response:
         source = request.match_info["source"]
         if source not in SOURCES:
-            return api.error(404, f"no alert source {source!r}: use one of {', '.join(SOURCES)}")
+            return api_kit.error(
+                404, f"no alert source {source!r}: use one of {', '.join(SOURCES)}"
+            )
         who = _authenticated(request, baton, source)
         if isinstance(who, str):
             return edge.refusal(401, who)
@@ -110,7 +112,7 @@ def make_handler(baton: Baton) -> Any:
         if who is False and not parsers.verify_pagerduty(
             body, request.headers.get("X-PagerDuty-Signature"), _secrets(baton)
         ):
-            return api.error(401, "X-PagerDuty-Signature does not match BATON_PAGERDUTY_SECRET")
+            return api_kit.error(401, "X-PagerDuty-Signature does not match BATON_PAGERDUTY_SECRET")
         # a big body (1,000 alerts) costs tenths of a second to decode and read: in a
         # thread, the event loop goes on answering meanwhile (/healthz, Slack's acks)
         if len(body) > OFF_LOOP:

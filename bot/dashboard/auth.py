@@ -17,7 +17,7 @@ Three ways to be somebody, checked in this order on every dashboard request:
   them as there). Not ``admin``: an open page should not pass every access rule. Not
   with ``BATON_API_READ_TOKEN=required`` either (the pages show what the API's reads
   show). ``baton serve`` refuses a non-loopback ``BATON_HOST`` without ``users:``
-  (``bot.app``).
+  (``bot.serve``).
 
 Anybody else is sent to ``/login?next=PATH`` (a local path only). Every form POST must
 carry the session's CSRF token (``<input name="csrf">`` or an ``X-CSRF-Token`` header,

@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
 import json
 import logging
-import re
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -43,6 +40,9 @@ from bot.slack import blocks, middleware
 from bot.slack import http as slack_http
 from bot.slack.cards import CardOptions, Cards
 from bot.slack.client import make_client
+from bot.slack.contract import Answer, Where, plain
+from bot.slack.listeners import actions, views
+from bot.slack.listeners import commands as command_listeners
 from bot.slack.people import Directory
 from engine.access import Actor
 from engine.alerting import Alerts
@@ -51,55 +51,9 @@ from engine.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
-LINK = re.compile(r"<([^<>|]+)(?:\|([^<>]*))?>")
-MENTION_FIRST = re.compile(r"^\s*<@[UW][A-Z0-9]+(?:\|[^>]*)?>\s*")
-
-
-def plain(text: str) -> str:
-    """What a person typed, from Slack's markup: links and mentions back to their text
-    (``<https://x|x>`` -> ``x``, ``<#C1|ops>`` -> ``#ops``, ``<@U1>`` -> ``U1``), entities
-    unescaped. The command parser then sees the line as written."""
-
-    def one(m: re.Match[str]) -> str:
-        target, label = m.group(1), m.group(2)
-        if target.startswith("#"):
-            return f"#{label}" if label else target
-        if target.startswith("@"):
-            return label or target[1:]
-        if target.startswith("!subteam^"):
-            return label or target
-        return label or target
-
-    return html.unescape(LINK.sub(one, text))
-
-
 LOGS_INLINE = 2500
 """Characters of logs answered in the message itself; longer ones come as a file."""
 LOGS_TAIL_LINES = 30
-
-
-Answer = Callable[[str, list[dict[str, Any]]], Awaitable[None]]
-"""How a request is answered: ``answer(text, blocks)``."""
-
-
-@dataclass
-class Where:
-    """Where a Slack request came from, and how to answer there."""
-
-    channel: str | None
-    channel_name: str | None
-    user: str
-    thread_ts: str | None = None
-
-    def source(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"front_end": "slack", "user": self.user}
-        if self.channel:
-            out["channel"] = self.channel
-        if self.channel_name:
-            out["channel_name"] = self.channel_name
-        if self.thread_ts:
-            out["thread_ts"] = self.thread_ts
-        return out
 
 
 class SlackFront:
@@ -424,8 +378,6 @@ def _form_fixed(req: AsyncBoltRequest) -> AsyncBoltRequest:
 
 def create_app(front: SlackFront) -> AsyncApp:
     """The bolt app, its middleware and listeners; nothing at import time."""
-    from bot.slack.listeners import actions, commands, views
-
     settings = front.settings
     secret = settings.slack_signing_secret
     bolt_log = logging.getLogger("baton.slack.bolt")
@@ -442,7 +394,7 @@ def create_app(front: SlackFront) -> AsyncApp:
     )
 
     middleware.register(app, front)
-    commands.register(app, front)
+    command_listeners.register(app, front)
     actions.register(app, front)
     views.register(app, front)
     return app

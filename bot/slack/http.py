@@ -17,7 +17,7 @@ from aiohttp import web
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
 
-from bot import api, edge
+from bot import api_kit, edge
 from bot.settings import Settings
 
 SIGNATURE = "X-Slack-Signature"
@@ -35,7 +35,10 @@ async def bolt_request(request: web.Request, settings: Settings) -> AsyncBoltReq
     if not (timestamp.isascii() and timestamp.isdigit()):
         return edge.refusal(400, f"{TIMESTAMP} must be a Unix time in seconds, not {timestamp!r}")
     body = await edge.read(
-        request, limit=api.MAX_BODY, seconds=settings.read_timeout, limit_name="Slack's requests"
+        request,
+        limit=api_kit.MAX_BODY,
+        seconds=settings.read_timeout,
+        limit_name="Slack's requests",
     )
     if isinstance(body, web.Response):
         return body

@@ -24,14 +24,13 @@ import contextvars
 import hashlib
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 
-if TYPE_CHECKING:
-    from bot.slack.front import SlackFront, Where
+from bot.slack.contract import Front, Where
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +56,6 @@ def request_key(req: AsyncBoltRequest) -> str | None:
 
 def asker(body: dict[str, Any]) -> Where | None:
     """Who sent a request of any kind, and where to answer them (None: no person)."""
-    from bot.slack.front import Where
-
     event: dict[str, Any] = body["event"] if isinstance(body.get("event"), dict) else {}
     person = body.get("user")
     user = body.get("user_id") or (person.get("id") if isinstance(person, dict) else None)
@@ -86,7 +83,7 @@ def asker(body: dict[str, Any]) -> Where | None:
 class Once:
     """A request's key, recorded at most once however many tasks its listener starts."""
 
-    def __init__(self, key: str, front: SlackFront) -> None:
+    def __init__(self, key: str, front: Front) -> None:
         self.key = key
         self._front = front
         self._first: asyncio.Future[bool] | None = None
@@ -115,7 +112,7 @@ def current() -> Once | None:
     return _current.get()
 
 
-def register(app: AsyncApp, front: SlackFront) -> None:
+def register(app: AsyncApp, front: Front) -> None:
     @app.middleware
     async def once(req: AsyncBoltRequest, next: Any) -> BoltResponse | None:
         key = request_key(req)

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from bot.app import STOP_GRACE
+from bot.serve import STOP_GRACE
 from storage import tables as t
 from storage.db import normalize_url
 

@@ -24,8 +24,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
 from bot import api
-from bot.app import Baton, open_baton, refuse_an_open_dashboard
+from bot.app import Baton, open_baton
 from bot.dashboard import auth
+from bot.serve import refuse_an_open_dashboard
 from bot.settings import Settings
 from engine.access import AccessRules
 from engine.errors import BatonError

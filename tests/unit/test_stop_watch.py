@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from bot import app
+from bot import serve
 
 
 async def test_a_slow_stop_names_the_tasks_it_waits_on(caplog: pytest.LogCaptureFixture) -> None:
@@ -17,7 +17,7 @@ async def test_a_slow_stop_names_the_tasks_it_waits_on(caplog: pytest.LogCapture
     loop = asyncio.get_running_loop()
     try:
         with caplog.at_level(logging.WARNING, logger="baton"):
-            app.watch_the_stop(0.05)
+            serve.watch_the_stop(0.05)
             # timers due at the same time run in the order they were set: this one runs
             # after the watch's own
             after = loop.create_future()

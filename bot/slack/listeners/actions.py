@@ -11,21 +11,17 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from slack_bolt.app.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 
 from bot.slack import blocks
+from bot.slack.contract import Front, Where
 from engine.errors import BatonError
-
-if TYPE_CHECKING:
-    from bot.slack.front import SlackFront, Where
 
 
 def _where(body: dict[str, Any]) -> Where:
-    from bot.slack.front import Where
-
     channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get(
         "channel_id"
     )
@@ -38,7 +34,7 @@ def _where(body: dict[str, Any]) -> Where:
     )
 
 
-def register(app: AsyncApp, front: SlackFront) -> None:
+def register(app: AsyncApp, front: Front) -> None:
     def later(work: Callable[[Any, Where], Coroutine[Any, Any, None]], body: Any) -> None:
         """The click's work after the ack; a failure of it is told to the clicker."""
         where = _where(body)

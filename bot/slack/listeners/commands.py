@@ -10,19 +10,16 @@ the question was: the slash command's answer only to its author (through its
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from slack_bolt.app.async_app import AsyncApp
 
-if TYPE_CHECKING:
-    from bot.slack.front import Answer, SlackFront
+from bot.slack.contract import MENTION_FIRST, Answer, Front, Where, plain
 
 SLASH = re.compile(r"^/baton")
 
 
-def register(app: AsyncApp, front: SlackFront) -> None:
-    from bot.slack.front import MENTION_FIRST, Where, plain
-
+def register(app: AsyncApp, front: Front) -> None:
     @app.command(SLASH)
     async def slash(ack: Any, body: dict[str, Any], respond: Any) -> None:
         await ack()

@@ -6,16 +6,14 @@ from __future__ import annotations
 import json
 import logging
 import shlex
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from slack_bolt.app.async_app import AsyncApp
 
 from bot.slack import blocks
+from bot.slack.contract import Front, Where
 from engine import params as paramlib
 from engine.errors import ParamError
-
-if TYPE_CHECKING:
-    from bot.slack.front import SlackFront
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +32,7 @@ def field_errors(names: list[str], problems: list[str]) -> dict[str, str]:
     return out
 
 
-def register(app: AsyncApp, front: SlackFront) -> None:
-    from bot.slack.front import Where
-
+def register(app: AsyncApp, front: Front) -> None:
     @app.view(blocks.REJECT_FORM)
     async def rejected(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
         meta = json.loads(view.get("private_metadata") or "{}")
