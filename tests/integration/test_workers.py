@@ -223,8 +223,9 @@ async def test_an_ssh_step_on_a_worker_finds_its_host_in_the_inventory_and_lets_
     (tmp_path / "hosts.ini").write_text(f"[web]\nweb1 {where}\n")
     (tmp_path / "baton.yml").write_text("inventory: hosts.ini\n")
     (tmp_path / "known_hosts").write_text(sshd.host_key_line)
-    workers.start(
+    worker = workers.start(
         "ssh1",
+        BATON_WORKER_HEARTBEAT="0.5",  # dead after 2.5 s silent: a busy machine stalls it a second
         BATON_CONFIG=str(tmp_path / "baton.yml"),
         BATON_SSH_KNOWN_HOSTS=str(tmp_path / "known_hosts"),
         BATON_SSH_KEY=str(sshd.client_key),
@@ -243,10 +244,11 @@ async def test_an_ssh_step_on_a_worker_finds_its_host_in_the_inventory_and_lets_
             """
         }
     )
+    h.engine.remote.heartbeat = 0.5
     before = sshd.connections()
     run_id = await start(h, "remote")
     row = await until_run(h, run_id, "succeeded", "failed")
-    assert row.status == "succeeded", row.error
+    assert row.status == "succeeded", (row.error, workers.log(worker))
     steps = await h.steps(run_id)
     assert (steps["one"].output["stdout"], steps["two"].output["stdout"]) == ("one\n", "two\n")
     assert sshd.connections() - before == 2  # a step of its own each: one after the other
