@@ -24,7 +24,18 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 import sqlalchemy as sa
 
-from engine import audit, fanout, gates, items, planning, queries, stepenv, storable, templating
+from engine import (
+    audit,
+    fanout,
+    gates,
+    items,
+    planning,
+    queries,
+    stepenv,
+    storable,
+    templating,
+    timing,
+)
 from engine import events as ev
 from engine import messages as msg
 from engine.actions import ActionContext, ChildRunSpec, Suspend, refuse_splices
@@ -69,9 +80,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ApproverCheck = Callable[[str, dict[str, Any]], Awaitable[bool]]
-SETTLE = 10.0
-"""Seconds a stop waits, after the drain, for the work it counts to settle and for the
-run drivers it cancels to end; past them it says what did not, and stops anyway."""
 MAX_DRIVE_FAILURES = 3
 DECIDED = {"approve": "approved", "reject": "rejected"}
 """A run whose driver gave up this many times (a write the database kept refusing)
@@ -198,20 +206,20 @@ class Engine:
                 if step.task is not None and not step.task.done():
                     step.cancel_reason = "shutdown"
         try:
-            await asyncio.wait_for(self.wait_idle(), SETTLE)
+            await asyncio.wait_for(self.wait_idle(), timing.SETTLE)
         except TimeoutError:  # a stop must end: say what did not settle, and go on
             log.warning(
                 "stopping: %d piece(s) of work still counted busy after %ss (runs here: %s); "
                 "stopping anyway",
                 self._busy,
-                SETTLE,
+                timing.SETTLE,
                 ", ".join(self._runs) or "none",
             )
         drivers = list(self._drivers.values())
         for task in drivers:
             task.cancel()
         if drivers:
-            ended, stuck = await asyncio.wait(drivers, timeout=SETTLE)
+            ended, stuck = await asyncio.wait(drivers, timeout=timing.SETTLE)
             for task in ended:  # what a driver raised was logged by the driver
                 if not task.cancelled():
                     task.exception()

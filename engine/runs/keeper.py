@@ -17,6 +17,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from engine import messages as msg
+from engine import timing
 from engine.runs import inbox
 from engine.state import RunStatus
 
@@ -61,12 +62,16 @@ class Keeper:
         for task in tasks:
             task.cancel()
         if tasks:
-            ended, stuck = await asyncio.wait(tasks, timeout=10)
+            ended, stuck = await asyncio.wait(tasks, timeout=timing.SETTLE)
             for task in ended:
                 if not task.cancelled() and task.exception() is not None:
                     log.warning("%s ended with %r", task.get_name(), task.exception())
             for task in stuck:
-                log.warning("stopping: %s did not stop within 10s; left behind", task.get_name())
+                log.warning(
+                    "stopping: %s did not stop within %ss; left behind",
+                    task.get_name(),
+                    timing.SETTLE,
+                )
 
     # --- the loop ------------------------------------------------------------------------
 
