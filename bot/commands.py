@@ -74,7 +74,7 @@ from engine.errors import BatonError, InvalidTransition, NotAllowed, PlaybookNot
 from engine.fleet import inventory
 from engine.foreach import Tally
 from engine.requests import RunRequest
-from engine.runner import Engine
+from engine.runs.engine import Engine
 
 __all__ = [  # the grammar's names, for callers that know this module only
     "Actor",

@@ -24,7 +24,7 @@ from engine.state import TERMINAL_RUN
 from storage import prune
 
 if TYPE_CHECKING:
-    from engine.runner import Engine
+    from engine.runs.engine import Engine
 
 log = logging.getLogger(__name__)
 

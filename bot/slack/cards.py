@@ -38,7 +38,7 @@ from engine.bus import Subscription
 from engine.durations import format_duration
 from engine.errors import BatonError
 from engine.outbox import Outbox, Post
-from engine.runner import Engine
+from engine.runs.engine import Engine
 
 log = logging.getLogger(__name__)
 
