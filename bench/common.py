@@ -20,7 +20,7 @@ from engine.actions import ActionContext
 from engine.actions.registry import Registry
 from engine.catalog import Catalog
 from engine.requests import RunRequest
-from engine.runner import Engine
+from engine.runs.engine import Engine
 from engine.secrets import SecretBox
 from engine.timing import SchedulerTimers
 from storage.store import Store

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from bench.common import figure, heading, new_engine, open_store, write_playbooks
 from engine import events as ev
 from engine.requests import RunRequest
-from engine.runner import Engine
+from engine.runs.engine import Engine
 from engine.timing import SchedulerTimers
 from storage import tables as t
 from storage.store import Store
@@ -413,14 +413,14 @@ class ThreadProfiles:
 
 
 WATCH = [
-    "engine/runner.py:start_run",
-    "engine/runner.py:_prepare",
-    "engine/runner.py:_drive",
-    "engine/runner.py:_execute",
-    "engine/runner.py:_resume",
-    "engine/runner.py:_load",
-    "engine/runner.py:_rearm",
-    "engine/runner.py:_spawn_driver",
+    "engine/runs/engine.py:start_run",
+    "engine/loading.py:prepare",
+    "engine/runs/driver.py:_drive",
+    "engine/runs/executor.py:_execute",
+    "engine/runs/recovery.py:_resume",
+    "engine/loading.py:load",
+    "engine/runs/recovery.py:_rearm",
+    "engine/runs/driver.py:start",
     "engine/playbook.py:from_snapshot",
     "engine/playbook.py:snapshot",
     "engine/state.py:new_steps",

@@ -73,12 +73,12 @@ def report(title: str, stats: pstats.Stats, steps: int, wall: float) -> None:
 
 
 WATCH = [
-    "engine/runner.py:_drive",
-    "engine/runner.py:_execute",
-    "engine/runner.py:_advance",
-    "engine/runner.py:_apply",
-    "engine/runner.py:_step_op",
-    "engine/runner.py:_attempt_op",
+    "engine/runs/driver.py:_drive",
+    "engine/runs/executor.py:_execute",
+    "engine/transitions.py:advance",
+    "engine/transitions.py:apply",
+    "engine/transitions.py:_step_op",
+    "engine/transitions.py:_attempt_op",
     "engine/state.py:context",
     "engine/templating.py:render",
     "storage/store.py:write",

@@ -24,7 +24,7 @@ from engine.catalog import Catalog
 from engine.errors import BatonError
 from engine.fleet import inventory
 from engine.fleet.draft import InventoryError
-from engine.runner import Engine
+from engine.runs.engine import Engine
 from engine.schedules import Schedules
 from engine.secrets import Masker, SecretBox, load_secrets
 from engine.timing import Clock, SchedulerTimers, Timers

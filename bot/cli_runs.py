@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from engine import events as ev
 from engine import queries
-from engine.runner import RunMoved
+from engine.errors import RunMoved
 from engine.state import RunStatus
 
 if TYPE_CHECKING:

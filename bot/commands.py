@@ -65,7 +65,7 @@ from engine import params as paramlib
 from engine import schedules as schedlib
 from engine.access import Actor
 from engine.errors import BatonError, NotAllowed, PlaybookNotFound
-from engine.runner import Engine
+from engine.runs.engine import Engine
 
 __all__ = [  # the grammar's names, for callers that know this module only
     "Actor",

@@ -23,7 +23,7 @@ from bot.progress import Progress
 from engine import events as ev
 from engine import queries
 from engine.bus import Subscription
-from engine.runner import Engine
+from engine.runs.engine import Engine
 
 PROMPT = "baton> "
 QUIT = frozenset({"quit", "exit"})

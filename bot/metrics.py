@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector
 from engine import events as ev
 from engine import queries
 from engine.alerts import OUTCOMES
-from engine.runner import Engine
+from engine.runs.engine import Engine
 from engine.state import ACTIVE_RUN, RunStatus
 
 OTHER = "other"

@@ -46,7 +46,7 @@ from engine.alerts import Alert, Rejected
 from engine.errors import BatonError
 from engine.playbook import AlertTrigger, parse_rate
 from engine.requests import RunRequest
-from engine.runner import Engine
+from engine.runs.engine import Engine
 from engine.state import new_id
 from storage import tables as t
 from storage.rows import Rows

@@ -29,7 +29,7 @@ from engine.errors import BatonError, PlaybookNotFound
 from storage.store import Store
 
 if TYPE_CHECKING:
-    from engine.runner import Engine
+    from engine.runs.engine import Engine
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 366

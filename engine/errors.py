@@ -95,6 +95,10 @@ class ShuttingDown(BatonError):
     """Baton is stopping and takes no new runs."""
 
 
+class RunMoved(BatonError):
+    """The run is now driven by another node (this one lost its lease or gave it up)."""
+
+
 class TemplateError(BatonError):
     """A template failed to render or a condition failed to evaluate."""
 

@@ -87,7 +87,7 @@ class RunRecords:
             secrets=self.secrets,
         )
         ops: list[Op] = [
-            # its row (a run that starts at once is begun in this same row: Engine._begin)
+            # its row (a run that starts at once is begun in this same row: Admission.begin)
             Rows(
                 "run_new",
                 [

@@ -26,7 +26,7 @@ from engine.state import TERMINAL_RUN
 from storage import prune
 
 if TYPE_CHECKING:
-    from engine.runner import Engine
+    from engine.runs.engine import Engine
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ from storage import tables as t
 from storage.store import Op
 
 if TYPE_CHECKING:
-    from engine.runner import Engine
+    from engine.runs.engine import Engine
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,12 @@ if TYPE_CHECKING:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 
+SETTLE = 10.0
+"""Seconds a stop waits, after the drain, for the work it counts to settle and for the
+tasks it cancels (run drivers, the keeper) to end; past them it says what did not, and
+stops anyway."""
+
+
 class Clock(Protocol):
     def now(self) -> datetime: ...
 

@@ -16,7 +16,7 @@ from engine.bus import Subscription
 from engine.catalog import Catalog
 from engine.events import Event
 from engine.requests import RunRequest
-from engine.runner import Engine
+from engine.runs.engine import Engine
 from engine.schedules import Schedules
 from engine.secrets import SecretBox
 from engine.timing import ManualClock, ManualTimers

@@ -8,7 +8,7 @@ from bot.chat.replies import Reply, when
 from bot.grammar import Decide
 from engine import queries
 from engine.access import Actor
-from engine.runner import Engine
+from engine.runs.engine import Engine
 from storage.store import Store
 
 

@@ -12,7 +12,7 @@ from bot.tables import table
 from engine import analytics, queries
 from engine.errors import PlaybookNotFound
 from engine.fleet import inventory
-from engine.runner import Engine
+from engine.runs.engine import Engine
 from storage.store import Store
 
 HISTORY_LIMIT = 10

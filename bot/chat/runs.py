@@ -17,7 +17,7 @@ from engine.access import Actor
 from engine.errors import InvalidTransition
 from engine.foreach import Tally
 from engine.requests import RunRequest
-from engine.runner import Engine
+from engine.runs.engine import Engine
 from storage.store import Store
 
 STATUS_LIMIT = 10

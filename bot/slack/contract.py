@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from bot.commands import Reply
     from engine.access import Actor
     from engine.outbox import Outbox
-    from engine.runner import Engine
+    from engine.runs.engine import Engine
 
 LINK = re.compile(r"<([^<>|]+)(?:\|([^<>]*))?>")
 MENTION_FIRST = re.compile(r"^\s*<@[UW][A-Z0-9]+(?:\|[^>]*)?>\s*")

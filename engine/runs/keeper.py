@@ -17,11 +17,12 @@ import logging
 from typing import TYPE_CHECKING
 
 from engine import messages as msg
+from engine import timing
 from engine.runs import inbox
 from engine.state import RunStatus
 
 if TYPE_CHECKING:
-    from engine.runner import Engine
+    from engine.runs.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +62,16 @@ class Keeper:
         for task in tasks:
             task.cancel()
         if tasks:
-            ended, stuck = await asyncio.wait(tasks, timeout=10)
+            ended, stuck = await asyncio.wait(tasks, timeout=timing.SETTLE)
             for task in ended:
                 if not task.cancelled() and task.exception() is not None:
                     log.warning("%s ended with %r", task.get_name(), task.exception())
             for task in stuck:
-                log.warning("stopping: %s did not stop within 10s; left behind", task.get_name())
+                log.warning(
+                    "stopping: %s did not stop within %ss; left behind",
+                    task.get_name(),
+                    timing.SETTLE,
+                )
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -87,7 +92,7 @@ class Keeper:
         sqlite = self.engine.store.dialect == "sqlite"
         while True:
             due = min(next_beat, next_scan) if self.engine.adopts else next_beat
-            if sqlite and self.engine._runs:
+            if sqlite and self.engine.node.runs:
                 due = min(due, next_poll)
             wait = max(0.0, due - loop.time())
             with contextlib.suppress(TimeoutError):
@@ -124,24 +129,24 @@ class Keeper:
 
     async def heartbeat(self) -> None:
         engine = self.engine
-        op = engine.leases.heartbeat(engine.clock.now(), list(engine._runs))
+        op = engine.leases.heartbeat(engine.clock.now(), list(engine.node.runs))
         lost: set[str] = (await engine.store.write(op))[0]
         for run_id in lost:
-            run = engine._runs.get(run_id)
+            run = engine.node.runs.get(run_id)
             if run is not None:
-                engine._post(run, msg.Abandon("its lease is held by another node now"))
+                engine.node.post(run, msg.Abandon("its lease is held by another node now"))
 
     async def poll_inbox(self) -> None:
         """Hand the commands waiting for the runs this node drives to their drivers."""
         engine = self.engine
-        if not engine._runs:
+        if not engine.node.runs:
             return
         for row in await engine.store.all(inbox.pending_for(engine.owner)):
-            run = engine._runs.get(row.run_id)
+            run = engine.node.runs.get(row.run_id)
             if run is None or row.id in run.delivered:
                 continue
             run.delivered.add(row.id)
-            engine._post(run, msg.Command(row.id, row.kind, row.by, dict(row.payload or {})))
+            engine.node.post(run, msg.Command(row.id, row.kind, row.by, dict(row.payload or {})))
 
     async def _listen(self) -> None:
         """PostgreSQL: wake the loop on every NOTIFY of the inbox channel."""
@@ -182,14 +187,14 @@ class Keeper:
         deadline = loop.time() + 3 * engine.leases.lease.total_seconds()
         adopted = False
         while True:
-            run = engine._runs.get(run_id)
+            run = engine.node.runs.get(run_id)
             if run is not None and not run.abandoned:
                 waiter = run.waiters.get(command.id)
                 if waiter is None:
                     waiter = run.waiters[command.id] = loop.create_future()
                 if command.id not in run.delivered:
                     run.delivered.add(command.id)
-                    engine._post(run, command)
+                    engine.node.post(run, command)
                 with contextlib.suppress(Exception):  # timed out, or the run moved away
                     result: inbox.Answer = await asyncio.wait_for(asyncio.shield(waiter), 0.5)
                     return result
@@ -208,7 +213,7 @@ class Keeper:
             live = row.owner is not None and (
                 row.lease_expires_at is not None and row.lease_expires_at > now
             )
-            if row.owner == engine.owner and run_id not in engine._runs:
+            if row.owner == engine.owner and run_id not in engine.node.runs:
                 live = False
             if not live:
                 if engine.adopts and not adopted:

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from engine import runner
+from engine import timing
 from tests.conftest import HarnessFactory
 
 NAP = {"nap": "name: nap\nsteps:\n  - id: a\n    action: wait\n    with: {for: 1h}\n"}
@@ -19,9 +19,9 @@ async def test_work_that_never_settles_does_not_hold_the_stop(
 ) -> None:
     h = await harness(NAP)
     run_id = await h.run("nap")
-    monkeypatch.setattr(runner, "SETTLE", 0.05)
-    h.engine._busy_inc()  # work counted busy that nothing will ever count done
-    with caplog.at_level(logging.WARNING, logger="engine.runner"):
+    monkeypatch.setattr(timing, "SETTLE", 0.05)
+    h.engine.node.busy_inc()  # work counted busy that nothing will ever count done
+    with caplog.at_level(logging.WARNING, logger="engine.runs.engine"):
         await asyncio.wait_for(h.engine.stop(drain=0), 5)
     [warning] = [r.getMessage() for r in caplog.records if "still counted busy" in r.getMessage()]
     assert f"1 piece(s) of work still counted busy after 0.05s (runs here: {run_id})" in warning

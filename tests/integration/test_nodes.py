@@ -264,14 +264,14 @@ async def test_two_nodes_starting_at_once_never_exceed_a_concurrency_limit(
     a, b = await harness(playbooks), await harness(playbooks)
     both_counted = asyncio.Barrier(2)
     for h in (a, b):
-        count = h.engine._holders
+        count = h.engine.admission.holders
 
         async def counted(key: str, run_id: str, count: Any = count) -> int:
             taken = await count(key, run_id)
             await both_counted.wait()
             return int(taken)
 
-        h.engine._holders = counted  # type: ignore[method-assign]
+        h.engine.admission.holders = counted  # type: ignore[method-assign]
     ids = await asyncio.gather(
         a.engine.start_run(RunRequest(playbook="one-at-a-time", requested_by="alice")),
         b.engine.start_run(RunRequest(playbook="one-at-a-time", requested_by="bob")),
@@ -312,7 +312,7 @@ async def test_a_command_without_a_live_driver_says_so_and_waits_for_adoption(
     a = await harness(PLAYBOOKS)
     run_id = await a.run("gate")
     kill(a)
-    a.engine._abandon(a.engine._runs[run_id])  # as if the process had died
+    a.engine.driver.abandon(a.engine.node.runs[run_id])  # as if the process had died
     console = await harness(PLAYBOOKS)
     console.engine.adopts = False  # a console node: drives only what it starts
     console.clock.advance(timedelta(seconds=20))

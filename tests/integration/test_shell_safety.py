@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from engine import playbook, stepenv
 from engine.catalog import Catalog
-from engine.runner import Engine
+from engine.runs.engine import Engine
 from storage import tables as t
 from tests.conftest import HarnessFactory
 

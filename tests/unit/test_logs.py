@@ -74,7 +74,7 @@ def test_other_commands_than_serve_log_warnings_only(root: logging.Logger) -> No
     logs.setup("INFO", quiet=True)
     out = captured(root)
     logging.getLogger("baton").info("chatty")
-    logging.getLogger("engine.runner").warning("listen")
+    logging.getLogger("engine.runs.engine").warning("listen")
     assert "chatty" not in out.getvalue() and "listen" in out.getvalue()
 
 

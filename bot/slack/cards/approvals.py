@@ -11,7 +11,7 @@ from bot.slack.cards.posting import Poster
 from bot.slack.people import Directory
 from engine import queries
 from engine.outbox import Post
-from engine.runner import Engine
+from engine.runs.engine import Engine
 
 
 class Approvals:

@@ -41,7 +41,7 @@ from engine import queries
 from engine.bus import Subscription
 from engine.errors import BatonError
 from engine.outbox import Outbox, Post
-from engine.runner import Engine
+from engine.runs.engine import Engine
 
 log = logging.getLogger("bot.slack.cards")
 

@@ -19,7 +19,7 @@ from engine import events as ev
 from engine import queries
 from engine.durations import format_duration
 from engine.outbox import Post
-from engine.runner import Engine
+from engine.runs.engine import Engine
 
 log = logging.getLogger("bot.slack.cards")
 

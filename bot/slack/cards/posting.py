@@ -14,7 +14,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.slack import blocks
 from engine import queries
 from engine.outbox import Outbox, Post
-from engine.runner import Engine
+from engine.runs.engine import Engine
 
 log = logging.getLogger("bot.slack.cards")
 
