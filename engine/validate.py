@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from engine import foreach, inputchecks, params, playbook, templating
+from engine import foreach, inputchecks, params, playbook, salvage, templating, yamldoc
 from engine.actions.registry import Registry
 from engine.errors import ParamError, PlaybookInvalid, Problem, closest
 from engine.inputchecks import Groups
@@ -67,8 +67,10 @@ class _Checker:
         registry: Registry,
         groups: Groups | None = None,
         workers: bool = True,
+        skip: Sequence[tuple[Any, ...]] = (),
     ) -> None:
         self.pb = pb
+        self.skip = list(skip)
         self.groups = groups
         self.workers = workers
         self.lines = lines
@@ -80,6 +82,8 @@ class _Checker:
         self.fanouts = {s.id for _, s in pb.all_steps() if s.for_each is not None}
 
     def add(self, path: tuple[Any, ...], message: str) -> None:
+        if salvage.skipped(path, self.skip):
+            return  # a part whose structure is broken (see engine.salvage)
         self.problems.append(Problem(self.file, playbook.line_of(self.lines, path), message))
 
     def run(self) -> list[Problem]:
@@ -347,12 +351,14 @@ def validate(
     groups: Groups | None = None,
     *,
     workers: bool = True,
+    skip: Sequence[tuple[Any, ...]] = (),
 ) -> list[Problem]:
     """Every semantic problem of ``pb`` (loaded from ``file`` with ``lines``), sorted by line.
     With ``groups``, an approval's ``groups`` must exist and their members count for its
     quorum. ``workers``: whether the database can hand steps to workers (PostgreSQL);
-    without, a step's ``runs_on`` is a problem."""
-    return _Checker(pb, lines, file, registry, groups, workers).run()
+    without, a step's ``runs_on`` is a problem. ``skip``: paths whose problems are left
+    out (the broken parts of a salvaged playbook, see ``engine.salvage``)."""
+    return _Checker(pb, lines, file, registry, groups, workers, skip).run()
 
 
 def load_and_validate(path: Path, registry: Registry) -> tuple[Playbook | None, list[Problem]]:
@@ -365,11 +371,26 @@ def load_and_validate(path: Path, registry: Registry) -> tuple[Playbook | None, 
 def _load(
     path: Path, registry: Registry, groups: Groups | None = None, workers: bool = True
 ) -> tuple[Playbook | None, Lines, list[Problem]]:
+    """The playbook (None unless its structure is sound), its lines and every problem: a
+    structurally broken one is checked as far as it can be."""
+    file = str(path)
     try:
-        pb, lines = playbook.load_file(path)
+        data, lines = yamldoc.parse(yamldoc.read_text(path), file)
     except PlaybookInvalid as exc:
         return None, {}, exc.problems
-    return pb, lines, validate(pb, lines, str(path), registry, groups, workers=workers)
+    broken: list[Problem] = []
+    skip: list[tuple[Any, ...]] = []
+    try:
+        pb = playbook.build(data, lines, file)
+    except PlaybookInvalid as exc:
+        broken += exc.problems
+        salvaged = salvage.partial(data)
+        if salvaged is None:
+            return None, lines, broken
+        pb, skip = salvaged
+    found = validate(pb, lines, file, registry, groups, workers=workers, skip=skip)
+    sound = not broken
+    return (pb if sound else None), lines, sorted(broken + found, key=lambda p: p.line or 0)
 
 
 def validate_paths(
