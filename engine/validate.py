@@ -372,13 +372,13 @@ def _load(
     path: Path, registry: Registry, groups: Groups | None = None, workers: bool = True
 ) -> tuple[Playbook | None, Lines, list[Problem]]:
     """The playbook (None unless its structure is sound), its lines and every problem: a
-    structurally broken one is checked as far as it can be."""
+    structurally broken one (duplicate keys included: each key's last value is checked)
+    is checked as far as it can be."""
     file = str(path)
     try:
-        data, lines = yamldoc.parse(yamldoc.read_text(path), file)
+        data, lines, broken = yamldoc.parse_past_duplicates(yamldoc.read_text(path), file)
     except PlaybookInvalid as exc:
         return None, {}, exc.problems
-    broken: list[Problem] = []
     skip: list[tuple[Any, ...]] = []
     try:
         pb = playbook.build(data, lines, file)

@@ -110,3 +110,32 @@ def test_nothing_is_salvaged_when_others_depend_on_the_broken_part(
     )
     found = problems(tmp_path, registry, text)
     assert [line for line, _ in found] == [len(text.splitlines()) - 3]
+
+
+def test_a_duplicate_key_is_reported_and_the_rest_still_checked(
+    tmp_path: Path, registry: Registry
+) -> None:
+    found = problems(
+        tmp_path,
+        registry,
+        """\
+        name: p
+        steps:
+          - id: x
+            action: shell
+            with:
+              argv: [echo, one]
+              argv: [echo, "{{ params.nope }}"]
+          - id: gate
+            action: approval
+            with: {approvers: [alice], min_approvals: 2}
+        """,
+    )
+    assert found == [
+        (7, "duplicate key 'argv'"),
+        (7, "step 'x': with.argv[1]: unknown param 'nope'"),
+        (10, QUORUM),
+    ]
+    path = tmp_path / "pb.yaml"
+    valid, _ = validate.validate_paths([path], registry)
+    assert valid == {}  # a playbook with a duplicate key never loads
