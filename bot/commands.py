@@ -70,7 +70,14 @@ from engine import params as paramlib
 from engine import schedules as schedlib
 from engine.access import Actor
 from engine.durations import format_duration
-from engine.errors import BatonError, InvalidTransition, NotAllowed, PlaybookNotFound, closest
+from engine.errors import (
+    BatonError,
+    InvalidTransition,
+    NotAllowed,
+    PlaybookNotFound,
+    PlaybookUnusable,
+    closest,
+)
 from engine.fleet import inventory
 from engine.foreach import Tally
 from engine.requests import RunRequest
@@ -174,6 +181,8 @@ class Commands:
             reply.data["refused"] = True  # a refusal, not a mistake (the web answers 403)
             if isinstance(exc, access.Refused):  # front ends may word it their way
                 reply.data["refusal"] = exc.decision
+        except PlaybookUnusable as exc:  # its file fails validation: say so, and why
+            outcome, reply = "invalid", _fail(*str(exc).splitlines())
         except PlaybookNotFound as exc:
             outcome = "invalid"
             hint = ", ".join(f"`{s}`" for s in exc.suggestions)

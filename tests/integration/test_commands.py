@@ -255,6 +255,22 @@ async def test_help_and_describe_show_params(harness: HarnessFactory) -> None:
     assert "Did you mean `describe`" in (await say(h, cmds, "help descrbe")).text
 
 
+async def test_an_invalid_playbook_is_called_invalid_not_unknown(harness: HarnessFactory) -> None:
+    h, cmds = await _setup(harness)
+    path = h.root / "playbooks" / "typo.yaml"
+    path.write_text("name: typo\nsteps:\n  - id: a\n    action: log\n    colour: red\n")
+    h.engine.reload()
+    reply = await say(h, cmds, "run typo")
+    assert not reply.ok
+    assert reply.text.splitlines() == [
+        f"Playbook 'typo' is invalid, so it cannot run ({path}):",
+        f"  {path}:3: step 'a': action 'log' needs input 'message'",
+        f"  {path}:5: steps[0].colour: unknown key",
+        f"Fix it, then check it with `baton validate {path}`.",
+    ]
+    assert await queries.list_runs(h.store) == []
+
+
 async def test_mistakes_get_a_short_answer_and_are_audited(harness: HarnessFactory) -> None:
     h, cmds = await _setup(harness)
     unknown = await say(h, cmds, "rnu greet")
