@@ -121,6 +121,14 @@ class _Window:
         return len(self.starts) >= self.limit
 
 
+def _period(seconds: float) -> str:
+    """A rate's period as written: ``10m``, ``1h``, ``90s``."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
 def alert_context(alert: Alert) -> dict[str, Any]:
     """What templates see as ``alert``."""
     return {
@@ -266,8 +274,9 @@ class Alerts:
         results = [await self._fire(alert, pb, i, trig, row_id) for pb, i, trig in matched]
         outcome, reason, run_id = max(results, key=lambda r: RANK.get(r[0], 0))
         if len(results) > 1:
-            reason = "; ".join(
-                f"{pb}: {o}" for (pb, _, _), (o, _, _) in zip(matched, results, strict=True)
+            reason = "; ".join(  # what held or failed says why
+                f"{pb}: {o}" + (f" ({why})" if o in ("held", "failed") else "")
+                for (pb, _, _), (o, why, _) in zip(matched, results, strict=True)
             )
         await self._settle(alert, row_id, outcome, reason, run_id)
 
@@ -320,7 +329,7 @@ class Alerts:
         tick = self.monotonic()
         full = [w for w in limits if w.full(tick)]
         if full:
-            return self._hold(alert, playbook, key, trig, full[-1], now)
+            return self._hold(alert, playbook, index, trig, full[-1], now)
         try:
             params = templating.render(trig.params, {"alert": alert_context(alert)})
             run_id = await self.engine.start_run(
@@ -363,19 +372,23 @@ class Alerts:
         self,
         alert: Alert,
         playbook: str,
-        key: str,
+        index: int,
         trig: AlertTrigger,
         window: _Window,
         now: datetime,
     ) -> tuple[str, str, str | None]:
+        """Hold ``alert`` (``index``: its trigger's place in ``triggers``); the reason
+        names the limit that held it."""
+        key = f"{playbook}#{index}"
         window.held += 1
         if window.held_since is None:
             window.held_since = now
             window.episodes += 1
-        which = (
-            "all alert triggers" if window is self._windows.get("*") else f"{playbook}'s trigger"
-        )
-        limit = f"{window.limit} runs per {window.period:g}s for {which}"
+        if window is self._windows.get("*"):  # BATON_ALERT_RATE held it
+            rate = f"{window.limit}/{_period(window.period)}"
+            limit = f"BATON_ALERT_RATE {rate}, shared by all alert triggers"
+        else:
+            limit = f"the rate {trig.rate} of {playbook}'s alert trigger {index + 1}"
         episode = f"{key}@{window.held_since.isoformat()}#{window.episodes}"
         self.engine.bus.publish(
             ev.AlertsHeld(
@@ -389,7 +402,7 @@ class Alerts:
                 limit=limit,
             )
         )
-        return "held", f"over the limit: {limit}", None
+        return "held", f"over the limit of {limit}", None
 
     async def _active_link(
         self, alert: Alert, playbook: str, index: int, trig: AlertTrigger
