@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from engine import params, templating
+from engine import params, splices
 from engine.actions import shell_code_inputs
 from engine.actions.registry import Registry
 from engine.errors import closest
@@ -170,7 +170,7 @@ def _shell_code(step: Step, action: Any) -> Found:
     for name in shell_code_inputs(action):
         text = step.with_.get(name)
         if isinstance(text, str):
-            for splice in templating.shell_splices(text):
+            for splice in splices.shell_splices(text):
                 yield ("with", name), f"with.{name}, {splice.problem()}"
 
 

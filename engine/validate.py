@@ -11,7 +11,7 @@ when their members are known), step ids are unique across ``steps``, ``on_failur
 and only use declared params, existing steps, known names and the fields those have
 (``steps.X.output``, ``failure.error``, ``alert.labels``...), a main step only reads
 ``steps.X`` of steps it (transitively) needs, no ``{{ }}`` splices a value into shell
-code (``script``: see ``templating.shell_splices``), and param defaults fit their own
+code (``script``: see ``splices.shell_splices``), and param defaults fit their own
 type.
 """
 
