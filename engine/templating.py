@@ -71,10 +71,29 @@ def shell_text(value: Any) -> str:
     return str(value)
 
 
+class _Method(jinja2.StrictUndefined):
+    """A mapping's method read where its key is missing (``output.keys``): a missing
+    field like any other when it is used as a value, the method when it is called
+    (``output.keys()``, ``alert.labels.get('instance', 'localhost')``)."""
+
+    __slots__ = ("_method",)
+    unsafe_callable = False  # read by the sandbox's is_safe_callable
+    alters_data = False
+    jinja_pass_arg = None  # read by Jinja's Context.call
+
+    def __init__(self, method: Any, obj: Any, name: str) -> None:
+        super().__init__(obj=obj, name=name)
+        self._method = method
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._method(*args, **kwargs)
+
+
 class _Environment(sandbox.Sandbox):
     """The metered sandbox, where a mapping's key wins over a method of the same name:
     ``steps.get.status`` reads the step ``get``, ``output.json.items`` the key ``items``
-    (Jinja's own order would give ``dict.get`` and ``dict.items``)."""
+    (Jinja's own order would give ``dict.get`` and ``dict.items``); a missing key is a
+    missing field, never a method rendered as text (see ``_Method``)."""
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if isinstance(obj, Mapping) and isinstance(attribute, str):
@@ -85,7 +104,17 @@ class _Environment(sandbox.Sandbox):
             else:
                 sandbox.charge(1)
                 return value
-        return super().getattr(obj, attribute)
+        return _not_a_method(obj, attribute, super().getattr(obj, attribute))
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        return _not_a_method(obj, argument, super().getitem(obj, argument))
+
+
+def _not_a_method(obj: Any, name: Any, value: Any) -> Any:
+    """``value``, unless it is a method of the mapping ``obj`` (its key ``name`` missing)."""
+    if isinstance(obj, Mapping) and callable(value) and not isinstance(value, jinja2.Undefined):
+        return _Method(value, obj, str(name))
+    return value
 
 
 @functools.cache

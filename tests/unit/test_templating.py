@@ -382,3 +382,31 @@ def test_a_mistyped_hyphenated_id_is_named_whole() -> None:
 def test_a_minus_with_spaces_stays_a_minus() -> None:
     context = {"steps": {"a": {"output": {"n": 5}}}, "params": {"b": 2}}
     assert templating.render("{{ steps.a.output.n - params.b }}", context) == 3
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        pytest.param("{{ steps.get.output.keys }}", id="native"),
+        pytest.param("keys: {{ steps.get.output.values }}", id="in-text"),
+        pytest.param("{{ steps.get.output['keys'] }}", id="subscript"),
+        pytest.param("{{ params.get }}", id="params"),
+        pytest.param("{% if steps.items.output.items %}x{% endif %}", id="condition"),
+    ],
+)
+def test_a_dict_method_read_as_a_field_is_a_missing_field(template: str) -> None:
+    with pytest.raises(TemplateError, match="'dict object' has no attribute") as excinfo:
+        templating.render(template, IDS_CONTEXT)
+    assert "bound method" not in str(excinfo.value)
+
+
+def test_a_dict_method_called_still_works() -> None:
+    context = {**IDS_CONTEXT, "alert": {"labels": {"instance": "db1"}}}
+    assert templating.render("{{ alert.labels.get('instance', 'localhost') }}", context) == "db1"
+    assert templating.render("{{ alert.labels.get('mountpoint', '/tmp') }}", context) == "/tmp"
+    assert templating.render("{{ params.items() | list }}", context) == [
+        ("values", 7),
+        ("host", "web1"),
+    ]
+    assert templating.render("{{ steps.get.output.keys is defined }}", context) is False
+    assert templating.evaluate("steps.get.output.keys() | list == ['items']", context)
