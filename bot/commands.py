@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from bot import hosts, stats_chat
+from bot import hosts, stats_chat, zoned
 from bot.grammar import (
     USAGE,
     VERBS,
@@ -530,7 +530,7 @@ class Commands:
             timezone=self.timezone,
             origin=actor.via,
         )
-        nxt = _short(made.next_fire_at) or "never"
+        nxt = zoned.zoned(made.next_fire_at, made.timezone) or "never"
         return Reply(
             [
                 f"scheduled {made.playbook} as {made.id}: {made.when} ({made.timezone}); "
@@ -549,7 +549,7 @@ class Commands:
             view = await schedule_ops.pause(self.schedules, sid, actor.id)
             return Reply([f"paused schedule {sid} ({view.playbook}); `resume {sid}` to go on"])
         view = await schedule_ops.resume(self.schedules, sid, actor.id)
-        nxt = _short(view.next_fire_at)
+        nxt = zoned.zoned(view.next_fire_at, view.timezone)
         return Reply([f"resumed schedule {sid} ({view.playbook}); next run {nxt}"])
 
     async def _schedules(self) -> Reply:
@@ -561,7 +561,7 @@ class Commands:
                 v.id,
                 v.playbook,
                 f"{v.when} ({v.timezone})",
-                _short(v.next_fire_at) or "-",
+                zoned.zoned(v.next_fire_at, v.timezone) or "-",
                 v.created_by,
                 _params(v.params),
             ]
@@ -601,10 +601,6 @@ def _params(params: dict[str, Any] | None) -> str:
 
 def _when(iso: str | None) -> str:
     return iso[:19].replace("T", " ") if iso else ""
-
-
-def _short(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S %Z").strip() if value is not None else ""
 
 
 def _took(started: str | None, finished: str | None) -> str:

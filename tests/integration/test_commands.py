@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
@@ -193,6 +194,20 @@ async def test_schedule_schedules_unschedule(harness: HarnessFactory) -> None:
     await h.advance(30 * 60)  # the `in 30m` one fires
     (run,) = await queries.list_runs(h.store)
     assert (run["playbook"], run["trigger"], run["status"]) == ("greet", "schedule", "succeeded")
+
+
+async def test_schedules_show_their_next_fire_in_their_own_zone(harness: HarnessFactory) -> None:
+    h = await harness(PLAYBOOKS)
+    cmds = Commands(engine=h.engine, schedules=h.schedules, timezone="Europe/Paris")
+    made = await say(h, cmds, 'schedule greet "0 9 * * *"')
+    (view,) = await h.schedules.list()
+    local = view.next_fire_at.astimezone(ZoneInfo("Europe/Paris"))
+    assert (local.hour, local.minute) == (9, 0)
+    shown = f"{local:%Y-%m-%d} 09:00:00 Europe/Paris"
+    assert made.text.endswith(f"(Europe/Paris); next run {shown}")
+    listed = await say(h, cmds, "schedules")
+    assert f"0 9 * * * (Europe/Paris)  {shown}  alice" in listed.text
+    assert "UTC" not in listed.text
 
 
 async def test_crontab_weekdays_from_chat(harness: HarnessFactory) -> None:
