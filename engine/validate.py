@@ -48,7 +48,7 @@ ALERT_FIELDS = (
     "starts_at",
     "links",
 )
-"""What templates see of ``alert`` (``engine.alerting.alert_context``)."""
+"""What templates see of ``alert`` (``engine.alertrows.alert_context``)."""
 
 _hint, _strings, _dotted = inputchecks.hint, inputchecks.strings, inputchecks.dotted
 
