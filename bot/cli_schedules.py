@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from bot.zoned import zoned
+
 if TYPE_CHECKING:
     from bot.settings import Settings
 
@@ -46,7 +48,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
             when=wanted.when,
             timezone=zone,
         )
-        nxt = made.next_fire_at.isoformat() if made.next_fire_at else "never"
+        nxt = zoned(made.next_fire_at, made.timezone) or "never"
         print(
             f"scheduled {made.playbook} as {made.id}: {made.when} ({made.timezone}); next run {nxt}"
         )
@@ -66,8 +68,8 @@ def _print_schedules(views: list[Any]) -> None:
                 v.playbook,
                 v.when,
                 v.timezone,
-                _short(v.next_fire_at),
-                _short(v.last_fire_at),
+                zoned(v.next_fire_at, v.timezone),
+                zoned(v.last_fire_at, v.timezone),
                 v.last_run_id or "",
                 v.created_by,
                 str(v.missed or ""),
@@ -76,7 +78,3 @@ def _print_schedules(views: list[Any]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for row in rows:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
-
-
-def _short(value: Any) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else ""

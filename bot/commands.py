@@ -64,7 +64,7 @@ from engine import access, queries, storable
 from engine import params as paramlib
 from engine import schedules as schedlib
 from engine.access import Actor
-from engine.errors import BatonError, NotAllowed, PlaybookNotFound
+from engine.errors import BatonError, NotAllowed, PlaybookNotFound, PlaybookUnusable
 from engine.runs.engine import Engine
 
 __all__ = [  # the grammar's names, for callers that know this module only
@@ -130,6 +130,8 @@ class Commands:
             reply.data["refused"] = True  # a refusal, not a mistake (the web answers 403)
             if isinstance(exc, access.Refused):  # front ends may word it their way
                 reply.data["refusal"] = exc.decision
+        except PlaybookUnusable as exc:  # its file fails validation: say so, and why
+            outcome, reply = "invalid", fail(*str(exc).splitlines())
         except PlaybookNotFound as exc:
             outcome = "invalid"
             hint = ", ".join(f"`{s}`" for s in exc.suggestions)

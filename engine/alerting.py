@@ -27,27 +27,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import hashlib
 import logging
 import time
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
+from engine import alertrates, alertrows, templating
 from engine import events as ev
 from engine import matchers as matcherlib
-from engine import templating
 from engine.alerts import Alert, Rejected
 from engine.errors import BatonError
 from engine.playbook import AlertTrigger, parse_rate
 from engine.requests import RunRequest
 from engine.runs.engine import Engine
-from engine.state import new_id
 from storage import tables as t
 from storage.rows import Rows
 
@@ -104,43 +100,6 @@ class Receipt:
     rejected: int
 
 
-@dataclass
-class _Window:
-    """Start times of the runs a limit counts, and the hold episode beyond it."""
-
-    limit: int
-    period: float
-    starts: deque[float] = field(default_factory=deque)
-    held: int = 0
-    held_since: datetime | None = None
-    episodes: int = 0  # hold episodes so far: each gets one summary message
-
-    def full(self, now: float) -> bool:
-        while self.starts and now - self.starts[0] >= self.period:
-            self.starts.popleft()
-        return len(self.starts) >= self.limit
-
-
-def alert_context(alert: Alert) -> dict[str, Any]:
-    """What templates see as ``alert``."""
-    return {
-        "source": alert.source,
-        "fingerprint": alert.fingerprint,
-        "status": alert.status,
-        "name": alert.name,
-        "summary": alert.summary,
-        "labels": dict(alert.labels),
-        "annotations": dict(alert.annotations),
-        "severity": alert.severity,
-        "starts_at": alert.starts_at.isoformat() if alert.starts_at else None,
-        "links": _links(alert),
-    }
-
-
-def _links(alert: Alert) -> list[dict[str, str]]:
-    return [{"url": link.url, "title": link.title} for link in alert.links]
-
-
 class Alerts:
     def __init__(
         self,
@@ -154,7 +113,7 @@ class Alerts:
         self.monotonic = monotonic
         self._queue: asyncio.Queue[tuple[str, Alert]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
-        self._windows: dict[str, _Window] = {}
+        self._windows: dict[str, alertrates.Window] = {}
         self._busy = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -176,7 +135,7 @@ class Alerts:
             )
         )
         for row in rows:
-            self._enqueue(row.id, _from_row(row))
+            self._enqueue(row.id, alertrows.from_row(row))
         self._worker = asyncio.create_task(self._work(), name="alerts")
 
     async def stop(self) -> None:
@@ -200,9 +159,9 @@ class Alerts:
         """Store every alert (and every rejected entry, with its reason) in one write,
         then queue the alerts for routing. Returns as soon as the rows are committed."""
         now = self.engine.clock.now()
-        alerts = [_fitted(a) for a in alerts]
-        rows = [_row(a, now) for a in alerts]
-        rows += [_rejected_row(r, now) for r in rejected]
+        alerts = [alertrows.fitted(a) for a in alerts]
+        rows = [alertrows.row_of(a, now) for a in alerts]
+        rows += [alertrows.rejected_row(r, now) for r in rejected]
         if not rows:
             return Receipt([], 0, 0)
 
@@ -266,8 +225,9 @@ class Alerts:
         results = [await self._fire(alert, pb, i, trig, row_id) for pb, i, trig in matched]
         outcome, reason, run_id = max(results, key=lambda r: RANK.get(r[0], 0))
         if len(results) > 1:
-            reason = "; ".join(
-                f"{pb}: {o}" for (pb, _, _), (o, _, _) in zip(matched, results, strict=True)
+            reason = "; ".join(  # what held or failed says why
+                f"{pb}: {o}" + (f" ({why})" if o in ("held", "failed") else "")
+                for (pb, _, _), (o, why, _) in zip(matched, results, strict=True)
             )
         await self._settle(alert, row_id, outcome, reason, run_id)
 
@@ -320,16 +280,16 @@ class Alerts:
         tick = self.monotonic()
         full = [w for w in limits if w.full(tick)]
         if full:
-            return self._hold(alert, playbook, key, trig, full[-1], now)
+            return self._hold(alert, playbook, index, trig, full[-1], now)
         try:
-            params = templating.render(trig.params, {"alert": alert_context(alert)})
+            params = templating.render(trig.params, {"alert": alertrows.alert_context(alert)})
             run_id = await self.engine.start_run(
                 RunRequest(
                     playbook=playbook,
                     params=params,
                     requested_by=f"alert:{alert.source}",
                     trigger="alert",
-                    source=_source(alert, trig),
+                    source=alertrows.source_of(alert, trig),
                 ),
                 also=lambda run_id: [  # the link commits with the run: no run without it
                     t.alert_runs.insert().values(
@@ -340,7 +300,7 @@ class Alerts:
                         trigger=index,
                         name=alert.name[:500],
                         summary=alert.summary,
-                        links=_links(alert),
+                        links=alertrows.links(alert),
                         first_at=alert.starts_at or now,
                         last_at=now,
                     )
@@ -353,29 +313,33 @@ class Alerts:
             window.held, window.held_since = 0, None
         return "started", f"run {run_id} of {playbook}", run_id
 
-    def _window(self, key: str, rate: tuple[int, float]) -> _Window:
+    def _window(self, key: str, rate: tuple[int, float]) -> alertrates.Window:
         window = self._windows.get(key)
         if window is None or (window.limit, window.period) != rate:
-            window = self._windows[key] = _Window(*rate)
+            window = self._windows[key] = alertrates.Window(*rate)
         return window
 
     def _hold(
         self,
         alert: Alert,
         playbook: str,
-        key: str,
+        index: int,
         trig: AlertTrigger,
-        window: _Window,
+        window: alertrates.Window,
         now: datetime,
     ) -> tuple[str, str, str | None]:
+        """Hold ``alert`` (``index``: its trigger's place in ``triggers``); the reason
+        names the limit that held it."""
+        key = f"{playbook}#{index}"
         window.held += 1
         if window.held_since is None:
             window.held_since = now
             window.episodes += 1
-        which = (
-            "all alert triggers" if window is self._windows.get("*") else f"{playbook}'s trigger"
-        )
-        limit = f"{window.limit} runs per {window.period:g}s for {which}"
+        if window is self._windows.get("*"):  # BATON_ALERT_RATE held it
+            rate = f"{window.limit}/{alertrates.period_text(window.period)}"
+            limit = f"BATON_ALERT_RATE {rate}, shared by all alert triggers"
+        else:
+            limit = f"the rate {trig.rate} of {playbook}'s alert trigger {index + 1}"
         episode = f"{key}@{window.held_since.isoformat()}#{window.episodes}"
         self.engine.bus.publish(
             ev.AlertsHeld(
@@ -389,7 +353,7 @@ class Alerts:
                 limit=limit,
             )
         )
-        return "held", f"over the limit: {limit}", None
+        return "held", f"over the limit of {limit}", None
 
     async def _active_link(
         self, alert: Alert, playbook: str, index: int, trig: AlertTrigger
@@ -467,124 +431,16 @@ class Alerts:
         action = trig.on_resolved
         assert action is not None
         try:
-            params = templating.render(action.params, {"alert": alert_context(alert)})
+            params = templating.render(action.params, {"alert": alertrows.alert_context(alert)})
             started = await self.engine.start_run(
                 RunRequest(
                     playbook=action.playbook,
                     params=params,
                     requested_by=f"alert:{alert.source}",
                     trigger="alert",
-                    source={**_source(alert, trig), "resolves": run_id},
+                    source={**alertrows.source_of(alert, trig), "resolves": run_id},
                 )
             )
         except BatonError as exc:
             return f"on_resolved {action.playbook} failed: {exc}"
         return f"started {action.playbook} as run {started}"
-
-
-_ON_THE_CARD = ("source", "fingerprint", "name", "summary", "severity", "links")
-
-
-def _source(alert: Alert, trig: AlertTrigger) -> dict[str, Any]:
-    """The run's ``source``: where its card goes, whom it names, the alert it shows."""
-    shown = alert_context(alert)
-    return {
-        "front_end": "alert",
-        "channel": trig.channel,
-        "mention": list(trig.mention),
-        "alert": {key: shown[key] for key in _ON_THE_CARD},
-    }
-
-
-_last_stamp = 0
-
-
-def _fitted(alert: Alert) -> Alert:
-    """The alert with fields that fit their columns: a fingerprint over 200 characters
-    becomes a hash of it (the same every time, so repeats still match), the source and
-    severity are clipped."""
-    fingerprint = alert.fingerprint
-    if len(fingerprint) > 200:
-        fingerprint = "sha256:" + hashlib.sha256(fingerprint.encode()).hexdigest()
-    severity = alert.severity[:64] if alert.severity else alert.severity
-    if (fingerprint, severity, alert.source[:32]) == (
-        alert.fingerprint,
-        alert.severity,
-        alert.source,
-    ):
-        return alert
-    return dataclasses.replace(
-        alert, fingerprint=fingerprint, severity=severity, source=alert.source[:32]
-    )
-
-
-def alert_id() -> str:
-    """An id that sorts in the order alerts were received (microseconds since the
-    epoch, never repeating in a process) with random bits, so ids from several
-    processes do not collide."""
-    global _last_stamp
-    _last_stamp = max(time.time_ns() // 1000, _last_stamp + 1)
-    return f"{_last_stamp:014x}{new_id()[:6]}"
-
-
-def _row(alert: Alert, now: datetime) -> dict[str, Any]:
-    return {
-        "id": alert_id(),
-        "source": alert.source,
-        "fingerprint": alert.fingerprint,
-        "status": alert.status,
-        "name": alert.name[:500],
-        "labels": dict(alert.labels),
-        "annotations": dict(alert.annotations),
-        "severity": alert.severity,
-        "starts_at": alert.starts_at,
-        "ends_at": alert.ends_at,
-        "links": _links(alert),
-        "raw": alert.raw,
-        "received_at": now,
-        "outcome": "pending",
-        "reason": None,
-        "run_id": None,
-        "processed_at": None,
-    }
-
-
-def _rejected_row(rejected: Rejected, now: datetime) -> dict[str, Any]:
-    raw = rejected.raw if isinstance(rejected.raw, dict) else {"value": rejected.raw}
-    digest = hashlib.sha256(repr(rejected.raw).encode()).hexdigest()[:16]
-    return {
-        "id": alert_id(),
-        "source": rejected.source[:32],
-        "fingerprint": f"rejected:{digest}",
-        "status": "rejected",
-        "name": "",
-        "labels": {},
-        "annotations": {},
-        "severity": None,
-        "starts_at": None,
-        "ends_at": None,
-        "links": [],
-        "raw": raw,
-        "received_at": now,
-        "outcome": "rejected",
-        "reason": rejected.reason,
-        "run_id": None,
-        "processed_at": now,
-    }
-
-
-def _from_row(row: t.AnyRow) -> Alert:
-    from engine.alerts import Link
-
-    return Alert(
-        source=row.source,
-        fingerprint=row.fingerprint,
-        status=row.status,
-        labels=dict(row.labels or {}),
-        annotations=dict(row.annotations or {}),
-        severity=row.severity,
-        starts_at=row.starts_at,
-        ends_at=row.ends_at,
-        links=tuple(Link(**link) for link in row.links or []),
-        raw=dict(row.raw or {}),
-    )

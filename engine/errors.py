@@ -48,6 +48,26 @@ class PlaybookNotFound(BatonError):
         super().__init__(f"Unknown playbook {name!r}.{hint}")
 
 
+class PlaybookUnusable(PlaybookNotFound):
+    """A playbook file exists but fails validation, so it cannot run: the message says
+    so, with its problems and file, instead of calling the playbook unknown."""
+
+    def __init__(self, name: str, path: str, problems: Iterable[Problem]) -> None:
+        BatonError.__init__(
+            self,
+            "\n".join(
+                [
+                    f"Playbook {name!r} is invalid, so it cannot run ({path}):",
+                    *(f"  {p}" for p in problems),
+                    f"Fix it, then check it with `baton validate {path}`.",
+                ]
+            ),
+        )
+        self.name = name
+        self.path = path
+        self.suggestions = []
+
+
 class ParamError(BatonError):
     """A run was asked for with parameters that do not fit the playbook's schema."""
 

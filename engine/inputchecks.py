@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from engine import params, templating
+from engine import params, splices
 from engine.actions import shell_code_inputs
 from engine.actions.registry import Registry
 from engine.errors import closest
@@ -57,9 +57,22 @@ def _model(step: Step, action: Any, declared: Mapping[str, Param], groups: Group
         inputs = model.model_validate(step.with_)
     except ValidationError as exc:
         yield from _model_errors(step, model, exc)
-    else:
+        inputs = _fitting(model, step.with_, exc)
+    if inputs is not None:
         yield from _approval(step, inputs, groups)
     yield from _param_values(step, model, declared)
+
+
+def _fitting(model: type[BaseModel], given: dict[str, Any], exc: ValidationError) -> Any:
+    """The inputs without those that do not fit, when the rest fits on its own (None
+    otherwise): one bad input does not hide a problem of the others, such as a quorum."""
+    if any(not err["loc"] for err in exc.errors()):
+        return None  # a problem of the inputs as a whole
+    bad = {err["loc"][0] for err in exc.errors()}
+    try:
+        return model.model_validate({k: v for k, v in given.items() if k not in bad})
+    except ValidationError:
+        return None
 
 
 def _model_errors(step: Step, model: type[BaseModel], exc: ValidationError) -> Found:
@@ -157,7 +170,7 @@ def _shell_code(step: Step, action: Any) -> Found:
     for name in shell_code_inputs(action):
         text = step.with_.get(name)
         if isinstance(text, str):
-            for splice in templating.shell_splices(text):
+            for splice in splices.shell_splices(text):
                 yield ("with", name), f"with.{name}, {splice.problem()}"
 
 

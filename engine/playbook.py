@@ -12,10 +12,11 @@ import re
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -23,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from engine import durations, yamldoc
+from engine import durations, matchers, yamldoc
 from engine.errors import PlaybookInvalid, Problem
 from engine.foreach import ForEach
 
@@ -202,6 +203,43 @@ class ResolvedAction(_Model):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+def _match_value(v: Any) -> Any:
+    """A ``match`` value is one regular expression over the label's value; a number
+    stands for its text. A list, a mapping, a YAML boolean or nothing is refused: its
+    text (``['firing', 'resolved']``) would be a regex matching something else."""
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        v = str(v)
+    if isinstance(v, list) and all(isinstance(x, str | int | float) for x in v):
+        either = "|".join(str(x) for x in v)
+        raise ValueError(
+            f"a match value is one regular expression, not a list: write {either!r} "
+            "to match any of them"
+        )
+    if isinstance(v, bool) or v is None:
+        said = "nothing" if v is None else f"the YAML boolean {str(v).lower()}"
+        raise ValueError(
+            f"a match value is one regular expression, not {said}: quote the text you mean"
+        )
+    if not isinstance(v, str):
+        raise ValueError(f"a match value is one regular expression, not a {type(v).__name__}")
+    try:
+        re.compile(v.removeprefix("!"))
+    except re.error as exc:
+        raise ValueError(f"{v!r} is not a regular expression ({exc})") from None
+    return v
+
+
+def _matcher(v: Any) -> Any:
+    """One of ``matchers``: a string in Alertmanager's syntax, checked here, at its line."""
+    if not isinstance(v, str):
+        raise ValueError(
+            f"a matcher is one string in Alertmanager's syntax, such as 'env=\"prod\"', "
+            f"not a {type(v).__name__}"
+        )
+    matchers.parse(v)
+    return v
+
+
 class AlertTrigger(_Model):
     """Start this playbook when an alert matches: ``source`` (alertmanager, grafana,
     pagerduty, generic, chat; any when absent), label matchers (``match`` and/or
@@ -213,8 +251,8 @@ class AlertTrigger(_Model):
     and ``on_resolved`` (a playbook to run)."""
 
     source: str | None = None
-    match: dict[str, str] = Field(default_factory=dict)
-    matchers: list[str] = Field(default_factory=list)
+    match: dict[str, Annotated[str, BeforeValidator(_match_value)]] = Field(default_factory=dict)
+    matchers: list[Annotated[str, BeforeValidator(_matcher)]] = Field(default_factory=list)
     params: dict[str, Any] = Field(default_factory=dict)
     channel: str | None = None
     mention: list[str] = Field(default_factory=list)
@@ -225,8 +263,8 @@ class AlertTrigger(_Model):
 
     @field_validator("match", mode="before")
     @classmethod
-    def _text_values(cls, v: Any) -> Any:
-        return {str(k): str(x) for k, x in v.items()} if isinstance(v, dict) else v
+    def _text_labels(cls, v: Any) -> Any:
+        return {str(k): x for k, x in v.items()} if isinstance(v, dict) else v
 
     _one_or_many = field_validator("mention", mode="before")(_listed)
 
@@ -247,8 +285,6 @@ class AlertTrigger(_Model):
         return self
 
     def all_matchers(self) -> list[Any]:
-        from engine import matchers
-
         return matchers.from_match(self.match) + [matchers.parse(m) for m in self.matchers]
 
 

@@ -11,7 +11,7 @@ when their members are known), step ids are unique across ``steps``, ``on_failur
 and only use declared params, existing steps, known names and the fields those have
 (``steps.X.output``, ``failure.error``, ``alert.labels``...), a main step only reads
 ``steps.X`` of steps it (transitively) needs, no ``{{ }}`` splices a value into shell
-code (``script``: see ``templating.shell_splices``), and param defaults fit their own
+code (``script``: see ``splices.shell_splices``), and param defaults fit their own
 type.
 """
 
@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine import foreach, inputchecks, params, playbook, templating
+from engine import foreach, graphs, inputchecks, params, playbook, salvage, templating, yamldoc
 from engine.actions.registry import Registry
 from engine.errors import ParamError, PlaybookInvalid, Problem, closest
 from engine.inputchecks import Groups
@@ -47,7 +48,7 @@ ALERT_FIELDS = (
     "starts_at",
     "links",
 )
-"""What templates see of ``alert`` (``engine.alerting.alert_context``)."""
+"""What templates see of ``alert`` (``engine.alertrows.alert_context``)."""
 
 _hint, _strings, _dotted = inputchecks.hint, inputchecks.strings, inputchecks.dotted
 
@@ -67,8 +68,10 @@ class _Checker:
         registry: Registry,
         groups: Groups | None = None,
         workers: bool = True,
+        skip: Sequence[tuple[Any, ...]] = (),
     ) -> None:
         self.pb = pb
+        self.skip = list(skip)
         self.groups = groups
         self.workers = workers
         self.lines = lines
@@ -80,6 +83,8 @@ class _Checker:
         self.fanouts = {s.id for _, s in pb.all_steps() if s.for_each is not None}
 
     def add(self, path: tuple[Any, ...], message: str) -> None:
+        if salvage.skipped(path, self.skip):
+            return  # a part whose structure is broken (see engine.salvage)
         self.problems.append(Problem(self.file, playbook.line_of(self.lines, path), message))
 
     def run(self) -> list[Problem]:
@@ -182,7 +187,7 @@ class _Checker:
                     )
         graph = {s.id: [n for n in s.needs if n in ids] for s in steps}
         index = {s.id: i for i, s in enumerate(steps)}
-        for cycle in _cycles(graph):
+        for cycle in graphs.cycles(graph):
             self.add((key, index[cycle[0]], "needs"), "cycle in needs: " + " -> ".join(cycle))
 
     def ancestors(self, step_id: str) -> set[str]:
@@ -311,34 +316,6 @@ class _Checker:
                     )
 
 
-def _cycles(graph: dict[str, list[str]]) -> list[list[str]]:
-    """Each distinct cycle once, as ``[a, b, a]`` (a needs b, b needs a)."""
-    found: list[list[str]] = []
-    seen_sets: set[frozenset[str]] = set()
-    state: dict[str, int] = {}  # 1 on the stack, 2 done
-    stack: list[str] = []
-
-    def visit(node: str) -> None:
-        state[node] = 1
-        stack.append(node)
-        for nxt in graph.get(node, []):
-            if state.get(nxt) == 1:
-                cycle = [*stack[stack.index(nxt) :], nxt]
-                members = frozenset(cycle)
-                if members not in seen_sets:
-                    seen_sets.add(members)
-                    found.append(cycle)
-            elif nxt not in state:
-                visit(nxt)
-        stack.pop()
-        state[node] = 2
-
-    for node in graph:
-        if node not in state:
-            visit(node)
-    return found
-
-
 def validate(
     pb: Playbook,
     lines: Lines,
@@ -347,29 +324,62 @@ def validate(
     groups: Groups | None = None,
     *,
     workers: bool = True,
+    skip: Sequence[tuple[Any, ...]] = (),
 ) -> list[Problem]:
     """Every semantic problem of ``pb`` (loaded from ``file`` with ``lines``), sorted by line.
     With ``groups``, an approval's ``groups`` must exist and their members count for its
     quorum. ``workers``: whether the database can hand steps to workers (PostgreSQL);
-    without, a step's ``runs_on`` is a problem."""
-    return _Checker(pb, lines, file, registry, groups, workers).run()
+    without, a step's ``runs_on`` is a problem. ``skip``: paths whose problems are left
+    out (the broken parts of a salvaged playbook, see ``engine.salvage``)."""
+    return _Checker(pb, lines, file, registry, groups, workers, skip).run()
 
 
 def load_and_validate(path: Path, registry: Registry) -> tuple[Playbook | None, list[Problem]]:
     """Load and check one file. The playbook is None when the file is not even structurally
     a playbook; it is usable only when the problem list is empty."""
-    pb, _, problems = _load(path, registry)
+    pb, _, problems, _ = _load(path, registry)
     return pb, problems
 
 
 def _load(
     path: Path, registry: Registry, groups: Groups | None = None, workers: bool = True
-) -> tuple[Playbook | None, Lines, list[Problem]]:
+) -> tuple[Playbook | None, Lines, list[Problem], str]:
+    """The playbook (None unless its structure is sound), its lines, every problem and the
+    name the file declares (its file name when that cannot be read): a structurally
+    broken one (duplicate keys included: each key's last value is checked) is checked as
+    far as it can be."""
+    file = str(path)
     try:
-        pb, lines = playbook.load_file(path)
+        data, lines, broken = yamldoc.parse_past_duplicates(yamldoc.read_text(path), file)
     except PlaybookInvalid as exc:
-        return None, {}, exc.problems
-    return pb, lines, validate(pb, lines, str(path), registry, groups, workers=workers)
+        return None, {}, exc.problems, path.stem
+    declared = data.get("name") if isinstance(data, dict) else None
+    name = declared if isinstance(declared, str) else path.stem
+    skip: list[tuple[Any, ...]] = []
+    try:
+        pb = playbook.build(data, lines, file)
+    except PlaybookInvalid as exc:
+        broken += exc.problems
+        salvaged = salvage.partial(data)
+        if salvaged is None:
+            return None, lines, broken, name
+        pb, skip = salvaged
+    found = validate(pb, lines, file, registry, groups, workers=workers, skip=skip)
+    sound = not broken
+    return (pb if sound else None), lines, sorted(broken + found, key=lambda p: p.line or 0), name
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What ``check_paths`` found."""
+
+    valid: dict[str, tuple[Playbook, Path]]
+    """The valid playbooks by name, with their file."""
+    problems: list[Problem]
+    invalid: dict[str, Path]
+    """The files that fail the checks, by the name they declare (their file name when
+    that cannot be read), leaving out names a valid file has: asking for one of them
+    can say it is invalid rather than unknown."""
 
 
 def validate_paths(
@@ -379,18 +389,28 @@ def validate_paths(
     *,
     workers: bool = True,
 ) -> tuple[dict[str, tuple[Playbook, Path]], list[Problem]]:
-    """Check files and every ``*.yaml``/``*.yml`` in directories (``workers``: see
-    ``validate``).
+    """``check_paths``' valid playbooks and problems."""
+    checked = check_paths(paths, registry, groups, workers=workers)
+    return checked.valid, checked.problems
 
-    Returns the valid playbooks by name (with their file) and every problem. Two files
-    declaring the same name is a problem of the later file (in path order), which is left out.
-    """
+
+def check_paths(
+    paths: Sequence[Path],
+    registry: Registry,
+    groups: Groups | None = None,
+    *,
+    workers: bool = True,
+) -> Checked:
+    """Check files and every ``*.yaml``/``*.yml`` in directories (``workers``: see
+    ``validate``). Two files declaring the same name is a problem of the later file (in
+    path order), which is left out."""
     valid: dict[str, tuple[Playbook, Path]] = {}
     owner: dict[str, Path] = {}
     problems: list[Problem] = []
+    invalid: dict[str, Path] = {}
     seen: set[Path] = set()
     for path in _files(paths, seen, problems):
-        pb, lines, found = _load(path, registry, groups, workers)
+        pb, lines, found, name = _load(path, registry, groups, workers)
         if pb is not None and pb.name in owner:
             found.append(
                 Problem(
@@ -404,9 +424,12 @@ def validate_paths(
         problems.extend(found)
         if pb is not None:
             owner[pb.name] = path
-            if not found:
-                valid[pb.name] = (pb, path)
-    return valid, problems
+        if pb is not None and not found:
+            valid[pb.name] = (pb, path)
+        elif found:
+            invalid.setdefault(name, path)
+    invalid = {name: path for name, path in invalid.items() if name not in valid}
+    return Checked(valid, problems, invalid)
 
 
 def _files(paths: Sequence[Path], seen: set[Path], problems: list[Problem]) -> Iterator[Path]:

@@ -20,7 +20,9 @@ A YAML file is input from whoever can write to the folder, so reading one is bou
   a problem at its line, naming the line of the first. Keys brought in by a merge
   (``<<: *defaults``) may be overridden, as YAML's merge means.
 
-``parse`` gives the data and a map from key paths to line numbers (``Lines``).
+``parse`` gives the data and a map from key paths to line numbers (``Lines``);
+``parse_past_duplicates`` gives duplicate keys as problems beside the data (each key's last
+value, with its lines), for ``baton validate`` to go on checking the rest.
 """
 
 from __future__ import annotations
@@ -209,6 +211,9 @@ def _record_lines(node: yaml.Node, path: tuple[Any, ...], lines: Lines) -> None:
             if not isinstance(key, yaml.ScalarNode):
                 continue  # a list or mapping as a key: construction refuses it
             sub = (*path, key.value)
+            if sub in lines:  # a duplicate key: its last value is the one kept
+                for known in [p for p in lines if p[: len(sub)] == sub]:
+                    del lines[known]
             lines[sub] = key.start_mark.line + 1
             _record_lines(value, sub, lines)
     elif isinstance(node, yaml.SequenceNode):
@@ -233,6 +238,16 @@ def parse(text: str, file: str) -> tuple[Any, Lines]:
     Raises PlaybookInvalid with every problem: a syntax error, an alias that expands too
     far or into itself, duplicate keys.
     """
+    data, lines, duplicates = parse_past_duplicates(text, file)
+    if duplicates:
+        raise PlaybookInvalid(duplicates)
+    return data, lines
+
+
+def parse_past_duplicates(text: str, file: str) -> tuple[Any, Lines, list[Problem]]:
+    """``parse``, except that duplicate keys come back as problems (sorted by line) beside
+    the data, which keeps each key's last value: ``baton validate`` reports them and goes
+    on checking the rest. Raises PlaybookInvalid for every other problem."""
     try:
         loader = _Loader(text, file)  # the reader refuses control characters here
     except yaml.YAMLError as exc:
@@ -259,6 +274,4 @@ def parse(text: str, file: str) -> tuple[Any, Lines]:
         raise PlaybookInvalid([problem]) from None
     finally:
         loader.dispose()
-    if loader.problems:
-        raise PlaybookInvalid(sorted(loader.problems, key=lambda p: p.line or 0))
-    return data, lines
+    return data, lines, sorted(loader.problems, key=lambda p: p.line or 0)

@@ -46,10 +46,6 @@ def when(iso: str | None) -> str:
     return iso[:19].replace("T", " ") if iso else ""
 
 
-def short(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S %Z").strip() if value is not None else ""
-
-
 def took(started: str | None, finished: str | None) -> str:
     if not started or not finished:
         return ""

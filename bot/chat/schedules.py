@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from bot.chat.replies import Reply, params_text, short
+from bot import zoned
+from bot.chat.replies import Reply, params_text
 from bot.grammar import Pause, Resume, Schedule, Trigger, Unschedule
 from bot.tables import table
 from engine import schedule_ops
@@ -20,7 +21,7 @@ async def schedule(book: Schedules, actor: Actor, command: Schedule, timezone: s
         timezone=timezone,
         origin=actor.via,
     )
-    nxt = short(made.next_fire_at) or "never"
+    nxt = zoned.zoned(made.next_fire_at, made.timezone) or "never"
     return Reply(
         [f"scheduled {made.playbook} as {made.id}: {made.when} ({made.timezone}); next run {nxt}"],
         data={"schedule_id": made.id},
@@ -42,7 +43,7 @@ async def operate(book: Schedules, actor: Actor, command: Pause | Resume | Trigg
         view = await schedule_ops.pause(book, sid, actor.id)
         return Reply([f"paused schedule {sid} ({view.playbook}); `resume {sid}` to go on"])
     view = await schedule_ops.resume(book, sid, actor.id)
-    nxt = short(view.next_fire_at)
+    nxt = zoned.zoned(view.next_fire_at, view.timezone)
     return Reply([f"resumed schedule {sid} ({view.playbook}); next run {nxt}"])
 
 
@@ -55,7 +56,7 @@ async def listing(book: Schedules) -> Reply:
             v.id,
             v.playbook,
             f"{v.when} ({v.timezone})",
-            short(v.next_fire_at) or "-",
+            zoned.zoned(v.next_fire_at, v.timezone) or "-",
             v.created_by,
             params_text(v.params),
         ]

@@ -10,7 +10,7 @@ group ``baton.actions`` (see ``engine.actions.registry``).
 An action whose inputs hold shell code names them in ``shell_code_inputs`` (the shell
 action: ``("script",)``): a ``{{ }}`` in them that would splice a value into the code is
 refused by ``baton validate`` and again by the engine before the step runs
-(``engine.templating.shell_splices``).
+(``engine.splices.shell_splices``).
 """
 
 from __future__ import annotations
@@ -104,17 +104,17 @@ def shell_code_inputs(action: object) -> tuple[str, ...]:
 
 def refuse_splices(action: object, with_: Mapping[str, Any]) -> None:
     """Raise ``ActionError`` when a shell code input of ``action`` splices a value."""
-    from engine import templating
+    from engine import splices
     from engine.errors import ActionError
 
     for name in shell_code_inputs(action):
         text = with_.get(name)
         if not isinstance(text, str):
             continue
-        splices = templating.shell_splices(text)
-        if splices:
+        found = splices.shell_splices(text)
+        if found:
             raise ActionError(
-                f"refused to run with.{name}: {splices[0].problem()} "
+                f"refused to run with.{name}: {found[0].problem()} "
                 "(`baton validate` reports every such place)"
             )
 

@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestServer
 from engine import events as ev
 from engine import params, playbook, templating, validate
 from engine.actions.registry import Registry
-from engine.alerting import alert_context
+from engine.alertrows import alert_context
 from engine.alerts import Alert
 from engine.errors import ConcurrencyLimit, NotAllowed
 from storage import tables as t

@@ -248,7 +248,7 @@ async def test_disk_full_still_full_is_escalated(harness: Factory, tmp_path: Pat
     work = tmp_path / "disk"
     (work / "spool").mkdir(parents=True)
     h = await harness(library())
-    params = {"paths": f"{work}/spool,{work}/none", "threshold": 1, "workdir": str(work)}
+    params = {"paths": [f"{work}/spool", f"{work}/none"], "threshold": 1, "workdir": str(work)}
 
     run_id = await h.run("disk-full", params)
     for _ in range(2):  # 3 tries, 20 s apart
@@ -368,7 +368,7 @@ async def test_certificate_expiry_files_an_alert_for_what_expires_soon(
     closed = f"127.0.0.1:{free_port()}"  # nothing listens: unreadable
     async with tls_server(soon) as expiring, tls_server(later) as fine:
         params = {
-            "hosts": f"{expiring},{fine},{closed}",
+            "hosts": [expiring, fine, closed],
             "days": 30,
             "alert_url": alertmanager.url,
         }
@@ -396,7 +396,7 @@ async def test_certificate_expiry_all_fine_only_reports(
 ) -> None:
     h = await harness(library())
     async with tls_server(self_signed(tmp_path, "fine", days_left=90)) as fine:
-        params = {"hosts": fine, "alert_url": alertmanager.url}
+        params = {"hosts": [fine], "alert_url": alertmanager.url}
         run_id = await h.run("certificate-expiry", params)
 
     assert await run_status(h, run_id) == "succeeded"

@@ -200,9 +200,10 @@ async def test_storms_are_held_beyond_the_rate_and_summed_up_never_dropped(
     held = [e for e in h.events.drain() if isinstance(e, ev.AlertsHeld)]
     assert [e.held for e in held] == [1, 2, 3, 4]
     assert len({e.key for e in held}) == 1 and held[0].channel == "C0OPS"
-    assert "2 runs per 600s" in held[0].limit
+    assert held[0].limit == "the rate 2/10m of disk-cleanup's alert trigger 1"
     reasons = [r.reason for r in await rows(h)]
-    assert sum("disk-cleanup: held" in (x or "") for x in reasons) == 4
+    why = "disk-cleanup: held (over the limit of the rate 2/10m of disk-cleanup's alert trigger 1)"
+    assert sum(why in (x or "") for x in reasons) == 4
 
     ticks.now += 601  # the window has passed: runs start again, a new hold episode after
     await send(h, alerts, *[disk(f"web-{i}") for i in range(3)])
@@ -219,7 +220,11 @@ async def test_the_global_cap_holds_alerts_of_every_trigger(harness: HarnessFact
         await send(h, alerts, *[disk(f"db-{i}") for i in range(4)])
         started = len(await runs_of(h, "disk-cleanup")) + len(await runs_of(h, "disk-audit"))
         assert started == 3
-        assert [r.outcome for r in await rows(h)].count("held") == 2  # db-2 partly, db-3 all
+        found = await rows(h)
+        assert [r.outcome for r in found].count("held") == 2  # db-2 partly, db-3 all
+        held = [r.reason for r in found if r.outcome == "held"]
+        why = "over the limit of BATON_ALERT_RATE 3/1m, shared by all alert triggers"
+        assert all(why in reason for reason in held) and "disk-cleanup: held (" in held[-1]
     finally:
         await alerts.stop()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
@@ -195,6 +196,20 @@ async def test_schedule_schedules_unschedule(harness: HarnessFactory) -> None:
     assert (run["playbook"], run["trigger"], run["status"]) == ("greet", "schedule", "succeeded")
 
 
+async def test_schedules_show_their_next_fire_in_their_own_zone(harness: HarnessFactory) -> None:
+    h = await harness(PLAYBOOKS)
+    cmds = Commands(engine=h.engine, schedules=h.schedules, timezone="Europe/Paris")
+    made = await say(h, cmds, 'schedule greet "0 9 * * *"')
+    (view,) = await h.schedules.list()
+    local = view.next_fire_at.astimezone(ZoneInfo("Europe/Paris"))
+    assert (local.hour, local.minute) == (9, 0)
+    shown = f"{local:%Y-%m-%d} 09:00:00 Europe/Paris"
+    assert made.text.endswith(f"(Europe/Paris); next run {shown}")
+    listed = await say(h, cmds, "schedules")
+    assert f"0 9 * * * (Europe/Paris)  {shown}  alice" in listed.text
+    assert "UTC" not in listed.text
+
+
 async def test_crontab_weekdays_from_chat(harness: HarnessFactory) -> None:
     """`7` is Sunday as in crontab, `0-6` every day; what crontab lacks is refused with
     the forms it has."""
@@ -253,6 +268,22 @@ async def test_help_and_describe_show_params(harness: HarnessFactory) -> None:
     described = await say(h, cmds, "describe greet")
     assert "token (secret; optional)" in described.text and "steps: hello, bye" in described.text
     assert "Did you mean `describe`" in (await say(h, cmds, "help descrbe")).text
+
+
+async def test_an_invalid_playbook_is_called_invalid_not_unknown(harness: HarnessFactory) -> None:
+    h, cmds = await _setup(harness)
+    path = h.root / "playbooks" / "typo.yaml"
+    path.write_text("name: typo\nsteps:\n  - id: a\n    action: log\n    colour: red\n")
+    h.engine.reload()
+    reply = await say(h, cmds, "run typo")
+    assert not reply.ok
+    assert reply.text.splitlines() == [
+        f"Playbook 'typo' is invalid, so it cannot run ({path}):",
+        f"  {path}:3: step 'a': action 'log' needs input 'message'",
+        f"  {path}:5: steps[0].colour: unknown key",
+        f"Fix it, then check it with `baton validate {path}`.",
+    ]
+    assert await queries.list_runs(h.store) == []
 
 
 async def test_mistakes_get_a_short_answer_and_are_audited(harness: HarnessFactory) -> None:

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict
 from engine.actions import ActionContext, Output, Suspend
 from engine.actions.registry import Registry
 from engine.catalog import Catalog
-from engine.errors import PlaybookNotFound
+from engine.errors import PlaybookNotFound, PlaybookUnusable
 
 
 class LogInputs(BaseModel):
@@ -74,6 +74,27 @@ def test_get_unknown_suggests_close_names(library: Path, registry: Registry) -> 
     assert excinfo.value.suggestions == ["restart-api"]
     with pytest.raises(PlaybookNotFound):
         catalog.path_of("nope")
+
+
+def test_get_an_invalid_playbook_says_it_is_invalid_with_its_problems_and_file(
+    library: Path, registry: Registry
+) -> None:
+    catalog = Catalog.load(library, registry)
+    broken, garbage = library / "broken.yaml", library / "garbage.yaml"
+    with pytest.raises(PlaybookUnusable) as excinfo:
+        catalog.get("broken")
+    lines = str(excinfo.value).splitlines()
+    assert lines[0] == f"Playbook 'broken' is invalid, so it cannot run ({broken}):"
+    assert lines[1].startswith(f"  {broken}:5: step 'say': unknown action 'nope'")
+    assert lines[-1] == f"Fix it, then check it with `baton validate {broken}`."
+    assert "Unknown" not in str(excinfo.value)
+    with pytest.raises(PlaybookUnusable, match="YAML syntax error"):
+        catalog.path_of("garbage")  # no name can be read: its file's name
+    assert isinstance(excinfo.value, PlaybookNotFound)  # handlers of an unknown one apply
+    assert catalog.invalid == {"broken": broken, "garbage": garbage}
+    (library / "broken.yaml").write_text(playbook_text("broken"))
+    assert catalog.reload().get("broken").name == "broken"
+    assert catalog.reload().invalid == {"garbage": garbage}
 
 
 def test_missing_folder_is_a_problem_not_a_crash(tmp_path: Path, registry: Registry) -> None:

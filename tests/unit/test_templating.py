@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from engine import templating
+from engine import splices, templating
 from engine.errors import TemplateError
 
 
@@ -260,7 +260,7 @@ def test_unknown_names_accepts_extra_known_names() -> None:
     ],
 )
 def test_shell_splices(script: str, spliced: list[str]) -> None:
-    assert [s.shown for s in templating.shell_splices(script)] == spliced
+    assert [s.shown for s in splices.shell_splices(script)] == spliced
 
 
 @pytest.mark.parametrize(
@@ -290,7 +290,7 @@ def test_shell_splices(script: str, spliced: list[str]) -> None:
 def test_quote_counts_only_in_plain_shell_code(script: str, inside: list[str]) -> None:
     """Inside quotes, a comment or a here-document the quotes of | quote are text, and
     the value's $(...) or newline would act: refused there."""
-    assert [s.inside for s in templating.shell_splices(script)] == inside
+    assert [s.inside for s in splices.shell_splices(script)] == inside
 
 
 @pytest.mark.parametrize("where", ["plain", "double-quoted"])
@@ -302,7 +302,7 @@ async def test_quote_in_plain_code_keeps_a_hostile_value_one_word(
     script = "printf '%s|' {{ params.h | quote }}"
     if where == "double-quoted":
         script = "printf '%s|' \"{{ params.h | quote }}\""
-        assert templating.shell_splices(script)  # refused: this is what it would do
+        assert splices.shell_splices(script)  # refused: this is what it would do
     rendered = templating.render(script, {"params": {"h": value}})
     proc = await asyncio.create_subprocess_exec(
         "/bin/sh", "-c", rendered, stdout=asyncio.subprocess.PIPE
@@ -382,3 +382,31 @@ def test_a_mistyped_hyphenated_id_is_named_whole() -> None:
 def test_a_minus_with_spaces_stays_a_minus() -> None:
     context = {"steps": {"a": {"output": {"n": 5}}}, "params": {"b": 2}}
     assert templating.render("{{ steps.a.output.n - params.b }}", context) == 3
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        pytest.param("{{ steps.get.output.keys }}", id="native"),
+        pytest.param("keys: {{ steps.get.output.values }}", id="in-text"),
+        pytest.param("{{ steps.get.output['keys'] }}", id="subscript"),
+        pytest.param("{{ params.get }}", id="params"),
+        pytest.param("{% if steps.items.output.items %}x{% endif %}", id="condition"),
+    ],
+)
+def test_a_dict_method_read_as_a_field_is_a_missing_field(template: str) -> None:
+    with pytest.raises(TemplateError, match="'dict object' has no attribute") as excinfo:
+        templating.render(template, IDS_CONTEXT)
+    assert "bound method" not in str(excinfo.value)
+
+
+def test_a_dict_method_called_still_works() -> None:
+    context = {**IDS_CONTEXT, "alert": {"labels": {"instance": "db1"}}}
+    assert templating.render("{{ alert.labels.get('instance', 'localhost') }}", context) == "db1"
+    assert templating.render("{{ alert.labels.get('mountpoint', '/tmp') }}", context) == "/tmp"
+    assert templating.render("{{ params.items() | list }}", context) == [
+        ("values", 7),
+        ("host", "web1"),
+    ]
+    assert templating.render("{{ steps.get.output.keys is defined }}", context) is False
+    assert templating.evaluate("steps.get.output.keys() | list == ['items']", context)

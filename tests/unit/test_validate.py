@@ -502,7 +502,8 @@ def test_load_and_validate(tmp_path: Path, registry: Registry) -> None:
         pytest.param("name: x\nsteps: [\n", 3, "YAML syntax error", id="yaml"),
         pytest.param("name: x\nsteps: []\n", 2, "steps: List should have at least 1", id="empty"),
         pytest.param(
-            "name: x\nsteps:\n  - id: a\n    action: log\n    colour: red\n",
+            "name: x\nsteps:\n  - id: a\n    action: log\n    colour: red\n"
+            "    with: {message: hi}\n",
             5,
             "steps[0].colour: unknown key",
             id="structure",

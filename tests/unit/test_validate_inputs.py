@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from engine import alerting, durations, playbook, schedules, validate
+from engine import alertrows, durations, playbook, schedules, validate
 from engine.actions.registry import Registry
 from engine.alerts import Alert
 
@@ -353,4 +353,4 @@ def test_templates_read_fields_that_exist(registry: Registry) -> None:
 
 def test_alert_fields_are_what_alert_templates_see() -> None:
     alert = Alert(source="generic", fingerprint="f", status="firing")
-    assert tuple(alerting.alert_context(alert)) == validate.ALERT_FIELDS
+    assert tuple(alertrows.alert_context(alert)) == validate.ALERT_FIELDS
