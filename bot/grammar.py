@@ -365,7 +365,8 @@ def _parse_stats(args: Sequence[str]) -> Stats:
     if len(days) > 1 or len(names) > 1:
         raise CommandError(_usage("stats"))
     number = days[0].split("=", 1)[1] if days else None
-    if number is not None and not (number.isdigit() and 1 <= int(number) <= MAX_DAYS):
+    whole = number is not None and number.isascii() and number.isdigit()
+    if number is not None and not (whole and 1 <= int(number) <= MAX_DAYS):
         raise CommandError(f"days must be a whole number from 1 to {MAX_DAYS}: `stats days=7`")
     return Stats(names[0] if names else None, int(number) if number else None)
 

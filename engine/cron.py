@@ -49,7 +49,7 @@ _WEEKDAY_FORMS = (
 
 
 def _day(text: str, field: str) -> int:
-    if text.isdigit() and int(text) <= 7:
+    if text.isascii() and text.isdigit() and int(text) <= 7:
         return int(text)
     if text in _NAMES:
         return _NAMES[text]

@@ -13,7 +13,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
 from engine.errors import BadCursor
@@ -49,7 +49,27 @@ def decode(kind: str, cursor: str, parts: int) -> list[str]:
         raise BadCursor("not readable")
     if value[0] != kind:
         raise BadCursor(f"a cursor of {value[0]!r}, not of {kind!r}")
+    if not all(_storable(v) for v in value[1:]):  # forged: no list gives out such keys
+        raise BadCursor("not readable")
     return value[1:]
+
+
+def _storable(part: str) -> bool:
+    """A key a database can compare: no NUL, no lone surrogate, not absurdly long."""
+    if "\x00" in part or len(part) > 500:
+        return False
+    try:
+        part.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def number(text: str) -> int:
+    """A cursor's id part, a whole number within 64 bits (BadCursor unless it is one)."""
+    if not (text.isascii() and text.isdigit()) or int(text) >= 2**63:
+        raise BadCursor("not readable")
+    return int(text)
 
 
 def timestamp(text: str) -> datetime:
@@ -60,4 +80,7 @@ def timestamp(text: str) -> datetime:
         raise BadCursor("not readable") from exc
     if at.tzinfo is None:
         raise BadCursor("not readable")
-    return at
+    try:
+        return at.astimezone(UTC)
+    except OverflowError as exc:  # past the year 9999 in UTC
+        raise BadCursor("not readable") from exc

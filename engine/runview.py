@@ -11,7 +11,6 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine import paging, queries
-from engine.errors import BadCursor
 from storage import tables as t
 from storage.store import Store
 
@@ -118,9 +117,7 @@ async def audit_page(
         q = q.where(c.at < until)
     if cursor:
         (before,) = paging.decode("audit", cursor, 1)
-        if not before.isdigit():
-            raise BadCursor("not readable")
-        q = q.where(c.id < int(before))
+        q = q.where(c.id < paging.number(before))
     rows = await store.all(q)
     items = [
         {

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.commands import Reply
-from bot.dashboard import auth
+from bot.dashboard import auth, forms
 from bot.dashboard.render import baton_of, page
 from bot.dashboard.run import run_page
 from engine.access import Actor
@@ -68,9 +68,10 @@ async def viewer_refused(request: web.Request) -> web.Response | None:
 
 
 def back_of(raw: Any, default: str) -> str:
-    """Where to go after a decision: a path of this site only (no open redirect)."""
+    """Where to go after a decision: a path of this site only (no open redirect; ``/\\x``
+    is ``//x`` to a browser)."""
     text = str(raw or "")
-    return text if text.startswith("/") and not text.startswith("//") else default
+    return text if auth.local_path(text) == text else default
 
 
 async def run_action(request: web.Request) -> web.StreamResponse:
@@ -91,7 +92,7 @@ async def decide(request: web.Request) -> web.StreamResponse:
     refused = await viewer_refused(request)
     if refused is not None:
         return refused
-    form = await request.post()
+    form = await forms.posted(request, baton_of(request).settings.read_timeout)
     approval_id = request.match_info["approval_id"]
     decision = request.match_info["decision"]
     reason = str(form.get("reason") or "").strip()

@@ -44,6 +44,7 @@ from urllib.parse import quote, urlsplit
 import jinja2
 from aiohttp import web
 
+from bot.dashboard import forms
 from bot.settings_dashboard import is_loopback
 from engine import audit, sessions
 from engine.people import People, Person
@@ -211,7 +212,9 @@ class Gate:
         local = Who(session.person, "operator", local=True)
         request[WHO] = Who(found.name, found.role) if found else local
         if request.method in UNSAFE and request.path != "/login":
-            sent = request.headers.get("X-CSRF-Token") or (await request.post()).get("csrf")
+            sent = request.headers.get("X-CSRF-Token") or (
+                await forms.posted(request, self.settings.read_timeout)
+            ).get("csrf")
             if not isinstance(sent, str) or not hmac.compare_digest(sent, session.csrf):
                 return page(
                     "Refused",
@@ -239,7 +242,16 @@ class Gate:
         header = self.settings.proxy_user_header
         if not header or not self.trusted(request):
             return None
-        name = request.headers.get(header, "").strip()
+        given = request.headers.getall(header, [])
+        if len(given) > 1:  # a proxy that appends its header lets the client pick one
+            await self.audit(request, ", ".join(given)[:200], "proxy_login", "refused")
+            return page(
+                "Refused",
+                f"The request names {len(given)} people in {header}: a proxy must set it "
+                "once, replacing whatever the client sent.",
+                400,
+            )
+        name = given[0].strip() if given else ""
         if not name:
             return None
         person = self.people.find(name)
@@ -362,7 +374,7 @@ class Login:
                 f"(BATON_LOGIN_RATE={gate.settings.login_rate}), then try again.",
                 429,
             )
-        data = await request.post()
+        data = await forms.posted(request, gate.settings.read_timeout)
         request[_NEXT] = str(data.get("next") or "")
         sent, expected = str(data.get("csrf") or ""), request.cookies.get(LOGIN_COOKIE, "")
         if not expected or not hmac.compare_digest(sent, expected):

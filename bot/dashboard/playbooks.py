@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.dashboard import actions
+from bot.dashboard import actions, forms
 from bot.dashboard.render import baton_of, page
 from engine import params as paramlib
 from engine.playbook import Playbook
@@ -77,7 +77,7 @@ async def start(request: web.Request) -> web.StreamResponse:
     if refused is not None:
         return refused
     name = request.match_info["name"]
-    form = await request.post()
+    form = await forms.posted(request, baton_of(request).settings.read_timeout)
     catalog = baton_of(request).engine.catalog
     playbook = catalog.get(name) if name in catalog else None
     given = _given(form)

@@ -45,7 +45,7 @@ def expand(name: str) -> list[str]:
 def _items(text: str, start: str, end: str, step_text: str | None) -> list[str]:
     start, end = start.strip(), end.strip()
     step = _step(text, step_text)
-    if start.isdigit() and end.isdigit():
+    if start.isascii() and end.isascii() and start.isdigit() and end.isdigit():
         first, last = int(start), int(end)
         _ordered(text, first, last)
         count = (last - first) // step + 1
@@ -71,7 +71,7 @@ def _items(text: str, start: str, end: str, step_text: str | None) -> list[str]:
 def _step(text: str, step_text: str | None) -> int:
     if step_text is None or not step_text.strip():
         return 1
-    if not step_text.strip().isdigit() or int(step_text) < 1:
+    if not (step_text.strip().isascii() and step_text.strip().isdigit()) or int(step_text) < 1:
         raise RangeError(f"{text}: the step must be a whole number of 1 or more")
     return int(step_text)
 

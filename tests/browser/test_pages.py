@@ -167,10 +167,15 @@ async def test_parallel_steps_log_each_in_its_place_without_redrawing_the_logs(
         (baton.work / name).unlink(missing_ok=True)
     run_id = baton.start_run("pair")
     baton.wait_step(run_id, "right", "running")
+    await page.add_init_script(  # the events the page's stream delivered, by name
+        "window.sse = []; document.addEventListener("
+        "'htmx:sseMessage', (e) => window.sse.push(e.detail.type))"
+    )
     await log_in(page, baton, ALICE, f"/runs/{run_id}")
     logs = page.locator("#run-logs")
     await expect(logs).to_contain_text("waiting for right-go")
     await expect(logs).to_contain_text("waiting for left-go")
+    await page.wait_for_function("() => window.sse.includes('log')")  # the stream's first
     # a mark on the first line's element: a redrawn body would lose it
     await page.evaluate("() => { document.getElementById('l-run').dataset.kept = 'yes' }")
 

@@ -262,6 +262,10 @@ async def test_a_trusted_proxy_names_the_person(serve: Serve) -> None:
     text = await stranger.text()
     assert stranger.status == 403 and "nobody of that name is under `users:`" in text
     assert ("mallory", "dashboard:proxy_login", "refused") in await audit_rows(baton)
+    twice = await client.get(  # appended by a proxy to what the client sent: refused
+        "/", headers=[("X-Forwarded-User", "vic"), ("X-Forwarded-User", "alice")]
+    )
+    assert twice.status == 400 and "names 2 people in X-Forwarded-User" in await twice.text()
 
 
 async def test_the_header_is_ignored_from_an_untrusted_address(serve: Serve) -> None:

@@ -326,9 +326,9 @@ async def test_a_timeout_kills_the_remote_process_group(
     action: SshAction, sshd: Sshd, tmp_path: Path
 ) -> None:
     with pytest.raises(ActionError) as err:
-        await run(action, sshd, script=sleeper(tmp_path), timeout="1s")
-    assert str(err.value) == (
-        f"timed out after 1.0s on ssh host 127.0.0.1:{sshd.port}; the remote command was killed"
+        await run(action, sshd, script=sleeper(tmp_path), timeout="3s")  # a busy machine
+    assert str(err.value) == (  # takes a second to connect and start the script
+        f"timed out after 3.0s on ssh host 127.0.0.1:{sshd.port}; the remote command was killed"
     )
     assert err.value.output["stdout"] == "started\n"
     assert len(pids(tmp_path)) == 2
@@ -351,8 +351,9 @@ async def test_a_cancelled_step_kills_the_remote_command_and_keeps_its_output(
 async def test_a_lost_connection_fails_the_step_and_says_the_command_may_run_on(
     action: SshAction, sshd: Sshd, tmp_path: Path
 ) -> None:
-    step = asyncio.create_task(run(action, sshd, script=sleeper(tmp_path)))
-    await wait_until(lambda: len(pids(tmp_path)) == 2)
+    ctx = make_ctx()
+    step = asyncio.create_task(run(action, sshd, ctx, script=sleeper(tmp_path)))
+    await wait_until(lambda: len(pids(tmp_path)) == 2 and "127.0.0.1: started" in ctx.log.lines)  # type: ignore[attr-defined]
     for pid in sshd.sessions():  # the server side of the connection dies
         os.kill(pid, signal.SIGKILL)
     with pytest.raises(ActionError) as err:

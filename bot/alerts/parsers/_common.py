@@ -118,7 +118,9 @@ def _get(value: Any, path: str) -> Any:
     for step in path.split("."):
         if isinstance(value, dict):
             value = value.get(step)
-        elif isinstance(value, list) and step.isdigit() and int(step) < len(value):
+        elif isinstance(value, list) and step.isascii() and step.isdigit():
+            if int(step) >= len(value):
+                return None
             value = value[int(step)]
         else:
             return None
