@@ -306,6 +306,8 @@ async def storable_words(request: web.Request, handler: Handler) -> web.StreamRe
     for name, value in (*request.match_info.items(), *request.query.items()):
         bad = storable.problem(value)
         if bad is not None:
+            if auth.is_dashboard(request.path):  # a page, under the dashboard's headers
+                return auth.page("Bad request", f"{name}: {bad}", 400)
             return error(400, f"{name}: {bad}")
     return await handler(request)
 
@@ -317,7 +319,7 @@ def create_app(
     # aiohttp's own inflating would run on any body, even one refused or left unread
     app = web.Application(
         client_max_size=MAX_BODY,
-        middlewares=[storable_words, *auth.middlewares(settings, baton)],
+        middlewares=[*auth.middlewares(settings, baton), storable_words],
         handler_args={"auto_decompress": False},
     )
     app[BATON] = baton

@@ -38,6 +38,9 @@ async def test_query_strings_out_of_range_or_forged_are_400_pages(tmp_path: Path
             "/alerts?cursor=" + cursor("alerts", "\ud800"),
         ):
             assert "cursor" in await me.text(path, status=400), path
+        nul = await me.client.get("/runs/%00")  # refused before any handler: still a page
+        assert nul.status == 400 and nul.content_type == "text/html"
+        assert "frame-ancestors 'none'" in nul.headers["Content-Security-Policy"]
 
 
 async def test_forms_refuse_what_they_cannot_read_whole(tmp_path: Path) -> None:
