@@ -65,7 +65,17 @@ def _num(x: float) -> str:
 
 
 def _shown(spec: Param, value: Any) -> str:
-    return "the given value" if spec.type is ParamType.SECRET else repr(value)
+    return "the given value" if spec.type is ParamType.SECRET else _quoted(value)
+
+
+def _quoted(value: Any) -> str:
+    """A value as the person gave it, for a message: text quoted, anything else in JSON
+    (true, {"a": 1}: what the API was sent, not Python's True), at most 80 characters."""
+    try:
+        shown = repr(value) if isinstance(value, str) else json.dumps(value, default=str)
+    except ValueError:  # a structure that refers to itself, or a 5,000-digit number
+        shown = f"a {type(value).__name__}"
+    return shown if len(shown) <= 80 else shown[:77] + "..."
 
 
 def _as_text(name: str, spec: Param, value: Any) -> str:
@@ -90,7 +100,7 @@ def _as_text(name: str, spec: Param, value: Any) -> str:
 
 
 def _as_int(name: str, spec: Param, value: Any) -> int:
-    bad = _Bad(f"{value!r} is not an int (expected a whole number, e.g. {name}=3)")
+    bad = _Bad(f"{_quoted(value)} is not an int (expected a whole number, e.g. {name}=3)")
     if isinstance(value, bool):
         raise bad
     if isinstance(value, int):
@@ -108,7 +118,7 @@ def _as_int(name: str, spec: Param, value: Any) -> int:
 
 
 def _as_float(name: str, spec: Param, value: Any) -> float:
-    bad = _Bad(f"{value!r} is not a number (expected a number, e.g. {name}=0.5)")
+    bad = _Bad(f"{_quoted(value)} is not a number (expected a number, e.g. {name}=0.5)")
     if isinstance(value, bool):
         raise bad
     if isinstance(value, int | float):
@@ -136,7 +146,7 @@ def _as_bool(name: str, spec: Param, value: Any) -> bool:
             return True
         if word in FALSE_WORDS:
             return False
-    raise _Bad(f"{value!r} is not a bool (expected true or false, e.g. {name}=true)")
+    raise _Bad(f"{_quoted(value)} is not a bool (expected true or false, e.g. {name}=true)")
 
 
 def _as_choice(name: str, spec: Param, value: Any) -> Any:
@@ -156,7 +166,7 @@ def _as_choice(name: str, spec: Param, value: Any) -> Any:
     words = [c for c in choices if isinstance(c, str)]
     hint = closest(str(value), words, n=1) if isinstance(value, str) else []
     extra = f" (did you mean {hint[0]}?)" if hint else ""
-    raise _Bad(f"{value!r} is not one of {listed}{extra}")
+    raise _Bad(f"{_quoted(value)} is not one of {listed}{extra}")
 
 
 def _as_item(name: str, spec: Param, value: Any) -> Any:
@@ -208,7 +218,7 @@ def _as_list(name: str, spec: Param, value: Any) -> list[Any]:
         raw = list(value)
     else:
         raise _Bad(
-            f"{value!r} is not a list (expected items separated by commas, "
+            f"{_quoted(value)} is not a list (expected items separated by commas, "
             f"e.g. {name}={example(spec)}, or a JSON list)"
         )
     items: list[Any] = []

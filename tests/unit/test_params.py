@@ -123,7 +123,7 @@ def test_none_counts_as_not_given() -> None:
             id="int",
         ),
         pytest.param({"host": "h", "replicas": 2.5}, "replicas: 2.5 is not an int", id="int-frac"),
-        pytest.param({"host": "h", "replicas": True}, "replicas: True is not an int", id="bool"),
+        pytest.param({"host": "h", "replicas": True}, "replicas: true is not an int", id="bool"),
         pytest.param(
             {"host": "h", "replicas": "0"}, "replicas: 0 is below the minimum 1", id="int-min"
         ),
@@ -158,7 +158,7 @@ def test_none_counts_as_not_given() -> None:
             "name: 'Web API' does not match the pattern [a-z-]+",
             id="pattern",
         ),
-        pytest.param({"host": ["a"]}, "host: ['a'] is not a string", id="not-a-string"),
+        pytest.param({"host": ["a"]}, 'host: ["a"] is not a string', id="not-a-string"),
     ],
 )
 def test_coerce_errors(raw: dict[str, Any], message: str) -> None:

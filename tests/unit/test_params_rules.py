@@ -8,6 +8,7 @@ the rule a surviving change would break (docs/mutation.md)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -50,8 +51,9 @@ def test_a_json_0_or_1_is_a_bool(value: Any, expected: bool) -> None:
 def test_any_other_number_or_value_is_not_a_bool(value: Any) -> None:
     with pytest.raises(ValueError) as caught:
         params.coerce_value("dry", one("bool"), value)
+    shown = repr(value) if isinstance(value, str) else json.dumps(value)  # JSON, not Python
     assert str(caught.value) == (
-        f"dry: {value!r} is not a bool (expected true or false, e.g. dry=true)"
+        f"dry: {shown} is not a bool (expected true or false, e.g. dry=true)"
     )
 
 
@@ -131,8 +133,8 @@ def test_a_bool_choice_is_typed_as_true_or_false(typed: str, expected: bool) -> 
             id="did-you-mean",
         ),
         pytest.param(["800", "900"], 80, "p: 80 is not one of 800, 900", id="no-hint-for-a-number"),
-        pytest.param(["true", "false"], True, "p: True is not one of true, false", id="bool-text"),
-        pytest.param([1, 2], True, "p: True is not one of 1, 2", id="bool-is-not-1"),
+        pytest.param(["true", "false"], True, "p: true is not one of true, false", id="bool-text"),
+        pytest.param([1, 2], True, "p: true is not one of 1, 2", id="bool-is-not-1"),
     ],
 )
 def test_a_value_outside_the_choices_is_named_with_them(
@@ -211,12 +213,12 @@ def test_a_missing_param_is_named_with_what_it_takes(spec: dict[str, Any], messa
             id="given-is-not-the-default",
         ),
         pytest.param(
-            {}, True, "p: True is not a string (expected text, e.g. p=value)", id="not-text"
+            {}, True, "p: true is not a string (expected text, e.g. p=value)", id="not-text"
         ),
         pytest.param(
             {"type": "list"},
             [True],
-            "p: item 1: True is not a string (expected text, e.g. p=value)",
+            "p: item 1: true is not a string (expected text, e.g. p=value)",
             id="item-not-text",
         ),
         pytest.param(
@@ -384,3 +386,11 @@ def test_text_keeps_non_ascii_items_as_typed() -> None:
 )
 def test_describe_shows_a_one_sided_bound(spec: dict[str, Any], line: str) -> None:
     assert params.describe(make({"p": spec})) == [line]
+
+
+def test_a_long_value_is_cut_in_the_message() -> None:
+    with pytest.raises(ValueError) as caught:
+        params.coerce_value("n", one("int"), ["x" * 1000])
+    assert str(caught.value).startswith('n: ["xxx') and '..." is not' not in str(caught.value)
+    assert "... is not an int (expected a whole number, e.g. n=3)" in str(caught.value)
+    assert len(str(caught.value)) < 160
