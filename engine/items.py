@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from engine import events as ev
 from engine import storable
 from engine.foreach import Item, Tally
+from engine.secrets import SecretBox
 from engine.state import RunState
 from storage import tables as t
 from storage.rows import Rows
@@ -52,9 +53,9 @@ def record(run: RunState, news: ItemNews, now: datetime) -> tuple[list[Op], ev.I
         done=tally.done,
         failed=tally.failed,
         running=tally.running,
-        failed_names=tally.failed_names,
-        text=tally.text(),
-        failures=tally.failures(),
+        failed_names=tuple(run.masker.mask_text(n) for n in tally.failed_names),
+        text=run.masker.mask_text(tally.text()),
+        failures=run.masker.mask_text(tally.failures()),
     )
     return [Rows(news.kind, rows)], event
 
@@ -62,7 +63,7 @@ def record(run: RunState, news: ItemNews, now: datetime) -> tuple[list[Op], ev.I
 def _row(run: RunState, step_id: str, item: Item, kind: str) -> dict[str, Any]:
     key = {"run_id": run.id, "step_id": step_id, "run_attempt": run.attempt, "idx": item.index}
     if kind == "item_new":
-        return {**key, "item": storable.clean(item.value), "status": item.status, "attempts": 0}
+        return {**key, "item": _kept(run, item.value), "status": item.status, "attempts": 0}
     out = storable.clean(run.masker.mask(item.output)) if item.output else item.output
     error = storable.clean_text(run.masker.mask_text(item.error)) if item.error else None
     return {
@@ -76,8 +77,38 @@ def _row(run: RunState, step_id: str, item: Item, kind: str) -> dict[str, Any]:
     }
 
 
-async def stored(store: Store, run_id: str, step_id: str, run_attempt: int) -> list[Item]:
-    """The items of a fan-out as committed, in order (none before it planned them)."""
+SEALED = "$sealed"
+"""The key of an item value stored sealed (it holds a secret), beside ``shown``."""
+
+
+def _kept(run: RunState, value: Any) -> Any:
+    """An item's value as stored: as it is, or, when it holds a secret, sealed with the
+    run's key beside its masked form (what ``status`` and the API show); a resumed
+    fan-out unseals it to run the item with its real value."""
+    value = storable.clean(value)
+    shown = storable.clean(run.masker.mask(value))
+    if shown == value:
+        return value
+    if run.box is None:  # nothing to seal with: never the secret in clear
+        return shown
+    return {SEALED: run.box.seal(value), "shown": shown}
+
+
+def _shown(value: Any) -> Any:
+    return value["shown"] if isinstance(value, dict) and SEALED in value else value
+
+
+def _opened(value: Any, box: SecretBox | None) -> Any:
+    if not (isinstance(value, dict) and SEALED in value):
+        return value
+    return box.unseal(str(value[SEALED])) if box is not None else value["shown"]
+
+
+async def stored(
+    store: Store, run_id: str, step_id: str, run_attempt: int, box: SecretBox | None = None
+) -> list[Item]:
+    """The items of a fan-out as committed, in order (none before it planned them);
+    sealed values opened with ``box``."""
     rows = await store.all(
         sa.select(t.step_items)
         .where(
@@ -90,7 +121,7 @@ async def stored(store: Store, run_id: str, step_id: str, run_attempt: int) -> l
     return [
         Item(
             index=r.idx,
-            value=r.item,
+            value=_opened(r.item, box),
             status=r.status,
             attempts=r.attempts,
             output=r.output,
@@ -117,5 +148,5 @@ def tallies_in(conn: sa.Connection, run_id: str, run_attempt: int) -> dict[str, 
     by_step: dict[str, list[Item]] = {}
     for r in rows:
         items = by_step.setdefault(r.step_id, [])
-        items.append(Item(index=len(items), value=r.item, status=r.status))
+        items.append(Item(index=len(items), value=_shown(r.item), status=r.status))
     return {step_id: Tally.of(items) for step_id, items in by_step.items()}

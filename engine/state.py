@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 from engine.playbook import Phase, Playbook, Step
-from engine.secrets import Masker
+from engine.secrets import Masker, SecretBox
 
 
 class RunStatus(StrEnum):
@@ -158,6 +158,8 @@ class RunState:
     inbox: deque[Any] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     blocked: bool = False
+    box: SecretBox | None = None
+    """Seals what must be stored yet holds a secret (a ``for_each`` item's value)."""
     resuming: bool = False
     announced: bool = False
     done: asyncio.Future[RunStatus] | None = None

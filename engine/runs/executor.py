@@ -98,7 +98,7 @@ class Executor:
             step,
             post=lambda m: self.node.post(run, m),
             act=partial(self._act, run, step),
-            load=partial(items.stored, self.store, run.id, step.id, run.attempt),
+            load=partial(items.stored, self.store, run.id, step.id, run.attempt, run.box),
             now=self.clock.now,
             timers=self.timers,
             busy=self.node.busy_add,

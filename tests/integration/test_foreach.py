@@ -5,6 +5,7 @@ output later steps read, cancel mid fan-out, and the run JSON."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -277,6 +278,48 @@ async def test_a_stop_mid_fan_out_leaves_the_rest_to_the_next_start(
     ]
     assert s.lines(tmp_path / "c.log") == ["run"]
     assert s.lines(tmp_path / "a.log") == ["run", "run"]
+
+
+SEALED = {
+    "keys": """
+        name: keys
+        params:
+          dir: {required: true}
+          key: {type: secret}
+        steps:
+          - id: each
+            action: shell
+            idempotent: true
+            for_each: {items: "{{ ['plain', params.key] }}", parallel: 2}
+            with:
+              env: {ITEM: "{{ item }}", INDEX: "i{{ index }}"}
+              script: |
+                echo "$ITEM" >> "$PARAM_DIR/$INDEX.log"
+                [ -d "$PARAM_DIR/$INDEX" ] && exit 0
+                mkdir "$PARAM_DIR/$INDEX"; echo $$ > "$PARAM_DIR/$INDEX/pid"; exec sleep 30
+    """
+}
+
+
+async def test_an_item_holding_a_secret_is_stored_sealed_and_resumes_with_its_value(
+    harness: HarnessFactory, tmp_path: Path
+) -> None:
+    h = await harness(SEALED)
+    key = "hunter2-correct-horse"
+    run_id = await s.start(h, "keys", {"dir": str(tmp_path), "key": key})
+    for index in ("i0", "i1"):
+        await s.started_pid(tmp_path / index)
+    rows = await items(h, run_id, "each")
+    assert rows[0].item == "plain" and key not in json.dumps([r.item for r in rows])
+    assert rows[1].item["shown"] == "***"  # what status and the API show
+
+    await h.restart()  # the resumed fan-out runs the item again, with the real value
+    await h.engine.wait_for(run_id)
+    await h.engine.wait_idle()
+    assert (await h.run_row(run_id)).status == "succeeded"
+    assert s.lines(tmp_path / "i1.log") == [key, key]
+    tallies = await queries.get_run(h.store, run_id)
+    assert key not in json.dumps(tallies)
 
 
 async def test_status_in_chat_shows_the_fan_outs_progress_and_failed_items(
