@@ -183,6 +183,7 @@ def _validate(settings: Settings, paths: list[Path]) -> int:
     from engine import validate
     from engine.access import AccessRules, ConfigError
     from engine.actions.registry import Registry
+    from engine.playbook import playbook_files
     from storage.db import is_postgres
 
     targets = paths or [settings.playbooks]
@@ -194,7 +195,8 @@ def _validate(settings: Settings, paths: list[Path]) -> int:
     playbooks, problems = validate.validate_paths(
         targets, Registry.from_entry_points(), groups, workers=is_postgres(settings.database_url)
     )
-    problems += cli_hosts.inventory_problems(settings.config)
+    sources = [f for root in targets if root.exists() for f in playbook_files(root)]
+    problems += cli_hosts.inventory_problems(settings.config, sources)
     for problem in problems:
         print(problem)
     if problems:

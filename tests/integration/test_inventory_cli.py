@@ -104,6 +104,23 @@ def test_validate_and_hosts_refuse_a_bad_inventory_with_file_and_line(
     assert listed.returncode == 2 and listed.stderr.startswith(f"baton: {problem}")
 
 
+def test_validate_names_a_constant_pattern_that_matches_no_host(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    typo = PLAYBOOK.replace("hosts('web')", "hosts('webb')").replace(
+        "steps:", "steps:\n  - {id: odd, action: log, with: {message: \"{{ hosts('web:&') }}\"}}"
+    )
+    (tmp_path / "playbooks" / "fleet.yaml").write_text(typo)
+    checked = baton(env, "validate")
+    assert checked.returncode == 1, checked.stdout
+    fleet = tmp_path / "playbooks" / "fleet.yaml"
+    assert f"{fleet}:3: hosts('web:&'): `&` and `!` need a group" in checked.stdout
+    assert f"{fleet}:6: hosts('webb'): no host matches 'webb' (groups: web, db, prod" in (
+        checked.stdout
+    )
+    assert "did you mean 'web'?" in checked.stdout
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
