@@ -149,7 +149,7 @@ def _open(settings: Settings) -> sa.Engine:
 
 def _prune(settings: Settings, age: timedelta, dry_run: bool) -> int:
     from engine import retention
-    from storage import prune
+    from storage import prune, prune_log
 
     now = datetime.now(UTC)
     engine = _open(settings)
@@ -157,7 +157,7 @@ def _prune(settings: Settings, age: timedelta, dry_run: bool) -> int:
         policy = retention.policy(now, age, settings.audit_age)
         report = prune.prune(engine, policy, dry_run=dry_run)
         if not dry_run:
-            prune.record(
+            prune_log.record(
                 engine,
                 report,
                 actor=getpass.getuser(),

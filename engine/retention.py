@@ -2,7 +2,7 @@
 
 A minute after start, and every hour after that, a ``serve`` node asks the database
 whether today's prune (the UTC date) is still to do; the first node to ask on a date
-claims it with an audit row (``storage.prune.claim_day``, under a PostgreSQL advisory
+claims it with an audit row (``storage.prune_log.claim_day``, under a PostgreSQL advisory
 lock) and prunes, in the background, in small batches. The others find the claim and do
 nothing until the next date. A node that stops mid-prune stops after its current batch
 (its claim says ``stopped``); what it left is old enough for the next day's prune. The
@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from engine.state import TERMINAL_RUN
-from storage import prune
+from storage import prune, prune_log
 
 if TYPE_CHECKING:
     from engine.runs.engine import Engine
@@ -98,12 +98,12 @@ class Retention:
         now = self.engine.clock.now()
         day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         alive_since = now - self.engine.leases.lease  # a claimer silent that long is dead
-        row = prune.claim_day(db, day, node=self.engine.owner, at=now, alive_since=alive_since)
+        row = prune_log.claim_day(db, day, node=self.engine.owner, at=now, alive_since=alive_since)
         if row is None:
             return None
         log.info("retention: pruning runs finished before %s", (now - self.age).isoformat())
         report = prune.prune(db, policy(now, self.age, self.audit_age), stop=self._stop)
-        prune.record(db, report, actor="baton", target="", at=now, row=row)
+        prune_log.record(db, report, actor="baton", target="", at=now, row=row)
         self.pruned += 1
         self.last = report
         deleted = ", ".join(f"{n} {table}" for table, n in report.counts.items() if n)

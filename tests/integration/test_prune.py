@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from engine import retention
-from storage import prune, schema
+from storage import prune, prune_log, schema
 from storage import tables as t
 from storage.db import create_engine
 from tests.conftest import HarnessFactory
@@ -409,21 +409,21 @@ def test_a_days_claim_left_by_a_node_that_died_mid_prune_is_taken_over(db_url: s
         beat = {"kind": "serve", "host": "h", "pid": 1, "started_at": day}
         conn.execute(t.nodes.insert().values(id="a", heartbeat_at=at, **beat))
         conn.execute(t.nodes.insert().values(id="b", heartbeat_at=at, **beat))
-    first = prune.claim_day(engine, day, node="a", at=at)
+    first = prune_log.claim_day(engine, day, node="a", at=at)
     assert first is not None
-    assert prune.claim_day(engine, day, node="b", at=at, alive_since=since) is None  # a beats
+    assert prune_log.claim_day(engine, day, node="b", at=at, alive_since=since) is None  # a beats
     with engine.begin() as conn:  # a dies mid-prune: it beats no more, its claim started
         conn.execute(t.nodes.update().where(t.nodes.c.id == "a").values(heartbeat_at=day))
-    assert prune.claim_day(engine, day, node="b", at=at) is None  # without a bound: never
-    taken = prune.claim_day(engine, day, node="b", at=at, alive_since=since)
+    assert prune_log.claim_day(engine, day, node="b", at=at) is None  # without a bound: never
+    taken = prune_log.claim_day(engine, day, node="b", at=at, alive_since=since)
     assert taken is not None and taken != first
-    assert prune.claim_day(engine, day, node="c", at=at, alive_since=since) is None  # b beats
-    prune.record(engine, prune.Report(), actor="baton", target="", at=at, row=taken)
-    assert prune.claim_day(engine, day, node="c", at=at, alive_since=since) is None  # done
+    assert prune_log.claim_day(engine, day, node="c", at=at, alive_since=since) is None  # b beats
+    prune_log.record(engine, prune.Report(), actor="baton", target="", at=at, row=taken)
+    assert prune_log.claim_day(engine, day, node="c", at=at, alive_since=since) is None  # done
     with engine.connect() as conn:
         rows = conn.execute(
             sa.select(t.audit.c.outcome, t.audit.c.source, t.audit.c.detail)
-            .where(t.audit.c.action == prune.DAILY)
+            .where(t.audit.c.action == prune_log.DAILY)
             .order_by(t.audit.c.id)
         ).all()
     assert [(r.outcome, r.source["node"]) for r in rows] == [("abandoned", "a"), ("ok", "b")]

@@ -18,7 +18,7 @@ from bot.app import Baton, open_baton
 from bot.settings import Settings
 from engine.requests import RunRequest
 from engine.timing import ManualClock, ManualTimers
-from storage import prune
+from storage import prune_log
 from storage import tables as t
 
 QUICK = """
@@ -92,7 +92,7 @@ async def test_two_replicas_prune_once_a_day_between_them(replicas: Replicas) ->
     assert await run_ids(first) == {young}  # 1 day old: kept
 
     marks = await first.store.all(
-        sa.select(t.audit).where(t.audit.c.action == prune.DAILY).order_by(t.audit.c.id)
+        sa.select(t.audit).where(t.audit.c.action == prune_log.DAILY).order_by(t.audit.c.id)
     )
     days = [(m.actor, m.target, m.outcome) for m in marks]
     assert days == [
