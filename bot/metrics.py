@@ -29,7 +29,7 @@ from engine import events as ev
 from engine import queries
 from engine.alerts import OUTCOMES
 from engine.runs.engine import Engine
-from engine.state import ACTIVE_RUN, RunStatus
+from engine.state import RUNS_IN_PROGRESS, RunStatus
 
 OTHER = "other"
 TRIGGERS = frozenset({"api", "cli", "console", "slack", "schedule", "alert", "playbook"})
@@ -54,8 +54,8 @@ SLACK_METHODS = frozenset(
     }
 )
 OPEN_GATES = 10_000  # gates remembered until they close, the oldest forgotten first
-ACTIVE_STATUSES = (RunStatus.QUEUED, *sorted(ACTIVE_RUN))
-ACTIVE_VALUES = frozenset(s.value for s in ACTIVE_STATUSES)
+ACTIVE_STATUSES = tuple(RunStatus(s) for s in RUNS_IN_PROGRESS)
+ACTIVE_VALUES = frozenset(RUNS_IN_PROGRESS)
 TOTALS_EVERY = 60.0
 """Seconds between two counts of every run by status (``baton_runs`` of finished ones)."""
 RUN_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)

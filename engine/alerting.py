@@ -44,12 +44,13 @@ from engine.errors import BatonError
 from engine.playbook import AlertTrigger, parse_rate
 from engine.requests import RunRequest
 from engine.runs.engine import Engine
+from engine.state import RUNS_IN_PROGRESS
 from storage import tables as t
 from storage.rows import Rows
 
 log = logging.getLogger(__name__)
 
-ACTIVE = ("queued", "running", "waiting")
+ACTIVE = RUNS_IN_PROGRESS
 
 # Built once: routing runs these for every alert, and building a statement costs more
 # than running it (``storage/rows.py`` has the figures).

@@ -26,6 +26,7 @@ from engine import critical_path as cp
 from engine import stats_queries as sq
 from engine.critical_path import CriticalPath
 from engine.errors import BatonError, PlaybookNotFound
+from engine.state import RUNS_FINISHED
 from storage.store import Store
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
-FINISHED = ("succeeded", "failed", "cancelled", "timed_out")
+FINISHED = RUNS_FINISHED
 
 
 def percentile(values: Sequence[float], p: float) -> float | None:

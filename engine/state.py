@@ -33,6 +33,14 @@ TERMINAL_RUN = frozenset(
 )
 ACTIVE_RUN = frozenset({RunStatus.RUNNING, RunStatus.WAITING})
 
+# The same sets as the database stores them, in a fixed order (for SQL's IN and lists):
+RUNS_DRIVEN = tuple(s.value for s in RunStatus if s in ACTIVE_RUN)
+"""A driver works on these (queued runs are admitted, not driven)."""
+RUNS_IN_PROGRESS = (RunStatus.QUEUED.value, *RUNS_DRIVEN)
+"""Runs not over: queued for their place, or driven."""
+RUNS_FINISHED = tuple(s.value for s in RunStatus if s in TERMINAL_RUN)
+"""Runs that are over."""
+
 
 class StepStatus(StrEnum):
     PENDING = "pending"

@@ -18,10 +18,11 @@ from engine.errors import InvalidTransition
 from engine.foreach import Tally
 from engine.requests import RunRequest
 from engine.runs.engine import Engine
+from engine.state import RUNS_IN_PROGRESS
 from storage.store import Store
 
 STATUS_LIMIT = 10
-ACTIVE = ("queued", "running", "waiting")
+ACTIVE = RUNS_IN_PROGRESS
 
 
 async def run(engine: Engine, actor: Actor, command: Run, where: dict[str, Any]) -> Reply:

@@ -27,7 +27,7 @@ from engine.playbook import Playbook, from_snapshot
 from engine.runs import inbox
 from engine.runs.leases import Leases
 from engine.runs.node import Node
-from engine.state import RunState, RunStatus, StepStatus
+from engine.state import RUNS_DRIVEN, RUNS_IN_PROGRESS, RunState, RunStatus, StepStatus
 from engine.timing import Clock
 from storage import locks
 from storage import tables as t
@@ -37,7 +37,7 @@ from storage.store import Op, Store, guard
 
 log = logging.getLogger(__name__)
 
-HOLDING = ("running", "waiting")
+HOLDING = RUNS_DRIVEN
 
 
 class KeyFull(Exception):
@@ -205,7 +205,7 @@ class Admission:
         same_key = (
             t.runs.c.concurrency_key.is_(None) if key is None else t.runs.c.concurrency_key == key
         )
-        statuses = ["queued"] if key is None else ["queued", "running", "waiting"]
+        statuses = ["queued"] if key is None else list(RUNS_IN_PROGRESS)
         async with self.node.lock(f"queue:{key}"):
             rows = await self.store.all(
                 sa.select(

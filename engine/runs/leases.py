@@ -30,11 +30,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine.state import ACTIVE_RUN
+from engine.state import RUNS_DRIVEN
 from storage import tables as t
 
-ACTIVE = tuple(sorted(s.value for s in ACTIVE_RUN))
-"""Run statuses a driver works on (queued runs are admitted, not driven)."""
+ACTIVE = RUNS_DRIVEN  # run statuses a driver works on (queued runs are admitted)
 
 
 def node_id(host: str | None = None, pid: int | None = None) -> str:

@@ -26,6 +26,7 @@ from engine import params as paramlib
 from engine import queries
 from engine.durations import format_duration
 from engine.foreach import Tally
+from engine.state import RUNS_IN_PROGRESS
 
 RUN_EMOJI = {
     "queued": ":hourglass_flowing_sand:",
@@ -46,7 +47,7 @@ STEP_EMOJI = {
     "cancelled": ":no_entry_sign:",
     "interrupted": ":warning:",
 }
-ACTIVE = ("queued", "running", "waiting")
+ACTIVE = RUNS_IN_PROGRESS
 RETRYABLE = ("failed", "cancelled", "timed_out")
 
 
