@@ -99,7 +99,8 @@ def json_or_error(raw: bytes) -> Any:
         return error(400, "body is not valid JSON: nested too deep")
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, a 5,000-digit number
         if "integer string conversion" in str(exc):  # Python's own wording, with its fix
-            return error(400, "body holds a number of over 4,300 digits: send it as text")
+            why = "a number of over 4,300 digits (send it as text)"
+            return error(400, f"body is not valid JSON: {why}")
         return error(400, f"body is not valid JSON: {exc}")
 
 
