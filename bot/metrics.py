@@ -32,7 +32,7 @@ from engine.runs.engine import Engine
 from engine.state import RUNS_IN_PROGRESS, RunStatus
 
 OTHER = "other"
-TRIGGERS = frozenset({"api", "cli", "console", "slack", "schedule", "alert", "playbook"})
+TRIGGERS = frozenset({"api", "cli", "console", "slack", "web", "schedule", "alert", "playbook"})
 ALERT_SOURCES = frozenset({"alertmanager", "grafana", "pagerduty", "generic", "chat"})
 SCHEDULE_OUTCOMES = frozenset({"started", "failed", "missed"})
 SLACK_METHODS = frozenset(

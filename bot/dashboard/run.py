@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.dashboard import dag, live, timeline
+from bot.dashboard import auth, dag, live, timeline
 from bot.dashboard.render import baton_of, page
 from engine import runlogs, runview
 from engine.errors import RunNotFound
@@ -29,6 +29,10 @@ async def panel_context(request: web.Request, run_id: str) -> dict[str, Any]:
     except dag.DrawError as exc:
         svg, draw_error = "", str(exc)
     status = RunStatus(run["status"])
+    me = auth.who(request).name
+    for gate in run.get("approvals") or []:  # why this person may not decide (the requester)
+        pending = gate.get("status") == "pending"
+        gate["why_not"] = await baton.engine.may_decide(gate["id"], me) if pending else None
     order = [n.id for n in nodes] or [s["id"] for s in run["steps"]]
     return {
         "run": run,

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from aiohttp import FormData
 
 from storage import tables as t
-from tests.integration.dashboard_support import dashboard
+from tests.integration.dashboard_support import dashboard, start
 
 
 def cursor(*parts: str) -> str:
@@ -91,3 +91,15 @@ async def test_a_form_body_that_stalls_gets_408(tmp_path: Path) -> None:
         status = await asyncio.wait_for(reader.readline(), 10)
         assert b" 408 " in status, status
         writer.close()
+
+
+async def test_the_requester_sees_why_not_where_an_approver_sees_the_buttons(
+    tmp_path: Path,
+) -> None:
+    async with dashboard(tmp_path) as site:
+        run_id = await start(site.baton, "gated", by="alice")
+        alice, bob = await site.visitor("alice"), await site.visitor("bob")
+        own = await alice.text(f"/runs/{run_id}")
+        assert 'class="approve"' not in own and f"alice started run {run_id}" in own
+        theirs = await bob.text(f"/runs/{run_id}")
+        assert 'class="approve"' in theirs
