@@ -60,10 +60,14 @@ async def test_approve_as_another_person_and_self_approval_is_refused(
     run_id = page.url.rsplit("/", 1)[1]
     (gate,) = baton.approvals(run_id)
 
-    await page.locator(f'button.approve[data-approval="{gate.id}"]').click()
-    await expect(page.locator("#error")).to_contain_text(
-        f"alice started run {run_id} and cannot approve it"
+    why = f"alice started run {run_id} and cannot approve it"
+    await expect(page.locator(f'tr[data-approval="{gate.id}"] .hint')).to_contain_text(why)
+    await expect(page.locator(f'button.approve[data-approval="{gate.id}"]')).to_have_count(0)
+    token = await page.locator("input[name=csrf]").first.get_attribute("value")
+    forged = await page.request.post(  # the form she is not shown, sent by hand: refused
+        url(baton, f"/approvals/{gate.id}/approve"), form={"csrf": token or ""}
     )
+    assert forged.status == 403 and why in await forged.text()
     assert baton.approvals(run_id)[0].status == "pending"
     await shot(page, "refused")
     await log_out(page)

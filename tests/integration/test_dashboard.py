@@ -318,7 +318,10 @@ async def test_the_local_person_is_the_os_user_and_an_operator(tmp_path: Path) -
 
         gated = await start(baton, "gated", by=LOCAL)
         gate = await gate_of(baton, gated)
-        resp = await me.submit(f"/runs/{gated}", f"/approvals/{gate.id}/approve")
+        page = await me.text(f"/runs/{gated}")  # no buttons for the requester: why not
+        assert 'class="approve"' not in page
+        assert f"{LOCAL} started run {gated} and cannot approve it" in page
+        resp = await me.post(f"/approvals/{gate.id}/approve")  # a hand-made form: refused
         assert resp.status == 403
         assert f"{LOCAL} started run {gated} and cannot approve it" in await resp.text()
         assert (await gate_of(baton, gated)).status == "pending"
@@ -343,7 +346,9 @@ async def test_decisions_go_through_commands_and_self_approval_is_refused(
 
         page = await alice.text("/approvals")  # alice started it: not hers to decide
         assert 'id="no-approvals"' in page and "cannot approve it" in page
-        resp = await alice.submit(f"/runs/{run_id}", f"/approvals/{gate.id}/approve")
+        page = await alice.text(f"/runs/{run_id}")  # nor on the run's page
+        assert 'class="approve"' not in page and "cannot approve it" in page
+        resp = await alice.post(f"/approvals/{gate.id}/approve")  # a hand-made form: refused
         assert resp.status == 403
         assert f"alice started run {run_id} and cannot approve it" in await resp.text()
         assert (await gate_of(baton, run_id)).status == "pending"
