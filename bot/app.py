@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -21,7 +21,7 @@ from engine.access import AccessRules
 from engine.actions.lifecycle import ActionLifecycle
 from engine.actions.registry import Registry
 from engine.catalog import Catalog
-from engine.errors import BatonError
+from engine.errors import BatonError, Problem
 from engine.fleet import inventory
 from engine.fleet.draft import InventoryError
 from engine.runs.engine import Engine
@@ -68,8 +68,7 @@ class Baton:
         previous version. Declared schedules follow the playbooks' triggers."""
         # files are read off the event loop: a slow disk or a big folder stalls nothing
         problems = await asyncio.to_thread(self.engine.reload)
-        for problem in problems:
-            log.warning("playbook problem: %s", problem)
+        log_problems(problems)
         await self.schedules.sync_declared()
         await self.schedules.refresh()
         log.info("playbooks reloaded: %d loaded", len(self.engine.catalog))
@@ -94,9 +93,19 @@ def reload_inventory(settings: Settings) -> list[str]:
 def build_catalog(settings: Settings, registry: Registry) -> Catalog:
     workers = is_postgres(settings.database_url)  # SQLite has no job queue: no runs_on
     catalog = Catalog.load(settings.playbooks, registry, workers=workers)
-    for problem in catalog.problems:
-        log.warning("playbook problem: %s", problem)
+    log_problems(catalog.problems)
     return catalog
+
+
+def log_problems(problems: Sequence[Problem]) -> None:
+    """One warning per playbook file that does not load (every command loads the folder:
+    a broken file's whole list before each one drowned what the command said)."""
+    by_file: dict[str, list[Problem]] = {}
+    for problem in problems:
+        by_file.setdefault(problem.file, []).append(problem)
+    for file, found in by_file.items():
+        more = f" (and {len(found) - 1} more: `baton validate {file}` lists them)"
+        log.warning("playbook file not loaded: %s%s", found[0], more if len(found) > 1 else "")
 
 
 @asynccontextmanager

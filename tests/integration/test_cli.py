@@ -695,3 +695,17 @@ def test_validate_counts_config_groups_for_a_quorum(env: dict[str, str], tmp_pat
     config.write_text("groups:\n  sre: [alice, bob, carol]\n")
     out = baton({**env, "BATON_CONFIG": str(config)}, "validate", str(path))
     assert (out.returncode, out.stdout) == (0, "1 playbook(s) valid\n"), out
+
+
+def test_a_broken_playbook_is_one_warning_per_command_not_its_whole_list(
+    env: dict[str, str],
+) -> None:
+    folder = Path(env["BATON_PLAYBOOKS"])
+    broken = folder / "broken.yaml"
+    broken.write_text("name: broken\nstepz: []\nretyr: 3\nsteps:\n  - {id: a, action: nope}\n")
+    out = baton(env, "run", "greet")  # another playbook, which runs
+    assert out.returncode == 0, out.stderr
+    warned = [line for line in out.stderr.splitlines() if "WARNING" in line]
+    assert len(warned) == 1, out.stderr
+    assert f"playbook file not loaded: {broken}:" in warned[0]
+    assert f"more: `baton validate {broken}` lists them)" in warned[0]
