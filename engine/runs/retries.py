@@ -91,6 +91,7 @@ class Retries:
                 failed_step=None,
                 stop_reason=None,
                 stopped_by=None,
+                started_at=None,  # the new attempt's start: its duration is its own
                 finished_at=None,
                 queued_at=now,
                 owner=self.leases.owner,

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -130,9 +131,14 @@ async def test_the_engine_restarts_at_the_failed_step(
     run_id = await failed_at_three(h, tmp_path)
     (tmp_path / "fixed").touch()
 
+    first = (await h.run_row(run_id)).started_at
+    h.clock.advance(timedelta(minutes=10))  # fixed, then retried ten minutes later
     await h.engine.retry(run_id, by="bob", from_failed=True)
 
     await assert_retried_from_three(h, run_id, tmp_path)
+    row = await h.run_row(run_id)  # the attempt's own start: not ten idle minutes long
+    assert row.started_at == first + timedelta(minutes=10)
+    assert row.finished_at - row.started_at < timedelta(minutes=1)
 
 
 async def test_a_running_or_succeeded_run_is_refused(
