@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from engine import events as ev
 from engine import queries
-from engine.errors import RunMoved
+from engine.errors import RunMoved, RunQueued
 from engine.state import RunStatus
 
 if TYPE_CHECKING:
@@ -88,6 +88,16 @@ async def drive_here(baton: Baton, request: RunRequest, progress: Progress) -> i
                 return 128 + ended_by[0] if ended_by else 130
             try:
                 status = waiter.result()
+            except RunQueued:
+                servers = await engine.servers_alive()
+                then = "a `baton serve`" if servers else "`baton serve` (none runs now)"
+                print(
+                    f"run {run_id} is queued behind its concurrency key: {then} starts it "
+                    "when a place frees; following it (Ctrl-C cancels it)",
+                    file=sys.stderr,
+                )
+                status = await follow(baton, run_id)
+                print(f"run {run_id} ended {status} elsewhere", file=sys.stderr)
             except RunMoved:
                 print(
                     f"run {run_id} is now driven by another Baton process; following it",

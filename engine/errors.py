@@ -119,6 +119,11 @@ class RunMoved(BatonError):
     """The run is now driven by another node (this one lost its lease or gave it up)."""
 
 
+class RunQueued(RunMoved):
+    """The run waits for a place under its concurrency key: a ``baton serve`` node starts
+    it when one frees, not the process that asked for it."""
+
+
 class TemplateError(BatonError):
     """A template failed to render or a condition failed to evaluate."""
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from engine import audit, planning, stepenv, storable, timing
+from engine import audit, errors, planning, stepenv, storable, timing
 from engine import messages as msg
 from engine.actions import ChildRunSpec
 from engine.actions.registry import Registry
@@ -280,6 +280,8 @@ class Engine:
         status = RunStatus(row.status)
         if status.terminal:
             return status
+        if status is RunStatus.QUEUED:
+            raise errors.RunQueued(f"run {run_id} is queued behind its concurrency key")
         raise InvalidTransition(f"run {run_id} is {status} and not driven by this process")
 
     def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None:

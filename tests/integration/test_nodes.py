@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from engine import events as ev
-from engine.errors import InvalidTransition, ParamError
+from engine.errors import InvalidTransition, ParamError, RunQueued
 from engine.requests import RunRequest
 from engine.runs import inbox
 from engine.state import RunStatus
@@ -466,3 +466,18 @@ async def test_an_approve_and_a_reject_racing_from_two_nodes_record_one(
     assert len(decisions) == 1
     final = (await a.run_row(run_id)).status
     assert final == ("succeeded" if recorded[0].status == "approved" else "failed")
+
+
+async def test_waiting_for_a_run_queued_elsewhere_says_it_is_queued(
+    harness: HarnessFactory,
+) -> None:
+    """`baton run` follows a run that waits for its concurrency key (a server starts it),
+    where it used to stop with 'queued and not driven by this process'."""
+    a = await harness(PLAYBOOKS)
+    run_id = await a.run("gate")
+    await a.store.write(
+        t.runs.update().where(t.runs.c.id == run_id).values(status="queued", owner=None)
+    )
+    a.engine.node.runs.pop(run_id, None)  # as in a process that did not start it
+    with pytest.raises(RunQueued, match=f"run {run_id} is queued behind its concurrency key"):
+        await a.engine.wait_for(run_id)
