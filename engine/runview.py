@@ -4,7 +4,7 @@ decide on. Like ``engine.queries``: plain data, read along indexes."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -56,8 +56,6 @@ def nodes_of(definition: dict[str, Any]) -> list[Node]:
                     needs=tuple([needs] if isinstance(needs, str) else needs),
                     action=str(step.get("action", "")),
                     title=str(step.get("name") or step["id"]),
-                    # a for_each step (planned) is one node: its items' counts by status
-                    # go in `counts` here, read from its item rows
                 )
             )
     return out
@@ -84,7 +82,19 @@ async def run_detail(store: Store, run_id: str) -> tuple[dict[str, Any], list[No
     bars = [
         Bar(r.step_id, r.number, r.run_attempt, r.status, r.started_at, r.finished_at) for r in rows
     ]
-    return run, nodes_of(definition or {}), bars
+    items = {step["id"]: step["items"] for step in run["steps"] if step.get("items")}
+    nodes = [
+        replace(node, counts=_counts(items[node.id])) if node.id in items else node
+        for node in nodes_of(definition or {})
+    ]
+    return run, nodes, bars
+
+
+def _counts(items: dict[str, Any]) -> dict[str, int]:
+    """A fan-out's items as its node shows them: how many done, failed, running, of all
+    (a count of none left out)."""
+    shown = {k: int(items.get(k) or 0) for k in ("done", "failed", "running")}
+    return {**{k: n for k, n in shown.items() if n}, "total": int(items.get("total") or 0)}
 
 
 AUDIT_FILTERS = ("actor", "action", "target")

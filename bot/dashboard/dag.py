@@ -52,8 +52,11 @@ def label_of(node: Node, step: dict[str, Any] | None) -> str:
     lines = [node.title, status]
     if step and step.get("attempts", 0) > 1:
         lines[-1] += f" x{step['attempts']}"
-    if node.counts:
-        lines.append(" ".join(f"{n} {state}" for state, n in sorted(node.counts.items())))
+    if node.counts:  # 6/12 done, 1 failed, 3 running
+        counts = node.counts
+        shown = [f"{counts.get('done', 0)}/{counts['total']} done"] if "total" in counts else []
+        shown += [f"{counts[k]} {k}" for k in ("failed", "running") if counts.get(k)]
+        lines.append(", ".join(shown))
     return "\n".join(lines)
 
 

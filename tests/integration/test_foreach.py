@@ -12,9 +12,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from bot.commands import Actor, Commands
+from bot.dashboard import dag
 from bot.slack import blocks
 from engine import events as ev
-from engine import queries
+from engine import queries, runview
 from storage import tables as t
 from tests.conftest import HarnessFactory
 from tests.fakes.processes import wait_until
@@ -73,6 +74,10 @@ async def test_items_run_as_sub_steps_within_the_parallel_bound(harness: Harness
     run_id = await s.start(h, "fleet")
     await wait_until(lambda: PROBE.in_flight == 3)
     assert PROBE.most == 3  # never more than parallel, even while held
+    _, nodes, _ = await runview.run_detail(h.store, run_id)  # the run page's graph node
+    (node,) = [n for n in nodes if n.id == "restart"]
+    assert node.counts == {"running": 3, "total": 7}
+    assert dag.label_of(node, {"status": "running"}).endswith("\n0/7 done, 3 running")
     assert PROBE.gate is not None
     PROBE.gate.set()
     await h.engine.wait_for(run_id)
