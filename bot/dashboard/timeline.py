@@ -54,7 +54,10 @@ def layout(bars: list[Bar], order: list[str], now: datetime) -> Timeline:
     for bar in bars:
         began = (bar.started_at - start).total_seconds()
         lasted = ((bar.finished_at or now) - bar.started_at).total_seconds()
-        title = f"{bar.step_id} attempt {bar.number}: {bar.status}, {format_duration(lasted)}"
+        of_run = f" (run attempt {bar.run_attempt})" if bar.run_attempt > 1 else ""
+        title = (
+            f"{bar.step_id} attempt {bar.number}{of_run}: {bar.status}, {format_duration(lasted)}"
+        )
         boxes.append(
             Box(
                 step_id=bar.step_id,

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.dashboard import dag
-from engine.runview import Node, nodes_of
+from bot.dashboard import dag, timeline
+from engine.runview import Bar, Node, nodes_of
 
 
 def node(step_id: str, *needs: str, title: str = "", phase: str = "main") -> Node:
@@ -68,3 +69,14 @@ async def test_drawings_are_cached_by_the_status_fingerprint() -> None:
     assert await drawings.svg(run, nodes) == first and drawings.drawn == 1
     run["steps"][0]["status"] = "succeeded"
     assert "status-succeeded" in await drawings.svg(run, nodes) and drawings.drawn == 2
+
+
+def test_timeline_bars_of_a_retried_run_say_which_run_attempt_they_belong_to() -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    bars = [
+        Bar("deploy", 1, 1, "failed", t0, t0 + timedelta(seconds=2)),
+        Bar("deploy", 1, 2, "succeeded", t0 + timedelta(minutes=5), t0 + timedelta(minutes=6)),
+    ]
+    first, second = timeline.layout(bars, ["deploy"], t0).boxes
+    assert first.title == "deploy attempt 1: failed, 2.0s"
+    assert second.title == "deploy attempt 1 (run attempt 2): succeeded, 1m00s"
