@@ -8,11 +8,13 @@ of showing those problems only once the structure is fixed.
 ``partial`` takes the broken parts out of a copy of the data until the rest builds: an
 unknown key is dropped (it meant nothing); a step's broken field is dropped and that step
 is left out of the semantic checks (without the field, they could report what is not
-wrong); a broken param becomes a plain string param, a broken trigger a stand-in, and a
-broken ``timeout``, ``concurrency``, ``notify`` or ``description`` is dropped, each also
-left out. What other parts depend on (a step's ``id``, ``action``, ``needs`` or
-``for_each``, the playbook's ``name`` or ``steps`` list) cannot be taken out: then nothing
-is salvaged, and only the structural problems are reported.
+wrong), unless no check reads it (``name``, ``description``, ``timeout``, ``retry``,
+``idempotent``: only the field is left out); a broken param becomes a plain string
+param, a broken trigger a stand-in, and a broken ``timeout``, ``concurrency``, ``notify``
+or ``description`` is dropped, each also left out. What other parts depend on (a step's
+``id``, ``action``, ``needs`` or ``for_each``, the playbook's ``name`` or ``steps`` list)
+cannot be taken out: then nothing is salvaged, and only the structural problems are
+reported.
 
 The salvaged playbook is for checking only; it never runs.
 """
@@ -30,6 +32,7 @@ Path = tuple[Any, ...]
 
 PHASES = ("steps", "on_failure", "finally")
 _STEP_KEYS_OTHERS_NEED = ("id", "action", "needs", "for_each")
+_STEP_KEYS_ALONE = ("name", "description", "timeout", "retry", "idempotent")
 _DROPPABLE = ("description", "timeout", "concurrency", "notify")
 _TRIGGER_STANDIN: dict[str, Any] = {"alert": {}}
 _ROUNDS = 5
@@ -71,7 +74,8 @@ def _cut(data: dict[str, Any], loc: Path, unknown_key: bool) -> Path | None:
         step = _at(data, loc[:2])
         if isinstance(step, dict):
             step.pop(loc[2], None)
-            return loc[:2]
+            # a field no other check reads: only it is left out, the step is checked
+            return loc[:3] if loc[2] in _STEP_KEYS_ALONE else loc[:2]
     elif head == "params" and len(loc) >= 2 and isinstance(data.get("params"), dict):
         data["params"][loc[1]] = {}
         return loc[:2]

@@ -139,3 +139,25 @@ def test_a_duplicate_key_is_reported_and_the_rest_still_checked(
     path = tmp_path / "pb.yaml"
     valid, _ = validate.validate_paths([path], registry)
     assert valid == {}  # a playbook with a duplicate key never loads
+
+
+def test_a_bad_step_timeout_leaves_the_rest_of_its_step_checked(
+    tmp_path: Path, registry: Registry
+) -> None:
+    found = problems(
+        tmp_path,
+        registry,
+        """\
+        name: p
+        params:
+          host: {type: string, default: a}
+        steps:
+          - id: one
+            action: log
+            timeout: 1h30
+            with: {message: "{{ params.hots }}"}
+        """,
+    )
+    lines = {line for line, _ in found}
+    assert len(found) == 2 and lines == {7, 8}, found  # the timeout, and the typo beside it
+    assert any("hots" in message for _, message in found), found
