@@ -368,12 +368,14 @@ class Login:
         address = gate.client(request)
         if not self.limiter.allow(address) or await self.tried(address) >= self.limiter.count:
             await gate.audit(request, address, "login", "limited")
-            return page(
+            limited = page(
                 "Too many attempts",
                 f"Too many logins from {address}: wait a little "
                 f"(BATON_LOGIN_RATE={gate.settings.login_rate}), then try again.",
                 429,
             )
+            limited.headers["Retry-After"] = str(max(1, round(self.limiter.period)))
+            return limited
         data = await forms.posted(request, gate.settings.read_timeout)
         request[_NEXT] = str(data.get("next") or "")
         sent, expected = str(data.get("csrf") or ""), request.cookies.get(LOGIN_COOKIE, "")

@@ -222,6 +222,7 @@ async def test_logins_are_rate_limited_per_address(serve: Serve) -> None:
     assert (await login(client, "wrong")).status == 401
     limited = await login(client, ALICE)
     assert limited.status == 429 and "BATON_LOGIN_RATE=2/1h" in await limited.text()
+    assert limited.headers["Retry-After"] == "3600"  # the rate's period, in seconds
     assert [o for _, _, o in await audit_rows(baton)] == ["refused", "refused", "limited"]
 
 
