@@ -130,11 +130,11 @@ class Keeper:
     async def heartbeat(self) -> None:
         engine = self.engine
         op = engine.leases.heartbeat(engine.clock.now(), list(engine.node.runs))
-        lost: set[str] = (await engine.store.write(op))[0]
-        for run_id in lost:
+        lost: dict[str, str] = (await engine.store.write(op))[0]
+        for run_id, why in lost.items():
             run = engine.node.runs.get(run_id)
             if run is not None:
-                engine.node.post(run, msg.Abandon("its lease is held by another node now"))
+                engine.node.post(run, msg.Abandon(why))
 
     async def poll_inbox(self) -> None:
         """Hand the commands waiting for the runs this node drives to their drivers."""

@@ -97,12 +97,12 @@ class Leases:
 
     def heartbeat(self, now: datetime, driving: Iterable[str]) -> Any:
         """The op that renews this node's leases and heartbeat; it returns the runs
-        among ``driving`` that are no longer this node's (taken over, or ended
-        elsewhere)."""
+        among ``driving`` that are no longer this node's, each with why (taken over by
+        another node, ended elsewhere, deleted)."""
         expires = self.expiry(now)
         mine = set(driving)
 
-        def op(conn: sa.Connection) -> set[str]:
+        def op(conn: sa.Connection) -> dict[str, str]:
             conn.execute(
                 t.runs.update()
                 .where(
@@ -117,7 +117,7 @@ class Leases:
             if not beat.rowcount:  # pruned as dead while this node was frozen: back again
                 conn.execute(self.register(now))
             if not mine:
-                return set()
+                return {}
             held = {
                 r.id
                 for r in conn.execute(
@@ -126,7 +126,16 @@ class Leases:
                     )
                 )
             }
-            return mine - held
+            lost = mine - held
+            if not lost:
+                return {}
+            rows = conn.execute(
+                sa.select(t.runs.c.id, t.runs.c.owner, t.runs.c.status).where(
+                    t.runs.c.id.in_(sorted(lost))
+                )
+            )
+            found = {r.id: _elsewhere(r.owner, r.status) for r in rows}
+            return {run_id: found.get(run_id, "it was deleted") for run_id in lost}
 
         return op
 
@@ -208,3 +217,10 @@ class Leases:
             t.nodes.c.id != self.owner,
             t.nodes.c.heartbeat_at > now - self.lease,
         )
+
+
+def _elsewhere(owner: str | None, status: str) -> str:
+    """Why a run this node drove is not its any more, as its row says."""
+    if status not in ACTIVE:
+        return f"it ended elsewhere ({status})"
+    return f"its lease is held by node {owner} now" if owner else "its lease was released"

@@ -168,7 +168,9 @@ async def test_a_node_that_lost_its_lease_is_fenced_and_lets_go(harness: Harness
     assert [r.message for r in logs] == ["awake"]  # once, by b
 
 
-async def test_a_heartbeat_notices_a_run_taken_elsewhere(harness: HarnessFactory) -> None:
+async def test_a_heartbeat_notices_a_run_taken_elsewhere(
+    harness: HarnessFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     a, b = await two(harness)
     run_id = await a.run("gate")
     await b.store.write(  # another node took it (as after a freeze past the lease)
@@ -178,6 +180,21 @@ async def test_a_heartbeat_notices_a_run_taken_elsewhere(harness: HarnessFactory
     await a.engine.wait_idle()
     assert run_id not in a.engine.active_runs
     assert (await a.run_row(run_id)).owner == "elsewhere"
+    said = f"run {run_id}: its lease is held by node elsewhere now; this node stops driving it"
+    assert said in caplog.messages
+
+    gone = await a.run("gate")  # deleted under its driver (by hand, in the database)
+    await b.store.write(
+        t.approvals.delete().where(t.approvals.c.run_id == gone),
+        t.steps.delete().where(t.steps.c.run_id == gone),
+        t.attempts.delete().where(t.attempts.c.run_id == gone),
+        t.run_logs.delete().where(t.run_logs.c.run_id == gone),
+        t.run_commands.delete().where(t.run_commands.c.run_id == gone),
+        t.runs.delete().where(t.runs.c.id == gone),
+    )
+    await a.engine.keeper.heartbeat()
+    await a.engine.wait_idle()
+    assert f"run {gone}: it was deleted; this node stops driving it" in caplog.messages
 
 
 async def test_cancel_from_another_node_is_applied_by_the_owner(
