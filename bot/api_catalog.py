@@ -17,7 +17,7 @@ from aiohttp import web
 
 from bot import api_auth, api_kit, grammar
 from engine import params as paramlib
-from engine import queries
+from engine import paramsecrets, queries
 from engine.errors import BatonError, PlaybookNotFound
 from engine.playbook import Playbook
 from storage import tables as t
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 def _param_json(pb: Playbook, name: str) -> dict[str, Any]:
     spec = pb.params[name]
-    secret = name in paramlib.secret_names(pb)
+    secret = name in paramsecrets.secret_names(pb)
     return {
         "name": name,
         "type": spec.type.value,

@@ -60,7 +60,7 @@ from bot.grammar import (
     target_of,
     verb_of,
 )
-from engine import access, queries, storable
+from engine import access, paramsecrets, queries, storable
 from engine import params as paramlib
 from engine import schedules as schedlib
 from engine.access import Actor
@@ -196,7 +196,7 @@ class Commands:
         except PlaybookNotFound:
             params = dict.fromkeys(command.params, paramlib.MASK)
         else:
-            params = paramlib.typed_masked(playbook, command.params)
+            params = paramsecrets.typed_masked(playbook, command.params)
         words = [verb_of(command), command.playbook]
         if isinstance(command, Schedule):
             words.append(command.when or command.cron or "")

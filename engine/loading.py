@@ -10,7 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine import audit, planning
+from engine import audit, paramsecrets, planning
 from engine import params as paramlib
 from engine.errors import RunNotFound
 from engine.playbook import Playbook, from_snapshot
@@ -52,9 +52,9 @@ class RunRecords:
         """The run and the ops that persist it. ``inherited``: the parent run's masker, so
         a secret the parent hands to a child run is masked there too."""
         params = paramlib.coerce(playbook, request.params)
-        secret_names = paramlib.secret_names(playbook)
+        secret_names = paramsecrets.secret_names(playbook)
         base = inherited or self.base_masker
-        masker = base.with_values(paramlib.secret_values(playbook, params))
+        masker = base.with_values(paramsecrets.secret_values(playbook, params))
         masked = {
             k: ("***" if k in secret_names and v is not None else masker.mask(v))
             for k, v in params.items()
@@ -107,7 +107,7 @@ class RunRecords:
                         "parent_run_id": run.parent_run_id,
                         "parent_step_id": run.parent_step_id,
                         "concurrency_key": run.concurrency_key,
-                        "definition": paramlib.stored_definition(playbook),
+                        "definition": paramsecrets.stored_definition(playbook),
                         "created_at": now,
                         "queued_at": now,
                         "started_at": None,

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from engine import params as paramlib
-from engine import templating
+from engine import paramsecrets, templating
 from engine.catalog import Catalog
 from engine.playbook import Phase, Playbook
 from engine.requests import Plan, RunRequest
@@ -34,7 +34,7 @@ def concurrency_key(
     if conc.key is None:
         return playbook.name
     key = str(templating.render(conc.key, {"params": params}))
-    masker = (masker or Masker()).with_values(paramlib.secret_values(playbook, params))
+    masker = (masker or Masker()).with_values(paramsecrets.secret_values(playbook, params))
     shown = masker.mask_text(key)
     if shown == key:
         return key
@@ -47,7 +47,7 @@ def plan(catalog: Catalog, request: RunRequest, masker: Masker | None = None) ->
     params = paramlib.coerce(playbook, request.params)
     return Plan(
         playbook=playbook.name,
-        params=paramlib.masked(playbook, params),
+        params=paramsecrets.masked(playbook, params),
         waves=parallel_groups(playbook, Phase.MAIN),
         on_failure=parallel_groups(playbook, Phase.ON_FAILURE),
         finally_=parallel_groups(playbook, Phase.FINALLY),

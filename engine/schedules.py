@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from engine import audit, cron
+from engine import audit, cron, paramsecrets
 from engine import params as paramlib
 from engine.durations import parse_duration
 from engine.errors import BatonError, ShuttingDown
@@ -501,7 +501,7 @@ class Schedules:
     ) -> ScheduleView:
         pb = self.engine.catalog.get(playbook)
         typed = paramlib.coerce(pb, params)  # bad params are refused now, not at 2 a.m.
-        secret_names = paramlib.secret_names(pb)
+        secret_names = paramsecrets.secret_names(pb)
         secret = {k: str(v) for k, v in typed.items() if k in secret_names and v is not None}
         shown = {k: v for k, v in params.items() if k not in secret}
         now = self.clock.now()
@@ -530,7 +530,7 @@ class Schedules:
                     "kind": kind,
                     "cron": expression,
                     "at": at.isoformat() if at else None,
-                    "params": paramlib.masked(pb, typed),
+                    "params": paramsecrets.masked(pb, typed),
                 },
             ),
         )

@@ -12,7 +12,7 @@ from bot.grammar import Cancel, Logs, Retry, Run
 from bot.progress import Progress
 from bot.tables import table
 from engine import params as paramlib
-from engine import queries, runlogs
+from engine import paramsecrets, queries, runlogs
 from engine.access import Actor
 from engine.errors import InvalidTransition
 from engine.foreach import Tally
@@ -43,13 +43,13 @@ async def run(engine: Engine, actor: Actor, command: Run, where: dict[str, Any])
         described = dict(zip(playbook.params, paramlib.describe(playbook), strict=True))
         lines = [f"`{playbook.name}` needs {', '.join(missing)}:"]
         lines += [f"  {described[name]}" for name in missing]
-        shown = paramlib.typed_masked(playbook, command.params)
+        shown = paramsecrets.typed_masked(playbook, command.params)
         example = " ".join(shlex.quote(f"{k}={v}") for k, v in shown.items())
         wanted = " ".join(f"{name}={_example(playbook.params[name])}" for name in missing)
         lines.append(f"say `run {playbook.name} {example} {wanted}`".replace("  ", " "))
         # a secret (or what may be one) typed in chat is not carried into a form or a
         # button: asked again
-        plain = set(playbook.params) - paramlib.secret_names(playbook)
+        plain = set(playbook.params) - paramsecrets.secret_names(playbook)
         given = {k: v for k, v in command.params.items() if k in plain}
         form = {"playbook": playbook.name, "given": given}
         return Reply(lines, ok=False, data={"form": form, "playbook": playbook.name})

@@ -14,6 +14,7 @@ from aiohttp import web
 from bot.dashboard import actions, forms
 from bot.dashboard.render import baton_of, page
 from engine import params as paramlib
+from engine import paramsecrets
 from engine.playbook import Playbook
 
 FIELD = "param-"  # a param's form field: param-NAME (no clash with csrf or dry_run)
@@ -22,7 +23,7 @@ FIELD = "param-"  # a param's form field: param-NAME (no clash with csrf or dry_
 def described(playbook: Playbook) -> list[dict[str, Any]]:
     """A playbook's params as its form shows them: kind, default, choices, help."""
     lines = dict(zip(playbook.params, paramlib.describe(playbook), strict=True))
-    secrets = paramlib.secret_names(playbook)
+    secrets = paramsecrets.secret_names(playbook)
     out = []
     for name, spec in playbook.params.items():
         secret = name in secrets
@@ -87,7 +88,7 @@ async def start(request: web.Request) -> web.StreamResponse:
     started = reply.data.get("started")
     if reply.ok and started:
         raise web.HTTPSeeOther(f"/runs/{started}")
-    secrets = paramlib.secret_names(playbook) if playbook is not None else set()
+    secrets = paramsecrets.secret_names(playbook) if playbook is not None else set()
     kept = {k: v for k, v in given.items() if k not in secrets}  # a secret is asked again
     cards = [card for card in _cards(request) if card["name"] == name]  # its form alone
     return page(

@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from engine import params
+from engine import params, paramsecrets
 from engine.errors import ParamError
 from engine.playbook import Playbook
 
@@ -220,12 +220,12 @@ def test_coerce_value_raises_value_error() -> None:
 
 def test_secret_names_and_masked() -> None:
     pb = make(SCHEMA)
-    assert params.secret_names(pb) == {"token"}
+    assert paramsecrets.secret_names(pb) == {"token"}
     values = params.coerce(pb, {"host": "h", "token": "abc123"})
-    shown = params.masked(pb, values)
+    shown = paramsecrets.masked(pb, values)
     assert shown["token"] == "***"
     assert shown["host"] == "h"
-    assert params.masked(pb, {"token": None}) == {"token": None}
+    assert paramsecrets.masked(pb, {"token": None}) == {"token": None}
 
 
 def test_describe() -> None:
@@ -266,7 +266,7 @@ def test_the_stored_definition_holds_no_secret_default() -> None:
             "steps": [{"id": "a", "action": "log"}],
         }
     )
-    stored = params.stored_definition(pb)
+    stored = paramsecrets.stored_definition(pb)
     assert stored["params"] == {
         "token": {"type": "secret", "default": "***"},
         "host": {"default": "web-1"},

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from engine import params
+from engine import params, paramsecrets
 from engine.errors import ParamError
 from engine.playbook import Param, Playbook
 
@@ -342,14 +342,14 @@ SECRETS: dict[str, Any] = {"token": {"type": "secret"}, "host": {}}
 
 def test_secret_values_are_the_given_secrets_only() -> None:
     pb = make(SECRETS)
-    assert params.secret_values(pb, {"token": "abc123", "host": "h"}) == ["abc123"]
-    assert params.secret_values(pb, {"token": "", "host": "h"}) == []
-    assert params.secret_values(pb, {"host": "h"}) == []
+    assert paramsecrets.secret_values(pb, {"token": "abc123", "host": "h"}) == ["abc123"]
+    assert paramsecrets.secret_values(pb, {"token": "", "host": "h"}) == []
+    assert paramsecrets.secret_values(pb, {"host": "h"}) == []
 
 
 def test_typed_masked_hides_secrets_and_undeclared_names() -> None:
     typed = {"token": "abc123", "host": "h", "tokn": "abc123"}
-    assert params.typed_masked(make(SECRETS), typed) == {
+    assert paramsecrets.typed_masked(make(SECRETS), typed) == {
         "token": "***",
         "host": "h",
         "tokn": "***",
@@ -358,7 +358,9 @@ def test_typed_masked_hides_secrets_and_undeclared_names() -> None:
 
 def test_the_stored_definition_masks_a_secret_default_without_triggers() -> None:
     pb = make({"token": {"type": "secret", "default": "dflt-secret"}})
-    assert params.stored_definition(pb)["params"] == {"token": {"type": "secret", "default": "***"}}
+    assert paramsecrets.stored_definition(pb)["params"] == {
+        "token": {"type": "secret", "default": "***"}
+    }
 
 
 def test_an_empty_secret_default_is_kept_empty() -> None:
@@ -366,7 +368,7 @@ def test_an_empty_secret_default_is_kept_empty() -> None:
         {"token": {"type": "secret", "default": ""}},
         triggers=[{"schedule": {"cron": "0 3 * * *", "params": {"token": ""}}}],
     )
-    stored = params.stored_definition(pb)
+    stored = paramsecrets.stored_definition(pb)
     assert stored["params"]["token"]["default"] == ""
     assert stored["triggers"][0]["schedule"]["params"] == {"token": ""}
 
