@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from bot import logs
 from bot.approvers import ApproverCheck
 from bot.settings import Settings
-from engine import sandbox, stepenv
+from engine import accessconfig, sandbox, stepenv
 from engine.access import AccessRules
 from engine.actions.lifecycle import ActionLifecycle
 from engine.actions.registry import Registry
@@ -127,7 +127,7 @@ async def open_baton(
     (else they are read from ``BATON_CONFIG``)."""
     async with AsyncExitStack() as stack:
         sandbox.configure(settings.template_budget)
-        rules = rules or AccessRules.load(settings.config)
+        rules = rules or accessconfig.load(settings.config)
         fleet = inventory.from_config(settings.config)  # a bad one stops Baton, with lines
         inventory.activate(fleet)
         log.info("%s", fleet.summary())

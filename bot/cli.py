@@ -180,15 +180,15 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
 
 def _validate(settings: Settings, paths: list[Path]) -> int:
     from bot import cli_hosts
-    from engine import validate
-    from engine.access import AccessRules, ConfigError
+    from engine import accessconfig, validate
+    from engine.access import ConfigError
     from engine.actions.registry import Registry
     from engine.playbook import playbook_files
     from storage.db import is_postgres
 
     targets = paths or [settings.playbooks]
     try:  # with the config's groups, an approval's groups are checked and counted
-        groups = AccessRules.load(settings.config).groups if settings.config else None
+        groups = accessconfig.load(settings.config).groups if settings.config else None
     except ConfigError as exc:
         print(f"{exc} (approval groups are not checked)", file=sys.stderr)
         groups = None

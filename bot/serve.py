@@ -21,6 +21,7 @@ from bot.alerts import chat
 from bot.app import open_baton, run_console
 from bot.settings import Settings
 from bot.settings_dashboard import is_loopback
+from engine import accessconfig
 from engine.access import AccessRules
 from engine.errors import BatonError
 from storage.schema import SchemaOutdated
@@ -100,7 +101,7 @@ async def serve(settings: Settings) -> None:
     gc.set_threshold(50_000, 20, 100)
     for name in settings.blank_secrets:
         log.warning("%s is set but empty, so it counts as unset: give it a value", name)
-    rules = AccessRules.load(settings.config)
+    rules = accessconfig.load(settings.config)
     tokens = settings.api_token is not None or rules.people.tokens
     if settings.api_read_token == "required" and not tokens:
         raise BatonError(

@@ -34,11 +34,11 @@ class _Alerts(BaseModel):
 def load(path: Path | None) -> list[ChatRule]:
     """The chat alert rules of the config file (none without a file or a section)."""
     if path is None or not path.is_file():
-        return []  # AccessRules.load, which reads the file first, says what is wrong
+        return []  # accessconfig.load, which reads the file first, says what is wrong
     try:
         data, lines = playbook.parse_yaml(yamldoc.read_text(path), str(path))
     except PlaybookInvalid:
-        return []  # the same: AccessRules.load reported it
+        return []  # the same: accessconfig.load reported it
     section = (data or {}).get("alerts") if isinstance(data, dict) else None
     if not section:
         return []

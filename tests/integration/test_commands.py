@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from bot.approvers import ApproverCheck
 from bot.commands import Actor, Commands, Reply
-from engine import access, queries
+from engine import accessconfig, queries
 from storage import tables as t
 from tests.conftest import HarnessFactory
 from tests.harness import Harness
@@ -339,7 +339,7 @@ async def test_console_gate_quorum_double_outsider_escalation_and_status(
     harness: HarnessFactory,
 ) -> None:
     h = await harness({**PLAYBOOKS, "two-keys": ESCALATING})
-    rules = access.AccessRules.parse("groups:\n  dba: [dave]\n")
+    rules = accessconfig.parse("groups:\n  dba: [dave]\n")
     h.engine.approver_check = ApproverCheck(rules)
     cmds = Commands(engine=h.engine, schedules=h.schedules, rules=rules)
     dave = Actor(id="dave", via="console")

@@ -28,6 +28,7 @@ from bot.app import Baton, open_baton
 from bot.dashboard import auth
 from bot.serve import refuse_an_open_dashboard
 from bot.settings import Settings
+from engine import accessconfig
 from engine.access import AccessRules
 from engine.errors import BatonError
 from engine.timing import ManualClock, ManualTimers
@@ -294,7 +295,7 @@ def test_serve_refuses_an_open_dashboard_beyond_loopback(tmp_path: Path) -> None
         refuse_an_open_dashboard(Settings(host="0.0.0.0"), nobody)
     refuse_an_open_dashboard(Settings(host="0.0.0.0", dashboard=False), nobody)
     refuse_an_open_dashboard(Settings(host="127.0.0.1"), nobody)
-    people = AccessRules.parse(CONFIG, "baton.yaml")
+    people = accessconfig.parse(CONFIG, "baton.yaml")
     refuse_an_open_dashboard(Settings(host="0.0.0.0"), people)
 
 

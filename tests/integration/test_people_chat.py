@@ -7,7 +7,7 @@ from typing import Any
 
 from bot.approvers import ApproverCheck
 from bot.commands import Actor, Commands, Reply
-from engine import access
+from engine import accessconfig
 from tests.conftest import HarnessFactory
 from tests.harness import Harness
 
@@ -54,7 +54,7 @@ async def test_a_mapped_slack_user_acts_with_the_persons_groups_and_role(
     harness: HarnessFactory,
 ) -> None:
     h = await harness(PLAYBOOKS)
-    rules = access.AccessRules.parse(CONFIG, "baton.yaml")
+    rules = accessconfig.parse(CONFIG, "baton.yaml")
     h.engine.approver_check = ApproverCheck(rules)
     h.engine.same_person = rules.people.same
     cmds = Commands(engine=h.engine, schedules=h.schedules, rules=rules)

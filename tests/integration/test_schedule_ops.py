@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 
 from bot.commands import Commands
-from engine import schedule_ops
-from engine.access import AccessRules, Actor
+from engine import accessconfig, schedule_ops
+from engine.access import Actor
 from engine.schedules import ScheduleError
 from storage import tables as t
 from tests.conftest import HarnessFactory
@@ -129,7 +129,7 @@ async def test_pause_resume_and_trigger_in_chat_follow_the_access_rules(
     harness: HarnessFactory,
 ) -> None:
     h = await harness({"hello": HELLO})
-    rules = AccessRules.parse(RULES, "test")
+    rules = accessconfig.parse(RULES, "test")
     commands = Commands(engine=h.engine, schedules=h.schedules, rules=rules)
     made = await h.schedules.add_cron("hello", "0 * * * *", {}, "alice")
     where = {"front_end": "console"}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import access
+from engine import access, accessconfig
 from engine.access import CLI, CONSOLE, AccessRules, Actor, Decision, Place, Rule
 from engine.errors import BatonError
 
@@ -19,11 +19,11 @@ RANDOM = Place("C0RND", "random")
 
 @pytest.fixture(scope="module")
 def ops() -> AccessRules:
-    return AccessRules.load(OPS)
+    return accessconfig.load(OPS)
 
 
 def parse(text: str) -> AccessRules:
-    return AccessRules.parse(textwrap.dedent(text), "c.yaml")
+    return accessconfig.parse(textwrap.dedent(text), "c.yaml")
 
 
 def slack(token: str) -> str:
@@ -40,9 +40,9 @@ def slack(token: str) -> str:
 @pytest.mark.parametrize(
     "rules",
     [
-        pytest.param(AccessRules.load(None), id="unset"),
-        pytest.param(AccessRules.load(CONFIGS / "open.yaml"), id="file-without-rules"),
-        pytest.param(AccessRules.parse(""), id="empty-file"),
+        pytest.param(accessconfig.load(None), id="unset"),
+        pytest.param(accessconfig.load(CONFIGS / "open.yaml"), id="file-without-rules"),
+        pytest.param(accessconfig.parse(""), id="empty-file"),
     ],
 )
 def test_open_rules_allow_everything(rules: AccessRules) -> None:
@@ -309,7 +309,7 @@ def test_reserved_sections_are_accepted() -> None:
 def test_docstring_example_is_valid_and_means_what_it_says() -> None:
     assert access.__doc__ is not None
     block = access.__doc__.split("::\n\n", 1)[1].split("\n\n", 1)[0]
-    rules = AccessRules.parse(textwrap.dedent(block), "README")
+    rules = accessconfig.parse(textwrap.dedent(block), "README")
     assert rules.summary() == "access rules from README: 2 rules, default deny, groups: sre, dba"
     oncall, eve = Actor("U9", usergroups=frozenset({"@sre-oncall"})), Actor("U0EVE")
     asks = [
@@ -330,7 +330,7 @@ def test_docstring_example_is_valid_and_means_what_it_says() -> None:
 
 def test_missing_file() -> None:
     with pytest.raises(access.ConfigError) as exc:
-        AccessRules.load(CONFIGS / "nope.yaml")
+        accessconfig.load(CONFIGS / "nope.yaml")
     assert str(exc.value) == f"BATON_CONFIG points at {CONFIGS / 'nope.yaml'}, which does not exist"
 
 
@@ -338,7 +338,7 @@ def test_errors_in_a_file_name_the_file(tmp_path: Path) -> None:
     path = tmp_path / "baton.yaml"
     path.write_text("access:\n  rules:\n    - playbooks: x\n      actions: [rum]\n")
     with pytest.raises(access.ConfigError) as exc:
-        AccessRules.load(path)
+        accessconfig.load(path)
     assert str(exc.value).startswith(f"{path}:4: access.rules[0].actions[0]: unknown action")
     assert isinstance(exc.value, BatonError)
 
@@ -465,7 +465,7 @@ def test_errors_in_a_file_name_the_file(tmp_path: Path) -> None:
 )  # fmt: skip
 def test_config_errors(text: str, problems: list[tuple[int, str]]) -> None:
     with pytest.raises(access.ConfigError) as exc:
-        AccessRules.parse(text, "c.yaml")
+        accessconfig.parse(text, "c.yaml")
     found = [(p.line, p.message) for p in exc.value.problems]
     assert len(found) == len(problems), found
     for (line, message), (want_line, want) in zip(found, problems, strict=True):
@@ -477,5 +477,5 @@ def test_config_errors(text: str, problems: list[tuple[int, str]]) -> None:
 def test_config_error_lines_point_into_flow_lists() -> None:
     text = "access:\n  rules:\n    - {playbooks: x,\n       actions: [run,\n                 rn]}\n"
     with pytest.raises(access.ConfigError) as exc:
-        AccessRules.parse(text, "c.yaml")
+        accessconfig.parse(text, "c.yaml")
     assert re.match(r"c\.yaml:5: access\.rules\[0\]\.actions\[1\]: unknown action", str(exc.value))

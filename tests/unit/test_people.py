@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from engine import access, people
+from engine import access, accessconfig, people
 from engine.access import CONSOLE, AccessRules, Actor, ConfigError, Place
 
 OPS_ROOM = Place("C0OPS", "ops")
@@ -18,7 +18,7 @@ def sha(token: str) -> str:
 
 
 def parse(text: str) -> AccessRules:
-    return AccessRules.parse(textwrap.dedent(text), "baton.yaml")
+    return accessconfig.parse(textwrap.dedent(text), "baton.yaml")
 
 
 TEAM = f"""
@@ -149,7 +149,7 @@ def test_a_persons_groups_and_ids_count_for_approvers(team: AccessRules) -> None
     ],
 )
 def test_who_may_use_as(config: str, me: str, other: str, allowed: bool) -> None:
-    rules = AccessRules.parse(config, "baton.yaml")
+    rules = accessconfig.parse(config, "baton.yaml")
     why = people.may_act_as(rules, me, other)
     assert (why is None) is allowed, why
     if not allowed:
@@ -250,7 +250,7 @@ def test_bad_people_stop_baton_at_start_with_the_line_and_the_fix(
     text: str, problems: list[tuple[int, str]]
 ) -> None:
     with pytest.raises(ConfigError) as exc:
-        AccessRules.parse(text, "baton.yaml")
+        accessconfig.parse(text, "baton.yaml")
     found = [(p.line, p.message) for p in exc.value.problems]
     assert [line for line, _ in found] == [line for line, _ in problems], found
     for (_, message), (_, want) in zip(found, problems, strict=True):
@@ -260,7 +260,7 @@ def test_bad_people_stop_baton_at_start_with_the_line_and_the_fix(
 
 def test_a_bad_hash_says_how_to_make_one() -> None:
     with pytest.raises(ConfigError) as exc:
-        AccessRules.parse("users:\n  alice: {token_sha256: my-token}\n", "baton.yaml")
+        accessconfig.parse("users:\n  alice: {token_sha256: my-token}\n", "baton.yaml")
     assert str(exc.value) == (
         "baton.yaml:2: users.alice.token_sha256: not a SHA-256 hash (64 hex digits): put the "
         "hash of the person's token here, never the token itself; make it with "

@@ -12,8 +12,7 @@ import yaml
 
 from bot.alerts import chat, parsers
 from bot.settings import Settings, describe_settings
-from engine import matchers, sandbox, validate, yamldoc
-from engine.access import AccessRules
+from engine import accessconfig, matchers, sandbox, validate, yamldoc
 from engine.actions.registry import Registry
 from engine.playbook import ParamType
 
@@ -36,7 +35,7 @@ def test_the_config_examples_load(tmp_path: Path) -> None:
     alerts = [b for b in BLOCKS if b.startswith("alerts:")]
     assert access and alerts
     for text in access:
-        assert not AccessRules.parse(text, "README").open
+        assert not accessconfig.parse(text, "README").open
     for text in alerts:
         path = tmp_path / "baton.yaml"
         path.write_text(text)

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from engine import access, playbook, validate, yamldoc
+from engine import access, accessconfig, playbook, validate, yamldoc
 from engine.actions import ActionContext, Output, Suspend
 from engine.actions.registry import Registry
 from engine.catalog import Catalog
@@ -174,7 +174,7 @@ def test_the_config_file_is_read_the_same_way(tmp_path: Path) -> None:
     fifo = tmp_path / "baton.yaml"
     os.mkfifo(fifo)
     with pytest.raises(access.ConfigError) as exc:
-        access.AccessRules.load(fifo)
+        accessconfig.load(fifo)
     assert str(exc.value) == (
         f"BATON_CONFIG points at {fifo}: not a regular file: it is a FIFO (named pipe); "
         "only files are read"
