@@ -6,25 +6,18 @@ is created in the same commit that moves ``next_fire_at`` on, guarded on its old
 so a fire runs once even if two processes or a restart race for it. Cron times come from
 APScheduler's ``CronTrigger`` (time zones and DST included).
 
-Missed fires (Baton was down): at start, the most recent missed fire runs once if it is
-no older than the grace time; every other missed fire is counted in ``missed`` and
-written to the audit trail. Never silently dropped, never run twice.
+Missed fires (Baton was down): at start, the latest runs once if within the grace time;
+every other is counted in ``missed`` and audited. Never dropped, never run twice.
 
-Schedules declared in a playbook (``triggers: - schedule: ...``) are kept in step with the
-catalog: their id is a digest of playbook, cron, zone and params, so editing a cron
-replaces the schedule and removing the trigger removes it. Schedules made at run time
-(``baton schedule``, chat) are rows like any other; the serving process picks up rows
-other processes write by re-reading the table every ``poll`` seconds.
+Declared schedules (``triggers: - schedule: ...``) follow the catalog: their id is a
+digest of playbook, cron, zone and params (``schedule_rows.declared_id``). Schedules made
+at run time are rows like any other, re-read every ``poll`` seconds.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +25,6 @@ import sqlalchemy as sa
 
 from engine import audit, cron, paramsecrets
 from engine import params as paramlib
-from engine.durations import parse_duration
 from engine.errors import BatonError, ShuttingDown
 from engine.events import ScheduleFired
 from engine.requests import RunRequest
@@ -43,80 +35,19 @@ from storage.store import Op
 if TYPE_CHECKING:
     from engine.runs.engine import Engine
 
+from engine.schedule_rows import (
+    FireTaken,
+    NewSchedule,
+    ScheduleError,
+    ScheduleView,
+    declared_id,
+    fire_claim,
+    parse_when,
+    timer_key,
+    view_of,
+)
+
 log = logging.getLogger(__name__)
-
-
-class ScheduleError(BatonError):
-    """A schedule that cannot be made or found; the message says why."""
-
-
-class FireTaken(Exception):
-    """Someone else already ran this fire (the guarded update matched nothing)."""
-
-
-@dataclass(frozen=True)
-class ScheduleView:
-    id: str
-    playbook: str
-    kind: str
-    when: str
-    timezone: str
-    params: dict[str, Any]
-    origin: str
-    created_by: str
-    created_at: datetime
-    next_fire_at: datetime | None
-    last_fire_at: datetime | None
-    last_run_id: str | None
-    missed: int
-    last_error: str | None
-
-    @property
-    def paused(self) -> bool:
-        """A cron schedule with no next fire is paused (``engine.schedule_ops``)."""
-        return self.kind == "cron" and self.next_fire_at is None
-
-
-def parse_when(text: str, now: datetime, timezone: str = "UTC") -> datetime:
-    """``in 30m`` / ``30m`` (from now) or ``at 18:00`` / ``18:00`` (the next such time in
-    ``timezone``) or an ISO time; ScheduleError with the accepted forms otherwise."""
-    value = text.strip()
-    lowered = value.lower()
-    if lowered.startswith("in "):
-        value = value[3:].strip()
-        try:
-            return now + parse_duration(value)
-        except ValueError as exc:
-            raise ScheduleError(str(exc)) from None
-    if lowered.startswith("at "):
-        value = value[3:].strip()
-    try:
-        tz = cron.zone(timezone)
-    except ValueError as exc:
-        raise ScheduleError(f"{exc}: use a name such as Europe/Paris or UTC") from None
-    match = re.fullmatch(r"(\d{1,2}):(\d{2})", value)
-    if match:
-        hour, minute = int(match.group(1)), int(match.group(2))
-        if hour > 23 or minute > 59:
-            raise ScheduleError(f"{value!r} is not a time of day (HH:MM, 00:00 to 23:59)")
-        local = now.astimezone(tz)
-        at = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
-        if at <= local:
-            at += timedelta(days=1)
-        return at
-    try:
-        at = datetime.fromisoformat(value)
-    except ValueError:
-        raise ScheduleError(
-            f"cannot read {text!r} as a time: use `in 30m`, `at 18:00` or an ISO time "
-            "like 2026-12-01T18:00"
-        ) from None
-    return at if at.tzinfo else at.replace(tzinfo=tz)
-
-
-def declared_id(playbook: str, spec: dict[str, Any]) -> str:
-    raw = json.dumps([playbook, spec], sort_keys=True).encode()
-    return "pb-" + hashlib.sha256(raw).hexdigest()[:10]
 
 
 class Schedules:
@@ -143,7 +74,7 @@ class Schedules:
     def stop(self) -> None:
         self._running = False
         for sid in list(self._armed):
-            self.timers.cancel(_key(sid))
+            self.timers.cancel(timer_key(sid))
         self.timers.cancel("schedules:poll")
         self._armed.clear()
 
@@ -210,7 +141,7 @@ class Schedules:
         q = sa.select(t.schedules).order_by(t.schedules.c.next_fire_at, t.schedules.c.id)
         if playbook:
             q = q.where(t.schedules.c.playbook == playbook)
-        return [_view(r) for r in await self.store.all(q)]
+        return [view_of(r) for r in await self.store.all(q)]
 
     async def remove(self, schedule_id: str, by: str) -> ScheduleView:
         row = await self.store.one(sa.select(t.schedules).where(t.schedules.c.id == schedule_id))
@@ -230,7 +161,7 @@ class Schedules:
             audit.op(self.clock.now(), by, "unschedule", schedule_id, {"playbook": row.playbook}),
         )
         self._disarm(schedule_id)
-        return _view(row)
+        return view_of(row)
 
     # --- declared schedules --------------------------------------------------------------
 
@@ -303,14 +234,14 @@ class Schedules:
     def _arm(self, schedule_id: str, at: datetime) -> None:
         self._armed[schedule_id] = at
         self.timers.set(
-            _key(schedule_id),
+            timer_key(schedule_id),
             at,
             lambda: self.engine.spawn(self.fire(schedule_id, at), f"fire-{schedule_id}"),
         )
 
     def _disarm(self, schedule_id: str) -> None:
         if self._armed.pop(schedule_id, None) is not None:
-            self.timers.cancel(_key(schedule_id))
+            self.timers.cancel(timer_key(schedule_id))
 
     async def fire(self, schedule_id: str, fire_time: datetime) -> str | None:
         """Run the fire due at ``fire_time`` once; returns the run id (None if another
@@ -392,7 +323,9 @@ class Schedules:
         missed: int = 0,
         also: Sequence[Op] = (),
     ) -> str | None:
-        claim = _claim(row.id, row.next_fire_at, fire_time, nxt, missed, once=row.kind == "once")
+        claim = fire_claim(
+            row.id, row.next_fire_at, fire_time, nxt, missed, once=row.kind == "once"
+        )
         params = dict(row.params)
         if row.secret_params:
             params.update(self.engine.secret_box.decrypt(row.secret_params))
@@ -506,96 +439,12 @@ class Schedules:
         shown = {k: v for k, v in params.items() if k not in secret}
         now = self.clock.now()
         sid = new_id()
-        await self.store.write(
-            t.schedules.insert().values(
-                id=sid,
-                playbook=playbook,
-                kind=kind,
-                cron=expression,
-                timezone=timezone,
-                params=shown,
-                secret_params=self.engine.secret_box.encrypt(secret) if secret else None,
-                origin=origin,
-                created_by=by,
-                created_at=now,
-                next_fire_at=at,
-            ),
-            audit.op(
-                now,
-                by,
-                "schedule",
-                playbook,
-                {
-                    "schedule_id": sid,
-                    "kind": kind,
-                    "cron": expression,
-                    "at": at.isoformat() if at else None,
-                    "params": paramsecrets.masked(pb, typed),
-                },
-            ),
-        )
+        sealed = self.engine.secret_box.encrypt(secret) if secret else None
+        masked = paramsecrets.masked(pb, typed)
+        made = NewSchedule(sid, playbook, kind, expression, timezone, at, origin, by, now)
+        await self.store.write(*made.ops(shown, sealed, masked))
         if self._running and at is not None:
             self._arm(sid, at)
         row = await self.store.one(sa.select(t.schedules).where(t.schedules.c.id == sid))
         assert row is not None
-        return _view(row)
-
-
-def _key(schedule_id: str) -> str:
-    return f"schedule:{schedule_id}"
-
-
-def _claim(
-    schedule_id: str,
-    due: datetime,
-    fire_time: datetime,
-    nxt: datetime | None,
-    missed: int,
-    once: bool,
-) -> Op:
-    """The op that takes a fire: it moves ``next_fire_at`` on only if it still is ``due``
-    (what this process read); otherwise the whole unit, the run with it, rolls back."""
-
-    def take(conn: sa.Connection) -> None:
-        where = (t.schedules.c.id == schedule_id, t.schedules.c.next_fire_at == due)
-        if once:
-            done = conn.execute(t.schedules.delete().where(*where))
-        else:
-            done = conn.execute(
-                t.schedules.update()
-                .where(*where)
-                .values(
-                    next_fire_at=nxt,
-                    last_fire_at=fire_time,
-                    last_error=None,
-                    missed=t.schedules.c.missed + missed,
-                )
-            )
-        if not done.rowcount:
-            raise FireTaken(schedule_id)
-
-    return take
-
-
-def _view(row: sa.Row[Any]) -> ScheduleView:
-    when = (
-        row.cron
-        if row.kind == "cron"
-        else (row.next_fire_at.isoformat() if row.next_fire_at else "")
-    )
-    return ScheduleView(
-        id=row.id,
-        playbook=row.playbook,
-        kind=row.kind,
-        when=when,
-        timezone=row.timezone,
-        params=dict(row.params or {}),
-        origin=row.origin,
-        created_by=row.created_by,
-        created_at=row.created_at,
-        next_fire_at=row.next_fire_at,
-        last_fire_at=row.last_fire_at,
-        last_run_id=row.last_run_id,
-        missed=row.missed,
-        last_error=row.last_error,
-    )
+        return view_of(row)
