@@ -27,7 +27,7 @@ from typing import Any
 from bench.common import chain, figure, heading, pct, write_playbooks
 from bench.served import composed, run_as_served, settings_in
 from engine.requests import RunRequest
-from storage import schema, sizes
+from storage import definitions, schema, sizes
 from storage.db import create_engine
 
 RUNS = 100_000
@@ -58,6 +58,11 @@ def fill(url: str) -> None:
     with engine.connect() as conn:
         driver = conn.connection.driver_connection
         assert driver is not None
+        driver.execute(
+            "INSERT INTO definitions (digest, body, used_at) VALUES (?, '{}', ?)",
+            (EMPTY, _stamp(new)),
+        )
+        driver.commit()
         for first in range(0, RUNS + RECENT, CHUNK):
             numbers = range(first, min(first + CHUNK, RUNS + RECENT))
             driver.execute("BEGIN IMMEDIATE")
@@ -74,7 +79,7 @@ def _insert(table: str, columns: str) -> str:
 
 _RUN = _insert(
     "runs",
-    "id playbook status attempt params trigger source requested_by definition created_at "
+    "id playbook status attempt params trigger source requested_by definition_digest created_at "
     "started_at finished_at epoch drive_failures",
 )
 _STEP = _insert(
@@ -85,6 +90,7 @@ _ATTEMPT = _insert(
     "attempts",
     "run_id step_id number run_attempt status started_at finished_at output",
 )
+EMPTY = definitions.digest({})  # the definition of every run written in bulk
 _LOG = _insert("run_logs", "run_id step_id at level message")
 _POST = _insert("chat_posts", "run_id step_id kind channel ts state created_at")
 _AUDIT = _insert("audit", "at actor action target source detail outcome")
@@ -104,7 +110,7 @@ def _rows(numbers: range, old: datetime, new: datetime) -> list[tuple[str, list[
         run = f"r{n:011d}"
         params = json.dumps({"n": n})
         runs.append(
-            (run, "ten", "succeeded", 1, params, "api", source, "bench", "{}", at, at, done, 0, 0)
+            (run, "ten", "succeeded", 1, params, "api", source, "bench", EMPTY, at, at, done, 0, 0)
         )
         for i in range(STEPS):
             output = json.dumps({"message": f"step {i}"})

@@ -27,6 +27,7 @@ from engine import stats_queries as sq
 from engine.critical_path import CriticalPath
 from engine.errors import BatonError, PlaybookNotFound
 from engine.state import RUNS_FINISHED
+from storage import definitions
 from storage.store import Store
 
 if TYPE_CHECKING:
@@ -243,6 +244,7 @@ def _step(step: str, rows: Sequence[sa.Row[Any]]) -> StepStats:
 
 def _critical_path(conn: sa.Connection, since: datetime, playbook: str) -> CriticalPath | None:
     runs = sq.recent_finished(conn, since, playbook)
+    found = definitions.fetch(conn, {r.definition_digest for r in runs})
     spans: dict[str, dict[str, cp.Span]] = defaultdict(dict)
     if runs:
         for row in sq.step_spans(conn, [r.id for r in runs]):
@@ -251,7 +253,7 @@ def _critical_path(conn: sa.Connection, since: datetime, playbook: str) -> Criti
         cp.RunTimes(
             span=(r.started_at, r.finished_at),
             steps=spans[r.id],
-            needs=cp.needs_of(r.definition or {}),
+            needs=cp.needs_of(found[r.definition_digest]),
         )
         for r in runs
     )

@@ -4,7 +4,6 @@ queue)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -19,6 +18,7 @@ from engine.runs.leases import Leases
 from engine.secrets import Masker, SecretBox
 from engine.state import RunState, RunStatus, StepStatus, new_id, new_steps
 from engine.timing import Clock
+from storage import definitions
 from storage import tables as t
 from storage.rows import Rows
 from storage.store import Op, Store
@@ -67,6 +67,7 @@ class RunRecords:
             if v is not None and (k in secret_names or (isinstance(v, str) and masked[k] != v))
         }
         now = self.clock.now()
+        digest, stored = definitions.put(paramsecrets.stored_definition(playbook), now)
         run = RunState(
             id=new_id(),
             playbook=playbook,
@@ -88,6 +89,7 @@ class RunRecords:
             secrets=self.secrets,
         )
         ops: list[Op] = [
+            stored,  # its definition, before the row that refers to it
             # its row (a run that starts at once is begun in this same row: Admission.begin)
             Rows(
                 "run_new",
@@ -107,7 +109,7 @@ class RunRecords:
                         "parent_run_id": run.parent_run_id,
                         "parent_step_id": run.parent_step_id,
                         "concurrency_key": run.concurrency_key,
-                        "definition": paramsecrets.stored_definition(playbook),
+                        "definition_digest": digest,
                         "created_at": now,
                         "queued_at": now,
                         "started_at": None,
@@ -158,22 +160,33 @@ class RunRecords:
 
     async def load(self, run_id: str) -> RunState:
         row = await self.row(run_id)
-        step_rows = await self.store.all(
-            sa.select(t.steps).where(t.steps.c.run_id == run_id).order_by(t.steps.c.position)
-        )
-        return self.build(row, step_rows)
 
-    def definition(self, snapshot: dict[str, Any]) -> Playbook:
+        def read(conn: sa.Connection) -> tuple[list[sa.Row[Any]], dict[str, Any]]:
+            steps = sa.select(t.steps).where(t.steps.c.run_id == run_id)
+            step_rows = list(conn.execute(steps.order_by(t.steps.c.position)))
+            return step_rows, self.definitions_of(conn, [row])
+
+        step_rows, found = await self.store.read(read)
+        return self.build(row, step_rows, found)
+
+    def definitions_of(self, conn: sa.Connection, rows: Iterable[Any]) -> dict[str, Any]:
+        """What ``build`` needs of the runs ``rows``: the playbooks they began with (only
+        those not parsed yet are read)."""
+        wanted = {r.definition_digest for r in rows} - self._definitions.keys()
+        return definitions.fetch(conn, wanted) if wanted else {}
+
+    def playbook(self, digest: str, found: dict[str, Any]) -> Playbook:
         """The playbook a run began with; parsed once per distinct definition."""
-        key = json.dumps(snapshot, sort_keys=True)
-        playbook = self._definitions.get(key)
+        playbook = self._definitions.get(digest)
         if playbook is None:
-            playbook = self._definitions[key] = from_snapshot(snapshot)
+            playbook = self._definitions[digest] = from_snapshot(found[digest])
         return playbook
 
-    def build(self, row: sa.Row[Any], step_rows: Sequence[sa.Row[Any]]) -> RunState:
-        """A run as its rows describe it."""
-        playbook = self.definition(row.definition)
+    def build(
+        self, row: sa.Row[Any], step_rows: Sequence[sa.Row[Any]], found: dict[str, Any]
+    ) -> RunState:
+        """A run as its rows describe it; ``found``: ``definitions_of`` its row."""
+        playbook = self.playbook(row.definition_digest, found)
         params = dict(row.params)
         revealed = self.secret_box.decrypt(row.secret_params) if row.secret_params else {}
         params.update(revealed)

@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine import paging, queries
+from storage import definitions
 from storage import tables as t
 from storage.store import Store
 
@@ -67,9 +68,10 @@ async def run_detail(store: Store, run_id: str) -> tuple[dict[str, Any], list[No
     run = await queries.get_run(store, run_id)
 
     def read(conn: sa.Connection) -> tuple[Any, list[Any]]:
-        definition = conn.execute(
-            sa.select(t.runs.c.definition).where(t.runs.c.id == run_id)
+        digest = conn.execute(
+            sa.select(t.runs.c.definition_digest).where(t.runs.c.id == run_id)
         ).scalar()
+        definition = definitions.one(conn, digest) if digest is not None else {}
         a = t.attempts.c
         rows = conn.execute(
             sa.select(a.step_id, a.number, a.run_attempt, a.status, a.started_at, a.finished_at)

@@ -77,10 +77,11 @@ def recent_steps(conn: sa.Connection, since: datetime, playbook: str) -> list[t.
 
 
 def recent_finished(conn: sa.Connection, since: datetime, playbook: str) -> list[t.AnyRow]:
-    """The newest finished runs of ``playbook`` (PATH_SAMPLE), with their definitions."""
+    """The newest finished runs of ``playbook`` (PATH_SAMPLE), with their definitions'
+    digests (``storage.definitions``)."""
     r = t.runs.c
     q = (
-        sa.select(r.id, r.definition, r.started_at, r.finished_at)
+        sa.select(r.id, r.definition_digest, r.started_at, r.finished_at)
         .where(*_window(since, playbook))
         .order_by(r.created_at.desc())
         .limit(PATH_SAMPLE)

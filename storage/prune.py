@@ -14,6 +14,11 @@ What goes, given a cutoff (``Policy.before``):
   run that is gone. A schedule's ``last_run_id`` is cleared the same way.
 - **Settled alerts** (any outcome but ``pending``) older than the cutoff, unless the run
   they link to is still there: an alert lives as long as its run.
+- **Playbook definitions** (``definitions``, stored once per version for the runs that
+  began with it: ``storage.definitions``) that no run refers to any more, once the last
+  run began with them before the cutoff. The delete re-checks both on each row as it
+  reaches it: a run being started meanwhile moves the definition's ``used_at`` on (or,
+  the delete first, stores the row again), so no run ever points at a deleted one.
 - **Chat posts and alert links without a run** (alert summaries post under run ``""``),
   older than the cutoff; **processed Slack event ids** older than the cutoff.
 - **Worker jobs** (PostgreSQL's job queue, ``procrastinate_jobs``) of a pruned run,
@@ -64,6 +69,7 @@ TABLES = (
     "alert_runs",
     "alerts",
     "slack_events",
+    "definitions",
     "audit",
 )
 
@@ -158,6 +164,9 @@ class _Pruner:
         self.report = Report(counts=dict.fromkeys(self.tables, 0))
         self.size = max(1, min(policy.batch, 50))  # grows to policy.batch, or shrinks
         self.batch = Report()  # the counts of the batch under way, until it commits
+        # a dry run's runs that would go, per definition: it deletes none, so it counts
+        # the definitions they would leave unused at the end (``_definitions``)
+        self.freed: dict[str, int] = {}
 
     def run(self) -> None:
         before = self.policy.before
@@ -169,6 +178,7 @@ class _Pruner:
             self._sweep(
                 t.slack_events, t.slack_events.c.event_id, t.slack_events.c.received_at < before
             )
+            self._definitions(before)
         if self.policy.audit_before is not None:
             self._sweep(t.audit, t.audit.c.id, t.audit.c.at < self.policy.audit_before)
 
@@ -241,6 +251,7 @@ class _Pruner:
         lock = not self.dry_run
         rows = list(conn.execute(_RUNS[lock], {"ids": roots}))
         family = {r.id: r.id for r in rows}  # run -> its root
+        digests = {r.id: r.definition_digest for r in rows}
         ok = {r.id: _gone_by(r, finished, before) for r in rows}
         frontier = list(family)
         while frontier:
@@ -251,9 +262,13 @@ class _Pruner:
                     continue
                 root = family[child.parent_run_id]
                 family[child.id] = root
+                digests[child.id] = child.definition_digest
                 ok[root] = ok[root] and _gone_by(child, finished, before)
                 frontier.append(child.id)
         doomed = [run for run, root in family.items() if ok[root]]
+        if self.dry_run:
+            for run in doomed:
+                self.freed[digests[run]] = self.freed.get(digests[run], 0) + 1
         self.batch.spared += sum(1 for root in roots if root in ok and not ok[root])
         if doomed:
             self._delete_runs(conn, doomed, before)
@@ -267,6 +282,34 @@ class _Pruner:
         if not self.dry_run:
             for unlink in _UNLINK_RUN:
                 self.batch.unlinked += conn.execute(unlink, args).rowcount
+
+    # --- definitions ----------------------------------------------------------------
+
+    def _definitions(self, before: datetime) -> None:
+        if not self.dry_run:
+            self._sweep(t.definitions, _d.digest, _unused(before))
+        elif not self.stop.is_set():
+            self._batch(functools.partial(self._count_definitions, before=before))
+
+    def _count_definitions(self, conn: sa.Connection, before: datetime) -> None:
+        """A dry run's count: the definitions unused now, and those whose every run the
+        prune would delete."""
+        n = int(
+            conn.execute(_counting(t.definitions.delete().where(_unused(before)))).scalar() or 0
+        )
+        if self.freed:
+            refs = (
+                sa.select(sa.func.count())
+                .where(_r.definition_digest == _d.digest)
+                .scalar_subquery()
+            )
+            rows = conn.execute(
+                sa.select(_d.digest, refs).where(
+                    _d.digest.in_(sorted(self.freed)), _d.used_at < before
+                )
+            )
+            n += sum(1 for digest, runs in rows if runs == self.freed[digest])
+        self.batch.add("definitions", n)
 
     # --- everything else ------------------------------------------------------------
 
@@ -285,7 +328,7 @@ def _gone_by(run: t.AnyRow, finished: frozenset[str], before: datetime) -> bool:
 
 _IDS: sa.BindParameter[Any] = sa.bindparam("ids", expanding=True)
 _BEFORE: sa.BindParameter[datetime] = sa.bindparam("before")
-_FAMILY = sa.select(_r.id, _r.status, _r.finished_at, _r.parent_run_id)
+_FAMILY = sa.select(_r.id, _r.status, _r.finished_at, _r.parent_run_id, _r.definition_digest)
 # The runs of a batch and their children, [False] as they are, [True] locked against a
 # retry until the batch commits (PostgreSQL; SQLite's write transaction holds it all).
 _RUNS = {False: _FAMILY.where(_r.id.in_(_IDS))}
@@ -350,6 +393,14 @@ def _old_root(finished: frozenset[str], before: datetime) -> sa.ColumnElement[bo
 def _run_gone(run_id: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
     """No run ``run_id`` (also true when ``run_id`` is NULL)."""
     return ~sa.exists().where(_r.id == run_id)
+
+
+_d = t.definitions.c
+
+
+def _unused(before: datetime) -> sa.ColumnElement[bool]:
+    """A definition no run refers to, last used before ``before``."""
+    return sa.and_(_d.used_at < before, ~sa.exists().where(_r.definition_digest == _d.digest))
 
 
 def _settled_alerts(before: datetime) -> sa.ColumnElement[bool]:

@@ -60,7 +60,7 @@ RUN_NEW = (
     "parent_run_id",
     "parent_step_id",
     "concurrency_key",
-    "definition",
+    "definition_digest",
     "created_at",
     "queued_at",
     "started_at",
@@ -70,6 +70,7 @@ RUN_NEW = (
     "lease_expires_at",
 )
 RUN_BEGIN = ("status", "started_at", "deadline_at", "owner", "epoch", "lease_expires_at")
+DEFINITION_PUT = ("digest", "body", "used_at")
 AUDIT_NEW = ("at", "actor", "action", "target", "source", "detail", "outcome")
 ALERT_NEW = (
     "id",
@@ -101,7 +102,9 @@ class Rows:
     keyed by run_id, step_id, run_attempt, number), ``item_new`` (a ``for_each`` step's
     items are created), ``item`` (an item's state, keyed by run_id, step_id, run_attempt,
     idx), ``log_new`` (a run log line),
-    ``audit_new`` (an audit row), ``alert_new`` (a received alert)."""
+    ``audit_new`` (an audit row), ``alert_new`` (a received alert), ``definition_put`` (a
+    playbook definition stored if new, its ``used_at`` moved on if not:
+    ``storage.definitions``)."""
 
     kind: str
     rows: Sequence[dict[str, Any]]
@@ -121,7 +124,10 @@ _INSERTS = {
     "log_new": ("run_logs", LOG_NEW),
     "audit_new": ("audit", AUDIT_NEW),
     "alert_new": ("alerts", ALERT_NEW),
+    "definition_put": ("definitions", DEFINITION_PUT),
 }
+# Inserts that update a row already there instead: its key, and the columns they set.
+_UPSERTS = {"definition_put": (("digest",), ("used_at",))}
 
 
 def _column(table: str, col: str) -> sa.Column[Any]:
@@ -153,6 +159,10 @@ def _prepare(kind: str, dialect: str) -> tuple[str, tuple[str, ...]]:
     if kind in _INSERTS:
         table, cols = _INSERTS[kind]
         sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join(map(slot, cols))})"
+        if kind in _UPSERTS:  # the same SQL on SQLite (3.24+) and PostgreSQL
+            keys, sets = _UPSERTS[kind]
+            moved = ", ".join(f"{c} = excluded.{c}" for c in sets)
+            sql += f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {moved}"
         return sql, cols
     table, sets, keys = _UPDATES[kind]
     assign = ", ".join(f"{c} = {slot(c)}" for c in sets)
@@ -246,6 +256,7 @@ class RowWriter:
 
 
 _MERGED = (
+    "definition_put",
     "run_new",
     "run_begin",
     "step_new",
@@ -264,10 +275,12 @@ def coalesce(ops: Sequence[Any]) -> list[Any]:
     """One unit's ops with its row writes merged: other ops first, in order, then one
     ``Rows`` per kind, runs created before they begin and before their steps, steps
     created before they change and attempts begun before they end; a step written twice
-    keeps its last state (and so does an item); audit rows keep their order."""
+    keeps its last state (and so does an item); audit rows keep their order; definitions
+    are stored before the runs that refer to them, once each, in the order of their keys
+    (so two writers on PostgreSQL lock them in the same order)."""
     plain: list[Any] = []
     rows: dict[str, list[dict[str, Any]]] = {kind: [] for kind in _MERGED}
-    latest: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = {"step": {}, "item": {}}
+    latest: dict[str, dict[Any, dict[str, Any]]] = {"step": {}, "item": {}, "definition_put": {}}
     for op in ops:
         if not isinstance(op, Rows):
             plain.append(op)
@@ -281,9 +294,12 @@ def coalesce(ops: Sequence[Any]) -> list[Any]:
             rows[op.kind].extend(op.rows)
     for kind, keyed in latest.items():
         rows[kind] = list(keyed.values())
+    rows["definition_put"].sort(key=operator.itemgetter("digest"))
     return plain + [Rows(kind, rows[kind]) for kind in _MERGED if rows[kind]]
 
 
-def _key(kind: str, row: dict[str, Any]) -> tuple[Any, ...]:
-    """What identifies the row an update of ``kind`` changes."""
+def _key(kind: str, row: dict[str, Any]) -> Any:
+    """What identifies the row an update (or upsert) of ``kind`` changes."""
+    if kind in _UPSERTS:
+        return operator.itemgetter(*_UPSERTS[kind][0])(row)
     return operator.itemgetter(*_UPDATES[kind][2])(row)

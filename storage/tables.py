@@ -57,6 +57,18 @@ AnyRow: TypeAlias = "sa.Row[*tuple[Any, ...]]"
 """A row of any select (``sa.Row[Any]`` is a row of one column to SQLAlchemy 2.1's types)."""
 
 
+# A playbook definition as runs began with it, once per version (``storage.definitions``):
+# keyed by the digest of its canonical JSON, which runs hold. ``used_at``: when a run
+# last began with it (a prune deletes it only when no run refers to it and it is older).
+definitions = sa.Table(
+    "definitions",
+    metadata,
+    sa.Column("digest", sa.String(32), primary_key=True),
+    sa.Column("body", sa.JSON(), nullable=False),
+    sa.Column("used_at", UTCDateTime(), nullable=False),
+)
+
+
 # A run. Every list of runs reads newest first along one index ending in
 # (created_at, id), whatever it is narrowed by (``engine.queries.RUN_FILTERS``); the
 # runs in progress are found by status, so nothing that starts or drives runs reads the
@@ -76,7 +88,13 @@ runs = sa.Table(
     sa.Column("parent_run_id", sa.String(32), nullable=True, index=True),
     sa.Column("parent_step_id", sa.String(200), nullable=True),
     sa.Column("concurrency_key", sa.String(500), nullable=True, index=True),
-    sa.Column("definition", sa.JSON(), nullable=False, default=dict),
+    sa.Column(
+        "definition_digest",
+        sa.String(32),
+        sa.ForeignKey("definitions.digest", name="fk_runs_definition_digest"),
+        nullable=False,
+        index=True,  # a prune asks whether any run still refers to a definition
+    ),
     sa.Column("error", sa.String(), nullable=True),
     sa.Column("failed_step", sa.String(), nullable=True),
     sa.Column("stop_reason", sa.String(16), nullable=True),

@@ -29,7 +29,7 @@ from engine.runs.leases import Leases
 from engine.runs.node import Node
 from engine.state import RUNS_DRIVEN, RUNS_IN_PROGRESS, RunState, RunStatus, StepStatus
 from engine.timing import Clock
-from storage import locks
+from storage import definitions, locks
 from storage import tables as t
 from storage.errors import ClaimLost
 from storage.rows import Rows
@@ -211,7 +211,7 @@ class Admission:
                 sa.select(
                     t.runs.c.id,
                     t.runs.c.status,
-                    t.runs.c.definition,
+                    t.runs.c.definition_digest,
                     t.runs.c.owner,
                     t.runs.c.lease_expires_at,
                 )
@@ -224,7 +224,10 @@ class Admission:
             for r in rows:
                 if r.status != "queued":
                     continue
-                conc = from_snapshot(r.definition).concurrency if key is not None else None
+                conc = None
+                if key is not None:
+                    stored = await definitions.read(self.store, r.definition_digest)
+                    conc = from_snapshot(stored).concurrency
                 if conc is not None and active >= conc.limit:
                     break
                 active += 1

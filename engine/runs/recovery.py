@@ -105,7 +105,8 @@ class Recovery:
         active = t.runs.c.id.in_(ids)
 
         def read(conn: sa.Connection) -> tuple[Any, ...]:
-            runs = conn.execute(sa.select(t.runs).where(active).order_by(t.runs.c.created_at))
+            runs = conn.execute(sa.select(t.runs).where(active).order_by(t.runs.c.created_at)).all()
+            found = self.records.definitions_of(conn, runs)
             steps = conn.execute(
                 sa.select(t.steps).join(t.runs, t.runs.c.id == t.steps.c.run_id).where(active)
             )
@@ -121,9 +122,9 @@ class Recovery:
                 .where(active, t.decisions.c.decision == "approve")
                 .order_by(t.decisions.c.id)
             )
-            return runs.all(), steps.all(), gates.all(), approved.all()
+            return runs, found, steps.all(), gates.all(), approved.all()
 
-        runs, steps, gates, approved = await self.store.read(read)
+        runs, found, steps, gates, approved = await self.store.read(read)
         by_run: dict[str, list[sa.Row[Any]]] = {}
         for sr in steps:
             by_run.setdefault(sr.run_id, []).append(sr)
@@ -140,7 +141,7 @@ class Recovery:
                         f"Baton could not store this run's progress {row.drive_failures} "
                         f"times: {row.error or 'see the server log'}"
                     )
-                run = self.records.build(row, by_run.get(row.id, []))
+                run = self.records.build(row, by_run.get(row.id, []), found)
             except Exception as exc:  # one unreadable run must not keep Baton from starting
                 if not isinstance(exc, BatonError):
                     log.exception("cannot resume run %s", row.id)

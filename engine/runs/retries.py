@@ -16,6 +16,7 @@ from engine.runs.leases import Leases
 from engine.runs.node import Node
 from engine.state import RunStatus
 from engine.timing import Clock
+from storage import definitions
 from storage import tables as t
 from storage.errors import ClaimLost
 from storage.store import Store
@@ -55,7 +56,7 @@ class Retries:
                 f"run {run_id} is {row.status}; only failed, cancelled or timed-out runs "
                 "can be retried"
             )
-        playbook = from_snapshot(row.definition)
+        playbook = from_snapshot(await definitions.read(self.store, row.definition_digest))
         conc, key = playbook.concurrency, row.concurrency_key
         if conc is not None and key is not None and conc.on_limit.value == "reject":
             taken = await self.admission.holders(key, run_id)

@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from engine import events as ev
+from storage import definitions
 from storage import tables as t
 from tests.conftest import HarnessFactory
 from tests.harness import Harness
@@ -365,8 +366,12 @@ async def test_a_run_stored_by_an_older_baton_with_a_loose_alert_trigger_resumes
 
     async def older_definition() -> None:
         row = await h.run_row(run_id)
-        loose = {**row.definition, "triggers": [{"alert": {"anything": "goes"}}]}
-        await h.store.write(t.runs.update().where(t.runs.c.id == run_id).values(definition=loose))
+        stored = await definitions.read(h.store, row.definition_digest)
+        loose = {**stored, "triggers": [{"alert": {"anything": "goes"}}]}
+        digest, put = definitions.put(loose, h.clock.now())
+        await h.store.write(
+            put, t.runs.update().where(t.runs.c.id == run_id).values(definition_digest=digest)
+        )
 
     await h.restart(between=older_definition)
     await h.advance(3600)

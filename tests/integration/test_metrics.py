@@ -29,6 +29,7 @@ from bot.slack.client import make_client
 from engine.alerts import Alert, Rejected
 from engine.requests import RunRequest
 from engine.timing import ManualClock, ManualTimers
+from storage import definitions
 from storage import tables as t
 from tests.fakes.slack import FakeSlack
 
@@ -247,11 +248,12 @@ async def test_runs_in_progress_are_counted_at_every_scrape_finished_ones_each_m
         "trigger": "cli",
         "source": {},
         "requested_by": "amy",
-        "definition": {},
+        "definition_digest": definitions.digest({}),
         "created_at": at,
         "started_at": at,
     }
     await baton.store.write(
+        definitions.put({}, at)[1],
         t.runs.insert().values(id="r-done", status="succeeded", finished_at=at, **row),
         t.runs.insert().values(id="r-busy", status="running", **row),
     )

@@ -18,6 +18,7 @@ from bot.app import Baton, open_baton
 from bot.settings import Settings
 from engine import paging
 from engine.timing import ManualClock, ManualTimers
+from storage import definitions
 from storage import tables as t
 
 Client = TestClient[Any, Any]
@@ -43,7 +44,8 @@ async def served(tmp_path: Path, db_url: str) -> AsyncIterator[tuple[Client, Bat
 def _run(i: int, at: datetime, **values: Any) -> dict[str, Any]:
     return {
         "id": f"r{i:04d}", "playbook": "deploy", "status": "succeeded", "params": {},
-        "trigger": "api", "source": {}, "requested_by": "ann", "definition": {},
+        "trigger": "api", "source": {}, "requested_by": "ann",
+        "definition_digest": definitions.digest({}),
         "created_at": at, "finished_at": at, **values,
     }  # fmt: skip
 
@@ -62,7 +64,7 @@ async def _insert_runs(baton: Baton) -> list[dict[str, Any]]:
         )
         for i in range(17)
     ]
-    await baton.store.write(t.runs.insert().values(rows))
+    await baton.store.write(definitions.put({}, T0)[1], t.runs.insert().values(rows))
     return rows
 
 

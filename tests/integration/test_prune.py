@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from engine import retention
-from storage import prune, prune_log, schema
+from storage import definitions, prune, prune_log, schema
 from storage import tables as t
 from storage.db import create_engine
 from tests.conftest import HarnessFactory
@@ -87,6 +87,17 @@ async def rows_of(h: Harness, run_ids: set[str]) -> dict[str, int]:
         )
     )
     return out
+
+
+async def digests_of(h: Harness, run_ids: set[str]) -> set[str]:
+    """The definitions the runs ``run_ids`` began with."""
+    query = sa.select(t.runs.c.definition_digest).where(t.runs.c.id.in_(run_ids))
+    return set(await h.store.read(lambda c: list(c.execute(query).scalars())))
+
+
+async def stored_digests(h: Harness) -> set[str]:
+    query = sa.select(t.definitions.c.digest)
+    return set(await h.store.read(lambda c: list(c.execute(query).scalars())))
 
 
 async def run_ids(h: Harness) -> set[str]:
@@ -217,6 +228,10 @@ async def test_prune_deletes_old_finished_families_and_spares_active_ones_and_th
     expected["chat_posts"] += 1  # the old post without a run
     expected["slack_events"] = 1
     expected["audit"] = 1  # older than 400 days
+    # the definitions only pruned runs refer to (family's: quick's and gate's have runs kept)
+    unused = await digests_of(h, doomed) - await digests_of(h, kept)
+    expected["definitions"] = len(unused)
+    assert unused == await digests_of(h, {family})
     assert expected["steps"] == 7 and expected["attempts"] == 7  # 2+2+1+2 steps
     assert expected["approvals"] == 1 and expected["decisions"] == 1
     assert expected["run_logs"] > 0
@@ -238,6 +253,7 @@ async def test_prune_deletes_old_finished_families_and_spares_active_ones_and_th
     assert after == {name: before[name] - expected[name] for name in before}
     assert await run_ids(h) == kept
     assert await rows_of(h, kept) == kept_rows
+    assert await stored_digests(h) == await digests_of(h, kept)
     assert (
         int(await h.store.scalar(sa.select(sa.func.count()).where(t.audit.c.at >= t0)))
         == audit_of_runs
@@ -269,6 +285,9 @@ def finished_runs(engine: sa.Engine, n: int, at: datetime) -> list[str]:
     done = {"status": "succeeded", "started_at": at, "finished_at": at}
     with engine.begin() as conn:
         conn.execute(
+            t.definitions.insert().values(digest=definitions.digest({}), body={}, used_at=at)
+        )
+        conn.execute(
             t.runs.insert(),
             [
                 {
@@ -279,7 +298,7 @@ def finished_runs(engine: sa.Engine, n: int, at: datetime) -> list[str]:
                     "trigger": "cli",
                     "source": {},
                     "requested_by": "amy",
-                    "definition": {},
+                    "definition_digest": definitions.digest({}),
                     "created_at": at,
                 }
                 for run in ids

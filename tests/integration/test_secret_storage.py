@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine.requests import RunRequest
+from storage import definitions
 from storage import tables as t
 from tests.conftest import HarnessFactory
 
@@ -56,8 +57,9 @@ async def test_secrets_stay_out_of_the_concurrency_key_and_the_definition(
     keys = {r: rows[r].concurrency_key for r in (a, b, c)}
     assert keys[a] == keys[c] != keys[b]
     assert all(key.startswith("deploy-***#") for key in keys.values()), keys
-    assert rows[a].definition["params"]["token"] == {"type": "secret", "default": "***"}
-    for table in (t.runs, t.steps, t.audit):
+    stored = await definitions.read(h.store, rows[a].definition_digest)
+    assert stored["params"]["token"] == {"type": "secret", "default": "***"}
+    for table in (t.runs, t.steps, t.audit, t.definitions):
         dump = _dump(await h.store.all(sa.select(table)))
         assert DEFAULT not in dump and OTHER not in dump, table.name
 

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from engine import audit
-from storage import rows
+from storage import definitions, rows
 from storage import tables as t
 from storage.db import create_engine, normalize_url
 from storage.errors import ClaimLost, StorageError
@@ -21,11 +21,14 @@ from storage.rows import Rows
 from storage.store import Store, guard, transient
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
+DEFINITION = {"name": "p", "steps": [{"id": "s", "with": {}}]}
+DIGEST = definitions.digest(DEFINITION)
 
 
 @pytest.fixture
 async def store(db_url: str) -> AsyncIterator[Store]:
     async with Store(db_url) as s:
+        await s.write(definitions.put(DEFINITION, NOW)[1])  # what the runs here began with
         yield s
 
 
@@ -38,6 +41,7 @@ def new_run(run_id: str, epoch: int = 1) -> sa.Insert:
         requested_by="me",
         created_at=NOW,
         epoch=epoch,
+        definition_digest=DIGEST,
     )
 
 
@@ -198,7 +202,7 @@ def run_values(run_id: str) -> dict[str, Any]:
         "parent_run_id": None,
         "parent_step_id": None,
         "concurrency_key": "k",
-        "definition": {"name": "p", "steps": [{"id": "s", "with": {}}]},
+        "definition_digest": DIGEST,
         "created_at": NOW,
         "queued_at": NOW,
         "started_at": None,

@@ -70,9 +70,10 @@ def _load(engine: sa.Engine, row: dict[str, Any]) -> dict[str, Any]:
 
 def missing_rows(engine: sa.Engine) -> list[str]:
     """Every frozen row that the database no longer has as it was (new columns may have
-    joined it; the old ones must hold the same values)."""
+    joined it; the old ones must hold the same values). A run's ``definition``, moved to
+    the table ``definitions`` by 0008_definitions, is read from there by its digest."""
     meta = sa.MetaData()
-    meta.reflect(engine, only=list(ROWS))
+    meta.reflect(engine)
     lost = []
     with engine.connect() as conn:
         for name, rows in ROWS.items():
@@ -82,6 +83,11 @@ def missing_rows(engine: sa.Engine) -> list[str]:
                 tuple(r[k] for k in keys): {k: _plain(v) for k, v in r.items()}
                 for r in conn.execute(sa.select(table)).mappings()
             }
+            if "definition_digest" in table.c:
+                defs = meta.tables["definitions"]
+                bodies = dict(conn.execute(sa.select(defs.c.digest, defs.c.body)).all())
+                for found in have.values():
+                    found["definition"] = bodies.get(found["definition_digest"])
             for row in rows:
                 found = have.get(tuple(row[k] for k in keys))
                 wanted = {k: _plain(_load(engine, row)[k]) for k in row}
