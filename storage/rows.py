@@ -127,7 +127,9 @@ _INSERTS = {
     "definition_put": ("definitions", DEFINITION_PUT),
 }
 # Inserts that update a row already there instead: its key, and the columns they set.
-_UPSERTS = {"definition_put": (("digest",), ("used_at",))}
+_UPSERTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "definition_put": (("digest",), ("used_at",))
+}
 
 
 def _column(table: str, col: str) -> sa.Column[Any]:
@@ -160,9 +162,9 @@ def _prepare(kind: str, dialect: str) -> tuple[str, tuple[str, ...]]:
         table, cols = _INSERTS[kind]
         sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join(map(slot, cols))})"
         if kind in _UPSERTS:  # the same SQL on SQLite (3.24+) and PostgreSQL
-            keys, sets = _UPSERTS[kind]
-            moved = ", ".join(f"{c} = excluded.{c}" for c in sets)
-            sql += f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {moved}"
+            key, moves = _UPSERTS[kind]
+            moved = ", ".join(f"{c} = excluded.{c}" for c in moves)
+            sql += f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {moved}"
         return sql, cols
     table, sets, keys = _UPDATES[kind]
     assign = ", ".join(f"{c} = {slot(c)}" for c in sets)

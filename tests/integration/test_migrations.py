@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 
-from storage import locks, migrations, schema
+from storage import definitions, locks, migrations, schema
 from storage.db import create_engine
 from storage.store import Store
 from tests import schema3
@@ -339,3 +340,41 @@ def test_batons_in_two_schemas_of_one_database_do_not_wait_on_each_other(
     finally:
         for engine in (first, second, admin):
             engine.dispose()
+
+
+def _runs_and_definitions(engine: sa.Engine) -> tuple[list[Any], dict[str, Any]]:
+    meta = sa.MetaData()
+    with engine.connect() as conn:
+        meta.reflect(conn)
+        runs = conn.execute(sa.select(meta.tables["runs"])).all()
+        stored = {}
+        if "definitions" in meta.tables:
+            stored = {r.digest: r for r in conn.execute(sa.select(meta.tables["definitions"]))}
+    return runs, stored
+
+
+def test_0008_stores_each_definition_once_and_a_downgrade_gives_runs_their_copies_back(
+    engine: sa.Engine,
+) -> None:
+    at_revision(engine, "0007_job_queue")
+    _fill_0002(engine)
+    old, _ = _runs_and_definitions(engine)
+    copies = {r.id: r.definition for r in old}
+    distinct = {definitions.canonical(d) for d in copies.values()}
+    assert len(old) > len(distinct) > 1  # some runs share a definition
+
+    schema.upgrade(engine)
+
+    runs, stored = _runs_and_definitions(engine)
+    assert "definition" not in runs[0]._fields
+    assert len(stored) == len(distinct)
+    for run in runs:
+        assert stored[run.definition_digest].body == copies[run.id]
+        assert run.definition_digest == definitions.digest(copies[run.id])  # as Baton takes it
+    newest = {d: max(r.created_at for r in runs if r.definition_digest == d) for d in stored}
+    assert {d: row.used_at for d, row in stored.items()} == newest
+
+    with schema._changing(engine) as conn:
+        command.downgrade(migrations.config(conn), "0007_job_queue")
+    back, stored = _runs_and_definitions(engine)
+    assert stored == {} and {r.id: r.definition for r in back} == copies
