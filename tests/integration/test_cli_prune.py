@@ -8,7 +8,7 @@ import os
 import sqlite3
 import stat
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -71,6 +71,13 @@ def owned_rows(engine: sa.Engine, run_ids: list[str]) -> dict[str, int]:
         return out
 
 
+def digests(engine: sa.Engine, run_ids: Iterable[str]) -> set[str]:
+    """The definitions the runs ``run_ids`` began with."""
+    query = sa.select(t.runs.c.definition_digest).where(t.runs.c.id.in_(list(run_ids)))
+    with engine.connect() as conn:
+        return set(conn.execute(query).scalars())
+
+
 def statuses(engine: sa.Engine) -> dict[str, str]:
     with engine.connect() as conn:
         return {r.id: r.status for r in conn.execute(sa.select(t.runs.c.id, t.runs.c.status))}
@@ -96,6 +103,9 @@ def test_prune_deletes_finished_runs_with_their_rows_spares_active_ones_and_keep
         expected["jobs"] = 0  # the job queue's
     expected.update(owned_rows(filled, finished))
     expected.update(alerts=1, slack_events=1)  # the alert of a finished run, the event id
+    expected["definitions"] = len(
+        digests(filled, finished) - digests(filled, set(before) - set(finished))
+    )
     expected["total"] = sum(expected.values())
     assert expected["steps"] > 0 and expected["attempts"] > 0 and expected["chat_posts"] == 1
 

@@ -369,8 +369,9 @@ async def test_a_run_stored_by_an_older_baton_with_a_loose_alert_trigger_resumes
         stored = await definitions.read(h.store, row.definition_digest)
         loose = {**stored, "triggers": [{"alert": {"anything": "goes"}}]}
         digest, put = definitions.put(loose, h.clock.now())
+        await h.store.write(put)  # row writes go after a unit's statements: first
         await h.store.write(
-            put, t.runs.update().where(t.runs.c.id == run_id).values(definition_digest=digest)
+            t.runs.update().where(t.runs.c.id == run_id).values(definition_digest=digest)
         )
 
     await h.restart(between=older_definition)

@@ -252,8 +252,8 @@ async def test_runs_in_progress_are_counted_at_every_scrape_finished_ones_each_m
         "created_at": at,
         "started_at": at,
     }
+    await baton.store.write(definitions.put({}, at)[1])  # the definition the runs refer to
     await baton.store.write(
-        definitions.put({}, at)[1],
         t.runs.insert().values(id="r-done", status="succeeded", finished_at=at, **row),
         t.runs.insert().values(id="r-busy", status="running", **row),
     )

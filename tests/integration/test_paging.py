@@ -64,7 +64,8 @@ async def _insert_runs(baton: Baton) -> list[dict[str, Any]]:
         )
         for i in range(17)
     ]
-    await baton.store.write(definitions.put({}, T0)[1], t.runs.insert().values(rows))
+    await baton.store.write(definitions.put({}, T0)[1])  # the definition the runs refer to
+    await baton.store.write(t.runs.insert().values(rows))
     return rows
 
 
