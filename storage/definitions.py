@@ -53,8 +53,9 @@ def digest(definition: dict[str, Any]) -> str:
 def put(definition: dict[str, Any], at: datetime) -> tuple[str, Rows]:
     """The digest of ``definition`` and the op storing it, used at ``at`` (to be written
     with the run that refers to it)."""
-    key = digest(definition)
-    _keep(key, canonical(definition))
+    text = canonical(definition)
+    key = hashlib.sha256(text.encode()).hexdigest()[:DIGEST]
+    _keep(key, text)
     return key, Rows("definition_put", [{"digest": key, "body": definition, "used_at": at}])
 
 
@@ -89,12 +90,6 @@ async def read(store: Store, key: str) -> dict[str, Any]:
     if cached is not None:
         return dict(json.loads(cached))  # a copy of its own
     return await store.read(lambda conn: one(conn, key))
-
-
-async def of_run(store: Store, run_id: str) -> dict[str, Any] | None:
-    """The definition run ``run_id`` began with (None: no such run)."""
-    key = await store.scalar(sa.select(t.runs.c.definition_digest).where(t.runs.c.id == run_id))
-    return None if key is None else await read(store, key)
 
 
 def _keep(key: str, text: str) -> None:

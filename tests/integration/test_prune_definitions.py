@@ -4,6 +4,7 @@ even when that run commits while the prune deletes (PostgreSQL's row locks)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +17,7 @@ from storage import definitions, prune, schema
 from storage import tables as t
 from storage.db import create_engine
 from storage.rows import RowWriter
+from storage.store import Store
 from tests.acceptance.serve import wait_until
 from tests.integration.test_prune import AGE, LATER, finished_runs
 
@@ -129,3 +131,17 @@ def test_a_run_starting_while_its_definition_is_deleted_keeps_it(db_url: str) ->
         run = conn.execute(sa.select(t.runs.c.definition_digest)).scalar_one()
     assert stored(engine) == {run}
     engine.dispose()
+
+
+async def test_a_definition_is_stored_once_and_each_run_moves_its_used_at_on(db_url: str) -> None:
+    later = AT + LATER
+    async with Store(db_url) as store:
+        # two units in one group commit, and one on its own later: one row, the last time
+        await asyncio.gather(*(store.write(definitions.put(OTHER, AT)[1]) for _ in range(2)))
+        digest, put = definitions.put(OTHER, later)
+        await store.write(put, definitions.put(OTHER, AT)[1])  # one unit, twice: the last
+        rows = await store.all(sa.select(t.definitions))
+        assert [(r.digest, r.body, r.used_at) for r in rows] == [(digest, OTHER, AT)]
+        await store.write(put)
+        assert await store.scalar(sa.select(t.definitions.c.used_at)) == later
+        assert await definitions.read(store, digest) == OTHER
