@@ -34,8 +34,8 @@ from bot.api_kit import (
     typed,
 )
 from bot.dashboard import auth
-from engine import paging, queries, runlogs, storable
-from engine.alerts import OUTCOMES
+from engine import storable
+from engine.alerts.model import OUTCOMES
 from engine.errors import (
     ApprovalNotFound,
     BadCursor,
@@ -43,8 +43,9 @@ from engine.errors import (
     NotAllowed,
     RunNotFound,
 )
-from engine.requests import RunRequest
-from engine.state import RunStatus
+from engine.runs.requests import RunRequest
+from engine.runs.state import RunStatus
+from engine.views import paging, queries, runlogs
 
 if TYPE_CHECKING:
     from bot.app import Baton

@@ -16,10 +16,11 @@ import sqlalchemy as sa
 from aiohttp import web
 
 from bot import api_auth, api_kit, grammar
-from engine import params as paramlib
-from engine import paramsecrets, queries
 from engine.errors import BatonError, PlaybookNotFound
-from engine.playbook import Playbook
+from engine.playbooks import params as paramlib
+from engine.playbooks import paramsecrets
+from engine.playbooks.model import Playbook
+from engine.views import queries
 from storage import tables as t
 
 if TYPE_CHECKING:

@@ -16,16 +16,18 @@ from typing import TYPE_CHECKING, Any
 from bot import logs
 from bot.approvers import ApproverCheck
 from bot.settings import Settings
-from engine import accessconfig, sandbox, stepenv
-from engine.access import AccessRules
+from engine.access import config as accessconfig
+from engine.access.rules import AccessRules
+from engine.actions import stepenv
 from engine.actions.lifecycle import ActionLifecycle
 from engine.actions.registry import Registry
-from engine.catalog import Catalog
 from engine.errors import BatonError, Problem
 from engine.fleet import inventory
 from engine.fleet.draft import InventoryError
+from engine.playbooks import sandbox
+from engine.playbooks.catalog import Catalog
 from engine.runs.engine import Engine
-from engine.schedules import Schedules
+from engine.schedules.service import Schedules
 from engine.secrets import Masker, SecretBox, load_secrets
 from engine.timing import Clock, SchedulerTimers, Timers
 from storage.db import is_postgres
@@ -34,7 +36,7 @@ from storage.store import Store
 if TYPE_CHECKING:
     from bot.commands import Commands
     from bot.metrics import Metrics
-    from engine.alerting import Alerts
+    from engine.alerts.router import Alerts
     from engine.retention import Retention
 
 log = logging.getLogger("baton")
@@ -211,7 +213,7 @@ def start_retention(settings: Settings, engine: Engine) -> Retention | None:
 
 
 def step_environment(settings: Settings) -> dict[str, str]:
-    """What shell steps start from (``engine.stepenv``), computed once; says which
+    """What shell steps start from (``engine.actions.stepenv``), computed once; says which
     variables pass, and which allowlisted ones never will."""
     allowlist = settings.step_env_allowlist()
     withheld = Settings.credential_names()
@@ -259,8 +261,8 @@ def alert_routing(settings: Settings, engine: Engine) -> tuple[Alerts, Any]:
     """The alert router under the settings' policy, and the generic webhook's mapping;
     a setting that does not read stops Baton with what to write."""
     from bot.alerts import parsers
-    from engine.alerting import AlertPolicy, Alerts
-    from engine.playbook import parse_rate
+    from engine.alerts.router import AlertPolicy, Alerts
+    from engine.playbooks.model import parse_rate
 
     try:
         rate = parse_rate(settings.alert_rate)
@@ -280,7 +282,7 @@ async def run_console(baton: Baton, user: str) -> bool:
     (True), or until the process moved to the terminal's background (False). In a
     terminal, log lines go to ``BATON_CONSOLE_LOG`` meanwhile (the console says so)."""
     from bot.console import Console
-    from engine.access import Actor
+    from engine.access.rules import Actor
 
     actor = Actor(id=user, name=user, via="console")
     console = Console(engine=baton.engine, commands=baton.commands(), actor=actor)

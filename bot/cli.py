@@ -136,17 +136,17 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
     import getpass
 
     from bot.progress import Progress
-    from engine import params as paramlib
-    from engine.requests import RunRequest
+    from engine.playbooks import params as paramlib
+    from engine.runs.requests import RunRequest
 
     raw = paramlib.parse_assignments(args.params, args.playbook)
     user = args.user or getpass.getuser()  # a dry run only reads: any name will do
     request = RunRequest(playbook=args.playbook, params=raw, requested_by=user, trigger="cli")
     progress = Progress()
     if args.dry_run:
-        from engine import planning
         from engine.actions.registry import Registry
-        from engine.catalog import Catalog
+        from engine.playbooks import planning
+        from engine.playbooks.catalog import Catalog
         from storage.db import is_postgres
 
         registry = Registry.from_entry_points()
@@ -180,10 +180,11 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
 
 def _validate(settings: Settings, paths: list[Path]) -> int:
     from bot import cli_hosts
-    from engine import accessconfig, validate
-    from engine.access import ConfigError
+    from engine.access import config as accessconfig
+    from engine.access.rules import ConfigError
     from engine.actions.registry import Registry
-    from engine.playbook import playbook_files
+    from engine.playbooks import validate
+    from engine.playbooks.model import playbook_files
     from storage.db import is_postgres
 
     targets = paths or [settings.playbooks]
@@ -209,7 +210,7 @@ def _validate(settings: Settings, paths: list[Path]) -> int:
 
 def _playbooks(settings: Settings) -> int:
     from engine.actions.registry import Registry
-    from engine.catalog import Catalog
+    from engine.playbooks.catalog import Catalog
     from storage.db import is_postgres
 
     registry = Registry.from_entry_points()
@@ -227,7 +228,7 @@ def _playbooks(settings: Settings) -> int:
 
 
 async def _runs(settings: Settings, args: argparse.Namespace) -> int:
-    from engine import queries
+    from engine.views import queries
     from storage.store import Store
 
     filters = {"playbook": args.playbook, "status": args.status}
@@ -241,7 +242,7 @@ async def _runs(settings: Settings, args: argparse.Namespace) -> int:
     rows = [header]
     from datetime import datetime
 
-    from engine.durations import format_duration
+    from engine.playbooks.durations import format_duration
 
     for r in runs:
         started, finished = r["started_at"], r["finished_at"]

@@ -14,7 +14,7 @@ Decisions:
   target (playbook, run, approval or schedule), the line with secret values masked, and
   the outcome (``ok``, ``refused``, ``invalid`` for bad input, ``error`` for a bug).
 - ``status`` without a run lists the asker's active runs and their latest others.
-- Access: ``Commands.authorize`` is the one place that asks ``engine.access.authorize``;
+- Access: ``Commands.authorize`` is the one place that asks ``engine.access.rules.authorize``;
   every command passes through it (the CLI's ``baton run --as`` too). Commands that
   change something (run, schedule, unschedule, retry, cancel) are checked against the
   playbook they touch; the rest only read. Whoever started a run may always cancel it.
@@ -60,12 +60,15 @@ from bot.grammar import (
     target_of,
     verb_of,
 )
-from engine import access, paramsecrets, queries, storable
-from engine import params as paramlib
-from engine import schedules as schedlib
-from engine.access import Actor
+from engine import storable
+from engine.access import rules as access
+from engine.access.rules import Actor
 from engine.errors import BatonError, NotAllowed, PlaybookNotFound, PlaybookUnusable
+from engine.playbooks import params as paramlib
+from engine.playbooks import paramsecrets
 from engine.runs.engine import Engine
+from engine.schedules import service as schedlib
+from engine.views import queries
 
 __all__ = [  # the grammar's names, for callers that know this module only
     "Actor",

@@ -21,9 +21,9 @@ from bot.commands import Actor, Commands
 from bot.news import News
 from bot.progress import Progress
 from engine import events as ev
-from engine import queries
 from engine.bus import Subscription
 from engine.runs.engine import Engine
+from engine.views import queries
 
 PROMPT = "baton> "
 QUIT = frozenset({"quit", "exit"})

@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from engine import alerts
-from engine import params as paramlib
-from engine.analytics import MAX_DAYS
+from engine.alerts import model as alerts
 from engine.errors import BatonError, closest
+from engine.playbooks import params as paramlib
+from engine.views.analytics import MAX_DAYS
 
 SMART_QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'"})
 
@@ -121,7 +121,7 @@ class History:
 
 @dataclass(frozen=True)
 class Stats:
-    """``stats [PLAYBOOK] [days=N]``: how playbooks did (``engine.analytics``)."""
+    """``stats [PLAYBOOK] [days=N]``: how playbooks did (``engine.views.analytics``)."""
 
     playbook: str | None = None
     days: int | None = None

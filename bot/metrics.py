@@ -26,10 +26,10 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from engine import events as ev
-from engine import queries
-from engine.alerts import OUTCOMES
+from engine.alerts.model import OUTCOMES
 from engine.runs.engine import Engine
-from engine.state import RUNS_IN_PROGRESS, RunStatus
+from engine.runs.state import RUNS_IN_PROGRESS, RunStatus
+from engine.views import queries
 
 OTHER = "other"
 TRIGGERS = frozenset({"api", "cli", "console", "slack", "web", "schedule", "alert", "playbook"})

@@ -58,7 +58,7 @@ AnyRow: TypeAlias = "sa.Row[*tuple[Any, ...]]"
 
 
 # A run. Every list of runs reads newest first along one index ending in
-# (created_at, id), whatever it is narrowed by (``engine.queries.RUN_FILTERS``); the
+# (created_at, id), whatever it is narrowed by (``engine.views.queries.RUN_FILTERS``); the
 # runs in progress are found by status, so nothing that starts or drives runs reads the
 # finished ones.
 runs = sa.Table(
@@ -138,7 +138,7 @@ attempts = sa.Table(
 )
 
 
-# One item of a ``for_each`` step (``engine.foreach``): its own status, attempts,
+# One item of a ``for_each`` step (``engine.playbooks.foreach``): its own status, attempts,
 # output and error, per run attempt. A row per item, written as the item moves, so a
 # fan-out of 1,000 items never rewrites one big document per item.
 step_items = sa.Table(

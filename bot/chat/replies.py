@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from engine import params as paramlib
-from engine.durations import format_duration
+from engine.playbooks import params as paramlib
+from engine.playbooks.durations import format_duration
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from bot.commands import Reply
 from bot.dashboard import auth, forms
 from bot.dashboard.render import baton_of, page
 from bot.dashboard.run import run_page
-from engine.access import Actor
+from engine.access.rules import Actor
 
 VIA = "web"
 RUN_COMMANDS = {

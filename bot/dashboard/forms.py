@@ -13,7 +13,7 @@ from multidict import MultiDict, MultiDictProxy
 
 from bot import edge
 from bot.api_kit import MAX_BODY
-from engine.durations import parse_duration
+from engine.playbooks.durations import parse_duration
 
 MAX_LIMIT = 200
 MAX_FIELDS = 1000  # a form of the dashboard has a few dozen at most

@@ -1,5 +1,5 @@
 """``GET /``: the runs, newest first, filtered and paged on the server along the runs'
-indexes (``engine.queries.runs_page``: keyset paging, no count of everything)."""
+indexes (``engine.views.queries.runs_page``: keyset paging, no count of everything)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from aiohttp import web
 
 from bot.dashboard import forms
 from bot.dashboard.render import baton_of, page
-from engine import queries
 from engine.errors import BadCursor
-from engine.state import RunStatus
+from engine.runs.state import RunStatus
+from engine.views import queries
 
 FILTERS = {"playbook": "playbook", "status": "status", "trigger": "trigger", "who": "requested_by"}
 """The query's names -> the run filters (``queries.RUN_FILTERS``)."""

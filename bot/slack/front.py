@@ -44,10 +44,10 @@ from bot.slack.contract import Answer, Where, plain
 from bot.slack.listeners import actions, views
 from bot.slack.listeners import commands as command_listeners
 from bot.slack.people import Directory
-from engine.access import Actor
-from engine.alerting import Alerts
+from engine.access.rules import Actor
+from engine.alerts.router import Alerts
 from engine.errors import BatonError
-from engine.outbox import Outbox
+from engine.runs.outbox import Outbox
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ not load) and, should one reach run time anyway (a run begun under an older defi
 the step fails without running. Allowed: ``{{ params.host | quote }}`` (``shlex.quote``
 of the value as its ``PARAM_*`` variable holds it: one shell word, whatever it contains)
 in plain code — not inside quotes, a comment or a here-document, where its quotes would
-be mere text (``engine.shellscan``) — and control blocks
+be mere text (``engine.playbooks.shellscan``) — and control blocks
 (``{% if params.force %}--force{% endif %}``) around literal text. What a command does
 with the word (``eval``, ``ssh``, ``sh -c``) is its own business, as with ``$PARAM_X``.
 Other inputs (``argv``, ``env``, ``cwd``) are templates as usual: each ``argv`` element is
@@ -36,7 +36,7 @@ an item that is null, a list or a mapping is refused, by validate when it is wri
 the playbook and at run time when a template gives it.
 
 **The environment is clean.** The process does not inherit Baton's environment (its
-tokens, keys and database URL): it starts from ``ctx.env`` (``engine.stepenv``: ``PATH``,
+tokens, keys and database URL): it starts from ``ctx.env`` (``engine.actions.stepenv``: ``PATH``,
 ``HOME``, ``LANG``, ``LANGUAGE``, ``TZ``, ``LC_*`` and the variables ``BATON_STEP_ENV``
 allows), then ``PARAM_*``, then ``env:``; later ones win.
 
@@ -72,9 +72,9 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
 
-from engine import templating
 from engine.actions import ActionContext
 from engine.errors import ActionError
+from engine.playbooks import templating
 
 FULL_CAP = 10 * 1024 * 1024
 TAIL_CAP = 64 * 1024

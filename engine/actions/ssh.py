@@ -42,13 +42,13 @@ from typing import Any, ClassVar
 import asyncssh
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from engine import durations
 from engine.actions import ActionContext
 from engine.actions.shell import Argument, failure_message, param_env
 from engine.errors import ActionError
 from engine.fleet import remote
 from engine.fleet.sshconnect import DEFAULT_PORT, Target
 from engine.fleet.sshpool import SshPool
+from engine.playbooks import durations
 
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 STREAM_LINES = 100  # lines of one attempt's output copied to the run's log

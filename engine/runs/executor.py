@@ -1,6 +1,6 @@
 """Executing a step: one attempt of its action, here or on a worker, ends as a message
 to its run's driver, ``Finished`` or ``Suspended``. A ``for_each`` step fans its items
-out (``engine.fanout``), each through the same attempt."""
+out (``engine.runs.fanout``), each through the same attempt."""
 
 from __future__ import annotations
 
@@ -12,17 +12,17 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from engine import fanout, items, templating
-from engine import messages as msg
 from engine.actions import ActionContext, Suspend, refuse_splices
 from engine.actions.registry import Registry
 from engine.errors import ActionError, BatonError
 from engine.fleet import inventory
-from engine.runs import remote
+from engine.playbooks import templating
+from engine.runs import fanout, items, remote
+from engine.runs import messages as msg
 from engine.runs.node import Node
-from engine.state import RunState, StepState
+from engine.runs.state import RunState, StepState
+from engine.runs.transitions import RunMachine
 from engine.timing import Clock, Timers
-from engine.transitions import RunMachine
 from storage.store import Store
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ class Executor:
         self.node.busy_dec()
 
     async def _fan_out(self, run: RunState, step: StepState) -> None:
-        """A ``for_each`` step: its items, each through ``_act`` (``engine.fanout``)."""
+        """A ``for_each`` step: its items, each through ``_act`` (``engine.runs.fanout``)."""
         fan = fanout.FanOut(
             run,
             step,

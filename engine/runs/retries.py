@@ -8,13 +8,13 @@ import sqlalchemy as sa
 
 from engine import audit
 from engine.errors import InvalidTransition
-from engine.loading import RunRecords
-from engine.playbook import Phase, from_snapshot
+from engine.playbooks.model import Phase, from_snapshot
 from engine.runs import fromfailed
 from engine.runs.admission import Admission, limit_reached
 from engine.runs.leases import Leases
+from engine.runs.loading import RunRecords
 from engine.runs.node import Node
-from engine.state import RunStatus
+from engine.runs.state import RunStatus
 from engine.timing import Clock
 from storage import tables as t
 from storage.errors import ClaimLost

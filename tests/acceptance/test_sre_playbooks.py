@@ -28,7 +28,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from bot.alerts import parsers
-from engine.alerting import AlertPolicy, Alerts
+from engine.alerts.router import AlertPolicy, Alerts
 from engine.errors import NotAllowed
 from storage import tables as t
 from tests.acceptance.test_playbooks import Factory, library, logged, output, run_status, stdout

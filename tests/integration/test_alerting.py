@@ -12,8 +12,8 @@ import pytest
 import sqlalchemy as sa
 
 from engine import events as ev
-from engine.alerting import AlertPolicy, Alerts
-from engine.alerts import Alert, Link, Rejected
+from engine.alerts.model import Alert, Link, Rejected
+from engine.alerts.router import AlertPolicy, Alerts
 from storage import tables as t
 from tests.conftest import HarnessFactory
 from tests.harness import Harness

@@ -10,7 +10,8 @@ import sqlalchemy as sa
 
 from bot.approvers import ApproverCheck
 from bot.commands import Actor, Commands, Reply
-from engine import accessconfig, queries
+from engine.access import config as accessconfig
+from engine.views import queries
 from storage import tables as t
 from tests.conftest import HarnessFactory
 from tests.harness import Harness

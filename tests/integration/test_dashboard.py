@@ -19,8 +19,8 @@ from aiohttp import ClientResponse
 from bot.app import Baton
 from bot.dashboard import live
 from bot.dashboard.run import DRAWINGS
-from engine import runlogs
-from engine.requests import RunRequest
+from engine.runs.requests import RunRequest
+from engine.views import runlogs
 from storage import tables as t
 from tests.fakes.livepage import LivePage
 from tests.integration.dashboard_support import LOCAL, PLAYBOOKS, dashboard, ids_in, start

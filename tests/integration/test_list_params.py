@@ -18,10 +18,10 @@ from bot.app import Baton, open_baton
 from bot.commands import Actor, Commands, Reply
 from bot.settings import Settings
 from bot.slack import blocks
-from engine import queries
-from engine.alerting import AlertPolicy, Alerts
-from engine.alerts import Alert
+from engine.alerts.model import Alert
+from engine.alerts.router import AlertPolicy, Alerts
 from engine.timing import ManualClock, ManualTimers
+from engine.views import queries
 from storage import tables as t
 from tests.conftest import HarnessFactory
 from tests.fakes import slack as fake

@@ -15,9 +15,9 @@ import sqlalchemy as sa
 
 from engine import events as ev
 from engine.errors import InvalidTransition, ParamError, RunQueued
-from engine.requests import RunRequest
 from engine.runs import inbox
-from engine.state import RunStatus
+from engine.runs.requests import RunRequest
+from engine.runs.state import RunStatus
 from storage import tables as t
 from tests.conftest import HarnessFactory
 from tests.harness import Harness

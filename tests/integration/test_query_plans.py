@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from engine import alerting, queries
-from engine.outbox import Outbox
+from engine.alerts import router as alerting
 from engine.runs import inbox
+from engine.runs.outbox import Outbox
+from engine.views import queries
 from storage import plans, schema
 from storage import tables as t
 from storage.db import create_engine

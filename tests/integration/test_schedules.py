@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from engine import schedules as schedlib
 from engine.errors import ParamError, PlaybookNotFound
+from engine.schedules import service as schedlib
 from storage import tables as t
 from tests.conftest import HarnessFactory
 from tests.harness import Harness

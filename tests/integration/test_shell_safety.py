@@ -8,8 +8,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from engine import playbook, stepenv
-from engine.catalog import Catalog
+from engine.actions import stepenv
+from engine.playbooks import model as playbook
+from engine.playbooks.catalog import Catalog
 from engine.runs.engine import Engine
 from storage import tables as t
 from tests.conftest import HarnessFactory

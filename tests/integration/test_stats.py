@@ -1,4 +1,4 @@
-"""Analytics (``engine.analytics``) on runs made through the engine with a manual clock,
+"""Analytics (``engine.views.analytics``) on runs made through the engine with a manual clock,
 so every duration is known; the chat command ``stats`` over the same runs. SQLite and
 PostgreSQL."""
 
@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from bot.commands import Actor, Commands
-from engine import analytics
-from engine.alerting import AlertPolicy, Alerts
-from engine.alerts import Alert
+from engine.alerts.model import Alert
+from engine.alerts.router import AlertPolicy, Alerts
 from engine.errors import PlaybookNotFound
+from engine.views import analytics
 from tests.conftest import HarnessFactory
 from tests.harness import Harness
 

@@ -25,9 +25,9 @@ import sqlalchemy as sa
 from bot.commands import Actor, Commands
 from bot.slack import blocks
 from engine import events as ev
-from engine import queries
-from engine.requests import RunRequest
 from engine.runs import inbox
+from engine.runs.requests import RunRequest
+from engine.views import queries
 from storage import tables as t
 from tests.conftest import PG_URL, HarnessFactory
 from tests.fakes.processes import alive, wait_until

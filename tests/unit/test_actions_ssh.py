@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from engine import validate
 from engine.actions import ActionContext
 from engine.actions import ssh as ssh_action
 from engine.actions.registry import Registry
@@ -23,6 +22,7 @@ from engine.actions.ssh import SshAction, SshInputs
 from engine.errors import ActionError
 from engine.fleet import remote, sshpool
 from engine.fleet.hosts import Host
+from engine.playbooks import validate
 from tests.fakes.actx import RecordingLog, make_ctx
 from tests.fakes.processes import alive, wait_until
 from tests.fakes.sshd import Sshd, free_port, keygen

@@ -4,9 +4,9 @@ from typing import Any
 
 import pytest
 
-from engine import params, paramsecrets
 from engine.errors import ParamError
-from engine.playbook import Playbook
+from engine.playbooks import params, paramsecrets
+from engine.playbooks.model import Playbook
 
 
 def make(spec: dict[str, Any]) -> Playbook:

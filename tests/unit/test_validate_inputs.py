@@ -10,9 +10,12 @@ from typing import Any
 
 import pytest
 
-from engine import alertrows, durations, playbook, schedules, validate
 from engine.actions.registry import Registry
-from engine.alerts import Alert
+from engine.alerts import rows as alertrows
+from engine.alerts.model import Alert
+from engine.playbooks import durations, validate
+from engine.playbooks import model as playbook
+from engine.schedules import service as schedules
 
 
 @pytest.fixture(scope="module")

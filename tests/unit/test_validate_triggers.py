@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import matchers, playbook, validate
 from engine.actions.registry import Registry
+from engine.alerts import matchers
+from engine.playbooks import model as playbook
+from engine.playbooks import validate
 
 HEAD = "name: p\nsteps:\n  - id: a\n    action: log\n    with: {message: hi}\ntriggers:\n"
 
