@@ -36,7 +36,7 @@ from storage.store import Store
 if TYPE_CHECKING:
     from bot.commands import Commands
     from bot.metrics import Metrics
-    from engine.alerts.router import Alerts
+    from engine.alerts.router import AlertRouter
     from engine.retention import Retention
 
 log = logging.getLogger("baton")
@@ -49,7 +49,7 @@ class Baton:
     engine: Engine
     schedules: Schedules
     rules: AccessRules = field(default_factory=AccessRules)
-    alerts: Alerts | None = None  # routes alerts to runs; not in `baton run`
+    alerts: AlertRouter | None = None  # routes alerts to runs; not in `baton run`
     alert_mapping: Any = None  # where POST /alerts/generic finds fields
     retention: Retention | None = None  # the daily prune (BATON_RETENTION), serve only
     metrics: Metrics | None = None  # what GET /metrics serves; serve only
@@ -257,11 +257,11 @@ def masked_logs(masker: Masker) -> Iterator[None]:
             handler.removeFilter(mask)
 
 
-def alert_routing(settings: Settings, engine: Engine) -> tuple[Alerts, Any]:
+def alert_routing(settings: Settings, engine: Engine) -> tuple[AlertRouter, Any]:
     """The alert router under the settings' policy, and the generic webhook's mapping;
     a setting that does not read stops Baton with what to write."""
     from bot.alerts import parsers
-    from engine.alerts.router import AlertPolicy, Alerts
+    from engine.alerts.router import AlertPolicy, AlertRouter
     from engine.playbooks.model import parse_rate
 
     try:
@@ -274,7 +274,7 @@ def alert_routing(settings: Settings, engine: Engine) -> tuple[Alerts, Any]:
         cancel_on_resolved=settings.alert_cancel_on_resolved,
     )
     mapping = parsers.mapping_from_setting(settings.alert_generic_map)
-    return Alerts(engine, policy), mapping
+    return AlertRouter(engine, policy), mapping
 
 
 async def run_console(baton: Baton, user: str) -> bool:

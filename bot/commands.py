@@ -34,7 +34,6 @@ from typing import Any
 from bot.chat import approvals, guide, lists, runs, schedules
 from bot.chat.replies import Reply, fail
 from bot.grammar import (
-    Alerts,
     Cancel,
     Command,
     CommandError,
@@ -43,6 +42,7 @@ from bot.grammar import (
     Help,
     History,
     Hosts,
+    ListAlerts,
     ListPlaybooks,
     ListSchedules,
     Logs,
@@ -242,7 +242,7 @@ class Commands:
                 return await schedules.operate(book, actor, command)
             case History():
                 return await lists.history(engine, command.playbook)
-            case Alerts():
+            case ListAlerts():
                 return await lists.alerts(self.store, command.outcome)
             case Stats():
                 return await lists.stats(engine, command)

@@ -136,7 +136,7 @@ class Logs:
 
 
 @dataclass(frozen=True)
-class Alerts:
+class ListAlerts:
     """``alerts`` (the latest) or ``alerts OUTCOME`` (``held``, ``started``, ...)."""
 
     outcome: str | None = None
@@ -165,7 +165,7 @@ Command = (
     | Resume
     | Trigger
     | History
-    | Alerts
+    | ListAlerts
     | Logs
     | Stats
     | Hosts
@@ -374,15 +374,15 @@ def _parse_stats(args: Sequence[str]) -> Stats:
 OUTCOMES = alerts.OUTCOMES
 
 
-def _parse_alerts(args: Sequence[str]) -> Alerts:
+def _parse_alerts(args: Sequence[str]) -> ListAlerts:
     if not args:
-        return Alerts()
+        return ListAlerts()
     outcome = args[0].lower()
     if outcome not in OUTCOMES:
         hint = closest(outcome, OUTCOMES, n=1)
         extra = f" Did you mean `{hint[0]}`?" if hint else ""
         raise CommandError(f"No alert outcome {outcome!r}.{extra} One of: {', '.join(OUTCOMES)}.")
-    return Alerts(outcome)
+    return ListAlerts(outcome)
 
 
 def target_of(command: Command) -> str:
@@ -397,7 +397,7 @@ def target_of(command: Command) -> str:
             return command.schedule_id
         case History() | Stats():
             return command.playbook or ""
-        case Alerts():
+        case ListAlerts():
             return command.outcome or ""
         case Hosts():
             return command.pattern or ""
@@ -424,7 +424,7 @@ def verb_of(command: Command) -> str:
         Resume: "resume",
         Trigger: "trigger",
         History: "history",
-        Alerts: "alerts",
+        ListAlerts: "alerts",
         Logs: "logs",
         Stats: "stats",
         Hosts: "hosts",

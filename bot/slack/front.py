@@ -45,7 +45,7 @@ from bot.slack.listeners import actions, views
 from bot.slack.listeners import commands as command_listeners
 from bot.slack.people import Directory
 from engine.access.rules import Actor
-from engine.alerts.router import Alerts
+from engine.alerts.router import AlertRouter
 from engine.errors import BatonError
 from engine.runs.outbox import Outbox
 
@@ -67,7 +67,7 @@ class SlackFront:
         self,
         settings: Settings,
         commands: Commands,
-        alerts: Alerts | None = None,
+        alerts: AlertRouter | None = None,
         chat_rules: Sequence[ChatRule] = (),
         on_api_error: Callable[[str], None] | None = None,
     ) -> None:

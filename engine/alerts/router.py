@@ -1,6 +1,6 @@
 """From alerts to runs: routing, dedup, rate limits, resolution.
 
-``Alerts.receive`` stores what a webhook brought (one write, the webhook answers right
+``AlertRouter.receive`` stores what a webhook brought (one write, the webhook answers right
 after) and queues it; one worker task then routes each alert, in the order received:
 
 - **Routing.** Every playbook trigger ``alert: {source, match/matchers, params, ...}``
@@ -103,7 +103,7 @@ class Receipt:
     rejected: int
 
 
-class Alerts:
+class AlertRouter:
     def __init__(
         self,
         engine: Engine,

@@ -10,7 +10,7 @@ import pytest
 
 from bot import logs
 from engine.alerts.model import Alert
-from engine.alerts.router import AlertPolicy, Alerts
+from engine.alerts.router import AlertPolicy, AlertRouter
 from tests.conftest import HarnessFactory
 from tests.integration.support import approval_id
 
@@ -89,7 +89,7 @@ async def test_alerts_and_schedules_log_what_they_did(
 ) -> None:
     caplog.set_level(logging.INFO)
     h = await harness({"disk-cleanup": DISK})
-    alerts = Alerts(h.engine, AlertPolicy(global_rate=(100, 60.0)))
+    alerts = AlertRouter(h.engine, AlertPolicy(global_rate=(100, 60.0)))
     await alerts.start()
     try:
         fired = Alert(

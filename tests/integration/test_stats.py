@@ -11,7 +11,7 @@ import pytest
 
 from bot.commands import Actor, Commands
 from engine.alerts.model import Alert
-from engine.alerts.router import AlertPolicy, Alerts
+from engine.alerts.router import AlertPolicy, AlertRouter
 from engine.errors import PlaybookNotFound
 from engine.views import analytics
 from tests.conftest import HarnessFactory
@@ -116,7 +116,7 @@ async def test_time_from_the_alert_to_the_end_of_the_run_it_started(
     harness: HarnessFactory,
 ) -> None:
     h = await harness(PLAYBOOKS)
-    alerts = Alerts(h.engine, AlertPolicy(global_rate=(100, 60.0)))
+    alerts = AlertRouter(h.engine, AlertPolicy(global_rate=(100, 60.0)))
     await alerts.start()
     try:
         began = h.clock.now() - timedelta(minutes=1)  # it fired a minute before Baton heard
