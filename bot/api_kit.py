@@ -113,8 +113,8 @@ async def json_body(request: web.Request) -> dict[str, Any] | web.Response:
         seconds=baton_of(request).settings.read_timeout,
         limit_name="the API's limit",
     )
-    if isinstance(raw, web.Response):
-        return raw
+    if isinstance(raw, edge.Refused):
+        return raw.answer
     body = json_or_error(raw)
     if isinstance(body, web.Response):
         return body

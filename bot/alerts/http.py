@@ -107,8 +107,8 @@ def make_handler(baton: Baton) -> Any:
             limit_name="BATON_ALERT_MAX_BODY",
             accepted=edge.COMPRESSED if source == "generic" else (),
         )
-        if isinstance(body, web.Response):
-            return body
+        if isinstance(body, edge.Refused):
+            return body.answer
         if who is False and not parsers.verify_pagerduty(
             body, request.headers.get("X-PagerDuty-Signature"), _secrets(baton)
         ):
