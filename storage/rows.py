@@ -89,6 +89,7 @@ ALERT_NEW = (
     "reason",
     "run_id",
     "processed_at",
+    "node",
 )
 
 

@@ -291,6 +291,9 @@ alerts = sa.Table(
     sa.Column("reason", sa.String(), nullable=True),
     sa.Column("run_id", sa.String(32), nullable=True, index=True),
     sa.Column("processed_at", UTCDateTime(), nullable=True),
+    # the ``baton serve`` node routing it while it is pending: a live node's queue holds
+    # it; the alerts of a node gone (dead, stopped) are taken over by another
+    sa.Column("node", sa.String(200), nullable=True),
     sa.Index("ix_alerts_outcome_id", "outcome", "id"),
 )
 

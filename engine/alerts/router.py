@@ -20,7 +20,10 @@ after) and queues it; one worker task then routes each alert, in the order recei
   start the trigger's ``on_resolved`` playbook. It never starts a run of its own trigger.
 
 Every alert row ends with an ``outcome`` (started, attached, held, unmatched, resolved,
-failed, rejected) and a reason; rows still ``pending`` after a crash are routed at start.
+failed, rejected) and a reason. A ``pending`` row names the node routing it (``node``):
+with several replicas, the pending alerts of a node that died or stopped are taken over
+by a live one (``take_over``, at start and then every few seconds), in the order they
+were received; a node that stops cleanly lets its own go at once.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import sqlalchemy as sa
 
 from engine import events as ev
 from engine.alerts import matchers as matcherlib
+from engine.alerts import pickup
 from engine.alerts import rates as alertrates
 from engine.alerts import rows as alertrows
 from engine.alerts.model import Alert, Rejected
@@ -46,46 +50,13 @@ from engine.playbooks import templating
 from engine.playbooks.model import AlertTrigger, parse_rate
 from engine.runs.engine import Engine
 from engine.runs.requests import RunRequest
-from engine.runs.state import RUNS_IN_PROGRESS
 from storage import tables as t
 from storage.rows import Rows
 
 log = logging.getLogger(__name__)
 
-ACTIVE = RUNS_IN_PROGRESS
+TAKE_OVER = 1000  # pending alerts of nodes gone taken in one round (the rest: next rounds)
 
-# Built once: routing runs these for every alert, and building a statement costs more
-# than running it (``storage/rows.py`` has the figures).
-_ar, _r = t.alert_runs.c, t.runs.c
-_ACTIVE_LINK = (
-    sa.select(_ar.id, _ar.run_id, _ar.repeats)
-    .join(t.runs, _r.id == _ar.run_id)
-    .where(
-        _ar.fingerprint == sa.bindparam("fingerprint"),
-        _ar.source == sa.bindparam("source"),
-        _ar.playbook == sa.bindparam("playbook"),
-        _ar.trigger == sa.bindparam("trigger"),
-        _ar.resolved_at.is_(None),
-        sa.or_(_r.status.in_(ACTIVE), _r.finished_at >= sa.bindparam("since")),
-    )
-    .order_by(_ar.id.desc())
-    .limit(1)
-)
-_SETTLE = (
-    t.alerts.update()
-    .where(t.alerts.c.id == sa.bindparam("row_id"))
-    .values(
-        outcome=sa.bindparam("outcome"),
-        reason=sa.bindparam("reason"),
-        run_id=sa.bindparam("run_id"),
-        processed_at=sa.bindparam("processed_at"),
-    )
-)
-_REPEAT = (
-    t.alert_runs.update()
-    .where(_ar.id == sa.bindparam("link_id"))
-    .values(repeats=sa.bindparam("repeats"), last_at=sa.bindparam("last_at"))
-)
 RANK = {"started": 5, "attached": 4, "held": 3, "failed": 2, "unmatched": 1}
 
 
@@ -109,13 +80,16 @@ class AlertRouter:
         engine: Engine,
         policy: AlertPolicy | None = None,
         monotonic: Any = time.monotonic,
+        look_every: float | None = None,
     ) -> None:
         self.engine = engine
         self.store = engine.store
         self.policy = policy or AlertPolicy()
         self.monotonic = monotonic
+        self.look_every = look_every  # seconds between looks for alerts of nodes gone
         self._queue: asyncio.Queue[tuple[str, Alert]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._windows: dict[str, alertrates.Window] = {}
         self._busy = 0
         self._idle = asyncio.Event()
@@ -124,28 +98,53 @@ class AlertRouter:
     # --- life -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Route what a previous process stored but did not route, then wait for more.
-        With another ``baton serve`` alive, its pending alerts are its own to route (they
-        sit in its queue): this node leaves them."""
-        others = await self.engine.servers_alive()
-        rows = (
-            []
-            if others
-            else await self.store.all(
-                sa.select(t.alerts)
-                .where(t.alerts.c.outcome == "pending")
-                .order_by(t.alerts.c.id)  # the order they were received
-            )
-        )
-        for row in rows:
-            self._enqueue(row.id, alertrows.from_row(row))
+        """Route what nodes gone (this one's earlier life included) stored but did not
+        route, then wait for more, looking again every few seconds for the pending
+        alerts of a node that died meanwhile."""
+        await self.take_over(mine=True)
         self._worker = asyncio.create_task(self._work(), name="alerts")
+        self._sweeper = asyncio.create_task(self._sweep(), name="alerts: take over")
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+        """Stop routing; the alerts still pending in this node's queue are let go, for
+        another node to take over at once (or this one at its next start)."""
+        for task in (self._sweeper, self._worker):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._sweeper = self._worker = None
+        with contextlib.suppress(Exception):  # the database is gone: they wait for a lease
+            await self.store.write(pickup.let_go(self.node))
+
+    @property
+    def node(self) -> str:
+        return self.engine.leases.owner
+
+    async def take_over(self, *, mine: bool = False) -> int:
+        """Take the pending alerts no live ``serve`` node routes (theirs died or let them
+        go) and queue them, oldest first; ``mine``: this node's own too (at start, when
+        its queue is empty). Two nodes looking at once cannot both take an alert.
+        Returns how many were taken."""
+        leases = self.engine.leases
+        servers = await self.store.all(pickup.SERVERS)
+        gone = leases.dead(r.id for r in servers)  # of this host: no need to wait a lease
+        since = self.engine.clock.now() - leases.lease
+        op = pickup.take_over(self.node, since, gone, TAKE_OVER, mine=mine)
+        [rows] = await self.store.write(op)
+        for row in rows:
+            self._enqueue(row.id, alertrows.from_row(row))
+        if rows:
+            log.info("took over %d pending alerts of nodes gone", len(rows))
+        return len(rows)
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self.look_every or self.engine.keeper.scan)
+            try:
+                await self.take_over()
+            except Exception as exc:  # the database is away: the keeper says so
+                log.debug("alerts: could not look for pending alerts of nodes gone: %s", exc)
 
     async def idle(self) -> None:
         """Wait until every alert received so far is routed (tests and the bench)."""
@@ -163,7 +162,7 @@ class AlertRouter:
         then queue the alerts for routing. Returns as soon as the rows are committed."""
         now = self.engine.clock.now()
         alerts = [alertrows.fitted(a) for a in alerts]
-        rows = [alertrows.row_of(a, now) for a in alerts]
+        rows = [alertrows.row_of(a, now, self.node) for a in alerts]
         rows += [alertrows.rejected_row(r, now) for r in rejected]
         if not rows:
             return Receipt([], 0, 0)
@@ -244,7 +243,7 @@ class AlertRouter:
             "run_id": run_id,
             "processed_at": self.engine.clock.now(),
         }
-        await self.store.write(lambda conn: conn.execute(_SETTLE, values))
+        await self.store.write(lambda conn: conn.execute(alertrows.SETTLE, values))
         extra = {"run_id": run_id} if run_id else {}
         log.info("alert %s routed: %s (%s)", row_id, outcome, reason, extra=extra)
         self._settled(alert.source, outcome, run_id)
@@ -264,7 +263,7 @@ class AlertRouter:
         if link is not None:
             repeats = int(link.repeats) + 1
             values = {"link_id": link.id, "repeats": repeats, "last_at": now}
-            await self.store.write(lambda conn: conn.execute(_REPEAT, values))
+            await self.store.write(lambda conn: conn.execute(alertrows.REPEAT, values))
             self.engine.bus.publish(
                 ev.AlertRepeated(
                     run_id=link.run_id,
@@ -369,7 +368,9 @@ class AlertRouter:
             "trigger": index,
             "since": self.engine.clock.now() - timedelta(seconds=window),
         }
-        return await self.store.read(lambda conn: conn.execute(_ACTIVE_LINK, values).first())
+        return await self.store.read(
+            lambda conn: conn.execute(alertrows.ACTIVE_LINK, values).first()
+        )
 
     # --- resolution -----------------------------------------------------------------
 

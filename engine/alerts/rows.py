@@ -8,9 +8,11 @@ import time
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
+
 from engine.alerts.model import Alert, Link, Rejected
 from engine.playbooks.model import AlertTrigger
-from engine.runs.state import new_id
+from engine.runs.state import RUNS_IN_PROGRESS, new_id
 from storage import tables as t
 
 
@@ -79,7 +81,9 @@ def alert_id() -> str:
     return f"{_last_stamp:014x}{new_id()[:6]}"
 
 
-def row_of(alert: Alert, now: datetime) -> dict[str, Any]:
+def row_of(alert: Alert, now: datetime, node: str) -> dict[str, Any]:
+    """The row of an alert received by ``node``, which routes it (or, once it is gone,
+    the node that takes its pending alerts over)."""
     return {
         "id": alert_id(),
         "source": alert.source,
@@ -98,6 +102,7 @@ def row_of(alert: Alert, now: datetime) -> dict[str, Any]:
         "reason": None,
         "run_id": None,
         "processed_at": None,
+        "node": node,
     }
 
 
@@ -122,6 +127,7 @@ def rejected_row(rejected: Rejected, now: datetime) -> dict[str, Any]:
         "reason": rejected.reason,
         "run_id": None,
         "processed_at": now,
+        "node": None,
     }
 
 
@@ -138,3 +144,37 @@ def from_row(row: t.AnyRow) -> Alert:
         links=tuple(Link(**link) for link in row.links or []),
         raw=dict(row.raw or {}),
     )
+
+
+# Built once: routing runs these for every alert, and building a statement costs more
+# than running it (``storage/rows.py`` has the figures).
+_ar, _r = t.alert_runs.c, t.runs.c
+ACTIVE_LINK = (
+    sa.select(_ar.id, _ar.run_id, _ar.repeats)
+    .join(t.runs, _r.id == _ar.run_id)
+    .where(
+        _ar.fingerprint == sa.bindparam("fingerprint"),
+        _ar.source == sa.bindparam("source"),
+        _ar.playbook == sa.bindparam("playbook"),
+        _ar.trigger == sa.bindparam("trigger"),
+        _ar.resolved_at.is_(None),
+        sa.or_(_r.status.in_(RUNS_IN_PROGRESS), _r.finished_at >= sa.bindparam("since")),
+    )
+    .order_by(_ar.id.desc())
+    .limit(1)
+)
+SETTLE = (
+    t.alerts.update()
+    .where(t.alerts.c.id == sa.bindparam("row_id"))
+    .values(
+        outcome=sa.bindparam("outcome"),
+        reason=sa.bindparam("reason"),
+        run_id=sa.bindparam("run_id"),
+        processed_at=sa.bindparam("processed_at"),
+    )
+)
+REPEAT = (
+    t.alert_runs.update()
+    .where(_ar.id == sa.bindparam("link_id"))
+    .values(repeats=sa.bindparam("repeats"), last_at=sa.bindparam("last_at"))
+)

@@ -70,6 +70,7 @@ FILLED_AT: dict[str, Callable[[sa.Engine], None]] = {
     "0004_run_commands_run": _fill_0002,  # an index only: the same rows fit
     "0005_dashboard_sessions": _fill_0002,  # 0006 adds a table: the same rows fit
     "0006_step_items": _fill_0002,  # 0007 adds the job queue (PostgreSQL): the same rows fit
+    "0007_job_queue": _fill_0002,  # 0008 adds a nullable column: the same rows fit
 }
 
 
