@@ -45,7 +45,7 @@ from engine.errors import BatonError
 from engine.playbooks import templating
 from engine.playbooks.model import AlertTrigger, parse_rate
 from engine.runs.engine import Engine
-from engine.runs.requests import RunRequest
+from engine.runs.requests import RunRequest, Trigger
 from engine.runs.state import RUNS_IN_PROGRESS
 from storage import tables as t
 from storage.rows import Rows
@@ -291,7 +291,7 @@ class Alerts:
                     playbook=playbook,
                     params=params,
                     requested_by=f"alert:{alert.source}",
-                    trigger="alert",
+                    trigger=Trigger.ALERT,
                     source=alertrows.source_of(alert, trig),
                 ),
                 also=lambda run_id: [  # the link commits with the run: no run without it
@@ -440,7 +440,7 @@ class Alerts:
                     playbook=action.playbook,
                     params=params,
                     requested_by=f"alert:{alert.source}",
-                    trigger="alert",
+                    trigger=Trigger.ALERT,
                     source={**alertrows.source_of(alert, trig), "resolves": run_id},
                 )
             )
