@@ -6,6 +6,10 @@ step's log lines arriving without a reload. Every page is also saved as a screen
 
 from __future__ import annotations
 
+import errno
+import os
+from pathlib import Path
+
 from playwright.async_api import Page, expect
 
 from tests.acceptance.serve import Server, wait_until
@@ -162,6 +166,45 @@ async def test_a_running_steps_log_lines_appear_without_a_reload(page: Page, bat
     await expect(page.locator("#run-status")).to_have_attribute("data-status", "succeeded")
     await expect(page.locator("#run-logs-section .live")).to_have_count(0)  # it ended
     assert await page.evaluate("() => window.kept") == "the same page"  # no reload
+
+
+def write_fifo(fifo: Path, text: str) -> None:
+    """Write to ``fifo`` once a step has it open for reading (ENXIO until then)."""
+
+    def opened() -> int | None:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise
+            return None
+
+    fd = wait_until(opened, what=f"a reader of {fifo}")
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+async def test_a_running_shell_steps_output_appears_while_it_runs(
+    page: Page, baton: Server
+) -> None:
+    fifo = baton.work / "shell-fifo"
+    fifo.unlink(missing_ok=True)
+    os.mkfifo(fifo)
+    run_id = baton.start_run("shell-follow")
+    baton.wait_step(run_id, "talk", "running")
+    await log_in(page, baton, ALICE, f"/runs/{run_id}")
+    logs = page.locator("#run-logs")
+    await expect(logs).to_contain_text("] shell waits")  # a log line, before the step ends
+    await expect(page.locator("#run-status")).to_have_attribute("data-status", "running")
+    await expect(logs).not_to_contain_text("shell goes on")
+
+    write_fifo(fifo, "the test's line\n")
+
+    await expect(logs).to_contain_text("] shell goes on")
+    await expect(page.locator("#run-status")).to_have_attribute("data-status", "succeeded")
+    await expect(logs).to_contain_text("[stdout]\nshell waits\nthe test's line\nshell goes on")
 
 
 async def test_parallel_steps_log_each_in_its_place_without_redrawing_the_logs(
