@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from pathlib import Path
 
 from playwright.async_api import Page, expect
@@ -78,12 +79,35 @@ async def test_approve_as_another_person_and_self_approval_is_refused(
 
     await log_in(page, baton, BOB, "/approvals")
     await shot(page, "approvals")
-    await page.locator(f'#approvals-mine button.approve[data-approval="{gate.id}"]').click()
+    form = page.locator(f'#approvals-mine form:has(button.approve[data-approval="{gate.id}"])')
+    await form.locator("input[name=comment]").fill("canary is green")
+    await form.locator("button.approve").click()
     await expect(page).to_have_url(url(baton, "/approvals"))
     assert baton.wait_run(run_id).status == "succeeded"
     assert baton.approvals(run_id)[0].status == "approved"
     await page.goto(url(baton, f"/runs/{run_id}"))
     await expect(page.locator("#run-status")).to_have_attribute("data-status", "succeeded")
+    decision = page.locator(f'tr[data-decisions="{gate.id}"] li[data-decision="bob"]')
+    await expect(decision).to_contain_text("bob approved at")
+    await expect(decision).to_contain_text("UTC: canary is green")
+
+    await page.goto(url(baton, f"/audit?target={run_id}"))  # the run's trail: start, gate
+    actions = page.locator("#audit tr[data-audit] td:nth-child(3)")
+    await expect(actions).to_contain_text(["approve", "approval-request", "run"])
+
+
+async def test_a_trigger_filter_is_picked_from_the_triggers_and_a_bad_one_is_a_400(
+    page: Page, baton: Server
+) -> None:
+    await log_in(page, baton, ALICE)
+    await page.locator("#run-filters select[name=trigger]").select_option("api")
+    await page.locator("#run-filters button[type=submit]").click()
+    await expect(page).to_have_url(re.compile(r"[?&]trigger=api(&|$)"))
+    answer = await page.goto(url(baton, "/?trigger=sms"))
+    assert answer is not None and answer.status == 400
+    await expect(page.locator("main")).to_contain_text(
+        "trigger must be one of api, cli, console, slack, web, schedule, alert, playbook, not 'sms'"
+    )
 
 
 async def test_a_viewer_sees_no_button_and_a_forged_post_is_refused(
