@@ -43,7 +43,7 @@ from engine.errors import (
     NotAllowed,
     RunNotFound,
 )
-from engine.runs.requests import RunRequest
+from engine.runs.requests import RunRequest, Trigger, trigger_problem
 from engine.runs.state import RunStatus
 from engine.views import paging, queries, runlogs
 
@@ -99,7 +99,7 @@ async def create_run(request: web.Request) -> web.Response:
         playbook=playbook,
         params=params,
         requested_by=by,
-        trigger="api",
+        trigger=Trigger.API,
         source={"remote": request.remote or ""},
     )
     try:
@@ -175,6 +175,10 @@ async def list_runs(request: web.Request) -> web.Response:
     status = request.query.get("status")
     if status is not None and status not in set(RunStatus):
         return error(400, f"status must be one of {', '.join(RunStatus)}")
+    trigger = request.query.get("trigger")
+    problem = trigger_problem(trigger) if trigger else None
+    if problem is not None:
+        return error(400, problem)
     filters = {name: request.query.get(name) for name in queries.RUN_FILTERS}
     try:
         page = await queries.runs_page(

@@ -283,8 +283,9 @@ async def run_console(baton: Baton, user: str) -> bool:
     terminal, log lines go to ``BATON_CONSOLE_LOG`` meanwhile (the console says so)."""
     from bot.console import Console
     from engine.access.rules import Actor
+    from engine.runs.requests import Trigger
 
-    actor = Actor(id=user, name=user, via="console")
+    actor = Actor(id=user, name=user, via=Trigger.CONSOLE)
     console = Console(engine=baton.engine, commands=baton.commands(), actor=actor)
     if not console.interactive:
         return await console.run()

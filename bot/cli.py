@@ -137,11 +137,11 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
 
     from bot.progress import Progress
     from engine.playbooks import params as paramlib
-    from engine.runs.requests import RunRequest
+    from engine.runs.requests import RunRequest, Trigger
 
     raw = paramlib.parse_assignments(args.params, args.playbook)
     user = args.user or getpass.getuser()  # a dry run only reads: any name will do
-    request = RunRequest(playbook=args.playbook, params=raw, requested_by=user, trigger="cli")
+    request = RunRequest(playbook=args.playbook, params=raw, requested_by=user, trigger=Trigger.CLI)
     progress = Progress()
     if args.dry_run:
         from engine.actions.registry import Registry

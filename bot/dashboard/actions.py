@@ -16,8 +16,9 @@ from bot.dashboard import auth, forms
 from bot.dashboard.render import baton_of, page
 from bot.dashboard.run import run_page
 from engine.access.rules import Actor
+from engine.runs.requests import Trigger
 
-VIA = "web"
+VIA = Trigger.WEB
 RUN_COMMANDS = {
     "cancel": ["cancel", "{run}"],
     "retry": ["retry", "{run}"],
@@ -88,14 +89,17 @@ async def run_action(request: web.Request) -> web.StreamResponse:
 
 
 async def decide(request: web.Request) -> web.StreamResponse:
-    """``POST /approvals/{id}/{approve|reject}`` with ``reason`` (required to reject)."""
+    """``POST /approvals/{id}/{approve|reject}`` with ``reason`` (required to reject) or
+    ``comment`` (optional, to approve): the decision's comment, as chat's ``approve ID
+    [comment]`` and ``reject ID REASON`` give it."""
     refused = await viewer_refused(request)
     if refused is not None:
         return refused
     form = await forms.posted(request, baton_of(request).settings.read_timeout)
     approval_id = request.match_info["approval_id"]
     decision = request.match_info["decision"]
-    reason = str(form.get("reason") or "").strip()
+    said = "reason" if decision == "reject" else "comment"
+    reason = str(form.get(said) or "").strip()
     back = back_of(form.get("back"), "/approvals")
     if decision == "reject" and not reason:
         return page(

@@ -48,6 +48,7 @@ from engine.access.rules import Actor
 from engine.alerts.router import AlertRouter
 from engine.errors import BatonError
 from engine.runs.outbox import Outbox
+from engine.runs.requests import Trigger
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +250,7 @@ class SlackFront:
         groups: frozenset[str] = frozenset()
         if self.commands.rules.names_usergroups():
             groups = await self.directory.groups_of(user)
-        return Actor(id=user, name=name, via="slack", usergroups=groups)
+        return Actor(id=user, name=name, via=Trigger.SLACK, usergroups=groups)
 
     async def channel_name(self, channel: str | None, given: str | None = None) -> str | None:
         if given or channel is None or channel.startswith("D"):

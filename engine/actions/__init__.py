@@ -84,6 +84,9 @@ class ActionContext:
     computed once by whoever builds the engine, never Baton's whole environment."""
     hosts: HostLookup = no_hosts
     """The inventory's hosts by name (``engine.fleet``): an ``ssh`` step's ``host`` may name one."""
+    mask: Callable[[str], str] = str
+    """The run's secrets masked in a text (``***``): for an action that must cut a text
+    before ``ctx.log`` (which masks what it is given) would see all of a secret."""
     partial: dict[str, Any] | None = None
     """What the action had produced when it was cancelled or timed out (a shell step's
     output so far), set by the action before the cancellation propagates: the attempt

@@ -49,7 +49,7 @@ from engine.errors import BatonError
 from engine.playbooks import templating
 from engine.playbooks.model import AlertTrigger, parse_rate
 from engine.runs.engine import Engine
-from engine.runs.requests import RunRequest
+from engine.runs.requests import RunRequest, Trigger
 from storage import tables as t
 from storage.rows import Rows
 
@@ -290,7 +290,7 @@ class AlertRouter:
                     playbook=playbook,
                     params=params,
                     requested_by=f"alert:{alert.source}",
-                    trigger="alert",
+                    trigger=Trigger.ALERT,
                     source=alertrows.source_of(alert, trig),
                 ),
                 also=lambda run_id: [  # the link commits with the run: no run without it
@@ -441,7 +441,7 @@ class AlertRouter:
                     playbook=action.playbook,
                     params=params,
                     requested_by=f"alert:{alert.source}",
-                    trigger="alert",
+                    trigger=Trigger.ALERT,
                     source={**alertrows.source_of(alert, trig), "resolves": run_id},
                 )
             )

@@ -32,7 +32,7 @@ from engine.runs import messages as msg
 from engine.runs.keeper import Keeper
 from engine.runs.loading import RunRecords
 from engine.runs.node import Node
-from engine.runs.requests import DecisionResult, Plan, RunRequest
+from engine.runs.requests import DecisionResult, Plan, RunRequest, Trigger
 from engine.runs.retries import Retries
 from engine.runs.state import RunState, RunStatus, StepState
 from engine.runs.transitions import RunMachine
@@ -432,7 +432,7 @@ class Engine:
                 playbook=spec.playbook,
                 params=spec.params,
                 requested_by=parent.requested_by,
-                trigger="playbook",
+                trigger=Trigger.PLAYBOOK,
                 source=parent.source,
                 parent_run_id=parent.id,
                 parent_step_id=step.id,

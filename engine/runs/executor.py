@@ -129,6 +129,7 @@ class Executor:
             now=self.clock.now,
             http=self.http,
             log=lambda text, level="info": self._log(run, step, text, level),
+            mask=run.masker.mask_text,
             env=self.step_env,
             hosts=inventory.host,
         )

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine import audit
-from engine.runs.requests import RunRequest
+from engine.runs.requests import RunRequest, Trigger
 from engine.schedules import cron
 from engine.schedules.service import ScheduleError, Schedules, ScheduleView
 from storage import tables as t
@@ -83,7 +83,7 @@ async def trigger(schedules: Schedules, schedule_id: str, by: str) -> str:
         playbook=row.playbook,
         params=params,
         requested_by=by,
-        trigger="schedule",
+        trigger=Trigger.SCHEDULE,
         source={"schedule_id": row.id, "triggered_by": by},
     )
     note = audit.op(schedules.clock.now(), by, "schedule-trigger", schedule_id, _detail(row))

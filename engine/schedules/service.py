@@ -28,7 +28,7 @@ from engine.errors import BatonError, ShuttingDown
 from engine.events import ScheduleFired
 from engine.playbooks import params as paramlib
 from engine.playbooks import paramsecrets
-from engine.runs.requests import RunRequest
+from engine.runs.requests import RunRequest, Trigger
 from engine.runs.state import new_id
 from engine.schedules import cron
 from storage import tables as t
@@ -335,7 +335,7 @@ class Schedules:
             playbook=row.playbook,
             params=params,
             requested_by=row.created_by,
-            trigger="schedule",
+            trigger=Trigger.SCHEDULE,
             source={"schedule_id": row.id, "fire_time": fire_time.isoformat()},
         )
         try:

@@ -62,11 +62,12 @@ def nodes_of(definition: dict[str, Any]) -> list[Node]:
 
 
 async def run_detail(store: Store, run_id: str) -> tuple[dict[str, Any], list[Node], list[Bar]]:
-    """A run as JSON (``queries.get_run``: RunNotFound for an unknown id), its graph and
-    its attempts, oldest first."""
+    """A run as JSON (``queries.get_run``: RunNotFound for an unknown id; each approval
+    gate with its ``decisions``: who, approve or reject, their comment, when), its graph
+    and its attempts, oldest first."""
     run = await queries.get_run(store, run_id)
 
-    def read(conn: sa.Connection) -> tuple[Any, list[Any]]:
+    def read(conn: sa.Connection) -> tuple[Any, list[Any], list[Any]]:
         definition = conn.execute(
             sa.select(t.runs.c.definition).where(t.runs.c.id == run_id)
         ).scalar()
@@ -76,9 +77,22 @@ async def run_detail(store: Store, run_id: str) -> tuple[dict[str, Any], list[No
             .where(a.run_id == run_id)
             .order_by(a.started_at, a.id)
         ).all()
-        return definition, list(rows)
+        d = t.decisions.c
+        decided = conn.execute(
+            sa.select(d.approval_id, d.user, d.decision, d.comment, d.at)
+            .join(t.approvals, t.approvals.c.id == d.approval_id)
+            .where(t.approvals.c.run_id == run_id)
+            .order_by(d.at, d.id)
+        ).all()
+        return definition, list(rows), list(decided)
 
-    definition, rows = await store.read(read)
+    definition, rows, decided = await store.read(read)
+    for gate in run.get("approvals") or []:  # who decided, when, and what they said
+        gate["decisions"] = [
+            {"user": r.user, "decision": r.decision, "comment": r.comment, "at": r.at.isoformat()}
+            for r in decided
+            if r.approval_id == gate["id"]
+        ]
     bars = [
         Bar(r.step_id, r.number, r.run_attempt, r.status, r.started_at, r.finished_at) for r in rows
     ]
@@ -111,7 +125,8 @@ async def audit_page(
 ) -> paging.Page[dict[str, Any]]:
     """The audit trail newest first, a page at a time along its primary key, narrowed by
     who (``actor``), ``action`` (a prefix: ``command:`` for every chat command), ``target``
-    (a run id, a playbook) and time."""
+    (a run id with what was done under other names, see ``_about``; a playbook, an
+    approval) and time."""
     c = t.audit.c
     q = sa.select(t.audit).order_by(c.id.desc()).limit(limit + 1)
     for name, value in (filters or {}).items():
@@ -119,6 +134,8 @@ async def audit_page(
             continue
         if name == "action":
             q = q.where(c.action.startswith(value, autoescape=True))
+        elif name == "target":
+            q = q.where(_about(value))
         elif name in AUDIT_FILTERS:
             q = q.where(c[name] == value)
     if since is not None:
@@ -144,6 +161,20 @@ async def audit_page(
     ]
     more = len(rows) > limit
     return paging.Page(items, paging.encode("audit", str(items[-1]["id"])) if more else None)
+
+
+def _about(target: str) -> sa.ColumnElement[bool]:
+    """The rows about ``target``: those naming it, and for a run, those naming it another
+    way: its start (the ``run`` row's target is the playbook, its ``detail.run_id`` the
+    run) and what was done to its approval gates (their target is the gate's id: the
+    request, decisions, reminders, escalations, the timeout)."""
+    c = t.audit.c
+    gates = sa.select(t.approvals.c.id).where(t.approvals.c.run_id == target)
+    return sa.or_(
+        c.target == target,
+        c.target.in_(gates),
+        c.detail["run_id"].as_string() == target,
+    )
 
 
 async def pending_gates(store: Store) -> list[dict[str, Any]]:
