@@ -116,6 +116,8 @@ class Retries:
             await self.admission.admit_new(run, [], existing=True)
         except ClaimLost:
             now_row = await self.records.row(run_id)
+            if now_row.attempt == row.attempt + 1 and now_row.started_at is not None:
+                return  # the node's admission round started the queued attempt first
             by_whom = f" by {now_row.stopped_by}" if now_row.stopped_by else ""
             raise InvalidTransition(
                 f"run {run_id}'s new attempt was {now_row.status}{by_whom} before it started"
