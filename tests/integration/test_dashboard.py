@@ -348,6 +348,7 @@ async def test_decisions_go_through_commands_and_self_approval_is_refused(
         assert 'id="no-approvals"' in page and "cannot approve it" in page
         page = await alice.text(f"/runs/{run_id}")  # nor on the run's page
         assert 'class="approve"' not in page and "cannot approve it" in page
+        assert "<td>bob</td><td>0 of 1</td>" in page  # the approvers, alice left out
         resp = await alice.post(f"/approvals/{gate.id}/approve")  # a hand-made form: refused
         assert resp.status == 403
         assert f"alice started run {run_id} and cannot approve it" in await resp.text()
