@@ -93,6 +93,10 @@ __all__ = [  # the grammar's names, for callers that know this module only
 
 log = logging.getLogger(__name__)
 
+LONG_VALUE = 256
+"""A param value longer than this is left out of a command's audit text when the run's
+(or schedule's) own audit row keeps it: a huge value is stored once."""
+
 
 class Commands:
     """Runs parsed commands against the engine; one instance serves every front end."""
@@ -128,6 +132,10 @@ class Commands:
             reply = await self._execute(actor, command, where)
             if not reply.ok:
                 outcome = "invalid"
+            elif reply.run_id or reply.data.get("schedule_id"):  # its own row keeps the params
+                shown = self._masked(
+                    command, kept="schedule" if reply.data.get("schedule_id") else "run"
+                )
         except NotAllowed as exc:
             outcome, reply = "refused", fail(str(exc))
             reply.data["refused"] = True  # a refusal, not a mistake (the web answers 403)
@@ -190,8 +198,10 @@ class Commands:
         place = place_of(actor, where)
         return access.authorize(self.rules, actor, "run", playbook, place).allowed
 
-    def _masked(self, command: Command) -> str:
-        """The command as text for the audit trail, secret values replaced by ``***``."""
+    def _masked(self, command: Command, kept: str = "") -> str:
+        """The command as text for the audit trail, secret values replaced by ``***``.
+        ``kept``: the audit row (``run``, ``schedule``) that keeps the params already,
+        where a long value is left, not stored twice."""
         if not isinstance(command, Run | Schedule):
             return shown_as_text(command)
         try:
@@ -203,7 +213,12 @@ class Commands:
         words = [verb_of(command), command.playbook]
         if isinstance(command, Schedule):
             words.append(command.when or command.cron or "")
-        words += [f"{k}={v}" for k, v in params.items()]
+        words += [
+            f"{k}=<{len(str(v)):,} characters, kept with the {kept}>"
+            if kept and len(str(v)) > LONG_VALUE
+            else f"{k}={v}"
+            for k, v in params.items()
+        ]
         if isinstance(command, Run) and command.dry_run:
             words.append("--dry-run")
         return shlex.join(words)
