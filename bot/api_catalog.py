@@ -210,7 +210,7 @@ async def remove_schedule(request: web.Request) -> web.Response:
     try:
         gone = await baton.schedules.remove(schedule_id, user)
     except BatonError as exc:
-        return api_kit.error(404 if "No schedule" in str(exc) else 400, str(exc))
+        return api_kit.maperror(exc)
     return web.json_response(_schedule_json(gone))
 
 

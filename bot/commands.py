@@ -32,7 +32,7 @@ import shlex
 from typing import Any
 
 from bot.chat import approvals, guide, lists, runs, schedules
-from bot.chat.replies import Reply, fail
+from bot.chat.replies import Reply, fail, failure_kind
 from bot.grammar import (
     Alerts,
     Cancel,
@@ -138,18 +138,22 @@ class Commands:
                 )
         except NotAllowed as exc:
             outcome, reply = "refused", fail(str(exc))
+            reply.data["failure"] = "refused"
             reply.data["refused"] = True  # a refusal, not a mistake (the web answers 403)
             if isinstance(exc, access.Refused):  # front ends may word it their way
                 reply.data["refusal"] = exc.decision
         except PlaybookUnusable as exc:  # its file fails validation: say so, and why
             outcome, reply = "invalid", fail(*str(exc).splitlines())
+            reply.data["failure"] = failure_kind(exc)
         except PlaybookNotFound as exc:
             outcome = "invalid"
             hint = ", ".join(f"`{s}`" for s in exc.suggestions)
             more = f"Did you mean {hint}?" if hint else "`playbooks` lists them."
             reply = fail(f"Unknown playbook {exc.name!r}. {more}")
+            reply.data["failure"] = failure_kind(exc)
         except BatonError as exc:
             outcome, reply = "invalid", fail(*str(exc).splitlines())
+            reply.data["failure"] = failure_kind(exc)  # the web answers with its status
         except Exception:
             log.exception("command %r from %s failed", shown, actor.id)
             outcome = "error"

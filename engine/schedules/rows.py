@@ -25,6 +25,15 @@ class ScheduleError(BatonError):
     """A schedule that cannot be made or found; the message says why."""
 
 
+class ScheduleNotFound(ScheduleError):
+    """No schedule has this id; ``known``: the ids there are, to name them."""
+
+    def __init__(self, schedule_id: str, known: list[str] | None = None) -> None:
+        listed = f" Known: {', '.join(sorted(known))}." if known else ""
+        more = ": `schedules` lists them." if known is None else f".{listed}"
+        super().__init__(f"No schedule with id {schedule_id!r}{more}")
+
+
 class FireTaken(Exception):
     """Someone else already ran this fire (the guarded update matched nothing)."""
 
