@@ -307,9 +307,13 @@ async def decide(request: web.Request) -> web.Response:
 @web.middleware
 async def storable_words(request: web.Request, handler: Handler) -> web.StreamResponse:
     """A path or query value no database stores (a NUL, a lone surrogate) is a 400 with
-    the reason, before any handler puts it in a query (PostgreSQL would refuse it)."""
+    the reason, before any handler puts it in a query (PostgreSQL would refuse it); so is
+    a query field given more than once (``?status=a&status=b``), on pages and the API."""
     for name, value in (*request.match_info.items(), *request.query.items()):
         bad = storable.problem(value)
+        if bad is None and len(given := request.query.getall(name, ())) > 1:
+            # every query field takes one value: a repeat was kept silently, as its first
+            bad = f"given {len(given)} times; give it once (each field takes one value)"
         if bad is not None:
             if auth.is_dashboard(request.path):  # a page, under the dashboard's headers
                 return auth.page("Bad request", f"{name}: {bad}", 400)

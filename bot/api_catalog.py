@@ -110,7 +110,8 @@ async def list_approvals(request: web.Request) -> web.Response:
                 "playbook": r.playbook,
                 "step": r.step_id,
                 "message": (r.spec or {}).get("message") or "approval needed",
-                "approvers": queries.describe_approvers(r.spec or {}, r.requested_by),
+                "approvers": queries.approver_names(r.spec or {}, r.requested_by),
+                "allow_self_approval": bool((r.spec or {}).get("allow_self_approval", False)),
                 "min_approvals": (r.spec or {}).get("min_approvals", 1),
                 "approvals": approvals[r.id],
                 "requested_by": r.requested_by,
@@ -209,7 +210,7 @@ async def remove_schedule(request: web.Request) -> web.Response:
     try:
         gone = await baton.schedules.remove(schedule_id, user)
     except BatonError as exc:
-        return api_kit.error(404 if "No schedule" in str(exc) else 400, str(exc))
+        return api_kit.maperror(exc)
     return web.json_response(_schedule_json(gone))
 
 

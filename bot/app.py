@@ -92,9 +92,11 @@ def reload_inventory(settings: Settings) -> list[str]:
     return []
 
 
-def build_catalog(settings: Settings, registry: Registry) -> Catalog:
+def build_catalog(settings: Settings, registry: Registry, rules: AccessRules) -> Catalog:
+    """The playbooks; an approval naming a group the rules do not define is a problem."""
     workers = is_postgres(settings.database_url)  # SQLite has no job queue: no runs_on
-    catalog = Catalog.load(settings.playbooks, registry, workers=workers)
+    groups = rules.approver_groups()
+    catalog = Catalog.load(settings.playbooks, registry, workers=workers, groups=groups)
     log_problems(catalog.problems)
     return catalog
 
@@ -135,7 +137,7 @@ async def open_baton(
         log.info("%s", fleet.summary())
         registry = Registry.from_entry_points()
         registry.configure("ssh", known_hosts=settings.ssh_known_hosts, key_file=settings.ssh_key)
-        catalog = build_catalog(settings, registry)
+        catalog = build_catalog(settings, registry, rules)
         secret_key = settings.secret_key.get_secret_value() if settings.secret_key else None
         box = SecretBox.from_settings(secret_key, settings.key_file)
         credentials = [*settings.credentials(), box.key]

@@ -32,7 +32,7 @@ import shlex
 from typing import Any
 
 from bot.chat import approvals, guide, lists, runs, schedules
-from bot.chat.replies import Reply, fail
+from bot.chat.replies import Reply, fail, failure_kind
 from bot.grammar import (
     Cancel,
     Command,
@@ -93,6 +93,10 @@ __all__ = [  # the grammar's names, for callers that know this module only
 
 log = logging.getLogger(__name__)
 
+LONG_VALUE = 256
+"""A param value longer than this is left out of a command's audit text when the run's
+(or schedule's) own audit row keeps it: a huge value is stored once."""
+
 
 class Commands:
     """Runs parsed commands against the engine; one instance serves every front end."""
@@ -128,20 +132,28 @@ class Commands:
             reply = await self._execute(actor, command, where)
             if not reply.ok:
                 outcome = "invalid"
+            elif reply.run_id or reply.data.get("schedule_id"):  # its own row keeps the params
+                shown = self._masked(
+                    command, kept="schedule" if reply.data.get("schedule_id") else "run"
+                )
         except NotAllowed as exc:
             outcome, reply = "refused", fail(str(exc))
+            reply.data["failure"] = "refused"
             reply.data["refused"] = True  # a refusal, not a mistake (the web answers 403)
             if isinstance(exc, access.Refused):  # front ends may word it their way
                 reply.data["refusal"] = exc.decision
         except PlaybookUnusable as exc:  # its file fails validation: say so, and why
             outcome, reply = "invalid", fail(*str(exc).splitlines())
+            reply.data["failure"] = failure_kind(exc)
         except PlaybookNotFound as exc:
             outcome = "invalid"
             hint = ", ".join(f"`{s}`" for s in exc.suggestions)
             more = f"Did you mean {hint}?" if hint else "`playbooks` lists them."
             reply = fail(f"Unknown playbook {exc.name!r}. {more}")
+            reply.data["failure"] = failure_kind(exc)
         except BatonError as exc:
             outcome, reply = "invalid", fail(*str(exc).splitlines())
+            reply.data["failure"] = failure_kind(exc)  # the web answers with its status
         except Exception:
             log.exception("command %r from %s failed", shown, actor.id)
             outcome = "error"
@@ -190,8 +202,10 @@ class Commands:
         place = place_of(actor, where)
         return access.authorize(self.rules, actor, "run", playbook, place).allowed
 
-    def _masked(self, command: Command) -> str:
-        """The command as text for the audit trail, secret values replaced by ``***``."""
+    def _masked(self, command: Command, kept: str = "") -> str:
+        """The command as text for the audit trail, secret values replaced by ``***``.
+        ``kept``: the audit row (``run``, ``schedule``) that keeps the params already,
+        where a long value is left, not stored twice."""
         if not isinstance(command, Run | Schedule):
             return shown_as_text(command)
         try:
@@ -203,7 +217,12 @@ class Commands:
         words = [verb_of(command), command.playbook]
         if isinstance(command, Schedule):
             words.append(command.when or command.cron or "")
-        words += [f"{k}={v}" for k, v in params.items()]
+        words += [
+            f"{k}=<{len(str(v)):,} characters, kept with the {kept}>"
+            if kept and len(str(v)) > LONG_VALUE
+            else f"{k}={v}"
+            for k, v in params.items()
+        ]
         if isinstance(command, Run) and command.dry_run:
             words.append("--dry-run")
         return shlex.join(words)

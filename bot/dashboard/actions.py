@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bot import api_kit
 from bot.commands import Reply
 from bot.dashboard import auth, forms
 from bot.dashboard.render import baton_of, page
@@ -44,10 +45,15 @@ async def carry_out(request: web.Request, words: list[str]) -> Reply:
 
 
 def status_of(reply: Reply) -> int:
-    """200 for done, 403 for a refusal (role, access rules, approvers), 400 otherwise."""
+    """200 for done, else the API's status for the same failure: 403 for a refusal
+    (role, access rules, approvers), 404 for what does not exist (a run, an approval, a
+    schedule, a playbook), 409 for what the run's state does not allow now, 400 for the
+    rest (``bot.api_kit.STATUS``)."""
     if reply.ok:
         return 200
-    return 403 if reply.data.get("refused") else 400
+    if reply.data.get("refused"):
+        return 403
+    return api_kit.STATUS[reply.data.get("failure", "invalid")]
 
 
 async def viewer_refused(request: web.Request) -> web.Response | None:

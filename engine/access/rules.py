@@ -272,6 +272,15 @@ class AccessRules:
             if any(_is_member(actor, ids, m) for m in members)
         ) | (person.groups if person is not None else frozenset())
 
+    def approver_groups(self) -> Mapping[str, frozenset[str]]:
+        """Every Baton group with its members, as an approval's ``groups`` names them:
+        those under ``groups:`` and those people name in their own ``groups`` (by name)."""
+        found = {name: set(members) for name, members in self.groups.items()}
+        for person in self.people.people.values():
+            for group in person.groups:
+                found.setdefault(group, set()).add(person.name)
+        return MappingProxyType({name: frozenset(m) for name, m in found.items()})
+
     def names_usergroups(self, groups: Iterable[str] | None = None) -> bool:
         """Whether deciding needs an asker's Slack user groups: a rule names one, or one
         of ``groups`` (default: every group) has one as a member. Without, no lookup."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from engine.actions.registry import Registry
 from engine.errors import PlaybookNotFound, PlaybookUnusable, Problem
 from engine.playbooks import validate
+from engine.playbooks.inputchecks import Groups
 from engine.playbooks.model import Playbook
 
 
@@ -31,10 +32,14 @@ class Catalog:
         *,
         workers: bool = True,
         invalid: Mapping[str, Path] | None = None,
+        groups: Groups | None = None,
     ) -> None:
         self.root = root
         self.workers = workers
         """Whether steps may run on workers (``runs_on``): the database is PostgreSQL."""
+        self.groups = groups
+        """Baton's groups (``BATON_CONFIG``'s, empty without one) that approvals may name;
+        None: not checked."""
         self.registry = registry
         self._playbooks = dict(sorted(playbooks.items()))
         self.problems = problems
@@ -44,11 +49,20 @@ class Catalog:
         """Files that fail validation, by the playbook name they declare."""
 
     @classmethod
-    def load(cls, root: Path, registry: Registry, *, workers: bool = True) -> Catalog:
-        """``workers``: False on SQLite, where a step's ``runs_on`` is refused."""
-        found = validate.check_paths([root], registry, workers=workers)
+    def load(
+        cls, root: Path, registry: Registry, *, workers: bool = True, groups: Groups | None = None
+    ) -> Catalog:
+        """``workers``: False on SQLite, where a step's ``runs_on`` is refused. ``groups``:
+        the Baton groups an approval may name (an unknown one is a problem)."""
+        found = validate.check_paths([root], registry, groups, workers=workers)
         return cls(
-            root, registry, found.valid, found.problems, workers=workers, invalid=found.invalid
+            root,
+            registry,
+            found.valid,
+            found.problems,
+            workers=workers,
+            invalid=found.invalid,
+            groups=groups,
         )
 
     def reload(self) -> Catalog:
@@ -57,7 +71,7 @@ class Catalog:
         A playbook whose file still exists but is now invalid (or now clashes with another
         file's name) keeps its previous version; a playbook whose file is gone is dropped.
         """
-        found = validate.check_paths([self.root], self.registry, workers=self.workers)
+        found = validate.check_paths([self.root], self.registry, self.groups, workers=self.workers)
         playbooks, problems = found.valid, found.problems
         broken = {p.file for p in problems}
         kept = []
@@ -77,6 +91,7 @@ class Catalog:
             kept,
             workers=self.workers,
             invalid=found.invalid,
+            groups=self.groups,
         )
 
     def get(self, name: str) -> Playbook:

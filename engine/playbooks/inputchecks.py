@@ -107,14 +107,30 @@ def _approval(step: Step, inputs: Any, groups: Groups | None) -> Found:
     ):
         return  # not the built-in approval, or approvers known only at run time
     if groups is not None:
-        for key, stage in (("approvers", inputs.approvers), ("escalate", inputs.escalate)):
-            for group in stage.groups if isinstance(stage, approval.Approvers) else []:
-                if group not in groups:
-                    yield (
-                        ("with", key),
-                        f"approvers group {group!r} is not a group of BATON_CONFIG"
-                        f"{hint(group, groups)} (groups: {', '.join(groups) or 'none'})",
-                    )
+        known = (
+            f"BATON_CONFIG's groups: {', '.join(groups)}"
+            if groups
+            else "there are none; define it in the file BATON_CONFIG names, under `groups:` "
+            "or in a person's `groups`"
+        )
+        escalate = inputs.escalate.approvers if inputs.escalate else None
+        for key, stage in (("approvers", inputs.approvers), ("escalate", escalate)):
+            unknown = [g for g in stage.groups if g not in groups] if stage else []
+            alone = stage is not None and not (
+                stage.users or stage.usergroups or len(unknown) < len(stage.groups)
+            )
+            where = "the gate" if key == "approvers" else "its escalation"
+            for group in unknown:
+                yield (
+                    ("with", key),
+                    f"approvers group {group!r} is not a Baton group{hint(group, groups)} "
+                    f"({known})"
+                    + (
+                        f"; {where} names nobody else: nobody could ever approve it"
+                        if alone
+                        else ""
+                    ),
+                )
     problem = approval.quorum_problem(inputs, groups)
     if problem is not None:
         yield ("with", "min_approvals"), problem

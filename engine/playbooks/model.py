@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -29,6 +30,7 @@ from engine.alerts import matchers
 from engine.errors import PlaybookInvalid, Problem
 from engine.playbooks import durations, yamldoc
 from engine.playbooks.foreach import ForEach
+from engine.schedules import cron as crontab
 
 Duration = durations.Duration
 
@@ -190,12 +192,11 @@ class ScheduleTrigger(_Model):
     timezone: str = "UTC"
     params: dict[str, Any] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _valid_cron(self) -> ScheduleTrigger:
-        from engine.schedules import cron
-
-        cron.trigger(self.cron, self.timezone)
-        return self
+    @field_validator("cron", "timezone")  # each on its own: a bad zone hides no bad cron
+    @classmethod
+    def _valid(cls, v: str, info: ValidationInfo) -> str:
+        crontab.trigger(v, "UTC") if info.field_name == "cron" else crontab.zone(v)
+        return v
 
 
 class ResolvedAction(_Model):

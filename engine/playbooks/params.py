@@ -22,11 +22,13 @@ from __future__ import annotations
 import json
 import math
 import re
+import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from engine import secrets as secretlib
 from engine import storable
+from engine.actions.shell import param_env
 from engine.errors import ParamError, closest
 from engine.playbooks.model import Param, ParamType, Playbook
 
@@ -350,9 +352,46 @@ def coerce(playbook: Playbook, raw: Mapping[str, Any]) -> dict[str, Any]:
             continue
         if spec.required and values[name] == [] and spec.type is ParamType.LIST:
             errors.append(_missing(name, spec))  # `hosts=[]` is no more given than `hosts=`
+    if not errors:
+        errors = _over_env_limit(playbook, values)
     if errors:
         raise ParamError(playbook.name, errors)
     return values
+
+
+MAX_ARG_STRLEN = 131_072
+"""Linux's limit on one argument or environment string of a process (``PARAM_X=value``
+and its NUL byte): with a longer one the process cannot start (E2BIG)."""
+
+
+def _over_env_limit(playbook: Playbook, values: Mapping[str, Any]) -> list[str]:
+    """A shell or ssh step gets every param as a ``PARAM_*`` variable, and an ssh step
+    all of them in one command line (``engine.fleet.remote``), which the remote shell
+    gets as one argument: a param (or all of them, for ssh) over the kernel's limit is
+    refused at start, not left to fail every such step as it starts."""
+    steps = {s.action: s.id for _, s in reversed(playbook.all_steps())}
+    shell, ssh = steps.get("shell"), steps.get("ssh")
+    if shell is None and ssh is None:
+        return []
+    limit = f"{MAX_ARG_STRLEN:,} bytes (128 KiB) the kernel lets one variable or argument take"
+    fix = "pass a smaller value, such as a path or a URL to the data"
+    errors, line = [], 0
+    for name, value in values.items():
+        [(key, text)] = param_env({name: value}).items()
+        size = len(f"{key}={text}".encode(errors="surrogatepass")) + 1
+        line += len(f"{key}={shlex.quote(text)} ".encode(errors="surrogatepass"))
+        if size > MAX_ARG_STRLEN:
+            errors.append(
+                f"{name}: {size:,} bytes as ${key}, over the {limit} (MAX_ARG_STRLEN), so "
+                f"{'shell' if shell else 'ssh'} step {shell or ssh!r} and every other could "
+                f"not start: {fix}"
+            )
+    if ssh is not None and not errors and line >= MAX_ARG_STRLEN:
+        errors.append(
+            f"the params take {line:,} bytes of ssh step {ssh!r}'s command line, over the "
+            f"{limit} (MAX_ARG_STRLEN), so it could not start: {fix}"
+        )
+    return errors
 
 
 def missing(playbook: Playbook, raw: Mapping[str, Any]) -> list[str]:

@@ -17,14 +17,14 @@ import sqlalchemy as sa
 from engine import audit
 from engine.runs.requests import RunRequest, Trigger
 from engine.schedules import cron
-from engine.schedules.service import ScheduleError, Schedules, ScheduleView
+from engine.schedules.service import ScheduleError, ScheduleNotFound, Schedules, ScheduleView
 from storage import tables as t
 
 
 async def _row(schedules: Schedules, schedule_id: str) -> sa.Row[Any]:
     row = await schedules.store.one(sa.select(t.schedules).where(t.schedules.c.id == schedule_id))
     if row is None:
-        raise ScheduleError(f"No schedule with id {schedule_id!r}: `schedules` lists them.")
+        raise ScheduleNotFound(schedule_id)
     return row
 
 

@@ -8,7 +8,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,6 +23,15 @@ from storage.store import Op
 
 class ScheduleError(BatonError):
     """A schedule that cannot be made or found; the message says why."""
+
+
+class ScheduleNotFound(ScheduleError):
+    """No schedule has this id; ``known``: the ids there are, to name them."""
+
+    def __init__(self, schedule_id: str, known: list[str] | None = None) -> None:
+        listed = f" Known: {', '.join(sorted(known))}." if known else ""
+        more = ": `schedules` lists them." if known is None else f".{listed}"
+        super().__init__(f"No schedule with id {schedule_id!r}{more}")
 
 
 class FireTaken(Exception):
@@ -54,21 +63,22 @@ class ScheduleView:
 
 def parse_when(text: str, now: datetime, timezone: str = "UTC") -> datetime:
     """``in 30m`` / ``30m`` (from now) or ``at 18:00`` / ``18:00`` (the next such time in
-    ``timezone``) or an ISO time; ScheduleError with the accepted forms otherwise."""
+    ``timezone``) or an ISO time; ScheduleError with the accepted forms otherwise. The
+    time is in ``timezone`` (the schedule's, shown in it), whichever form named it."""
     value = text.strip()
     lowered = value.lower()
-    if lowered.startswith("in "):
-        value = value[3:].strip()
-        try:
-            return now + parse_duration(value)
-        except ValueError as exc:
-            raise ScheduleError(str(exc)) from None
-    if lowered.startswith("at "):
-        value = value[3:].strip()
     try:
         tz = cron.zone(timezone)
     except ValueError as exc:
         raise ScheduleError(f"{exc}: use a name such as Europe/Paris or UTC") from None
+    if lowered.startswith("in "):
+        value = value[3:].strip()
+        try:
+            return (now + parse_duration(value)).astimezone(tz)
+        except ValueError as exc:
+            raise ScheduleError(str(exc)) from None
+    if lowered.startswith("at "):
+        value = value[3:].strip()
     match = re.fullmatch(r"(\d{1,2}):(\d{2})", value)
     if match:
         hour, minute = int(match.group(1)), int(match.group(2))
@@ -86,7 +96,7 @@ def parse_when(text: str, now: datetime, timezone: str = "UTC") -> datetime:
             f"cannot read {text!r} as a time: use `in 30m`, `at 18:00` or an ISO time "
             "like 2026-12-01T18:00"
         ) from None
-    return at if at.tzinfo else at.replace(tzinfo=tz)
+    return at.astimezone(tz) if at.tzinfo else at.replace(tzinfo=tz)
 
 
 def declared_id(playbook: str, spec: dict[str, Any]) -> str:
@@ -130,12 +140,21 @@ def fire_claim(
     return take
 
 
+def once_when(at: datetime | None, timezone: str) -> str:
+    """A one-time schedule's time as ISO in its own zone, with the offset
+    (``2026-12-07T09:00:00+01:00`` for Europe/Paris), as its cron twin is read in it; the
+    row keeps UTC (naive on SQLite). "" for none."""
+    if at is None:
+        return ""
+    at = at if at.tzinfo else at.replace(tzinfo=UTC)
+    try:
+        return at.astimezone(cron.zone(timezone)).isoformat(timespec="seconds")
+    except ValueError:  # a zone this machine does not know: UTC, which the offset says
+        return at.astimezone(UTC).isoformat(timespec="seconds")
+
+
 def view_of(row: sa.Row[Any]) -> ScheduleView:
-    when = (
-        row.cron
-        if row.kind == "cron"
-        else (row.next_fire_at.isoformat() if row.next_fire_at else "")
-    )
+    when = row.cron if row.kind == "cron" else once_when(row.next_fire_at, row.timezone)
     return ScheduleView(
         id=row.id,
         playbook=row.playbook,

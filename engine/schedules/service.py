@@ -41,6 +41,7 @@ from engine.schedules.rows import (
     FireTaken,
     NewSchedule,
     ScheduleError,
+    ScheduleNotFound,
     ScheduleView,
     declared_id,
     fire_claim,
@@ -149,10 +150,7 @@ class Schedules:
         row = await self.store.one(sa.select(t.schedules).where(t.schedules.c.id == schedule_id))
         if row is None:
             known = [r.id for r in await self.store.all(sa.select(t.schedules.c.id))]
-            raise ScheduleError(
-                f"No schedule with id {schedule_id!r}."
-                + (f" Known: {', '.join(sorted(known))}." if known else "")
-            )
+            raise ScheduleNotFound(schedule_id, known)
         if row.origin == "playbook":
             raise ScheduleError(
                 f"schedule {schedule_id} is declared in playbook {row.playbook!r}: remove the "

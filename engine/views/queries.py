@@ -119,7 +119,8 @@ def _gates(conn: sa.Connection, run_id: str) -> list[dict[str, Any]]:
             "id": g.id,
             "step": g.step_id,
             "status": g.status,
-            "approvers": describe_approvers(g.spec or {}, g.requested_by),
+            "approvers": approver_names(g.spec or {}, g.requested_by),
+            "allow_self_approval": bool((g.spec or {}).get("allow_self_approval", False)),
             "min_approvals": (g.spec or {}).get("min_approvals", 1),
             "approvals": approved.get(g.id, 0),
             "deadline_at": _iso(g.deadline_at),
@@ -240,19 +241,26 @@ async def step_tails(store: Store, run_id: str) -> list[dict[str, Any]]:
     return [_step_json(r) for r in rows]
 
 
+def approver_names(spec: dict[str, Any], requested_by: str) -> list[str]:
+    """Who a gate names to decide, as the API lists them: user ids, Slack user groups
+    (``@handle`` or ``S…`` id), Baton groups (``group NAME``); the requester left out
+    unless the gate allows self-approval (empty: anyone, and the requester only so)."""
+    approvers = spec.get("approvers") or {}
+    users = [str(u) for u in approvers.get("users") or []]
+    if not spec.get("allow_self_approval", False):
+        users = [u for u in users if u != requested_by]
+    handles = [
+        g if g.startswith("@") or g.isupper() else f"@{g}"
+        for g in approvers.get("usergroups") or []
+    ]
+    return [*users, *handles, *(f"group {g}" for g in approvers.get("groups") or [])]
+
+
 def describe_approvers(spec: dict[str, Any], requested_by: str) -> str:
     """Who may decide on a gate, as people read it (the requester left out unless the
     gate allows self-approval)."""
-    approvers = spec.get("approvers") or {}
-    names = [
-        ("@" if kind == "usergroups" else "") + str(who)
-        for kind in ("users", "usergroups", "groups")
-        for who in approvers.get(kind) or []
-    ]
-    if not spec.get("allow_self_approval", False):
-        names = [n for n in names if n != requested_by]
-        return ", ".join(names) or f"anyone but {requested_by}"
-    return ", ".join(names) or "anyone"
+    anyone = "anyone" if spec.get("allow_self_approval", False) else f"anyone but {requested_by}"
+    return ", ".join(approver_names(spec, requested_by)) or anyone
 
 
 async def pending_approvals(store: Store, run_id: str) -> list[dict[str, Any]]:

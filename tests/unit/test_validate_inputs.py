@@ -262,8 +262,9 @@ def gate(approvers: str, extra: str = "") -> str:
             "{groups: [sr]}",
             "",
             {"sre": frozenset({"U1"})},
-            "step 'gate': approvers group 'sr' is not a group of BATON_CONFIG (did you mean "
-            "'sre'?) (groups: sre)",
+            "step 'gate': approvers group 'sr' is not a Baton group (did you mean "
+            "'sre'?) (BATON_CONFIG's groups: sre); the gate names nobody else: nobody could "
+            "ever approve it",
             id="unknown-group",
         ),
     ],
