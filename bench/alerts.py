@@ -3,7 +3,7 @@ fingerprints, each sent 10 times), how fast each is answered, and what became of
 
 Each scenario gets a Baton of its own, composed as ``baton serve`` composes it: the
 engine on a SQLite file (WAL) in a fresh temp folder, the alert router
-(``engine.alerting``) started, and Baton's aiohttp server on 127.0.0.1 serving
+(``engine.alerts.router``) started, and Baton's aiohttp server on 127.0.0.1 serving
 ``POST /alerts/{source}`` with a listen backlog of 1024 and ``BATON_ALERT_TOKEN`` set.
 Slack is off (no tokens), so no cards are posted or edited: the figures are the webhook's
 and the router's own cost. One playbook, ``disk-full``, has an alert trigger on

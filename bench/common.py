@@ -18,9 +18,9 @@ from pydantic import BaseModel, ConfigDict
 
 from engine.actions import ActionContext
 from engine.actions.registry import Registry
-from engine.catalog import Catalog
-from engine.requests import RunRequest
+from engine.playbooks.catalog import Catalog
 from engine.runs.engine import Engine
+from engine.runs.requests import RunRequest
 from engine.secrets import SecretBox
 from engine.timing import SchedulerTimers
 from storage.store import Store

@@ -24,7 +24,7 @@ from bot import api
 from bot.app import open_baton
 from bot.dashboard.run import DRAWINGS
 from bot.settings import Settings
-from engine.requests import RunRequest
+from engine.runs.requests import RunRequest
 
 RUNS = 100_000
 REQUESTS = 40

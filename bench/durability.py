@@ -27,8 +27,8 @@ import sqlalchemy as sa
 
 from bench.common import figure, heading, new_engine, open_store, write_playbooks
 from engine import events as ev
-from engine.requests import RunRequest
 from engine.runs.engine import Engine
+from engine.runs.requests import RunRequest
 from engine.timing import SchedulerTimers
 from storage import tables as t
 from storage.store import Store
@@ -414,20 +414,20 @@ class ThreadProfiles:
 
 WATCH = [
     "engine/runs/engine.py:start_run",
-    "engine/loading.py:prepare",
+    "engine/runs/loading.py:prepare",
     "engine/runs/driver.py:_drive",
     "engine/runs/executor.py:_execute",
     "engine/runs/recovery.py:_resume",
-    "engine/loading.py:load",
+    "engine/runs/loading.py:load",
     "engine/runs/recovery.py:_rearm",
     "engine/runs/driver.py:start",
-    "engine/playbook.py:from_snapshot",
-    "engine/playbook.py:snapshot",
-    "engine/state.py:new_steps",
+    "engine/playbooks/model.py:from_snapshot",
+    "engine/playbooks/model.py:snapshot",
+    "engine/runs/state.py:new_steps",
     "engine/secrets.py:with_values",
-    "engine/transitions.py:apply",
-    "engine/transitions.py:advance",
-    "engine/transitions.py:set_timer",
+    "engine/runs/transitions.py:apply",
+    "engine/runs/transitions.py:advance",
+    "engine/runs/transitions.py:set_timer",
     "engine/timing.py:set",
     "apscheduler/schedulers/base.py:add_job",
     "apscheduler/schedulers/base.py:_real_add_job",

@@ -24,9 +24,9 @@ from pathlib import Path
 from bench.common import figure, heading, write_playbooks
 from bot.app import Baton, open_baton
 from bot.settings import Settings
-from engine import queries
 from engine.fleet import inventory
-from engine.requests import RunRequest
+from engine.runs.requests import RunRequest
+from engine.views import queries
 from tests.fakes.sshd import Sshd, start_sshd
 
 HOSTS = 50

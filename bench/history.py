@@ -31,9 +31,9 @@ import sqlalchemy as sa
 
 from bench.common import Timer, chain, figure, heading, new_engine, write_playbooks
 from bench.process import BATON, baton_env, free_port, wait_healthy
-from engine import queries
-from engine.requests import RunRequest
 from engine.runs import inbox, leases
+from engine.runs.requests import RunRequest
+from engine.views import queries
 from storage import plans
 from storage import tables as t
 from storage.db import create_engine

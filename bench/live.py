@@ -29,7 +29,7 @@ from bench.common import figure, heading, latencies, write_playbooks
 from bot import api
 from bot.app import Baton, open_baton
 from bot.settings import Settings
-from engine.requests import RunRequest
+from engine.runs.requests import RunRequest
 
 CLIENTS = 100
 LINES = 100

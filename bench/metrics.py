@@ -7,7 +7,7 @@ database takes about a minute).
    ``GET /metrics`` asked back to back over HTTP. Target: < 50 ms.
 2. One real 10-step run copied 100,000 times by the database (bench/history.py's
    ``fill``: 20 playbooks, a run every 37 s, so the 30-day window holds ~70,000 runs),
-   then ``engine.analytics`` over 30 days: all playbooks, and one in detail.
+   then ``engine.views.analytics`` over 30 days: all playbooks, and one in detail.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import aiohttp
 from bench.common import Timer, chain, figure, heading, pct, write_playbooks
 from bench.history import fill, ten_step_runs
 from bench.served import composed, settings_in
-from engine import analytics
-from engine.requests import RunRequest
+from engine.runs.requests import RunRequest
+from engine.views import analytics
 from storage import tables as t
 from storage.store import Store
 

@@ -34,7 +34,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from bench.common import figure, heading, new_engine, write_playbooks
-from engine.requests import RunRequest
+from engine.runs.requests import RunRequest
 from storage import tables as t
 from storage.db import normalize_url
 from storage.store import Store

@@ -26,7 +26,7 @@ from typing import Any
 
 from bench.common import chain, figure, heading, pct, write_playbooks
 from bench.served import composed, run_as_served, settings_in
-from engine.requests import RunRequest
+from engine.runs.requests import RunRequest
 from storage import definitions, schema, sizes
 from storage.db import create_engine
 

@@ -40,7 +40,7 @@ from bench.common import ONE_STEP_LOG, figure, heading, latencies, pct, write_pl
 from bot.app import Baton
 from bot.settings import Settings
 from bot.slack.front import SlackFront
-from engine import queries
+from engine.views import queries
 from tests.fakes import slack as fake
 
 CONCURRENT = int(os.environ.get("BATON_BENCH_SLACK_COMMANDS", "200"))

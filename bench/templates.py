@@ -22,7 +22,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from bench.served import composed, run_as_served, settings_in
-from engine.requests import RunRequest
+from engine.runs.requests import RunRequest
 from storage import tables as t
 
 RUNS = 20

@@ -34,8 +34,8 @@ from bot.api_kit import (
     typed,
 )
 from bot.dashboard import auth
-from engine import paging, queries, runlogs, storable
-from engine.alerts import OUTCOMES
+from engine import storable
+from engine.alerts.model import OUTCOMES
 from engine.errors import (
     ApprovalNotFound,
     BadCursor,
@@ -43,8 +43,9 @@ from engine.errors import (
     NotAllowed,
     RunNotFound,
 )
-from engine.requests import RunRequest
-from engine.state import RunStatus
+from engine.runs.requests import RunRequest, Trigger, trigger_problem
+from engine.runs.state import RunStatus
+from engine.views import paging, queries, runlogs
 
 if TYPE_CHECKING:
     from bot.app import Baton
@@ -98,7 +99,7 @@ async def create_run(request: web.Request) -> web.Response:
         playbook=playbook,
         params=params,
         requested_by=by,
-        trigger="api",
+        trigger=Trigger.API,
         source={"remote": request.remote or ""},
     )
     try:
@@ -174,6 +175,10 @@ async def list_runs(request: web.Request) -> web.Response:
     status = request.query.get("status")
     if status is not None and status not in set(RunStatus):
         return error(400, f"status must be one of {', '.join(RunStatus)}")
+    trigger = request.query.get("trigger")
+    problem = trigger_problem(trigger) if trigger else None
+    if problem is not None:
+        return error(400, problem)
     filters = {name: request.query.get(name) for name in queries.RUN_FILTERS}
     try:
         page = await queries.runs_page(
@@ -302,9 +307,13 @@ async def decide(request: web.Request) -> web.Response:
 @web.middleware
 async def storable_words(request: web.Request, handler: Handler) -> web.StreamResponse:
     """A path or query value no database stores (a NUL, a lone surrogate) is a 400 with
-    the reason, before any handler puts it in a query (PostgreSQL would refuse it)."""
+    the reason, before any handler puts it in a query (PostgreSQL would refuse it); so is
+    a query field given more than once (``?status=a&status=b``), on pages and the API."""
     for name, value in (*request.match_info.items(), *request.query.items()):
         bad = storable.problem(value)
+        if bad is None and len(given := request.query.getall(name, ())) > 1:
+            # every query field takes one value: a repeat was kept silently, as its first
+            bad = f"given {len(given)} times; give it once (each field takes one value)"
         if bad is not None:
             if auth.is_dashboard(request.path):  # a page, under the dashboard's headers
                 return auth.page("Bad request", f"{name}: {bad}", 400)

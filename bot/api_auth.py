@@ -20,8 +20,8 @@ import hmac
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from engine import people as peoplelib
-from engine.access import Actor
+from engine.access import people as peoplelib
+from engine.access.rules import Actor
 from engine.errors import NotAllowed
 
 if TYPE_CHECKING:

@@ -16,10 +16,11 @@ import sqlalchemy as sa
 from aiohttp import web
 
 from bot import api_auth, api_kit, grammar
-from engine import params as paramlib
-from engine import paramsecrets, queries
 from engine.errors import BatonError, PlaybookNotFound
-from engine.playbook import Playbook
+from engine.playbooks import params as paramlib
+from engine.playbooks import paramsecrets
+from engine.playbooks.model import Playbook
+from engine.views import queries
 from storage import tables as t
 
 if TYPE_CHECKING:
@@ -109,7 +110,8 @@ async def list_approvals(request: web.Request) -> web.Response:
                 "playbook": r.playbook,
                 "step": r.step_id,
                 "message": (r.spec or {}).get("message") or "approval needed",
-                "approvers": queries.describe_approvers(r.spec or {}, r.requested_by),
+                "approvers": queries.approver_names(r.spec or {}, r.requested_by),
+                "allow_self_approval": bool((r.spec or {}).get("allow_self_approval", False)),
                 "min_approvals": (r.spec or {}).get("min_approvals", 1),
                 "approvals": approvals[r.id],
                 "requested_by": r.requested_by,
@@ -208,7 +210,7 @@ async def remove_schedule(request: web.Request) -> web.Response:
     try:
         gone = await baton.schedules.remove(schedule_id, user)
     except BatonError as exc:
-        return api_kit.error(404 if "No schedule" in str(exc) else 400, str(exc))
+        return api_kit.maperror(exc)
     return web.json_response(_schedule_json(gone))
 
 

@@ -11,15 +11,9 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from bot import api_auth, edge
+from bot.chat.replies import failure_kind
 from engine import storable
-from engine.errors import (
-    BatonError,
-    ConcurrencyLimit,
-    InvalidTransition,
-    ParamError,
-    PlaybookNotFound,
-    RunNotFound,
-)
+from engine.errors import BatonError, ParamError, PlaybookNotFound
 
 if TYPE_CHECKING:
     from pydantic import SecretStr
@@ -77,17 +71,19 @@ def baton_of(request: web.Request) -> Baton:
     return request.app[BATON]  # type: ignore[return-value]
 
 
+STATUS = {"not_found": 404, "conflict": 409, "refused": 403, "invalid": 400}
+"""The HTTP status of each kind of failure (``bot.chat.replies.failure_kind``), the same
+on the API and the dashboard's pages."""
+
+
 def maperror(exc: BatonError) -> web.Response:
     """The answer to one of Baton's errors: its message, with the status it means."""
+    status = STATUS[failure_kind(exc)]
     if isinstance(exc, PlaybookNotFound):
-        return error(404, str(exc), suggestions=exc.suggestions)
+        return error(status, str(exc), suggestions=exc.suggestions)
     if isinstance(exc, ParamError):
-        return error(400, str(exc), details=exc.errors)
-    if isinstance(exc, RunNotFound):
-        return error(404, str(exc))
-    if isinstance(exc, ConcurrencyLimit | InvalidTransition):
-        return error(409, str(exc))
-    return error(400, str(exc))
+        return error(status, str(exc), details=exc.errors)
+    return error(status, str(exc))
 
 
 def json_or_error(raw: bytes) -> Any:
@@ -113,8 +109,8 @@ async def json_body(request: web.Request) -> dict[str, Any] | web.Response:
         seconds=baton_of(request).settings.read_timeout,
         limit_name="the API's limit",
     )
-    if isinstance(raw, web.Response):
-        return raw
+    if isinstance(raw, edge.Refused):
+        return raw.answer
     body = json_or_error(raw)
     if isinstance(body, web.Response):
         return body

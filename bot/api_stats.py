@@ -1,5 +1,5 @@
 """``GET /metrics`` (Prometheus text, open like /healthz) and ``GET /api/stats`` (the
-analytics of ``engine.analytics`` as JSON, a read like the other ``GET /api`` routes).
+analytics of ``engine.views.analytics`` as JSON, a read like the other ``GET /api`` routes).
 
 Handlers are made for one Baton (``metrics(baton)``), so this module needs nothing of
 ``bot.api``: the routes are added there, behind its ``reader`` guard where reads are.
@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from engine import analytics
 from engine.errors import BatonError, PlaybookNotFound
+from engine.views import analytics
 
 if TYPE_CHECKING:
     from bot.app import Baton

@@ -16,16 +16,18 @@ from typing import TYPE_CHECKING, Any
 from bot import logs
 from bot.approvers import ApproverCheck
 from bot.settings import Settings
-from engine import accessconfig, sandbox, stepenv
-from engine.access import AccessRules
+from engine.access import config as accessconfig
+from engine.access.rules import AccessRules
+from engine.actions import stepenv
 from engine.actions.lifecycle import ActionLifecycle
 from engine.actions.registry import Registry
-from engine.catalog import Catalog
 from engine.errors import BatonError, Problem
 from engine.fleet import inventory
 from engine.fleet.draft import InventoryError
+from engine.playbooks import sandbox
+from engine.playbooks.catalog import Catalog
 from engine.runs.engine import Engine
-from engine.schedules import Schedules
+from engine.schedules.service import Schedules
 from engine.secrets import Masker, SecretBox, load_secrets
 from engine.timing import Clock, SchedulerTimers, Timers
 from storage.db import is_postgres
@@ -34,7 +36,7 @@ from storage.store import Store
 if TYPE_CHECKING:
     from bot.commands import Commands
     from bot.metrics import Metrics
-    from engine.alerting import Alerts
+    from engine.alerts.router import AlertRouter
     from engine.retention import Retention
 
 log = logging.getLogger("baton")
@@ -47,7 +49,7 @@ class Baton:
     engine: Engine
     schedules: Schedules
     rules: AccessRules = field(default_factory=AccessRules)
-    alerts: Alerts | None = None  # routes alerts to runs; not in `baton run`
+    alerts: AlertRouter | None = None  # routes alerts to runs; not in `baton run`
     alert_mapping: Any = None  # where POST /alerts/generic finds fields
     retention: Retention | None = None  # the daily prune (BATON_RETENTION), serve only
     metrics: Metrics | None = None  # what GET /metrics serves; serve only
@@ -90,9 +92,11 @@ def reload_inventory(settings: Settings) -> list[str]:
     return []
 
 
-def build_catalog(settings: Settings, registry: Registry) -> Catalog:
+def build_catalog(settings: Settings, registry: Registry, rules: AccessRules) -> Catalog:
+    """The playbooks; an approval naming a group the rules do not define is a problem."""
     workers = is_postgres(settings.database_url)  # SQLite has no job queue: no runs_on
-    catalog = Catalog.load(settings.playbooks, registry, workers=workers)
+    groups = rules.approver_groups()
+    catalog = Catalog.load(settings.playbooks, registry, workers=workers, groups=groups)
     log_problems(catalog.problems)
     return catalog
 
@@ -133,7 +137,7 @@ async def open_baton(
         log.info("%s", fleet.summary())
         registry = Registry.from_entry_points()
         registry.configure("ssh", known_hosts=settings.ssh_known_hosts, key_file=settings.ssh_key)
-        catalog = build_catalog(settings, registry)
+        catalog = build_catalog(settings, registry, rules)
         secret_key = settings.secret_key.get_secret_value() if settings.secret_key else None
         box = SecretBox.from_settings(secret_key, settings.key_file)
         credentials = [*settings.credentials(), box.key]
@@ -211,7 +215,7 @@ def start_retention(settings: Settings, engine: Engine) -> Retention | None:
 
 
 def step_environment(settings: Settings) -> dict[str, str]:
-    """What shell steps start from (``engine.stepenv``), computed once; says which
+    """What shell steps start from (``engine.actions.stepenv``), computed once; says which
     variables pass, and which allowlisted ones never will."""
     allowlist = settings.step_env_allowlist()
     withheld = Settings.credential_names()
@@ -255,12 +259,12 @@ def masked_logs(masker: Masker) -> Iterator[None]:
             handler.removeFilter(mask)
 
 
-def alert_routing(settings: Settings, engine: Engine) -> tuple[Alerts, Any]:
+def alert_routing(settings: Settings, engine: Engine) -> tuple[AlertRouter, Any]:
     """The alert router under the settings' policy, and the generic webhook's mapping;
     a setting that does not read stops Baton with what to write."""
     from bot.alerts import parsers
-    from engine.alerting import AlertPolicy, Alerts
-    from engine.playbook import parse_rate
+    from engine.alerts.router import AlertPolicy, AlertRouter
+    from engine.playbooks.model import parse_rate
 
     try:
         rate = parse_rate(settings.alert_rate)
@@ -272,7 +276,7 @@ def alert_routing(settings: Settings, engine: Engine) -> tuple[Alerts, Any]:
         cancel_on_resolved=settings.alert_cancel_on_resolved,
     )
     mapping = parsers.mapping_from_setting(settings.alert_generic_map)
-    return Alerts(engine, policy), mapping
+    return AlertRouter(engine, policy), mapping
 
 
 async def run_console(baton: Baton, user: str) -> bool:
@@ -280,9 +284,10 @@ async def run_console(baton: Baton, user: str) -> bool:
     (True), or until the process moved to the terminal's background (False). In a
     terminal, log lines go to ``BATON_CONSOLE_LOG`` meanwhile (the console says so)."""
     from bot.console import Console
-    from engine.access import Actor
+    from engine.access.rules import Actor
+    from engine.runs.requests import Trigger
 
-    actor = Actor(id=user, name=user, via="console")
+    actor = Actor(id=user, name=user, via=Trigger.CONSOLE)
     console = Console(engine=baton.engine, commands=baton.commands(), actor=actor)
     if not console.interactive:
         return await console.run()

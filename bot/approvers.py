@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from engine import access
+from engine.access import rules as access
 
 GroupsOf = Callable[[str], Awaitable[frozenset[str]]]
 

@@ -1,4 +1,4 @@
-"""SVG charts of ``engine.analytics.Stats``, drawn on the server as plain strings (no
+"""SVG charts of ``engine.views.analytics.Stats``, drawn on the server as plain strings (no
 JavaScript, no library): a page embeds them as they are (``<img src="data:...">`` or
 inline ``<svg>``).
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from html import escape
 
-from engine.analytics import PlaybookStats, Stats
-from engine.durations import format_measure
+from engine.playbooks.durations import format_measure
+from engine.views.analytics import PlaybookStats, Stats
 
 WIDTH = 640
 BAR_AREA = 180  # height of the vertical bars' area

@@ -9,7 +9,7 @@ import io
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -136,22 +136,24 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
     import getpass
 
     from bot.progress import Progress
-    from engine import params as paramlib
-    from engine.requests import RunRequest
+    from engine.playbooks import params as paramlib
+    from engine.runs.requests import RunRequest, Trigger
 
     raw = paramlib.parse_assignments(args.params, args.playbook)
     user = args.user or getpass.getuser()  # a dry run only reads: any name will do
-    request = RunRequest(playbook=args.playbook, params=raw, requested_by=user, trigger="cli")
+    request = RunRequest(playbook=args.playbook, params=raw, requested_by=user, trigger=Trigger.CLI)
     progress = Progress()
     if args.dry_run:
-        from engine import planning
         from engine.actions.registry import Registry
-        from engine.catalog import Catalog
+        from engine.playbooks import planning
+        from engine.playbooks.catalog import Catalog
         from storage.db import is_postgres
 
         registry = Registry.from_entry_points()
         workers = is_postgres(settings.database_url)
-        catalog = Catalog.load(settings.playbooks, registry, workers=workers)
+        catalog = Catalog.load(
+            settings.playbooks, registry, workers=workers, groups=_approval_groups(settings)
+        )
         progress.plan(planning.plan(catalog, request))
         return 0
     from bot.app import open_baton
@@ -178,20 +180,28 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
         return await cli_runs.drive_here(baton, request, progress)
 
 
+def _approval_groups(settings: Settings) -> Mapping[str, frozenset[str]] | None:
+    """The Baton groups an approval may name (BATON_CONFIG's; none without it), checked
+    and counted by validation; None (not checked) when the config does not read."""
+    from engine.access import config as accessconfig
+    from engine.access.rules import ConfigError
+
+    try:
+        return accessconfig.load(settings.config).approver_groups()
+    except ConfigError as exc:
+        print(f"{exc} (approval groups are not checked)", file=sys.stderr)
+        return None
+
+
 def _validate(settings: Settings, paths: list[Path]) -> int:
     from bot import cli_hosts
-    from engine import accessconfig, validate
-    from engine.access import ConfigError
     from engine.actions.registry import Registry
-    from engine.playbook import playbook_files
+    from engine.playbooks import validate
+    from engine.playbooks.model import playbook_files
     from storage.db import is_postgres
 
     targets = paths or [settings.playbooks]
-    try:  # with the config's groups, an approval's groups are checked and counted
-        groups = accessconfig.load(settings.config).groups if settings.config else None
-    except ConfigError as exc:
-        print(f"{exc} (approval groups are not checked)", file=sys.stderr)
-        groups = None
+    groups = _approval_groups(settings)
     playbooks, problems = validate.validate_paths(
         targets, Registry.from_entry_points(), groups, workers=is_postgres(settings.database_url)
     )
@@ -209,12 +219,13 @@ def _validate(settings: Settings, paths: list[Path]) -> int:
 
 def _playbooks(settings: Settings) -> int:
     from engine.actions.registry import Registry
-    from engine.catalog import Catalog
+    from engine.playbooks.catalog import Catalog
     from storage.db import is_postgres
 
     registry = Registry.from_entry_points()
     workers = is_postgres(settings.database_url)
-    catalog = Catalog.load(settings.playbooks, registry, workers=workers)
+    groups = _approval_groups(settings)
+    catalog = Catalog.load(settings.playbooks, registry, workers=workers, groups=groups)
     if not len(catalog):
         print(f"no playbooks in {settings.playbooks}")
     width = max((len(n) for n in catalog.names()), default=0)
@@ -227,7 +238,7 @@ def _playbooks(settings: Settings) -> int:
 
 
 async def _runs(settings: Settings, args: argparse.Namespace) -> int:
-    from engine import queries
+    from engine.views import queries
     from storage.store import Store
 
     filters = {"playbook": args.playbook, "status": args.status}
@@ -241,7 +252,7 @@ async def _runs(settings: Settings, args: argparse.Namespace) -> int:
     rows = [header]
     from datetime import datetime
 
-    from engine.durations import format_duration
+    from engine.playbooks.durations import format_duration
 
     for r in runs:
         started, finished = r["started_at"], r["finished_at"]

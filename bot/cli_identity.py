@@ -16,7 +16,7 @@ async def acting_as(baton: Baton, asked: str | None) -> str:
     refusal names the setting and is audited."""
     import getpass
 
-    from engine import people
+    from engine.access import people
     from engine.errors import NotAllowed
 
     me = getpass.getuser()
@@ -35,7 +35,7 @@ async def acting_as(baton: Baton, asked: str | None) -> str:
 async def check(baton: Baton, user: str, command: Command) -> None:
     """The command line's identity goes through the same access rules as chat; a refusal
     is audited like one in chat."""
-    from engine.access import Actor
+    from engine.access.rules import Actor
     from engine.errors import NotAllowed
 
     where = {"front_end": "cli", "user": user}

@@ -33,7 +33,7 @@ def add_parser(sub: Any) -> None:
 
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
-    from engine import runlogs
+    from engine.views import runlogs
     from storage.store import Store
 
     async with Store(settings.database_url) as store:

@@ -11,15 +11,15 @@ import sys
 from typing import TYPE_CHECKING
 
 from engine import events as ev
-from engine import queries
 from engine.errors import RunMoved, RunQueued
-from engine.state import RunStatus
+from engine.runs.state import RunStatus
+from engine.views import queries
 
 if TYPE_CHECKING:
     from bot.app import Baton
     from bot.progress import Progress
     from bot.settings import Settings
-    from engine.requests import RunRequest
+    from engine.runs.requests import RunRequest
 
 
 async def drive_here(baton: Baton, request: RunRequest, progress: Progress) -> int:

@@ -52,7 +52,7 @@ def _labels(text: str) -> list[str]:
     """Labels as a step's ``runs_on`` names them, or argparse's own clear error."""
     import re
 
-    from engine.playbook import LABEL_RULE, WORKER_LABEL
+    from engine.playbooks.model import LABEL_RULE, WORKER_LABEL
 
     labels = [part.strip() for part in text.split(",") if part.strip()]
     if not labels:
@@ -64,7 +64,7 @@ def _labels(text: str) -> list[str]:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    from engine.inputchecks import NEEDS_POSTGRES
+    from engine.playbooks.inputchecks import NEEDS_POSTGRES
     from storage.db import normalize_url
 
     if normalize_url(settings.database_url).get_backend_name() != "postgresql":

@@ -14,7 +14,7 @@ Decisions:
   target (playbook, run, approval or schedule), the line with secret values masked, and
   the outcome (``ok``, ``refused``, ``invalid`` for bad input, ``error`` for a bug).
 - ``status`` without a run lists the asker's active runs and their latest others.
-- Access: ``Commands.authorize`` is the one place that asks ``engine.access.authorize``;
+- Access: ``Commands.authorize`` is the one place that asks ``engine.access.rules.authorize``;
   every command passes through it (the CLI's ``baton run --as`` too). Commands that
   change something (run, schedule, unschedule, retry, cancel) are checked against the
   playbook they touch; the rest only read. Whoever started a run may always cancel it.
@@ -32,9 +32,8 @@ import shlex
 from typing import Any
 
 from bot.chat import approvals, guide, lists, runs, schedules
-from bot.chat.replies import Reply, fail
+from bot.chat.replies import Reply, fail, failure_kind
 from bot.grammar import (
-    Alerts,
     Cancel,
     Command,
     CommandError,
@@ -43,6 +42,7 @@ from bot.grammar import (
     Help,
     History,
     Hosts,
+    ListAlerts,
     ListPlaybooks,
     ListSchedules,
     Logs,
@@ -60,12 +60,15 @@ from bot.grammar import (
     target_of,
     verb_of,
 )
-from engine import access, paramsecrets, queries, storable
-from engine import params as paramlib
-from engine import schedules as schedlib
-from engine.access import Actor
+from engine import storable
+from engine.access import rules as access
+from engine.access.rules import Actor
 from engine.errors import BatonError, NotAllowed, PlaybookNotFound, PlaybookUnusable
+from engine.playbooks import params as paramlib
+from engine.playbooks import paramsecrets
 from engine.runs.engine import Engine
+from engine.schedules import service as schedlib
+from engine.views import queries
 
 __all__ = [  # the grammar's names, for callers that know this module only
     "Actor",
@@ -89,6 +92,10 @@ __all__ = [  # the grammar's names, for callers that know this module only
 ]
 
 log = logging.getLogger(__name__)
+
+LONG_VALUE = 256
+"""A param value longer than this is left out of a command's audit text when the run's
+(or schedule's) own audit row keeps it: a huge value is stored once."""
 
 
 class Commands:
@@ -125,20 +132,28 @@ class Commands:
             reply = await self._execute(actor, command, where)
             if not reply.ok:
                 outcome = "invalid"
+            elif reply.run_id or reply.data.get("schedule_id"):  # its own row keeps the params
+                shown = self._masked(
+                    command, kept="schedule" if reply.data.get("schedule_id") else "run"
+                )
         except NotAllowed as exc:
             outcome, reply = "refused", fail(str(exc))
+            reply.data["failure"] = "refused"
             reply.data["refused"] = True  # a refusal, not a mistake (the web answers 403)
             if isinstance(exc, access.Refused):  # front ends may word it their way
                 reply.data["refusal"] = exc.decision
         except PlaybookUnusable as exc:  # its file fails validation: say so, and why
             outcome, reply = "invalid", fail(*str(exc).splitlines())
+            reply.data["failure"] = failure_kind(exc)
         except PlaybookNotFound as exc:
             outcome = "invalid"
             hint = ", ".join(f"`{s}`" for s in exc.suggestions)
             more = f"Did you mean {hint}?" if hint else "`playbooks` lists them."
             reply = fail(f"Unknown playbook {exc.name!r}. {more}")
+            reply.data["failure"] = failure_kind(exc)
         except BatonError as exc:
             outcome, reply = "invalid", fail(*str(exc).splitlines())
+            reply.data["failure"] = failure_kind(exc)  # the web answers with its status
         except Exception:
             log.exception("command %r from %s failed", shown, actor.id)
             outcome = "error"
@@ -187,8 +202,10 @@ class Commands:
         place = place_of(actor, where)
         return access.authorize(self.rules, actor, "run", playbook, place).allowed
 
-    def _masked(self, command: Command) -> str:
-        """The command as text for the audit trail, secret values replaced by ``***``."""
+    def _masked(self, command: Command, kept: str = "") -> str:
+        """The command as text for the audit trail, secret values replaced by ``***``.
+        ``kept``: the audit row (``run``, ``schedule``) that keeps the params already,
+        where a long value is left, not stored twice."""
         if not isinstance(command, Run | Schedule):
             return shown_as_text(command)
         try:
@@ -200,7 +217,12 @@ class Commands:
         words = [verb_of(command), command.playbook]
         if isinstance(command, Schedule):
             words.append(command.when or command.cron or "")
-        words += [f"{k}={v}" for k, v in params.items()]
+        words += [
+            f"{k}=<{len(str(v)):,} characters, kept with the {kept}>"
+            if kept and len(str(v)) > LONG_VALUE
+            else f"{k}={v}"
+            for k, v in params.items()
+        ]
         if isinstance(command, Run) and command.dry_run:
             words.append("--dry-run")
         return shlex.join(words)
@@ -239,7 +261,7 @@ class Commands:
                 return await schedules.operate(book, actor, command)
             case History():
                 return await lists.history(engine, command.playbook)
-            case Alerts():
+            case ListAlerts():
                 return await lists.alerts(self.store, command.outcome)
             case Stats():
                 return await lists.stats(engine, command)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
+import signal
 import sys
 import threading
 from typing import Any, TextIO
@@ -20,17 +22,27 @@ from typing import Any, TextIO
 from bot.commands import Actor, Commands
 from bot.news import News
 from bot.progress import Progress
+from bot.typed_line import TypedLine
 from engine import events as ev
-from engine import queries
 from engine.bus import Subscription
 from engine.runs.engine import Engine
+from engine.views import queries
 
 PROMPT = "baton> "
 QUIT = frozenset({"quit", "exit"})
 
 
 class ConsoleProgress(Progress):
-    """Progress lines, with approval prompts that say how to answer from here."""
+    """Progress lines, with approval prompts that say how to answer from here; in a
+    terminal, drawn above the line being typed (``typed``)."""
+
+    typed: TypedLine | None = None
+
+    def say(self, text: str) -> None:
+        if self.typed is not None:
+            self.typed.say(text)
+        else:
+            super().say(text)
 
     def render(self, event: ev.Event) -> None:
         match event:
@@ -67,20 +79,38 @@ class Backgrounded:
 Line = str | None | Backgrounded
 
 
-def _reader(source: TextIO, loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[Line]) -> None:
+def _reader(
+    source: TextIO | TypedLine, loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[Line]
+) -> None:
     end: Line = None
     try:
+        if isinstance(source, TypedLine):  # a terminal, read with readline
+            while not source.closed and (typed := source.read()) is not None:
+                loop.call_soon_threadsafe(lines.put_nowait, typed)
+            end = Backgrounded() if source.in_background() else None
+            return
         for line in source:
             loop.call_soon_threadsafe(lines.put_nowait, line)
     except OSError as exc:
         # EIO: a read of the terminal from the background, with SIGTTIN ignored
-        if exc.errno == errno.EIO and source.isatty():
+        if exc.errno == errno.EIO and (isinstance(source, TypedLine) or source.isatty()):
             end = Backgrounded()
     except ValueError:  # closed
         pass
     finally:
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
             loop.call_soon_threadsafe(lines.put_nowait, end)
+
+
+def _reads_fail_in_background() -> bool:
+    """SIGTTIN ignored (``baton serve``): a read from the background fails rather than
+    stopping the process, and the console closes instead."""
+    return signal.getsignal(signal.SIGTTIN) == signal.SIG_IGN
+
+
+def _if_moved(typed: TypedLine, lines: asyncio.Queue[Line]) -> None:
+    if typed.in_background():
+        lines.put_nowait(Backgrounded())
 
 
 class Console:
@@ -101,13 +131,16 @@ class Console:
         self.out = out
         self.interactive = source.isatty() if interactive is None else interactive
         self.progress = ConsoleProgress(out)
+        # a terminal on both sides: readline reads, and lines are drawn above its prompt
+        if self.interactive and source is sys.stdin and out is sys.stdout and out.isatty():
+            self.progress.typed = TypedLine(PROMPT, out, source.fileno())
         self.watched: set[str] = set()
         self.where: dict[str, Any] = {"front_end": "console", "user": actor.id}
         self.notes: list[str] = []  # said when the console opens, after the greeting
         self.news = News(engine.store, watched=self.watched.__contains__)
 
     def _prompt(self) -> None:
-        if self.interactive:
+        if self.interactive and self.progress.typed is None:  # readline draws its own
             print(PROMPT, end="", file=self.out, flush=True)
 
     async def run(self) -> bool:
@@ -115,9 +148,16 @@ class Console:
         because this process went to the background (False: nothing is waited for)."""
         loop = asyncio.get_running_loop()
         lines: asyncio.Queue[Line] = asyncio.Queue()
+        source = self.progress.typed or self.source
         threading.Thread(
-            target=_reader, args=(self.source, loop, lines), name="console-stdin", daemon=True
+            target=_reader, args=(source, loop, lines), name="console-stdin", daemon=True
         ).start()
+        if self.progress.typed is not None and _reads_fail_in_background():
+            # readline waits for input without reading, so no failed read says that this
+            # process went to the background (Ctrl-Z, then `bg`): being continued does
+            typed = self.progress.typed
+            moved = functools.partial(_if_moved, typed, lines)
+            loop.add_signal_handler(signal.SIGCONT, moved)
         if self.interactive:
             self.progress.say(
                 "Baton console: `help` lists commands, `quiet` toggles the news of runs "
@@ -152,6 +192,9 @@ class Console:
                 self._show(events)
         finally:
             news.cancel()
+            if self.progress.typed is not None:
+                loop.remove_signal_handler(signal.SIGCONT)
+                self.progress.typed.close()
         if self.interactive:
             self.progress.say("")
         return True

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import zlib
 from collections.abc import Collection
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -40,6 +41,21 @@ def refusal(status: int, message: str) -> web.Response:
     response = web.json_response({"error": message}, status=status)
     response.force_close()
     return response
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A body ``read`` would not take: the status and message, and the API's answer made
+    of them (``{"error": message}``, the connection closed after it). The dashboard makes
+    its own page of ``status`` and ``message``."""
+
+    status: int
+    message: str
+    answer: web.Response
+
+
+def _refused(status: int, message: str) -> Refused:
+    return Refused(status, message, refusal(status, message))
 
 
 class TooLarge(Exception):
@@ -100,8 +116,12 @@ def encoding_refusal(request: web.Request, accepted: Collection[str] = ()) -> we
     encoding = encoding_of(request)
     if encoding is None or encoding in accepted:
         return None
+    return refusal(415, _encoding_message(encoding, accepted))
+
+
+def _encoding_message(encoding: str, accepted: Collection[str]) -> str:
     takes = f"it takes {' or '.join(accepted)} or none" if accepted else "send it uncompressed"
-    return refusal(415, f"Content-Encoding {encoding!r} is not accepted on this route: {takes}")
+    return f"Content-Encoding {encoding!r} is not accepted on this route: {takes}"
 
 
 async def read(
@@ -111,18 +131,17 @@ async def read(
     seconds: float,
     limit_name: str,
     accepted: Collection[str] = (),
-) -> bytes | web.Response:
+) -> bytes | Refused:
     """The body (inflated when ``accepted`` names its encoding), or the answer to give
     instead: 415 for an encoding not accepted, 413 past ``limit`` bytes (``limit_name``
     says which setting or rule sets it), 400 for a compressed body that does not
     inflate, 408 when it does not arrive within ``seconds``."""
-    refused = encoding_refusal(request, accepted)
-    if refused is not None:
-        return refused
-    too_large = f"body over {limit} bytes ({limit_name})"
     encoding = encoding_of(request)
+    if encoding is not None and encoding not in accepted:
+        return _refused(415, _encoding_message(encoding, accepted))
+    too_large = f"body over {limit} bytes ({limit_name})"
     if encoding is None and (request.content_length or 0) > limit:
-        return refusal(413, too_large)
+        return _refused(413, too_large)
     inflater = Inflater(encoding, limit) if encoding is not None else None
     chunks: list[bytes] = []
     raw = 0
@@ -135,12 +154,12 @@ async def read(
                 else:
                     chunks.append(chunk)
                 if raw > limit:  # even compressed it is too large
-                    return refusal(413, too_large)
+                    return _refused(413, too_large)
         return inflater.result() if inflater is not None else b"".join(chunks)
     except TooLarge:
-        return refusal(413, f"{too_large}, once inflated")
+        return _refused(413, f"{too_large}, once inflated")
     except zlib.error as exc:
-        return refusal(400, f"body is not valid {encoding}: {exc}")
+        return _refused(400, f"body is not valid {encoding}: {exc}")
     except TimeoutError:
         log.warning(
             "%s %s from %s: the body did not arrive within %gs (BATON_READ_TIMEOUT, %d bytes "
@@ -151,14 +170,15 @@ async def read(
             seconds,
             raw,
         )
-        answer = refusal(408, f"the body did not arrive within {seconds:g} s: send it whole")
+        late = _refused(408, f"the body did not arrive within {seconds:g} s: send it whole")
+        answer = late.answer
         # answered now and the connection closed: the server would otherwise linger,
         # waiting for the rest of a body that is not coming
         with contextlib.suppress(ConnectionError):  # gone meanwhile: nobody to tell
             await answer.prepare(request)
             await answer.write_eof()
         request.protocol.force_close()
-        return answer
+        return late
     except ConnectionError as exc:  # the sender went away half-way: nobody to answer
         log.warning(
             "%s %s from %s: the sender went away after %d bytes of the body (%s)",
@@ -168,4 +188,4 @@ async def read(
             raw,
             exc or type(exc).__name__,
         )
-        return refusal(400, "the body was cut off")
+        return _refused(400, "the body was cut off")

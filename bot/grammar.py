@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from engine import alerts
-from engine import params as paramlib
-from engine.analytics import MAX_DAYS
+from engine.alerts import model as alerts
 from engine.errors import BatonError, closest
+from engine.playbooks import params as paramlib
+from engine.views.analytics import MAX_DAYS
 
 SMART_QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'"})
 
@@ -121,7 +121,7 @@ class History:
 
 @dataclass(frozen=True)
 class Stats:
-    """``stats [PLAYBOOK] [days=N]``: how playbooks did (``engine.analytics``)."""
+    """``stats [PLAYBOOK] [days=N]``: how playbooks did (``engine.views.analytics``)."""
 
     playbook: str | None = None
     days: int | None = None
@@ -136,7 +136,7 @@ class Logs:
 
 
 @dataclass(frozen=True)
-class Alerts:
+class ListAlerts:
     """``alerts`` (the latest) or ``alerts OUTCOME`` (``held``, ``started``, ...)."""
 
     outcome: str | None = None
@@ -165,7 +165,7 @@ Command = (
     | Resume
     | Trigger
     | History
-    | Alerts
+    | ListAlerts
     | Logs
     | Stats
     | Hosts
@@ -374,15 +374,15 @@ def _parse_stats(args: Sequence[str]) -> Stats:
 OUTCOMES = alerts.OUTCOMES
 
 
-def _parse_alerts(args: Sequence[str]) -> Alerts:
+def _parse_alerts(args: Sequence[str]) -> ListAlerts:
     if not args:
-        return Alerts()
+        return ListAlerts()
     outcome = args[0].lower()
     if outcome not in OUTCOMES:
         hint = closest(outcome, OUTCOMES, n=1)
         extra = f" Did you mean `{hint[0]}`?" if hint else ""
         raise CommandError(f"No alert outcome {outcome!r}.{extra} One of: {', '.join(OUTCOMES)}.")
-    return Alerts(outcome)
+    return ListAlerts(outcome)
 
 
 def target_of(command: Command) -> str:
@@ -397,7 +397,7 @@ def target_of(command: Command) -> str:
             return command.schedule_id
         case History() | Stats():
             return command.playbook or ""
-        case Alerts():
+        case ListAlerts():
             return command.outcome or ""
         case Hosts():
             return command.pattern or ""
@@ -424,7 +424,7 @@ def verb_of(command: Command) -> str:
         Resume: "resume",
         Trigger: "trigger",
         History: "history",
-        Alerts: "alerts",
+        ListAlerts: "alerts",
         Logs: "logs",
         Stats: "stats",
         Hosts: "hosts",

@@ -26,7 +26,7 @@ from typing import Any
 
 from engine import events as ev
 from engine.bus import EventBus
-from engine.durations import format_duration
+from engine.playbooks.durations import format_duration
 
 OWN = ("baton", "bot", "engine", "storage")
 QUIET = ("baton.slack.bolt",)  # a library's lines under Baton's name: bolt's logger

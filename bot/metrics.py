@@ -26,13 +26,14 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from engine import events as ev
-from engine import queries
-from engine.alerts import OUTCOMES
+from engine.alerts.model import OUTCOMES
 from engine.runs.engine import Engine
-from engine.state import RUNS_IN_PROGRESS, RunStatus
+from engine.runs.requests import TRIGGERS as TRIGGER_KINDS
+from engine.runs.state import RUNS_IN_PROGRESS, RunStatus
+from engine.views import queries
 
 OTHER = "other"
-TRIGGERS = frozenset({"api", "cli", "console", "slack", "web", "schedule", "alert", "playbook"})
+TRIGGERS = frozenset(TRIGGER_KINDS)
 ALERT_SOURCES = frozenset({"alertmanager", "grafana", "pagerduty", "generic", "chat"})
 SCHEDULE_OUTCOMES = frozenset({"started", "failed", "missed"})
 SLACK_METHODS = frozenset(

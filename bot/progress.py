@@ -6,9 +6,9 @@ import sys
 from typing import Any, TextIO
 
 from engine import events as ev
-from engine import params as paramlib
-from engine.durations import format_duration
-from engine.requests import Plan
+from engine.playbooks import params as paramlib
+from engine.playbooks.durations import format_duration
+from engine.runs.requests import Plan
 
 TAIL_LINES = 20
 

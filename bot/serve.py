@@ -21,8 +21,8 @@ from bot.alerts import chat
 from bot.app import open_baton, run_console
 from bot.settings import Settings
 from bot.settings_dashboard import is_loopback
-from engine import accessconfig
-from engine.access import AccessRules
+from engine.access import config as accessconfig
+from engine.access.rules import AccessRules
 from engine.errors import BatonError
 from storage.schema import SchemaOutdated
 

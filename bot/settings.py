@@ -23,7 +23,7 @@ from pydantic import (
 from pydantic_settings import SettingsConfigDict
 
 from bot.settings_dashboard import DashboardSettings
-from engine.durations import parse_age
+from engine.playbooks.durations import parse_age
 
 
 class Settings(DashboardSettings):
@@ -54,7 +54,8 @@ class Settings(DashboardSettings):
     )
     playbooks: Path = Field(default=Path("./playbooks"), description="Playbook folder.")
     template_budget: int = Field(
-        default=50_000,  # engine.sandbox.DEFAULT_BUDGET (not imported: --help stays light)
+        # engine.playbooks.sandbox.DEFAULT_BUDGET (not imported: --help stays light)
+        default=50_000,
         ge=100,
         description="Units of work one template render may spend (a step's with:, when:, "
         "a concurrency key, alert params: a unit per loop iteration, call, lookup, filter "
@@ -297,13 +298,13 @@ class Settings(DashboardSettings):
     @field_validator("step_env")
     @classmethod
     def _step_env(cls, value: str) -> str:
-        from engine import stepenv
+        from engine.actions import stepenv
 
         stepenv.parse_allowlist(value)  # ValueError names the entry
         return value
 
     def step_env_allowlist(self) -> tuple[str, ...]:
-        from engine import stepenv
+        from engine.actions import stepenv
 
         return stepenv.parse_allowlist(self.step_env)
 
@@ -391,7 +392,7 @@ class Settings(DashboardSettings):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        from engine import cron
+        from engine.schedules import cron
 
         cron.zone(value)  # ValueError names the zone
         return value

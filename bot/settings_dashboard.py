@@ -47,7 +47,7 @@ class DashboardSettings(BaseSettings):
     @field_validator("session_ttl")
     @classmethod
     def _ttl(cls, value: str) -> str:
-        from engine.durations import parse_duration
+        from engine.playbooks.durations import parse_duration
 
         if parse_duration(value).total_seconds() < 60:
             raise ValueError("a login should last at least a minute (1m)")
@@ -56,14 +56,14 @@ class DashboardSettings(BaseSettings):
     @field_validator("login_rate")
     @classmethod
     def _rate(cls, value: str) -> str:
-        from engine.playbook import parse_rate
+        from engine.playbooks.model import parse_rate
 
         parse_rate(value)  # ValueError says how to write it
         return value
 
     @property
     def session_seconds(self) -> float:
-        from engine.durations import parse_duration
+        from engine.playbooks.durations import parse_duration
 
         return parse_duration(self.session_ttl).total_seconds()
 

@@ -1,11 +1,11 @@
-"""The chat answer of ``stats [PLAYBOOK] [days=N]``: ``engine.analytics`` as lines, the
+"""The chat answer of ``stats [PLAYBOOK] [days=N]``: ``engine.views.analytics`` as lines, the
 last of them an aligned table (``bot.tables``), as the other listings."""
 
 from __future__ import annotations
 
 from bot.tables import table
-from engine.analytics import PlaybookStats, Spread, Stats
-from engine.durations import format_measure
+from engine.playbooks.durations import format_measure
+from engine.views.analytics import PlaybookStats, Spread, Stats
 
 PLAYBOOKS_HEADER = ("playbook", "runs", "succeeded", "p50", "p95", "alert->end p95")
 STEPS_HEADER = ("step", "runs", "p50", "p95", "failed", "retried", "flaky")

@@ -215,7 +215,7 @@ class RunLogged(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class AlertSettled(Event):
-    """An alert received from ``source`` ended with ``outcome`` (``engine.alerts.OUTCOMES``).
+    """An alert received from ``source`` ended with ``outcome`` (``engine.alerts.model.OUTCOMES``).
     ``run_id`` is the run it started or attached to, or empty. Told to the bus's watchers
     only (``EventBus.tally``)."""
 

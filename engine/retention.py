@@ -22,7 +22,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from engine.state import TERMINAL_RUN
+from engine.runs.state import TERMINAL_RUN
 from storage import prune, prune_log
 
 if TYPE_CHECKING:

@@ -28,7 +28,7 @@ MASK = "***"
 MIN_SECRET_LEN = 4
 """Shortest secret Baton accepts. A shorter value cannot be masked without masking
 ordinary text too (every ``ab`` of an output), so it is refused where it comes in:
-``SECRET_<NAME>`` and secret files (``load_secrets``), secret params (``engine.params``)
+``SECRET_<NAME>`` and secret files (``load_secrets``), secret params (``engine.playbooks.params``)
 and Baton's own secret settings (``bot.settings``). Empty is allowed: it hides nothing."""
 _MASKED_FROM = 3  # the Masker's floor: also masks 3-character secrets of runs stored before
 ENV_PREFIX = "SECRET_"

@@ -90,6 +90,7 @@ ALERT_NEW = (
     "reason",
     "run_id",
     "processed_at",
+    "node",
 )
 
 

@@ -51,7 +51,7 @@ from storage.errors import DatabaseUnavailable, StorageError
 
 log = logging.getLogger(__name__)
 
-HEAD = "0008_definitions"  # the newest revision in storage/migrations/versions
+HEAD = "0009_definitions"  # the newest revision in storage/migrations/versions
 FIRST = "0001_schema_3"  # what a database of Baton schema 3 is stamped at
 LEGACY = 3  # the last schema_version of Batons before Alembic
 FENCE = 4  # written by every upgrade: Batons of schema <= 3 then refuse the database

@@ -158,7 +158,14 @@ class Store:
         ``executemany`` per kind and their claims checked in one query, after the
         batch's other statements and before its row writes: every call here
         releases and retakes the GIL, which the event loop's thread may hold. If the
-        batch fails, each unit is tried alone so that one bad unit fails by itself."""
+        batch fails, each unit is tried alone so that one bad unit fails by itself.
+
+        Units guarded on the same run are never checked together: each may be the one
+        that moves the run's epoch on (two starts of one queued run, a retry's and an
+        admission round's), and one check before both row writes would let both land."""
+        if _guards_overlap(batch):
+            self._each_alone(conn, batch)
+            return
         try:
             with conn.begin():
                 rows: list[Rows] = []
@@ -187,6 +194,10 @@ class Store:
             if len(batch) == 1:
                 batch[0].error = exc
                 return
+        self._each_alone(conn, batch)
+
+    def _each_alone(self, conn: sa.Connection, batch: list[_Unit]) -> None:
+        """Commit each unit of ``batch`` in a transaction of its own, in order."""
         for unit in batch:
             unit.error = None
             try:
@@ -236,6 +247,17 @@ class Store:
 
     async def scalar(self, stmt: sa.Select[Any]) -> Any:
         return await self.read(lambda conn: conn.execute(stmt).scalar())
+
+
+def _guards_overlap(batch: list[_Unit]) -> bool:
+    """True when two units of ``batch`` are guarded on the same run."""
+    seen: set[str] = set()
+    for unit in batch:
+        runs = {op.run_id for op in unit.ops if isinstance(op, Guard)}
+        if seen & runs:
+            return True
+        seen |= runs
+    return False
 
 
 def _resolve(batch: list[_Unit]) -> None:

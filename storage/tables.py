@@ -70,7 +70,7 @@ definitions = sa.Table(
 
 
 # A run. Every list of runs reads newest first along one index ending in
-# (created_at, id), whatever it is narrowed by (``engine.queries.RUN_FILTERS``); the
+# (created_at, id), whatever it is narrowed by (``engine.views.queries.RUN_FILTERS``); the
 # runs in progress are found by status, so nothing that starts or drives runs reads the
 # finished ones.
 runs = sa.Table(
@@ -156,7 +156,7 @@ attempts = sa.Table(
 )
 
 
-# One item of a ``for_each`` step (``engine.foreach``): its own status, attempts,
+# One item of a ``for_each`` step (``engine.playbooks.foreach``): its own status, attempts,
 # output and error, per run attempt. A row per item, written as the item moves, so a
 # fan-out of 1,000 items never rewrites one big document per item.
 step_items = sa.Table(
@@ -309,6 +309,9 @@ alerts = sa.Table(
     sa.Column("reason", sa.String(), nullable=True),
     sa.Column("run_id", sa.String(32), nullable=True, index=True),
     sa.Column("processed_at", UTCDateTime(), nullable=True),
+    # the ``baton serve`` node routing it while it is pending: a live node's queue holds
+    # it; the alerts of a node gone (dead, stopped) are taken over by another
+    sa.Column("node", sa.String(200), nullable=True),
     sa.Index("ix_alerts_outcome_id", "outcome", "id"),
 )
 

@@ -13,11 +13,11 @@ import sqlalchemy as sa
 
 from engine.actions.registry import Registry
 from engine.bus import Subscription
-from engine.catalog import Catalog
 from engine.events import Event
-from engine.requests import RunRequest
+from engine.playbooks.catalog import Catalog
 from engine.runs.engine import Engine
-from engine.schedules import Schedules
+from engine.runs.requests import RunRequest
+from engine.schedules.service import Schedules
 from engine.secrets import SecretBox
 from engine.timing import ManualClock, ManualTimers
 from storage import tables as t

@@ -1,5 +1,5 @@
 """Alerts arriving from monitoring: webhook bodies and chat messages turned into
-``engine.alerts.Alert`` records.
+``engine.alerts.model.Alert`` records.
 
 ``bot.alerts.parsers`` holds one pure function per source (no I/O, no settings): the
 webhook handlers call it with the decoded body and hand the result to the engine's

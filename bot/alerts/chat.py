@@ -21,8 +21,9 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.alerts.parsers import ChatRule
-from engine import playbook, yamldoc
 from engine.errors import BatonError, PlaybookInvalid
+from engine.playbooks import model as playbook
+from engine.playbooks import yamldoc
 
 
 class _Alerts(BaseModel):

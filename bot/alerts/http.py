@@ -9,7 +9,7 @@ stalls), parsed (400 with the reason for malformed JSON; 413 for more alerts tha
 ``BATON_ALERTS_MAX_PER_REQUEST``), stored in one write — entries that parse but lack
 fields, or hold values no database stores, are stored as rejected with the reason, and
 the others go on — and answered 202 at once; routing to playbooks happens after the
-answer (``engine.alerting``), so senders never time out.
+answer (``engine.alerts.router``), so senders never time out.
 """
 
 from __future__ import annotations
@@ -107,8 +107,8 @@ def make_handler(baton: Baton) -> Any:
             limit_name="BATON_ALERT_MAX_BODY",
             accepted=edge.COMPRESSED if source == "generic" else (),
         )
-        if isinstance(body, web.Response):
-            return body
+        if isinstance(body, edge.Refused):
+            return body.answer
         if who is False and not parsers.verify_pagerduty(
             body, request.headers.get("X-PagerDuty-Signature"), _secrets(baton)
         ):

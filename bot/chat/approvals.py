@@ -6,9 +6,9 @@ from typing import Any
 
 from bot.chat.replies import Reply, when
 from bot.grammar import Decide
-from engine import queries
-from engine.access import Actor
+from engine.access.rules import Actor
 from engine.runs.engine import Engine
+from engine.views import queries
 from storage.store import Store
 
 

@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 from bot.chat.replies import Reply, fail, first_line
 from bot.grammar import USAGE, VERBS
-from engine import params as paramlib
-from engine.catalog import Catalog
 from engine.errors import closest
+from engine.playbooks import params as paramlib
+from engine.playbooks.catalog import Catalog
 
 CHANGING = ("run", "schedule", "unschedule", "retry", "cancel", "pause", "resume", "trigger")
 """The commands that change something: help shows them only to who may run a playbook."""

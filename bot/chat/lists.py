@@ -9,10 +9,10 @@ from bot import stats_chat
 from bot.chat.replies import RUN_HEADER, Reply, run_rows, when
 from bot.grammar import Hosts, Stats
 from bot.tables import table
-from engine import analytics, queries
 from engine.errors import PlaybookNotFound
 from engine.fleet import inventory
 from engine.runs.engine import Engine
+from engine.views import analytics, queries
 from storage.store import Store
 
 HISTORY_LIMIT = 10

@@ -6,8 +6,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from engine import params as paramlib
-from engine.durations import format_duration
+from engine.errors import (
+    ApprovalNotFound,
+    BatonError,
+    ConcurrencyLimit,
+    InvalidTransition,
+    NotAllowed,
+    PlaybookNotFound,
+    RunNotFound,
+)
+from engine.playbooks import params as paramlib
+from engine.playbooks.durations import format_duration
+from engine.schedules.rows import ScheduleNotFound
 
 
 @dataclass(frozen=True)
@@ -32,6 +42,18 @@ class Reply:
 
 def fail(*lines: str) -> Reply:
     return Reply(list(lines), ok=False)
+
+
+def failure_kind(exc: BatonError) -> str:
+    """What kind of failure ``exc`` is, one word every front end answers alike (the API
+    and the dashboard with one HTTP status each, ``bot.api_kit.STATUS``): ``not_found``
+    (no such playbook, run, approval or schedule), ``conflict`` (the run's state or its
+    concurrency key does not allow it now), ``refused`` (not this person), ``invalid``."""
+    if isinstance(exc, PlaybookNotFound | RunNotFound | ApprovalNotFound | ScheduleNotFound):
+        return "not_found"
+    if isinstance(exc, InvalidTransition | ConcurrencyLimit):
+        return "conflict"
+    return "refused" if isinstance(exc, NotAllowed) else "invalid"
 
 
 def first_line(text: str | None) -> str:

@@ -11,14 +11,15 @@ from bot.chat.replies import RUN_HEADER, Reply, first_line, params_text, run_row
 from bot.grammar import Cancel, Logs, Retry, Run
 from bot.progress import Progress
 from bot.tables import table
-from engine import params as paramlib
-from engine import paramsecrets, queries, runlogs
-from engine.access import Actor
+from engine.access.rules import Actor
 from engine.errors import InvalidTransition
-from engine.foreach import Tally
-from engine.requests import RunRequest
+from engine.playbooks import params as paramlib
+from engine.playbooks import paramsecrets
+from engine.playbooks.foreach import Tally
 from engine.runs.engine import Engine
-from engine.state import RUNS_IN_PROGRESS
+from engine.runs.requests import RunRequest
+from engine.runs.state import RUNS_IN_PROGRESS
+from engine.views import queries, runlogs
 from storage.store import Store
 
 STATUS_LIMIT = 10

@@ -6,9 +6,9 @@ from bot import zoned
 from bot.chat.replies import Reply, params_text
 from bot.grammar import Pause, Resume, Schedule, Trigger, Unschedule
 from bot.tables import table
-from engine import schedule_ops
-from engine.access import Actor
-from engine.schedules import Schedules
+from engine.access.rules import Actor
+from engine.schedules import ops as schedule_ops
+from engine.schedules.service import Schedules
 
 
 async def schedule(book: Schedules, actor: Actor, command: Schedule, timezone: str) -> Reply:

@@ -11,13 +11,15 @@ from typing import Any
 
 from aiohttp import web
 
+from bot import api_kit
 from bot.commands import Reply
 from bot.dashboard import auth, forms
 from bot.dashboard.render import baton_of, page
 from bot.dashboard.run import run_page
-from engine.access import Actor
+from engine.access.rules import Actor
+from engine.runs.requests import Trigger
 
-VIA = "web"
+VIA = Trigger.WEB
 RUN_COMMANDS = {
     "cancel": ["cancel", "{run}"],
     "retry": ["retry", "{run}"],
@@ -43,10 +45,15 @@ async def carry_out(request: web.Request, words: list[str]) -> Reply:
 
 
 def status_of(reply: Reply) -> int:
-    """200 for done, 403 for a refusal (role, access rules, approvers), 400 otherwise."""
+    """200 for done, else the API's status for the same failure: 403 for a refusal
+    (role, access rules, approvers), 404 for what does not exist (a run, an approval, a
+    schedule, a playbook), 409 for what the run's state does not allow now, 400 for the
+    rest (``bot.api_kit.STATUS``)."""
     if reply.ok:
         return 200
-    return 403 if reply.data.get("refused") else 400
+    if reply.data.get("refused"):
+        return 403
+    return api_kit.STATUS[reply.data.get("failure", "invalid")]
 
 
 async def viewer_refused(request: web.Request) -> web.Response | None:
@@ -88,14 +95,17 @@ async def run_action(request: web.Request) -> web.StreamResponse:
 
 
 async def decide(request: web.Request) -> web.StreamResponse:
-    """``POST /approvals/{id}/{approve|reject}`` with ``reason`` (required to reject)."""
+    """``POST /approvals/{id}/{approve|reject}`` with ``reason`` (required to reject) or
+    ``comment`` (optional, to approve): the decision's comment, as chat's ``approve ID
+    [comment]`` and ``reject ID REASON`` give it."""
     refused = await viewer_refused(request)
     if refused is not None:
         return refused
     form = await forms.posted(request, baton_of(request).settings.read_timeout)
     approval_id = request.match_info["approval_id"]
     decision = request.match_info["decision"]
-    reason = str(form.get("reason") or "").strip()
+    said = "reason" if decision == "reject" else "comment"
+    reason = str(form.get(said) or "").strip()
     back = back_of(form.get("back"), "/approvals")
     if decision == "reject" and not reason:
         return page(

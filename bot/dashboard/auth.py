@@ -9,7 +9,7 @@ Three ways to be somebody, checked in this order on every dashboard request:
 - **A session.** ``POST /login`` with a person's own API token (``users:``,
   ``token_sha256``) opens a session: a random id in an HttpOnly, SameSite=Strict cookie
   (Secure over https, or behind a trusted proxy saying ``X-Forwarded-Proto: https``),
-  kept in the database (``engine.sessions``) until ``BATON_SESSION_TTL`` or logout.
+  kept in the database (``engine.access.sessions``) until ``BATON_SESSION_TTL`` or logout.
 - **The local person.** With nobody under ``users:`` and ``BATON_HOST`` a loopback
   address, the dashboard is open to this machine and acts as the login user who started
   Baton (``getpass.getuser()``) with the role ``operator``: the same person, with the same
@@ -46,9 +46,10 @@ from aiohttp import web
 
 from bot.dashboard import forms
 from bot.settings_dashboard import is_loopback
-from engine import audit, sessions
-from engine.people import People, Person
-from engine.playbook import parse_rate
+from engine import audit
+from engine.access import sessions
+from engine.access.people import People, Person
+from engine.playbooks.model import parse_rate
 
 if TYPE_CHECKING:
     from bot.app import Baton
@@ -92,7 +93,7 @@ WHO = web.RequestKey("baton.who", Who)
 ``RequestKey`` named ``baton.who`` rather than the bare string: aiohttp warns about
 string keys on a request, and the test suite turns warnings into errors."""
 SESSION = web.RequestKey("baton.session", sessions.Session)
-"""Request key: the request's ``engine.sessions.Session`` (for its CSRF token)."""
+"""Request key: the request's ``engine.access.sessions.Session`` (for its CSRF token)."""
 _NEXT = web.RequestKey("baton.login_next", str)
 
 

@@ -15,7 +15,7 @@ import re
 from collections import OrderedDict
 from typing import Any
 
-from engine.runview import Node
+from engine.views.runview import Node
 
 DOT = "dot"
 TIMEOUT = 5.0

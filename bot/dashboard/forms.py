@@ -4,7 +4,6 @@ A bad value is a message naming the field and what it takes, never a 500."""
 from __future__ import annotations
 
 import codecs
-import json
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl
 
@@ -13,7 +12,7 @@ from multidict import MultiDict, MultiDictProxy
 
 from bot import edge
 from bot.api_kit import MAX_BODY
-from engine.durations import parse_duration
+from engine.playbooks.durations import parse_duration
 
 MAX_LIMIT = 200
 MAX_FIELDS = 1000  # a form of the dashboard has a few dozen at most
@@ -103,7 +102,7 @@ async def posted(request: web.Request, seconds: float) -> MultiDictProxy[str]:
     except LookupError:
         raise web.HTTPBadRequest(text=f"unknown charset {charset!r}: send utf-8") from None
     body = await edge.read(request, limit=MAX_BODY, seconds=seconds, limit_name="1 MB")
-    if isinstance(body, web.Response):
+    if isinstance(body, edge.Refused):
         raise _refused(body)
     if request.content_type == "multipart/form-data":
         raise web.HTTPUnsupportedMediaType(
@@ -138,13 +137,13 @@ async def posted(request: web.Request, seconds: float) -> MultiDictProxy[str]:
     return form
 
 
-def _refused(answer: web.Response) -> web.HTTPException:
-    """``edge.read``'s answer (408, 413, 415 or 400) as an exception to raise."""
-    text = str(json.loads(answer.text or "{}").get("error", "the form cannot be read"))
-    if answer.status == 408:
+def _refused(refused: edge.Refused) -> web.HTTPException:
+    """What ``edge.read`` refused (408, 413, 415 or 400), as an exception to raise."""
+    text = refused.message
+    if refused.status == 408:
         return web.HTTPRequestTimeout(text=text)
-    if answer.status == 413:
+    if refused.status == 413:
         return web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=0, text=text)
-    if answer.status == 415:
+    if refused.status == 415:
         return web.HTTPUnsupportedMediaType(text=text)
     return web.HTTPBadRequest(text=text)

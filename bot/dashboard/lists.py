@@ -12,9 +12,9 @@ from aiohttp import web
 
 from bot.dashboard import auth, forms
 from bot.dashboard.render import baton_of, page
-from engine import queries, runview
-from engine.alerts import OUTCOMES
+from engine.alerts.model import OUTCOMES
 from engine.errors import BadCursor
+from engine.views import queries, runview
 
 RUN_VERBS = frozenset({"cancel", "retry", "status", "logs"})
 """Audit actions (``cancel``, ``command:cancel``, ``api:cancel``...) whose target is a run."""

@@ -30,10 +30,10 @@ from aiohttp import web
 from markupsafe import Markup
 
 from bot.dashboard.render import baton_of
-from engine import runlogs
 from engine.bus import EventBus
 from engine.errors import RunNotFound
-from engine.state import RunStatus
+from engine.runs.state import RunStatus
+from engine.views import runlogs
 from storage.store import Store
 
 log = logging.getLogger(__name__)

@@ -13,9 +13,9 @@ from aiohttp import web
 
 from bot.dashboard import actions, forms
 from bot.dashboard.render import baton_of, page
-from engine import params as paramlib
-from engine import paramsecrets
-from engine.playbook import Playbook
+from engine.playbooks import params as paramlib
+from engine.playbooks import paramsecrets
+from engine.playbooks.model import Playbook
 
 FIELD = "param-"  # a param's form field: param-NAME (no clash with csrf or dry_run)
 

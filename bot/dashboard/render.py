@@ -12,7 +12,7 @@ import jinja2
 from aiohttp import web
 
 from bot.dashboard import auth
-from engine.durations import format_duration
+from engine.playbooks.durations import format_duration
 
 if TYPE_CHECKING:
     from bot.app import Baton

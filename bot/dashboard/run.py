@@ -13,9 +13,9 @@ from aiohttp import web
 
 from bot.dashboard import auth, dag, live, timeline
 from bot.dashboard.render import baton_of, page
-from engine import runlogs, runview
 from engine.errors import RunNotFound
-from engine.state import RunStatus
+from engine.runs.state import RunStatus
+from engine.views import runlogs, runview
 
 DRAWINGS = web.AppKey("dashboard.drawings", dag.Drawings)
 

@@ -1,5 +1,5 @@
 """``GET /``: the runs, newest first, filtered and paged on the server along the runs'
-indexes (``engine.queries.runs_page``: keyset paging, no count of everything)."""
+indexes (``engine.views.queries.runs_page``: keyset paging, no count of everything)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from aiohttp import web
 
 from bot.dashboard import forms
 from bot.dashboard.render import baton_of, page
-from engine import queries
 from engine.errors import BadCursor
-from engine.state import RunStatus
+from engine.runs.requests import TRIGGERS, trigger_problem
+from engine.runs.state import RunStatus
+from engine.views import queries
 
 FILTERS = {"playbook": "playbook", "status": "status", "trigger": "trigger", "who": "requested_by"}
 """The query's names -> the run filters (``queries.RUN_FILTERS``)."""
@@ -24,6 +25,7 @@ async def runs(request: web.Request) -> web.Response:
         "chosen": chosen,
         "playbooks": baton.engine.catalog.names(),
         "statuses": [str(s) for s in RunStatus],
+        "triggers": TRIGGERS,
         "runs": [],
         "next_url": None,
         "first_url": None,
@@ -33,6 +35,9 @@ async def runs(request: web.Request) -> web.Response:
         status = chosen["status"]
         if status and status not in set(RunStatus):
             raise forms.FormError(f"status must be one of {', '.join(RunStatus)}, not {status!r}")
+        problem = trigger_problem(chosen["trigger"]) if chosen["trigger"] else None
+        if problem is not None:
+            raise forms.FormError(problem)
         limit = forms.limit_of(request)
         since, until = forms.time_range(request, baton.engine.clock.now())
         found = await queries.runs_page(

@@ -1,4 +1,4 @@
-"""``GET /stats``: how playbooks did over the last ``days`` (``engine.analytics``, as the
+"""``GET /stats``: how playbooks did over the last ``days`` (``engine.views.analytics``, as the
 chat's ``stats`` and ``GET /api/stats`` tell it): a row per playbook, and with
 ``?playbook=P`` that playbook's steps, flaky steps and critical path. The charts are
 ``bot.charts.stats_svgs`` inlined in the page: SVG drawn on the server is no script, so
@@ -15,9 +15,9 @@ from markupsafe import Markup
 from bot.charts import stats_svgs
 from bot.dashboard.render import baton_of, page
 from bot.stats_chat import percent, seconds
-from engine import analytics
-from engine.analytics import PlaybookStats, Spread, Stats
 from engine.errors import BatonError, PlaybookNotFound
+from engine.views import analytics
+from engine.views.analytics import PlaybookStats, Spread, Stats
 
 _NAMESPACE = re.compile(r"""\s+xmlns(:\w+)?=(['"])[^'"]*\2""")
 

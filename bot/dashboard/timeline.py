@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from engine.durations import format_duration
-from engine.runview import Bar
+from engine.playbooks.durations import format_duration
+from engine.views.runview import Bar
 
 WIDTH = 720.0  # the bars' area, in SVG units
 LABEL = 160.0  # the step names' column

@@ -17,9 +17,9 @@ if TYPE_CHECKING:
 
     from bot.alerts.parsers import ChatRule
     from bot.commands import Reply
-    from engine.access import Actor
-    from engine.outbox import Outbox
+    from engine.access.rules import Actor
     from engine.runs.engine import Engine
+    from engine.runs.outbox import Outbox
 
 LINK = re.compile(r"<([^<>|]+)(?:\|([^<>]*))?>")
 MENTION_FIRST = re.compile(r"^\s*<@[UW][A-Z0-9]+(?:\|[^>]*)?>\s*")

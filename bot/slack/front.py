@@ -44,10 +44,11 @@ from bot.slack.contract import Answer, Where, plain
 from bot.slack.listeners import actions, views
 from bot.slack.listeners import commands as command_listeners
 from bot.slack.people import Directory
-from engine.access import Actor
-from engine.alerting import Alerts
+from engine.access.rules import Actor
+from engine.alerts.router import AlertRouter
 from engine.errors import BatonError
-from engine.outbox import Outbox
+from engine.runs.outbox import Outbox
+from engine.runs.requests import Trigger
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class SlackFront:
         self,
         settings: Settings,
         commands: Commands,
-        alerts: Alerts | None = None,
+        alerts: AlertRouter | None = None,
         chat_rules: Sequence[ChatRule] = (),
         on_api_error: Callable[[str], None] | None = None,
     ) -> None:
@@ -249,7 +250,7 @@ class SlackFront:
         groups: frozenset[str] = frozenset()
         if self.commands.rules.names_usergroups():
             groups = await self.directory.groups_of(user)
-        return Actor(id=user, name=name, via="slack", usergroups=groups)
+        return Actor(id=user, name=name, via=Trigger.SLACK, usergroups=groups)
 
     async def channel_name(self, channel: str | None, given: str | None = None) -> str | None:
         if given or channel is None or channel.startswith("D"):

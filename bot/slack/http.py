@@ -40,8 +40,8 @@ async def bolt_request(request: web.Request, settings: Settings) -> AsyncBoltReq
         seconds=settings.read_timeout,
         limit_name="Slack's requests",
     )
-    if isinstance(body, web.Response):
-        return body
+    if isinstance(body, edge.Refused):
+        return body.answer
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:

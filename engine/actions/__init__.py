@@ -10,7 +10,7 @@ group ``baton.actions`` (see ``engine.actions.registry``).
 An action whose inputs hold shell code names them in ``shell_code_inputs`` (the shell
 action: ``("script",)``): a ``{{ }}`` in them that would splice a value into the code is
 refused by ``baton validate`` and again by the engine before the step runs
-(``engine.splices.shell_splices``).
+(``engine.playbooks.splices.shell_splices``).
 """
 
 from __future__ import annotations
@@ -80,10 +80,13 @@ class ActionContext:
     attachments: dict[str, str] = field(default_factory=dict)
     args: dict[str, Any] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
-    """The environment a process the action starts begins with (``engine.stepenv``):
+    """The environment a process the action starts begins with (``engine.actions.stepenv``):
     computed once by whoever builds the engine, never Baton's whole environment."""
     hosts: HostLookup = no_hosts
     """The inventory's hosts by name (``engine.fleet``): an ``ssh`` step's ``host`` may name one."""
+    mask: Callable[[str], str] = str
+    """The run's secrets masked in a text (``***``): for an action that must cut a text
+    before ``ctx.log`` (which masks what it is given) would see all of a secret."""
     partial: dict[str, Any] | None = None
     """What the action had produced when it was cancelled or timed out (a shell step's
     output so far), set by the action before the cancellation propagates: the attempt
@@ -104,8 +107,8 @@ def shell_code_inputs(action: object) -> tuple[str, ...]:
 
 def refuse_splices(action: object, with_: Mapping[str, Any]) -> None:
     """Raise ``ActionError`` when a shell code input of ``action`` splices a value."""
-    from engine import splices
     from engine.errors import ActionError
+    from engine.playbooks import splices
 
     for name in shell_code_inputs(action):
         text = with_.get(name)

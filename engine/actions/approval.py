@@ -20,9 +20,10 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from engine import access, durations
+from engine.access import rules as access
 from engine.actions import ActionContext, ApprovalSpec, Suspend
 from engine.errors import ActionError
+from engine.playbooks import durations
 
 
 class Approvers(BaseModel):

@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from engine import durations
 from engine.actions import ActionContext, shell
 from engine.errors import ActionError
+from engine.playbooks import durations
 
 if TYPE_CHECKING:
     import aiohttp

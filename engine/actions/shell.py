@@ -25,7 +25,7 @@ not load) and, should one reach run time anyway (a run begun under an older defi
 the step fails without running. Allowed: ``{{ params.host | quote }}`` (``shlex.quote``
 of the value as its ``PARAM_*`` variable holds it: one shell word, whatever it contains)
 in plain code — not inside quotes, a comment or a here-document, where its quotes would
-be mere text (``engine.shellscan``) — and control blocks
+be mere text (``engine.playbooks.shellscan``) — and control blocks
 (``{% if params.force %}--force{% endif %}``) around literal text. What a command does
 with the word (``eval``, ``ssh``, ``sh -c``) is its own business, as with ``$PARAM_X``.
 Other inputs (``argv``, ``env``, ``cwd``) are templates as usual: each ``argv`` element is
@@ -36,7 +36,7 @@ an item that is null, a list or a mapping is refused, by validate when it is wri
 the playbook and at run time when a template gives it.
 
 **The environment is clean.** The process does not inherit Baton's environment (its
-tokens, keys and database URL): it starts from ``ctx.env`` (``engine.stepenv``: ``PATH``,
+tokens, keys and database URL): it starts from ``ctx.env`` (``engine.actions.stepenv``: ``PATH``,
 ``HOME``, ``LANG``, ``LANGUAGE``, ``TZ``, ``LC_*`` and the variables ``BATON_STEP_ENV``
 allows), then ``PARAM_*``, then ``env:``; later ones win.
 
@@ -47,7 +47,11 @@ stderr are read concurrently as they come. Each stream is kept in full up to
 ``FULL_CAP`` (beyond it a ``[... N bytes dropped]`` note) and its last ``TAIL_CAP`` bytes
 go into the step output, headed by a marker line when cut; when cut, the full text is
 attached to the attempt (``ctx.attach("stdout", ...)``). Text is decoded as UTF-8 with
-replacement characters for invalid bytes.
+replacement characters for invalid bytes. A process that runs longer than ``QUIET``
+seconds also sends the first ``STREAM_LINES`` lines of its output to the run's log, those
+printed so far and then as they come (stderr's as ``(stderr) ...``), masked and gathered
+in batches (``engine.actions.streaming``), so the run page, ``logs`` and the console show
+a long step as it goes; the output itself is kept whole as above.
 
 Output: ``{"rc": int, "stdout": str, "stderr": str}``. A non-zero exit status fails the
 step with the last non-empty stderr line in the message.
@@ -72,15 +76,16 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
 
-from engine import templating
-from engine.actions import ActionContext
+from engine.actions import ActionContext, streaming
 from engine.errors import ActionError
+from engine.playbooks import templating
 
 FULL_CAP = 10 * 1024 * 1024
 TAIL_CAP = 64 * 1024
 KILL_GRACE = 5.0
 DRAIN_GRACE = 2.0
 _CHUNK = 64 * 1024
+_STREAMS = {1: "stdout", 2: "stderr"}
 _NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_]")
 
 
@@ -193,37 +198,52 @@ class ShellAction:
     async def run(self, ctx: ActionContext, inputs: ShellInputs) -> dict[str, Any]:
         argv = inputs.argv if inputs.argv is not None else ["/bin/sh", "-c", inputs.script or ""]
         env = {**ctx.env, **param_env(ctx.params), **inputs.env}
-        # a cancel that lands while the process is being started waits for the start, so
-        # the process (and whatever it started already) is killed like any other below
-        spawn = asyncio.ensure_future(_start(argv, env, inputs.cwd))
-        cancelled = False
+        lines = streaming.LineStream(ctx, quiet=streaming.QUIET)
         try:
-            transport, proto = await asyncio.shield(spawn)
+            return await _run(ctx, argv, env, inputs.cwd, lines)
+        finally:  # the lines not sent yet go, also when the step is cancelled
+            await lines.close()
+
+
+async def _run(
+    ctx: ActionContext,
+    argv: list[str],
+    env: dict[str, str],
+    cwd: str | None,
+    lines: streaming.LineStream,
+) -> dict[str, Any]:
+    # a cancel that lands while the process is being started waits for the start, so
+    # the process (and whatever it started already) is killed like any other below
+    spawn = asyncio.ensure_future(_start(argv, env, cwd, lines))
+    cancelled = False
+    try:
+        transport, proto = await asyncio.shield(spawn)
+    except asyncio.CancelledError:
+        cancelled = True
+        transport, proto = await spawn
+    try:
+        try:
+            if cancelled:
+                raise asyncio.CancelledError
+            await proto.exited
         except asyncio.CancelledError:
-            cancelled = True
-            transport, proto = await spawn
-        try:
             try:
-                if cancelled:
-                    raise asyncio.CancelledError
-                await proto.exited
-            except asyncio.CancelledError:
-                try:
-                    await _terminate(transport, proto)
-                    await proto.drain()
-                finally:  # what it wrote before it died is kept, even if cut short here
-                    ctx.partial = _output(ctx, proto, transport.get_returncode())
-                raise
-            await proto.drain()
-        finally:
-            # closes the pipes even when background processes still hold them open
-            _close(transport)
-        rc = transport.get_returncode()
-        assert rc is not None
-        output = _output(ctx, proto, rc)
-        if rc != 0:
-            raise ActionError(failure_message(rc, output["stderr"]), output=output)
-        return output
+                await _terminate(transport, proto)
+                await proto.drain()
+            finally:  # what it wrote before it died is kept, even if cut short here
+                ctx.partial = _output(ctx, proto, transport.get_returncode())
+            raise
+        await proto.drain()
+    finally:
+        # closes the pipes even when background processes still hold them open
+        _close(transport)
+    rc = transport.get_returncode()
+    assert rc is not None
+    output = _output(ctx, proto, rc)
+    ctx.partial = output  # kept should a cancel land while the last lines are sent
+    if rc != 0:
+        raise ActionError(failure_message(rc, output["stderr"]), output=output)
+    return output
 
 
 def _output(ctx: ActionContext, proto: _Protocol, rc: int | None) -> dict[str, Any]:
@@ -244,14 +264,16 @@ class _Protocol(asyncio.SubprocessProtocol):
     two events.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, lines: streaming.LineStream) -> None:
         self.buffers = {1: OutputBuffer(), 2: OutputBuffer()}
+        self.lines = lines
         self.exited: asyncio.Future[None] = loop.create_future()
         self._pipes_closed: asyncio.Future[None] = loop.create_future()
         self._open = {1, 2}
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         self.buffers[fd].feed(data)
+        self.lines.feed(_STREAMS[fd], data)
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         self._open.discard(fd)
@@ -272,12 +294,12 @@ class _Protocol(asyncio.SubprocessProtocol):
 
 
 async def _start(
-    argv: list[str], env: dict[str, str], cwd: str | None
+    argv: list[str], env: dict[str, str], cwd: str | None, lines: streaming.LineStream
 ) -> tuple[asyncio.SubprocessTransport, _Protocol]:
     loop = asyncio.get_running_loop()
     try:
         return await loop.subprocess_exec(
-            lambda: _Protocol(loop),
+            lambda: _Protocol(loop, lines),
             *argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,

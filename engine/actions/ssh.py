@@ -26,10 +26,10 @@ steps of the run that reach the same host (``engine.fleet.sshpool``).
 Output, limits and failure are those of the ``shell`` action: ``{"rc", "stdout",
 "stderr"}``, tails of ``TAIL_CAP`` bytes with the full text attached when cut, a
 non-zero exit status fails the step with the last stderr line. The first
-``STREAM_LINES`` lines of output also go to the run's log as they arrive (``web1: ...``),
-so a long command shows progress in chat and in ``logs``. A ``timeout`` or a cancelled
-step kills the remote process group, then the step fails (timed out) or is cancelled with
-the output so far.
+``STREAM_LINES`` lines of output also go to the run's log as they arrive (``web1: ...``,
+``engine.actions.streaming``), so a long command shows progress in chat and in ``logs``.
+A ``timeout`` or a cancelled step kills the remote process group, then the step fails
+(timed out) or is cancelled with the output so far.
 """
 
 from __future__ import annotations
@@ -42,17 +42,16 @@ from typing import Any, ClassVar
 import asyncssh
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from engine import durations
 from engine.actions import ActionContext
 from engine.actions.shell import Argument, failure_message, param_env
+from engine.actions.streaming import LineStream
 from engine.errors import ActionError
 from engine.fleet import remote
 from engine.fleet.sshconnect import DEFAULT_PORT, Target
 from engine.fleet.sshpool import SshPool
+from engine.playbooks import durations
 
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
-STREAM_LINES = 100  # lines of one attempt's output copied to the run's log
-STREAM_WIDTH = 300  # characters of one streamed line
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -132,7 +131,7 @@ class SshAction:
         env = {**param_env(ctx.params), **inputs.env}
         line = remote.command_line(inputs.argv, inputs.script, env, inputs.sudo)
         seconds = inputs.timeout.total_seconds() if inputs.timeout else None
-        stream = _Stream(ctx, target.name)
+        stream = LineStream(ctx, target.name)
         try:
             async with self.pool.session(ctx.run_id, target) as conn:
                 command = remote.Remote(conn, inputs.sudo)
@@ -175,36 +174,3 @@ def _output(ctx: ActionContext, finished: remote.Finished) -> dict[str, Any]:
             ctx.attach(name, buf.full_text())
     out, err = finished.buffers["stdout"], finished.buffers["stderr"]
     return {"rc": finished.rc, "stdout": out.tail_text(), "stderr": err.tail_text()}
-
-
-class _Stream:
-    """Copies the first STREAM_LINES lines of output to the run's log, in order, as they
-    arrive (the session's callbacks cannot await ``ctx.log``: a task does)."""
-
-    def __init__(self, ctx: ActionContext, host: str) -> None:
-        self.ctx = ctx
-        self.host = host
-        self.count = 0
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
-        self.task = asyncio.create_task(self._forward())
-
-    def emit(self, stream: str, line: str) -> None:
-        self.count += 1
-        if self.count > STREAM_LINES:
-            if self.count == STREAM_LINES + 1:
-                self.queue.put_nowait(
-                    f"{self.host}: [more output is not streamed; the step's output has it]"
-                )
-            return
-        label = self.host if stream == "stdout" else f"{self.host} (stderr)"
-        text = line if len(line) <= STREAM_WIDTH else line[:STREAM_WIDTH] + " [...]"
-        self.queue.put_nowait(f"{label}: {text}")
-
-    async def _forward(self) -> None:
-        while (line := await self.queue.get()) is not None:
-            await self.ctx.log(line)
-
-    async def close(self) -> None:
-        """Send what is queued, then stop (also when the step is being cancelled)."""
-        self.queue.put_nowait(None)
-        await asyncio.shield(self.task)

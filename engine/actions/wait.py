@@ -7,8 +7,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from engine import durations
 from engine.actions import ActionContext, Suspend
+from engine.playbooks import durations
 
 
 class WaitInputs(BaseModel):

@@ -7,7 +7,7 @@ name or ``ansible_group_priority``, the host's own vars last) and made into a
 ``engine.fleet.hosts.Host``. ``from_config`` reads the one ``BATON_CONFIG`` names.
 
 A Baton process has one inventory at a time, as it has one template budget
-(``engine.sandbox.configure``): ``activate`` sets it at start-up and on a reload, and
+(``engine.playbooks.sandbox.configure``): ``activate`` sets it at start-up and on a reload, and
 ``host`` (the steps' ``ActionContext.hosts``) and the template globals ``hosts`` and
 ``hostvars`` read the active one. A reload swaps the whole object, so a step or a render
 sees one inventory, never half of two.
@@ -21,12 +21,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from engine import sandbox
 from engine.errors import BatonError, Problem, closest
 from engine.fleet import patterns, sources
 from engine.fleet.draft import ALL, UNGROUPED, Draft, InventoryError
 from engine.fleet.hosts import Host
 from engine.fleet.precedence import Layout, merged_vars
+from engine.playbooks import sandbox
 
 MAX_HOSTS = 100_000
 """The most hosts an inventory may hold."""
@@ -237,5 +237,5 @@ def _hosts(pattern: str) -> list[str]:
 
 
 def template_globals() -> dict[str, Any]:
-    """What ``engine.templating`` adds to every template: ``hosts`` and ``hostvars``."""
+    """What ``engine.playbooks.templating`` adds to every template: ``hosts`` and ``hostvars``."""
     return {"hosts": _hosts, "hostvars": HostVars(active)}

@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from engine import playbook, yamldoc
 from engine.errors import PlaybookInvalid, Problem
 from engine.fleet import inifile, varsdirs, yamlfile
 from engine.fleet.draft import Draft, InventoryError
+from engine.playbooks import model as playbook
+from engine.playbooks import yamldoc
 
 YAML_SUFFIXES = (".yml", ".yaml", ".json")
 SKIPPED_SUFFIXES = ("~", ".bak", ".swp", ".orig", ".retry", ".md", ".txt", ".rst", ".pyc")

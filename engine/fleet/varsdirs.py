@@ -6,7 +6,7 @@ name may be a file (no suffix, ``.yml``, ``.yaml`` or ``.json``) or a folder of 
 files (read in name order); each holds a YAML mapping. They override the vars the
 inventory files give the same group or host (a group's still rank below any host's, by
 depth as usual). Files for a group or host the inventory does not hold are not read, as
-Ansible ignores them. Every file is read like the inventory's own (``engine.yamldoc``).
+Ansible ignores them. Every file is read like the inventory's own (``engine.playbooks.yamldoc``).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from engine import yamldoc
 from engine.errors import PlaybookInvalid, Problem
 from engine.fleet.draft import ALL, Draft, Where
+from engine.playbooks import yamldoc
 
 VARS_SUFFIXES = (".yml", ".yaml", ".json")
 _SKIPPED = ("~", ".bak", ".swp", ".orig", ".retry", ".md", ".txt", ".rst", ".pyc")

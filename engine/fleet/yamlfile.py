@@ -11,17 +11,17 @@
 
 Top-level keys are groups (usually just ``all``); a group holds ``hosts`` (name -> vars),
 ``children`` (name -> group) and ``vars``, nothing else. The file is read through
-``engine.yamldoc`` (1 MiB, aliases bounded, duplicate keys refused).
+``engine.playbooks.yamldoc`` (1 MiB, aliases bounded, duplicate keys refused).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from engine import yamldoc
 from engine.errors import PlaybookInvalid, closest
 from engine.fleet import ranges
 from engine.fleet.draft import Draft, Where
+from engine.playbooks import yamldoc
 
 GROUP_KEYS = ("hosts", "children", "vars")
 

@@ -22,12 +22,12 @@ from engine import audit
 from engine import events as ev
 from engine.bus import EventBus
 from engine.errors import ConcurrencyLimit
-from engine.loading import RunRecords
-from engine.playbook import Playbook, from_snapshot
+from engine.playbooks.model import Playbook, from_snapshot
 from engine.runs import inbox
 from engine.runs.leases import Leases
+from engine.runs.loading import RunRecords
 from engine.runs.node import Node
-from engine.state import RUNS_DRIVEN, RUNS_IN_PROGRESS, RunState, RunStatus, StepStatus
+from engine.runs.state import RUNS_DRIVEN, RUNS_IN_PROGRESS, RunState, RunStatus, StepStatus
 from engine.timing import Clock
 from storage import definitions, locks
 from storage import tables as t

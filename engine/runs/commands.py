@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from engine import audit
-from engine import messages as msg
 from engine.runs import inbox, remote
-from engine.state import RunState, RunStatus
-from engine.transitions import Batch, RunMachine
+from engine.runs import messages as msg
+from engine.runs.state import RunState, RunStatus
+from engine.runs.transitions import Batch, RunMachine
 
 
 def apply(

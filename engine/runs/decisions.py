@@ -1,6 +1,6 @@
 """Human decisions on approval gates: who may decide, the decision recorded (idempotent
 per gate and person), and a decision that closes its gate sent to the run's inbox in
-the same commit (``engine.gates`` counts the quorum)."""
+the same commit (``engine.runs.gates`` counts the quorum)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,17 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine import audit, gates, queries, storable
+from engine import audit, storable
 from engine import events as ev
-from engine import messages as msg
 from engine.bus import EventBus
 from engine.errors import ApprovalNotFound, BatonError, NotAllowed
-from engine.loading import RunRecords
-from engine.requests import DecisionResult
-from engine.runs import inbox
+from engine.runs import gates, inbox
+from engine.runs import messages as msg
+from engine.runs.loading import RunRecords
 from engine.runs.node import Node
+from engine.runs.requests import DecisionResult
 from engine.timing import Clock
+from engine.views import queries
 from storage import tables as t
 from storage.store import Store
 

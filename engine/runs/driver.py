@@ -18,16 +18,16 @@ from contextlib import suppress
 from typing import Any
 
 from engine import events as ev
-from engine import messages as msg
 from engine import storable, timing
 from engine.bus import EventBus
 from engine.errors import RunMoved
 from engine.runs import commands, inbox
+from engine.runs import messages as msg
 from engine.runs.leases import Leases
 from engine.runs.node import Node
-from engine.state import RunState, StepState
+from engine.runs.state import RunState, StepState
+from engine.runs.transitions import Batch, RunMachine
 from engine.timing import Clock, Timers
-from engine.transitions import Batch, RunMachine
 from storage import tables as t
 from storage.errors import ClaimLost
 from storage.store import Op, Store, guard, transient

@@ -20,23 +20,24 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from engine import audit, errors, planning, stepenv, storable, timing
-from engine import messages as msg
-from engine.actions import ChildRunSpec
+from engine import audit, errors, storable, timing
+from engine.actions import ChildRunSpec, stepenv
 from engine.actions.registry import Registry
 from engine.bus import EventBus
-from engine.catalog import Catalog
 from engine.errors import BatonError, InvalidTransition, Problem, RunNotFound, ShuttingDown
-from engine.loading import RunRecords
-from engine.requests import DecisionResult, Plan, RunRequest
+from engine.playbooks import planning
+from engine.playbooks.catalog import Catalog
 from engine.runs import admission, decisions, driver, executor, inbox, leases, recovery, remote
+from engine.runs import messages as msg
 from engine.runs.keeper import Keeper
+from engine.runs.loading import RunRecords
 from engine.runs.node import Node
+from engine.runs.requests import DecisionResult, Plan, RunRequest, Trigger
 from engine.runs.retries import Retries
+from engine.runs.state import RunState, RunStatus, StepState
+from engine.runs.transitions import RunMachine
 from engine.secrets import SecretBox
-from engine.state import RunState, RunStatus, StepState
 from engine.timing import Clock, SchedulerTimers, SystemClock, Timers
-from engine.transitions import RunMachine
 from storage import tables as t
 from storage.rows import Rows
 from storage.store import Op, Store
@@ -71,7 +72,7 @@ class Engine:
         worker_heartbeat: float = 2.0,
     ) -> None:
         """``step_env``: the environment steps' processes start from (default: the basic
-        variables of this process, see ``engine.stepenv``); ``credentials``: values of
+        variables of this process, see ``engine.actions.stepenv``); ``credentials``: values of
         the embedding program's own secrets, masked like secrets wherever Baton writes.
         ``kind``: what this node is (serve, run, console); only ``serve`` nodes adopt
         runs whose driver is gone. ``lease``/``renew``: seconds a lease lasts and
@@ -431,7 +432,7 @@ class Engine:
                 playbook=spec.playbook,
                 params=spec.params,
                 requested_by=parent.requested_by,
-                trigger="playbook",
+                trigger=Trigger.PLAYBOOK,
                 source=parent.source,
                 parent_run_id=parent.id,
                 parent_step_id=step.id,

@@ -1,6 +1,6 @@
 """Executing a step: one attempt of its action, here or on a worker, ends as a message
 to its run's driver, ``Finished`` or ``Suspended``. A ``for_each`` step fans its items
-out (``engine.fanout``), each through the same attempt."""
+out (``engine.runs.fanout``), each through the same attempt."""
 
 from __future__ import annotations
 
@@ -12,17 +12,17 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from engine import fanout, items, templating
-from engine import messages as msg
 from engine.actions import ActionContext, Suspend, refuse_splices
 from engine.actions.registry import Registry
 from engine.errors import ActionError, BatonError
 from engine.fleet import inventory
-from engine.runs import remote
+from engine.playbooks import templating
+from engine.runs import fanout, items, remote
+from engine.runs import messages as msg
 from engine.runs.node import Node
-from engine.state import RunState, StepState
+from engine.runs.state import RunState, StepState
+from engine.runs.transitions import RunMachine
 from engine.timing import Clock, Timers
-from engine.transitions import RunMachine
 from storage.store import Store
 
 if TYPE_CHECKING:
@@ -59,14 +59,13 @@ class Executor:
 
     def launch(self, run: RunState, step: StepState) -> None:
         self.node.busy_inc()
-        if step.spec.for_each is not None:  # its timeout applies to each item
-            step.task = asyncio.create_task(
-                self._fan_out(run, step), name=f"step-{run.id}-{step.id}"
-            )
+        fans = step.spec.for_each is not None
+        work = self._fan_out(run, step) if fans else self._execute(run, step, step.attempts)
+        task = asyncio.create_task(work, name=f"step-{run.id}-{step.id}")
+        task.add_done_callback(partial(self._never_ran, run, step, step.attempts))
+        step.task = task
+        if fans:  # its timeout applies to each item
             return
-        step.task = asyncio.create_task(
-            self._execute(run, step, step.attempts), name=f"step-{run.id}-{step.id}"
-        )
         if step.spec.timeout is not None:
             at = self.clock.now() + step.spec.timeout
             self.machine.set_timer(run, step, at, "timeout")
@@ -85,6 +84,21 @@ class Executor:
                 if step.task is not None and not step.task.done():
                     step.cancel_reason = "shutdown"
 
+    def _never_ran(
+        self, run: RunState, step: StepState, attempt: int, task: asyncio.Task[None]
+    ) -> None:
+        """A step's task cancelled before it ever ran (a cancel the driver applies in the
+        turn right after the launch, a stop's drain): Python ends such a task without
+        entering its coroutine, so nothing below told the driver. Its end is told here,
+        as ``_act`` tells a cancelled attempt's; without it the step stayed running and
+        its run never ended."""
+        if not task.cancelled():
+            return  # it ran: its end was posted by ``_execute`` or ``_fan_out``
+        if step.task is task:
+            step.task = None
+        self.node.post(run, stopped(run, step, attempt, step.cancel_reason))
+        self.node.busy_dec()
+
     async def _execute(self, run: RunState, step: StepState, attempt: int) -> None:
         result = await self._act(run, step, run.context(), attempt, lambda: step.cancel_reason)
         step.task = None
@@ -92,7 +106,7 @@ class Executor:
         self.node.busy_dec()
 
     async def _fan_out(self, run: RunState, step: StepState) -> None:
-        """A ``for_each`` step: its items, each through ``_act`` (``engine.fanout``)."""
+        """A ``for_each`` step: its items, each through ``_act`` (``engine.runs.fanout``)."""
         fan = fanout.FanOut(
             run,
             step,
@@ -129,6 +143,7 @@ class Executor:
             now=self.clock.now,
             http=self.http,
             log=lambda text, level="info": self._log(run, step, text, level),
+            mask=run.masker.mask_text,
             env=self.step_env,
             hosts=inventory.host,
         )
@@ -159,20 +174,8 @@ class Executor:
                     output=dict(out or {}),
                     attachments=ctx.attachments,
                 )
-        except asyncio.CancelledError:
-            reason = why() or "cancelled"
-            outcome, error = {
-                "timeout": ("timed_out", f"timed out after {step.spec.timeout}"),
-                "shutdown": ("interrupted", "interrupted by shutdown"),
-            }.get(reason, ("cancelled", f"cancelled by {run.stopped_by or 'request'}"))
-            result = msg.Finished(  # what the action printed until then is kept
-                step.id,
-                attempt,
-                outcome,
-                output=dict(ctx.partial or {}),
-                error=error,
-                attachments=ctx.attachments,
-            )
+        except asyncio.CancelledError:  # what the action printed until then is kept
+            result = stopped(run, step, attempt, why(), dict(ctx.partial or {}), ctx.attachments)
         except remote.Ended as exc:  # on a worker: timed out there, or interrupted
             result = msg.Finished(
                 step.id,
@@ -204,6 +207,25 @@ class Executor:
         self.node.post(
             run, msg.Logged(step.id, run.masker.mask_text(text), level, self.clock.now())
         )
+
+
+def stopped(
+    run: RunState,
+    step: StepState,
+    attempt: int,
+    why: str | None,
+    output: dict[str, Any] | None = None,
+    attachments: dict[str, str] | None = None,
+) -> msg.Finished:
+    """The end of an attempt whose task was cancelled, as ``why`` says: timeout,
+    shutdown, else cancelled (a stop of the run)."""
+    outcome, error = {
+        "timeout": ("timed_out", f"timed out after {step.spec.timeout}"),
+        "shutdown": ("interrupted", "interrupted by shutdown"),
+    }.get(why or "cancelled", ("cancelled", f"cancelled by {run.stopped_by or 'request'}"))
+    return msg.Finished(
+        step.id, attempt, outcome, output=output or {}, error=error, attachments=attachments or {}
+    )
 
 
 def _input_errors(action: str, exc: pydantic.ValidationError) -> str:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import sqlalchemy as sa
 
 from engine.errors import InvalidTransition
-from engine.playbook import Phase, Playbook
+from engine.playbooks.model import Phase, Playbook
 from storage import tables as t
 from storage.store import Store
 

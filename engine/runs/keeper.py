@@ -16,10 +16,10 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
-from engine import messages as msg
 from engine import timing
 from engine.runs import inbox
-from engine.state import RunStatus
+from engine.runs import messages as msg
+from engine.runs.state import RunStatus
 
 if TYPE_CHECKING:
     from engine.runs.engine import Engine

@@ -30,7 +30,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine.state import RUNS_DRIVEN
+from engine.runs.state import RUNS_DRIVEN
 from storage import tables as t
 
 ACTIVE = RUNS_DRIVEN  # run statuses a driver works on (queued runs are admitted)

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-from engine.state import RunState
+from engine.runs.state import RunState
 
 log = logging.getLogger(__name__)
 

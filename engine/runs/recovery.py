@@ -13,18 +13,18 @@ from typing import Any
 import sqlalchemy as sa
 
 from engine import events as ev
-from engine import messages as msg
 from engine import storable
 from engine.bus import EventBus
 from engine.errors import BatonError
-from engine.loading import RunRecords
 from engine.runs import inbox, leases
+from engine.runs import messages as msg
 from engine.runs.leases import Leases
+from engine.runs.loading import RunRecords
 from engine.runs.node import Node
 from engine.runs.remote import Remote
-from engine.state import RunState, RunStatus, StepStatus
+from engine.runs.state import RunState, RunStatus, StepStatus
+from engine.runs.transitions import RunMachine
 from engine.timing import Clock
-from engine.transitions import RunMachine
 from storage import tables as t
 from storage.store import Store
 

@@ -43,12 +43,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from engine import messages as msg
 from engine.actions import ActionContext
 from engine.errors import ActionError, BatonError
-from engine.inputchecks import NEEDS_POSTGRES
+from engine.playbooks.inputchecks import NEEDS_POSTGRES
 from engine.runs import inbox
-from engine.state import RunState, StepState, StepStatus
+from engine.runs import messages as msg
+from engine.runs.state import RunState, StepState, StepStatus
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -8,13 +8,13 @@ import sqlalchemy as sa
 
 from engine import audit
 from engine.errors import InvalidTransition
-from engine.loading import RunRecords
-from engine.playbook import Phase, from_snapshot
+from engine.playbooks.model import Phase, from_snapshot
 from engine.runs import fromfailed
 from engine.runs.admission import Admission, limit_reached
 from engine.runs.leases import Leases
+from engine.runs.loading import RunRecords
 from engine.runs.node import Node
-from engine.state import RunStatus
+from engine.runs.state import RunStatus
 from engine.timing import Clock
 from storage import definitions
 from storage import tables as t
@@ -117,6 +117,8 @@ class Retries:
             await self.admission.admit_new(run, [], existing=True)
         except ClaimLost:
             now_row = await self.records.row(run_id)
+            if now_row.attempt == row.attempt + 1 and now_row.started_at is not None:
+                return  # the node's admission round started the queued attempt first
             by_whom = f" by {now_row.stopped_by}" if now_row.stopped_by else ""
             raise InvalidTransition(
                 f"run {run_id}'s new attempt was {now_row.status}{by_whom} before it started"

@@ -164,7 +164,7 @@ class StepWorker:
             body = self._body(spec)
             mask = Masker(body.get("mask") or [])
             live = LiveLog(self.store, spec, mask)
-            ctx = self._context(spec, body, live.add)
+            ctx = self._context(spec, body, live.add, mask)
             report = await self._run(spec, body, ctx)
         except asyncio.CancelledError:
             partial = (ctx.partial if ctx else None) or {}
@@ -199,7 +199,7 @@ class StepWorker:
         return body
 
     def _context(
-        self, spec: Mapping[str, Any], body: Mapping[str, Any], keep: Logger
+        self, spec: Mapping[str, Any], body: Mapping[str, Any], keep: Logger, mask: Masker
     ) -> ActionContext:
         return ActionContext(
             run_id=str(spec["run_id"]),
@@ -211,6 +211,7 @@ class StepWorker:
             now=lambda: datetime.now(UTC),
             http=self.http,
             log=keep,
+            mask=mask.mask_text,
             env=self.env,
             hosts=self.hosts,
         )

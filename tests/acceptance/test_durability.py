@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from engine import cron
+from engine.schedules import cron
 from tests.acceptance.serve import Server, lines, now, wait_until
 
 MakeServer = Callable[..., Server]

@@ -19,10 +19,10 @@ import pytest
 
 from bot.app import Baton, open_baton
 from bot.settings import Settings
-from engine import queries
 from engine.fleet import inventory
-from engine.requests import RunRequest
+from engine.runs.requests import RunRequest
 from engine.timing import ManualClock, ManualTimers
+from engine.views import queries
 from tests.fakes.sshd import Sshd
 
 LIBRARY = Path(__file__).resolve().parents[2] / "playbooks"

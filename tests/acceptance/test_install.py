@@ -49,7 +49,8 @@ def test_the_first_install_is_quiet_and_a_plain_path(tmp_path: Path) -> None:
         [
             str(venv / "bin" / "python"),
             "-c",
-            "import bot, engine.cron, storage, importlib.metadata as m; print(bot.__file__);"
+            "import bot, engine.schedules.cron, storage, importlib.metadata as m;"
+            "print(bot.__file__);"
             "print(sorted(e.name for e in m.entry_points(group='baton.actions')))",
         ],
         cwd=tmp_path,  # anywhere, not the project's folder

@@ -20,11 +20,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from engine import events as ev
-from engine import params, playbook, templating, validate
 from engine.actions.registry import Registry
-from engine.alertrows import alert_context
-from engine.alerts import Alert
+from engine.alerts.model import Alert
+from engine.alerts.rows import alert_context
 from engine.errors import ConcurrencyLimit, NotAllowed
+from engine.playbooks import model as playbook
+from engine.playbooks import params, templating, validate
 from storage import tables as t
 from tests.harness import Harness
 

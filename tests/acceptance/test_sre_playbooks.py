@@ -28,7 +28,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from bot.alerts import parsers
-from engine.alerting import AlertPolicy, Alerts
+from engine.alerts.router import AlertPolicy, AlertRouter
 from engine.errors import NotAllowed
 from storage import tables as t
 from tests.acceptance.test_playbooks import Factory, library, logged, output, run_status, stdout
@@ -170,11 +170,11 @@ def demo_disk(work: Path, threshold: int = 100) -> dict[str, str]:
 
 
 @pytest.fixture
-async def alerts_of() -> AsyncIterator[Callable[[Harness], Alerts]]:
-    started: list[Alerts] = []
+async def alerts_of() -> AsyncIterator[Callable[[Harness], AlertRouter]]:
+    started: list[AlertRouter] = []
 
-    def make(h: Harness) -> Alerts:
-        alerts = Alerts(h.engine, AlertPolicy(global_rate=(100, 60.0)))
+    def make(h: Harness) -> AlertRouter:
+        alerts = AlertRouter(h.engine, AlertPolicy(global_rate=(100, 60.0)))
         started.append(alerts)
         return alerts
 
@@ -183,7 +183,7 @@ async def alerts_of() -> AsyncIterator[Callable[[Harness], Alerts]]:
         await alerts.stop()
 
 
-async def deliver(h: Harness, alerts: Alerts, body: dict[str, Any]) -> None:
+async def deliver(h: Harness, alerts: AlertRouter, body: dict[str, Any]) -> None:
     parsed = parsers.alertmanager(body)
     assert parsed.rejected == []
     await alerts.receive(parsed.alerts, parsed.rejected)
@@ -192,7 +192,7 @@ async def deliver(h: Harness, alerts: Alerts, body: dict[str, Any]) -> None:
 
 
 async def test_disk_full_runs_from_the_readmes_alertmanager_body(
-    harness: Factory, tmp_path: Path, alerts_of: Callable[[Harness], Alerts]
+    harness: Factory, tmp_path: Path, alerts_of: Callable[[Harness], AlertRouter]
 ) -> None:
     work = tmp_path / "disk"
     h = await harness(demo_disk(work))
@@ -226,7 +226,7 @@ async def test_disk_full_runs_from_the_readmes_alertmanager_body(
 
 
 async def test_disk_full_resolved_cancels_a_run_still_waiting(
-    harness: Factory, tmp_path: Path, alerts_of: Callable[[Harness], Alerts]
+    harness: Factory, tmp_path: Path, alerts_of: Callable[[Harness], AlertRouter]
 ) -> None:
     h = await harness(demo_disk(tmp_path / "disk", threshold=1))
     alerts = alerts_of(h)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -47,6 +48,7 @@ class Terminal:
     """An interactive bash on a pty: type into it, read what it shows."""
 
     def __init__(self, env: dict[str, str], cwd: Path) -> None:
+        self.env = env
         self.master, slave = os.openpty()
         self.shell = subprocess.Popen(
             [sys.executable, "-c", SESSION, "bash", "--norc", "--noprofile", "-i"],
@@ -111,11 +113,25 @@ class Terminal:
         print(self.output)  # shown by pytest when the test failed
 
 
+GATED = """
+name: gated
+steps:
+  - id: gate
+    action: approval
+    with: {approvers: [bob], message: "go?"}
+  - id: after
+    action: log
+    needs: gate
+    with: {message: done}
+"""
+
+
 @pytest.fixture
 def terminal(tmp_path: Path) -> Iterator[tuple[Terminal, int]]:
     folder = tmp_path / "playbooks"
     folder.mkdir()
     (folder / "hello.yaml").write_text(textwrap.dedent(HELLO))
+    (folder / "gated.yaml").write_text(GATED)
     port = free_port()
     inherited = {k: v for k, v in os.environ.items() if not k.startswith(("BATON_", "SLACK_"))}
     env = {
@@ -193,3 +209,39 @@ def test_ctrl_z_then_bg_closes_the_console_and_goes_on_serving(
     wait_until(lambda: healthy(port), what="/healthz answering in the background")
     assert running(term, pid)
     assert term.output.count("Stopped") == 1  # not stopped again by a read of the terminal
+
+
+def test_a_progress_line_is_drawn_above_the_line_being_typed(
+    terminal: tuple[Terminal, int],
+) -> None:
+    """While `sta` is half typed, a line of the run's progress (an approval given from
+    another process) goes above the prompt, and the prompt with `sta` is drawn again
+    below it: the rest typed (`tus`) makes the command `status`, not a broken line. When
+    the console ends, the terminal has its settings back (canonical mode, echo)."""
+    term, _ = terminal
+    wait_until(lambda: term.shows("$ "), what="the shell's prompt")
+    term.type('"$BATON" console\n')
+    wait_until(lambda: term.shows("baton> "), what="the console's prompt")
+    term.type("run gated\n")
+    wait_until(lambda: term.shows("answer with `approve "), what="the approval prompt")
+    approval = re.findall(r"approval (\w+) needed", term.output)[0]
+    term.type("sta")
+    wait_until(lambda: term.output.endswith("sta"), what="the half-typed line echoed")
+    other = subprocess.run(
+        [BATON, "console", "--as", "bob"],
+        input=f"approve {approval}\n",
+        env=term.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert other.returncode == 0, other.stderr
+    redrawn = f"\r\x1b[2K  approval {approval} approved\r\nbaton> sta"
+    wait_until(lambda: term.shows(redrawn), what="the progress line above the typed line")
+    term.type("tus\n")
+    wait_until(lambda: term.shows("no active runs of "), what="the answer to `status`")
+    term.type("quit\n")
+    wait_until(lambda: term.output.endswith("$ "), what="the shell's prompt again")
+    term.type("stty -a | grep -q -e ' -icanon' -e ' -echo ' && echo RAW-MODE || echo COOKED\n")
+    wait_until(lambda: term.shows("\r\nCOOKED"), what="the terminal's settings back")
+    assert "RAW-MODE\r\n" not in term.output

@@ -118,6 +118,20 @@ params:
     needs: hold
     with: {{message: "all done"}}
 """,
+    "shell-follow": f"""
+name: shell-follow
+description: A shell step that prints a line, reads the fifo `shell-fifo` in its dir, prints again.
+params:
+{DIR}steps:
+  - id: talk
+    action: shell
+    timeout: 2m
+    with:
+      script: |
+        echo "shell waits"
+        cat "$PARAM_DIR/shell-fifo"
+        echo "shell goes on"
+""",
     "pair": f"""
 name: pair
 description: Two steps side by side, each logging a line, then another once its file is there.

@@ -6,6 +6,11 @@ step's log lines arriving without a reload. Every page is also saved as a screen
 
 from __future__ import annotations
 
+import errno
+import os
+import re
+from pathlib import Path
+
 from playwright.async_api import Page, expect
 
 from tests.acceptance.serve import Server, wait_until
@@ -74,12 +79,35 @@ async def test_approve_as_another_person_and_self_approval_is_refused(
 
     await log_in(page, baton, BOB, "/approvals")
     await shot(page, "approvals")
-    await page.locator(f'#approvals-mine button.approve[data-approval="{gate.id}"]').click()
+    form = page.locator(f'#approvals-mine form:has(button.approve[data-approval="{gate.id}"])')
+    await form.locator("input[name=comment]").fill("canary is green")
+    await form.locator("button.approve").click()
     await expect(page).to_have_url(url(baton, "/approvals"))
     assert baton.wait_run(run_id).status == "succeeded"
     assert baton.approvals(run_id)[0].status == "approved"
     await page.goto(url(baton, f"/runs/{run_id}"))
     await expect(page.locator("#run-status")).to_have_attribute("data-status", "succeeded")
+    decision = page.locator(f'tr[data-decisions="{gate.id}"] li[data-decision="bob"]')
+    await expect(decision).to_contain_text("bob approved at")
+    await expect(decision).to_contain_text("UTC: canary is green")
+
+    await page.goto(url(baton, f"/audit?target={run_id}"))  # the run's trail: start, gate
+    actions = page.locator("#audit tr[data-audit] td:nth-child(3)")
+    await expect(actions).to_contain_text(["approve", "approval-request", "run"])
+
+
+async def test_a_trigger_filter_is_picked_from_the_triggers_and_a_bad_one_is_a_400(
+    page: Page, baton: Server
+) -> None:
+    await log_in(page, baton, ALICE)
+    await page.locator("#run-filters select[name=trigger]").select_option("api")
+    await page.locator("#run-filters button[type=submit]").click()
+    await expect(page).to_have_url(re.compile(r"[?&]trigger=api(&|$)"))
+    answer = await page.goto(url(baton, "/?trigger=sms"))
+    assert answer is not None and answer.status == 400
+    await expect(page.locator("main")).to_contain_text(
+        "trigger must be one of api, cli, console, slack, web, schedule, alert, playbook, not 'sms'"
+    )
 
 
 async def test_a_viewer_sees_no_button_and_a_forged_post_is_refused(
@@ -162,6 +190,45 @@ async def test_a_running_steps_log_lines_appear_without_a_reload(page: Page, bat
     await expect(page.locator("#run-status")).to_have_attribute("data-status", "succeeded")
     await expect(page.locator("#run-logs-section .live")).to_have_count(0)  # it ended
     assert await page.evaluate("() => window.kept") == "the same page"  # no reload
+
+
+def write_fifo(fifo: Path, text: str) -> None:
+    """Write to ``fifo`` once a step has it open for reading (ENXIO until then)."""
+
+    def opened() -> int | None:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise
+            return None
+
+    fd = wait_until(opened, what=f"a reader of {fifo}")
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+async def test_a_running_shell_steps_output_appears_while_it_runs(
+    page: Page, baton: Server
+) -> None:
+    fifo = baton.work / "shell-fifo"
+    fifo.unlink(missing_ok=True)
+    os.mkfifo(fifo)
+    run_id = baton.start_run("shell-follow")
+    baton.wait_step(run_id, "talk", "running")
+    await log_in(page, baton, ALICE, f"/runs/{run_id}")
+    logs = page.locator("#run-logs")
+    await expect(logs).to_contain_text("] shell waits")  # a log line, before the step ends
+    await expect(page.locator("#run-status")).to_have_attribute("data-status", "running")
+    await expect(logs).not_to_contain_text("shell goes on")
+
+    write_fifo(fifo, "the test's line\n")
+
+    await expect(logs).to_contain_text("] shell goes on")
+    await expect(page.locator("#run-status")).to_have_attribute("data-status", "succeeded")
+    await expect(logs).to_contain_text("[stdout]\nshell waits\nthe test's line\nshell goes on")
 
 
 async def test_parallel_steps_log_each_in_its_place_without_redrawing_the_logs(

@@ -8,8 +8,7 @@ from typing import Any
 
 import aiohttp
 
-from engine import stepenv
-from engine.actions import ActionContext
+from engine.actions import ActionContext, stepenv
 
 
 class RecordingLog:

@@ -27,7 +27,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from bot import api
 from bot.app import Baton, open_baton
 from bot.settings import Settings
-from engine.requests import RunRequest
+from engine.runs.requests import RunRequest
 from engine.timing import ManualClock, ManualTimers
 
 PLAYBOOKS = {

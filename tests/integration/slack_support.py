@@ -28,8 +28,8 @@ from bot.app import Baton, open_baton
 from bot.settings import Settings
 from bot.slack.front import SlackFront
 from engine import events as ev
-from engine import queries
 from engine.timing import ManualClock, ManualTimers
+from engine.views import queries
 from tests.fakes import slack as fake
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from engine import events as ev
-from engine.requests import RunRequest
+from engine.runs.requests import RunRequest
 from storage import tables as t
 from tests.fakes.processes import alive, wait_until
 from tests.harness import Harness

@@ -12,8 +12,8 @@ import pytest
 import sqlalchemy as sa
 
 from engine import events as ev
-from engine.alerting import AlertPolicy, Alerts
-from engine.alerts import Alert, Link, Rejected
+from engine.alerts.model import Alert, Link, Rejected
+from engine.alerts.router import AlertPolicy, AlertRouter
 from storage import tables as t
 from tests.conftest import HarnessFactory
 from tests.harness import Harness
@@ -85,10 +85,10 @@ class Ticks:
 
 
 @pytest.fixture
-async def routed(harness: HarnessFactory) -> AsyncIterator[tuple[Harness, Alerts, Ticks]]:
+async def routed(harness: HarnessFactory) -> AsyncIterator[tuple[Harness, AlertRouter, Ticks]]:
     h = await harness(PLAYBOOKS)
     ticks = Ticks()
-    alerts = Alerts(h.engine, AlertPolicy(global_rate=(100, 60.0)), monotonic=ticks)
+    alerts = AlertRouter(h.engine, AlertPolicy(global_rate=(100, 60.0)), monotonic=ticks)
     await alerts.start()
     yield h, alerts, ticks
     await alerts.stop()
@@ -108,7 +108,7 @@ def disk(
     )
 
 
-async def send(h: Harness, alerts: Alerts, *items: Alert) -> list[int]:
+async def send(h: Harness, alerts: AlertRouter, *items: Alert) -> list[int]:
     receipt = await alerts.receive(list(items))
     await alerts.idle()
     await h.engine.wait_idle()
@@ -126,7 +126,7 @@ async def runs_of(h: Harness, playbook: str) -> list[Any]:
 
 
 async def test_a_matching_alert_starts_each_matching_playbook_with_templated_params(
-    routed: tuple[Harness, Alerts, Ticks],
+    routed: tuple[Harness, AlertRouter, Ticks],
 ) -> None:
     h, alerts, _ = routed
     await send(h, alerts, disk("db-1"))
@@ -153,7 +153,7 @@ async def test_a_matching_alert_starts_each_matching_playbook_with_templated_par
     ids=["critical", "warning", "info-no", "dev-negated", "prod"],
 )
 async def test_matchers_follow_alertmanager(
-    routed: tuple[Harness, Alerts, Ticks],
+    routed: tuple[Harness, AlertRouter, Ticks],
     labels: dict[str, str],
     severity: str,
     started: bool,
@@ -164,7 +164,7 @@ async def test_matchers_follow_alertmanager(
 
 
 async def test_a_repeat_attaches_to_the_run_while_active_and_within_the_window_after(
-    routed: tuple[Harness, Alerts, Ticks],
+    routed: tuple[Harness, AlertRouter, Ticks],
 ) -> None:
     h, alerts, _ = routed
     await send(h, alerts, disk("db-1"))
@@ -188,7 +188,7 @@ async def test_a_repeat_attaches_to_the_run_while_active_and_within_the_window_a
 
 
 async def test_storms_are_held_beyond_the_rate_and_summed_up_never_dropped(
-    routed: tuple[Harness, Alerts, Ticks],
+    routed: tuple[Harness, AlertRouter, Ticks],
 ) -> None:
     h, alerts, ticks = routed
     h.events.drain()
@@ -214,7 +214,7 @@ async def test_storms_are_held_beyond_the_rate_and_summed_up_never_dropped(
 
 async def test_the_global_cap_holds_alerts_of_every_trigger(harness: HarnessFactory) -> None:
     h = await harness(PLAYBOOKS)
-    alerts = Alerts(h.engine, AlertPolicy(global_rate=(3, 60.0)), monotonic=Ticks())
+    alerts = AlertRouter(h.engine, AlertPolicy(global_rate=(3, 60.0)), monotonic=Ticks())
     await alerts.start()
     try:
         await send(h, alerts, *[disk(f"db-{i}") for i in range(4)])
@@ -230,7 +230,7 @@ async def test_the_global_cap_holds_alerts_of_every_trigger(harness: HarnessFact
 
 
 async def test_resolution_marks_the_runs_cancels_waiting_ones_and_runs_on_resolved(
-    routed: tuple[Harness, Alerts, Ticks],
+    routed: tuple[Harness, AlertRouter, Ticks],
 ) -> None:
     h, alerts, _ = routed
     await send(h, alerts, disk("db-1"))
@@ -255,7 +255,7 @@ async def test_resolution_marks_the_runs_cancels_waiting_ones_and_runs_on_resolv
 
 
 async def test_unmatched_failed_and_rejected_alerts_are_stored_with_why(
-    routed: tuple[Harness, Alerts, Ticks],
+    routed: tuple[Harness, AlertRouter, Ticks],
 ) -> None:
     h, alerts, _ = routed
     other = Alert(source="grafana", fingerprint="g1", status="firing", labels={"alertname": "X"})
@@ -273,7 +273,7 @@ async def test_unmatched_failed_and_rejected_alerts_are_stored_with_why(
 
 
 async def test_a_long_fingerprint_is_kept_as_a_hash_and_repeats_still_attach(
-    routed: tuple[Harness, Alerts, Ticks],
+    routed: tuple[Harness, AlertRouter, Ticks],
 ) -> None:
     h, alerts, _ = routed
     long = dataclasses.replace(disk("db-1"), fingerprint="x" * 500, severity="s" * 100)
@@ -288,10 +288,10 @@ async def test_alerts_stored_but_not_routed_before_a_crash_are_routed_at_start(
     harness: HarnessFactory,
 ) -> None:
     h = await harness(PLAYBOOKS)
-    first = Alerts(h.engine, AlertPolicy(), monotonic=Ticks())
+    first = AlertRouter(h.engine, AlertPolicy(), monotonic=Ticks())
     await first.receive([disk("db-7")])  # stored; no worker ever ran
     assert [r.outcome for r in await rows(h)] == ["pending"]
-    second = Alerts(h.engine, AlertPolicy(), monotonic=Ticks())
+    second = AlertRouter(h.engine, AlertPolicy(), monotonic=Ticks())
     await second.start()
     try:
         await second.idle()

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from bot import api
 from bot.app import Baton, open_baton
 from bot.settings import Settings
-from engine.requests import RunRequest
+from engine.runs.requests import RunRequest
 from engine.timing import ManualClock, ManualTimers
 
 TOKEN = "s3cret-token"
@@ -124,7 +124,8 @@ async def test_waiting_gates_are_listed_and_carried_by_the_run(
     await baton.engine.wait_idle()
     (gate,) = await (await client.get("/api/approvals")).json()
     assert gate["run_id"] == run_id and gate["playbook"] == "ship" and gate["step"] == "review"
-    assert gate["approvers"] == "bob, carol" and gate["message"] == "ship it?"
+    assert gate["approvers"] == ["bob", "carol"] and gate["message"] == "ship it?"
+    assert gate["allow_self_approval"] is False
     assert (gate["min_approvals"], gate["approvals"]) == (2, 0)
     assert gate["deadline_at"] is not None
 
@@ -135,6 +136,7 @@ async def test_waiting_gates_are_listed_and_carried_by_the_run(
     run = await (await client.get(f"/api/runs/{run_id}")).json()
     (carried,) = run["approvals"]
     assert carried["id"] == gate["id"] and carried["step"] == "review"
+    assert (carried["approvers"], carried["allow_self_approval"]) == (["bob", "carol"], False)
     assert (carried["status"], carried["approvals"], carried["min_approvals"]) == ("pending", 1, 2)
     (listed,) = await (await client.get("/api/approvals")).json()
     assert listed["approvals"] == 1

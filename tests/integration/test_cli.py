@@ -709,3 +709,25 @@ def test_a_broken_playbook_is_one_warning_per_command_not_its_whole_list(
     assert len(warned) == 1, out.stderr
     assert f"playbook file not loaded: {broken}:" in warned[0]
     assert f"more: `baton validate {broken}` lists them)" in warned[0]
+
+
+def test_without_config_a_gate_only_a_group_may_approve_is_refused_everywhere(
+    env: dict[str, str],
+) -> None:
+    """Without BATON_CONFIG there are no Baton groups: `baton validate` refuses the gate
+    at its line, and a run (which loads the playbooks as `baton serve` does) says the
+    playbook is invalid instead of opening a gate that would wait its whole timeout."""
+    assert "BATON_CONFIG" not in env
+    path = Path(env["BATON_PLAYBOOKS"]) / "gated.yaml"
+    path.write_text(
+        "name: gated\nsteps:\n  - id: gate\n    action: approval\n"
+        "    with: {approvers: {groups: [leads]}, timeout: 1h}\n"
+    )
+    out = baton(env, "validate", str(path))
+    assert out.returncode == 1
+    assert out.stdout.startswith(f"{path}:5: step 'gate': approvers group 'leads' is not a Baton")
+    assert out.stdout.rstrip().endswith("the gate names nobody else: nobody could ever approve it")
+    out = baton(env, "run", "gated")
+    assert out.returncode == 2
+    assert "Playbook 'gated' is invalid, so it cannot run" in out.stderr
+    assert "nobody could ever approve it" in out.stderr

@@ -10,7 +10,8 @@ import sqlalchemy as sa
 
 from bot.approvers import ApproverCheck
 from bot.commands import Actor, Commands, Reply
-from engine import accessconfig, queries
+from engine.access import config as accessconfig
+from engine.views import queries
 from storage import tables as t
 from tests.conftest import HarnessFactory
 from tests.harness import Harness
@@ -366,3 +367,30 @@ async def test_console_gate_quorum_double_outsider_escalation_and_status(
         sa.select(t.decisions.c.user).where(t.decisions.c.approval_id == gate)
     )
     assert sorted(r.user for r in decided) == ["bob", "dave"]
+
+
+async def test_a_huge_param_is_stored_once_in_the_audit(harness: HarnessFactory) -> None:
+    """The run's (or schedule's) audit row keeps the params; the audit row of the command
+    that made it names a long value by its size instead of keeping it a second time.
+    A refused command keeps its whole text: it is the only row."""
+    h, cmds = await _setup(harness)
+    huge = "z" * 100_000
+    ran = await say(h, cmds, f"run greet who={huge} env=prod")
+    scheduled = await say(h, cmds, f"schedule greet in 30m who={huge}")
+    refused = await say(h, cmds, f"run greet who={huge} env=dev")
+    assert ran.ok and scheduled.ok and not refused.ok
+    rows = await h.store.all(sa.select(t.audit).order_by(t.audit.c.id))
+    assert [r.action for r in rows] == [
+        *("run", "command:run", "schedule", "command:schedule", "command:run")
+    ]
+    assert rows[0].detail["params"]["who"] == huge
+    assert rows[1].detail["text"] == (
+        "run greet 'who=<100,000 characters, kept with the run>' env=prod"
+    )
+    assert rows[2].detail["params"]["who"] == huge
+    assert rows[3].detail["text"] == (
+        "schedule greet 'in 30m' 'who=<100,000 characters, kept with the schedule>'"
+    )
+    assert huge in rows[4].detail["text"]  # refused: no other row holds it
+    stored = sum(len(str(r.detail)) for r in rows)
+    assert stored < 3 * len(huge) + 1_000  # once each for the run, schedule and refusal

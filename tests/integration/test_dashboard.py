@@ -19,11 +19,18 @@ from aiohttp import ClientResponse
 from bot.app import Baton
 from bot.dashboard import live
 from bot.dashboard.run import DRAWINGS
-from engine import runlogs
-from engine.requests import RunRequest
+from engine.runs.requests import RunRequest
+from engine.views import runlogs
 from storage import tables as t
 from tests.fakes.livepage import LivePage
-from tests.integration.dashboard_support import LOCAL, PLAYBOOKS, dashboard, ids_in, start
+from tests.integration.dashboard_support import (
+    LOCAL,
+    PLAYBOOKS,
+    dashboard,
+    ids_in,
+    start,
+    token_of,
+)
 
 
 async def runs_count(baton: Baton) -> int:
@@ -282,7 +289,7 @@ async def test_a_bad_param_in_the_start_form_shows_the_message_and_starts_nothin
         assert resp.status == 400 and "`hello` needs who" in await resp.text()
         gone = await alice.post("/playbooks/hallo/run", {"param-who": "x"})  # a stale form
         said = await gone.text()
-        assert gone.status == 400 and 'id="error"' in said and "Did you mean `hello`?" in said
+        assert gone.status == 404 and 'id="error"' in said and "Did you mean `hello`?" in said
 
         asked = {**typed, "param-times": "2", "dry_run": "1"}
         dry = await alice.submit("/playbooks", "/playbooks/hello/run", **asked)
@@ -348,6 +355,7 @@ async def test_decisions_go_through_commands_and_self_approval_is_refused(
         assert 'id="no-approvals"' in page and "cannot approve it" in page
         page = await alice.text(f"/runs/{run_id}")  # nor on the run's page
         assert 'class="approve"' not in page and "cannot approve it" in page
+        assert "<td>bob</td><td>0 of 1</td>" in page  # the approvers, alice left out
         resp = await alice.post(f"/approvals/{gate.id}/approve")  # a hand-made form: refused
         assert resp.status == 403
         assert f"alice started run {run_id} and cannot approve it" in await resp.text()
@@ -509,3 +517,30 @@ async def test_the_audit_trail_is_filtered_by_who_action_target_and_time(tmp_pat
         assert 'id="no-audit"' in await bob.text("/audit", params={"until": "2020-01-01"})
         first = await bob.text("/audit", params={"limit": "1"})
         assert first.count("<tr data-audit=") == 1 and 'id="page-next"' in first
+
+
+async def test_a_refusal_has_the_status_the_api_gives_it(tmp_path: Path) -> None:
+    """What does not exist is a 404 and what the run's state does not allow now a 409,
+    on the dashboard's pages as on the API (not a 400 for both)."""
+    async with dashboard(tmp_path) as site:
+        baton, alice = site.baton, await site.visitor("alice")
+        bearer = {"Authorization": f"Bearer {token_of('alice')}"}
+        made = await baton.schedules.add_cron("hello", "0 9 * * *", {"who": "ops"}, "alice")
+        await baton.schedules.remove(made.id, "alice")
+        failed, napping = await start(baton, "chain"), await start(baton, "nap")
+        cases = [  # the page's button, the API's call for the same thing, the status
+            ("/runs/nope/cancel", ("POST", "/api/runs/nope/cancel?by=alice"), 404),
+            ("/runs/nope/retry", ("POST", "/api/runs/nope/retry?by=alice"), 404),
+            (f"/runs/{failed}/cancel", ("POST", f"/api/runs/{failed}/cancel?by=alice"), 409),
+            (f"/runs/{napping}/retry", ("POST", f"/api/runs/{napping}/retry?by=alice"), 409),
+            ("/approvals/nope/approve", ("POST", "/api/approvals/nope"), 404),
+            ("/playbooks/hallo/run", ("GET", "/api/playbooks/hallo"), 404),
+            (f"/schedules/{made.id}/pause", ("DELETE", f"/api/schedules/{made.id}"), 404),
+        ]
+        for page_path, (method, api_path), status in cases:
+            shown = await alice.post(page_path, {"param-who": "x"})
+            assert shown.status == status, (page_path, await shown.text())
+            body = {"decision": "approve"} if "approvals" in api_path else None
+            answer = await alice.client.request(method, api_path, headers=bearer, json=body)
+            assert answer.status == status, (api_path, await answer.text())
+        assert (await run_row(baton, napping)).status == "waiting"  # nothing changed

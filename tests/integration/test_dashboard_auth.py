@@ -28,8 +28,8 @@ from bot.app import Baton, open_baton
 from bot.dashboard import auth
 from bot.serve import refuse_an_open_dashboard
 from bot.settings import Settings
-from engine import accessconfig
-from engine.access import AccessRules
+from engine.access import config as accessconfig
+from engine.access.rules import AccessRules
 from engine.errors import BatonError
 from engine.timing import ManualClock, ManualTimers
 from storage import tables as t
@@ -212,7 +212,7 @@ async def test_a_viewer_sees_no_action_an_operator_retries(serve: Serve) -> None
 
 
 def _request(playbook: str) -> Any:
-    from engine.requests import RunRequest
+    from engine.runs.requests import RunRequest
 
     return RunRequest(playbook=playbook, params={}, requested_by="alice", trigger="api")
 

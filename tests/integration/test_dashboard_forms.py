@@ -38,6 +38,9 @@ async def test_query_strings_out_of_range_or_forged_are_400_pages(tmp_path: Path
             "/alerts?cursor=" + cursor("alerts", "\ud800"),
         ):
             assert "cursor" in await me.text(path, status=400), path
+        twice = "/?status=failed&status=succeeded"  # a filter takes one value, not the first
+        assert "status: given 2 times; give it once" in await me.text(twice, status=400)
+        assert "since: given 2 times" in await me.text("/audit?since=1h&since=2h", status=400)
         nul = await me.client.get("/runs/%00")  # refused before any handler: still a page
         assert nul.status == 400 and nul.content_type == "text/html"
         assert "frame-ancestors 'none'" in nul.headers["Content-Security-Policy"]

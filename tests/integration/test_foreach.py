@@ -15,7 +15,7 @@ from bot.commands import Actor, Commands
 from bot.dashboard import dag
 from bot.slack import blocks
 from engine import events as ev
-from engine import queries, runview
+from engine.views import queries, runview
 from storage import tables as t
 from tests.conftest import HarnessFactory
 from tests.fakes.processes import wait_until

@@ -311,6 +311,12 @@ async def test_reads_with_unstorable_words_are_400(sb: SlackBaton, path: str) ->
         assert "error" in await resp.json()
 
 
+async def test_a_query_field_given_twice_is_400_naming_it(sb: SlackBaton) -> None:
+    async with sb.session.get(f"{sb.url}/api/runs?status=failed&status=succeeded") as resp:
+        assert resp.status == 400, await resp.text()
+        assert (await resp.json())["error"].startswith("status: given 2 times; give it once")
+
+
 API = {"Authorization": "Bearer api-token", "Content-Type": "application/json"}
 
 

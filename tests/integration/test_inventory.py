@@ -16,11 +16,11 @@ import pytest
 from bot.app import Baton, open_baton
 from bot.commands import Actor
 from bot.settings import Settings
-from engine import queries
 from engine.actions import ActionContext
 from engine.fleet import inventory
-from engine.requests import RunRequest
+from engine.runs.requests import RunRequest
 from engine.timing import ManualClock, ManualTimers
+from engine.views import queries
 
 INVENTORY = """\
 all:

@@ -18,10 +18,10 @@ from bot.app import Baton, open_baton
 from bot.commands import Actor, Commands, Reply
 from bot.settings import Settings
 from bot.slack import blocks
-from engine import queries
-from engine.alerting import AlertPolicy, Alerts
-from engine.alerts import Alert
+from engine.alerts.model import Alert
+from engine.alerts.router import AlertPolicy, AlertRouter
 from engine.timing import ManualClock, ManualTimers
+from engine.views import queries
 from storage import tables as t
 from tests.conftest import HarnessFactory
 from tests.fakes import slack as fake
@@ -206,7 +206,7 @@ async def test_an_alert_trigger_gives_a_list_from_a_comma_string_or_a_template(
     harness: HarnessFactory,
 ) -> None:
     h = await harness({"sweep": SWEEP})
-    alerts = Alerts(h.engine, AlertPolicy(global_rate=(100, 60.0)))
+    alerts = AlertRouter(h.engine, AlertPolicy(global_rate=(100, 60.0)))
     await alerts.start()
     try:
         labels = {"alertname": "Sweep", "instances": "n1, n2,n3", "zones": "1 2"}

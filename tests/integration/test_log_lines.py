@@ -9,8 +9,8 @@ import logging
 import pytest
 
 from bot import logs
-from engine.alerting import AlertPolicy, Alerts
-from engine.alerts import Alert
+from engine.alerts.model import Alert
+from engine.alerts.router import AlertPolicy, AlertRouter
 from tests.conftest import HarnessFactory
 from tests.integration.support import approval_id
 
@@ -89,7 +89,7 @@ async def test_alerts_and_schedules_log_what_they_did(
 ) -> None:
     caplog.set_level(logging.INFO)
     h = await harness({"disk-cleanup": DISK})
-    alerts = Alerts(h.engine, AlertPolicy(global_rate=(100, 60.0)))
+    alerts = AlertRouter(h.engine, AlertPolicy(global_rate=(100, 60.0)))
     await alerts.start()
     try:
         fired = Alert(
@@ -104,7 +104,7 @@ async def test_alerts_and_schedules_log_what_they_did(
     finally:
         await alerts.stop()
     first, second = receipt.ids
-    lines = [r.getMessage() for r in messages(caplog, "engine.alerting")]
+    lines = [r.getMessage() for r in messages(caplog, "engine.alerts.router")]
     assert f"alert {first} received from alertmanager: DiskFull (firing, fingerprint fp-1)" in (
         lines
     )
@@ -113,6 +113,6 @@ async def test_alerts_and_schedules_log_what_they_did(
     assert f"alert {second} routed: unmatched (no playbook trigger matches)" in lines
 
     await h.advance(3600)  # the hourly schedule fires
-    (fire,) = [r for r in messages(caplog, "engine.schedules") if "fired" in r.getMessage()]
+    (fire,) = [r for r in messages(caplog, "engine.schedules.service") if "fired" in r.getMessage()]
     assert "of disk-cleanup" in fire.getMessage()
     assert getattr(fire, "playbook", None) == "disk-cleanup" and getattr(fire, "run_id", None)

@@ -16,8 +16,8 @@ from bot import api, grammar
 from bot.app import open_baton
 from bot.commands import Actor
 from bot.settings import Settings
-from engine import runlogs
 from engine.timing import ManualClock, ManualTimers
+from engine.views import runlogs
 from tests.conftest import HarnessFactory
 from tests.fakes import slack as fake
 from tests.integration import support as s

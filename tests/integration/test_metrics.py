@@ -26,8 +26,8 @@ from bot import metrics as metrics_module
 from bot.app import Baton, open_baton
 from bot.settings import Settings
 from bot.slack.client import make_client
-from engine.alerts import Alert, Rejected
-from engine.requests import RunRequest
+from engine.alerts.model import Alert, Rejected
+from engine.runs.requests import RunRequest
 from engine.timing import ManualClock, ManualTimers
 from storage import definitions
 from storage import tables as t

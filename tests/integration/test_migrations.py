@@ -71,7 +71,8 @@ FILLED_AT: dict[str, Callable[[sa.Engine], None]] = {
     "0004_run_commands_run": _fill_0002,  # an index only: the same rows fit
     "0005_dashboard_sessions": _fill_0002,  # 0006 adds a table: the same rows fit
     "0006_step_items": _fill_0002,  # 0007 adds the job queue (PostgreSQL): the same rows fit
-    "0007_job_queue": _fill_0002,  # 0008 moves runs' definitions to a table of their own
+    "0007_job_queue": _fill_0002,  # 0008 adds a nullable column: the same rows fit
+    "0008_alert_node": _fill_0002,  # 0009 moves runs' definitions to a table of their own
 }
 
 
@@ -353,10 +354,10 @@ def _runs_and_definitions(engine: sa.Engine) -> tuple[list[Any], dict[str, Any]]
     return runs, stored
 
 
-def test_0008_stores_each_definition_once_and_a_downgrade_gives_runs_their_copies_back(
+def test_0009_stores_each_definition_once_and_a_downgrade_gives_runs_their_copies_back(
     engine: sa.Engine,
 ) -> None:
-    at_revision(engine, "0007_job_queue")
+    at_revision(engine, "0008_alert_node")
     _fill_0002(engine)
     old, _ = _runs_and_definitions(engine)
     copies = {r.id: r.definition for r in old}
@@ -375,6 +376,6 @@ def test_0008_stores_each_definition_once_and_a_downgrade_gives_runs_their_copie
     assert {d: row.used_at for d, row in stored.items()} == newest
 
     with schema._changing(engine) as conn:
-        command.downgrade(migrations.config(conn), "0007_job_queue")
+        command.downgrade(migrations.config(conn), "0008_alert_node")
     back, stored = _runs_and_definitions(engine)
     assert stored == {} and {r.id: r.definition for r in back} == copies

@@ -16,8 +16,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from bot import api
 from bot.app import Baton, open_baton
 from bot.settings import Settings
-from engine import paging
 from engine.timing import ManualClock, ManualTimers
+from engine.views import paging
 from storage import definitions
 from storage import tables as t
 

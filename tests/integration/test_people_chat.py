@@ -7,7 +7,7 @@ from typing import Any
 
 from bot.approvers import ApproverCheck
 from bot.commands import Actor, Commands, Reply
-from engine import accessconfig
+from engine.access import config as accessconfig
 from tests.conftest import HarnessFactory
 from tests.harness import Harness
 

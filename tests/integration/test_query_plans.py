@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from engine import alerting, queries
-from engine.outbox import Outbox
+from engine.alerts import router as alerting
 from engine.runs import inbox
+from engine.runs.outbox import Outbox
+from engine.views import queries
 from storage import definitions, plans, schema
 from storage import tables as t
 from storage.db import create_engine
@@ -95,7 +96,7 @@ def fill_history(conn: sa.Connection, n: int) -> None:
 @pytest.fixture
 def sent(with_history: str) -> Iterator[list[Sent]]:
     """Every single SELECT, UPDATE and DELETE sent to a database while the test runs, once
-    its database is made (the revisions' own statements, such as 0008's one pass over the
+    its database is made (the revisions' own statements, such as 0009's one pass over the
     runs to move their definitions, are no statement of a running Baton)."""
     captured: list[Sent] = []
 

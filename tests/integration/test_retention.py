@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from bot.app import Baton, open_baton
 from bot.settings import Settings
-from engine.requests import RunRequest
+from engine.runs.requests import RunRequest
 from engine.timing import ManualClock, ManualTimers
 from storage import prune_log
 from storage import tables as t

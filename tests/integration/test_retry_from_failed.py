@@ -24,7 +24,7 @@ from bot.app import Baton, open_baton
 from bot.commands import Actor, Commands
 from bot.settings import Settings
 from engine.errors import InvalidTransition
-from engine.playbook import Playbook
+from engine.playbooks.model import Playbook
 from engine.runs.fromfailed import steps_to_rerun
 from engine.timing import ManualClock, ManualTimers
 from storage import tables as t

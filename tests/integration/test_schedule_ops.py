@@ -1,4 +1,4 @@
-"""Pausing, resuming and triggering schedules (``engine.schedule_ops``), on SQLite and
+"""Pausing, resuming and triggering schedules (``engine.schedules.ops``), on SQLite and
 PostgreSQL with time moved by the test; and the same as chat commands, under the access
 rules and into the audit trail."""
 
@@ -10,9 +10,10 @@ import pytest
 import sqlalchemy as sa
 
 from bot.commands import Commands
-from engine import accessconfig, schedule_ops
-from engine.access import Actor
-from engine.schedules import ScheduleError
+from engine.access import config as accessconfig
+from engine.access.rules import Actor
+from engine.schedules import ops as schedule_ops
+from engine.schedules.service import ScheduleError
 from storage import tables as t
 from tests.conftest import HarnessFactory
 from tests.harness import Harness

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from engine import schedules as schedlib
+from bot.chat import schedules as chat_schedules
 from engine.errors import ParamError, PlaybookNotFound
+from engine.schedules import service as schedlib
 from storage import tables as t
 from tests.conftest import HarnessFactory
 from tests.harness import Harness
@@ -314,3 +315,21 @@ async def test_reload_refuses_an_invalid_edit_and_keeps_the_previous_version(
     await h.schedules.sync_declared()
     [edited] = await h.schedules.list()
     assert edited.when == "0 3 * * *"
+
+
+async def test_a_one_time_schedule_is_shown_in_its_own_zone(harness: HarnessFactory) -> None:
+    """`schedule P in 30m` or `at 18:00` made in Europe/Paris (BATON_TIMEZONE in chat)
+    reads in Paris everywhere its `when` is shown (chat, the command line, the dashboard,
+    the API), not as the UTC the row keeps beside the word Europe/Paris."""
+    h = await harness({"hello": HELLO})
+    soon = await h.schedules.add("hello", {}, "bob", when="in 30m", timezone="Europe/Paris")
+    evening = await h.schedules.add("hello", {}, "bob", when="at 18:00", timezone="Europe/Paris")
+    assert (soon.when, soon.timezone) == ("2026-01-01T01:30:00+01:00", "Europe/Paris")
+    assert (evening.when, evening.timezone) == ("2026-01-01T18:00:00+01:00", "Europe/Paris")
+    listed = {v.id: v for v in await h.schedules.list()}  # as read back from the row
+    assert listed[evening.id].when == "2026-01-01T18:00:00+01:00"
+    assert listed[evening.id].next_fire_at == datetime(2026, 1, 1, 17, tzinfo=UTC)
+    reply = await chat_schedules.listing(h.schedules)
+    row = next(line for line in reply.lines if line.startswith(evening.id))
+    assert "2026-01-01T18:00:00+01:00 (Europe/Paris)" in row
+    assert "17:00" not in row

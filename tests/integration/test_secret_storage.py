@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from engine.requests import RunRequest
+from engine.runs.requests import RunRequest
 from storage import definitions
 from storage import tables as t
 from tests.conftest import HarnessFactory

@@ -6,10 +6,13 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
-from engine import playbook, stepenv
-from engine.catalog import Catalog
+from engine.actions import stepenv
+from engine.errors import ParamError
+from engine.playbooks import model as playbook
+from engine.playbooks.catalog import Catalog
 from engine.runs.engine import Engine
 from storage import tables as t
 from tests.conftest import HarnessFactory
@@ -137,3 +140,46 @@ async def test_a_step_gets_the_step_environment_and_credentials_are_masked(
     rows = await h.store.all(sa.select(t.runs.c.params).where(t.runs.c.id == run_id))
     assert rows[0].params == {"host": "*** on db1"}
     await h.engine.stop(drain=0)
+
+
+BLOB = {
+    "blob": """
+        name: blob
+        params:
+          blob: {required: true}
+        steps:
+          - id: size
+            action: shell
+            with: {script: 'printf %s "$PARAM_BLOB" | wc -c'}
+    """,
+    "no-shell": """
+        name: no-shell
+        params:
+          blob: {required: true}
+        steps:
+          - id: note
+            action: log
+            with: {message: "{{ params.blob | length }} characters"}
+    """,
+}
+
+
+async def test_a_param_too_long_for_its_variable_is_refused_at_start(
+    harness: HarnessFactory,
+) -> None:
+    """`PARAM_BLOB=value` and its NUL may take 131,072 bytes (the kernel's MAX_ARG_STRLEN):
+    the longest value that fits reaches the script whole; one byte more would fail every
+    shell step at its start, so the run is refused at once, naming the param and the limit."""
+    h = await harness(BLOB)
+    fits = "x" * (131_072 - len("PARAM_BLOB=") - 1)
+    run_id = await h.run("blob", {"blob": fits})
+    assert (await h.steps(run_id))["size"].output["stdout"].strip() == str(len(fits))
+    with pytest.raises(ParamError) as refused:
+        await h.run("blob", {"blob": fits + "y"})
+    assert refused.value.errors == [
+        "blob: 131,073 bytes as $PARAM_BLOB, over the 131,072 bytes (128 KiB) the kernel "
+        "lets one variable or argument take (MAX_ARG_STRLEN), so shell step 'size' and every "
+        "other could not start: pass a smaller value, such as a path or a URL to the data"
+    ]
+    run_id = await h.run("no-shell", {"blob": fits * 2})  # no shell step: no variable
+    assert (await h.run_row(run_id)).status == "succeeded"

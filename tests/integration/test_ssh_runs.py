@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from engine.actions.lifecycle import ActionLifecycle
 from engine.actions.ssh import SshAction
-from engine.requests import RunRequest
+from engine.runs.requests import RunRequest
 from storage import tables as t
 from tests.fakes.processes import alive, wait_until
 from tests.fakes.sshd import Sshd

@@ -1,4 +1,4 @@
-"""Analytics (``engine.analytics``) on runs made through the engine with a manual clock,
+"""Analytics (``engine.views.analytics``) on runs made through the engine with a manual clock,
 so every duration is known; the chat command ``stats`` over the same runs. SQLite and
 PostgreSQL."""
 
@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from bot.commands import Actor, Commands
-from engine import analytics
-from engine.alerting import AlertPolicy, Alerts
-from engine.alerts import Alert
+from engine.alerts.model import Alert
+from engine.alerts.router import AlertPolicy, AlertRouter
 from engine.errors import PlaybookNotFound
+from engine.views import analytics
 from tests.conftest import HarnessFactory
 from tests.harness import Harness
 
@@ -116,7 +116,7 @@ async def test_time_from_the_alert_to_the_end_of_the_run_it_started(
     harness: HarnessFactory,
 ) -> None:
     h = await harness(PLAYBOOKS)
-    alerts = Alerts(h.engine, AlertPolicy(global_rate=(100, 60.0)))
+    alerts = AlertRouter(h.engine, AlertPolicy(global_rate=(100, 60.0)))
     await alerts.start()
     try:
         began = h.clock.now() - timedelta(minutes=1)  # it fired a minute before Baton heard

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from engine import analytics
+from engine.views import analytics
 from storage import tables as t
 from storage.store import Store
 from tests.integration.test_query_plans import (  # noqa: F401 (fixtures)

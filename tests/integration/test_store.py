@@ -134,6 +134,42 @@ async def test_a_claim_in_the_same_batch_fences_the_guarded_unit_beside_it(
     assert order == "guarded first" or isinstance(started, ClaimLost)
 
 
+@pytest.mark.parametrize("stale", ["none", "first"])
+async def test_units_guarded_on_one_run_in_one_batch_are_checked_one_by_one(
+    store: Store, stale: str
+) -> None:
+    """Two units guarded on the same run in one batch (two starts of one queued run: a
+    retry's and an admission round's on the same node) are checked each against what
+    the other wrote: exactly one start takes effect, and a unit guarded by a stale epoch
+    never lands. One check for the whole batch let both starts land (the run driven
+    twice by one node), and checked only the last unit's epoch of a run."""
+    await store.write(new_run("r", epoch=1), t.runs.update().values(status="queued"))
+    gate = threading.Event()
+
+    def hold(conn: sa.Connection) -> None:  # keeps the writer busy while both queue up
+        gate.wait(10)
+
+    def start(owner: str, epoch: int) -> Any:
+        begin = {"id": "r", "status": "running", "started_at": NOW, "deadline_at": None}
+        begin |= {"owner": owner, "epoch": 2, "lease_expires_at": None}
+        return store.write(guard("r", epoch), Rows("run_begin", [begin]))
+
+    first = asyncio.ensure_future(store.write(hold))
+    await asyncio.sleep(0)
+    units = [start("one", 0 if stale == "first" else 1), start("two", 1)]
+    pending = [asyncio.ensure_future(u) for u in units]
+    await asyncio.sleep(0)  # both are queued now, behind `hold`: one batch for the two
+    gate.set()
+    await first
+    results = await asyncio.gather(*pending, return_exceptions=True)
+    lost = [isinstance(r, ClaimLost) for r in results]
+    row = await store.one(sa.select(t.runs.c.owner, t.runs.c.epoch).where(t.runs.c.id == "r"))
+    assert row is not None
+    winner = "two" if stale == "first" else "one"  # the first, unless its epoch is stale
+    assert lost == [winner == "two", winner == "one"], results
+    assert (row.owner, row.epoch) == (winner, 2)
+
+
 async def test_times_come_back_aware_in_utc(store: Store) -> None:
     await store.write(new_run("r"))
     row = await store.one(sa.select(t.runs.c.created_at))

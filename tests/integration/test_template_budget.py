@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from bot import api
 from bot.app import Baton, open_baton
 from bot.settings import Settings
-from engine import sandbox
+from engine.playbooks import sandbox
 from engine.timing import ManualClock, ManualTimers
 
 TOKEN = "s3cret-token"

@@ -25,9 +25,9 @@ import sqlalchemy as sa
 from bot.commands import Actor, Commands
 from bot.slack import blocks
 from engine import events as ev
-from engine import queries
-from engine.requests import RunRequest
 from engine.runs import inbox
+from engine.runs.requests import RunRequest
+from engine.views import queries
 from storage import tables as t
 from tests.conftest import PG_URL, HarnessFactory
 from tests.fakes.processes import alive, wait_until
@@ -293,6 +293,64 @@ async def test_a_steps_log_lines_reach_the_run_while_it_runs_on_a_worker(
     row = await until_run(h, run_id, "succeeded", "failed")
     assert row.status == "succeeded", row.error
     assert await lines() == ["waiting for go", "go appeared"]  # each once
+
+
+async def test_a_shell_steps_lines_reach_the_run_while_it_runs_on_a_worker(
+    opened: Callable[..., Any], shared: Workers, tmp_path: Path
+) -> None:
+    h = await opened(
+        {
+            "talk": """
+            name: talk
+            params:
+              fifo: {type: string}
+            steps:
+              - id: talk
+                action: shell
+                runs_on: dc1
+                with:
+                  script: |
+                    echo "first line"
+                    cat "$PARAM_FIFO"
+                    echo "last line"
+            """
+        }
+    )
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    run_id = await start(h, "talk", {"fifo": str(fifo)})
+
+    async def lines() -> list[str]:
+        rows = await h.store.all(
+            sa.select(t.run_logs.c.message)
+            .where(t.run_logs.c.run_id == run_id)
+            .order_by(t.run_logs.c.id)
+        )
+        return [r.message for r in rows]
+
+    async def first_line() -> bool:
+        return await lines() == ["first line"]
+
+    await _until(first_line)  # written by the worker while the step waits on the fifo
+    assert (await step_row(h, run_id, "talk")).status == "running"
+    fd: list[int] = []
+
+    async def reader_there() -> bool:  # the step opened the fifo: it can be written
+        try:
+            fd.append(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            return False
+        return True
+
+    await _until(reader_there)
+    os.write(fd[0], b"from the test\n")
+    os.close(fd[0])
+    row = await until_run(h, run_id, "succeeded", "failed")
+    assert row.status == "succeeded", row.error
+    assert (await step_row(h, run_id, "talk")).output["stdout"] == (
+        "first line\nfrom the test\nlast line\n"
+    )
+    assert await lines() == ["first line", "from the test", "last line"]  # each once
 
 
 async def test_steps_go_to_the_workers_of_their_own_labels(

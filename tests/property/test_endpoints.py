@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import sandbox
+from engine.playbooks import sandbox
 from tests.conftest import PG_URL
 from tests.fakes import slack as fake
 from tests.integration.slack_support import PLAYBOOKS, SECRET, served, settings_for

@@ -21,11 +21,12 @@ from hypothesis import strategies as st
 
 from bot import grammar
 from bot.alerts import parsers
-from engine import params as paramlib
-from engine import playbook, validate
 from engine.actions.registry import Registry
 from engine.errors import BatonError
-from engine.playbook import ITEM_TYPES, Param, ParamType, Playbook
+from engine.playbooks import model as playbook
+from engine.playbooks import params as paramlib
+from engine.playbooks import validate
+from engine.playbooks.model import ITEM_TYPES, Param, ParamType, Playbook
 
 FIXTURES = Path(__file__).parent.parent / "fakes" / "alerts"
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -71,7 +71,7 @@ def _load(engine: sa.Engine, row: dict[str, Any]) -> dict[str, Any]:
 def missing_rows(engine: sa.Engine) -> list[str]:
     """Every frozen row that the database no longer has as it was (new columns may have
     joined it; the old ones must hold the same values). A run's ``definition``, moved to
-    the table ``definitions`` by 0008_definitions, is read from there by its digest."""
+    the table ``definitions`` by 0009_definitions, is read from there by its digest."""
     meta = sa.MetaData()
     meta.reflect(engine)
     lost = []

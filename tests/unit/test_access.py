@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import access, accessconfig
-from engine.access import CLI, CONSOLE, AccessRules, Actor, Decision, Place, Rule
+from engine.access import config as accessconfig
+from engine.access import rules as access
+from engine.access.rules import CLI, CONSOLE, AccessRules, Actor, Decision, Place, Rule
 from engine.errors import BatonError
 
 CONFIGS = Path(__file__).parents[1] / "fakes" / "config"

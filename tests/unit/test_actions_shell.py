@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from engine import stepenv
-from engine.actions import shell
+from engine.actions import shell, stepenv
 from engine.errors import ActionError
 from tests.fakes.actx import make_ctx
 from tests.fakes.processes import alive, wait_until

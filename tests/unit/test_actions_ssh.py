@@ -14,15 +14,16 @@ from typing import Any
 
 import pytest
 
-from engine import validate
 from engine.actions import ActionContext
 from engine.actions import ssh as ssh_action
 from engine.actions.registry import Registry
 from engine.actions.shell import KILL_GRACE
 from engine.actions.ssh import SshAction, SshInputs
+from engine.actions.streaming import STREAM_LINES
 from engine.errors import ActionError
 from engine.fleet import remote, sshpool
 from engine.fleet.hosts import Host
+from engine.playbooks import validate
 from tests.fakes.actx import RecordingLog, make_ctx
 from tests.fakes.processes import alive, wait_until
 from tests.fakes.sshd import Sshd, free_port, keygen
@@ -413,5 +414,5 @@ def test_the_readme_states_the_ssh_limits_in_force() -> None:
     assert f"KILL {KILL_GRACE:g} s later" in section
     assert f"at most {sshpool.SESSIONS} commands at a time" in section
     assert sshpool.IDLE_CLOSE == 60 and "after a minute unused" in section
-    assert f"The first {ssh_action.STREAM_LINES} lines" in section
+    assert f"The first {STREAM_LINES} lines" in section
     assert f"`BATON_SSH_KNOWN_HOSTS`\n  (`{ssh_action.DEFAULT_KNOWN_HOSTS}`)" in section

@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from bot.alerts import parsers
-from engine.alerts import Link, Rejected
+from engine.alerts.model import Link, Rejected
 from engine.errors import BatonError
 
 FAKES = Path(__file__).parent.parent / "fakes" / "alerts"

@@ -10,9 +10,9 @@ import pytest
 
 from bot.charts import stats_svgs
 from bot.grammar import CommandError, Stats, parse
-from engine import critical_path as cp
-from engine.analytics import PlaybookStats, Spread, StepStats, percentile
-from engine.analytics import Stats as Found
+from engine.views import critical_path as cp
+from engine.views.analytics import PlaybookStats, Spread, StepStats, percentile
+from engine.views.analytics import Stats as Found
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 SVG = "{http://www.w3.org/2000/svg}"

@@ -8,8 +8,8 @@ from pydantic import BaseModel, ConfigDict
 
 from engine.actions import ActionContext, Output, Suspend
 from engine.actions.registry import Registry
-from engine.catalog import Catalog
 from engine.errors import PlaybookNotFound, PlaybookUnusable
+from engine.playbooks.catalog import Catalog
 
 
 class LogInputs(BaseModel):

@@ -61,10 +61,10 @@ def test_numbers_out_of_bounds_are_refused_saying_why(
 
 
 def test_the_runs_status_choices_are_every_run_status() -> None:
-    """Written out in the parser (importing engine.state would weigh on `baton --help`),
+    """Written out in the parser (importing engine.runs.state would weigh on `baton --help`),
     and kept equal to it here."""
     from bot.cli_parsers import build_parser
-    from engine.state import RunStatus
+    from engine.runs.state import RunStatus
 
     runs = build_parser()._subparsers._group_actions[0].choices["runs"]  # type: ignore[union-attr]
     (status,) = [a for a in runs._actions if a.dest == "status"]

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from engine import cron
+from engine.schedules import cron
 
 MONDAY = datetime(2026, 11, 30, tzinfo=UTC)  # a Monday, 00:00
 WEEK = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.dashboard import dag, timeline
-from engine.runview import Bar, Node, nodes_of
+from engine.views.runview import Bar, Node, nodes_of
 
 
 def node(step_id: str, *needs: str, title: str = "", phase: str = "main") -> Node:

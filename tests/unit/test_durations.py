@@ -1,6 +1,6 @@
-"""The duration rules every playbook key reads through (engine.durations), pinned one by one:
-which forms are a duration, which are a bad one and which are too long, where the ten-year
-limit sits, and how ``format_duration`` writes each unit at its boundaries.
+"""The duration rules every playbook key reads through (engine.playbooks.durations),
+pinned one by one: which forms are a duration, which are a bad one and which are too
+long, where the ten-year limit sits, and how ``format_duration`` writes each unit at its boundaries.
 
 ``make mutate`` holds these tests against changed copies of the module; each test names
 the rule a surviving change would break (docs/mutation.md)."""
@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
-from engine.durations import (
+from engine.playbooks.durations import (
     LONGEST,
     Duration,
     Timeout,

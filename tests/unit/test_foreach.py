@@ -1,6 +1,6 @@
 """``for_each`` rules, table-driven: the key's shape and ``baton validate``'s messages,
 the failure limit by number and by percent, progress text, the step's output; and the
-fan-out itself (``engine.fanout.FanOut``) driving a real action body that records how many
+fan-out itself (``engine.runs.fanout.FanOut``) driving a real action body that records how many
 items are in flight, on manual time."""
 
 from __future__ import annotations
@@ -15,13 +15,15 @@ from typing import Any
 
 import pytest
 
-from engine import fanout, items, playbook, validate
-from engine import messages as msg
 from engine.actions.registry import Registry
 from engine.errors import PlaybookInvalid
-from engine.foreach import ForEach, Item, Tally, names, outcome, output
+from engine.playbooks import model as playbook
+from engine.playbooks import validate
+from engine.playbooks.foreach import ForEach, Item, Tally, names, outcome, output
+from engine.runs import fanout, items
+from engine.runs import messages as msg
+from engine.runs.state import RunState, RunStatus, new_steps
 from engine.secrets import Masker
-from engine.state import RunState, RunStatus, new_steps
 from engine.timing import ManualClock, ManualTimers
 
 # --- the key and validate ---------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Any
 from bot.progress import Progress
 from bot.slack import blocks
 from engine import events as ev
-from engine.foreach import Tally
+from engine.playbooks.foreach import Tally
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import templating
 from engine.errors import TemplateError
 from engine.fleet import inventory
+from engine.playbooks import templating
 
 INI = """\
 [web]

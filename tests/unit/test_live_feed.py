@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from bot.dashboard import live
-from engine import runlogs
 from engine.bus import EventBus
+from engine.views import runlogs
 from tests.fakes.livepage import LivePage
 
 

@@ -56,7 +56,7 @@ def test_libraries_log_warnings_only_unless_debug(root: logging.Logger) -> None:
         logging.getLogger(name).info("Added job _fire to job store default")
         logging.getLogger(name).warning("%s is unhappy", name)
     logging.getLogger("baton.events").info("run r1 of p started")
-    logging.getLogger("engine.schedules").info("schedule s1 fired")
+    logging.getLogger("engine.schedules.service").info("schedule s1 fired")
     logging.getLogger("baton.slack.bolt").info("bolt's chatter")
     lines = out.getvalue().splitlines()
     assert not [line for line in lines if "Added job" in line or "chatter" in line]
@@ -90,7 +90,7 @@ def test_json_lines_carry_the_run(root: logging.Logger) -> None:
         duration=65.0,
     )
     logs.EventLog.write(event)
-    logging.getLogger("engine.alerting").info("alert 7 received")
+    logging.getLogger("engine.alerts.router").info("alert 7 received")
     first, second = (json.loads(line) for line in out.getvalue().splitlines())
     assert first["level"] == "WARNING" and first["logger"] == "baton.events"
     assert first["message"] == (
@@ -101,7 +101,7 @@ def test_json_lines_carry_the_run(root: logging.Logger) -> None:
     assert second == {
         "time": second["time"],
         "level": "INFO",
-        "logger": "engine.alerting",
+        "logger": "engine.alerts.router",
         "message": "alert 7 received",
     }
 

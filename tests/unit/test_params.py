@@ -4,9 +4,9 @@ from typing import Any
 
 import pytest
 
-from engine import params, paramsecrets
 from engine.errors import ParamError
-from engine.playbook import Playbook
+from engine.playbooks import params, paramsecrets
+from engine.playbooks.model import Playbook
 
 
 def make(spec: dict[str, Any]) -> Playbook:
@@ -447,3 +447,33 @@ def test_a_list_param_refuses_what_it_cannot_hold(value: Any, needle: str) -> No
     with pytest.raises(ParamError, match="hosts") as caught:
         params.coerce(pb, {"hosts": value})
     assert needle in str(caught.value), str(caught.value)
+
+
+def _with(action: str) -> Playbook:
+    return Playbook.model_validate(
+        {
+            "name": "big",
+            "params": {"a": {}, "b": {}},
+            "steps": [{"id": "first", "action": "log"}, {"id": "go", "action": action}],
+        }
+    )
+
+
+def test_params_an_ssh_command_line_cannot_carry_are_refused_at_start() -> None:
+    """Each param fits its own variable, but an ssh step carries all of them in one
+    command line, which the remote shell gets as one argument (MAX_ARG_STRLEN)."""
+    half = "x" * 70_000
+    assert params.coerce(_with("shell"), {"a": half, "b": half}) == {"a": half, "b": half}
+    assert params.coerce(_with("log"), {"a": half * 2, "b": ""})["a"] == half * 2
+    with pytest.raises(ParamError) as refused:
+        params.coerce(_with("ssh"), {"a": half, "b": half})
+    assert refused.value.errors == [
+        f"the params take {2 * len(f'PARAM_A={half} '):,} bytes of ssh step 'go''s command "
+        "line, over the 131,072 bytes (128 KiB) the kernel lets one variable or argument "
+        "take (MAX_ARG_STRLEN), so it could not start: pass a smaller value, such as a path "
+        "or a URL to the data"
+    ]
+    with pytest.raises(
+        ParamError, match=r"^Bad parameters for 'big': a: 140,009 bytes as \$PARAM_A"
+    ):
+        params.coerce(_with("ssh"), {"a": half * 2, "b": ""})

@@ -1,4 +1,4 @@
-"""The param rules test_params.py leaves loose, pinned one by one (engine.params): which
+"""The param rules test_params.py leaves loose, pinned one by one (engine.playbooks.params): which
 numbers are a bool, that ``min`` and ``max`` are inclusive, how a value picks among choices
 of mixed types, what ``missing()`` returns, each message word for word, and the limits of
 a list param.
@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from engine import params, paramsecrets
 from engine.errors import ParamError
-from engine.playbook import Param, Playbook
+from engine.playbooks import params, paramsecrets
+from engine.playbooks.model import Param, Playbook
 
 
 def make(spec: dict[str, Any], triggers: list[dict[str, Any]] | None = None) -> Playbook:

@@ -7,8 +7,10 @@ import textwrap
 
 import pytest
 
-from engine import access, accessconfig, people
-from engine.access import CONSOLE, AccessRules, Actor, ConfigError, Place
+from engine.access import config as accessconfig
+from engine.access import people
+from engine.access import rules as access
+from engine.access.rules import CONSOLE, AccessRules, Actor, ConfigError, Place
 
 OPS_ROOM = Place("C0OPS", "ops")
 

@@ -12,9 +12,11 @@ import yaml
 
 from bot.alerts import chat, parsers
 from bot.settings import Settings, describe_settings
-from engine import accessconfig, matchers, sandbox, validate, yamldoc
+from engine.access import config as accessconfig
 from engine.actions.registry import Registry
-from engine.playbook import ParamType
+from engine.alerts import matchers
+from engine.playbooks import sandbox, validate, yamldoc
+from engine.playbooks.model import ParamType
 
 ROOT = Path(__file__).parent.parent.parent
 README = (ROOT / "README.md").read_text()

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from bot.hosts import listing
-from engine import templating, validate
 from engine.actions.registry import Registry
 from engine.errors import TemplateError
 from engine.fleet import inventory
+from engine.playbooks import templating, validate
 
 README = (Path(__file__).parent.parent.parent / "README.md").read_text()
 FLEETS = README.split("\n## Fleets\n", 1)[1].split("\n## ", 1)[0]

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import validate
 from engine.actions.registry import Registry
-from engine.catalog import Catalog
-from engine.playbook import LABEL_RULE
+from engine.playbooks import validate
+from engine.playbooks.catalog import Catalog
+from engine.playbooks.model import LABEL_RULE
 from storage.db import is_postgres
 
 BATON = str(Path(sys.executable).with_name("baton"))

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from engine import sandbox, templating
 from engine.errors import TemplateError
+from engine.playbooks import sandbox, templating
 
 NESTED = "{% for i in range(10000) %}{% for j in range(10000) %}.{% endfor %}{% endfor %}"
 

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from bot.settings import Settings, env_name, explain
-from engine.durations import parse_duration
+from engine.playbooks.durations import parse_duration
 
 
 @pytest.mark.parametrize(

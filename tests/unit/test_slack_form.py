@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from bot.slack import blocks
-from engine import params
-from engine.playbook import Playbook
+from engine.playbooks import params
+from engine.playbooks.model import Playbook
 
 PLAYBOOK = Playbook.model_validate(
     {

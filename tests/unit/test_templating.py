@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from engine import splices, templating
 from engine.errors import TemplateError
+from engine.playbooks import splices, templating
 
 
 @pytest.fixture

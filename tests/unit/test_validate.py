@@ -7,9 +7,10 @@ from typing import Any, ClassVar
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine import playbook, validate
 from engine.actions import ActionContext, Output, Suspend
 from engine.actions.registry import Registry
+from engine.playbooks import model as playbook
+from engine.playbooks import validate
 
 
 class ShellInputs(BaseModel):

@@ -10,9 +10,12 @@ from typing import Any
 
 import pytest
 
-from engine import alertrows, durations, playbook, schedules, validate
 from engine.actions.registry import Registry
-from engine.alerts import Alert
+from engine.alerts import rows as alertrows
+from engine.alerts.model import Alert
+from engine.playbooks import durations, validate
+from engine.playbooks import model as playbook
+from engine.schedules import service as schedules
 
 
 @pytest.fixture(scope="module")
@@ -259,8 +262,9 @@ def gate(approvers: str, extra: str = "") -> str:
             "{groups: [sr]}",
             "",
             {"sre": frozenset({"U1"})},
-            "step 'gate': approvers group 'sr' is not a group of BATON_CONFIG (did you mean "
-            "'sre'?) (groups: sre)",
+            "step 'gate': approvers group 'sr' is not a Baton group (did you mean "
+            "'sre'?) (BATON_CONFIG's groups: sre); the gate names nobody else: nobody could "
+            "ever approve it",
             id="unknown-group",
         ),
     ],

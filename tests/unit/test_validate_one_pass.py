@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import validate
 from engine.actions.registry import Registry
+from engine.playbooks import validate
 
 
 @pytest.fixture(scope="module")

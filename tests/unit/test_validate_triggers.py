@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import matchers, playbook, validate
 from engine.actions.registry import Registry
+from engine.alerts import matchers
+from engine.playbooks import model as playbook
+from engine.playbooks import validate
 
 HEAD = "name: p\nsteps:\n  - id: a\n    action: log\n    with: {message: hi}\ntriggers:\n"
 
@@ -84,3 +86,21 @@ def test_numbers_are_their_text_and_regexes_still_match(tmp_path: Path) -> None:
     alert = pb.triggers[0].alert
     assert alert is not None
     assert matchers.all_match(alert.all_matchers(), {"code": "500", "sev": "b"})
+
+
+def test_a_bad_zone_does_not_hide_a_bad_cron_in_the_same_schedule_trigger(
+    tmp_path: Path,
+) -> None:
+    found = problems(
+        tmp_path, "  - schedule:\n      cron: '0 99 * * *'\n      timezone: Mars/Olympus\n"
+    )
+    assert [(line, message.split(":")[0]) for line, message in found] == [
+        (8, "triggers[0].schedule.cron"),
+        (9, "triggers[0].schedule.timezone"),
+    ]
+    assert "higher than the maximum value (23)" in found[0][1]
+    assert "unknown time zone 'Mars/Olympus'" in found[1][1]
+    # each alone is still found, and a good pair is no problem
+    assert [line for line, _ in problems(tmp_path, "  - schedule: {cron: '0 9 * * *'}\n")] == []
+    alone = problems(tmp_path, "  - schedule:\n      cron: '0 9 * * *'\n      timezone: Nowhere\n")
+    assert [line for line, _ in alone] == [9]

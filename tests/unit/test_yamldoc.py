@@ -11,11 +11,14 @@ from typing import Any, ClassVar
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from engine import access, accessconfig, playbook, validate, yamldoc
+from engine.access import config as accessconfig
+from engine.access import rules as access
 from engine.actions import ActionContext, Output, Suspend
 from engine.actions.registry import Registry
-from engine.catalog import Catalog
 from engine.errors import PlaybookInvalid
+from engine.playbooks import model as playbook
+from engine.playbooks import validate, yamldoc
+from engine.playbooks.catalog import Catalog
 
 
 class LogInputs(BaseModel):

@@ -18,7 +18,7 @@ from bot.alerts.parsers._common import (
     _rejected,
     stable_fingerprint,
 )
-from engine.alerts import Alert, Status
+from engine.alerts.model import Alert, Status
 
 CHAT = "chat"
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engine import storable
-from engine.alerts import Alert, Rejected, Status
+from engine.alerts.model import Alert, Rejected, Status
 
 FIRING_VALUES: tuple[str, ...] = ("firing", "alerting", "triggered", "open", "problem")
 RESOLVED_VALUES: tuple[str, ...] = ("resolved", "ok", "closed", "recovered")

@@ -23,7 +23,7 @@ from bot.alerts.parsers._common import (
     _url,
     stable_fingerprint,
 )
-from engine.alerts import Alert, Link
+from engine.alerts.model import Alert, Link
 from engine.errors import BatonError
 
 

@@ -19,7 +19,7 @@ from bot.alerts.parsers._common import (
     _time_at,
     _url,
 )
-from engine.alerts import Alert, Link, Status
+from engine.alerts.model import Alert, Link, Status
 
 PAGERDUTY = "pagerduty"
 

@@ -18,7 +18,7 @@ from bot.alerts.parsers._common import (
     _url,
     stable_fingerprint,
 )
-from engine.alerts import Alert, Link, Status
+from engine.alerts.model import Alert, Link, Status
 
 ALERTMANAGER = "alertmanager"
 GRAFANA = "grafana"

@@ -1,6 +1,6 @@
 """Block Kit: what Baton's Slack messages and modals look like.
 
-Pure functions from plain data (the run JSON of ``engine.queries``, a ``Reply``, a
+Pure functions from plain data (the run JSON of ``engine.views.queries``, a ``Reply``, a
 playbook) to Slack's JSON. Slack's limits are respected in one place (``kit``), and every
 cut is marked: at most 50 blocks a message and 100 a modal, 3,000 characters a section,
 150 a header, 75 a button or option, 24 a modal title, 100 options a select.

@@ -16,8 +16,8 @@ from bot.slack.blocks.kit import (
     fit,
     section,
 )
-from engine import params as paramlib
-from engine.playbook import ParamType, Playbook
+from engine.playbooks import params as paramlib
+from engine.playbooks.model import ParamType, Playbook
 
 
 def _option(value: Any) -> dict[str, Any]:

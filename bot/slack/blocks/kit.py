@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from engine import access
+from engine.access import rules as access
 
 MAX_BLOCKS = 50
 MAX_MODAL_BLOCKS = 100

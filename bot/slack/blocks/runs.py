@@ -22,11 +22,11 @@ from bot.slack.blocks.kit import (
     fit,
     section,
 )
-from engine import params as paramlib
-from engine import queries
-from engine.durations import format_duration
-from engine.foreach import Tally
-from engine.state import RUNS_IN_PROGRESS
+from engine.playbooks import params as paramlib
+from engine.playbooks.durations import format_duration
+from engine.playbooks.foreach import Tally
+from engine.runs.state import RUNS_IN_PROGRESS
+from engine.views import queries
 
 RUN_EMOJI = {
     "queued": ":hourglass_flowing_sand:",

@@ -9,9 +9,9 @@ from bot.slack import blocks
 from bot.slack.cards.options import CardOptions
 from bot.slack.cards.posting import Poster
 from bot.slack.people import Directory
-from engine import queries
-from engine.outbox import Post
 from engine.runs.engine import Engine
+from engine.runs.outbox import Post
+from engine.views import queries
 
 
 class Approvals:

@@ -37,11 +37,11 @@ from bot.slack.cards.options import CardOptions
 from bot.slack.cards.posting import Poster
 from bot.slack.people import Directory
 from engine import events as ev
-from engine import queries
 from engine.bus import Subscription
 from engine.errors import BatonError
-from engine.outbox import Outbox, Post
 from engine.runs.engine import Engine
+from engine.runs.outbox import Outbox, Post
+from engine.views import queries
 
 log = logging.getLogger("bot.slack.cards")
 

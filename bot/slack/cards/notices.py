@@ -16,10 +16,10 @@ from bot.slack.cards.options import CardOptions
 from bot.slack.cards.posting import Poster
 from bot.slack.people import Directory
 from engine import events as ev
-from engine import queries
-from engine.durations import format_duration
-from engine.outbox import Post
+from engine.playbooks.durations import format_duration
 from engine.runs.engine import Engine
+from engine.runs.outbox import Post
+from engine.views import queries
 
 log = logging.getLogger("bot.slack.cards")
 

@@ -12,9 +12,9 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack import blocks
-from engine import queries
-from engine.outbox import Outbox, Post
 from engine.runs.engine import Engine
+from engine.runs.outbox import Outbox, Post
+from engine.views import queries
 
 log = logging.getLogger("bot.slack.cards")
 

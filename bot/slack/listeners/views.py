@@ -12,8 +12,8 @@ from slack_bolt.app.async_app import AsyncApp
 
 from bot.slack import blocks
 from bot.slack.contract import Front, Where
-from engine import params as paramlib
 from engine.errors import ParamError
+from engine.playbooks import params as paramlib
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """``step_items``: the items of ``for_each`` steps, one row each per run attempt.
 
 A fan-out's items move one by one (started, retried, ended); a row per item keeps each
-move a small write, and a crash loses nothing that finished (``engine.fanout``).
+move a small write, and a crash loses nothing that finished (``engine.runs.fanout``).
 
 Revision ID: 0006_step_items
 Revises: 0005_dashboard_sessions

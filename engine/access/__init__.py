@@ -1,0 +1,1 @@
+"""Who may do what: access rules, BATON_CONFIG's people and groups, dashboard sessions."""
