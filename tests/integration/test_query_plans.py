@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from engine.alerts import router as alerting
+from engine.alerts import rows as alertrows
 from engine.runs import inbox
 from engine.runs.outbox import Outbox
 from engine.views import queries
@@ -182,7 +182,7 @@ async def test_start_runs_lists_and_dedup_search_indexes_on_a_database_with_hist
     await store.read(lambda c: c.execute(inbox.pending_for(h.engine.owner)).all())
     await store.read(
         lambda c: c.execute(
-            alerting._ACTIVE_LINK,
+            alertrows.ACTIVE_LINK,
             {"fingerprint": "f", "source": "s", "playbook": "p", "trigger": 0, "since": t.now()},
         ).all()
     )
