@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from engine.errors import ApprovalNotFound, RunNotFound
 from engine.playbooks.foreach import Tally
+from engine.runs.gates import Gate
 from engine.runs.items import tallies_in
 from engine.views import paging
 from storage import tables as t
@@ -241,18 +242,9 @@ async def step_tails(store: Store, run_id: str) -> list[dict[str, Any]]:
 
 
 def describe_approvers(spec: dict[str, Any], requested_by: str) -> str:
-    """Who may decide on a gate, as people read it (the requester left out unless the
-    gate allows self-approval)."""
-    approvers = spec.get("approvers") or {}
-    names = [
-        ("@" if kind == "usergroups" else "") + str(who)
-        for kind in ("users", "usergroups", "groups")
-        for who in approvers.get(kind) or []
-    ]
-    if not spec.get("allow_self_approval", False):
-        names = [n for n in names if n != requested_by]
-        return ", ".join(names) or f"anyone but {requested_by}"
-    return ", ".join(names) or "anyone"
+    """Who may decide on a gate (its stored spec), as people read it (the requester left
+    out unless the gate allows self-approval)."""
+    return Gate.from_spec(spec).describe_approvers(requested_by)
 
 
 async def pending_approvals(store: Store, run_id: str) -> list[dict[str, Any]]:

@@ -1,0 +1,193 @@
+"""The run machine's DAG rules, driven by hand (no asyncio, no database): which steps
+start, which are skipped and why, phases, and how the run ends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from engine import events as ev
+from engine.runs import messages as msg
+from engine.runs.state import RunStatus, StepStatus
+from storage import tables as t
+from tests.fakes.machine import Driver, events, new_run, playbook, started, step, update_values
+
+# (steps, what starts in the first turn): every step whose needs have ended starts, in
+# order, wherever it is listed (a ready step after a join that still waits starts too)
+FIRST_TURN = {
+    "independent": ([step("a"), step("b"), step("c")], ["a", "b", "c"]),
+    "ready after a waiting join": ([step("w"), step("j", "w"), step("r")], ["w", "r"]),
+    "two joins then a ready one": (
+        [step("w"), step("j1", "w"), step("j2", "w"), step("r")],
+        ["w", "r"],
+    ),
+    "chain": ([step("a"), step("b", "a"), step("c", "b")], ["a"]),
+    "when false then ready": (
+        [step("s", when="false"), step("r")],
+        ["r"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", FIRST_TURN)
+def test_every_ready_step_starts(case: str) -> None:
+    steps, first = FIRST_TURN[case]
+    d = Driver()
+    run = new_run(playbook(steps))
+    batch = d.turn(run)
+    assert started(batch) == first
+    assert [e.step_id for e in events(batch, ev.StepStarted)] == first
+    assert all(run.steps[s].status is StepStatus.RUNNING for s in first)
+
+
+def test_a_ready_step_after_a_waiting_join_starts_in_a_later_turn() -> None:
+    """The dependents of a step that moved are looked at, not only the first of them."""
+    d = Driver()
+    run = new_run(playbook([step("a"), step("w"), step("j", "a", "w"), step("r", "a")]))
+    d.turn(run)
+    batch = d.finish(run, "a")
+    assert started(batch) == ["r"]  # j still waits for w
+    assert run.steps["j"].status is StepStatus.PENDING
+    assert started(d.finish(run, "w")) == ["j"]
+
+
+def test_a_join_after_a_waiting_branch_starts_once_the_gate_is_approved() -> None:
+    d = Driver()
+    run = new_run(playbook([step("a"), step("gate"), step("j", "a", "gate")]))
+    d.turn(run)
+    approval = d.wait_at_gate(run, "gate")
+    assert started(d.finish(run, "a")) == []
+    assert run.status is RunStatus.WAITING
+    batch = d.turn(run, msg.GateClosed("gate", approval, "approved", output={"ok": 1}))
+    assert started(batch) == ["j"]
+    assert run.steps["gate"].status is StepStatus.SUCCEEDED
+    assert run.steps["gate"].output == {"ok": 1}
+
+
+# (steps, the failing step, {step: (status, skip reason or None)} once it failed)
+FAILURES: dict[str, tuple[list[dict[str, Any]], str, dict[str, tuple[StepStatus, str | None]]]] = {
+    "dependent skipped": (
+        [step("a"), step("b", "a")],
+        "a",
+        {"b": (StepStatus.SKIPPED, "needs a, which did not succeed")},
+    ),
+    "continue_on_error lets it run": (
+        [step("a", continue_on_error=True), step("b", "a")],
+        "a",
+        {"b": (StepStatus.RUNNING, None)},
+    ),
+    "independent pending step not started": (
+        [step("a"), step("w"), step("late", "w")],
+        "a",
+        {"late": (StepStatus.PENDING, None)},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", FAILURES)
+def test_a_failed_step(case: str) -> None:
+    steps, failing, expected = FAILURES[case]
+    d = Driver()
+    run = new_run(playbook(steps))
+    d.turn(run)
+    batch = d.finish(run, failing, "failed", error="boom")
+    for sid, (status, reason) in expected.items():
+        assert run.steps[sid].status is status
+        skipped = [e.reason for e in events(batch, ev.StepSkipped) if e.step_id == sid]
+        assert skipped == ([reason] if reason else [])
+
+
+def test_a_failed_run_skips_what_is_left_and_runs_on_failure_then_finally() -> None:
+    d = Driver()
+    pb = playbook(
+        [step("a"), step("w"), step("late", "w")],
+        on_failure=[step("alert")],
+        finally_=[step("clean")],
+    )
+    run = new_run(pb)
+    d.turn(run)
+    d.finish(run, "a", "failed", error="boom")
+    assert run.failed_step == "a" and run.error == "step a failed: boom"
+    batch = d.finish(run, "w")
+    assert [(e.step_id, e.reason) for e in events(batch, ev.StepSkipped)] == [
+        ("late", "not run: step a failed")
+    ]
+    assert started(batch) == ["alert"]
+    assert started(d.finish(run, "alert")) == ["clean"]
+    batch = d.finish(run, "clean")
+    assert d.ended[run.id]
+    (end,) = events(batch, ev.RunFailed)
+    assert (end.status, end.failed_step, end.error) == ("failed", "a", "step a failed: boom")
+
+
+def test_on_failure_is_skipped_when_nothing_failed() -> None:
+    d = Driver()
+    run = new_run(playbook([step("a")], on_failure=[step("alert")], finally_=[step("clean")]))
+    d.turn(run)
+    batch = d.finish(run, "a")
+    assert [(e.step_id, e.reason) for e in events(batch, ev.StepSkipped)] == [
+        ("alert", "not needed: no step failed")
+    ]
+    assert started(batch) == ["clean"]
+    batch = d.finish(run, "clean")
+    (end,) = events(batch, ev.RunSucceeded)
+    assert end.error is None and run.status is RunStatus.SUCCEEDED
+
+
+def test_a_broken_finally_step_fails_a_run_that_succeeded() -> None:
+    d = Driver()
+    run = new_run(playbook([step("a")], finally_=[step("clean")]))
+    d.turn(run)
+    d.finish(run, "a")
+    batch = d.finish(run, "clean", "failed", error="disk")
+    (end,) = events(batch, ev.RunFailed)
+    assert (end.failed_step, end.error) == ("clean", "step clean failed: disk")
+    ended = [op for op in batch.ops if getattr(op, "table", None) is t.runs]
+    assert update_values(ended[-1])["status"] == "failed"
+
+
+def test_when_false_skips_and_its_dependents_run() -> None:
+    d = Driver()
+    run = new_run(playbook([step("s", when="1 == 2"), step("after", "s")]))
+    batch = d.turn(run)
+    assert [(e.step_id, e.reason) for e in events(batch, ev.StepSkipped)] == [
+        ("s", "when: 1 == 2 is false")
+    ]
+    assert started(batch) == ["after"]  # a skipped step is not broken
+
+
+def test_a_when_that_raises_fails_its_step_with_an_attempt() -> None:
+    d = Driver()
+    run = new_run(playbook([step("s", when="params.x.y", retry={"attempts": 3}), step("b", "s")]))
+    batch = d.turn(run)
+    s = run.steps["s"]
+    assert s.status is StepStatus.FAILED and s.attempts == 1
+    assert s.error is not None and s.error.startswith("when: template 'params.x.y'")
+    (failed,) = events(batch, ev.StepFailed)
+    assert failed.will_retry is False  # a broken condition is not retried
+    kinds = [getattr(op, "kind", None) for op in batch.ops]
+    assert kinds.count("attempt_new") == 1 and kinds.count("attempt_end") == 1
+    assert run.steps["b"].status is StepStatus.SKIPPED
+    assert run.failed_step == "s" and d.ended[run.id]
+
+
+def test_the_run_waits_only_when_every_live_step_waits() -> None:
+    d = Driver()
+    run = new_run(playbook([step("gate"), step("work")]))
+    d.turn(run)
+    d.wait_at_gate(run, "gate")
+    assert run.status is RunStatus.RUNNING  # work still runs
+    batch = d.finish(run, "work")
+    assert run.status is RunStatus.WAITING
+    (waiting,) = events(batch, ev.RunWaiting)
+    assert waiting.reason == "approval"
+    assert update_values(batch.ops[-1]) == {"status": "waiting"}
+
+
+def test_nothing_starts_while_the_node_stops() -> None:
+    d = Driver(stopping=True)
+    run = new_run(playbook([step("a")]))
+    batch = d.turn(run)
+    assert started(batch) == [] and not d.ended[run.id]
+    assert run.steps["a"].status is StepStatus.PENDING
