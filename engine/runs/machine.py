@@ -242,8 +242,8 @@ class RunMachine:
         if step.status is not StepStatus.WAITING or step.wake_reason != m.reason:
             return
         if m.reason == "retry":
-            if run.stop_reason:
-                return
+            if run.stop_reason and step.phase is not Phase.FINALLY:
+                return  # a stop leaves finally alone: its retry goes on
             self.moves.start_attempt(run, step, batch)
         elif m.reason == "wait":
             self.moves.complete(

@@ -326,3 +326,19 @@ def _child_factory(
     child = new_run(playbook([step("c")]), f"{parent.id}-child")
     child.parent_run_id, child.parent_step_id = parent.id, s.id
     return child, []
+
+
+def test_a_finally_step_waiting_to_retry_when_the_run_is_cancelled_retries() -> None:
+    """A cancel leaves ``finally`` alone: its step waiting for a retry tries again, and the
+    run ends (it waited for ever: the retry was refused for the stopping run)."""
+    d = Driver()
+    run = new_run(playbook([step("a")], finally_=[step("clean", retry={"attempts": 2})]))
+    d.turn(run)
+    d.finish(run, "a")
+    d.finish(run, "clean", "failed", error="busy")
+    d.turn(run, msg.Stop(status="cancelled", by="dave"))
+    assert run.steps["clean"].status is StepStatus.WAITING
+    assert started(d.fire(run, "clean", "retry")) == ["clean"]
+    batch = d.finish(run, "clean")
+    (end,) = events(batch, ev.RunCancelled)
+    assert end.by == "dave" and d.ended[run.id]
