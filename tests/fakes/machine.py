@@ -176,13 +176,13 @@ class ApprovalsTable:
     def apply(self, ops: list[Op]) -> None:
         for op in ops:
             if isinstance(op, sa.Insert) and op.table is t.approvals:
-                row = dict(op.compile().params)
+                row = statement_values(op)
                 self.rows[row["id"]] = row
             elif isinstance(op, sa.Update) and op.table is t.approvals:
                 where = conditions(op)
                 for row in self.rows.values():
                     if all(row.get(k) == v for k, v in where.items()):
-                        row.update(update_values(op))
+                        row.update(statement_values(op))
 
     def status(self, approval_id: str) -> str:
         return str(self.rows[approval_id]["status"])
@@ -200,10 +200,13 @@ def conditions(stmt: sa.Update) -> dict[str, Any]:
     return out
 
 
-def update_values(stmt: sa.Update) -> dict[str, Any]:
-    """What an update sets, by column."""
-    columns = {c.name for c in (*t.approvals.columns, *t.runs.columns)}
-    return {k: v for k, v in stmt.compile().params.items() if k in columns}
+def statement_values(stmt: sa.Insert | sa.Update) -> dict[str, Any]:
+    """What an insert or update sets, by column (read from the statement: compiling
+    it would cost a mutation run minutes)."""
+    return {
+        (k if isinstance(k, str) else k.key): getattr(v, "value", v)
+        for k, v in stmt._values.items()
+    }
 
 
 def updates_of(batch: Batch, table: sa.Table) -> list[sa.Update]:

@@ -11,7 +11,7 @@ from engine import events as ev
 from engine.runs import messages as msg
 from engine.runs.state import RunStatus, StepStatus
 from storage import tables as t
-from tests.fakes.machine import Driver, events, new_run, playbook, started, step, update_values
+from tests.fakes.machine import Driver, events, new_run, playbook, started, statement_values, step
 
 # (steps, what starts in the first turn): every step whose needs have ended starts, in
 # order, wherever it is listed (a ready step after a join that still waits starts too)
@@ -144,7 +144,7 @@ def test_a_broken_finally_step_fails_a_run_that_succeeded() -> None:
     (end,) = events(batch, ev.RunFailed)
     assert (end.failed_step, end.error) == ("clean", "step clean failed: disk")
     ended = [op for op in batch.ops if getattr(op, "table", None) is t.runs]
-    assert update_values(ended[-1])["status"] == "failed"
+    assert statement_values(ended[-1])["status"] == "failed"
 
 
 def test_when_false_skips_and_its_dependents_run() -> None:
@@ -182,7 +182,7 @@ def test_the_run_waits_only_when_every_live_step_waits() -> None:
     assert run.status is RunStatus.WAITING
     (waiting,) = events(batch, ev.RunWaiting)
     assert waiting.reason == "approval"
-    assert update_values(batch.ops[-1]) == {"status": "waiting"}
+    assert statement_values(batch.ops[-1]) == {"status": "waiting"}
 
 
 def test_nothing_starts_while_the_node_stops() -> None:

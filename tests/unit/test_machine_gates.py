@@ -24,8 +24,8 @@ from tests.fakes.machine import (
     new_run,
     playbook,
     started,
+    statement_values,
     step,
-    update_values,
     updates_of,
 )
 
@@ -88,7 +88,7 @@ def test_a_reminder_updates_only_its_gate() -> None:
     batch = d.fire(run, "gate", "remind")
     (update,) = updates_of(batch, t.approvals)
     assert conditions(update) == {"id": approval, "status": "pending"}
-    assert update_values(update)["spec"]["remind_at"] is None
+    assert statement_values(update)["spec"]["remind_at"] is None
     assert d.approvals.rows[runs[1][1]]["spec"]["remind_at"] is not None
     (reminded,) = events(batch, ev.ApprovalReminded)
     assert (reminded.approval_id, reminded.approvers) == (approval, BOB)

@@ -24,8 +24,8 @@ from tests.fakes.machine import (
     new_run,
     playbook,
     started,
+    statement_values,
     step,
-    update_values,
     updates_of,
 )
 
@@ -45,7 +45,7 @@ def test_the_stop_reason_is_stored_with_who_stopped_it(
     batch = d.turn(run, msg.Stop(status=status, by=by))
     (update, *_) = updates_of(batch, t.runs)
     assert conditions(update) == {"id": run.id}
-    assert update_values(update) == {"stop_reason": status, "stopped_by": by, "error": error}
+    assert statement_values(update) == {"stop_reason": status, "stopped_by": by, "error": error}
     assert (run.stop_reason, run.stopped_by, run.error) == (status, by, error)
     again = d.turn(run, msg.Stop(status="cancelled", by="erin"))  # the first one stands
     assert again.ops == [] and run.stopped_by == by
