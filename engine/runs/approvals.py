@@ -17,7 +17,7 @@ from engine import events as ev
 from engine.actions import ApprovalSpec
 from engine.runs import messages as msg
 from engine.runs.batch import Batch, step_op
-from engine.runs.gates import Gate
+from engine.runs.gates import Escalation, Gate
 from engine.runs.moves import Moves
 from engine.runs.state import RunState, StepState, StepStatus
 from storage import tables as t
@@ -124,8 +124,9 @@ class Approvals:
     def timed_out(self, run: RunState, step: StepState, batch: Batch) -> None:
         """Nobody decided in time: escalate, or close as the gate's ``on_timeout`` says."""
         gate = step.gate or Gate()
-        if gate.escalates:
-            self._escalate(run, step, gate, batch)
+        more = gate.escalation
+        if more is not None:
+            self._escalate(run, step, gate, more, batch)
             return
         batch.cancel_timers(step, "remind")
         now = self.clock.now()
@@ -164,12 +165,14 @@ class Approvals:
                 run, step, batch, output=output, error="approval timed out with no decision"
             )
 
-    def _escalate(self, run: RunState, step: StepState, gate: Gate, batch: Batch) -> None:
+    def _escalate(
+        self, run: RunState, step: StepState, gate: Gate, more: Escalation, batch: Batch
+    ) -> None:
         """The escalation's approvers are asked too, with a new deadline and the
         escalation's own ``on_timeout``."""
         now = self.clock.now()
-        added = gate.escalate.approvers if gate.escalate else {}
-        gate, deadline = gate.escalated(now)
+        added = more.approvers
+        gate, deadline = gate.escalated(more, now)
         step.gate, step.wake_at = gate, deadline
         batch.ops.append(pending_update(step.approval_id, spec=gate.spec(), deadline_at=deadline))
         batch.ops.append(step_op(run, step))

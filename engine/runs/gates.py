@@ -91,7 +91,7 @@ class Gate:
             approvers=dict(spec.get("approvers") or {}),
             min_approvals=int(spec.get("min_approvals", 1)),
             message=str(spec.get("message") or ""),
-            allow_self_approval=bool(spec.get("allow_self_approval", False)),
+            allow_self_approval=bool(spec.get("allow_self_approval")),
             on_timeout=str(spec.get("on_timeout", "reject")),
             show=dict(spec.get("show") or {}),
             escalate=Escalation.from_spec(escalate) if escalate else None,
@@ -125,19 +125,18 @@ class Gate:
         return opened + timedelta(seconds=timeout_s) if timeout_s else None
 
     @property
-    def escalates(self) -> bool:
-        """Nobody deciding in time asks the next stage's approvers."""
-        return self.on_timeout == "escalate" and self.escalate is not None
+    def escalation(self) -> Escalation | None:
+        """The next stage, asked when nobody decided in time (None: the gate closes)."""
+        return self.escalate if self.on_timeout == "escalate" else None
 
     def timeout_outcome(self) -> str:
         """How the gate closes when nobody decided in time (and it does not escalate)."""
         return "approved" if self.on_timeout == "approve" else "timed_out"
 
-    def escalated(self, now: datetime) -> tuple[Gate, datetime]:
-        """The next stage, and its deadline: the escalation's approvers join the ones
-        asked so far (none dropped, none twice), with its own ``on_timeout``; there is no
-        stage after it."""
-        more = self.escalate or Escalation({}, 0)
+    def escalated(self, more: Escalation, now: datetime) -> tuple[Gate, datetime]:
+        """The gate at its next stage ``more``, and its deadline: the stage's approvers
+        join the ones asked so far (none dropped, none twice), with its own
+        ``on_timeout``; there is no stage after it."""
         merged = merge(self.approvers, more.approvers)
         remind_at = now + timedelta(seconds=self.remind_s) if self.remind_s else None
         gate = replace(

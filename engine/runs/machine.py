@@ -270,9 +270,7 @@ class RunMachine:
             .values(stop_reason=run.stop_reason, stopped_by=run.stopped_by, error=run.error)
         )
         now = self.clock.now()
-        for step in run.steps.values():
-            if step.phase is Phase.FINALLY:
-                continue
+        for step in [s for s in run.steps.values() if s.phase is not Phase.FINALLY]:
             if step.status is StepStatus.RUNNING:
                 batch.effects.append(CancelTask(step.id, "cancelled"))
             elif step.status in (StepStatus.WAITING, StepStatus.PENDING):

@@ -219,3 +219,13 @@ def events(batch: Batch, kind: type[ev.Event]) -> list[Any]:
 
 def started(batch: Batch) -> list[str]:
     return [e.step_id for e in batch.effects if isinstance(e, Launch)]
+
+
+def rows(batch: Batch, kind: str) -> list[dict[str, Any]]:
+    """The rows of the batch's ``Rows`` ops of ``kind`` (step, attempt_end, audit_new, ...)."""
+    return [r for op in batch.ops if getattr(op, "kind", None) == kind for r in op.rows]
+
+
+def audits(batch: Batch) -> list[tuple[Any, ...]]:
+    """The audit rows of a batch as (actor, action, target, detail)."""
+    return [(r["actor"], r["action"], r["target"], r["detail"]) for r in rows(batch, "audit_new")]

@@ -11,7 +11,16 @@ from engine import events as ev
 from engine.runs import messages as msg
 from engine.runs.state import RunStatus, StepStatus
 from storage import tables as t
-from tests.fakes.machine import Driver, events, new_run, playbook, started, statement_values, step
+from tests.fakes.machine import (
+    T0,
+    Driver,
+    events,
+    new_run,
+    playbook,
+    started,
+    statement_values,
+    step,
+)
 
 # (steps, what starts in the first turn): every step whose needs have ended starts, in
 # order, wherever it is listed (a ready step after a join that still waits starts too)
@@ -155,6 +164,13 @@ def test_when_false_skips_and_its_dependents_run() -> None:
         ("s", "when: 1 == 2 is false")
     ]
     assert started(batch) == ["after"]  # a skipped step is not broken
+    (row, _) = [r for op in batch.ops if getattr(op, "kind", "") == "step" for r in op.rows]
+    assert (row["step_id"], row["status"], row["error"], row["finished_at"]) == (
+        "s",
+        "skipped",
+        None,
+        T0,
+    )
 
 
 def test_a_when_that_raises_fails_its_step_with_an_attempt() -> None:

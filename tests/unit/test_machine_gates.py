@@ -242,6 +242,7 @@ DESCRIBED = [  # (approvers, self approval allowed, requester, text)
     ({"users": ["alice"]}, True, "alice", "alice"),
     ({}, False, "alice", "anyone but alice"),
     ({}, True, "alice", "anyone"),
+    ({"users": ["alice", "bob"]}, True, "alice", "alice, bob"),
     (CAROL, False, "x", "carol, @oncall"),
     ({"groups": ["dba"]}, False, "x", "dba"),
 ]
@@ -284,7 +285,7 @@ TIMEOUTS = [  # (on_timeout, escalate, escalates, outcome)
 @pytest.mark.parametrize(("on_timeout", "escalate", "escalates", "outcome"), TIMEOUTS)
 def test_timeouts(on_timeout: str, escalate: Any, escalates: bool, outcome: str) -> None:
     gate = Gate(on_timeout=on_timeout, escalate=escalate)
-    assert (gate.escalates, gate.timeout_outcome()) == (escalates, outcome)
+    assert (gate.escalation is not None, gate.timeout_outcome()) == (escalates, outcome)
 
 
 def test_a_stored_gate_reads_back_as_it_was() -> None:
@@ -301,7 +302,8 @@ def test_a_stored_gate_reads_back_as_it_was() -> None:
         stage=0,
     )
     assert Gate.from_spec(gate.spec()) == gate
-    later, deadline = gate.escalated(T0)
+    assert gate.escalate is not None
+    later, deadline = gate.escalated(gate.escalate, T0)
     assert Gate.from_spec(later.spec()) == later
     assert deadline == T0 + timedelta(seconds=90)
     assert "escalated_at" not in gate.spec() and later.spec()["escalated_at"] == T0.isoformat()

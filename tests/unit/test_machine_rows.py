@@ -5,7 +5,6 @@ database)."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 from engine import events as ev
 from engine.playbooks.foreach import Item, Tally
@@ -14,11 +13,7 @@ from engine.runs import messages as msg
 from engine.runs.batch import Batch, Settle
 from engine.runs.state import StepStatus
 from engine.secrets import Masker
-from tests.fakes.machine import T0, Driver, events, gate_spec, new_run, playbook, step
-
-
-def rows(batch: Batch, kind: str) -> list[dict[str, Any]]:
-    return [r for op in batch.ops if getattr(op, "kind", None) == kind for r in op.rows]
+from tests.fakes.machine import T0, Driver, events, gate_spec, new_run, playbook, rows, step
 
 
 def test_a_step_s_rows_and_events_from_start_to_end() -> None:

@@ -266,6 +266,8 @@ def test_a_wait_completes_at_its_time() -> None:
     assert started(d.turn(run, msg.Wake("s", "retry"))) == []  # not what it waits for
     batch = d.fire(run, "s", "wait")
     assert run.steps["s"].output == {"waited_until": until.isoformat()}
+    (row, _) = [r for op in batch.ops if getattr(op, "kind", "") == "step" for r in op.rows]
+    assert (row["status"], row["wake_at"], row["wake_reason"]) == ("succeeded", None, None)
     assert started(batch) == ["t"]
 
 
