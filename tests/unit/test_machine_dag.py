@@ -3,6 +3,7 @@ start, which are skipped and why, phases, and how the run ends."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -14,12 +15,14 @@ from storage import tables as t
 from tests.fakes.machine import (
     T0,
     Driver,
+    conditions,
     events,
     new_run,
     playbook,
     started,
     statement_values,
     step,
+    updates_of,
 )
 
 # (steps, what starts in the first turn): every step whose needs have ended starts, in
@@ -207,3 +210,83 @@ def test_nothing_starts_while_the_node_stops() -> None:
     batch = d.turn(run)
     assert started(batch) == [] and not d.ended[run.id]
     assert run.steps["a"].status is StepStatus.PENDING
+
+
+def test_a_skipped_need_is_not_broken_but_a_failing_run_starts_nothing() -> None:
+    d = Driver()
+    run = new_run(playbook([step("a"), step("b", "a"), step("c", "b"), step("w")]))
+    d.turn(run)
+    batch = d.finish(run, "a", "failed")
+    assert [(e.step_id, e.reason) for e in events(batch, ev.StepSkipped)] == [
+        ("b", "needs a, which did not succeed")
+    ]
+    assert run.steps["c"].status is StepStatus.PENDING and not d.ended[run.id]  # w runs
+    batch = d.finish(run, "w")
+    assert [(e.step_id, e.reason) for e in events(batch, ev.StepSkipped)] == [
+        ("c", "not run: step a failed")
+    ]
+
+
+def test_a_skip_then_a_start_in_one_pass_still_looks_at_the_skipped_step_s_dependents() -> None:
+    d = Driver()
+    run = new_run(playbook([step("s", when="false"), step("r"), step("d", "s")]))
+    batch = d.turn(run)
+    assert started(batch) == ["r", "d"]
+
+
+def test_in_one_turn_a_broken_need_and_a_blocked_step_each_get_their_reason() -> None:
+    d = Driver()
+    run = new_run(playbook([step("a"), step("x"), step("b", "x"), step("c", "a")]))
+    d.turn(run)
+    batch = d.turn(run, msg.Finished("a", 1, "failed"), msg.Finished("x", 1, "succeeded"))
+    assert [(e.step_id, e.reason) for e in events(batch, ev.StepSkipped)] == [
+        ("c", "needs a, which did not succeed"),
+        ("b", "not run: step a failed"),
+    ]
+
+
+def test_in_finally_a_broken_need_does_not_hold_up_a_ready_step() -> None:
+    d = Driver()
+    pb = playbook(
+        [step("m")], finally_=[step("z1"), step("zx"), step("z2", "z1"), step("z3", "zx")]
+    )
+    run = new_run(pb)
+    d.turn(run)
+    d.finish(run, "m")
+    batch = d.turn(run, msg.Finished("z1", 1, "failed"), msg.Finished("zx", 1, "succeeded"))
+    assert [e.step_id for e in events(batch, ev.StepSkipped)] == ["z2"]
+    assert started(batch) == ["z3"] and not d.ended[run.id]
+
+
+def test_a_failed_run_cancelled_keeps_its_failure() -> None:
+    d = Driver()
+    run = new_run(playbook([step("a"), step("w")]))
+    d.turn(run)
+    d.finish(run, "a", "failed", error="boom")
+    d.turn(run, msg.Stop(status="cancelled", by="dave"))
+    batch = d.finish(run, "w", "cancelled")
+    (end,) = events(batch, ev.RunCancelled)
+    assert (end.error, end.failed_step, end.by) == ("step a failed: boom", "a", "dave")
+    (update,) = updates_of(batch, t.runs)
+    assert conditions(update) == {"id": run.id}
+    assert statement_values(update) == {
+        "status": "cancelled",
+        "finished_at": T0,
+        "error": "step a failed: boom",
+        "failed_step": "a",
+    }
+
+
+def test_the_run_s_waiting_reasons_and_its_row() -> None:
+    d = Driver()
+    run = new_run(playbook([step("gate"), step("s", retry={"attempts": 2})]))
+    d.turn(run)
+    d.wait_at_gate(run, "gate")
+    d.later(1)
+    batch = d.finish(run, "s", "failed")
+    (waiting,) = events(batch, ev.RunWaiting)
+    assert (waiting.run_id, waiting.playbook, waiting.at) == ("r1", "pb", T0 + timedelta(seconds=1))
+    assert waiting.reason == "approval, retry"
+    (update,) = updates_of(batch, t.runs)
+    assert conditions(update) == {"id": "r1"} and statement_values(update) == {"status": "waiting"}
+    assert not d.ended[run.id]
