@@ -62,6 +62,10 @@ def test_a_gate_s_life_in_the_audit_trail() -> None:
     assert rows(batch, "audit_new")[0]["at"] == T0 + timedelta(seconds=90)
     assert d.approvals.rows["g1"]["closed_at"] == T0 + timedelta(seconds=90)
     assert d.approvals.rows["g1"]["outcome_reason"] == "timeout"
+    (closed,) = events(batch, ev.ApprovalClosed)
+    assert (closed.approval_id, closed.outcome, closed.reason) == ("g1", "timed_out", "timeout")
+    (failed,) = events(batch, ev.StepFailed)
+    assert failed.output == {"approval_id": "g1", "approved_by": [], "timed_out": True}
 
 
 def test_a_stale_reminder_reminds_nobody() -> None:
