@@ -8,8 +8,9 @@ from datetime import datetime
 from engine import audit
 from engine.runs import inbox, remote
 from engine.runs import messages as msg
+from engine.runs.batch import Batch
+from engine.runs.machine import RunMachine
 from engine.runs.state import RunState, RunStatus
-from engine.runs.transitions import Batch, RunMachine
 
 
 def apply(

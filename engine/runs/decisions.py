@@ -1,11 +1,17 @@
 """Human decisions on approval gates: who may decide, the decision recorded (idempotent
 per gate and person), and a decision that closes its gate sent to the run's inbox in
-the same commit (``engine.runs.gates`` counts the quorum)."""
+the same commit. The rules are the ``Gate``'s (``engine.runs.gates``).
+
+A decision is one row per (gate, user), so a second click, a retried request or a
+second process changes nothing; the gate closes with a guarded update, so two decisions
+racing cannot close it twice."""
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,11 +22,11 @@ from engine.bus import EventBus
 from engine.errors import ApprovalNotFound, BatonError, NotAllowed
 from engine.runs import gates, inbox
 from engine.runs import messages as msg
+from engine.runs.gates import Gate
 from engine.runs.loading import RunRecords
 from engine.runs.node import Node
 from engine.runs.requests import DecisionResult
 from engine.timing import Clock
-from engine.views import queries
 from storage import tables as t
 from storage.store import Store
 
@@ -74,7 +80,6 @@ class Decisions:
         comment = storable.clean_text(comment)
         masker = run.masker if run is not None else await self.records.masker_of(row.run_id)
         comment = masker.mask_text(comment)
-        spec = row.spec
         if row.status != "pending":
             return DecisionResult(
                 approval_id, False, row.status, f"approval {approval_id} is already {row.status}"
@@ -85,8 +90,8 @@ class Decisions:
             await self.store.write(refused)
             raise NotAllowed(problem)
         now = self.clock.now()
-        outcome = gates.Outcome()
-        quorum = int(spec.get("min_approvals", 1))
+        outcome = Outcome()
+        quorum = Gate.from_spec(row.spec).min_approvals
         sent: list[int] = []
         payload: dict[str, Any] = {}
 
@@ -108,9 +113,7 @@ class Decisions:
             put(conn)
 
         await self.store.write(
-            gates.record(
-                approval_id, user, decision, comment, now, quorum, outcome, self.same_person
-            ),
+            record(approval_id, user, decision, comment, now, quorum, outcome, self.same_person),
             tell_driver,
         )
         if outcome.late is not None:
@@ -159,15 +162,102 @@ class Decisions:
         return await self._problem(row, user)
 
     async def _problem(self, row: sa.Row[Any], user: str) -> str | None:
-        spec = row.spec
-        if self.same_person(user, row.requested_by) and not spec.get("allow_self_approval"):
+        gate = Gate.from_spec(row.spec)
+        if gate.self_approval_refused(user, row.requested_by, self.same_person):
             return (
                 f"{user} started run {row.run_id} and cannot approve it: another approver "
-                f"must decide ({queries.describe_approvers(spec, row.requested_by)})"
+                f"must decide ({gate.describe_approvers(row.requested_by)})"
             )
-        if not await self.approver_check(user, spec.get("approvers") or {}):
+        if not await self.approver_check(user, gate.approvers):
             return (
                 f"{user} may not decide on {row.id}; approvers: "
-                f"{queries.describe_approvers(spec, row.requested_by)}"
+                f"{gate.describe_approvers(row.requested_by)}"
             )
         return None
+
+
+@dataclass
+class Outcome:
+    """What recording a decision did: ``earlier`` is set when this user had already
+    decided; ``closed`` ("approved"/"rejected") when this decision closed the gate."""
+
+    earlier: str | None = None
+    closed: str | None = None
+    late: str | None = None
+    """The gate's status when it had closed before this decision (nothing recorded)."""
+    approved_by: list[str] = field(default_factory=list)
+
+
+def record(
+    approval_id: str,
+    user: str,
+    decision: str,
+    comment: str,
+    at: datetime,
+    quorum: int,
+    outcome: Outcome,
+    same_person: Callable[[str, str], bool] = operator.eq,
+) -> Callable[[sa.Connection], None]:
+    """The op that records ``user``'s decision and closes the gate when it decides it.
+    One decision per person: ``same_person`` says when two ids (a name, a Slack id) are
+    one person, who neither decides twice nor counts twice towards the quorum."""
+
+    def op(conn: sa.Connection) -> None:
+        # the gate's row first, locked on PostgreSQL: two decisions racing take turns,
+        # and one arriving after the gate closed records nothing (SQLite's writes are
+        # serialised already)
+        gate = sa.select(t.approvals.c.status).where(t.approvals.c.id == approval_id)
+        if conn.dialect.name == "postgresql":
+            gate = gate.with_for_update()
+        status = conn.execute(gate).scalar()
+        if status != "pending":
+            outcome.late = status or "gone"
+            return
+        earlier = conn.execute(
+            sa.select(t.decisions.c.user, t.decisions.c.decision).where(
+                t.decisions.c.approval_id == approval_id
+            )
+        ).all()
+        seen = next((d for d in earlier if same_person(d.user, user)), None)
+        conn.execute(  # the audit row says whether this click changed anything
+            t.audit.insert().values(
+                at=at,
+                actor=user,
+                action=decision,
+                target=approval_id,
+                source={},
+                detail={"comment": comment},
+                outcome="ok" if seen is None else "duplicate",
+            )
+        )
+        if seen is not None:
+            outcome.earlier = seen.decision
+            return
+        conn.execute(
+            t.decisions.insert().values(
+                approval_id=approval_id, user=user, decision=decision, comment=comment, at=at
+            )
+        )
+        approvers = [
+            r.user
+            for r in conn.execute(
+                sa.select(t.decisions.c.user)
+                .where(
+                    t.decisions.c.approval_id == approval_id, t.decisions.c.decision == "approve"
+                )
+                .order_by(t.decisions.c.id)
+            )
+        ]
+        closing = gates.closing(decision, len(gates.people(approvers, same_person)), quorum)
+        if closing is None:
+            return
+        done = conn.execute(
+            t.approvals.update()
+            .where(t.approvals.c.id == approval_id, t.approvals.c.status == "pending")
+            .values(status=closing, closed_at=at, outcome_reason=comment)
+        )
+        if done.rowcount:
+            outcome.closed = closing
+            outcome.approved_by = approvers
+
+    return op

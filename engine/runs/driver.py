@@ -15,18 +15,31 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
+from functools import partial
 from typing import Any
 
 from engine import events as ev
 from engine import storable, timing
 from engine.bus import EventBus
 from engine.errors import RunMoved
-from engine.runs import commands, inbox
+from engine.runs import commands, inbox, items
 from engine.runs import messages as msg
+from engine.runs.batch import (
+    Batch,
+    CancelTask,
+    CancelTimer,
+    Effect,
+    Launch,
+    SetTimer,
+    Settle,
+    StartChild,
+    StopChild,
+)
 from engine.runs.leases import Leases
+from engine.runs.machine import RunMachine
 from engine.runs.node import Node
 from engine.runs.state import RunState, StepState
-from engine.runs.transitions import Batch, RunMachine
+from engine.runs.steptimers import StepTimers
 from engine.timing import Clock, Timers
 from storage import tables as t
 from storage.errors import ClaimLost
@@ -46,13 +59,16 @@ class Driver:
         timers: Timers,
         leases: Leases,
         machine: RunMachine,
+        step_timers: StepTimers,
         launch: Callable[[RunState, StepState], None],
         freed: Callable[[str], Awaitable[None]],
         poke: Callable[[], None],
+        stop_elsewhere: Callable[[str, str], None],
     ) -> None:
         """``launch``: start a step the driver decided on; ``freed``: a run that held a
         concurrency key ended (start what waits for its place); ``poke``: the node's
-        first run started (the keeper starts reading the inbox)."""
+        first run started (the keeper starts reading the inbox); ``stop_elsewhere``:
+        cancel a run another node drives (or nobody yet), by whom."""
         self.node = node
         self.store = store
         self.bus = bus
@@ -60,6 +76,8 @@ class Driver:
         self.timers = timers
         self.leases = leases
         self.machine = machine
+        self.step_timers = step_timers
+        self.stop_elsewhere = stop_elsewhere
         self.launch = launch
         self.freed = freed
         self.poke = poke
@@ -120,24 +138,23 @@ class Driver:
                     if run.resuming:
                         self.machine.recover_running(run, batch)
                     run.announced, run.resuming = True, False
+                answers: list[Callable[[], None]] = []
                 while run.inbox:
                     m = run.inbox.popleft()
                     if isinstance(m, msg.Command):
-                        self._apply_command(run, m, batch)
+                        answers.append(self._apply_command(run, m, batch))
                     else:
                         self.machine.apply(run, m, batch)
                 finished = self.machine.advance(run, batch)
                 if finished:
                     self._closing(run, batch)
+                later = self._withdraw(run, batch.effects) + answers
                 if batch.ops and not await self._commit(run, batch.ops):
                     return  # no longer ours: another node (or a later adoption) goes on
                 for event in batch.events:
                     self.bus.publish(event)
-                for child in batch.children:
-                    self.start(child)
-                for step in batch.launches:
-                    self.launch(run, step)
-                for fn in batch.after:
+                self._carry_out(run, batch.effects)
+                for fn in later:
                     fn()
                 if finished:
                     await self._finish(run)
@@ -230,8 +247,7 @@ class Driver:
         self.node.drivers.pop(run.id, None)
         self.timers.cancel(f"run:{run.id}:deadline")
         for step in run.steps.values():
-            for reason in ("retry", "wait", "approval", "remind", "timeout"):
-                self.timers.cancel(self.machine.timer_key(run, step, reason))
+            self.step_timers.cancel_all(run, step.id)
             if step.task is not None and not step.task.done():
                 step.cancel_reason = "abandoned"
                 step.task.cancel()
@@ -247,16 +263,54 @@ class Driver:
             self.node.busy_dec()
         run.blocked = False
 
-    def _apply_command(self, run: RunState, m: msg.Command, batch: Batch) -> None:
+    def _withdraw(self, run: RunState, effects: list[Effect]) -> list[Callable[[], None]]:
+        """Carry out the effects that withdraw something, at once (before the commit):
+        timers cancelled, running attempts cancelled, child runs driven here stopped.
+        Returns what is done after the commit: a child run driven elsewhere is stopped
+        through its inbox."""
+        later: list[Callable[[], None]] = []
+        for effect in effects:
+            if isinstance(effect, CancelTimer):
+                self.step_timers.cancel(run, effect.step_id, effect.reason)
+            elif isinstance(effect, CancelTask):
+                step = run.steps[effect.step_id]
+                if step.task is not None:
+                    step.cancel_reason = effect.reason
+                    step.task.cancel()
+            elif isinstance(effect, StopChild):
+                child = self.node.runs.get(effect.child_run_id)
+                if child is not None:
+                    self.node.post(child, msg.Stop(status=effect.status, by=effect.by))
+                else:  # driven by another node, or by nobody until a server adopts it
+                    later.append(partial(self.stop_elsewhere, effect.child_run_id, effect.by))
+        return later
+
+    def _carry_out(self, run: RunState, effects: list[Effect]) -> None:
+        """Carry out the effects of a committed batch: child runs started first, then
+        attempts launched, then the rest in their order."""
+        for effect in effects:
+            if isinstance(effect, StartChild):
+                self.start(effect.child)
+        for effect in effects:
+            if isinstance(effect, Launch):
+                self.launch(run, run.steps[effect.step_id])
+        for effect in effects:
+            if isinstance(effect, SetTimer):
+                self.step_timers.set(run, effect.step_id, effect.reason, effect.at)
+            elif isinstance(effect, Settle):
+                items.settle(effect.committed)
+
+    def _apply_command(self, run: RunState, m: msg.Command, batch: Batch) -> Callable[[], None]:
+        """Apply an inbox command; returns how its waiting caller (if any, in this
+        process) is told the answer once the batch is committed."""
         answer = commands.apply(self.machine, run, m, batch, self.clock.now())
         waiter = run.waiters.pop(m.id, None)
-        if waiter is not None:
 
-            def tell(w: asyncio.Future[Any] = waiter, a: inbox.Answer = answer) -> None:
-                if not w.done():
-                    w.set_result(a)
+        def tell(w: asyncio.Future[Any] | None = waiter, a: inbox.Answer = answer) -> None:
+            if w is not None and not w.done():
+                w.set_result(a)
 
-            batch.after.append(tell)
+        return tell
 
     def _closing(self, run: RunState, batch: Batch) -> None:
         """What the final commit of a run carries besides its status: the refusal of the

@@ -31,11 +31,12 @@ from engine.runs import admission, decisions, driver, executor, inbox, leases, r
 from engine.runs import messages as msg
 from engine.runs.keeper import Keeper
 from engine.runs.loading import RunRecords
+from engine.runs.machine import RunMachine
 from engine.runs.node import Node
 from engine.runs.requests import DecisionResult, Plan, RunRequest, Trigger
 from engine.runs.retries import Retries
 from engine.runs.state import RunState, RunStatus, StepState
-from engine.runs.transitions import RunMachine
+from engine.runs.steptimers import StepTimers
 from engine.secrets import SecretBox
 from engine.timing import Clock, SchedulerTimers, SystemClock, Timers
 from storage import tables as t
@@ -116,19 +117,16 @@ class Engine:
         )
         self.machine = RunMachine(
             clock=self.clock,
-            timers=self.timers,
-            post=self.node.post,
             spawn_child=self._spawn_child,
-            live=self.node.runs.get,
             stopping=lambda: self.node.stopping,
-            stop_elsewhere=self._cancel_elsewhere,
         )
+        step_timers = StepTimers(self.timers, self.node.post)
         self.executor = executor.Executor(
             node=self.node,
             store=store,
             clock=self.clock,
             timers=self.timers,
-            machine=self.machine,
+            step_timers=step_timers,
             registry=registry,
             remote=self.remote,
             secrets=self.secrets,
@@ -143,9 +141,11 @@ class Engine:
             timers=self.timers,
             leases=self.leases,
             machine=self.machine,
+            step_timers=step_timers,
             launch=self.executor.launch,
             freed=self._place_freed,
             poke=self.keeper.poke,
+            stop_elsewhere=self._cancel_elsewhere,
         )
         self.admission = admission.Admission(
             node=self.node,
@@ -163,7 +163,7 @@ class Engine:
             bus=self.bus,
             leases=self.leases,
             records=self.records,
-            machine=self.machine,
+            step_timers=step_timers,
             remote=self.remote,
             drive=self.driver.start,
             admit_waiting=self.admission.admit_waiting,

@@ -21,7 +21,7 @@ from engine.runs import fanout, items, remote
 from engine.runs import messages as msg
 from engine.runs.node import Node
 from engine.runs.state import RunState, StepState
-from engine.runs.transitions import RunMachine
+from engine.runs.steptimers import StepTimers
 from engine.timing import Clock, Timers
 from storage.store import Store
 
@@ -39,7 +39,7 @@ class Executor:
         store: Store,
         clock: Clock,
         timers: Timers,
-        machine: RunMachine,
+        step_timers: StepTimers,
         registry: Registry,
         remote: remote.Remote,
         secrets: dict[str, str],
@@ -50,7 +50,7 @@ class Executor:
         self.store = store
         self.clock = clock
         self.timers = timers
-        self.machine = machine
+        self.step_timers = step_timers
         self.registry = registry
         self.remote = remote
         self.secrets = secrets
@@ -68,7 +68,7 @@ class Executor:
             return
         if step.spec.timeout is not None:
             at = self.clock.now() + step.spec.timeout
-            self.machine.set_timer(run, step, at, "timeout")
+            self.step_timers.set(run, step.id, "timeout", at)
 
     async def drain(self, drain: float) -> None:
         """At stop: let the running steps finish for ``drain`` seconds, then interrupt

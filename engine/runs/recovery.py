@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,12 +17,13 @@ from engine.bus import EventBus
 from engine.errors import BatonError
 from engine.runs import inbox, leases
 from engine.runs import messages as msg
+from engine.runs.gates import Gate
 from engine.runs.leases import Leases
 from engine.runs.loading import RunRecords
 from engine.runs.node import Node
 from engine.runs.remote import Remote
 from engine.runs.state import RunState, RunStatus, StepStatus
-from engine.runs.transitions import RunMachine
+from engine.runs.steptimers import StepTimers
 from engine.timing import Clock
 from storage import tables as t
 from storage.store import Store
@@ -45,7 +45,7 @@ class Recovery:
         clock: Clock,
         leases: Leases,
         records: RunRecords,
-        machine: RunMachine,
+        step_timers: StepTimers,
         remote: Remote,
         drive: Callable[[RunState], None],
         admit_waiting: Callable[[], Awaitable[None]],
@@ -59,7 +59,7 @@ class Recovery:
         self.clock = clock
         self.leases = leases
         self.records = records
-        self.machine = machine
+        self.step_timers = step_timers
         self.remote = remote
         self.drive = drive
         self.admit_waiting = admit_waiting
@@ -186,20 +186,17 @@ class Recovery:
             if step.status is not StepStatus.WAITING:
                 continue
             if step.wake_reason in ("retry", "wait") and step.wake_at is not None:
-                self.machine.set_timer(run, step, step.wake_at, step.wake_reason)
+                self.step_timers.set(run, step.id, step.wake_reason, step.wake_at)
             elif step.wake_reason == "approval" and step.approval_id:
                 gate = gates.get(step.approval_id)
                 if gate is None:
                     continue
-                step.on_timeout = str(gate.spec.get("on_timeout", "reject"))
-                step.gate = dict(gate.spec or {})
+                step.gate = Gate.from_spec(gate.spec)
                 if gate.status == "pending":
                     if gate.deadline_at is not None:
-                        self.machine.set_timer(run, step, gate.deadline_at, "approval")
-                    remind_at = step.gate.get("remind_at")
-                    if remind_at:
-                        at = datetime.fromisoformat(remind_at)
-                        self.machine.set_timer(run, step, at, "remind")
+                        self.step_timers.set(run, step.id, "approval", gate.deadline_at)
+                    if step.gate.remind_at is not None:
+                        self.step_timers.set(run, step.id, "remind", step.gate.remind_at)
                     continue
                 run.inbox.append(  # decided while no process was driving the run
                     msg.GateClosed(

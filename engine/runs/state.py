@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 from engine.playbooks.model import Phase, Playbook, Step
+from engine.runs.gates import Gate
 from engine.secrets import Masker, SecretBox
 
 
@@ -91,8 +92,8 @@ class StepState:
     child_run_id: str | None = None
     task: asyncio.Task[None] | None = None
     cancel_reason: str | None = None
-    on_timeout: str = "reject"
-    gate: dict[str, Any] | None = None  # the open approval's spec, as stored
+    gate: Gate | None = None
+    """The open approval gate's rules (``approvals.spec``)."""
     templated: bool = True
     remote: asyncio.Future[dict[str, Any]] | None = None
     """The report a step running on a worker waits for (``engine.runs.remote``)."""

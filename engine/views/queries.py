@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from engine.errors import ApprovalNotFound, RunNotFound
 from engine.playbooks.foreach import Tally
+from engine.runs.gates import Gate
 from engine.runs.items import tallies_in
 from engine.views import paging
 from storage import tables as t
@@ -242,25 +243,14 @@ async def step_tails(store: Store, run_id: str) -> list[dict[str, Any]]:
 
 
 def approver_names(spec: dict[str, Any], requested_by: str) -> list[str]:
-    """Who a gate names to decide, as the API lists them: user ids, Slack user groups
-    (``@handle`` or ``S…`` id), Baton groups (``group NAME``); the requester left out
-    unless the gate allows self-approval (empty: anyone, and the requester only so)."""
-    approvers = spec.get("approvers") or {}
-    users = [str(u) for u in approvers.get("users") or []]
-    if not spec.get("allow_self_approval", False):
-        users = [u for u in users if u != requested_by]
-    handles = [
-        g if g.startswith("@") or g.isupper() else f"@{g}"
-        for g in approvers.get("usergroups") or []
-    ]
-    return [*users, *handles, *(f"group {g}" for g in approvers.get("groups") or [])]
+    """Who a gate (its stored spec) names to decide, as the API lists them."""
+    return Gate.from_spec(spec).approver_names(requested_by)
 
 
 def describe_approvers(spec: dict[str, Any], requested_by: str) -> str:
-    """Who may decide on a gate, as people read it (the requester left out unless the
-    gate allows self-approval)."""
-    anyone = "anyone" if spec.get("allow_self_approval", False) else f"anyone but {requested_by}"
-    return ", ".join(approver_names(spec, requested_by)) or anyone
+    """Who may decide on a gate (its stored spec), as people read it (the requester left
+    out unless the gate allows self-approval)."""
+    return Gate.from_spec(spec).describe_approvers(requested_by)
 
 
 async def pending_approvals(store: Store, run_id: str) -> list[dict[str, Any]]:
