@@ -72,7 +72,12 @@ async def test_a_script_runs_through_sh_and_its_lines_stream_to_the_log(
     go.touch()
     out = await step
     assert out == {"rc": 0, "stdout": "first\nlast\n", "stderr": "oops\n"}
-    assert log.lines == ["127.0.0.1: first", "127.0.0.1 (stderr): oops", "127.0.0.1: last"]
+    # stdout and stderr are two channels: each keeps its order, not one against the other
+    assert [line for line in log.lines if "(stderr)" not in line] == [
+        "127.0.0.1: first",
+        "127.0.0.1: last",
+    ]
+    assert [line for line in log.lines if "(stderr)" in line] == ["127.0.0.1 (stderr): oops"]
 
 
 async def test_a_nonzero_exit_fails_with_the_last_stderr_line(
