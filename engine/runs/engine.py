@@ -323,8 +323,7 @@ class Engine:
         run, ops = self.records.prepare(playbook, request)
         ops.extend(also(run.id) if callable(also) else also)
         if detach:  # queued with no owner: the first `serve` node to look starts it
-            created = ops[0]
-            assert isinstance(created, Rows) and created.kind == "run_new"
+            [created] = [op for op in ops if isinstance(op, Rows) and op.kind == "run_new"]
             created.rows[0].update(owner=None, lease_expires_at=None)
             if self.store.dialect == "postgresql":
                 ops.append(inbox.notify(inbox.ADMIT))
