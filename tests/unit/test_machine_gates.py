@@ -244,7 +244,8 @@ DESCRIBED = [  # (approvers, self approval allowed, requester, text)
     ({}, True, "alice", "anyone"),
     ({"users": ["alice", "bob"]}, True, "alice", "alice, bob"),
     (CAROL, False, "x", "carol, @oncall"),
-    ({"groups": ["dba"]}, False, "x", "dba"),
+    ({"groups": ["dba"]}, False, "x", "group dba"),
+    ({"usergroups": ["@sre", "S0DBA"]}, False, "x", "@sre, S0DBA"),  # as written, one @
 ]
 
 
