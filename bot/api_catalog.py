@@ -93,16 +93,7 @@ async def list_approvals(request: web.Request) -> web.Response:
             .order_by(a.created_at, a.id)
         ).all()
         approvals = {r.id: 0 for r in rows}
-        if approvals:
-            counted = conn.execute(
-                sa.select(t.decisions.c.approval_id, sa.func.count())
-                .where(
-                    t.decisions.c.approval_id.in_(list(approvals)),
-                    t.decisions.c.decision == "approve",
-                )
-                .group_by(t.decisions.c.approval_id)
-            )
-            approvals.update({approval_id: n for approval_id, n in counted})
+        approvals.update(queries.approvals_counted(conn, list(approvals)))
         return [
             {
                 "id": r.id,

@@ -105,16 +105,7 @@ def _gates(conn: sa.Connection, run_id: str) -> list[dict[str, Any]]:
     ).all()
     if not gates:
         return []
-    approved: dict[str, int] = dict(
-        conn.execute(
-            sa.select(t.decisions.c.approval_id, sa.func.count())
-            .where(
-                t.decisions.c.approval_id.in_([g.id for g in gates]),
-                t.decisions.c.decision == "approve",
-            )
-            .group_by(t.decisions.c.approval_id)
-        ).all()
-    )
+    approved = approvals_counted(conn, [g.id for g in gates])
     return [
         {
             "id": g.id,
@@ -240,6 +231,19 @@ async def step_tails(store: Store, run_id: str) -> list[dict[str, Any]]:
         .order_by(t.steps.c.position)
     )
     return [_step_json(r) for r in rows]
+
+
+def approvals_counted(conn: sa.Connection, approval_ids: list[str]) -> dict[str, int]:
+    """How many approve decisions each gate has so far (a gate with none is absent)."""
+    if not approval_ids:
+        return {}
+    d = t.decisions.c
+    counted = conn.execute(
+        sa.select(d.approval_id, sa.func.count())
+        .where(d.approval_id.in_(approval_ids), d.decision == "approve")
+        .group_by(d.approval_id)
+    )
+    return {approval_id: n for approval_id, n in counted}
 
 
 def approver_names(spec: dict[str, Any], requested_by: str) -> list[str]:

@@ -191,18 +191,7 @@ async def pending_gates(store: Store) -> list[dict[str, Any]]:
             .where(a.status == "pending")
             .order_by(a.created_at, a.id)
         ).all()
-        counted: dict[str, int] = {}
-        if rows:
-            counted = dict(
-                conn.execute(
-                    sa.select(t.decisions.c.approval_id, sa.func.count())
-                    .where(
-                        t.decisions.c.approval_id.in_([r.id for r in rows]),
-                        t.decisions.c.decision == "approve",
-                    )
-                    .group_by(t.decisions.c.approval_id)
-                ).all()
-            )
+        counted = queries.approvals_counted(conn, [r.id for r in rows])
         return [
             {
                 "id": r.id,
